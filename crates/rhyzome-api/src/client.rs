@@ -1,0 +1,208 @@
+//! Typed blocking client of the Rhyzome API.
+//!
+//! Blocking on purpose: its users are the CLI and tests, which do one request at a time. A
+//! [`Client`] is cheap to clone and may be shared between threads (reqwest pools connections).
+
+use crate::{ErrorBody, Instance, InstanceList, InstanceSpec, ServerInfo, API_PREFIX};
+use reqwest::blocking::{RequestBuilder, Response};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error body.
+    #[error("{body}")]
+    Api { status: u16, body: ErrorBody },
+    /// The server answered with something that is not the API's error body.
+    #[error("server answered {status}: {text}")]
+    UnexpectedResponse { status: u16, text: String },
+    #[error("cannot reach {server}: {source}")]
+    Transport {
+        server: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("invalid server URL {0:?}: expected http://HOST:PORT")]
+    InvalidServer(String),
+}
+
+impl ClientError {
+    /// HTTP status of an API error, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::UnexpectedResponse { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Client {
+    /// `server` is the daemon's base URL, for example `http://127.0.0.1:8080`.
+    pub fn new(server: &str) -> Result<Self, ClientError> {
+        let base = server.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) || base.len() < 8 {
+            return Err(ClientError::InvalidServer(server.to_string()));
+        }
+        let http = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|source| ClientError::Transport {
+                server: base.clone(),
+                source,
+            })?;
+        Ok(Client { base, http })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}{}", self.base, API_PREFIX, path)
+    }
+
+    fn send(&self, req: RequestBuilder) -> Result<Response, ClientError> {
+        let resp = req.send().map_err(|source| ClientError::Transport {
+            server: self.base.clone(),
+            source,
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => ClientError::Api {
+                status: status.as_u16(),
+                body,
+            },
+            Err(_) => ClientError::UnexpectedResponse {
+                status: status.as_u16(),
+                text,
+            },
+        })
+    }
+
+    fn json<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, ClientError> {
+        let resp = self.send(req)?;
+        let status = resp.status();
+        let text = resp.text().map_err(|source| ClientError::Transport {
+            server: self.base.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| ClientError::UnexpectedResponse {
+            status: status.as_u16(),
+            text: format!("undecodable body ({e}): {text}"),
+        })
+    }
+
+    fn instance_path(name: &str, suffix: &str) -> String {
+        // Names are validated server-side; percent-encoding keeps a hostile name from
+        // changing the route it is sent to.
+        format!("/instances/{}{}", percent_encode(name), suffix)
+    }
+
+    pub fn info(&self) -> Result<ServerInfo, ClientError> {
+        self.json(self.http.get(self.url("/info")))
+    }
+
+    pub fn create_instance(&self, spec: &InstanceSpec) -> Result<Instance, ClientError> {
+        self.json(self.http.post(self.url("/instances")).json(spec))
+    }
+
+    pub fn list_instances(&self) -> Result<Vec<Instance>, ClientError> {
+        let list: InstanceList = self.json(self.http.get(self.url("/instances")))?;
+        Ok(list.instances)
+    }
+
+    pub fn get_instance(&self, name: &str) -> Result<Instance, ClientError> {
+        self.json(self.http.get(self.url(&Self::instance_path(name, ""))))
+    }
+
+    pub fn delete_instance(&self, name: &str) -> Result<(), ClientError> {
+        self.send(self.http.delete(self.url(&Self::instance_path(name, ""))))?;
+        Ok(())
+    }
+
+    pub fn start_instance(&self, name: &str) -> Result<Instance, ClientError> {
+        self.json(self.http.post(self.url(&Self::instance_path(name, "/start"))))
+    }
+
+    pub fn stop_instance(&self, name: &str) -> Result<Instance, ClientError> {
+        self.json(self.http.post(self.url(&Self::instance_path(name, "/stop"))))
+    }
+
+    pub fn restart_instance(&self, name: &str) -> Result<Instance, ClientError> {
+        self.json(
+            self.http
+                .post(self.url(&Self::instance_path(name, "/restart"))),
+        )
+    }
+
+    /// The console output recorded so far, or its last `tail_bytes` bytes.
+    pub fn console(&self, name: &str, tail_bytes: Option<u64>) -> Result<Vec<u8>, ClientError> {
+        let mut req = self
+            .http
+            .get(self.url(&Self::instance_path(name, "/console")));
+        if let Some(n) = tail_bytes {
+            req = req.query(&[("tail_bytes", n)]);
+        }
+        let resp = self.send(req)?;
+        resp.bytes()
+            .map(|b| b.to_vec())
+            .map_err(|source| ClientError::Transport {
+                server: self.base.clone(),
+                source,
+            })
+    }
+
+    /// The daemon's OpenAPI document.
+    pub fn openapi(&self) -> Result<serde_json::Value, ClientError> {
+        self.json(self.http.get(self.url("/openapi.json")))
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// True when `err` is the server's "not found" answer.
+pub fn is_not_found(err: &ClientError) -> bool {
+    err.status() == Some(StatusCode::NOT_FOUND.as_u16())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_names_inside_their_route() {
+        assert_eq!(percent_encode("msgrouter"), "msgrouter");
+        assert_eq!(percent_encode("a/x"), "a%2Fx");
+        assert_eq!(percent_encode("a b?c"), "a%20b%3Fc");
+    }
+
+    #[test]
+    fn server_url_must_be_http() {
+        assert!(Client::new("127.0.0.1:8080").is_err());
+        assert!(Client::new("http://127.0.0.1:8080/").is_ok());
+    }
+}

@@ -1,0 +1,28 @@
+//! Wire types of the Rhyzome HTTP API, shared by the daemon (`rhyzomesrv`), the CLI
+//! (`rhyzomectl`) and the tests, so that the three cannot disagree about a field.
+//!
+//! The daemon derives its OpenAPI document from these types (`utoipa::ToSchema`), and a test
+//! compares that document with the committed `openapi/rhyzome.json`.
+//!
+//! With the `client` feature the crate also offers [`client::Client`], a typed blocking HTTP
+//! client. Nothing here holds state or spawns threads.
+
+pub mod types;
+pub mod validate;
+
+#[cfg(feature = "client")]
+pub mod client;
+
+pub use types::*;
+
+/// Path prefix of every API route.
+pub const API_PREFIX: &str = "/v1";
+
+/// Upper bound that Solo5 puts on a unikernel's command line (it keeps at most 8191 bytes).
+pub const MAX_KERNEL_PARAMETERS_BYTES: usize = 8191;
+
+/// Memory an instance gets when the request does not say.
+pub const DEFAULT_MEMORY_MIB: u32 = 32;
+
+/// Virtual CPUs an instance gets when the request does not say.
+pub const DEFAULT_VCPUS: u32 = 1;

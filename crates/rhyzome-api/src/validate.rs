@@ -1,0 +1,239 @@
+//! Syntactic checks of request fields, shared so that the CLI can refuse bad input before it
+//! is sent and the daemon gives the same answer when a request comes from elsewhere. Checks
+//! that need the server (kernel paths, bridges) live in the daemon.
+
+use crate::MAX_KERNEL_PARAMETERS_BYTES;
+
+/// A field that failed a check, with the reason in words a person understands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        FieldError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// Instance names are DNS labels (RFC 1123): they become libvirt domain names, file names and
+/// host names, and this alphabet is safe in all three.
+pub fn validate_name(name: &str) -> Result<(), FieldError> {
+    let err = |m: &str| Err(FieldError::new("name", m));
+    if name.is_empty() {
+        return err("must not be empty");
+    }
+    if name.len() > 63 {
+        return Err(FieldError::new(
+            "name",
+            format!("is {} characters long; at most 63 are allowed", name.len()),
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(FieldError::new(
+            "name",
+            format!("contains {c:?}; only lowercase letters a-z, digits and '-' are allowed"),
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return err("must not start or end with '-'");
+    }
+    Ok(())
+}
+
+pub fn validate_kernel_parameters(params: &str) -> Result<(), FieldError> {
+    if params.len() > MAX_KERNEL_PARAMETERS_BYTES {
+        return Err(FieldError::new(
+            "kernel_parameters",
+            format!(
+                "is {} bytes long; Solo5 keeps at most {MAX_KERNEL_PARAMETERS_BYTES}",
+                params.len()
+            ),
+        ));
+    }
+    if let Some(c) = params.chars().find(|c| c.is_control()) {
+        return Err(FieldError::new(
+            "kernel_parameters",
+            format!("contains the control character {c:?}; use spaces to separate arguments"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_memory_mib(mib: u32) -> Result<(), FieldError> {
+    if !(2..=65536).contains(&mib) {
+        return Err(FieldError::new(
+            "memory_mib",
+            format!("is {mib}; it must be between 2 and 65536 MiB"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_vcpus(vcpus: u32) -> Result<(), FieldError> {
+    if !(1..=64).contains(&vcpus) {
+        return Err(FieldError::new(
+            "vcpus",
+            format!("is {vcpus}; it must be between 1 and 64"),
+        ));
+    }
+    Ok(())
+}
+
+/// Linux interface names: at most 15 bytes, no '/', no whitespace, not "." or "..".
+pub fn validate_bridge(bridge: &str) -> Result<(), FieldError> {
+    let field = "network.bridge";
+    if bridge.is_empty() || bridge.len() > 15 {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "{bridge:?} is not an interface name: it must be 1 to 15 characters long, not {}",
+                bridge.len()
+            ),
+        ));
+    }
+    if bridge == "." || bridge == ".." {
+        return Err(FieldError::new(field, "must not be \".\" or \"..\""));
+    }
+    if let Some(c) = bridge
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(FieldError::new(
+            field,
+            format!("contains {c:?}; interface names use letters, digits, '-', '_' and '.'"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `xx:xx:xx:xx:xx:xx` into lowercase canonical form. Multicast addresses are refused
+/// because a NIC cannot own one.
+pub fn parse_mac(mac: &str) -> Result<[u8; 6], FieldError> {
+    let field = "network.mac";
+    let parts: Vec<&str> = mac.split(':').collect();
+    let bad = || {
+        FieldError::new(
+            field,
+            format!("{mac:?} is not a MAC address; expected six hex pairs like 52:54:00:12:34:56"),
+        )
+    };
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        out[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if out[0] & 1 == 1 {
+        return Err(FieldError::new(
+            field,
+            format!("{mac:?} is a multicast address; the first octet must be even"),
+        ));
+    }
+    Ok(out)
+}
+
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The value of `--ipv4` in a MirageOS-style command line (`--ipv4 A/N` or `--ipv4=A/N`).
+pub fn ipv4_from_parameters(params: &str) -> Option<String> {
+    let mut words = params.split_whitespace();
+    while let Some(w) = words.next() {
+        if let Some(v) = w.strip_prefix("--ipv4=") {
+            return Some(v.to_string());
+        }
+        if w == "--ipv4" {
+            return words.next().map(str::to_string);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_labels() {
+        for ok in ["a", "msgrouter", "node-01", &"x".repeat(63)] {
+            assert_eq!(validate_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Upper",
+            "a_b",
+            "a.b",
+            "..",
+            "a/b",
+            "<x>",
+            "a b",
+            "é",
+            &"x".repeat(64),
+        ] {
+            let e = validate_name(bad).unwrap_err();
+            assert_eq!(e.field, "name", "{bad}");
+        }
+    }
+
+    #[test]
+    fn kernel_parameters_are_bounded_and_printable() {
+        assert!(validate_kernel_parameters("--ipv4 10.0.0.2/24 <&'\">").is_ok());
+        assert!(validate_kernel_parameters(&"a".repeat(8191)).is_ok());
+        let e = validate_kernel_parameters(&"a".repeat(8192)).unwrap_err();
+        assert!(e.message.contains("8192 bytes"), "{e}");
+        assert!(validate_kernel_parameters("a\nb").is_err());
+        assert!(validate_kernel_parameters("a\0b").is_err());
+    }
+
+    #[test]
+    fn macs_parse_and_refuse_multicast() {
+        assert_eq!(
+            parse_mac("52:54:00:AB:cd:01").map(format_mac),
+            Ok("52:54:00:ab:cd:01".into())
+        );
+        assert!(parse_mac("01:00:5e:00:00:01").is_err());
+        assert!(parse_mac("52:54:00:ab:cd").is_err());
+        assert!(parse_mac("52:54:00:ab:cd:0g").is_err());
+        assert!(parse_mac("52:54:00:ab:cd:001").is_err());
+    }
+
+    #[test]
+    fn bridges_are_interface_names() {
+        assert!(validate_bridge("virbr0").is_ok());
+        assert!(validate_bridge("br-test.1").is_ok());
+        assert!(validate_bridge("").is_err());
+        assert!(validate_bridge("a234567890123456").is_err());
+        assert!(validate_bridge("br0'/>").is_err());
+        assert!(validate_bridge("..").is_err());
+    }
+
+    #[test]
+    fn ipv4_is_found_in_both_spellings() {
+        let p = "--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24";
+        assert_eq!(ipv4_from_parameters(p).as_deref(), Some("192.168.100.43/24"));
+        assert_eq!(
+            ipv4_from_parameters("--ipv4=10.0.0.2/24").as_deref(),
+            Some("10.0.0.2/24")
+        );
+        assert_eq!(ipv4_from_parameters("--ipv4-gateway=1.2.3.4"), None);
+    }
+}

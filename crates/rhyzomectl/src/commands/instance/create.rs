@@ -1,0 +1,46 @@
+//! `rhyzomectl instance create`.
+
+use super::Context;
+use crate::cli::CreateArgs;
+use crate::output;
+use rhyzome_api::{InstanceSpec, NetworkMode, NetworkSpec};
+
+pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
+    // Refuse what the server would refuse, without a round trip.
+    rhyzome_api::validate::validate_name(&a.name)?;
+    rhyzome_api::validate::validate_kernel_parameters(&a.kernel_parameters)?;
+    let network = if a.no_network {
+        Some(NetworkSpec {
+            mode: NetworkMode::None,
+            bridge: None,
+            mac: None,
+        })
+    } else if a.bridge.is_some() || a.mac.is_some() {
+        Some(NetworkSpec {
+            mode: NetworkMode::Bridge,
+            bridge: a.bridge,
+            mac: a.mac,
+        })
+    } else {
+        None
+    };
+    let spec = InstanceSpec {
+        name: a.name,
+        kernel: a.kernel,
+        kernel_parameters: a.kernel_parameters,
+        memory_mib: a.memory,
+        vcpus: a.vcpus,
+        network,
+    };
+    let instance = ctx.client()?.create_instance(&spec)?;
+    if ctx.json() {
+        return output::json(&instance);
+    }
+    println!(
+        "created {} ({}, {})",
+        instance.name,
+        output::state(&instance),
+        output::network(&instance)
+    );
+    Ok(())
+}

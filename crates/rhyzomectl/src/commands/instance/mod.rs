@@ -1,0 +1,24 @@
+//! `rhyzomectl instance VERB`.
+
+mod console;
+mod create;
+mod delete;
+mod list;
+mod lifecycle;
+mod show;
+
+use super::Context;
+use crate::cli::InstanceCommand;
+
+pub fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<()> {
+    match cmd {
+        InstanceCommand::Create(args) => create::run(ctx, args),
+        InstanceCommand::List => list::run(ctx),
+        InstanceCommand::Show { name } => show::run(ctx, &name),
+        InstanceCommand::Console { name, tail_bytes } => console::run(ctx, &name, tail_bytes),
+        InstanceCommand::Start(a) => lifecycle::run(ctx, lifecycle::Verb::Start, &a.names),
+        InstanceCommand::Stop(a) => lifecycle::run(ctx, lifecycle::Verb::Stop, &a.names),
+        InstanceCommand::Restart(a) => lifecycle::run(ctx, lifecycle::Verb::Restart, &a.names),
+        InstanceCommand::Delete(a) => delete::run(ctx, &a.names),
+    }
+}

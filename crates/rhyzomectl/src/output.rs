@@ -1,0 +1,90 @@
+//! Rendering of API objects for people (aligned tables) and for programs (`-o json`).
+
+use rhyzome_api::Instance;
+use std::time::SystemTime;
+
+/// Prints rows as columns aligned on the widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// How long the instance has been running, or "-".
+pub fn uptime(i: &Instance) -> String {
+    if i.state != rhyzome_api::InstanceState::Running {
+        return "-".into();
+    }
+    let Some(started) = i
+        .started_at
+        .as_deref()
+        .and_then(|s| humantime::parse_rfc3339(s).ok())
+    else {
+        return "-".into();
+    };
+    let secs = SystemTime::now()
+        .duration_since(started)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    compact_duration(secs)
+}
+
+pub fn compact_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// "ip / mac", or "none" for an instance without a network.
+pub fn network(i: &Instance) -> String {
+    match &i.network {
+        None => "none".into(),
+        Some(n) => format!("{} / {}", n.ipv4.as_deref().unwrap_or("-"), n.mac),
+    }
+}
+
+pub fn state(i: &Instance) -> String {
+    match i.exit_code {
+        Some(code) => format!("{}({code})", i.state),
+        None => i.state.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_compact() {
+        assert_eq!(compact_duration(5), "5s");
+        assert_eq!(compact_duration(65), "1m5s");
+        assert_eq!(compact_duration(3 * 3600 + 120), "3h2m");
+        assert_eq!(compact_duration(2 * 86400 + 3600), "2d1h");
+    }
+}

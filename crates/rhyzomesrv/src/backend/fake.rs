@@ -1,0 +1,112 @@
+//! In-memory [`Hypervisor`] for unit tests of the service. It records what it was asked and
+//! can be told to fail, but runs nothing. A mutex guards its map; calls are instantaneous.
+
+use super::{BackendError, DomainStatus, Hypervisor};
+use crate::domain_xml::DomainDefinition;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct FakeBackend {
+    inner: Mutex<FakeState>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    domains: BTreeMap<String, (DomainStatus, String)>,
+    fail_next_create: Option<BackendError>,
+    creates: usize,
+}
+
+impl FakeBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the next `create` fail with `err`.
+    pub fn fail_next_create(&self, err: BackendError) {
+        self.state().fail_next_create = Some(err);
+    }
+
+    /// Simulates a guest that powered off: its transient domain disappears.
+    pub fn vanish(&self, uuid: &str) {
+        self.state().domains.remove(uuid);
+    }
+
+    /// Adds a domain behind the daemon's back, as another tool would.
+    pub fn inject(&self, status: DomainStatus, xml: &str) {
+        self.state()
+            .domains
+            .insert(status.uuid.clone(), (status, xml.to_string()));
+    }
+
+    pub fn xml(&self, uuid: &str) -> Option<String> {
+        self.state().domains.get(uuid).map(|(_, x)| x.clone())
+    }
+
+    pub fn creates(&self) -> usize {
+        self.state().creates
+    }
+}
+
+impl Hypervisor for FakeBackend {
+    fn uri(&self) -> String {
+        "fake:///".into()
+    }
+
+    fn create(&self, def: &DomainDefinition, xml: &str) -> Result<(), BackendError> {
+        let mut s = self.state();
+        if let Some(e) = s.fail_next_create.take() {
+            return Err(e);
+        }
+        if s.domains.contains_key(&def.uuid)
+            || s.domains.values().any(|(d, _)| d.name == def.domain_name)
+        {
+            return Err(BackendError::Rejected {
+                message: format!("domain '{}' already exists", def.domain_name),
+            });
+        }
+        s.creates += 1;
+        s.domains.insert(
+            def.uuid.clone(),
+            (
+                DomainStatus {
+                    uuid: def.uuid.clone(),
+                    name: def.domain_name.clone(),
+                    active: true,
+                },
+                xml.to_string(),
+            ),
+        );
+        Ok(())
+    }
+
+    fn destroy(&self, uuid: &str) -> Result<bool, BackendError> {
+        Ok(self.state().domains.remove(uuid).is_some())
+    }
+
+    fn list(&self) -> Result<Vec<DomainStatus>, BackendError> {
+        Ok(self
+            .state()
+            .domains
+            .values()
+            .map(|(d, _)| d.clone())
+            .collect())
+    }
+
+    fn status(&self, uuid: &str) -> Result<Option<DomainStatus>, BackendError> {
+        Ok(self.state().domains.get(uuid).map(|(d, _)| d.clone()))
+    }
+
+    fn owner(&self, uuid: &str) -> Result<Option<String>, BackendError> {
+        Ok(self
+            .state()
+            .domains
+            .get(uuid)
+            .and_then(|(_, xml)| crate::domain_xml::owner_from_domain_xml(xml)))
+    }
+}

@@ -1,0 +1,276 @@
+//! [`Hypervisor`] on real libvirt, through the `virt` crate.
+//!
+//! One shared connection (libvirt connections are thread-safe, and `virt::Connect` is
+//! `Send + Sync`) serves concurrent callers. When libvirtd goes away the connection breaks;
+//! idempotent calls then reconnect once and retry, and `create` reports the error so that its
+//! caller, not a blind retry, decides (a retried create could double-start a guest).
+
+use super::{BackendError, DomainStatus, Hypervisor, DOMAIN_PREFIX};
+use crate::config::DomainTypeSetting;
+use crate::domain_xml::{DomainDefinition, METADATA_NAMESPACE};
+use std::path::Path;
+use std::sync::Mutex;
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::{Error as VirtError, ErrorDomain, ErrorNumber};
+use virt::sys;
+
+pub struct LibvirtBackend {
+    uri: String,
+    conn: Mutex<Option<Connect>>,
+}
+
+impl LibvirtBackend {
+    /// Opens the connection now, so that a wrong URI or a stopped libvirtd is reported at
+    /// daemon start rather than at the first request.
+    pub fn connect(uri: &str) -> Result<Self, BackendError> {
+        let backend = LibvirtBackend {
+            uri: uri.to_string(),
+            conn: Mutex::new(None),
+        };
+        backend.connection()?;
+        Ok(backend)
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Connect>> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn connection(&self) -> Result<Connect, BackendError> {
+        let mut slot = self.slot();
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Connect::open(Some(&self.uri))
+            .map_err(|e| BackendError::Unavailable(format!("{}: {}", self.uri, e.message())))?;
+        tracing::info!(uri = %self.uri, "connected to libvirt");
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    fn forget_connection(&self) {
+        self.slot().take();
+    }
+
+    /// Runs an idempotent call, reconnecting once if the connection broke.
+    fn idempotent<T>(
+        &self,
+        f: impl Fn(&Connect) -> Result<T, VirtError>,
+    ) -> Result<T, BackendError> {
+        let conn = self.connection()?;
+        match f(&conn) {
+            Ok(v) => Ok(v),
+            Err(e) if is_connection_error(&e, &conn) => {
+                tracing::warn!(error = %e.message(), "libvirt connection lost; reconnecting");
+                drop(conn);
+                self.forget_connection();
+                let conn = self.connection()?;
+                f(&conn).map_err(classify)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    fn lookup(conn: &Connect, uuid: &str) -> Result<Option<Domain>, VirtError> {
+        match conn.lookup_domain_by_uuid_string(uuid) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if is_no_domain(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Chooses the domain type for guests. `auto` picks `kvm` only when KVM really serves
+    /// guests here: libvirt must offer it, and `/dev/kvm` must not be the nested paravirtual
+    /// `kvm_pvm`, under which Solo5 guests crash.
+    pub fn domain_type(&self, setting: DomainTypeSetting) -> Result<&'static str, BackendError> {
+        let caps = match setting {
+            DomainTypeSetting::Auto => self.idempotent(|c| c.capabilities())?,
+            _ => String::new(),
+        };
+        Ok(choose_domain_type(
+            setting,
+            &HostFacts {
+                libvirt_offers_kvm: caps.contains("<domain type='kvm'"),
+                dev_kvm: Path::new("/dev/kvm").exists(),
+                kvm_pvm: Path::new("/sys/module/kvm_pvm").exists(),
+            },
+        ))
+    }
+}
+
+/// What decides between `kvm` and `qemu`.
+#[derive(Debug, Clone, Copy)]
+pub struct HostFacts {
+    pub libvirt_offers_kvm: bool,
+    pub dev_kvm: bool,
+    pub kvm_pvm: bool,
+}
+
+pub fn choose_domain_type(setting: DomainTypeSetting, facts: &HostFacts) -> &'static str {
+    match setting {
+        DomainTypeSetting::Kvm => "kvm",
+        DomainTypeSetting::Qemu => "qemu",
+        DomainTypeSetting::Test => "test",
+        DomainTypeSetting::Auto => {
+            if facts.dev_kvm && facts.libvirt_offers_kvm && !facts.kvm_pvm {
+                "kvm"
+            } else {
+                "qemu"
+            }
+        }
+    }
+}
+
+fn is_no_domain(e: &VirtError) -> bool {
+    matches!(
+        e.code(),
+        virt::enumutil::Enum::Known(ErrorNumber::NoDomain)
+    )
+}
+
+fn is_connection_error(e: &VirtError, conn: &Connect) -> bool {
+    let rpc = matches!(e.domain(), virt::enumutil::Enum::Known(ErrorDomain::Rpc))
+        || matches!(
+            e.code(),
+            virt::enumutil::Enum::Known(
+ErrorNumber::NoConnect | ErrorNumber::Rpc)
+        );
+    rpc || !conn.is_alive().unwrap_or(false)
+}
+
+fn classify(e: VirtError) -> BackendError {
+    if matches!(e.domain(), virt::enumutil::Enum::Known(ErrorDomain::Rpc))
+        || matches!(
+            e.code(),
+            virt::enumutil::Enum::Known(ErrorNumber::NoConnect | ErrorNumber::Rpc)
+        )
+    {
+        BackendError::Unavailable(e.message().to_string())
+    } else {
+        BackendError::Other(e.message().to_string())
+    }
+}
+
+impl Hypervisor for LibvirtBackend {
+    fn uri(&self) -> String {
+        self.uri.clone()
+    }
+
+    fn create(&self, _def: &DomainDefinition, xml: &str) -> Result<(), BackendError> {
+        let conn = self.connection()?;
+        match conn.create_domain_xml(xml, 0) {
+            Ok(_domain) => Ok(()),
+            Err(e) => {
+                if is_connection_error(&e, &conn) {
+                    drop(conn);
+                    self.forget_connection();
+                    return Err(BackendError::Unavailable(e.message().to_string()));
+                }
+                Err(BackendError::Rejected {
+                    message: e.message().to_string(),
+                })
+            }
+        }
+    }
+
+    fn destroy(&self, uuid: &str) -> Result<bool, BackendError> {
+        self.idempotent(|c| match Self::lookup(c, uuid)? {
+            None => Ok(false),
+            Some(d) => match d.destroy() {
+                Ok(()) => Ok(true),
+                // It powered off between lookup and destroy.
+                Err(e) if is_no_domain(&e) || !d.is_active().unwrap_or(true) => Ok(false),
+                Err(e) => Err(e),
+            },
+        })
+    }
+
+    fn list(&self) -> Result<Vec<DomainStatus>, BackendError> {
+        self.idempotent(|c| {
+            let domains = c.list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
+            let mut out = Vec::new();
+            for d in domains {
+                let name = d.name()?;
+                if name.starts_with(DOMAIN_PREFIX) {
+                    out.push(DomainStatus {
+                        uuid: d.uuid_string()?,
+                        name,
+                        active: true,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn status(&self, uuid: &str) -> Result<Option<DomainStatus>, BackendError> {
+        self.idempotent(|c| {
+            let Some(d) = Self::lookup(c, uuid)? else {
+                return Ok(None);
+            };
+            let active = match d.is_active() {
+                Ok(a) => a,
+                Err(e) if is_no_domain(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            Ok(Some(DomainStatus {
+                uuid: uuid.to_string(),
+                name: d.name()?,
+                active,
+            }))
+        })
+    }
+
+    fn owner(&self, uuid: &str) -> Result<Option<String>, BackendError> {
+        self.idempotent(|c| {
+            let Some(d) = Self::lookup(c, uuid)? else {
+                return Ok(None);
+            };
+            match d.metadata(
+                sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(METADATA_NAMESPACE),
+                0,
+            ) {
+                Ok(xml) => Ok(crate::domain_xml::owner_from_metadata(&xml)),
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        virt::enumutil::Enum::Known(
+                            ErrorNumber::NoDomainMetadata | ErrorNumber::NoDomain
+                        )
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_never_picks_paravirtual_kvm() {
+        let facts = |libvirt_offers_kvm, dev_kvm, kvm_pvm| HostFacts {
+            libvirt_offers_kvm,
+            dev_kvm,
+            kvm_pvm,
+        };
+        let auto = DomainTypeSetting::Auto;
+        assert_eq!(choose_domain_type(auto, &facts(true, true, false)), "kvm");
+        assert_eq!(choose_domain_type(auto, &facts(true, true, true)), "qemu");
+        assert_eq!(choose_domain_type(auto, &facts(false, true, false)), "qemu");
+        assert_eq!(choose_domain_type(auto, &facts(true, false, false)), "qemu");
+        assert_eq!(
+            choose_domain_type(DomainTypeSetting::Kvm, &facts(false, false, true)),
+            "kvm"
+        );
+        assert_eq!(
+            choose_domain_type(DomainTypeSetting::Qemu, &facts(true, true, false)),
+            "qemu"
+        );
+    }
+}

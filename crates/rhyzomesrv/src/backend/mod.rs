@@ -1,0 +1,58 @@
+//! The hypervisor boundary. The service talks to a [`Hypervisor`]; [`libvirt::LibvirtBackend`]
+//! drives real libvirt through the `virt` crate, and [`fake::FakeBackend`] keeps domains in
+//! memory for fast tests of service logic.
+//!
+//! Every method blocks (libvirt calls are synchronous RPCs), so async callers run them on
+//! `tokio::task::spawn_blocking`. Implementations are `Send + Sync` and may be called from
+//! several threads at once.
+
+pub mod fake;
+pub mod libvirt;
+
+use crate::domain_xml::DomainDefinition;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The hypervisor cannot be reached; the call may succeed after a reconnect.
+    #[error("libvirt is unavailable: {0}")]
+    Unavailable(String),
+    /// The hypervisor refused the domain. `message` is its own words.
+    #[error("libvirt refused the domain: {message}")]
+    Rejected { message: String },
+    #[error("libvirt error: {0}")]
+    Other(String),
+}
+
+/// What the hypervisor reports about one of rhyzome's domains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainStatus {
+    pub uuid: String,
+    pub name: String,
+    pub active: bool,
+}
+
+/// Domains are transient: a domain exists while its guest runs and disappears when the guest
+/// powers off or is destroyed. The daemon's store, not libvirt, remembers instances.
+pub trait Hypervisor: Send + Sync + 'static {
+    /// Human-readable identity, for logs (`qemu:///system`).
+    fn uri(&self) -> String;
+    /// Creates and starts a transient domain.
+    fn create(&self, def: &DomainDefinition, xml: &str) -> Result<(), BackendError>;
+    /// Destroys the domain with this UUID; `Ok(false)` when there was none.
+    fn destroy(&self, uuid: &str) -> Result<bool, BackendError>;
+    /// The active domains whose names carry rhyzome's prefix.
+    fn list(&self) -> Result<Vec<DomainStatus>, BackendError>;
+    /// The domain with this UUID, if it exists.
+    fn status(&self, uuid: &str) -> Result<Option<DomainStatus>, BackendError>;
+    /// The `host` recorded in the domain's rhyzome `<metadata>` mark, or `None` when the domain
+    /// has no such mark. The reconciler only ever destroys domains marked with its own
+    /// `Hostname`, never one that merely has a rhyzome-like name, nor another daemon's.
+    fn owner(&self, uuid: &str) -> Result<Option<String>, BackendError>;
+}
+
+/// Prefix of every domain name rhyzome creates.
+pub const DOMAIN_PREFIX: &str = "rhyzome-";
+
+pub fn domain_name(instance: &str) -> String {
+    format!("{DOMAIN_PREFIX}{instance}")
+}

@@ -1,0 +1,314 @@
+//! `rhyzome.conf`: the daemon's JSON configuration.
+//!
+//! Keys keep the PascalCase spelling of the original Rhyzome documentation (`BridgeInterface`,
+//! `Hostname`, `Bind`). Unknown keys are errors, because a misspelt key silently falling back
+//! to a default is the worst kind of configuration bug. Parsing is pure and single-threaded;
+//! the loaded [`Config`] is immutable and shared read-only.
+
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// Which libvirt domain type guests use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainTypeSetting {
+    /// `kvm` when hardware virtualisation really works here, otherwise `qemu` (TCG).
+    #[default]
+    Auto,
+    Kvm,
+    Qemu,
+    /// libvirt's `test:///default` driver; only useful for tests.
+    Test,
+}
+
+/// The configuration file as written, before defaults and checks.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(rename = "BridgeInterface")]
+    bridge_interface: Option<String>,
+    #[serde(rename = "Hostname")]
+    hostname: Option<String>,
+    #[serde(rename = "Bind")]
+    bind: Option<String>,
+    #[serde(rename = "LibvirtURI")]
+    libvirt_uri: Option<String>,
+    #[serde(rename = "DomainType")]
+    domain_type: Option<DomainTypeSetting>,
+    #[serde(rename = "StateDir")]
+    state_dir: Option<PathBuf>,
+    #[serde(rename = "KernelDirs")]
+    kernel_dirs: Option<Vec<PathBuf>>,
+    #[serde(rename = "ReconcileIntervalSeconds")]
+    reconcile_interval_seconds: Option<u64>,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bridge_interface: String,
+    pub hostname: String,
+    /// `Bind` as written, for messages.
+    pub bind: String,
+    pub bind_addr: SocketAddr,
+    pub libvirt_uri: String,
+    pub domain_type: DomainTypeSetting,
+    pub state_dir: PathBuf,
+    pub kernel_dirs: Vec<PathBuf>,
+    pub reconcile_interval: std::time::Duration,
+}
+
+pub const DEFAULT_CONFIG_FILE: &str = "rhyzome.conf";
+pub const DEFAULT_BRIDGE: &str = "virbr0";
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rhyzome";
+
+impl Config {
+    /// Reads `path`. A missing file is an error only when the path was given explicitly:
+    /// with `explicit == false` a missing `./rhyzome.conf` means "all defaults".
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Config::from_raw(RawConfig::default(), path);
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        Config::parse(&text, path)
+    }
+
+    /// Parses the text of a configuration file; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_json::from_str(text).map_err(|e| syntax_error(text, path, e))?;
+        Config::from_raw(raw, path)
+    }
+
+    fn from_raw(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let bridge_interface = raw
+            .bridge_interface
+            .unwrap_or_else(|| DEFAULT_BRIDGE.into());
+        rhyzome_api::validate::validate_bridge(&bridge_interface)
+            .map_err(|e| invalid("BridgeInterface", e.message))?;
+        let hostname = raw.hostname.unwrap_or_else(|| "localhost".into());
+        if hostname.is_empty() || hostname.len() > 253 || hostname.chars().any(char::is_control) {
+            return Err(invalid(
+                "Hostname",
+                "must be 1 to 253 printable characters".into(),
+            ));
+        }
+        let bind = raw.bind.unwrap_or_else(|| DEFAULT_BIND.into());
+        let bind_addr = parse_bind(&bind).map_err(|m| invalid("Bind", m))?;
+        let libvirt_uri = raw
+            .libvirt_uri
+            .unwrap_or_else(|| "qemu:///system".into());
+        let state_dir = raw
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        if !state_dir.is_absolute() {
+            return Err(invalid(
+                "StateDir",
+                format!("{} must be an absolute path", state_dir.display()),
+            ));
+        }
+        // QEMU puts the kernel path in front of the command line and Solo5 drops the first
+        // word, so a path with whitespace would shift the unikernel's arguments.
+        if state_dir.to_string_lossy().chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "StateDir",
+                "must not contain whitespace: kernels are booted from below it and QEMU \
+                 passes their path as the first word of the command line"
+                    .into(),
+            ));
+        }
+        let kernel_dirs = raw
+            .kernel_dirs
+            .unwrap_or_else(|| vec![state_dir.join("kernels")]);
+        if let Some(d) = kernel_dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(invalid(
+                "KernelDirs",
+                format!("{} must be an absolute path", d.display()),
+            ));
+        }
+        let interval = raw.reconcile_interval_seconds.unwrap_or(2);
+        if !(1..=3600).contains(&interval) {
+            return Err(invalid(
+                "ReconcileIntervalSeconds",
+                format!("is {interval}; it must be between 1 and 3600"),
+            ));
+        }
+        Ok(Config {
+            bridge_interface,
+            hostname,
+            bind,
+            bind_addr,
+            libvirt_uri,
+            domain_type: raw.domain_type.unwrap_or_default(),
+            state_dir,
+            kernel_dirs,
+            reconcile_interval: std::time::Duration::from_secs(interval),
+        })
+    }
+}
+
+/// `Bind` uses Go's spelling: `:8080` is every interface, `HOST:PORT` one address.
+fn parse_bind(bind: &str) -> Result<SocketAddr, String> {
+    let with_host = if bind.starts_with(':') {
+        format!("0.0.0.0{bind}")
+    } else {
+        bind.to_string()
+    };
+    let mut addrs = with_host.to_socket_addrs().map_err(|e| {
+        format!("{bind:?} is not an address to listen on ({e}); use \":8080\" or \"127.0.0.1:8080\"")
+    })?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{bind:?} resolves to no address"))
+}
+
+/// serde_json reports where it noticed the problem. For a missing comma that is the start of
+/// the next key, so the message also names the end of the previous value, where the comma
+/// belongs.
+fn syntax_error(text: &str, path: &Path, e: serde_json::Error) -> ConfigError {
+    let mut message = e.to_string();
+    // serde_json appends " at line L column C"; the position is reported separately.
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    if message.starts_with("expected `,` or `}`") || message.starts_with("expected `,` or `]`") {
+        if let Some((line, column)) = end_of_previous_token(text, e.line(), e.column()) {
+            message = format!(
+                "missing ',' after line {line} column {column} ({message})",
+                message = message
+            );
+        }
+    }
+    ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        message,
+    }
+}
+
+/// Position (1-based) of the last non-whitespace character before `line:column`.
+fn end_of_previous_token(text: &str, line: usize, column: usize) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let mut l = line.checked_sub(1)?;
+    let mut upto = column.saturating_sub(1);
+    loop {
+        let current: Vec<char> = lines.get(l)?.chars().collect();
+        let end = upto.min(current.len());
+        if let Some(i) = current[..end].iter().rposition(|c| !c.is_whitespace()) {
+            return Some((l + 1, i + 1));
+        }
+        l = l.checked_sub(1)?;
+        upto = usize::MAX;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("rhyzome.conf"))
+    }
+
+    #[test]
+    fn defaults_apply_to_an_empty_object() {
+        let c = parse("{}").unwrap();
+        assert_eq!(c.bridge_interface, "virbr0");
+        assert_eq!(c.hostname, "localhost");
+        assert_eq!(c.bind_addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.libvirt_uri, "qemu:///system");
+        assert_eq!(c.domain_type, DomainTypeSetting::Auto);
+        assert_eq!(c.kernel_dirs, vec![PathBuf::from("/var/lib/rhyzome/kernels")]);
+    }
+
+    #[test]
+    fn the_original_example_is_accepted() {
+        let c = parse(
+            r#"{
+  "BridgeInterface": "virbr0",
+  "Hostname": "localhost",
+  "Bind": ":8080"
+}"#,
+        )
+        .unwrap();
+        assert_eq!(c.bind_addr, "0.0.0.0:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn the_original_examples_missing_comma_is_pointed_at() {
+        let text = "{\n  \"BridgeInterface\": \"virbr0\"\n  \"Hostname\": \"localhost\",\n  \"Bind\": \":8080\"\n}\n";
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.starts_with("rhyzome.conf:3:3: "), "{e}");
+        assert!(e.contains("missing ',' after line 2 column 29"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse(r#"{"BridgeInterfase": "br0"}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown field `BridgeInterfase`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = parse(r#"{"Bind": "nonsense"}"#).unwrap_err().to_string();
+        assert!(e.contains("Bind:"), "{e}");
+        let e = parse(r#"{"DomainType": "xen"}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown variant `xen`"), "{e}");
+        let e = parse(r#"{"StateDir": "relative"}"#).unwrap_err().to_string();
+        assert!(e.contains("StateDir:"), "{e}");
+        let e = parse(r#"{"StateDir": "/a b"}"#).unwrap_err().to_string();
+        assert!(e.contains("whitespace"), "{e}");
+        let e = parse(r#"{"BridgeInterface": "br0'/>"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BridgeInterface:"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_default_file_means_defaults_but_an_explicit_one_is_an_error() {
+        let p = Path::new("/nonexistent/rhyzome.conf");
+        assert!(Config::load(p, false).is_ok());
+        assert!(matches!(
+            Config::load(p, true),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

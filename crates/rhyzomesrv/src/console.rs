@@ -1,0 +1,124 @@
+//! Console logs: where they live, reading them, and what a unikernel's last words mean.
+//!
+//! QEMU (through virtlogd) appends each instance's serial output to
+//! `StateDir/consoles/<id>.log`. A Solo5 unikernel that exits powers off through ACPI, which
+//! loses its exit status, but it prints `Solo5: solo5_exit(N) called` first, and a crash prints
+//! `Solo5: ABORT: ...` or `Solo5: solo5_abort() called`; [`parse_outcome`] recovers that.
+//! Reading blocks on file I/O; async callers use `spawn_blocking`.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Default and largest amount of console returned by one request.
+pub const MAX_CONSOLE_READ: u64 = 1 << 20;
+
+pub fn log_path(state_dir: &Path, instance_id: &str) -> PathBuf {
+    state_dir.join("consoles").join(format!("{instance_id}.log"))
+}
+
+/// Current size of a console log (0 when it does not exist yet).
+pub fn log_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The bytes of `path` from `start` on, at most the last `limit` of them.
+pub fn read_from(path: &Path, start: u64, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    // The log may have been truncated or rotated below `start`.
+    let start = if start > len { 0 } else { start };
+    let from = start.max(len.saturating_sub(limit));
+    f.seek(SeekFrom::Start(from))?;
+    let mut out = Vec::with_capacity((len - from) as usize);
+    f.take(len - from).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// How a unikernel's run ended, judged from its console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `Solo5: solo5_exit(N) called`.
+    Exited(i32),
+    /// `Solo5: ABORT: ...` or `Solo5: solo5_abort() called`.
+    Aborted,
+    /// Nothing conclusive: it stopped without saying why.
+    Unknown,
+}
+
+/// The last exit or abort line in `console` decides.
+pub fn parse_outcome(console: &[u8]) -> Outcome {
+    let text = String::from_utf8_lossy(console);
+    for line in text.lines().rev() {
+        let line = line.trim_end_matches('\r');
+        let Some(pos) = line.find("Solo5: ") else {
+            continue;
+        };
+        let rest = &line[pos + "Solo5: ".len()..];
+        if let Some(code) = rest
+            .strip_prefix("solo5_exit(")
+            .and_then(|r| r.strip_suffix(") called"))
+        {
+            if let Ok(code) = code.trim().parse::<i32>() {
+                return Outcome::Exited(code);
+            }
+        }
+        if rest.starts_with("ABORT") || rest.starts_with("solo5_abort() called") {
+            return Outcome::Aborted;
+        }
+    }
+    Outcome::Unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_and_aborts_are_recognised() {
+        assert_eq!(
+            parse_outcome(b"hello\nSolo5: solo5_exit(3) called\n"),
+            Outcome::Exited(3)
+        );
+        assert_eq!(
+            parse_outcome(b"Solo5: solo5_exit(0) called\r\n"),
+            Outcome::Exited(0)
+        );
+        assert_eq!(
+            parse_outcome(b"Solo5: ABORT: bindings/cpu_x86_64.c:171: Fatal trap\n"),
+            Outcome::Aborted
+        );
+        assert_eq!(
+            parse_outcome(b"Solo5: solo5_abort() called\n"),
+            Outcome::Aborted
+        );
+        assert_eq!(parse_outcome(b"just output\n"), Outcome::Unknown);
+        assert_eq!(
+            parse_outcome(b"Solo5: solo5_exit(x) called\n"),
+            Outcome::Unknown
+        );
+        // The last word counts.
+        assert_eq!(
+            parse_outcome(b"Solo5: ABORT: x\nSolo5: solo5_exit(7) called\n"),
+            Outcome::Exited(7)
+        );
+    }
+
+    #[test]
+    fn reads_respect_start_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        std::fs::write(&p, b"0123456789").unwrap();
+        assert_eq!(read_from(&p, 0, 100).unwrap(), b"0123456789");
+        assert_eq!(read_from(&p, 4, 100).unwrap(), b"456789");
+        assert_eq!(read_from(&p, 0, 3).unwrap(), b"789");
+        assert_eq!(read_from(&p, 50, 100).unwrap(), b"0123456789");
+        assert!(read_from(&dir.path().join("none"), 0, 10)
+            .unwrap()
+            .is_empty());
+        assert_eq!(log_len(&p), 10);
+    }
+}

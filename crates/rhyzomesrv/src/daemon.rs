@@ -1,0 +1,78 @@
+//! Start-up and shutdown: open the store, connect to libvirt, reconcile, then serve the API
+//! while the reconciler runs in the background. SIGTERM or SIGINT stops serving; guests keep
+//! running (they are libvirt's, and the next start adopts them).
+
+use crate::backend::libvirt::LibvirtBackend;
+use crate::backend::{BackendError, Hypervisor};
+use crate::config::Config;
+use crate::service::{Service, ServiceError};
+use crate::store::{Store, StoreError};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot connect to libvirt: {0}")]
+    Backend(#[from] BackendError),
+    #[error("start-up reconciliation failed: {0}")]
+    Recover(#[from] ServiceError),
+    #[error("cannot listen on {bind}: {source}")]
+    Bind {
+        bind: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Builds the service on real libvirt, as configured.
+pub async fn build_service(config: Config) -> Result<Arc<Service>, DaemonError> {
+    let store = Store::open(&config.state_dir)?;
+    let uri = config.libvirt_uri.clone();
+    let setting = config.domain_type;
+    let (backend, domain_type) = tokio::task::spawn_blocking(move || {
+        let backend = LibvirtBackend::connect(&uri)?;
+        let domain_type = backend.domain_type(setting)?;
+        Ok::<_, BackendError>((backend, domain_type))
+    })
+    .await
+    .map_err(|e| BackendError::Other(e.to_string()))??;
+    tracing::info!(uri = %backend.uri(), domain_type, "libvirt ready");
+    Ok(Service::new(config, domain_type, store, Arc::new(backend)))
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let bind = config.bind.clone();
+    let addr = config.bind_addr;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%bind, "the API listens beyond loopback without authentication; anyone who can reach it can run guests on this host");
+    }
+    let service = build_service(config).await?;
+    let report = service.recover().await?;
+    tracing::info!(?report, "start-up reconciliation done");
+    let reconciler = tokio::spawn(service.clone().run_reconciler());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind { bind, source })?;
+    tracing::info!(address = %listener.local_addr().map_err(DaemonError::Serve)?, "serving the API");
+    let result = axum::serve(listener, crate::http::router(service))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(DaemonError::Serve);
+    reconciler.abort();
+    tracing::info!("stopped; guests keep running");
+    result
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,279 @@
+//! Renders the libvirt domain XML of an instance.
+//!
+//! The document is written with an XML writer that escapes every text and attribute value, so
+//! user strings (names, kernel parameters) cannot add elements. The shape follows what Solo5
+//! `virtio` unikernels need (see `shared/platform-notes.md`): machine `pc` with ACPI so that
+//! their S5 power-off ends the domain, direct kernel boot, a transitional virtio NIC with a MAC,
+//! the serial console in a file, and none of the devices a unikernel never uses (USB, balloon,
+//! graphics), each of which costs boot time. Pure functions; no I/O.
+
+use quick_xml::events::BytesText;
+use quick_xml::Writer;
+use std::path::PathBuf;
+
+/// XML namespace of the `<metadata>` element that marks domains as rhyzome's.
+pub const METADATA_NAMESPACE: &str = "urn:rhyzome:instance:1";
+/// Prefix of that element.
+pub const METADATA_PREFIX: &str = "rhyzome";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainXmlError {
+    #[error("cannot write domain XML: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("{what} is not valid UTF-8: {path}")]
+    NonUtf8Path { what: &'static str, path: PathBuf },
+}
+
+/// Everything that goes into one domain definition.
+#[derive(Debug, Clone)]
+pub struct DomainDefinition {
+    /// `kvm`, `qemu` or `test`.
+    pub domain_type: &'static str,
+    pub domain_name: String,
+    pub uuid: String,
+    pub instance_name: String,
+    pub hostname: String,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub kernel: PathBuf,
+    pub cmdline: String,
+    pub nic: Option<Nic>,
+    pub console_log: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Nic {
+    pub bridge: String,
+    pub mac: String,
+}
+
+type W = Writer<Vec<u8>>;
+
+fn text_element(w: &mut W, name: &str, text: &str) -> std::io::Result<()> {
+    w.create_element(name)
+        .write_text_content(BytesText::new(text))?;
+    Ok(())
+}
+
+fn path_str<'a>(what: &'static str, p: &'a std::path::Path) -> Result<&'a str, DomainXmlError> {
+    p.to_str().ok_or_else(|| DomainXmlError::NonUtf8Path {
+        what,
+        path: p.to_path_buf(),
+    })
+}
+
+pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
+    let kernel = path_str("kernel path", &def.kernel)?;
+    let console = path_str("console log path", &def.console_log)?;
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    let memory = def.memory_mib.to_string();
+    let vcpus = def.vcpus.to_string();
+    let xmlns = format!("xmlns:{METADATA_PREFIX}");
+    let meta_element = format!("{METADATA_PREFIX}:instance");
+    w.create_element("domain")
+        .with_attribute(("type", def.domain_type))
+        .write_inner_content(|w| {
+            text_element(w, "name", &def.domain_name)?;
+            text_element(w, "uuid", &def.uuid)?;
+            w.create_element("metadata").write_inner_content(|w| {
+                w.create_element(meta_element.as_str())
+                    .with_attribute((xmlns.as_str(), METADATA_NAMESPACE))
+                    .with_attribute(("name", def.instance_name.as_str()))
+                    .with_attribute(("host", def.hostname.as_str()))
+                    .write_empty()?;
+                Ok::<_, std::io::Error>(())
+            })?;
+            w.create_element("memory")
+                .with_attribute(("unit", "MiB"))
+                .write_text_content(BytesText::new(&memory))?;
+            text_element(w, "vcpu", &vcpus)?;
+            w.create_element("os").write_inner_content(|w| {
+                w.create_element("type")
+                    .with_attribute(("arch", "x86_64"))
+                    .with_attribute(("machine", "pc"))
+                    .write_text_content(BytesText::new("hvm"))?;
+                text_element(w, "kernel", kernel)?;
+                text_element(w, "cmdline", &def.cmdline)?;
+                Ok::<_, std::io::Error>(())
+            })?;
+            // Without <acpi/> libvirt passes -no-acpi, Solo5's S5 power-off only halts, and
+            // the domain would stay "running" after the unikernel exited.
+            w.create_element("features").write_inner_content(|w| {
+                w.create_element("acpi").write_empty()?;
+                Ok::<_, std::io::Error>(())
+            })?;
+            w.create_element("clock")
+                .with_attribute(("offset", "utc"))
+                .write_empty()?;
+            // A unikernel that powers off, reboots (triple fault) or crashes is finished;
+            // the daemon decides about restarts, not libvirt.
+            text_element(w, "on_poweroff", "destroy")?;
+            text_element(w, "on_reboot", "destroy")?;
+            text_element(w, "on_crash", "destroy")?;
+            w.create_element("devices").write_inner_content(|w| {
+                if let Some(nic) = &def.nic {
+                    w.create_element("interface")
+                        .with_attribute(("type", "bridge"))
+                        .write_inner_content(|w| {
+                            w.create_element("source")
+                                .with_attribute(("bridge", nic.bridge.as_str()))
+                                .write_empty()?;
+                            w.create_element("mac")
+                                .with_attribute(("address", nic.mac.as_str()))
+                                .write_empty()?;
+                            // Solo5 speaks legacy virtio-pci only; "transitional" stays
+                            // legacy-capable on any machine type.
+                            w.create_element("model")
+                                .with_attribute(("type", "virtio-transitional"))
+                                .write_empty()?;
+                            Ok::<_, std::io::Error>(())
+                        })?;
+                }
+                w.create_element("serial")
+                    .with_attribute(("type", "file"))
+                    .write_inner_content(|w| {
+                        w.create_element("source")
+                            .with_attribute(("path", console))
+                            .with_attribute(("append", "on"))
+                            .write_empty()?;
+                        w.create_element("target")
+                            .with_attribute(("port", "0"))
+                            .write_empty()?;
+                        Ok::<_, std::io::Error>(())
+                    })?;
+                w.create_element("controller")
+                    .with_attribute(("type", "usb"))
+                    .with_attribute(("model", "none"))
+                    .write_empty()?;
+                w.create_element("memballoon")
+                    .with_attribute(("model", "none"))
+                    .write_empty()?;
+                Ok::<_, std::io::Error>(())
+            })?;
+            Ok::<_, std::io::Error>(())
+        })?;
+    let bytes = w.into_inner();
+    // The writer only ever receives &str, so its output is UTF-8.
+    Ok(String::from_utf8(bytes).expect("XML writer output is UTF-8"))
+}
+
+/// The `host` attribute of rhyzome's metadata element, as libvirt returns it
+/// (`<instance xmlns="urn:rhyzome:instance:1" name=".." host=".."/>`).
+pub fn owner_from_metadata(xml: &str) -> Option<String> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    loop {
+        match reader.read_event().ok()? {
+            quick_xml::events::Event::Empty(e) | quick_xml::events::Event::Start(e)
+                if e.local_name().as_ref() == b"instance" =>
+            {
+                let attr = e.try_get_attribute("host").ok()??;
+                return attr.unescape_value().ok().map(|v| v.into_owned());
+            }
+            quick_xml::events::Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
+/// The owner recorded in a whole domain XML document (its `<metadata>` element), if any.
+pub fn owner_from_domain_xml(xml: &str) -> Option<String> {
+    if !xml.contains(METADATA_NAMESPACE) {
+        return None;
+    }
+    owner_from_metadata(xml)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quick_xml::events::Event;
+    use quick_xml::Reader;
+
+    fn sample() -> DomainDefinition {
+        DomainDefinition {
+            domain_type: "qemu",
+            domain_name: "rhyzome-msgrouter".into(),
+            uuid: "6c1b1d4e-2a53-4ac1-9e2b-7d1f0a4b9c11".into(),
+            instance_name: "msgrouter".into(),
+            hostname: "localhost".into(),
+            memory_mib: 32,
+            vcpus: 1,
+            kernel: "/var/lib/rhyzome/blobs/sha256-ab".into(),
+            cmdline: "--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24".into(),
+            nic: Some(Nic {
+                bridge: "br0".into(),
+                mac: "02:52:01:02:03:04".into(),
+            }),
+            console_log: "/var/lib/rhyzome/consoles/x.log".into(),
+        }
+    }
+
+    /// Text of every element called `name`, unescaped, in document order.
+    fn texts(xml: &str, name: &str) -> Vec<String> {
+        let mut r = Reader::from_str(xml);
+        let mut out = Vec::new();
+        let mut inside = false;
+        loop {
+            match r.read_event().expect("well-formed XML") {
+                Event::Start(e) if e.name().as_ref() == name.as_bytes() => inside = true,
+                Event::Text(t) if inside => {
+                    out.push(t.unescape().unwrap().into_owned());
+                    inside = false;
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn solo5_needs_are_met() {
+        let xml = render(&sample()).unwrap();
+        for needle in [
+            "<domain type=\"qemu\">",
+            "machine=\"pc\"",
+            "<acpi/>",
+            "<on_poweroff>destroy</on_poweroff>",
+            "<model type=\"virtio-transitional\"/>",
+            "<mac address=\"02:52:01:02:03:04\"/>",
+            "<source bridge=\"br0\"/>",
+            "<serial type=\"file\">",
+            "<controller type=\"usb\" model=\"none\"/>",
+            "<memballoon model=\"none\"/>",
+            "<memory unit=\"MiB\">32</memory>",
+            "xmlns:rhyzome=\"urn:rhyzome:instance:1\"",
+        ] {
+            assert!(xml.contains(needle), "missing {needle} in\n{xml}");
+        }
+        assert!(!xml.contains("<graphics"));
+        assert_eq!(texts(&xml, "cmdline"), vec![sample().cmdline]);
+    }
+
+    #[test]
+    fn no_network_means_no_interface() {
+        let mut d = sample();
+        d.nic = None;
+        assert!(!render(&d).unwrap().contains("<interface"));
+    }
+
+    #[test]
+    fn hostile_strings_stay_text() {
+        let mut d = sample();
+        d.cmdline = "</cmdline><devices><disk type='file'/></devices> & \"'".into();
+        d.hostname = "h\"/><evil/>".into();
+        let xml = render(&d).unwrap();
+        assert_eq!(texts(&xml, "cmdline"), vec![d.cmdline.clone()]);
+        assert!(!xml.contains("<disk"));
+        assert!(!xml.contains("<evil"));
+        assert_eq!(owner_from_domain_xml(&xml).as_deref(), Some("h\"/><evil/>"));
+    }
+
+    #[test]
+    fn owner_is_read_back_from_libvirt_metadata() {
+        let meta = r#"<instance xmlns="urn:rhyzome:instance:1" name="a" host="node&amp;1"/>"#;
+        assert_eq!(owner_from_metadata(meta).as_deref(), Some("node&1"));
+        assert_eq!(owner_from_metadata("<other/>"), None);
+        assert_eq!(owner_from_domain_xml("<domain><name>x</name></domain>"), None);
+    }
+}

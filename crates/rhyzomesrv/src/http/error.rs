@@ -1,0 +1,78 @@
+//! Every error leaves the API as JSON ([`ErrorBody`]) with a status that says whose fault it
+//! is: 4xx for the request (naming the field when there is one), 5xx for the server.
+
+use crate::backend::BackendError;
+use crate::service::ServiceError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rhyzome_api::ErrorBody;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                code: code.to_string(),
+                message: message.into(),
+                field: None,
+            },
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.body.field = Some(field.into());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(f) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", f.message)
+                    .with_field(f.field)
+            }
+            ServiceError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            ServiceError::Conflict { field, message } => {
+                let err = ApiError::new(StatusCode::CONFLICT, "conflict", message);
+                match field {
+                    Some(f) => err.with_field(f),
+                    None => err,
+                }
+            }
+            ServiceError::Kernel(k) if k.is_client_error() => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", k.to_string())
+                    .with_field("kernel")
+            }
+            ServiceError::Backend(BackendError::Unavailable(m)) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "libvirt_unavailable",
+                format!("libvirt is unavailable: {m}"),
+            ),
+            ServiceError::Backend(b) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "libvirt_error", b.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "internal error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    other.to_string(),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! `GET /v1/info`.
+
+use super::AppState;
+use axum::extract::State;
+use axum::Json;
+use rhyzome_api::ServerInfo;
+
+/// What this daemon is and how it runs guests.
+#[utoipa::path(get, path = "/v1/info", tag = "server",
+    responses((status = 200, description = "Daemon identity and settings", body = ServerInfo)))]
+pub async fn get_info(State(svc): State<AppState>) -> Json<ServerInfo> {
+    Json(svc.info())
+}

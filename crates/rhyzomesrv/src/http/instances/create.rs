@@ -1,0 +1,33 @@
+//! `POST /v1/instances`.
+
+use crate::http::error::ApiError;
+use crate::http::json::ApiJson;
+use crate::http::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use rhyzome_api::{ErrorBody, Instance, InstanceSpec};
+
+/// Create an instance and boot it.
+///
+/// The spec is checked, the kernel is copied from its server path into the daemon's store,
+/// and the guest is started. On any failure nothing is left behind.
+#[utoipa::path(post, path = "/v1/instances", tag = "instances",
+    request_body = InstanceSpec,
+    responses(
+        (status = 201, description = "Created and running", body = Instance),
+        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 409, description = "Name or MAC already taken", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 422, description = "A field is invalid", body = ErrorBody),
+        (status = 502, description = "libvirt refused the guest", body = ErrorBody),
+        (status = 503, description = "libvirt is unavailable", body = ErrorBody),
+    ))]
+pub async fn create_instance(
+    State(svc): State<AppState>,
+    ApiJson(spec): ApiJson<InstanceSpec>,
+) -> Result<(StatusCode, Json<Instance>), ApiError> {
+    let instance = svc.create(spec).await?;
+    Ok((StatusCode::CREATED, Json(instance)))
+}

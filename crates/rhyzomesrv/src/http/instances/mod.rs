@@ -1,0 +1,10 @@
+//! `/v1/instances`: one module per operation.
+
+pub mod console;
+pub mod create;
+pub mod delete;
+pub mod get;
+pub mod list;
+pub mod restart;
+pub mod start;
+pub mod stop;

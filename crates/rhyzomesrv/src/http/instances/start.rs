@@ -1,0 +1,23 @@
+//! `POST /v1/instances/{name}/start`.
+
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use axum::extract::{Path, State};
+use axum::Json;
+use rhyzome_api::{ErrorBody, Instance};
+
+/// Start a stopped or ended instance; a running one is left alone.
+#[utoipa::path(post, path = "/v1/instances/{name}/start", tag = "instances",
+    params(("name" = String, Path, description = "Instance name")),
+    responses(
+        (status = 200, description = "The instance afterwards", body = Instance),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 502, description = "libvirt refused", body = ErrorBody),
+        (status = 503, description = "libvirt is unavailable", body = ErrorBody),
+    ))]
+pub async fn start_instance(
+    State(svc): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Instance>, ApiError> {
+    Ok(Json(svc.start(&name).await?))
+}

@@ -1,0 +1,132 @@
+//! `ApiJson<T>`: a JSON body extractor whose rejections are [`ApiError`]s that name the
+//! offending field (through `serde_path_to_error`) and give line and column for syntax errors.
+//! The body size limit is axum's `DefaultBodyLimit`, applied to the router.
+
+use super::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let mime = v.split(';').next().unwrap_or("").trim();
+                mime.eq_ignore_ascii_case("application/json")
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON, sent with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the request body is larger than {} bytes", super::MAX_BODY_BYTES),
+                )
+            } else {
+                ApiError::new(rej.status(), "bad_body", rej.body_text())
+            }
+        })?;
+        decode(&bytes).map(ApiJson)
+    }
+}
+
+/// Decodes a JSON document, turning serde's error into one that names the field.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let result: Result<T, _> = serde_path_to_error::deserialize(de);
+    let err = match result {
+        Ok(v) => {
+            return Ok(v);
+        }
+        Err(e) => e,
+    };
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let mut message = inner.to_string();
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    use serde_json::error::Category;
+    match inner.classify() {
+        Category::Syntax | Category::Eof | Category::Io => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!(
+                "malformed JSON at line {} column {}: {message}",
+                inner.line(),
+                inner.column()
+            ),
+        )),
+        Category::Data => {
+            // "unknown field `x`" and "missing field `x`" are reported at the parent's path;
+            // the field worth naming is the one in backticks.
+            let named = backticked(&message).filter(|_| {
+                message.starts_with("unknown field") || message.starts_with("missing field")
+            });
+            let field = match (path.as_str(), named) {
+                (".", Some(n)) => n.to_string(),
+                (p, Some(n)) => format!("{p}.{n}"),
+                (p, None) => p.to_string(),
+            };
+            let err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message);
+            Err(if field == "." { err } else { err.with_field(field) })
+        }
+    }
+}
+
+fn backticked(s: &str) -> Option<&str> {
+    let start = s.find('`')? + 1;
+    let len = s[start..].find('`')?;
+    Some(&s[start..start + len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhyzome_api::InstanceSpec;
+
+    fn err(body: &str) -> ApiError {
+        decode::<InstanceSpec>(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = err(r#"{"name": "a", "kernel": "/k", "colour": 1}"#);
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.body.field.as_deref(), Some("colour"));
+        let e = err(r#"{"name": "a"}"#);
+        assert_eq!(e.body.field.as_deref(), Some("kernel"));
+        assert!(e.body.message.contains("missing field"), "{}", e.body.message);
+        let e = err(r#"{"name": "a", "kernel": "/k", "memory_mib": "lots"}"#);
+        assert_eq!(e.body.field.as_deref(), Some("memory_mib"));
+        let e = err(r#"{"name": "a", "kernel": "/k", "network": {"mode": "bridge", "macc": "x"}}"#);
+        assert_eq!(e.body.field.as_deref(), Some("network.macc"));
+        let e = err(r#"{"name": "a", "kernel": "/k", "network": {"mode": "wifi"}}"#);
+        assert_eq!(e.body.field.as_deref(), Some("network.mode"));
+    }
+
+    #[test]
+    fn syntax_errors_give_a_position() {
+        let e = err("{\"name\": \"a\",\n \"kernel\" \"/k\"}");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.body.code, "invalid_json");
+        assert!(e.body.message.contains("line 2 column"), "{}", e.body.message);
+        assert_eq!(err("").body.code, "invalid_json");
+        assert_eq!(err("[1,2").body.code, "invalid_json");
+    }
+}

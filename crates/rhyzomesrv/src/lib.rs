@@ -1,0 +1,21 @@
+//! `rhyzomesrv`: the Rhyzome daemon as a library, so that tests and the thin `main.rs` share
+//! one code path.
+//!
+//! Layout, outside in:
+//! - [`config`]: `rhyzome.conf`;
+//! - [`http`]: the `/v1` API, one module per operation, and its OpenAPI document;
+//! - [`service`]: what each operation does, and the [`service::reconcile`]r;
+//! - [`store`]: desired and observed state in SQLite;
+//! - [`backend`]: the hypervisor boundary (libvirt, and a fake for tests);
+//! - [`domain_xml`], [`kernels`], [`console`]: domain definitions, kernel images, console logs;
+//! - [`daemon`]: wiring it all together and serving.
+
+pub mod backend;
+pub mod config;
+pub mod console;
+pub mod daemon;
+pub mod domain_xml;
+pub mod http;
+pub mod kernels;
+pub mod service;
+pub mod store;

@@ -1,0 +1,394 @@
+//! Desired and observed state of instances, in SQLite under `StateDir`.
+//!
+//! The store is the daemon's source of truth: a request is written here before libvirt is
+//! touched, so that a crash at any point leaves a record the reconciler can finish. One
+//! connection behind a mutex serialises access; statements are short (WAL journal,
+//! `synchronous = NORMAL`, which survives a process crash), so callers on the async runtime
+//! hold the lock only for microseconds. Uniqueness of names and MACs is enforced by the schema,
+//! which makes concurrent creates race-free without extra locking.
+
+use rhyzome_api::{DesiredState, InstanceState};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::path::Path;
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the name {0:?} is already taken")]
+    NameTaken(String),
+    #[error("the MAC address {0} is already used by another instance")]
+    MacTaken(String),
+    #[error("database holds an unknown {what} {value:?}")]
+    Corrupt { what: &'static str, value: String },
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the daemon wants for an instance. `Deleted` records are invisible to clients; they
+/// remain only until the reconciler or the delete request has removed the domain and files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Desired {
+    Running,
+    Stopped,
+    Deleted,
+}
+
+impl Desired {
+    fn as_str(self) -> &'static str {
+        match self {
+            Desired::Running => "running",
+            Desired::Stopped => "stopped",
+            Desired::Deleted => "deleted",
+        }
+    }
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "running" => Desired::Running,
+            "stopped" => Desired::Stopped,
+            "deleted" => Desired::Deleted,
+            _ => {
+                return Err(StoreError::Corrupt {
+                    what: "desired state",
+                    value: s.into(),
+                })
+            }
+        })
+    }
+    pub fn to_api(self) -> DesiredState {
+        match self {
+            Desired::Running => DesiredState::Running,
+            Desired::Stopped | Desired::Deleted => DesiredState::Stopped,
+        }
+    }
+}
+
+/// One instance as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRecord {
+    pub id: String,
+    pub name: String,
+    pub kernel: String,
+    pub kernel_sha256: String,
+    pub kernel_parameters: String,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    /// `None` when the instance has no network.
+    pub bridge: Option<String>,
+    pub mac: Option<String>,
+    pub desired: Desired,
+    pub state: InstanceState,
+    pub exit_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    /// Size of the console log when the current run started: exit lines before it belong to
+    /// earlier runs.
+    pub console_offset: u64,
+}
+
+/// The observed part of a record, which the service updates after acting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub state: InstanceState,
+    pub exit_code: Option<i32>,
+    pub last_error: Option<String>,
+}
+
+const SCHEMA_VERSION: i32 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE instances (
+    id                TEXT PRIMARY KEY,
+    name              TEXT NOT NULL UNIQUE,
+    kernel            TEXT NOT NULL,
+    kernel_sha256     TEXT NOT NULL,
+    kernel_parameters TEXT NOT NULL,
+    memory_mib        INTEGER NOT NULL,
+    vcpus             INTEGER NOT NULL,
+    bridge            TEXT,
+    mac               TEXT UNIQUE,
+    desired           TEXT NOT NULL,
+    state             TEXT NOT NULL,
+    exit_code         INTEGER,
+    last_error        TEXT,
+    created_at        TEXT NOT NULL,
+    started_at        TEXT,
+    console_offset    INTEGER NOT NULL DEFAULT 0
+);
+";
+
+const COLUMNS: &str = "id, name, kernel, kernel_sha256, kernel_parameters, memory_mib, vcpus, \
+     bridge, mac, desired, state, exit_code, last_error, created_at, started_at, console_offset";
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (and creates or migrates) `StateDir/rhyzome.db`.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let conn = Connection::open(state_dir.join("rhyzome.db"))?;
+        Store::init(conn)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version == 0 {
+            conn.execute_batch(SCHEMA)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        } else if version != SCHEMA_VERSION {
+            return Err(StoreError::Corrupt {
+                what: "schema version",
+                value: version.to_string(),
+            });
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (each statement is
+        // atomic), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, r: &InstanceRecord) -> Result<(), StoreError> {
+        let res = self.conn().execute(
+            &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+            params![
+                r.id,
+                r.name,
+                r.kernel,
+                r.kernel_sha256,
+                r.kernel_parameters,
+                r.memory_mib,
+                r.vcpus,
+                r.bridge,
+                r.mac,
+                r.desired.as_str(),
+                r.state.as_str(),
+                r.exit_code,
+                r.last_error,
+                r.created_at,
+                r.started_at,
+                r.console_offset as i64,
+            ],
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                if msg.contains("instances.name") {
+                    Err(StoreError::NameTaken(r.name.clone()))
+                } else if msg.contains("instances.mac") {
+                    Err(StoreError::MacTaken(r.mac.clone().unwrap_or_default()))
+                } else {
+                    Err(rusqlite::Error::SqliteFailure(e, Some(msg)).into())
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every record, including those being deleted, ordered by name.
+    pub fn all(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM instances ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([], row_to_record)?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// Records clients can see (not being deleted), ordered by name.
+    pub fn visible(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        Ok(self
+            .all()?
+            .into_iter()
+            .filter(|r| r.desired != Desired::Deleted)
+            .collect())
+    }
+
+    pub fn by_name(&self, name: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM instances WHERE name = ?1"
+        ))?;
+        stmt.query_row([name], row_to_record)
+            .optional()?
+            .transpose()
+    }
+
+    pub fn set_desired(&self, id: &str, desired: Desired) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE instances SET desired = ?2 WHERE id = ?1",
+            params![id, desired.as_str()],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_observed(&self, id: &str, o: &Observed) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE instances SET state = ?2, exit_code = ?3, last_error = ?4 WHERE id = ?1",
+            params![id, o.state.as_str(), o.exit_code, o.last_error],
+        )?;
+        Ok(())
+    }
+
+    /// Marks the start of a new run.
+    pub fn set_started(
+        &self,
+        id: &str,
+        started_at: &str,
+        console_offset: u64,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE instances SET state = 'starting', exit_code = NULL, last_error = NULL, \
+             started_at = ?2, console_offset = ?3 WHERE id = ?1",
+            params![id, started_at, console_offset as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM instances WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Digests of the kernels that some record still boots.
+    pub fn referenced_kernels(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT DISTINCT kernel_sha256 FROM instances")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn row_to_record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StoreError>> {
+    let desired: String = row.get(9)?;
+    let state: String = row.get(10)?;
+    let desired = match Desired::parse(&desired) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(e)),
+    };
+    let Some(state) = InstanceState::parse(&state) else {
+        return Ok(Err(StoreError::Corrupt {
+            what: "state",
+            value: state,
+        }));
+    };
+    Ok(Ok(InstanceRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        kernel: row.get(2)?,
+        kernel_sha256: row.get(3)?,
+        kernel_parameters: row.get(4)?,
+        memory_mib: row.get(5)?,
+        vcpus: row.get(6)?,
+        bridge: row.get(7)?,
+        mac: row.get(8)?,
+        desired,
+        state,
+        exit_code: row.get(11)?,
+        last_error: row.get(12)?,
+        created_at: row.get(13)?,
+        started_at: row.get(14)?,
+        console_offset: row.get::<_, i64>(15)? as u64,
+    }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn record(name: &str, mac: &str) -> InstanceRecord {
+        InstanceRecord {
+            id: format!("id-{name}"),
+            name: name.into(),
+            kernel: "/k".into(),
+            kernel_sha256: "ab".into(),
+            kernel_parameters: "--ipv4 10.0.0.2/24".into(),
+            memory_mib: 32,
+            vcpus: 1,
+            bridge: Some("br0".into()),
+            mac: Some(mac.into()),
+            desired: Desired::Running,
+            state: InstanceState::Pending,
+            exit_code: None,
+            last_error: None,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            started_at: None,
+            console_offset: 0,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = record("a", "02:00:00:00:00:01");
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.insert(&r).unwrap();
+            s.set_started(&r.id, "2026-01-01T00:00:01Z", 42).unwrap();
+            s.set_observed(
+                &r.id,
+                &Observed {
+                    state: InstanceState::Exited,
+                    exit_code: Some(3),
+                    last_error: None,
+                },
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let got = s.by_name("a").unwrap().unwrap();
+        assert_eq!(got.state, InstanceState::Exited);
+        assert_eq!(got.exit_code, Some(3));
+        assert_eq!(got.console_offset, 42);
+        assert_eq!(got.started_at.as_deref(), Some("2026-01-01T00:00:01Z"));
+    }
+
+    #[test]
+    fn names_and_macs_are_unique() {
+        let s = Store::in_memory().unwrap();
+        s.insert(&record("a", "02:00:00:00:00:01")).unwrap();
+        let mut dup = record("a", "02:00:00:00:00:02");
+        dup.id = "other".into();
+        assert!(matches!(s.insert(&dup), Err(StoreError::NameTaken(n)) if n == "a"));
+        let dup_mac = record("b", "02:00:00:00:00:01");
+        assert!(matches!(s.insert(&dup_mac), Err(StoreError::MacTaken(_))));
+        assert_eq!(s.all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn deleted_records_are_invisible() {
+        let s = Store::in_memory().unwrap();
+        let r = record("a", "02:00:00:00:00:01");
+        s.insert(&r).unwrap();
+        s.set_desired(&r.id, Desired::Deleted).unwrap();
+        assert!(s.visible().unwrap().is_empty());
+        assert_eq!(s.all().unwrap().len(), 1);
+    }
+}

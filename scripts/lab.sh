@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The lab: a network namespace with a bridge, and libvirtd + virtlogd running inside it, so that
+# guests' taps join that bridge and never touch the host's network (see
+# shared/platform-notes.md). libvirtd's UNIX socket stays on the shared filesystem, so
+# qemu:///system works from the root namespace.
+#
+#   scripts/lab.sh up      create the namespace and start libvirt in it (idempotent)
+#   scripts/lab.sh down    stop libvirt and remove the namespace
+#   scripts/lab.sh env     print the lab's settings as shell assignments
+#
+# Settings (environment): RHYZOME_LAB_NETNS (rhyzome-lab), RHYZOME_LAB_BRIDGE (rzbr0),
+# RHYZOME_LAB_ADDR (192.168.100.1/24).
+set -euo pipefail
+
+NS=${RHYZOME_LAB_NETNS:-rhyzome-lab}
+BR=${RHYZOME_LAB_BRIDGE:-rzbr0}
+ADDR=${RHYZOME_LAB_ADDR:-192.168.100.1/24}
+PIDFILE=/run/rhyzome-lab-libvirtd.pid
+LOGDIR=/var/log/rhyzome-lab
+
+log() { echo "==> $*" >&2; }
+
+netns_of_pid() { ip netns identify "$1" 2>/dev/null || true; }
+
+stop_libvirt() {
+  for d in libvirtd virtlogd; do
+    if pids=$(pidof "$d"); then
+      log "stopping $d ($pids)"
+      kill $pids 2>/dev/null || true
+      for _ in $(seq 50); do pidof "$d" >/dev/null || break; sleep 0.1; done
+      pidof "$d" >/dev/null && kill -9 $(pidof "$d") 2>/dev/null || true
+    fi
+  done
+  rm -f "$PIDFILE"
+}
+
+prepare_accounts() {
+  # libvirtd refuses to start without these, even when qemu.conf says root.
+  getent group kvm >/dev/null || groupadd --system kvm
+  getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+  getent passwd libvirt-qemu >/dev/null ||
+    useradd --system --gid libvirt-qemu --no-create-home --shell /usr/sbin/nologin libvirt-qemu
+  mkdir -p /var/log/libvirt /var/lib/libvirt /var/cache/libvirt /run/libvirt "$LOGDIR"
+}
+
+write_config() {
+  # `ip netns exec` bind-mounts /etc/netns/NS/* over /etc/*, so this directory is the whole
+  # /etc/libvirt that the lab's daemons see: copy the packaged files, then override.
+  local dir=/etc/netns/$NS/libvirt
+  mkdir -p "$dir"
+  if [ -d /etc/libvirt ]; then
+    cp -a --no-clobber /etc/libvirt/. "$dir/" 2>/dev/null || true
+  fi
+  cat >"$dir/qemu.conf" <<'CONF'
+# Written by rhyzome scripts/lab.sh.
+user = "root"
+group = "root"
+security_driver = "none"
+CONF
+  cat >"$dir/libvirtd.conf" <<'CONF'
+# Written by rhyzome scripts/lab.sh.
+unix_sock_group = "root"
+unix_sock_rw_perms = "0770"
+CONF
+}
+
+create_netns() {
+  if ! ip netns list | grep -qw "^$NS"; then
+    log "creating network namespace $NS with bridge $BR ($ADDR)"
+    ip netns add "$NS"
+  fi
+  ip -n "$NS" link set lo up
+  if ! ip -n "$NS" link show "$BR" >/dev/null 2>&1; then
+    ip -n "$NS" link add "$BR" type bridge
+    ip -n "$NS" link set "$BR" type bridge stp_state 0 forward_delay 0
+  fi
+  ip -n "$NS" addr show dev "$BR" | grep -qw "${ADDR%/*}" || ip -n "$NS" addr add "$ADDR" dev "$BR"
+  ip -n "$NS" link set "$BR" up
+}
+
+start_libvirt() {
+  local pid
+  pid=$(pidof libvirtd || true)
+  if [ -n "$pid" ] && [ "$(netns_of_pid "$pid")" = "$NS" ] && virsh -q -c qemu:///system version >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ -n "$pid" ] || pidof virtlogd >/dev/null; then
+    log "libvirt runs outside $NS; restarting it inside (only one libvirtd may use /run/libvirt)"
+    stop_libvirt
+  fi
+  prepare_accounts
+  write_config
+  log "starting virtlogd and libvirtd in $NS"
+  ip netns exec "$NS" virtlogd -d
+  ip netns exec "$NS" libvirtd -d -p "$PIDFILE" 2>>"$LOGDIR/libvirtd.stderr"
+  for _ in $(seq 300); do
+    [ -S /run/libvirt/libvirt-sock ] && break
+    sleep 0.1
+  done
+  # The first connection makes libvirt probe QEMU (several seconds); do it now, once.
+  if ! timeout 120 virsh -q -c qemu:///system version >/dev/null; then
+    echo "error: libvirtd did not come up; see $LOGDIR/libvirtd.stderr" >&2
+    exit 1
+  fi
+}
+
+case "${1:-up}" in
+  up)
+    create_netns
+    start_libvirt
+    log "lab ready: netns $NS, bridge $BR, libvirt qemu:///system"
+    ;;
+  down)
+    stop_libvirt
+    ip netns del "$NS" 2>/dev/null || true
+    rm -rf "/etc/netns/$NS"
+    ;;
+  env)
+    echo "RHYZOME_LAB_NETNS=$NS"
+    echo "RHYZOME_LAB_BRIDGE=$BR"
+    echo "RHYZOME_LAB_ADDR=$ADDR"
+    ;;
+  *)
+    echo "usage: $0 up|down|env" >&2
+    exit 2
+    ;;
+esac

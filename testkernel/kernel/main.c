@@ -1,0 +1,247 @@
+/*
+ * rhyzome-testkernel: entry, command line, arguments and the main loop.
+ */
+#include "kernel.h"
+
+#define MULTIBOOT_BOOTLOADER_MAGIC 0x2BADB002
+#define MB_INFO_CMDLINE (1u << 2)
+#define CMDLINE_MAX 8192 /* like Solo5: at most 8191 bytes are kept */
+
+struct config cfg;
+static char cmdline[CMDLINE_MAX];
+static size_t cmdline_len;
+
+void solo5_exit(int code)
+{
+    kprintf("Solo5: solo5_exit(%d) called\n", code);
+    platform_poweroff(code);
+}
+
+void solo5_abort(const char *file, int line, const char *msg)
+{
+    kprintf("Solo5: ABORT: %s:%d: %s\n", file, line, msg);
+    platform_poweroff(255); /* SOLO5_EXIT_ABORT */
+}
+
+/* Copy the multiboot command line, dropping the first word (the kernel's
+ * path that QEMU puts in front) exactly like Solo5: everything up to and
+ * including the first ' ' goes; no ' ' at all means an empty command line. */
+static void cmdline_init(uint32_t magic, const uint32_t *mbi)
+{
+    const char *src, *p;
+    size_t n;
+    if (magic != MULTIBOOT_BOOTLOADER_MAGIC || !mbi ||
+        !(mbi[0] & MB_INFO_CMDLINE) || mbi[4] == 0)
+        return;
+    src = (const char *)(uintptr_t)mbi[4];
+    for (p = src; *p && *p != ' '; p++)
+        ;
+    if (*p == ' ')
+        p++;
+    n = strlen(p);
+    if (n >= CMDLINE_MAX) {
+        n = CMDLINE_MAX - 1;
+        kprintf(TK "warning: command line too long, truncated to %u bytes\n",
+                (uint32_t)n);
+    }
+    memcpy(cmdline, p, n);
+    cmdline[n] = 0;
+    cmdline_len = n;
+}
+
+/* ---- arguments --------------------------------------------------------- */
+enum { ARG_OK = 0, ARG_INVALID = -1, ARG_TOO_LONG = -2 };
+
+static int set_ipv4(const char *v, size_t n)
+{
+    size_t slash = 0;
+    uint32_t addr, plen;
+    while (slash < n && v[slash] != '/')
+        slash++;
+    if (slash == n || parse_ipv4(v, slash, &addr) < 0 ||
+        slash + 1 >= n || n - slash - 1 > 2 ||
+        parse_u32(v + slash + 1, n - slash - 1, &plen) < 0 || plen > 32)
+        return ARG_INVALID;
+    cfg.ipv4 = addr;
+    cfg.ipv4_prefix = plen;
+    cfg.have_ipv4 = 1;
+    return ARG_OK;
+}
+
+static int set_gateway(const char *v, size_t n)
+{
+    if (parse_ipv4(v, n, &cfg.gateway) < 0)
+        return ARG_INVALID;
+    cfg.have_gateway = 1;
+    return ARG_OK;
+}
+
+static int set_name(const char *v, size_t n)
+{
+    if (n >= sizeof(cfg.name))
+        return ARG_TOO_LONG;
+    memcpy(cfg.name, v, n);
+    cfg.name[n] = 0;
+    cfg.have_name = 1;
+    return ARG_OK;
+}
+
+static int set_exit_after(const char *v, size_t n)
+{
+    if (parse_u32(v, n, &cfg.exit_after_ms) < 0)
+        return ARG_INVALID;
+    cfg.have_exit_after = 1;
+    return ARG_OK;
+}
+
+static int set_exit_code(const char *v, size_t n)
+{
+    if (parse_i32(v, n, &cfg.exit_code) < 0)
+        return ARG_INVALID;
+    cfg.have_exit_code = 1;
+    return ARG_OK;
+}
+
+static const struct option {
+    const char *name;
+    int (*set)(const char *v, size_t n);
+} options[] = {
+    {"ipv4", set_ipv4},           {"ipv4-gateway", set_gateway},
+    {"name", set_name},           {"exit-after", set_exit_after},
+    {"exit-code", set_exit_code},
+};
+
+static int is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Next whitespace-separated token at or after *pos; 0 when none is left. */
+static int next_token(size_t *pos, const char **tok, size_t *len)
+{
+    size_t i = *pos;
+    while (i < cmdline_len && is_space(cmdline[i]))
+        i++;
+    if (i >= cmdline_len)
+        return 0;
+    *tok = cmdline + i;
+    while (i < cmdline_len && !is_space(cmdline[i]))
+        i++;
+    *len = (size_t)(cmdline + i - *tok);
+    *pos = i;
+    return 1;
+}
+
+static void parse_args(void)
+{
+    size_t pos = 0, n, vn;
+    const char *t, *v;
+    while (next_token(&pos, &t, &n)) {
+        const struct option *opt = NULL;
+        size_t klen;
+        int rc;
+        if (n < 3 || t[0] != '-' || t[1] != '-') {
+            kprintf(TK "warning: unknown argument %q\n", t, n);
+            continue;
+        }
+        for (klen = 2; klen < n && t[klen] != '='; klen++)
+            ;
+        for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+            if (mem_eq_str(t + 2, klen - 2, options[i].name))
+                opt = &options[i];
+        }
+        if (!opt) {
+            kprintf(TK "warning: unknown argument %q\n", t, n);
+            continue;
+        }
+        if (klen < n) {
+            /* --key=value */
+            v = t + klen + 1;
+            vn = n - klen - 1;
+        } else {
+            /* --key value: the value is the next token, unless that is
+             * missing or is itself an option */
+            size_t save = pos;
+            if (!next_token(&pos, &v, &vn) || (vn >= 2 && v[0] == '-' &&
+                                               v[1] == '-')) {
+                pos = save;
+                vn = 0;
+            }
+        }
+        if (vn == 0) {
+            kprintf(TK "warning: missing value for argument %q\n", t, klen);
+            continue;
+        }
+        rc = opt->set(v, vn);
+        if (rc == ARG_TOO_LONG)
+            kprintf(TK "warning: value too long for argument %q\n", t, klen);
+        else if (rc != ARG_OK)
+            kprintf(TK "warning: invalid value for argument %q: %q\n", t,
+                    klen, v, vn);
+    }
+}
+
+static void print_args(void)
+{
+    if (cfg.have_ipv4)
+        kprintf(TK "arg ipv4=%I/%u\n", cfg.ipv4, cfg.ipv4_prefix);
+    if (cfg.have_gateway)
+        kprintf(TK "arg ipv4-gateway=%I\n", cfg.gateway);
+    if (cfg.have_name)
+        kprintf(TK "arg name=%s\n", cfg.name);
+    if (cfg.have_exit_after)
+        kprintf(TK "arg exit-after=%u\n", cfg.exit_after_ms);
+    if (cfg.have_exit_code)
+        kprintf(TK "arg exit-code=%d\n", cfg.exit_code);
+}
+
+/* ---- devices ----------------------------------------------------------- */
+static void pci_visit(const struct pci_dev *d)
+{
+    if (d->vendor != VIRTIO_VENDOR)
+        return;
+    if (d->device == VIRTIO_DEV_NET_LEGACY) {
+        if (vnet_present())
+            return; /* only the first NIC is used */
+        if (vnet_init(d) < 0)
+            kprintf(TK "warning: virtio-net at %02x:%02x.%u: init failed\n",
+                    d->bus, d->dev, d->fn);
+    } else if (d->device == VIRTIO_DEV_BLK_LEGACY) {
+        vblk_init(d);
+    } else if (d->device >= 0x1040) {
+        kprintf(TK "warning: modern-only virtio device %04x:%04x at "
+                   "%02x:%02x.%u ignored (needs a transitional device)\n",
+                d->vendor, d->device, d->bus, d->dev, d->fn);
+    }
+}
+
+void kmain(uint32_t magic, const uint32_t *mbi);
+void kmain(uint32_t magic, const uint32_t *mbi)
+{
+    serial_init();
+    kputs(TK "banner v1\n");
+    kputs("Solo5: Bindings version v0.0.0-rhyzome-testkernel-v1\n");
+    cpu_init();
+    cmdline_init(magic, mbi);
+    kprintf(TK "cmdline %q\n", cmdline, cmdline_len);
+    parse_args();
+    print_args();
+    time_init();
+
+    pci_scan(pci_visit);
+    if (vnet_present()) {
+        const uint8_t *m = vnet_mac();
+        kprintf(TK "net mac=%02x:%02x:%02x:%02x:%02x:%02x\n", m[0], m[1],
+                m[2], m[3], m[4], m[5]);
+    } else {
+        kputs(TK "net none\n");
+    }
+    kputs(TK "ready\n");
+
+    for (;;) {
+        vnet_poll();
+        if (cfg.have_exit_after && uptime_ms() >= cfg.exit_after_ms)
+            solo5_exit(cfg.exit_code);
+        idle_wait();
+    }
+}

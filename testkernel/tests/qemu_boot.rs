@@ -1,0 +1,397 @@
+//! End-to-end tests of the test kernel under plain QEMU (TCG).
+//!
+//! Needs root and qemu-system-x86_64; fails loudly without them. Every test
+//! boots its own guest in its own network namespace and cleans up on drop.
+
+use rhyzome_testkernel::*;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+const BOOT: Duration = Duration::from_secs(20);
+const EXIT: Duration = Duration::from_secs(10);
+const UDP: Duration = Duration::from_secs(5);
+
+/// A guest with a NIC on a fresh namespace. Field order matters: the guest
+/// is dropped (killed) before its namespace.
+struct NetGuest {
+    guest: QemuGuest,
+    ip: Ipv4Addr,
+    mac: String,
+    ns: TestNetns,
+}
+
+impl NetGuest {
+    fn boot(tag: &str, extra: &str, legacy_only: bool) -> NetGuest {
+        let ns = TestNetns::new(tag);
+        let tap = ns.add_tap("tap0");
+        let mac = unique_mac();
+        let ip = ns.guest_ip(2);
+        let cmdline = format!("--ipv4={} --name={tag} {extra}", ns.guest_cidr(2));
+        let guest = QemuGuest::builder()
+            .cmdline(cmdline)
+            .nic(&ns, &tap, &mac)
+            .legacy_only_nic(legacy_only)
+            .spawn();
+        assert!(
+            guest.wait_for_line(READY_LINE, BOOT).is_some(),
+            "guest never became ready\n{}",
+            guest.describe()
+        );
+        NetGuest { guest, ip, mac, ns }
+    }
+
+    fn service(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.ip, UDP_PORT)
+    }
+
+    fn request(&self, payload: &[u8]) -> Vec<u8> {
+        self.ns
+            .udp_request(self.service(), payload, UDP)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "UDP {:?} to {}: {e}\n{}",
+                    String::from_utf8_lossy(payload),
+                    self.service(),
+                    self.guest.describe()
+                )
+            })
+    }
+}
+
+fn boot_plain(tag: &str, cmdline: &str) -> (QemuGuest, TestNetns) {
+    let ns = TestNetns::new(tag);
+    let guest = QemuGuest::builder().cmdline(cmdline).in_netns(&ns).spawn();
+    (guest, ns)
+}
+
+fn lines(guest: &QemuGuest) -> Vec<String> {
+    guest.console().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn elf_is_small_and_has_multiboot_header() {
+    let path = kernel_path();
+    let image = std::fs::read(&path).expect("read kernel");
+    println!("testkernel.elf: {} bytes", image.len());
+    assert!(image.len() < 64 * 1024, "kernel is {} bytes", image.len());
+    assert_eq!(&image[..4], b"\x7fELF", "not an ELF file");
+    assert_eq!(image[4], 1, "expected a 32-bit ELF");
+    let off = multiboot_header_offset(&image).expect("no multiboot v1 header");
+    assert!(off < 8192);
+}
+
+#[test]
+fn banner_cmdline_args_and_unknown_argument_warnings() {
+    let cmdline = "--ipv4=10.1.2.3/24 --ipv4-gateway 10.1.2.1 --name web-1 \
+                   --exit-code=5 --bogus extra --exit-after 600000";
+    let (guest, _ns) = boot_plain("args", cmdline);
+    assert!(
+        guest.wait_for_line(READY_LINE, BOOT).is_some(),
+        "no ready line\n{}",
+        guest.describe()
+    );
+    let lines = lines(&guest);
+    assert_eq!(lines[0], BANNER_LINE, "banner is not the first line");
+    let expect = [
+        format!("{CMDLINE_PREFIX}\"{cmdline}\""),
+        format!("{UNKNOWN_ARG_PREFIX}\"--bogus\""),
+        format!("{UNKNOWN_ARG_PREFIX}\"extra\""),
+        format!("{ARG_PREFIX}ipv4=10.1.2.3/24"),
+        format!("{ARG_PREFIX}ipv4-gateway=10.1.2.1"),
+        format!("{ARG_PREFIX}name=web-1"),
+        format!("{ARG_PREFIX}exit-after=600000"),
+        format!("{ARG_PREFIX}exit-code=5"),
+        NET_NONE_LINE.to_string(),
+        READY_LINE.to_string(),
+    ];
+    for e in &expect {
+        assert!(
+            lines.contains(e),
+            "missing line {e:?}\n{}",
+            guest.describe()
+        );
+    }
+    // Arguments are printed after parsing (i.e. after the warnings), and
+    // everything before "ready".
+    let pos = |l: &str| lines.iter().position(|x| x == l).unwrap();
+    assert!(pos(&expect[2]) < pos(&expect[3]));
+    assert!(pos(&expect[8]) < pos(READY_LINE));
+    assert_eq!(guest.lines_with_prefix(WARNING_PREFIX).len(), 2);
+}
+
+#[test]
+fn first_word_of_multiboot_cmdline_is_dropped() {
+    // QEMU passes "<kernel path> <append>"; only the path must go.
+    let (guest, _ns) = boot_plain("word", "first-param second");
+    let line = guest.wait_for_line(CMDLINE_PREFIX, BOOT);
+    assert_eq!(
+        line.as_deref(),
+        Some("rhyzome-testkernel: cmdline \"first-param second\""),
+        "\n{}",
+        guest.describe()
+    );
+    let (guest, _ns) = boot_plain("empty", "");
+    let line = guest.wait_for_line(CMDLINE_PREFIX, BOOT);
+    assert_eq!(
+        line.as_deref(),
+        Some("rhyzome-testkernel: cmdline \"\""),
+        "\n{}",
+        guest.describe()
+    );
+}
+
+#[test]
+fn banner_latency_under_tcg() {
+    let (guest, _ns) = boot_plain("latency", "--name=latency");
+    let (_, t) = guest
+        .wait_for_line_timed(BANNER_LINE, BOOT)
+        .unwrap_or_else(|| panic!("no banner\n{}", guest.describe()));
+    let (_, r) = guest
+        .wait_for_line_timed(READY_LINE, BOOT)
+        .unwrap_or_else(|| panic!("no ready\n{}", guest.describe()));
+    println!(
+        "qemu spawn -> banner: {:.1} ms, -> ready: {:.1} ms",
+        t.as_secs_f64() * 1e3,
+        r.as_secs_f64() * 1e3
+    );
+    // Timing belongs to benchmarks; this only catches gross regressions.
+    assert!(t < Duration::from_secs(2), "banner took {t:?}");
+}
+
+#[test]
+fn no_nic_prints_net_none() {
+    let (guest, _ns) = boot_plain("nonic", "--ipv4=10.9.9.9/24");
+    assert!(
+        guest.wait_for_line(READY_LINE, BOOT).is_some(),
+        "\n{}",
+        guest.describe()
+    );
+    assert!(guest.wait_for_line(NET_NONE_LINE, Duration::ZERO).is_some());
+    assert!(guest.lines_with_prefix(NET_MAC_PREFIX).is_empty());
+}
+
+#[test]
+fn ping_is_answered_and_mac_is_reported() {
+    let g = NetGuest::boot("ping", "", false);
+    let line = g.guest.wait_for_line(NET_MAC_PREFIX, Duration::ZERO);
+    assert_eq!(line, Some(format!("{NET_MAC_PREFIX}{}", g.mac)));
+    assert!(
+        g.ns.ping(g.ip, Duration::from_secs(10)),
+        "no ping reply from {}\n{}",
+        g.ip,
+        g.guest.describe()
+    );
+}
+
+#[test]
+fn legacy_only_nic_works_too() {
+    let g = NetGuest::boot("legacy", "", true);
+    assert!(g
+        .guest
+        .wait_for_line(NET_MAC_PREFIX, Duration::ZERO)
+        .is_some());
+    assert!(
+        g.ns.ping(g.ip, Duration::from_secs(10)),
+        "\n{}",
+        g.guest.describe()
+    );
+}
+
+#[test]
+fn udp_status_reports_name_and_counters() {
+    let g = NetGuest::boot("status", "", false);
+    let reply = String::from_utf8(g.request(b"status")).expect("utf-8");
+    println!("status: {reply:?}");
+    assert!(reply.ends_with('\n'), "{reply:?}");
+    let fields: Vec<&str> = reply.trim_end().split(' ').collect();
+    assert_eq!(fields.len(), 5, "{reply:?}");
+    assert_eq!(fields[0], "name=status");
+    let num = |f: &str, key: &str| -> u64 {
+        f.strip_prefix(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad field {f:?} in {reply:?}"))
+    };
+    num(fields[1], "uptime_ms=");
+    assert!(num(fields[2], "rx=") >= 1);
+    num(fields[3], "tx=");
+    assert_eq!(fields[4], format!("ipv4={}/24", g.ip));
+    // with a trailing newline, as `echo status | nc -u` sends it
+    let again = String::from_utf8(g.request(b"status\n")).unwrap();
+    assert!(again.starts_with("name=status "), "{again:?}");
+}
+
+#[test]
+fn udp_echo() {
+    let g = NetGuest::boot("echo", "", false);
+    for payload in [
+        &b"hello, unikernel"[..],
+        &[0u8, 1, 2, 255][..],
+        &[b'x'; 1400][..],
+    ] {
+        assert_eq!(g.request(payload), payload);
+    }
+}
+
+#[test]
+fn udp_exit_powers_off_with_code() {
+    let mut g = NetGuest::boot("exit", "", false);
+    assert_eq!(g.request(b"exit 3"), b"ok\n");
+    let line = g.guest.wait_for_line(SOLO5_EXIT_PREFIX, EXIT);
+    assert_eq!(line, Some(solo5_exit_line(3)), "\n{}", g.guest.describe());
+    let t = Instant::now();
+    let status = g.guest.wait_exit(EXIT);
+    println!("exit line -> qemu gone: {:?}", t.elapsed());
+    let status = status.unwrap_or_else(|| panic!("qemu still running\n{}", g.guest.describe()));
+    assert!(status.success(), "qemu exit status {status}");
+    assert_eq!(g.guest.lines_with_prefix(BANNER_LINE).len(), 1, "rebooted?");
+}
+
+#[test]
+fn udp_crash_aborts_and_powers_off() {
+    let mut g = NetGuest::boot("crash", "", false);
+    assert_eq!(g.request(b"crash"), b"ok\n");
+    let line = g
+        .guest
+        .wait_for_line(SOLO5_ABORT_PREFIX, EXIT)
+        .unwrap_or_else(|| panic!("no ABORT line\n{}", g.guest.describe()));
+    assert!(line.ends_with(": crash requested"), "{line:?}");
+    // "Solo5: ABORT: <file>:<line>: crash requested"
+    let rest = line.strip_prefix(SOLO5_ABORT_PREFIX).unwrap();
+    let mut parts = rest.splitn(3, ':');
+    assert!(parts.next().unwrap().ends_with(".c"), "{line:?}");
+    assert!(parts.next().unwrap().parse::<u32>().is_ok(), "{line:?}");
+    assert!(
+        g.guest.wait_exit(EXIT).is_some(),
+        "qemu still running\n{}",
+        g.guest.describe()
+    );
+    assert!(g.guest.lines_with_prefix(SOLO5_EXIT_PREFIX).is_empty());
+}
+
+#[test]
+fn exit_after_with_exit_code() {
+    let (mut guest, _ns) = boot_plain("exitafter", "--exit-after=200 --exit-code=7");
+    let line = guest.wait_for_line(SOLO5_EXIT_PREFIX, EXIT);
+    assert_eq!(line, Some(solo5_exit_line(7)), "\n{}", guest.describe());
+    let status = guest
+        .wait_exit(EXIT)
+        .unwrap_or_else(|| panic!("qemu still running\n{}", guest.describe()));
+    assert!(status.success(), "qemu exit status {status}");
+    // --exit-after is not early: at least 200 ms of guest uptime passed.
+    let (_, ready) = guest
+        .wait_for_line_timed(READY_LINE, Duration::ZERO)
+        .unwrap();
+    let (_, exit) = guest
+        .wait_for_line_timed(SOLO5_EXIT_PREFIX, Duration::ZERO)
+        .unwrap();
+    assert!(
+        exit - ready >= Duration::from_millis(150),
+        "{:?}",
+        exit - ready
+    );
+}
+
+#[test]
+fn garbage_and_overlong_cmdline_does_not_crash() {
+    let mut junk = String::from(
+        "--ipv4 --ipv4=999.1.1.1/24 --ipv4=1.2.3.4 --ipv4=1.2.3.4/33 --ipv4=1.2.3/8 \
+         --ipv4-gateway=1.2.3.4.5 --exit-after=abc --exit-after=99999999999 \
+         --exit-code=2147483648 --exit-code=- --name= -- - --=x \"quoted\" back\\slash \
+         caf\u{e9} \t tab ",
+    );
+    junk.push_str(&format!("--name={} ", "n".repeat(300)));
+    junk.push_str(&format!("--{} ", "z".repeat(2000)));
+    while junk.len() < 8000 {
+        junk.push_str("--what=ever ");
+    }
+    let ns = TestNetns::new("garbage");
+    let tap = ns.add_tap("tap0");
+    // A valid address at the very end: parsing must survive all of the above.
+    let cmdline = format!("{junk} --ipv4={}", ns.guest_cidr(2));
+    assert!(cmdline.len() < MAX_CMDLINE);
+    let guest = QemuGuest::builder()
+        .cmdline(cmdline)
+        .nic(&ns, &tap, &unique_mac())
+        .spawn();
+    assert!(
+        guest.wait_for_line(READY_LINE, BOOT).is_some(),
+        "no ready line\n{}",
+        guest.describe()
+    );
+    assert!(guest.lines_with_prefix(SOLO5_ABORT_PREFIX).is_empty());
+    assert!(guest.lines_with_prefix(WARNING_PREFIX).len() > 20);
+    assert!(guest
+        .wait_for_line(
+            &format!("{ARG_PREFIX}ipv4={}", ns.guest_cidr(2)),
+            Duration::ZERO
+        )
+        .is_some());
+    assert!(guest
+        .wait_for_line(
+            &format!("{WARNING_PREFIX}value too long for argument \"--name\""),
+            Duration::ZERO
+        )
+        .is_some());
+    assert!(
+        ns.ping(ns.guest_ip(2), Duration::from_secs(10)),
+        "\n{}",
+        guest.describe()
+    );
+}
+
+#[test]
+fn command_line_over_8191_bytes_is_truncated() {
+    let long = format!("--name=trunc {}", "--pad=xxxxxxxxxxxxxxxxxxx ".repeat(400));
+    assert!(long.len() > MAX_CMDLINE);
+    let (guest, _ns) = boot_plain("trunc", &long);
+    assert!(
+        guest.wait_for_line(READY_LINE, BOOT).is_some(),
+        "no ready line\n{}",
+        guest.describe()
+    );
+    assert!(guest
+        .wait_for_line(
+            &format!("{WARNING_PREFIX}command line too long"),
+            Duration::ZERO
+        )
+        .is_some());
+    let cl = guest.wait_for_line(CMDLINE_PREFIX, Duration::ZERO).unwrap();
+    assert_eq!(
+        cl.len(),
+        CMDLINE_PREFIX.len() + MAX_CMDLINE + 2,
+        "quoted, truncated"
+    );
+    assert!(guest
+        .wait_for_line(&format!("{ARG_PREFIX}name=trunc"), Duration::ZERO)
+        .is_some());
+}
+
+#[test]
+fn block_device_sector0_checksum() {
+    let dir = std::env::temp_dir().join(format!("rzt-disk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("disk.img");
+    let mut data = vec![0u8; 1 << 20];
+    for (i, b) in data.iter_mut().enumerate().take(512) {
+        *b = (i * 7 + 3) as u8;
+    }
+    std::fs::write(&disk, &data).unwrap();
+    let mut h: u32 = 2166136261;
+    for &b in &data[..512] {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(16777619);
+    }
+    let ns = TestNetns::new("blk");
+    let guest = QemuGuest::builder().in_netns(&ns).disk(&disk).spawn();
+    let line = guest.wait_for_line(BLOCK_CHECKSUM_PREFIX, BOOT);
+    let ready = guest.wait_for_line(READY_LINE, BOOT);
+    let console = guest.describe();
+    drop(guest);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        line,
+        Some(format!("{BLOCK_CHECKSUM_PREFIX}{h:08x}")),
+        "\n{console}"
+    );
+    assert!(ready.is_some(), "\n{console}");
+}
