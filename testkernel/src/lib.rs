@@ -165,10 +165,12 @@ pub fn require_root() {
 /// The QEMU binary: `$RHYZOME_QEMU` if set, else `qemu-system-x86_64` from `PATH`.
 ///
 /// # Panics
-/// If it cannot be found.
+/// If it cannot be found (or `$RHYZOME_QEMU` names a missing file).
 pub fn qemu_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("RHYZOME_QEMU") {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "RHYZOME_QEMU={} does not exist", p.display());
+        return p;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {
@@ -435,90 +437,116 @@ impl TestNetns {
         }
     }
 
-    /// Sends `payload` to `addr` over UDP from inside the namespace and
-    /// returns the first datagram that comes back from `addr`.
-    ///
-    /// The request is re-sent every 250 ms (at most ten times) until a reply
-    /// arrives or `timeout` passes, so the guest may see duplicates.
-    /// Errors: `TimedOut` if nothing came back, or the error of `setns`,
-    /// `bind` or `send`.
+    /// Sends `payload` to `addr` over UDP from inside the namespace; see [`udp_request_in`].
     pub fn udp_request(
         &self,
         addr: SocketAddrV4,
         payload: &[u8],
         timeout: Duration,
     ) -> io::Result<Vec<u8>> {
-        let payload = payload.to_vec();
-        self.in_netns(move || {
-            let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-            let deadline = Instant::now() + timeout;
-            let mut buf = vec![0u8; 65536];
-            for _ in 0..10 {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                sock.send_to(&payload, addr)?;
-                let attempt_end = (now + Duration::from_millis(250)).min(deadline);
-                loop {
-                    let left = attempt_end.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    sock.set_read_timeout(Some(left))?;
-                    match sock.recv_from(&mut buf) {
-                        Ok((n, std::net::SocketAddr::V4(from))) if from == addr => {
-                            return Ok(buf[..n].to_vec());
-                        }
-                        Ok(_) => continue, // stray datagram
-                        Err(e)
-                            if e.kind() == io::ErrorKind::WouldBlock
-                                || e.kind() == io::ErrorKind::TimedOut =>
-                        {
-                            break;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no UDP reply from {addr}"),
-            ))
-        })
+        udp_request_in(&self.name, addr, payload, timeout)
     }
 
-    /// Sends one UDP datagram to `addr` from inside the namespace, without
-    /// waiting for a reply.
+    /// Sends one UDP datagram to `addr` from inside the namespace; see [`udp_send_in`].
     pub fn udp_send(&self, addr: SocketAddrV4, payload: &[u8]) -> io::Result<()> {
-        let payload = payload.to_vec();
-        self.in_netns(move || {
-            let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-            sock.send_to(&payload, addr).map(|_| ())
-        })
+        udp_send_in(&self.name, addr, payload)
     }
 
-    /// Runs `f` on a fresh thread that has joined this namespace (`setns`),
-    /// so sockets it creates live there. The calling thread is unaffected.
+    /// Runs `f` inside this namespace; see [`in_named_netns`].
     pub fn in_netns<T, F>(&self, f: F) -> io::Result<T>
     where
         F: FnOnce() -> io::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let path = format!("/run/netns/{}", self.name);
-        thread::spawn(move || {
-            let file = File::open(&path)?;
-            // SAFETY: setns on a valid fd; it only changes this thread's
-            // network namespace, and this thread ends after `f`.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            f()
-        })
-        .join()
-        .map_err(|_| io::Error::other("network namespace thread panicked"))?
+        in_named_netns(&self.name, f)
     }
+}
+
+/// Sends `payload` to `addr` over UDP from inside the named network
+/// namespace (for example the daemon tests' lab) and returns the first
+/// datagram that comes back from `addr`.
+///
+/// The request is re-sent every 250 ms (at most ten times) until a reply
+/// arrives or `timeout` passes, so the guest may see duplicates.
+/// Errors: `TimedOut` if nothing came back, or the error of `setns`,
+/// `bind` or `send`.
+pub fn udp_request_in(
+    netns: &str,
+    addr: SocketAddrV4,
+    payload: &[u8],
+    timeout: Duration,
+) -> io::Result<Vec<u8>> {
+    let payload = payload.to_vec();
+    in_named_netns(netns, move || {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..10 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            sock.send_to(&payload, addr)?;
+            let attempt_end = (now + Duration::from_millis(250)).min(deadline);
+            loop {
+                let left = attempt_end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                sock.set_read_timeout(Some(left))?;
+                match sock.recv_from(&mut buf) {
+                    Ok((n, std::net::SocketAddr::V4(from))) if from == addr => {
+                        return Ok(buf[..n].to_vec());
+                    }
+                    Ok(_) => continue, // stray datagram
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            || e.kind() == io::ErrorKind::TimedOut =>
+                    {
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no UDP reply from {addr}"),
+        ))
+    })
+}
+
+/// Sends one UDP datagram to `addr` from inside the named network
+/// namespace, without waiting for a reply.
+pub fn udp_send_in(netns: &str, addr: SocketAddrV4, payload: &[u8]) -> io::Result<()> {
+    let payload = payload.to_vec();
+    in_named_netns(netns, move || {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        sock.send_to(&payload, addr).map(|_| ())
+    })
+}
+
+/// Runs `f` on a fresh thread that has joined the named network namespace
+/// (`setns`), so sockets it creates live there. The calling thread is
+/// unaffected.
+pub fn in_named_netns<T, F>(netns: &str, f: F) -> io::Result<T>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let path = format!("/run/netns/{netns}");
+    thread::spawn(move || {
+        let file = File::open(&path)?;
+        // SAFETY: setns on a valid fd; it only changes this thread's
+        // network namespace, and this thread ends after `f`.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| io::Error::other("network namespace thread panicked"))?
 }
 
 impl Drop for TestNetns {

@@ -135,11 +135,17 @@ impl Client {
     }
 
     pub fn start_instance(&self, name: &str) -> Result<Instance, ClientError> {
-        self.json(self.http.post(self.url(&Self::instance_path(name, "/start"))))
+        self.json(
+            self.http
+                .post(self.url(&Self::instance_path(name, "/start"))),
+        )
     }
 
     pub fn stop_instance(&self, name: &str) -> Result<Instance, ClientError> {
-        self.json(self.http.post(self.url(&Self::instance_path(name, "/stop"))))
+        self.json(
+            self.http
+                .post(self.url(&Self::instance_path(name, "/stop"))),
+        )
     }
 
     pub fn restart_instance(&self, name: &str) -> Result<Instance, ClientError> {

@@ -229,7 +229,10 @@ mod tests {
     #[test]
     fn ipv4_is_found_in_both_spellings() {
         let p = "--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24";
-        assert_eq!(ipv4_from_parameters(p).as_deref(), Some("192.168.100.43/24"));
+        assert_eq!(
+            ipv4_from_parameters(p).as_deref(),
+            Some("192.168.100.43/24")
+        );
         assert_eq!(
             ipv4_from_parameters("--ipv4=10.0.0.2/24").as_deref(),
             Some("10.0.0.2/24")

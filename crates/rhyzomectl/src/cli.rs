@@ -3,10 +3,19 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "rhyzomectl", version, about = "Control a Rhyzome daemon: deploy and manage unikernels")]
+#[command(
+    name = "rhyzomectl",
+    version,
+    about = "Control a Rhyzome daemon: deploy and manage unikernels"
+)]
 pub struct Cli {
     /// Base URL of the rhyzomesrv API.
-    #[arg(long, global = true, env = "RHYZOME_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "RHYZOME_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub server: String,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]

@@ -132,9 +132,7 @@ impl Config {
         }
         let bind = raw.bind.unwrap_or_else(|| DEFAULT_BIND.into());
         let bind_addr = parse_bind(&bind).map_err(|m| invalid("Bind", m))?;
-        let libvirt_uri = raw
-            .libvirt_uri
-            .unwrap_or_else(|| "qemu:///system".into());
+        let libvirt_uri = raw.libvirt_uri.unwrap_or_else(|| "qemu:///system".into());
         let state_dir = raw
             .state_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
@@ -192,7 +190,9 @@ fn parse_bind(bind: &str) -> Result<SocketAddr, String> {
         bind.to_string()
     };
     let mut addrs = with_host.to_socket_addrs().map_err(|e| {
-        format!("{bind:?} is not an address to listen on ({e}); use \":8080\" or \"127.0.0.1:8080\"")
+        format!(
+            "{bind:?} is not an address to listen on ({e}); use \":8080\" or \"127.0.0.1:8080\""
+        )
     })?;
     addrs
         .next()
@@ -256,7 +256,10 @@ mod tests {
         assert_eq!(c.bind_addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.libvirt_uri, "qemu:///system");
         assert_eq!(c.domain_type, DomainTypeSetting::Auto);
-        assert_eq!(c.kernel_dirs, vec![PathBuf::from("/var/lib/rhyzome/kernels")]);
+        assert_eq!(
+            c.kernel_dirs,
+            vec![PathBuf::from("/var/lib/rhyzome/kernels")]
+        );
     }
 
     #[test]
@@ -282,7 +285,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let e = parse(r#"{"BridgeInterfase": "br0"}"#).unwrap_err().to_string();
+        let e = parse(r#"{"BridgeInterfase": "br0"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `BridgeInterfase`"), "{e}");
     }
 
@@ -292,7 +297,9 @@ mod tests {
         assert!(e.contains("Bind:"), "{e}");
         let e = parse(r#"{"DomainType": "xen"}"#).unwrap_err().to_string();
         assert!(e.contains("unknown variant `xen`"), "{e}");
-        let e = parse(r#"{"StateDir": "relative"}"#).unwrap_err().to_string();
+        let e = parse(r#"{"StateDir": "relative"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("StateDir:"), "{e}");
         let e = parse(r#"{"StateDir": "/a b"}"#).unwrap_err().to_string();
         assert!(e.contains("whitespace"), "{e}");

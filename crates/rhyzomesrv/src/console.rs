@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 pub const MAX_CONSOLE_READ: u64 = 1 << 20;
 
 pub fn log_path(state_dir: &Path, instance_id: &str) -> PathBuf {
-    state_dir.join("consoles").join(format!("{instance_id}.log"))
+    state_dir
+        .join("consoles")
+        .join(format!("{instance_id}.log"))
 }
 
 /// Current size of a console log (0 when it does not exist yet).

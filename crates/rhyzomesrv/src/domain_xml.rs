@@ -274,6 +274,9 @@ mod tests {
         let meta = r#"<instance xmlns="urn:rhyzome:instance:1" name="a" host="node&amp;1"/>"#;
         assert_eq!(owner_from_metadata(meta).as_deref(), Some("node&1"));
         assert_eq!(owner_from_metadata("<other/>"), None);
-        assert_eq!(owner_from_domain_xml("<domain><name>x</name></domain>"), None);
+        assert_eq!(
+            owner_from_domain_xml("<domain><name>x</name></domain>"),
+            None
+        );
     }
 }

@@ -140,7 +140,11 @@ impl KernelStore {
         }
     }
 
-    fn copy_into_store(&self, requested: &str, file: &mut File) -> Result<StoredKernel, KernelError> {
+    fn copy_into_store(
+        &self,
+        requested: &str,
+        file: &mut File,
+    ) -> Result<StoredKernel, KernelError> {
         let store_err = |source: std::io::Error| KernelError::Store {
             dir: self.blob_dir.clone(),
             source,

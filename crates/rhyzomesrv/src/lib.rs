@@ -2,7 +2,7 @@
 //! one code path.
 //!
 //! Layout, outside in:
-//! - [`config`]: `rhyzome.conf`;
+//! - [`config`]: the `rhyzome.conf` file;
 //! - [`http`]: the `/v1` API, one module per operation, and its OpenAPI document;
 //! - [`service`]: what each operation does, and the [`service::reconcile`]r;
 //! - [`store`]: desired and observed state in SQLite;

@@ -6,7 +6,11 @@ use rhyzomesrv::config::{Config, DEFAULT_CONFIG_FILE};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "rhyzomesrv", version, about = "Rhyzome daemon: runs unikernels as libvirt guests")]
+#[command(
+    name = "rhyzomesrv",
+    version,
+    about = "Rhyzome daemon: runs unikernels as libvirt guests"
+)]
 struct Args {
     /// Configuration file (JSON). Default: ./rhyzome.conf, or built-in defaults if it is absent.
     #[arg(long, short = 'c', global = true)]

@@ -214,9 +214,8 @@ impl Store {
     /// Every record, including those being deleted, ordered by name.
     pub fn all(&self) -> Result<Vec<InstanceRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM instances ORDER BY name"
-        ))?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances ORDER BY name"))?;
         let rows = stmt.query_map([], row_to_record)?;
         rows.map(|r| r?).collect()
     }
@@ -232,9 +231,8 @@ impl Store {
 
     pub fn by_name(&self, name: &str) -> Result<Option<InstanceRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM instances WHERE name = ?1"
-        ))?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances WHERE name = ?1"))?;
         stmt.query_row([name], row_to_record)
             .optional()?
             .transpose()

@@ -24,6 +24,9 @@ impl LibvirtBackend {
     /// Opens the connection now, so that a wrong URI or a stopped libvirtd is reported at
     /// daemon start rather than at the first request.
     pub fn connect(uri: &str) -> Result<Self, BackendError> {
+        // libvirt prints every error to stderr by default; errors are returned and logged
+        // through tracing instead (an absent domain is often an expected answer).
+        virt::error::clear_error_callback();
         let backend = LibvirtBackend {
             uri: uri.to_string(),
             conn: Mutex::new(None),
@@ -122,18 +125,14 @@ pub fn choose_domain_type(setting: DomainTypeSetting, facts: &HostFacts) -> &'st
 }
 
 fn is_no_domain(e: &VirtError) -> bool {
-    matches!(
-        e.code(),
-        virt::enumutil::Enum::Known(ErrorNumber::NoDomain)
-    )
+    matches!(e.code(), virt::enumutil::Enum::Known(ErrorNumber::NoDomain))
 }
 
 fn is_connection_error(e: &VirtError, conn: &Connect) -> bool {
     let rpc = matches!(e.domain(), virt::enumutil::Enum::Known(ErrorDomain::Rpc))
         || matches!(
             e.code(),
-            virt::enumutil::Enum::Known(
-ErrorNumber::NoConnect | ErrorNumber::Rpc)
+            virt::enumutil::Enum::Known(ErrorNumber::NoConnect | ErrorNumber::Rpc)
         );
     rpc || !conn.is_alive().unwrap_or(false)
 }

@@ -45,7 +45,9 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", f.message)
                     .with_field(f.field)
             }
-            ServiceError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            ServiceError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
             ServiceError::Conflict { field, message } => {
                 let err = ApiError::new(StatusCode::CONFLICT, "conflict", message);
                 match field {
@@ -53,10 +55,12 @@ impl From<ServiceError> for ApiError {
                     None => err,
                 }
             }
-            ServiceError::Kernel(k) if k.is_client_error() => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", k.to_string())
-                    .with_field("kernel")
-            }
+            ServiceError::Kernel(k) if k.is_client_error() => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                k.to_string(),
+            )
+            .with_field("kernel"),
             ServiceError::Backend(BackendError::Unavailable(m)) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "libvirt_unavailable",

@@ -35,7 +35,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
-                    format!("the request body is larger than {} bytes", super::MAX_BODY_BYTES),
+                    format!(
+                        "the request body is larger than {} bytes",
+                        super::MAX_BODY_BYTES
+                    ),
                 )
             } else {
                 ApiError::new(rej.status(), "bad_body", rej.body_text())
@@ -73,18 +76,22 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ),
         )),
         Category::Data => {
-            // "unknown field `x`" and "missing field `x`" are reported at the parent's path;
-            // the field worth naming is the one in backticks.
+            // "missing field `x`" is reported at the parent's path (and "unknown field `x`"
+            // at its own); the field worth naming is the one in backticks.
             let named = backticked(&message).filter(|_| {
                 message.starts_with("unknown field") || message.starts_with("missing field")
             });
             let field = match (path.as_str(), named) {
                 (".", Some(n)) => n.to_string(),
-                (p, Some(n)) => format!("{p}.{n}"),
-                (p, None) => p.to_string(),
+                (p, Some(n)) if p != n && !p.ends_with(&format!(".{n}")) => format!("{p}.{n}"),
+                (p, _) => p.to_string(),
             };
             let err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message);
-            Err(if field == "." { err } else { err.with_field(field) })
+            Err(if field == "." {
+                err
+            } else {
+                err.with_field(field)
+            })
         }
     }
 }
@@ -111,7 +118,11 @@ mod tests {
         assert_eq!(e.body.field.as_deref(), Some("colour"));
         let e = err(r#"{"name": "a"}"#);
         assert_eq!(e.body.field.as_deref(), Some("kernel"));
-        assert!(e.body.message.contains("missing field"), "{}", e.body.message);
+        assert!(
+            e.body.message.contains("missing field"),
+            "{}",
+            e.body.message
+        );
         let e = err(r#"{"name": "a", "kernel": "/k", "memory_mib": "lots"}"#);
         assert_eq!(e.body.field.as_deref(), Some("memory_mib"));
         let e = err(r#"{"name": "a", "kernel": "/k", "network": {"mode": "bridge", "macc": "x"}}"#);
@@ -125,8 +136,13 @@ mod tests {
         let e = err("{\"name\": \"a\",\n \"kernel\" \"/k\"}");
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert_eq!(e.body.code, "invalid_json");
-        assert!(e.body.message.contains("line 2 column"), "{}", e.body.message);
+        assert!(
+            e.body.message.contains("line 2 column"),
+            "{}",
+            e.body.message
+        );
         assert_eq!(err("").body.code, "invalid_json");
-        assert_eq!(err("[1,2").body.code, "invalid_json");
+        assert_eq!(err("{\"name\": ").body.code, "invalid_json");
+        assert_eq!(err("[1]").body.code, "invalid_field");
     }
 }

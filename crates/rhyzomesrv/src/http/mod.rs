@@ -80,7 +80,11 @@ pub fn router(service: Arc<Service>) -> Router {
     let (router, _) = api_router();
     router
         .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; the API lives under /v1")
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; the API lives under /v1",
+            )
         })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

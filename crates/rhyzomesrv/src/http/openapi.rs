@@ -7,5 +7,8 @@ use axum::response::IntoResponse;
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "server",
     responses((status = 200, description = "OpenAPI document", content_type = "application/json")))]
 pub async fn get_openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], super::openapi_json())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi_json(),
+    )
 }

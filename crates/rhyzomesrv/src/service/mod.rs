@@ -438,7 +438,11 @@ impl Service {
     }
 
     /// The console output of every run so far, at most the last `tail_bytes` bytes.
-    pub async fn console(&self, name: &str, tail_bytes: Option<u64>) -> Result<Vec<u8>, ServiceError> {
+    pub async fn console(
+        &self,
+        name: &str,
+        tail_bytes: Option<u64>,
+    ) -> Result<Vec<u8>, ServiceError> {
         let r = self.get_record(name)?;
         let path = console::log_path(&self.config.state_dir, &r.id);
         let limit = tail_bytes

@@ -1,0 +1,417 @@
+//! Service logic against the fake backend: validation, rollback, conflicts, reconciliation.
+
+use super::*;
+use crate::backend::fake::FakeBackend;
+use crate::backend::DomainStatus;
+use crate::config::Config;
+use std::path::Path;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    kernel: String,
+    state_dir: std::path::PathBuf,
+    backend: Arc<FakeBackend>,
+    service: Arc<Service>,
+}
+
+fn config(dir: &Path) -> Config {
+    let text = serde_json::json!({
+        "BridgeInterface": "br0",
+        "Hostname": "testhost",
+        "StateDir": dir.join("state"),
+        "KernelDirs": [dir.join("kernels")],
+        "DomainType": "test",
+    })
+    .to_string();
+    Config::parse(&text, Path::new("test.conf")).unwrap()
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("kernels")).unwrap();
+    let kernel = dir.path().join("kernels/k.virtio");
+    std::fs::write(&kernel, b"\x7fELF fake kernel").unwrap();
+    let config = config(dir.path());
+    let state_dir = config.state_dir.clone();
+    let backend = Arc::new(FakeBackend::new());
+    let service = Service::new(
+        config,
+        "test",
+        Store::open(&state_dir).unwrap(),
+        backend.clone(),
+    );
+    Fixture {
+        kernel: kernel.to_str().unwrap().to_string(),
+        _dir: dir,
+        state_dir,
+        backend,
+        service,
+    }
+}
+
+fn spec(f: &Fixture, name: &str) -> InstanceSpec {
+    InstanceSpec {
+        name: name.into(),
+        kernel: f.kernel.clone(),
+        kernel_parameters: "--ipv4 10.0.0.2/24".into(),
+        memory_mib: None,
+        vcpus: None,
+        network: None,
+    }
+}
+
+#[tokio::test]
+async fn create_applies_defaults_and_runs() {
+    let f = fixture();
+    let i = f.service.create(spec(&f, "a")).await.unwrap();
+    assert_eq!(i.state, InstanceState::Running);
+    assert_eq!(i.memory_mib, 32);
+    assert_eq!(i.vcpus, 1);
+    let net = i.network.clone().unwrap();
+    assert_eq!(net.bridge, "br0");
+    assert_eq!(net.mac, mac_for_name("a"));
+    assert_eq!(net.ipv4.as_deref(), Some("10.0.0.2/24"));
+    let xml = f.backend.xml(&i.id).unwrap();
+    assert!(
+        xml.contains("<cmdline>--ipv4 10.0.0.2/24</cmdline>"),
+        "{xml}"
+    );
+    assert!(xml.contains(&format!("sha256-{}", i.kernel_sha256)));
+    assert_eq!(f.service.list().unwrap(), vec![i]);
+}
+
+#[test]
+fn macs_are_deterministic_unicast_and_distinct() {
+    assert_eq!(mac_for_name("a"), mac_for_name("a"));
+    assert_ne!(mac_for_name("a"), mac_for_name("b"));
+    let mac = validate::parse_mac(&mac_for_name("node-1")).unwrap();
+    assert_eq!(mac[0], 0x02, "locally administered unicast");
+}
+
+#[tokio::test]
+async fn invalid_specs_create_nothing() {
+    let f = fixture();
+    let cases: Vec<(InstanceSpec, &str)> = vec![
+        (
+            InstanceSpec {
+                name: "Bad_Name".into(),
+                ..spec(&f, "x")
+            },
+            "name",
+        ),
+        (
+            InstanceSpec {
+                kernel_parameters: "a\nb".into(),
+                ..spec(&f, "x")
+            },
+            "kernel_parameters",
+        ),
+        (
+            InstanceSpec {
+                memory_mib: Some(0),
+                ..spec(&f, "x")
+            },
+            "memory_mib",
+        ),
+        (
+            InstanceSpec {
+                vcpus: Some(1000),
+                ..spec(&f, "x")
+            },
+            "vcpus",
+        ),
+        (
+            InstanceSpec {
+                network: Some(rhyzome_api::NetworkSpec {
+                    mode: NetworkMode::Bridge,
+                    bridge: Some("br0\"/><x".into()),
+                    mac: None,
+                }),
+                ..spec(&f, "x")
+            },
+            "network.bridge",
+        ),
+        (
+            InstanceSpec {
+                network: Some(rhyzome_api::NetworkSpec {
+                    mode: NetworkMode::None,
+                    bridge: Some("br0".into()),
+                    mac: None,
+                }),
+                ..spec(&f, "x")
+            },
+            "network.mode",
+        ),
+    ];
+    for (s, field) in cases {
+        match f.service.create(s).await {
+            Err(ServiceError::Invalid(e)) => assert_eq!(e.field, field),
+            other => panic!("{field}: expected a field error, got {other:?}"),
+        }
+    }
+    for (kernel, why) in [
+        ("/etc/passwd", "outside"),
+        ("relative/k", "absolute"),
+        ("/nonexistent/k.virtio", "does not exist"),
+    ] {
+        match f
+            .service
+            .create(InstanceSpec {
+                kernel: kernel.into(),
+                ..spec(&f, "x")
+            })
+            .await
+        {
+            Err(ServiceError::Kernel(e)) => assert!(e.to_string().contains(why), "{e}"),
+            other => panic!("{kernel}: expected a kernel error, got {other:?}"),
+        }
+    }
+    assert!(f.service.list().unwrap().is_empty());
+    assert_eq!(f.backend.creates(), 0);
+}
+
+#[tokio::test]
+async fn a_refused_domain_is_rolled_back() {
+    let f = fixture();
+    f.backend.fail_next_create(BackendError::Rejected {
+        message: "Cannot get interface MTU on 'br0': No such device".into(),
+    });
+    match f.service.create(spec(&f, "a")).await {
+        Err(ServiceError::Invalid(e)) => {
+            assert_eq!(e.field, "network.bridge");
+            assert!(e.message.contains("No such device"), "{}", e.message);
+        }
+        other => panic!("expected a bridge error, got {other:?}"),
+    }
+    assert!(f.service.list().unwrap().is_empty());
+    // No kernel blob is left behind either.
+    let blobs = std::fs::read_dir(f.state_dir.join("blobs"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 0);
+    // The name is free again.
+    f.service.create(spec(&f, "a")).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_name_give_one_instance() {
+    let f = fixture();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let svc = f.service.clone();
+        let s = spec(&f, "same");
+        tasks.push(tokio::spawn(async move { svc.create(s).await }));
+    }
+    let mut ok = 0;
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(ServiceError::Conflict { field, .. }) => {
+                assert_eq!(field, Some("name"));
+                conflicts += 1
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (1, 7));
+    assert_eq!(f.backend.list().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn duplicate_macs_conflict() {
+    let f = fixture();
+    let with_mac = |name: &str| InstanceSpec {
+        network: Some(rhyzome_api::NetworkSpec {
+            mode: NetworkMode::Bridge,
+            bridge: None,
+            mac: Some("02:00:00:00:00:AA".into()),
+        }),
+        ..spec(&f, name)
+    };
+    let a = f.service.create(with_mac("a")).await.unwrap();
+    assert_eq!(a.network.unwrap().mac, "02:00:00:00:00:aa");
+    match f.service.create(with_mac("b")).await {
+        Err(ServiceError::Conflict { field, .. }) => assert_eq!(field, Some("network.mac")),
+        other => panic!("expected a MAC conflict, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_verbs_change_desired_and_observed_state() {
+    let f = fixture();
+    let i = f.service.create(spec(&f, "a")).await.unwrap();
+    let s = f.service.stop("a").await.unwrap();
+    assert_eq!(
+        (s.state, s.desired_state),
+        (InstanceState::Stopped, rhyzome_api::DesiredState::Stopped)
+    );
+    assert!(f.backend.status(&i.id).unwrap().is_none());
+    let s = f.service.start("a").await.unwrap();
+    assert_eq!(s.state, InstanceState::Running);
+    // Starting a running instance changes nothing.
+    f.service.start("a").await.unwrap();
+    assert_eq!(f.backend.creates(), 2);
+    f.service.restart("a").await.unwrap();
+    assert_eq!(f.backend.creates(), 3);
+    f.service.delete("a").await.unwrap();
+    assert!(matches!(f.service.get("a"), Err(ServiceError::NotFound(_))));
+    assert!(f.backend.list().unwrap().is_empty());
+    assert!(matches!(
+        f.service.delete("a").await,
+        Err(ServiceError::NotFound(_))
+    ));
+    assert!(matches!(
+        f.service.start("nope").await,
+        Err(ServiceError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_vanished_domain_is_recorded_with_its_exit_code() {
+    let f = fixture();
+    let i = f.service.create(spec(&f, "a")).await.unwrap();
+    let log = console::log_path(&f.state_dir, &i.id);
+    std::fs::write(&log, "boot\nSolo5: solo5_exit(3) called\n").unwrap();
+    f.backend.vanish(&i.id);
+    let report = f.service.reconcile_once().await.unwrap();
+    assert_eq!(report.ended, 1);
+    let got = f.service.get("a").unwrap();
+    assert_eq!((got.state, got.exit_code), (InstanceState::Exited, Some(3)));
+    // A restart starts a new run: the old exit line no longer counts.
+    f.service.restart("a").await.unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, b"Solo5: ABORT: x.c:1: crash\n"))
+        .unwrap();
+    f.backend.vanish(&i.id);
+    f.service.reconcile_once().await.unwrap();
+    let got = f.service.get("a").unwrap();
+    assert_eq!((got.state, got.exit_code), (InstanceState::Crashed, None));
+    // Settled instances cost nothing on the next pass.
+    assert_eq!(
+        f.service.reconcile_once().await.unwrap(),
+        Default::default()
+    );
+}
+
+#[tokio::test]
+async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
+    let f = fixture();
+    // A create accepted just before a crash: stored, no domain.
+    let pending = crate::store::InstanceRecord {
+        id: "11111111-1111-1111-1111-111111111111".into(),
+        name: "pending".into(),
+        kernel: f.kernel.clone(),
+        kernel_sha256: "00".into(),
+        kernel_parameters: String::new(),
+        memory_mib: 32,
+        vcpus: 1,
+        bridge: None,
+        mac: None,
+        desired: Desired::Running,
+        state: InstanceState::Pending,
+        exit_code: None,
+        last_error: None,
+        created_at: now_rfc3339(),
+        started_at: None,
+        console_offset: 0,
+    };
+    f.service.store.insert(&pending).unwrap();
+    // A delete interrupted after it was recorded.
+    let doomed = f.service.create(spec(&f, "doomed")).await.unwrap();
+    f.service
+        .store
+        .set_desired(&doomed.id, Desired::Deleted)
+        .unwrap();
+    // Domains nobody claims: one marked by this host, one by another, one unmarked.
+    let mine = crate::domain_xml::render(&DomainDefinition {
+        uuid: "22222222-2222-2222-2222-222222222222".into(),
+        domain_name: "rhyzome-ghost".into(),
+        ..f.service.definition(&pending)
+    })
+    .unwrap();
+    f.backend.inject(
+        DomainStatus {
+            uuid: "22222222-2222-2222-2222-222222222222".into(),
+            name: "rhyzome-ghost".into(),
+            active: true,
+        },
+        &mine,
+    );
+    f.backend.inject(
+        DomainStatus {
+            uuid: "33333333-3333-3333-3333-333333333333".into(),
+            name: "rhyzome-other".into(),
+            active: true,
+        },
+        &mine.replace("host=\"testhost\"", "host=\"otherhost\""),
+    );
+    f.backend.inject(
+        DomainStatus {
+            uuid: "44444444-4444-4444-4444-444444444444".into(),
+            name: "rhyzome-unmarked".into(),
+            active: true,
+        },
+        "<domain/>",
+    );
+    let report = f.service.reconcile_once().await.unwrap();
+    assert_eq!(report.started, 1, "{report:?}");
+    assert_eq!(report.finished_deletes, 1, "{report:?}");
+    assert_eq!(report.orphans_destroyed, 1, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    let names: Vec<String> = f
+        .service
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, vec!["pending"]);
+    assert_eq!(
+        f.service.get("pending").unwrap().state,
+        InstanceState::Running
+    );
+    let mut left: Vec<String> = f
+        .backend
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec!["rhyzome-other", "rhyzome-pending", "rhyzome-unmarked"]
+    );
+}
+
+#[tokio::test]
+async fn reconcile_adopts_running_domains_and_enforces_stops() {
+    let f = fixture();
+    let i = f.service.create(spec(&f, "a")).await.unwrap();
+    // Pretend the daemon had recorded a failure although the guest runs.
+    f.service
+        .store
+        .set_observed(
+            &i.id,
+            &Observed {
+                state: InstanceState::Failed,
+                exit_code: None,
+                last_error: Some("x".into()),
+            },
+        )
+        .unwrap();
+    assert_eq!(f.service.reconcile_once().await.unwrap().adopted, 1);
+    assert_eq!(f.service.get("a").unwrap().state, InstanceState::Running);
+    assert_eq!(f.backend.creates(), 1, "adoption does not reboot the guest");
+    // A stopped instance whose domain was started behind the daemon's back is stopped again.
+    f.service.stop("a").await.unwrap();
+    let def = f
+        .service
+        .definition(&f.service.store.by_name("a").unwrap().unwrap());
+    f.backend.create(&def, "<domain/>").unwrap();
+    assert_eq!(f.service.reconcile_once().await.unwrap().stopped, 1);
+    assert!(f.backend.status(&i.id).unwrap().is_none());
+}

@@ -3,8 +3,8 @@
 mod console;
 mod create;
 mod delete;
-mod list;
 mod lifecycle;
+mod list;
 mod show;
 
 use super::Context;

@@ -1,0 +1,173 @@
+//! The CLI binary against a real HTTP server backed by the fake hypervisor: argument parsing
+//! (the seed command exactly as written), output formats, exit codes and error messages.
+
+use rhyzomesrv::backend::fake::FakeBackend;
+use rhyzomesrv::config::Config;
+use rhyzomesrv::service::Service;
+use rhyzomesrv::store::Store;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+struct Server {
+    url: String,
+    dir: tempfile::TempDir,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn serve() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let kernels = dir.path().join("path/on/server");
+    std::fs::create_dir_all(&kernels).unwrap();
+    std::fs::write(kernels.join("msgrouter.virtio"), b"\x7fELF").unwrap();
+    let text = serde_json::json!({
+        "StateDir": dir.path().join("state"),
+        "KernelDirs": [kernels],
+    })
+    .to_string();
+    let config = Config::parse(&text, Path::new("test.conf")).unwrap();
+    let store = Store::open(&config.state_dir).unwrap();
+    let service = Service::new(config, "test", store, Arc::new(FakeBackend::new()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(async move {
+        axum::serve(listener, rhyzomesrv::http::router(service))
+            .await
+            .unwrap()
+    });
+    Server {
+        url,
+        dir,
+        _runtime: runtime,
+    }
+}
+
+fn ctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rhyzomectl"))
+        .args(args)
+        .env_remove("RHYZOME_SERVER")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn the_seed_command_parses_and_creates() {
+    let s = serve();
+    let kernel = s.dir.path().join("path/on/server/msgrouter.virtio");
+    let out = ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "create",
+        "--name",
+        "msgrouter",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--kernel-parameters",
+        "--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24",
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("created msgrouter (running, 192.168.100.43/24 / 02:"),
+        "{text}"
+    );
+
+    let list = stdout(&ctl(&["--server", &s.url, "instance", "list"]));
+    let mut lines = list.lines();
+    assert!(lines.next().unwrap().starts_with("NAME"));
+    let row = lines.next().unwrap();
+    for col in ["msgrouter", "running", "32 MiB", "192.168.100.43/24", "0s"] {
+        assert!(row.contains(col), "{col} missing in {row:?}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&stdout(&ctl(&[
+        "--server",
+        &s.url,
+        "-o",
+        "json",
+        "instance",
+        "show",
+        "msgrouter",
+    ])))
+    .unwrap();
+    assert_eq!(
+        json["kernel_parameters"],
+        "--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24"
+    );
+}
+
+#[test]
+fn errors_are_messages_and_a_nonzero_exit() {
+    let s = serve();
+    let out = ctl(&["--server", &s.url, "instance", "show", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("instance \"nope\" not found"), "{err}");
+
+    let out = ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "create",
+        "--name",
+        "a",
+        "--kernel",
+        "/etc/passwd",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kernel: /etc/passwd") && err.contains("outside"),
+        "{err}"
+    );
+
+    // Refused locally, before any request.
+    let out = ctl(&[
+        "--server",
+        "http://127.0.0.1:1",
+        "instance",
+        "create",
+        "--name",
+        "A!",
+        "--kernel",
+        "/k",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("name: contains 'A'"));
+
+    let out = ctl(&["--server", "http://127.0.0.1:1", "instance", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach http://127.0.0.1:1"));
+
+    let out = ctl(&["--server", "127.0.0.1:8080", "instance", "list"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid server URL"));
+
+    // Several names: each is tried, the failure is reported, the exit is non-zero.
+    let out = ctl(&["--server", &s.url, "instance", "delete", "x", "y"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("x: instance \"x\" not found") && err.contains("2 of 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_verb_has_help_and_completions_generate() {
+    for verb in [
+        "create", "list", "show", "console", "start", "stop", "restart", "delete",
+    ] {
+        let out = stdout(&ctl(&["instance", verb, "--help"]));
+        assert!(out.contains("Usage: rhyzomectl instance"), "{verb}: {out}");
+    }
+    let bash = stdout(&ctl(&["completions", "bash"]));
+    assert!(bash.contains("rhyzomectl"));
+    assert!(bash.contains("--kernel-parameters"));
+}

@@ -1,0 +1,320 @@
+//! Test harness: the lab, a daemon process per test, the CLI, and probes into the lab's
+//! network namespace.
+
+use rhyzome_api::client::Client;
+use rhyzome_api::{Instance, InstanceState};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn netns() -> String {
+    std::env::var("RHYZOME_LAB_NETNS").unwrap_or_else(|_| "rhyzome-lab".into())
+}
+
+pub fn bridge() -> String {
+    std::env::var("RHYZOME_LAB_BRIDGE").unwrap_or_else(|_| "rzbr0".into())
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Brings the lab up once per test process (idempotent if it already runs).
+pub fn lab() {
+    static LAB: OnceLock<()> = OnceLock::new();
+    LAB.get_or_init(|| {
+        rhyzome_testkernel::require_root();
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/lab.sh"))
+            .arg("up")
+            .output()
+            .expect("run scripts/lab.sh");
+        assert!(
+            out.status.success(),
+            "scripts/lab.sh up failed; the end-to-end tests need root, QEMU and libvirt \
+             (scripts/install-deps.sh installs them):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// The CLI binary, built next to this test binary.
+pub fn ctl_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let ctl = dir.join("rhyzomectl");
+    assert!(
+        ctl.exists(),
+        "{} is missing; build the workspace first (cargo build --workspace)",
+        ctl.display()
+    );
+    ctl
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `rhyzomesrv` process with its own state directory and kernel directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub server: String,
+    pub client: Client,
+    pub hostname: String,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts a daemon whose instances are named `<tag>-...`; `tag` also names its host, so
+    /// daemons of parallel tests never claim each other's domains.
+    pub fn start(tag: &str) -> Daemon {
+        lab();
+        let dir = tempfile::Builder::new()
+            .prefix("rhyzome-e2e-")
+            .tempdir()
+            .unwrap();
+        let kernels = dir.path().join("kernels");
+        std::fs::create_dir(&kernels).unwrap();
+        std::fs::copy(
+            rhyzome_testkernel::kernel_path(),
+            kernels.join("unikernel.virtio"),
+        )
+        .unwrap();
+        let port = free_port();
+        let hostname = format!("e2e-{tag}-{}", std::process::id());
+        let config = dir.path().join("rhyzome.conf");
+        std::fs::write(
+            &config,
+            serde_json::json!({
+                "BridgeInterface": bridge(),
+                "Hostname": hostname,
+                "Bind": format!("127.0.0.1:{port}"),
+                "DomainType": "qemu",
+                "StateDir": dir.path().join("state"),
+                "KernelDirs": [kernels],
+                "ReconcileIntervalSeconds": 1,
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let server = format!("http://127.0.0.1:{port}");
+        let mut d = Daemon {
+            client: Client::new(&server).unwrap(),
+            server,
+            hostname,
+            config,
+            dir,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,rhyzomesrv=debug")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn rhyzomesrv");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.client.info().is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("rhyzomesrv exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rhyzomesrv did not come up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGKILLs the daemon: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the daemon and starts it again on the same state.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn kernel(&self) -> String {
+        self.dir
+            .path()
+            .join("kernels/unikernel.virtio")
+            .display()
+            .to_string()
+    }
+
+    /// Runs `rhyzomectl --server <this daemon> ARGS`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(ctl_binary())
+            .arg("--server")
+            .arg(&self.server)
+            .args(args)
+            .output()
+            .expect("run rhyzomectl")
+    }
+
+    /// Like [`ctl`](Self::ctl), but fails the test unless the command succeeds; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "rhyzomectl {args:?} failed:\n{}{}\ndaemon log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn console(&self, name: &str) -> String {
+        String::from_utf8_lossy(&self.client.console(name, None).unwrap()).into_owned()
+    }
+
+    /// Waits until the console holds `count` lines starting with `prefix`.
+    pub fn wait_for_console(&self, name: &str, prefix: &str, count: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let console = self.console(name);
+            if console.lines().filter(|l| l.starts_with(prefix)).count() >= count {
+                return console;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no {count}x {prefix:?} on the console:\n{console}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_for_state(&self, name: &str, state: InstanceState) -> Instance {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let i = self.client.get_instance(name).unwrap();
+            if i.state == state {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} stayed {} instead of becoming {state}",
+                i.state
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The libvirt id of the running domain of `name` (it changes when the guest reboots).
+    pub fn domain_id(&self, name: &str) -> Option<String> {
+        let out = virsh(&["domid", &format!("rhyzome-{name}")]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            if let Ok(list) = self.client.list_instances() {
+                for i in list {
+                    let _ = self.client.delete_instance(&i.name);
+                }
+            }
+        }
+        self.kill();
+        // Guests outlive a killed daemon by design; make sure none of this test's are left.
+        let out = virsh(&["list", "--name"]);
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.trim();
+            if name.starts_with("rhyzome-") {
+                let meta = virsh(&["metadata", name, "urn:rhyzome:instance:1"]);
+                if String::from_utf8_lossy(&meta.stdout)
+                    .contains(&format!("host=\"{}\"", self.hostname))
+                {
+                    let _ = virsh(&["destroy", name]);
+                }
+            }
+        }
+    }
+}
+
+pub fn virsh(args: &[&str]) -> Output {
+    Command::new("virsh")
+        .arg("-q")
+        .arg("-c")
+        .arg("qemu:///system")
+        .args(args)
+        .output()
+        .expect("run virsh")
+}
+
+/// Whether `ip` answers ping from inside the lab namespace within `timeout`.
+pub fn ping(ip: Ipv4Addr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &netns(),
+                "ping",
+                "-c1",
+                "-W1",
+                &ip.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return true;
+        }
+    }
+    false
+}
+
+/// Sends one UDP datagram to the guest's service port from inside the lab namespace and
+/// returns the answer.
+pub fn udp(ip: Ipv4Addr, payload: &str) -> String {
+    let reply = rhyzome_testkernel::udp_request_in(
+        &netns(),
+        SocketAddrV4::new(ip, rhyzome_testkernel::UDP_PORT),
+        payload.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("no UDP answer from {ip} to {payload:?}: {e}"));
+    String::from_utf8_lossy(&reply).into_owned()
+}

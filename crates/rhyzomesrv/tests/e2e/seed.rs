@@ -1,0 +1,72 @@
+//! The command from the project's brief, exactly as written, on real libvirt.
+
+use crate::harness::{ping, udp, virsh, Daemon};
+use rhyzome_api::InstanceState;
+use rhyzome_testkernel::{CMDLINE_PREFIX, READY_LINE};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+#[test]
+fn the_seed_command_deploys_a_unikernel_that_answers_on_the_bridge() {
+    let d = Daemon::start("seed");
+    let kernel = d.kernel();
+    let out = d.ctl_ok(&[
+        "instance",
+        "create",
+        "--name",
+        "msgrouter",
+        "--kernel",
+        &kernel,
+        "--kernel-parameters",
+        "--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24",
+    ]);
+    assert!(out.starts_with("created msgrouter (running"), "{out}");
+
+    // The parameters reach the guest, minus the kernel path QEMU puts in front.
+    let console = d.wait_for_console("msgrouter", READY_LINE, 1);
+    assert!(
+        console.contains(&format!(
+            "{CMDLINE_PREFIX}\"--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24\""
+        )),
+        "{console}"
+    );
+    let i = d.client.get_instance("msgrouter").unwrap();
+    let net = i.network.clone().unwrap();
+    assert!(
+        console.contains(&format!("net mac={}", net.mac)),
+        "{console}"
+    );
+
+    // It answers on the bridge.
+    let ip = Ipv4Addr::new(192, 168, 100, 43);
+    assert!(ping(ip, Duration::from_secs(10)), "no ping reply from {ip}");
+    assert!(udp(ip, "status").contains("ipv4=192.168.100.43/24"));
+
+    let list = d.ctl_ok(&["instance", "list"]);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("msgrouter"))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        row.contains("running") && row.contains("192.168.100.43/24") && row.contains(&net.mac),
+        "{row}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&d.ctl_ok(&["-o", "json", "instance", "show", "msgrouter"])).unwrap();
+    assert_eq!(json["state"], "running");
+
+    // Delete leaves nothing behind: no domain, no console log, no kernel copy.
+    d.ctl_ok(&["instance", "delete", "msgrouter"]);
+    assert!(!virsh(&["domstate", "rhyzome-msgrouter"]).status.success());
+    assert_eq!(i.state, InstanceState::Running);
+    let state = d.dir.path().join("state");
+    assert_eq!(
+        std::fs::read_dir(state.join("consoles")).unwrap().count(),
+        0
+    );
+    assert_eq!(std::fs::read_dir(state.join("blobs")).unwrap().count(), 0);
+    assert!(
+        !ping(ip, Duration::from_secs(2)),
+        "{ip} still answers after delete"
+    );
+}

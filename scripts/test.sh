@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: format and lint checks, unit tests, the HTTP API tests, the test
+# unikernel's own QEMU tests, and the end-to-end tests against real libvirt in the lab
+# namespace. Installs what it needs first. Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+scripts/lab.sh up
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> building"
+cargo build --workspace --locked
+make -s -C testkernel/kernel
+echo "==> cargo test"
+cargo test --workspace --locked -- --test-threads="${RHYZOME_TEST_THREADS:-4}"
