@@ -3,7 +3,9 @@
 //! Blocking on purpose: its users are the CLI and tests, which do one request at a time. A
 //! [`Client`] is cheap to clone and may be shared between threads (reqwest pools connections).
 
-use crate::{ErrorBody, Instance, InstanceList, InstanceSpec, ServerInfo, API_PREFIX};
+use crate::{
+    ConsoleQuery, ErrorBody, Event, Instance, InstanceList, InstanceSpec, ServerInfo, API_PREFIX,
+};
 use reqwest::blocking::{RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -157,13 +159,11 @@ impl Client {
 
     /// The console output recorded so far, or its last `tail_bytes` bytes.
     pub fn console(&self, name: &str, tail_bytes: Option<u64>) -> Result<Vec<u8>, ClientError> {
-        let mut req = self
-            .http
-            .get(self.url(&Self::instance_path(name, "/console")));
-        if let Some(n) = tail_bytes {
-            req = req.query(&[("tail_bytes", n)]);
-        }
-        let resp = self.send(req)?;
+        let q = ConsoleQuery {
+            tail_bytes,
+            ..Default::default()
+        };
+        let resp = self.console_stream(name, &q)?;
         resp.bytes()
             .map(|b| b.to_vec())
             .map_err(|source| ClientError::Transport {
@@ -172,9 +172,75 @@ impl Client {
             })
     }
 
+    /// The console as a response to read from; with `follow`, it streams until the instance
+    /// is deleted (or the reader stops).
+    pub fn console_stream(&self, name: &str, q: &ConsoleQuery) -> Result<Response, ClientError> {
+        let mut req = self
+            .http
+            .get(self.url(&Self::instance_path(name, "/console")))
+            .query(q);
+        if q.follow == Some(true) {
+            req = req.timeout(Duration::from_secs(365 * 24 * 3600));
+        }
+        self.send(req)
+    }
+
+    /// State changes as they happen (optionally of one instance), until the connection ends.
+    pub fn events(&self, instance: Option<&str>) -> Result<EventStream, ClientError> {
+        let mut req = self
+            .http
+            .get(self.url("/events"))
+            .timeout(Duration::from_secs(365 * 24 * 3600));
+        if let Some(i) = instance {
+            req = req.query(&[("instance", i)]);
+        }
+        Ok(EventStream {
+            reader: std::io::BufReader::new(self.send(req)?),
+        })
+    }
+
     /// The daemon's OpenAPI document.
     pub fn openapi(&self) -> Result<serde_json::Value, ClientError> {
         self.json(self.http.get(self.url("/openapi.json")))
+    }
+}
+
+/// Server-sent events of `GET /v1/events`, decoded.
+pub struct EventStream {
+    reader: std::io::BufReader<Response>,
+}
+
+impl Iterator for EventStream {
+    type Item = Result<Event, String>;
+
+    /// The next `instance` event; `None` when the server closes the stream.
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::BufRead;
+        let mut kind = String::new();
+        let mut data = String::new();
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(e.to_string())),
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if kind == "instance" && !data.is_empty() {
+                    return Some(serde_json::from_str(&data).map_err(|e| e.to_string()));
+                }
+                if kind == "lagged" {
+                    return Some(Err(format!("missed {data} events (client too slow)")));
+                }
+                kind.clear();
+                data.clear();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                kind = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// What a client asks for when it creates an instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceSpec {
     /// Instance name: a DNS label, 1 to 63 characters of `[a-z0-9-]`, not starting or ending
@@ -29,7 +29,63 @@ pub struct InstanceSpec {
     /// Network attachment; when absent the instance joins the daemon's `BridgeInterface`.
     #[serde(default)]
     pub network: Option<NetworkSpec>,
+    /// What to do when the unikernel ends by itself (default: `never` restart).
+    #[serde(default)]
+    pub restart: Option<RestartPolicy>,
+    /// Start-up order when the daemon starts guests: lower numbers first, and a group waits
+    /// until the previous one runs (default 0).
+    #[serde(default)]
+    pub startup_priority: Option<i32>,
+    /// Start the instance again when the daemon finds its guest gone without an exit (after a
+    /// host reboot, for example). Default `false`.
+    #[serde(default)]
+    pub autostart: Option<bool>,
 }
+
+/// When an instance that ended by itself is started again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartPolicy {
+    pub policy: RestartMode,
+    /// Give up (state `failed`) after this many consecutive restarts. Default 5.
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// With `on_failure`: the exit codes that count as failure. Default: every code but 0. A
+    /// crash always counts.
+    #[serde(default)]
+    pub exit_codes: Option<Vec<i32>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartMode {
+    #[default]
+    Never,
+    OnFailure,
+    Always,
+}
+
+impl RestartMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartMode::Never => "never",
+            RestartMode::OnFailure => "on_failure",
+            RestartMode::Always => "always",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "never" => RestartMode::Never,
+            "on_failure" => RestartMode::OnFailure,
+            "always" => RestartMode::Always,
+            _ => return None,
+        })
+    }
+}
+
+/// Consecutive restarts after which a policy without `max_retries` gives up.
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
 
 /// How an instance is connected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -145,6 +201,29 @@ pub struct Instance {
     pub created_at: String,
     /// RFC 3339 time the domain was last started, if it runs or ran.
     pub started_at: Option<String>,
+    /// RFC 3339 time of the last change of `state`.
+    pub state_changed_at: String,
+    pub restart: RestartPolicy,
+    /// Restarts made by the restart policy since the instance last ran stably.
+    pub restart_count: u32,
+    /// When the restart policy will start the instance again, if it will.
+    pub next_restart_at: Option<String>,
+    pub startup_priority: i32,
+    pub autostart: bool,
+}
+
+/// A change of an instance's state, as streamed by `GET /v1/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// RFC 3339 time of the change.
+    pub time: String,
+    pub instance: String,
+    /// The new state; `deleted` when the instance is gone.
+    pub state: String,
+    pub exit_code: Option<i32>,
+    /// Why, when the daemon knows (`restart 2/5 in 400ms`, `crash loop: ...`).
+    pub reason: Option<String>,
+    pub restart_count: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -208,4 +287,13 @@ pub struct ConsoleQuery {
     /// Return at most this many bytes from the end of the console log (default: up to 1 MiB).
     #[serde(default)]
     pub tail_bytes: Option<u64>,
+    /// Return only the last N lines.
+    #[serde(default)]
+    pub tail: Option<u64>,
+    /// Only the output of the current (or last) run.
+    #[serde(default)]
+    pub current_run: Option<bool>,
+    /// Keep the response open and stream new output as it is written.
+    #[serde(default)]
+    pub follow: Option<bool>,
 }

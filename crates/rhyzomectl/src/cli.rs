@@ -39,6 +39,12 @@ pub enum Command {
     Instance(InstanceCommand),
     /// Show what the daemon is and how it runs guests.
     Info,
+    /// Print instance state changes as they happen (until interrupted).
+    Events {
+        /// Only this instance's events.
+        #[arg(long)]
+        instance: Option<String>,
+    },
     /// Print a shell completion script.
     Completions {
         /// Shell to generate completions for.
@@ -59,13 +65,7 @@ pub enum InstanceCommand {
         name: String,
     },
     /// Print the serial console output recorded so far.
-    Console {
-        /// Instance name.
-        name: String,
-        /// Only the last N bytes.
-        #[arg(long)]
-        tail_bytes: Option<u64>,
-    },
+    Console(ConsoleArgs),
     /// Start stopped or ended instances.
     Start(NamesArgs),
     /// Stop instances (their guests are destroyed).
@@ -75,6 +75,24 @@ pub enum InstanceCommand {
     /// Delete instances, their guests and console logs.
     #[command(alias = "rm")]
     Delete(NamesArgs),
+}
+
+#[derive(Args)]
+pub struct ConsoleArgs {
+    /// Instance name.
+    pub name: String,
+    /// Keep printing new output as it arrives (until the instance is deleted or Ctrl-C).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u64>,
+    /// Only the last N bytes.
+    #[arg(long, value_name = "N")]
+    pub tail_bytes: Option<u64>,
+    /// Only the output of the current (or last) run.
+    #[arg(long)]
+    pub current_run: bool,
 }
 
 #[derive(Args)]
@@ -110,4 +128,75 @@ pub struct CreateArgs {
     /// Give the instance no network device.
     #[arg(long)]
     pub no_network: bool,
+    /// Restart policy: never, on-failure[:MAX_RETRIES] or always[:MAX_RETRIES].
+    #[arg(long, value_name = "POLICY", value_parser = parse_restart)]
+    pub restart: Option<(rhyzome_api::RestartMode, Option<u32>)>,
+    /// With --restart on-failure: the exit codes that count as failure (default: all but 0).
+    #[arg(
+        long,
+        value_name = "CODES",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
+    pub restart_exit_codes: Option<Vec<i32>>,
+    /// Start-up order when the daemon (re)starts guests; lower first [default: 0].
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub startup_priority: Option<i32>,
+    /// Start the instance again when the daemon finds it gone without an exit (host reboot).
+    #[arg(long)]
+    pub autostart: bool,
+}
+
+/// `never`, `on-failure[:N]`, `always[:N]`.
+fn parse_restart(s: &str) -> Result<(rhyzome_api::RestartMode, Option<u32>), String> {
+    use rhyzome_api::RestartMode;
+    let (mode, max) = match s.split_once(':') {
+        Some((m, n)) => (
+            m,
+            Some(n.parse::<u32>().map_err(|_| {
+                format!("{n:?} is not a number of retries (expected e.g. on-failure:5)")
+            })?),
+        ),
+        None => (s, None),
+    };
+    let mode = match mode {
+        "never" | "no" => RestartMode::Never,
+        "on-failure" | "on_failure" => RestartMode::OnFailure,
+        "always" => RestartMode::Always,
+        _ => {
+            return Err(format!(
+                "{mode:?} is not a restart policy: use never, on-failure[:N] or always[:N]"
+            ))
+        }
+    };
+    if mode == RestartMode::Never && max.is_some() {
+        return Err("never takes no retry count".into());
+    }
+    Ok((mode, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhyzome_api::RestartMode;
+
+    #[test]
+    fn restart_policies_parse() {
+        assert_eq!(parse_restart("never"), Ok((RestartMode::Never, None)));
+        assert_eq!(
+            parse_restart("on-failure"),
+            Ok((RestartMode::OnFailure, None))
+        );
+        assert_eq!(
+            parse_restart("on-failure:3"),
+            Ok((RestartMode::OnFailure, Some(3)))
+        );
+        assert_eq!(
+            parse_restart("always:10"),
+            Ok((RestartMode::Always, Some(10)))
+        );
+        assert!(parse_restart("sometimes").is_err());
+        assert!(parse_restart("on-failure:x").is_err());
+        assert!(parse_restart("never:2").is_err());
+    }
 }

@@ -65,6 +65,14 @@ struct RawConfig {
     kernel_dirs: Option<Vec<PathBuf>>,
     #[serde(rename = "ReconcileIntervalSeconds")]
     reconcile_interval_seconds: Option<u64>,
+    #[serde(rename = "RestartBackoffMs")]
+    restart_backoff_ms: Option<u64>,
+    #[serde(rename = "RestartBackoffMaxMs")]
+    restart_backoff_max_ms: Option<u64>,
+    #[serde(rename = "RestartStableSeconds")]
+    restart_stable_seconds: Option<u64>,
+    #[serde(rename = "StopGuestsOnShutdown")]
+    stop_guests_on_shutdown: Option<bool>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -80,6 +88,14 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub kernel_dirs: Vec<PathBuf>,
     pub reconcile_interval: std::time::Duration,
+    /// First delay of a restart policy's exponential back-off.
+    pub restart_backoff: std::time::Duration,
+    /// Cap of that back-off.
+    pub restart_backoff_max: std::time::Duration,
+    /// A run this long resets an instance's restart count.
+    pub restart_stable: std::time::Duration,
+    /// Destroy every guest when the daemon stops (SIGTERM/SIGINT); by default they keep running.
+    pub stop_guests_on_shutdown: bool,
 }
 
 pub const DEFAULT_CONFIG_FILE: &str = "rhyzome.conf";
@@ -168,6 +184,21 @@ impl Config {
                 format!("is {interval}; it must be between 1 and 3600"),
             ));
         }
+        let backoff = raw.restart_backoff_ms.unwrap_or(1000);
+        let backoff_max = raw.restart_backoff_max_ms.unwrap_or(60_000);
+        if !(1..=3_600_000).contains(&backoff) {
+            return Err(invalid(
+                "RestartBackoffMs",
+                format!("is {backoff}; it must be between 1 and 3600000"),
+            ));
+        }
+        if backoff_max < backoff || backoff_max > 86_400_000 {
+            return Err(invalid(
+                "RestartBackoffMaxMs",
+                format!("is {backoff_max}; it must be at least RestartBackoffMs ({backoff}) and at most 86400000"),
+            ));
+        }
+        let stable = raw.restart_stable_seconds.unwrap_or(60);
         Ok(Config {
             bridge_interface,
             hostname,
@@ -178,6 +209,10 @@ impl Config {
             state_dir,
             kernel_dirs,
             reconcile_interval: std::time::Duration::from_secs(interval),
+            restart_backoff: std::time::Duration::from_millis(backoff),
+            restart_backoff_max: std::time::Duration::from_millis(backoff_max),
+            restart_stable: std::time::Duration::from_secs(stable),
+            stop_guests_on_shutdown: raw.stop_guests_on_shutdown.unwrap_or(false),
         })
     }
 }
@@ -303,6 +338,10 @@ mod tests {
         assert!(e.contains("StateDir:"), "{e}");
         let e = parse(r#"{"StateDir": "/a b"}"#).unwrap_err().to_string();
         assert!(e.contains("whitespace"), "{e}");
+        let e = parse(r#"{"RestartBackoffMs": 500, "RestartBackoffMaxMs": 100}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RestartBackoffMaxMs:"), "{e}");
         let e = parse(r#"{"BridgeInterface": "br0'/>"}"#)
             .unwrap_err()
             .to_string();

@@ -40,6 +40,24 @@ pub fn read_from(path: &Path, start: u64, limit: u64) -> std::io::Result<Vec<u8>
     Ok(out)
 }
 
+/// The last `n` lines of `bytes` (a final line without newline counts).
+pub fn last_lines(bytes: &[u8], n: u64) -> &[u8] {
+    if n == 0 {
+        return &[];
+    }
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                return &bytes[i + 1..];
+            }
+        }
+    }
+    bytes
+}
+
 /// How a unikernel's run ended, judged from its console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -107,6 +125,14 @@ mod tests {
             parse_outcome(b"Solo5: ABORT: x\nSolo5: solo5_exit(7) called\n"),
             Outcome::Exited(7)
         );
+    }
+
+    #[test]
+    fn last_lines_counts_from_the_end() {
+        assert_eq!(last_lines(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(last_lines(b"a\nb\nc", 2), b"b\nc");
+        assert_eq!(last_lines(b"a\nb\n", 5), b"a\nb\n");
+        assert_eq!(last_lines(b"a\nb\n", 0), b"");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Start-up and shutdown: open the store, connect to libvirt, reconcile, then serve the API
 //! while the reconciler runs in the background. SIGTERM or SIGINT stops serving; guests keep
-//! running (they are libvirt's, and the next start adopts them).
+//! running (they are libvirt's, and the next start adopts them) unless `StopGuestsOnShutdown`.
 
 use crate::backend::libvirt::LibvirtBackend;
 use crate::backend::{BackendError, Hypervisor};
@@ -58,12 +58,17 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .await
         .map_err(|source| DaemonError::Bind { bind, source })?;
     tracing::info!(address = %listener.local_addr().map_err(DaemonError::Serve)?, "serving the API");
-    let result = axum::serve(listener, crate::http::router(service))
+    let result = axum::serve(listener, crate::http::router(service.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(DaemonError::Serve);
     reconciler.abort();
-    tracing::info!("stopped; guests keep running");
+    service.shutdown().await;
+    if service.config().stop_guests_on_shutdown {
+        tracing::info!("stopped, and stopped the guests");
+    } else {
+        tracing::info!("stopped; guests keep running");
+    }
     result
 }
 

@@ -15,6 +15,11 @@ use std::path::PathBuf;
 pub const METADATA_NAMESPACE: &str = "urn:rhyzome:instance:1";
 /// Prefix of that element.
 pub const METADATA_PREFIX: &str = "rhyzome";
+/// TCG translation-block cache per guest, in MiB (`qemu` domain type only). QEMU 7.2's default
+/// is 1 GiB of address space that fills (and stays resident) as a guest runs new code; a
+/// unikernel's hot code translates to a few MiB, so 16 MiB bounds that growth without
+/// forcing cache flushes. Measured in `docs/benchmarks.md`.
+pub const TCG_TB_CACHE_MIB: u32 = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DomainXmlError {
@@ -100,6 +105,15 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
             // the domain would stay "running" after the unikernel exited.
             w.create_element("features").write_inner_content(|w| {
                 w.create_element("acpi").write_empty()?;
+                // tb-cache is a TCG setting; libvirt rejects <tcg> for other domain types.
+                if def.domain_type == "qemu" {
+                    w.create_element("tcg").write_inner_content(|w| {
+                        w.create_element("tb-cache")
+                            .with_attribute(("unit", "MiB"))
+                            .write_text_content(BytesText::new(&TCG_TB_CACHE_MIB.to_string()))?;
+                        Ok::<_, std::io::Error>(())
+                    })?;
+                }
                 Ok::<_, std::io::Error>(())
             })?;
             w.create_element("clock")
@@ -243,11 +257,26 @@ mod tests {
             "<memballoon model=\"none\"/>",
             "<memory unit=\"MiB\">32</memory>",
             "xmlns:rhyzome=\"urn:rhyzome:instance:1\"",
+            "<tb-cache unit=\"MiB\">16</tb-cache>",
         ] {
             assert!(xml.contains(needle), "missing {needle} in\n{xml}");
         }
         assert!(!xml.contains("<graphics"));
         assert_eq!(texts(&xml, "cmdline"), vec![sample().cmdline]);
+    }
+
+    #[test]
+    fn tb_cache_only_under_tcg() {
+        let xml = render(&sample()).unwrap();
+        assert_eq!(texts(&xml, "tb-cache"), vec!["16".to_string()]);
+        let mut d = sample();
+        d.domain_type = "kvm";
+        let xml = render(&d).unwrap();
+        assert!(
+            !xml.contains("<tcg"),
+            "kvm domain with a TCG setting:\n{xml}"
+        );
+        assert!(xml.contains("<acpi/>"));
     }
 
     #[test]

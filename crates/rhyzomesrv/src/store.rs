@@ -7,7 +7,7 @@
 //! hold the lock only for microseconds. Uniqueness of names and MACs is enforced by the schema,
 //! which makes concurrent creates race-free without extra locking.
 
-use rhyzome_api::{DesiredState, InstanceState};
+use rhyzome_api::{DesiredState, InstanceState, RestartMode, RestartPolicy};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::Mutex;
@@ -90,6 +90,13 @@ pub struct InstanceRecord {
     /// Size of the console log when the current run started: exit lines before it belong to
     /// earlier runs.
     pub console_offset: u64,
+    pub state_changed_at: String,
+    pub restart: RestartPolicy,
+    pub restart_count: u32,
+    /// Unix time in milliseconds at which the restart policy starts the instance again.
+    pub next_restart_at_ms: Option<i64>,
+    pub startup_priority: i32,
+    pub autostart: bool,
 }
 
 /// The observed part of a record, which the service updates after acting.
@@ -119,12 +126,22 @@ CREATE TABLE instances (
     last_error        TEXT,
     created_at        TEXT NOT NULL,
     started_at        TEXT,
-    console_offset    INTEGER NOT NULL DEFAULT 0
+    console_offset    INTEGER NOT NULL DEFAULT 0,
+    state_changed_at  TEXT NOT NULL,
+    restart_mode      TEXT NOT NULL DEFAULT 'never',
+    restart_max       INTEGER,
+    restart_exit_codes TEXT,
+    restart_count     INTEGER NOT NULL DEFAULT 0,
+    next_restart_at_ms INTEGER,
+    startup_priority  INTEGER NOT NULL DEFAULT 0,
+    autostart         INTEGER NOT NULL DEFAULT 0
 );
 ";
 
 const COLUMNS: &str = "id, name, kernel, kernel_sha256, kernel_parameters, memory_mib, vcpus, \
-     bridge, mac, desired, state, exit_code, last_error, created_at, started_at, console_offset";
+     bridge, mac, desired, state, exit_code, last_error, created_at, started_at, console_offset, \
+     state_changed_at, restart_mode, restart_max, restart_exit_codes, restart_count, \
+     next_restart_at_ms, startup_priority, autostart";
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -174,7 +191,7 @@ impl Store {
 
     pub fn insert(&self, r: &InstanceRecord) -> Result<(), StoreError> {
         let res = self.conn().execute(
-            &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+            &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"),
             params![
                 r.id,
                 r.name,
@@ -192,6 +209,17 @@ impl Store {
                 r.created_at,
                 r.started_at,
                 r.console_offset as i64,
+                r.state_changed_at,
+                r.restart.policy.as_str(),
+                r.restart.max_retries,
+                r.restart
+                    .exit_codes
+                    .as_ref()
+                    .map(|c| serde_json::to_string(c).expect("integers serialise")),
+                r.restart_count,
+                r.next_restart_at_ms,
+                r.startup_priority,
+                r.autostart,
             ],
         );
         match res {
@@ -246,10 +274,12 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_observed(&self, id: &str, o: &Observed) -> Result<(), StoreError> {
+    /// Records an observed state at time `at` (RFC 3339).
+    pub fn set_observed(&self, id: &str, o: &Observed, at: &str) -> Result<(), StoreError> {
         self.conn().execute(
-            "UPDATE instances SET state = ?2, exit_code = ?3, last_error = ?4 WHERE id = ?1",
-            params![id, o.state.as_str(), o.exit_code, o.last_error],
+            "UPDATE instances SET state = ?2, exit_code = ?3, last_error = ?4, \
+             state_changed_at = ?5 WHERE id = ?1",
+            params![id, o.state.as_str(), o.exit_code, o.last_error, at],
         )?;
         Ok(())
     }
@@ -263,8 +293,23 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE instances SET state = 'starting', exit_code = NULL, last_error = NULL, \
-             started_at = ?2, console_offset = ?3 WHERE id = ?1",
+             started_at = ?2, state_changed_at = ?2, console_offset = ?3, \
+             next_restart_at_ms = NULL WHERE id = ?1",
             params![id, started_at, console_offset as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records the restart policy's bookkeeping.
+    pub fn set_restart(
+        &self,
+        id: &str,
+        restart_count: u32,
+        next_restart_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE instances SET restart_count = ?2, next_restart_at_ms = ?3 WHERE id = ?1",
+            params![id, restart_count, next_restart_at_ms],
         )?;
         Ok(())
     }
@@ -297,6 +342,24 @@ fn row_to_record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Store
             value: state,
         }));
     };
+    let mode: String = row.get(17)?;
+    let Some(policy) = RestartMode::parse(&mode) else {
+        return Ok(Err(StoreError::Corrupt {
+            what: "restart mode",
+            value: mode,
+        }));
+    };
+    let codes: Option<String> = row.get(19)?;
+    let exit_codes = match codes.map(|c| serde_json::from_str::<Vec<i32>>(&c).map_err(|_| c)) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(c)) => {
+            return Ok(Err(StoreError::Corrupt {
+                what: "restart exit codes",
+                value: c,
+            }))
+        }
+    };
     Ok(Ok(InstanceRecord {
         id: row.get(0)?,
         name: row.get(1)?,
@@ -314,6 +377,16 @@ fn row_to_record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Store
         created_at: row.get(13)?,
         started_at: row.get(14)?,
         console_offset: row.get::<_, i64>(15)? as u64,
+        state_changed_at: row.get(16)?,
+        restart: RestartPolicy {
+            policy,
+            max_retries: row.get(18)?,
+            exit_codes,
+        },
+        restart_count: row.get(20)?,
+        next_restart_at_ms: row.get(21)?,
+        startup_priority: row.get(22)?,
+        autostart: row.get(23)?,
     }))
 }
 
@@ -339,6 +412,16 @@ pub(crate) mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             started_at: None,
             console_offset: 0,
+            state_changed_at: "2026-01-01T00:00:00Z".into(),
+            restart: RestartPolicy {
+                policy: RestartMode::OnFailure,
+                max_retries: Some(3),
+                exit_codes: Some(vec![1, 2]),
+            },
+            restart_count: 0,
+            next_restart_at_ms: None,
+            startup_priority: -2,
+            autostart: true,
         }
     }
 
@@ -357,8 +440,10 @@ pub(crate) mod tests {
                     exit_code: Some(3),
                     last_error: None,
                 },
+                "2026-01-01T00:00:02Z",
             )
             .unwrap();
+            s.set_restart(&r.id, 2, Some(1234)).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         let got = s.by_name("a").unwrap().unwrap();
@@ -366,6 +451,10 @@ pub(crate) mod tests {
         assert_eq!(got.exit_code, Some(3));
         assert_eq!(got.console_offset, 42);
         assert_eq!(got.started_at.as_deref(), Some("2026-01-01T00:00:01Z"));
+        assert_eq!(got.state_changed_at, "2026-01-01T00:00:02Z");
+        assert_eq!((got.restart_count, got.next_restart_at_ms), (2, Some(1234)));
+        assert_eq!(got.restart, r.restart);
+        assert_eq!((got.startup_priority, got.autostart), (-2, true));
     }
 
     #[test]

@@ -66,6 +66,7 @@ impl Server {
             memory_mib: None,
             vcpus: None,
             network: None,
+            ..Default::default()
         }
     }
 

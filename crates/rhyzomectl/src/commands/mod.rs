@@ -1,6 +1,7 @@
 //! Dispatch from parsed arguments to one module per noun/verb.
 
 mod completions;
+mod events;
 mod info;
 mod instance;
 
@@ -15,6 +16,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Instance(cmd) => instance::run(&ctx, cmd),
         Command::Info => info::run(&ctx),
+        Command::Events { instance } => events::run(&ctx, instance.as_deref()),
         Command::Completions { shell } => completions::run(shell),
     }
 }

@@ -1,7 +1,7 @@
 //! In-memory [`Hypervisor`] for unit tests of the service. It records what it was asked and
 //! can be told to fail, but runs nothing. A mutex guards its map; calls are instantaneous.
 
-use super::{BackendError, DomainStatus, Hypervisor};
+use super::{BackendError, DomainStatus, Hypervisor, Notice, NoticeSink};
 use crate::domain_xml::DomainDefinition;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -16,6 +16,8 @@ struct FakeState {
     domains: BTreeMap<String, (DomainStatus, String)>,
     fail_next_create: Option<BackendError>,
     creates: usize,
+    created_names: Vec<String>,
+    sink: Option<NoticeSink>,
 }
 
 impl FakeBackend {
@@ -32,9 +34,20 @@ impl FakeBackend {
         self.state().fail_next_create = Some(err);
     }
 
-    /// Simulates a guest that powered off: its transient domain disappears.
+    /// Simulates a guest that powered off: its transient domain disappears, and watchers hear
+    /// of it as they would from libvirt.
     pub fn vanish(&self, uuid: &str) {
-        self.state().domains.remove(uuid);
+        let sink = {
+            let mut s = self.state();
+            s.domains.remove(uuid);
+            s.sink.clone()
+        };
+        if let Some(sink) = sink {
+            sink(Notice::Lifecycle {
+                uuid: uuid.to_string(),
+                event: "stopped".into(),
+            });
+        }
     }
 
     /// Adds a domain behind the daemon's back, as another tool would.
@@ -51,9 +64,19 @@ impl FakeBackend {
     pub fn creates(&self) -> usize {
         self.state().creates
     }
+
+    /// Domain names in the order they were created.
+    pub fn created_names(&self) -> Vec<String> {
+        self.state().created_names.clone()
+    }
 }
 
 impl Hypervisor for FakeBackend {
+    fn watch(&self, sink: NoticeSink) -> Result<(), BackendError> {
+        self.state().sink = Some(sink);
+        Ok(())
+    }
+
     fn uri(&self) -> String {
         "fake:///".into()
     }
@@ -71,6 +94,7 @@ impl Hypervisor for FakeBackend {
             });
         }
         s.creates += 1;
+        s.created_names.push(def.domain_name.clone());
         s.domains.insert(
             def.uuid.clone(),
             (

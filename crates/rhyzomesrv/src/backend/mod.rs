@@ -31,6 +31,18 @@ pub struct DomainStatus {
     pub active: bool,
 }
 
+/// What the hypervisor tells the daemon without being asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A domain started, stopped, crashed, ... (libvirt's lifecycle event).
+    Lifecycle { uuid: String, event: String },
+    /// The connection was re-established; events may have been missed meanwhile.
+    Reconnected,
+}
+
+/// Receives [`Notice`]s; called from the hypervisor's event thread, so it must not block.
+pub type NoticeSink = std::sync::Arc<dyn Fn(Notice) + Send + Sync>;
+
 /// Domains are transient: a domain exists while its guest runs and disappears when the guest
 /// powers off or is destroyed. The daemon's store, not libvirt, remembers instances.
 pub trait Hypervisor: Send + Sync + 'static {
@@ -48,6 +60,8 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// has no such mark. The reconciler only ever destroys domains marked with its own
     /// `Hostname`, never one that merely has a rhyzome-like name, nor another daemon's.
     fn owner(&self, uuid: &str) -> Result<Option<String>, BackendError>;
+    /// Delivers lifecycle events to `sink` from now on, across reconnections.
+    fn watch(&self, sink: NoticeSink) -> Result<(), BackendError>;
 }
 
 /// Prefix of every domain name rhyzome creates.

@@ -6,6 +6,7 @@
 //! Handlers are thin: they extract, call the [`Service`], and map its errors to [`ApiError`].
 
 pub mod error;
+pub mod events;
 pub mod info;
 pub mod instances;
 pub mod json;
@@ -57,6 +58,7 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(instances::stop::stop_instance))
         .routes(routes!(instances::restart::restart_instance))
         .routes(routes!(instances::console::get_console))
+        .routes(routes!(events::get_events))
         .routes(routes!(info::get_info))
         .routes(routes!(openapi::get_openapi))
         .split_for_parts()

@@ -9,11 +9,15 @@
 //! different instances proceed in parallel. Blocking work (libvirt calls, file copies) runs
 //! on tokio's blocking pool. Kernel imports and blob garbage collection exclude each other
 //! through `blob_gc`, so a collection never removes a blob a create is about to reference.
+//! Every state change is published on a broadcast channel ([`Service::subscribe`]) for
+//! `GET /v1/events`; lifecycle notices from the hypervisor and due restarts wake the
+//! reconciler through an unbounded channel.
 
 pub mod locks;
 pub mod reconcile;
+pub mod restart;
 
-use crate::backend::{self, BackendError, Hypervisor};
+use crate::backend::{self, BackendError, Hypervisor, Notice};
 use crate::config::Config;
 use crate::console;
 use crate::domain_xml::{self, DomainDefinition, Nic};
@@ -21,8 +25,8 @@ use crate::kernels::{KernelError, KernelStore};
 use crate::store::{Desired, InstanceRecord, Observed, Store, StoreError};
 use rhyzome_api::validate::{self, FieldError};
 use rhyzome_api::{
-    Instance, InstanceSpec, InstanceState, NetworkAttachment, NetworkMode, ServerInfo,
-    DEFAULT_MEMORY_MIB, DEFAULT_VCPUS,
+    Event, Instance, InstanceSpec, InstanceState, NetworkAttachment, NetworkMode, RestartMode,
+    RestartPolicy, ServerInfo, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS,
 };
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -56,6 +60,9 @@ pub struct Service {
     kernels: Arc<KernelStore>,
     locks: locks::NameLocks,
     blob_gc: tokio::sync::RwLock<()>,
+    events: tokio::sync::broadcast::Sender<Event>,
+    wake: tokio::sync::mpsc::UnboundedSender<()>,
+    wake_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
 }
 
 /// Runs blocking work off the async runtime.
@@ -68,7 +75,27 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn ms_to_rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// How long ago an RFC 3339 time was (zero if unparsable or in the future).
+fn elapsed_since(rfc3339: Option<&str>) -> std::time::Duration {
+    rfc3339
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default()
 }
 
 /// A locally administered unicast MAC derived from the name, so that a re-created instance
@@ -92,6 +119,16 @@ impl Service {
             config.kernel_dirs.clone(),
             config.state_dir.join("blobs"),
         ));
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        let (wake, wake_rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink_wake = wake.clone();
+        let watched = backend.watch(Arc::new(move |notice: Notice| {
+            tracing::debug!(?notice, "hypervisor notice");
+            let _ = sink_wake.send(());
+        }));
+        if let Err(e) = watched {
+            tracing::warn!(error = %e, "no lifecycle events from the hypervisor; relying on polling");
+        }
         Arc::new(Service {
             config,
             domain_type,
@@ -100,7 +137,62 @@ impl Service {
             kernels,
             locks: locks::NameLocks::default(),
             blob_gc: tokio::sync::RwLock::new(()),
+            events,
+            wake,
+            wake_rx: std::sync::Mutex::new(Some(wake_rx)),
         })
+    }
+
+    /// State changes from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn publish(
+        &self,
+        r: &InstanceRecord,
+        state: &str,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+    ) {
+        // No subscribers is fine: events are not stored.
+        let _ = self.events.send(Event {
+            time: now_rfc3339(),
+            instance: r.name.clone(),
+            state: state.to_string(),
+            exit_code,
+            reason,
+            restart_count: r.restart_count,
+        });
+    }
+
+    /// Records an observed state and announces it.
+    fn observe(
+        &self,
+        r: &InstanceRecord,
+        state: InstanceState,
+        exit_code: Option<i32>,
+        last_error: Option<String>,
+    ) -> Result<(), ServiceError> {
+        self.store.set_observed(
+            &r.id,
+            &Observed {
+                state,
+                exit_code,
+                last_error: last_error.clone(),
+            },
+            &now_rfc3339(),
+        )?;
+        self.publish(r, state.as_str(), exit_code, last_error);
+        Ok(())
+    }
+
+    fn backoff(&self) -> restart::Backoff {
+        restart::Backoff {
+            initial: self.config.restart_backoff,
+            max: self.config.restart_backoff_max,
+            stable_after: self.config.restart_stable,
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -141,6 +233,12 @@ impl Service {
             last_error: r.last_error.clone(),
             created_at: r.created_at.clone(),
             started_at: r.started_at.clone(),
+            state_changed_at: r.state_changed_at.clone(),
+            restart: r.restart.clone(),
+            restart_count: r.restart_count,
+            next_restart_at: r.next_restart_at_ms.map(ms_to_rfc3339),
+            startup_priority: r.startup_priority,
+            autostart: r.autostart,
         }
     }
 
@@ -204,11 +302,35 @@ impl Service {
                 (Some(bridge), Some(mac))
             }
         };
+        let restart = spec.restart.clone().unwrap_or_default();
+        if let Some(max) = restart.max_retries {
+            if max > 10_000 {
+                return Err(FieldError::new(
+                    "restart.max_retries",
+                    format!("is {max}; at most 10000 are allowed"),
+                ));
+            }
+        }
+        if let Some(codes) = &restart.exit_codes {
+            if restart.policy != RestartMode::OnFailure {
+                return Err(FieldError::new(
+                    "restart.exit_codes",
+                    "only applies to the on_failure policy",
+                ));
+            }
+            if codes.is_empty() || codes.len() > 256 {
+                return Err(FieldError::new(
+                    "restart.exit_codes",
+                    format!("has {} codes; give 1 to 256", codes.len()),
+                ));
+            }
+        }
         Ok(ValidSpec {
             memory_mib,
             vcpus,
             bridge,
             mac,
+            restart,
         })
     }
 
@@ -239,6 +361,12 @@ impl Service {
             created_at: now_rfc3339(),
             started_at: None,
             console_offset: 0,
+            state_changed_at: now_rfc3339(),
+            restart: valid.restart,
+            restart_count: 0,
+            next_restart_at_ms: None,
+            startup_priority: spec.startup_priority.unwrap_or(0),
+            autostart: spec.autostart.unwrap_or(false),
         };
         match self.store.insert(&record) {
             Ok(()) => {}
@@ -296,30 +424,16 @@ impl Service {
         }
         let offset = console::log_len(&def.console_log);
         self.store.set_started(&r.id, &now_rfc3339(), offset)?;
+        self.publish(r, InstanceState::Starting.as_str(), None, None);
         let backend = self.backend.clone();
         let started = std::time::Instant::now();
         match blocking(move || backend.create(&def, &xml)).await? {
             Ok(()) => {
                 tracing::info!(instance = %r.name, elapsed_ms = started.elapsed().as_millis() as u64, "domain started");
-                self.store.set_observed(
-                    &r.id,
-                    &Observed {
-                        state: InstanceState::Running,
-                        exit_code: None,
-                        last_error: None,
-                    },
-                )?;
-                Ok(())
+                self.observe(r, InstanceState::Running, None, None)
             }
             Err(e) => {
-                self.store.set_observed(
-                    &r.id,
-                    &Observed {
-                        state: InstanceState::Failed,
-                        exit_code: None,
-                        last_error: Some(e.to_string()),
-                    },
-                )?;
+                self.observe(r, InstanceState::Failed, None, Some(e.to_string()))?;
                 Err(ServiceError::Backend(e))
             }
         }
@@ -345,6 +459,7 @@ impl Service {
             }
         }
         self.store.remove(&r.id)?;
+        self.publish(r, "deleted", None, None);
         self.collect_garbage().await;
         Ok(())
     }
@@ -398,6 +513,8 @@ impl Service {
         let _guard = self.locks.lock(name).await;
         let r = self.get_record(name)?;
         self.store.set_desired(&r.id, Desired::Running)?;
+        // A person starting it by hand ends any restart loop's bookkeeping.
+        self.store.set_restart(&r.id, 0, None)?;
         let backend = self.backend.clone();
         let id = r.id.clone();
         let running = blocking(move || backend.status(&id))
@@ -414,15 +531,9 @@ impl Service {
         let _guard = self.locks.lock(name).await;
         let r = self.get_record(name)?;
         self.store.set_desired(&r.id, Desired::Stopped)?;
+        self.store.set_restart(&r.id, 0, None)?;
         self.destroy_domain(&r).await?;
-        self.store.set_observed(
-            &r.id,
-            &Observed {
-                state: InstanceState::Stopped,
-                exit_code: None,
-                last_error: None,
-            },
-        )?;
+        self.observe(&r, InstanceState::Stopped, None, None)?;
         tracing::info!(instance = %name, "instance stopped");
         self.get(name)
     }
@@ -431,26 +542,72 @@ impl Service {
         let _guard = self.locks.lock(name).await;
         let r = self.get_record(name)?;
         self.store.set_desired(&r.id, Desired::Running)?;
+        self.store.set_restart(&r.id, 0, None)?;
         self.destroy_domain(&r).await?;
         self.start_domain(&r).await?;
         tracing::info!(instance = %name, "instance restarted");
         self.get(name)
     }
 
-    /// The console output of every run so far, at most the last `tail_bytes` bytes.
+    /// Console output: every run so far, or only the current run, at most the last
+    /// `tail_bytes` bytes and `tail` lines. Also returns the log's size, from which
+    /// [`console_after`](Self::console_after) continues.
     pub async fn console(
         &self,
         name: &str,
-        tail_bytes: Option<u64>,
-    ) -> Result<Vec<u8>, ServiceError> {
+        q: &rhyzome_api::ConsoleQuery,
+    ) -> Result<(Vec<u8>, u64), ServiceError> {
         let r = self.get_record(name)?;
         let path = console::log_path(&self.config.state_dir, &r.id);
-        let limit = tail_bytes
+        let start = if q.current_run.unwrap_or(false) {
+            r.console_offset
+        } else {
+            0
+        };
+        let limit = q
+            .tail_bytes
             .unwrap_or(console::MAX_CONSOLE_READ)
             .min(console::MAX_CONSOLE_READ);
-        blocking(move || console::read_from(&path, 0, limit))
-            .await?
-            .map_err(|e| ServiceError::Internal(format!("cannot read console log: {e}")))
+        let tail = q.tail;
+        blocking(move || {
+            let len = console::log_len(&path);
+            let bytes = console::read_from(&path, start, limit)?;
+            let bytes = match tail {
+                Some(n) => console::last_lines(&bytes, n).to_vec(),
+                None => bytes,
+            };
+            Ok::<_, std::io::Error>((bytes, len))
+        })
+        .await?
+        .map_err(|e| ServiceError::Internal(format!("cannot read console log: {e}")))
+    }
+
+    /// Console output written after `offset`, with the new end; `None` once the instance is
+    /// gone.
+    pub async fn console_after(
+        &self,
+        name: &str,
+        offset: u64,
+    ) -> Result<Option<(Vec<u8>, u64)>, ServiceError> {
+        let r = match self.get_record(name) {
+            Ok(r) => r,
+            Err(ServiceError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let path = console::log_path(&self.config.state_dir, &r.id);
+        blocking(move || {
+            let len = console::log_len(&path);
+            if len == offset {
+                return Ok((Vec::new(), len));
+            }
+            // A log that shrank was rotated or truncated: start over from its beginning.
+            let from = if len < offset { 0 } else { offset };
+            let bytes = console::read_from(&path, from, console::MAX_CONSOLE_READ)?;
+            Ok::<_, std::io::Error>((bytes, len))
+        })
+        .await?
+        .map(Some)
+        .map_err(|e| ServiceError::Internal(format!("cannot read console log: {e}")))
     }
 }
 
@@ -459,6 +616,7 @@ struct ValidSpec {
     vcpus: u32,
     bridge: Option<String>,
     mac: Option<String>,
+    restart: RestartPolicy,
 }
 
 fn name_taken(existing: &InstanceRecord) -> ServiceError {

@@ -1,24 +1,28 @@
 //! The reconciler: makes libvirt match the store, and the store's observed state match libvirt.
 //!
-//! It runs once before the API opens (so a restarted daemon adopts running guests, finishes
-//! interrupted creates and deletes, and removes half-made domains), then every
-//! `ReconcileIntervalSeconds`. It acts on one instance at a time under that instance's name
-//! lock, and re-checks the domain after taking the lock, because a request may have changed
-//! it since the listing.
+//! It runs once before the API opens ([`Service::recover`]: adopt running guests, finish
+//! interrupted creates and deletes, remove half-made domains, then start what must run in
+//! start-up priority order), then again whenever libvirt reports a lifecycle event or a
+//! restart falls due, and at least every `ReconcileIntervalSeconds` as a safety net. It acts
+//! on one instance at a time under that instance's name lock, and re-checks the domain after
+//! taking the lock, because a request may have changed it since the listing.
 
-use super::{blocking, Service, ServiceError};
+use super::restart::{self, Decision};
+use super::{blocking, elapsed_since, now_ms, Service, ServiceError};
 use crate::backend::{DomainStatus, DOMAIN_PREFIX};
 use crate::console::{self, Outcome};
-use crate::store::{Desired, InstanceRecord, Observed};
+use crate::store::{Desired, InstanceRecord};
 use rhyzome_api::InstanceState;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What one pass did, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
     pub adopted: usize,
     pub started: usize,
+    pub restarted: usize,
     pub finished_deletes: usize,
     pub ended: usize,
     pub stopped: usize,
@@ -26,9 +30,21 @@ pub struct ReconcileReport {
     pub errors: usize,
 }
 
+/// Why a pass runs: at start-up, guests that vanished without an exit line are brought back
+/// when they have `autostart`; later, such a loss is the guest's own end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Startup,
+    Steady,
+}
+
 impl Service {
     /// One reconciliation pass over every instance and every rhyzome domain.
     pub async fn reconcile_once(&self) -> Result<ReconcileReport, ServiceError> {
+        self.reconcile(Pass::Steady).await
+    }
+
+    async fn reconcile(&self, pass: Pass) -> Result<ReconcileReport, ServiceError> {
         let backend = self.backend.clone();
         // Domains are listed before records are read: a create inserts its record before it
         // makes the domain, so every listed domain of a live instance has its record by now.
@@ -39,10 +55,20 @@ impl Service {
         let mut by_uuid: HashMap<String, DomainStatus> =
             domains.into_iter().map(|d| (d.uuid.clone(), d)).collect();
         let mut report = ReconcileReport::default();
+        let mut to_start: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+        let now = now_ms();
         for r in &records {
             let listed = by_uuid.remove(&r.id);
-            if needs_attention(r, listed.as_ref()) {
-                if let Err(e) = self.reconcile_instance(&r.name, &mut report).await {
+            if !needs_attention(r, listed.as_ref(), now) {
+                continue;
+            }
+            match self.reconcile_instance(&r.name, pass, &mut report).await {
+                Ok(true) => to_start
+                    .entry(r.startup_priority)
+                    .or_default()
+                    .push(r.name.clone()),
+                Ok(false) => {}
+                Err(e) => {
                     report.errors += 1;
                     tracing::warn!(instance = %r.name, error = %e, "reconcile failed");
                 }
@@ -54,27 +80,43 @@ impl Service {
                 tracing::warn!(domain = %orphan.name, error = %e, "cannot remove orphan domain");
             }
         }
+        // Lower priorities first; a group starts together, and the next waits until it runs
+        // (start_domain returns once libvirt reports the guest running).
+        for (priority, names) in to_start {
+            tracing::debug!(priority, ?names, "starting a start-up group");
+            let starts = names.iter().map(|name| self.start_if_still_wanted(name));
+            for (name, result) in names
+                .iter()
+                .zip(futures_util::future::join_all(starts).await)
+            {
+                match result {
+                    Ok(true) => report.started += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        report.errors += 1;
+                        tracing::warn!(instance = %name, error = %e, "start failed");
+                    }
+                }
+            }
+        }
         if report != ReconcileReport::default() {
             tracing::info!(?report, "reconciled");
         }
         Ok(report)
     }
 
+    /// Brings one instance in line; returns whether it should now be started.
     async fn reconcile_instance(
         &self,
         name: &str,
+        pass: Pass,
         report: &mut ReconcileReport,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<bool, ServiceError> {
         let _guard = self.locks.lock(name).await;
         let Some(r) = self.store.by_name(name)? else {
-            return Ok(());
+            return Ok(false);
         };
-        let backend = self.backend.clone();
-        let id = r.id.clone();
-        let active = blocking(move || backend.status(&id))
-            .await?
-            .map_err(ServiceError::Backend)?
-            .is_some_and(|d| d.active);
+        let active = self.is_active(&r).await?;
         match (r.desired, active) {
             (Desired::Deleted, _) => {
                 self.forget(&r).await?;
@@ -83,71 +125,146 @@ impl Service {
             }
             (Desired::Running, true) => {
                 if r.state != InstanceState::Running {
-                    self.set_state(&r, InstanceState::Running, None)?;
+                    self.observe(&r, InstanceState::Running, None, None)?;
                     report.adopted += 1;
                     tracing::info!(instance = %name, "adopted running domain");
                 }
             }
             (Desired::Running, false) => match r.state {
                 // Accepted (or being started) when the daemon died: finish the job.
-                InstanceState::Pending | InstanceState::Starting => {
-                    self.start_domain(&r).await?;
-                    report.started += 1;
-                }
+                InstanceState::Pending | InstanceState::Starting => return Ok(true),
                 InstanceState::Running => {
-                    self.record_end(&r)?;
+                    let outcome = self.outcome_of_run(&r);
+                    if pass == Pass::Startup && outcome == Outcome::Unknown {
+                        // Lost with the host (or stopped with the daemon), not ended by itself:
+                        // `autostart` decides, not the restart policy.
+                        if r.autostart {
+                            tracing::info!(instance = %name, "guest vanished while the daemon was down; autostart");
+                            return Ok(true);
+                        }
+                        self.observe(
+                            &r,
+                            InstanceState::Exited,
+                            None,
+                            Some("the guest vanished while the daemon was down".into()),
+                        )?;
+                        report.ended += 1;
+                        return Ok(false);
+                    }
+                    self.record_end(&r, outcome)?;
                     report.ended += 1;
+                }
+                InstanceState::Exited | InstanceState::Crashed
+                    if r.next_restart_at_ms.is_some_and(|at| at <= now_ms()) =>
+                {
+                    report.restarted += 1;
+                    return Ok(true);
                 }
                 _ => {}
             },
             (Desired::Stopped, true) => {
                 self.destroy_domain(&r).await?;
-                self.set_state(&r, InstanceState::Stopped, None)?;
+                self.observe(&r, InstanceState::Stopped, None, None)?;
                 report.stopped += 1;
             }
             (Desired::Stopped, false) => {
                 if r.state != InstanceState::Stopped {
-                    self.set_state(&r, InstanceState::Stopped, None)?;
+                    self.observe(&r, InstanceState::Stopped, None, None)?;
                     report.stopped += 1;
                 }
             }
         }
-        Ok(())
+        Ok(false)
     }
 
-    fn set_state(
-        &self,
-        r: &InstanceRecord,
-        state: InstanceState,
-        exit_code: Option<i32>,
-    ) -> Result<(), ServiceError> {
-        self.store.set_observed(
-            &r.id,
-            &Observed {
-                state,
-                exit_code,
-                last_error: None,
-            },
-        )?;
-        Ok(())
+    async fn is_active(&self, r: &InstanceRecord) -> Result<bool, ServiceError> {
+        let backend = self.backend.clone();
+        let id = r.id.clone();
+        Ok(blocking(move || backend.status(&id))
+            .await?
+            .map_err(ServiceError::Backend)?
+            .is_some_and(|d| d.active))
     }
 
-    /// A running instance's domain is gone: the unikernel exited or crashed. Its console says
-    /// which, and with what code.
-    fn record_end(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
+    /// Starts an instance picked by a pass, unless a request changed it meanwhile.
+    async fn start_if_still_wanted(&self, name: &str) -> Result<bool, ServiceError> {
+        let _guard = self.locks.lock(name).await;
+        let Some(r) = self.store.by_name(name)? else {
+            return Ok(false);
+        };
+        if r.desired != Desired::Running || self.is_active(&r).await? {
+            return Ok(false);
+        }
+        self.start_domain(&r).await?;
+        Ok(true)
+    }
+
+    /// How the current run of `r` ended, from its console.
+    fn outcome_of_run(&self, r: &InstanceRecord) -> Outcome {
         let path = console::log_path(&self.config.state_dir, &r.id);
         let tail = console::read_from(&path, r.console_offset, 64 << 10).unwrap_or_default();
-        let (state, code) = match console::parse_outcome(&tail) {
+        console::parse_outcome(&tail)
+    }
+
+    /// A running instance's domain is gone: record how it ended and apply its restart policy.
+    fn record_end(&self, r: &InstanceRecord, outcome: Outcome) -> Result<(), ServiceError> {
+        let (state, code) = match outcome {
             Outcome::Exited(code) => (InstanceState::Exited, Some(code)),
             Outcome::Aborted => (InstanceState::Crashed, None),
             Outcome::Unknown => (InstanceState::Exited, None),
         };
-        tracing::info!(instance = %r.name, %state, ?code, "instance ended");
-        self.set_state(r, state, code)
+        let ran_for = elapsed_since(r.started_at.as_deref());
+        let decision = restart::decide(
+            &r.restart,
+            outcome,
+            r.restart_count,
+            ran_for,
+            &self.backoff(),
+        );
+        tracing::info!(instance = %r.name, %state, ?code, ?decision, "instance ended");
+        match decision {
+            Decision::Stay => self.observe(r, state, code, None),
+            Decision::Restart { after, attempt } => {
+                let at = now_ms() + after.as_millis() as i64;
+                self.store.set_restart(&r.id, attempt, Some(at))?;
+                let mut r = r.clone();
+                r.restart_count = attempt;
+                self.store.set_observed(
+                    &r.id,
+                    &crate::store::Observed {
+                        state,
+                        exit_code: code,
+                        last_error: None,
+                    },
+                    &super::now_rfc3339(),
+                )?;
+                self.publish(
+                    &r,
+                    state.as_str(),
+                    code,
+                    Some(format!("restart {attempt} in {} ms", after.as_millis())),
+                );
+                self.wake_after(after);
+                Ok(())
+            }
+            Decision::GiveUp(reason) => {
+                self.store.set_restart(&r.id, r.restart_count, None)?;
+                self.observe(r, rhyzome_api::InstanceState::Failed, code, Some(reason))
+            }
+        }
+    }
+
+    /// Wakes the reconciler after `delay`, for a restart that falls due then.
+    fn wake_after(&self, delay: Duration) {
+        let wake = self.wake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = wake.send(());
+        });
     }
 
     /// Destroys a rhyzome-named domain that no record claims, after checking under the name
-    /// lock that no request has just created it, and that it carries rhyzome's mark.
+    /// lock that no request has just created it, and that it carries this daemon's mark.
     async fn destroy_orphan(
         &self,
         d: &DomainStatus,
@@ -177,35 +294,83 @@ impl Service {
         Ok(())
     }
 
-    /// Reconciles forever, every `ReconcileIntervalSeconds`.
+    /// Reconciles whenever woken (a lifecycle event, a due restart) and at least every
+    /// `ReconcileIntervalSeconds`. Bursts of wake-ups coalesce into one pass.
     pub async fn run_reconciler(self: Arc<Self>) {
+        let Some(mut wake_rx) = self
+            .wake_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            tracing::error!("the reconciler is already running");
+            return;
+        };
         let mut tick = tokio::time::interval(self.config.reconcile_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                Some(()) = wake_rx.recv() => {
+                    // Let a burst of events (a batch of guests ending) arrive first.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    while wake_rx.try_recv().is_ok() {}
+                }
+            }
             if let Err(e) = self.reconcile_once().await {
                 tracing::warn!(error = %e, "reconcile pass failed");
             }
         }
     }
 
-    /// The startup pass: reconcile, then drop kernel blobs nothing references.
+    /// The start-up pass: reconcile (bringing back `autostart` guests that vanished while the
+    /// daemon was down, in start-up priority order), then drop unused kernel blobs.
     pub async fn recover(&self) -> Result<ReconcileReport, ServiceError> {
-        let report = self.reconcile_once().await?;
+        let report = self.reconcile(Pass::Startup).await?;
         self.collect_garbage().await;
         Ok(report)
+    }
+
+    /// With `StopGuestsOnShutdown`: destroys every guest, recording them stopped while keeping
+    /// their desired state, so that the next start brings back those with `autostart`.
+    pub async fn shutdown(&self) {
+        if !self.config.stop_guests_on_shutdown {
+            return;
+        }
+        let records = match self.store.visible() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list instances to stop");
+                return;
+            }
+        };
+        for r in records {
+            let _guard = self.locks.lock(&r.name).await;
+            match self.destroy_domain(&r).await {
+                Ok(()) if r.state == InstanceState::Running => {
+                    // Recorded as running with no domain: the next start treats it like a
+                    // guest lost with the host.
+                    tracing::info!(instance = %r.name, "stopped on shutdown");
+                }
+                Ok(()) => {}
+                Err(e) => tracing::warn!(instance = %r.name, error = %e, "cannot stop on shutdown"),
+            }
+        }
     }
 }
 
 /// Cheap pre-check without locks, so that a pass over a thousand settled instances costs one
 /// listing and no per-instance libvirt calls.
-fn needs_attention(r: &InstanceRecord, listed: Option<&DomainStatus>) -> bool {
+fn needs_attention(r: &InstanceRecord, listed: Option<&DomainStatus>, now_ms: i64) -> bool {
     let active = listed.is_some_and(|d| d.active);
     match r.desired {
         Desired::Deleted => true,
         Desired::Running => match r.state {
             InstanceState::Running => !active,
             InstanceState::Pending | InstanceState::Starting => true,
+            InstanceState::Exited | InstanceState::Crashed => {
+                active || r.next_restart_at_ms.is_some_and(|at| at <= now_ms)
+            }
             _ => active,
         },
         Desired::Stopped => active || r.state != InstanceState::Stopped,

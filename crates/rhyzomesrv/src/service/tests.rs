@@ -4,6 +4,7 @@ use super::*;
 use crate::backend::fake::FakeBackend;
 use crate::backend::DomainStatus;
 use crate::config::Config;
+use rhyzome_api::RestartMode;
 use std::path::Path;
 
 struct Fixture {
@@ -21,6 +22,9 @@ fn config(dir: &Path) -> Config {
         "StateDir": dir.join("state"),
         "KernelDirs": [dir.join("kernels")],
         "DomainType": "test",
+        "RestartBackoffMs": 20,
+        "RestartBackoffMaxMs": 100,
+        "ReconcileIntervalSeconds": 3600,
     })
     .to_string();
     Config::parse(&text, Path::new("test.conf")).unwrap()
@@ -57,6 +61,7 @@ fn spec(f: &Fixture, name: &str) -> InstanceSpec {
         memory_mib: None,
         vcpus: None,
         network: None,
+        ..Default::default()
     }
 }
 
@@ -317,6 +322,12 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
         created_at: now_rfc3339(),
         started_at: None,
         console_offset: 0,
+        state_changed_at: now_rfc3339(),
+        restart: Default::default(),
+        restart_count: 0,
+        next_restart_at_ms: None,
+        startup_priority: 0,
+        autostart: false,
     };
     f.service.store.insert(&pending).unwrap();
     // A delete interrupted after it was recorded.
@@ -401,6 +412,7 @@ async fn reconcile_adopts_running_domains_and_enforces_stops() {
                 exit_code: None,
                 last_error: Some("x".into()),
             },
+            &now_rfc3339(),
         )
         .unwrap();
     assert_eq!(f.service.reconcile_once().await.unwrap().adopted, 1);
@@ -414,4 +426,250 @@ async fn reconcile_adopts_running_domains_and_enforces_stops() {
     f.backend.create(&def, "<domain/>").unwrap();
     assert_eq!(f.service.reconcile_once().await.unwrap().stopped, 1);
     assert!(f.backend.status(&i.id).unwrap().is_none());
+}
+
+fn with_restart(f: &Fixture, name: &str, policy: rhyzome_api::RestartPolicy) -> InstanceSpec {
+    InstanceSpec {
+        restart: Some(policy),
+        ..spec(f, name)
+    }
+}
+
+/// Makes the guest of `name` end with `console_tail` as its last words, as libvirt would
+/// report a powered-off transient domain.
+fn end_run(f: &Fixture, name: &str, console_tail: &str) {
+    let i = f.service.get(name).unwrap();
+    let log = console::log_path(&f.state_dir, &i.id);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    std::io::Write::write_all(&mut file, console_tail.as_bytes()).unwrap();
+    f.backend.vanish(&i.id);
+}
+
+async fn settle(f: &Fixture, name: &str, want: InstanceState) -> Instance {
+    for _ in 0..200 {
+        f.service.reconcile_once().await.unwrap();
+        let i = f.service.get(name).unwrap();
+        if i.state == want {
+            return i;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{name} never became {want}: {:?}", f.service.get(name));
+}
+
+#[tokio::test]
+async fn on_failure_restarts_after_a_back_off_and_gives_up_on_a_loop() {
+    let f = fixture();
+    let policy = rhyzome_api::RestartPolicy {
+        policy: RestartMode::OnFailure,
+        max_retries: Some(2),
+        exit_codes: None,
+    };
+    f.service
+        .create(with_restart(&f, "a", policy))
+        .await
+        .unwrap();
+    end_run(&f, "a", "Solo5: solo5_exit(3) called\n");
+    f.service.reconcile_once().await.unwrap();
+    let ended = f.service.get("a").unwrap();
+    assert_eq!(
+        (ended.state, ended.exit_code, ended.restart_count),
+        (InstanceState::Exited, Some(3), 1)
+    );
+    assert!(ended.next_restart_at.is_some());
+    let back = settle(&f, "a", InstanceState::Running).await;
+    assert_eq!(
+        (back.restart_count, back.exit_code, back.next_restart_at),
+        (1, None, None)
+    );
+    assert_eq!(f.backend.creates(), 2);
+
+    end_run(&f, "a", "Solo5: ABORT: x.c:1: Fatal trap\n");
+    settle(&f, "a", InstanceState::Running).await;
+    assert_eq!(f.service.get("a").unwrap().restart_count, 2);
+    end_run(&f, "a", "Solo5: solo5_exit(1) called\n");
+    let failed = settle(&f, "a", InstanceState::Failed).await;
+    assert!(
+        failed
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("restart loop"),
+        "{failed:?}"
+    );
+    assert_eq!(failed.exit_code, Some(1));
+    assert_eq!(f.backend.creates(), 3, "no restart after giving up");
+    // A person's start ends the loop's bookkeeping.
+    let again = f.service.start("a").await.unwrap();
+    assert_eq!(
+        (again.state, again.restart_count),
+        (InstanceState::Running, 0)
+    );
+}
+
+#[tokio::test]
+async fn exit_code_filters_and_clean_exits_are_respected() {
+    let f = fixture();
+    let only_7 = rhyzome_api::RestartPolicy {
+        policy: RestartMode::OnFailure,
+        max_retries: None,
+        exit_codes: Some(vec![7]),
+    };
+    f.service
+        .create(with_restart(&f, "filtered", only_7))
+        .await
+        .unwrap();
+    end_run(&f, "filtered", "Solo5: solo5_exit(3) called\n");
+    f.service.reconcile_once().await.unwrap();
+    let i = f.service.get("filtered").unwrap();
+    assert_eq!(
+        (i.state, i.exit_code, i.next_restart_at),
+        (InstanceState::Exited, Some(3), None)
+    );
+
+    let always = rhyzome_api::RestartPolicy {
+        policy: RestartMode::Always,
+        ..Default::default()
+    };
+    f.service
+        .create(with_restart(&f, "always", always))
+        .await
+        .unwrap();
+    end_run(&f, "always", "Solo5: solo5_exit(0) called\n");
+    settle(&f, "always", InstanceState::Running).await;
+
+    f.service.create(spec(&f, "never")).await.unwrap();
+    end_run(&f, "never", "Solo5: ABORT: x\n");
+    f.service.reconcile_once().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    f.service.reconcile_once().await.unwrap();
+    assert_eq!(
+        f.service.get("never").unwrap().state,
+        InstanceState::Crashed
+    );
+}
+
+#[tokio::test]
+async fn bad_restart_policies_are_refused() {
+    let f = fixture();
+    let codes_without_on_failure = rhyzome_api::RestartPolicy {
+        policy: RestartMode::Always,
+        max_retries: None,
+        exit_codes: Some(vec![1]),
+    };
+    match f
+        .service
+        .create(with_restart(&f, "a", codes_without_on_failure))
+        .await
+    {
+        Err(ServiceError::Invalid(e)) => assert_eq!(e.field, "restart.exit_codes"),
+        other => panic!("{other:?}"),
+    }
+    let empty = rhyzome_api::RestartPolicy {
+        policy: RestartMode::OnFailure,
+        max_retries: Some(20_000),
+        exit_codes: None,
+    };
+    match f.service.create(with_restart(&f, "a", empty)).await {
+        Err(ServiceError::Invalid(e)) => assert_eq!(e.field, "restart.max_retries"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn state_changes_are_published_as_events() {
+    let f = fixture();
+    let mut rx = f.service.subscribe();
+    f.service.create(spec(&f, "a")).await.unwrap();
+    end_run(&f, "a", "Solo5: solo5_exit(4) called\n");
+    f.service.reconcile_once().await.unwrap();
+    f.service.delete("a").await.unwrap();
+    let mut seen = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        assert_eq!(ev.instance, "a");
+        seen.push((ev.state, ev.exit_code));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("starting".to_string(), None),
+            ("running".to_string(), None),
+            ("exited".to_string(), Some(4)),
+            ("deleted".to_string(), None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn lifecycle_notices_wake_the_reconciler() {
+    let f = fixture();
+    // The periodic pass is an hour away: only the notice can bring the news.
+    tokio::spawn(f.service.clone().run_reconciler());
+    f.service.create(spec(&f, "a")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    end_run(&f, "a", "Solo5: solo5_exit(9) called\n");
+    let mut state = None;
+    for _ in 0..100 {
+        let i = f.service.get("a").unwrap();
+        if i.state == InstanceState::Exited {
+            state = i.exit_code;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, Some(9));
+}
+
+#[tokio::test]
+async fn after_a_host_loss_autostart_instances_return_in_priority_order() {
+    let f = fixture();
+    for (name, priority, autostart) in [
+        ("db", 1, true),
+        ("web", 3, true),
+        ("cache", 2, true),
+        ("router", 1, true),
+        ("scratch", 0, false),
+    ] {
+        f.service
+            .create(InstanceSpec {
+                startup_priority: Some(priority),
+                autostart: Some(autostart),
+                ..spec(&f, name)
+            })
+            .await
+            .unwrap();
+    }
+    // The host goes down: every guest vanishes, the daemon with them.
+    for i in f.service.list().unwrap() {
+        f.backend.vanish(&i.id);
+    }
+    let before = f.backend.created_names().len();
+    let report = f.service.recover().await.unwrap();
+    assert_eq!(report.started, 4, "{report:?}");
+    let order: Vec<String> = f.backend.created_names()[before..].to_vec();
+    let pos = |n: &str| {
+        order
+            .iter()
+            .position(|o| o == &format!("rhyzome-{n}"))
+            .unwrap()
+    };
+    assert!(
+        pos("db") < pos("cache") && pos("router") < pos("cache"),
+        "{order:?}"
+    );
+    assert!(pos("cache") < pos("web"), "{order:?}");
+    let scratch = f.service.get("scratch").unwrap();
+    assert_eq!(scratch.state, InstanceState::Exited);
+    assert!(scratch.last_error.unwrap().contains("vanished"));
+    for n in ["db", "web", "cache", "router"] {
+        assert_eq!(
+            f.service.get(n).unwrap().state,
+            InstanceState::Running,
+            "{n}"
+        );
+    }
 }

@@ -16,6 +16,7 @@ fn spec(d: &Daemon, name: &str, params: &str) -> InstanceSpec {
         memory_mib: Some(16),
         vcpus: None,
         network: None,
+        ..Default::default()
     }
 }
 

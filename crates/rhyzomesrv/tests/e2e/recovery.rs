@@ -17,6 +17,7 @@ fn a_killed_daemon_restarts_without_losing_or_rebooting_anything() {
                 memory_mib: None,
                 vcpus: None,
                 network: None,
+                ..Default::default()
             })
             .unwrap();
         d.wait_for_console(name, READY_LINE, 1);

@@ -3,7 +3,7 @@
 use super::Context;
 use crate::cli::CreateArgs;
 use crate::output;
-use rhyzome_api::{InstanceSpec, NetworkMode, NetworkSpec};
+use rhyzome_api::{InstanceSpec, NetworkMode, NetworkSpec, RestartMode, RestartPolicy};
 
 pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
     // Refuse what the server would refuse, without a round trip.
@@ -24,6 +24,17 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let restart = match (a.restart, a.restart_exit_codes) {
+        (None, None) => None,
+        (mode, exit_codes) => {
+            let (policy, max_retries) = mode.unwrap_or((RestartMode::OnFailure, None));
+            Some(RestartPolicy {
+                policy,
+                max_retries,
+                exit_codes,
+            })
+        }
+    };
     let spec = InstanceSpec {
         name: a.name,
         kernel: a.kernel,
@@ -31,6 +42,9 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
         memory_mib: a.memory,
         vcpus: a.vcpus,
         network,
+        restart,
+        startup_priority: a.startup_priority,
+        autostart: a.autostart.then_some(true),
     };
     let instance = ctx.client()?.create_instance(&spec)?;
     if ctx.json() {

@@ -17,9 +17,13 @@ pub fn run(ctx: &Context) -> anyhow::Result<()> {
                 format!("{} MiB", i.memory_mib),
                 output::network(i),
                 output::uptime(i),
+                i.restart_count.to_string(),
             ]
         })
         .collect();
-    output::table(&["NAME", "STATE", "MEMORY", "IP / MAC", "UPTIME"], &rows);
+    output::table(
+        &["NAME", "STATE", "MEMORY", "IP / MAC", "UPTIME", "RESTARTS"],
+        &rows,
+    );
     Ok(())
 }

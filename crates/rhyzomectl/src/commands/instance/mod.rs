@@ -15,7 +15,7 @@ pub fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<()> {
         InstanceCommand::Create(args) => create::run(ctx, args),
         InstanceCommand::List => list::run(ctx),
         InstanceCommand::Show { name } => show::run(ctx, &name),
-        InstanceCommand::Console { name, tail_bytes } => console::run(ctx, &name, tail_bytes),
+        InstanceCommand::Console(args) => console::run(ctx, &args),
         InstanceCommand::Start(a) => lifecycle::run(ctx, lifecycle::Verb::Start, &a.names),
         InstanceCommand::Stop(a) => lifecycle::run(ctx, lifecycle::Verb::Stop, &a.names),
         InstanceCommand::Restart(a) => lifecycle::run(ctx, lifecycle::Verb::Restart, &a.names),

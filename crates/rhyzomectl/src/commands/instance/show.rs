@@ -29,6 +29,12 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         ),
         ("ip / mac", output::network(&i)),
         ("domain", i.domain_name.clone()),
+        ("restart policy", restart_policy(&i.restart)),
+        ("restarts", i.restart_count.to_string()),
+        ("next restart", opt(&i.next_restart_at)),
+        ("startup priority", i.startup_priority.to_string()),
+        ("autostart", i.autostart.to_string()),
+        ("state changed", i.state_changed_at.clone()),
         ("created", i.created_at.clone()),
         ("started", opt(&i.started_at)),
         ("last error", opt(&i.last_error)),
@@ -37,4 +43,17 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         println!("{:<18} {v}", format!("{k}:"));
     }
     Ok(())
+}
+
+/// `on-failure:3 (exit codes 1,2)`, as the `--restart` flags spell it.
+fn restart_policy(r: &rhyzome_api::RestartPolicy) -> String {
+    let mut p = r.policy.as_str().replace('_', "-");
+    if let Some(m) = r.max_retries {
+        p.push_str(&format!(":{m}"));
+    }
+    if let Some(codes) = &r.exit_codes {
+        let codes: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
+        p.push_str(&format!(" (exit codes {})", codes.join(",")));
+    }
+    p
 }

@@ -4,12 +4,21 @@
 //! `Send + Sync`) serves concurrent callers. When libvirtd goes away the connection breaks;
 //! idempotent calls then reconnect once and retry, and `create` reports the error so that its
 //! caller, not a blind retry, decides (a retried create could double-start a guest).
+//!
+//! Lifecycle events arrive through libvirt's event loop ([`events`]); a connection closed by
+//! libvirt (libvirtd restarted) is noticed by a close callback, replaced on the next call, and
+//! the watcher is re-subscribed and told [`Notice::Reconnected`] so it can catch up on what
+//! it missed.
 
-use super::{BackendError, DomainStatus, Hypervisor, DOMAIN_PREFIX};
+pub mod events;
+
+use super::{BackendError, DomainStatus, Hypervisor, Notice, NoticeSink, DOMAIN_PREFIX};
 use crate::config::DomainTypeSetting;
 use crate::domain_xml::{DomainDefinition, METADATA_NAMESPACE};
+use std::ffi::c_int;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::error::{Error as VirtError, ErrorDomain, ErrorNumber};
@@ -17,7 +26,17 @@ use virt::sys;
 
 pub struct LibvirtBackend {
     uri: String,
-    conn: Mutex<Option<Connect>>,
+    conn: Mutex<Option<Live>>,
+    sink: Mutex<Option<NoticeSink>>,
+    /// Whether a connection has been made before, so that the next one is a reconnection.
+    connected_once: AtomicBool,
+}
+
+/// The current connection and what was registered on it.
+struct Live {
+    conn: Connect,
+    closed: Arc<AtomicBool>,
+    lifecycle_id: Option<c_int>,
 }
 
 impl LibvirtBackend {
@@ -27,32 +46,71 @@ impl LibvirtBackend {
         // libvirt prints every error to stderr by default; errors are returned and logged
         // through tracing instead (an absent domain is often an expected answer).
         virt::error::clear_error_callback();
+        events::ensure_event_loop()?;
         let backend = LibvirtBackend {
             uri: uri.to_string(),
             conn: Mutex::new(None),
+            sink: Mutex::new(None),
+            connected_once: AtomicBool::new(false),
         };
         backend.connection()?;
         Ok(backend)
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Connect>> {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Live>> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn current_sink(&self) -> Option<NoticeSink> {
+        self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn connection(&self) -> Result<Connect, BackendError> {
         let mut slot = self.slot();
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
+        match slot.as_ref() {
+            Some(live) if !live.closed.load(Ordering::SeqCst) => return Ok(live.conn.clone()),
+            Some(_) => Self::abandon(slot.take()),
+            None => {}
         }
-        let c = Connect::open(Some(&self.uri))
+        let conn = Connect::open(Some(&self.uri))
             .map_err(|e| BackendError::Unavailable(format!("{}: {}", self.uri, e.message())))?;
-        tracing::info!(uri = %self.uri, "connected to libvirt");
-        *slot = Some(c.clone());
-        Ok(c)
+        let closed = events::watch_close(&conn);
+        let sink = self.current_sink();
+        let lifecycle_id = match &sink {
+            Some(sink) => Some(
+                events::register_lifecycle(&conn, sink.clone())
+                    .map_err(|e| BackendError::Other(e.message().to_string()))?,
+            ),
+            None => None,
+        };
+        *slot = Some(Live {
+            conn: conn.clone(),
+            closed,
+            lifecycle_id,
+        });
+        drop(slot);
+        let reconnected = self.connected_once.swap(true, Ordering::SeqCst);
+        tracing::info!(uri = %self.uri, reconnected, "connected to libvirt");
+        if reconnected {
+            if let Some(sink) = sink {
+                sink(Notice::Reconnected);
+            }
+        }
+        Ok(conn)
+    }
+
+    fn abandon(live: Option<Live>) {
+        if let Some(live) = live {
+            if let Some(id) = live.lifecycle_id {
+                events::unregister_lifecycle(&live.conn, id);
+            }
+            events::unregister_close(&live.conn);
+        }
     }
 
     fn forget_connection(&self) {
-        self.slot().take();
+        let old = self.slot().take();
+        Self::abandon(old);
     }
 
     /// Runs an idempotent call, reconnecting once if the connection broke.
@@ -153,6 +211,21 @@ fn classify(e: VirtError) -> BackendError {
 impl Hypervisor for LibvirtBackend {
     fn uri(&self) -> String {
         self.uri.clone()
+    }
+
+    fn watch(&self, sink: NoticeSink) -> Result<(), BackendError> {
+        *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.clone());
+        let mut slot = self.slot();
+        if let Some(live) = slot.as_mut() {
+            if let Some(old) = live.lifecycle_id.take() {
+                events::unregister_lifecycle(&live.conn, old);
+            }
+            live.lifecycle_id = Some(
+                events::register_lifecycle(&live.conn, sink)
+                    .map_err(|e| BackendError::Other(e.message().to_string()))?,
+            );
+        }
+        Ok(())
     }
 
     fn create(&self, _def: &DomainDefinition, xml: &str) -> Result<(), BackendError> {
