@@ -79,19 +79,32 @@ create_netns() {
 }
 
 start_libvirt() {
-  local pid
-  pid=$(pidof libvirtd || true)
-  if [ -n "$pid" ] && [ "$(netns_of_pid "$pid")" = "$NS" ] && virsh -q -c qemu:///system version >/dev/null 2>&1; then
-    return 0
-  fi
-  if [ -n "$pid" ] || pidof virtlogd >/dev/null; then
+  local lpid vpid
+  lpid=$(pidof libvirtd || true)
+  vpid=$(pidof virtlogd || true)
+  if { [ -n "$lpid" ] && [ "$(netns_of_pid "$lpid")" != "$NS" ]; } ||
+     { [ -n "$vpid" ] && [ "$(netns_of_pid "$vpid")" != "$NS" ]; }; then
     log "libvirt runs outside $NS; restarting it inside (only one libvirtd may use /run/libvirt)"
     stop_libvirt
+    lpid="" vpid=""
+  fi
+  if [ -n "$lpid" ] && virsh -q -c qemu:///system version >/dev/null 2>&1; then
+    return 0
   fi
   prepare_accounts
   write_config
-  log "starting virtlogd and libvirtd in $NS"
-  ip netns exec "$NS" virtlogd -d
+  # virtlogd holds running guests' console pipes: keep it across a libvirtd restart.
+  if [ -z "$vpid" ]; then
+    log "starting virtlogd in $NS"
+    ip netns exec "$NS" virtlogd -d
+  fi
+  if [ -n "$lpid" ]; then
+    log "libvirtd ($lpid) does not answer; restarting it"
+    kill "$lpid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$lpid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  log "starting libvirtd in $NS"
+  rm -f "$PIDFILE"
   ip netns exec "$NS" libvirtd -d -p "$PIDFILE" 2>>"$LOGDIR/libvirtd.stderr"
   for _ in $(seq 300); do
     [ -S /run/libvirt/libvirt-sock ] && break

@@ -1,5 +1,7 @@
 //! Test harness: the lab, a daemon process per test, the CLI, and probes into the lab's
 //! network namespace.
+// Shared by the `e2e` and `faults` test binaries; each uses only part of it.
+#![allow(dead_code)]
 
 use rhyzome_api::client::Client;
 use rhyzome_api::{Instance, InstanceState};
@@ -79,6 +81,11 @@ impl Daemon {
     /// Starts a daemon whose instances are named `<tag>-...`; `tag` also names its host, so
     /// daemons of parallel tests never claim each other's domains.
     pub fn start(tag: &str) -> Daemon {
+        Daemon::start_with(tag, serde_json::json!({}))
+    }
+
+    /// Like [`start`](Self::start), with extra configuration keys.
+    pub fn start_with(tag: &str, extra: serde_json::Value) -> Daemon {
         lab();
         let dir = tempfile::Builder::new()
             .prefix("rhyzome-e2e-")
@@ -94,20 +101,19 @@ impl Daemon {
         let port = free_port();
         let hostname = format!("e2e-{tag}-{}", std::process::id());
         let config = dir.path().join("rhyzome.conf");
-        std::fs::write(
-            &config,
-            serde_json::json!({
-                "BridgeInterface": bridge(),
-                "Hostname": hostname,
-                "Bind": format!("127.0.0.1:{port}"),
-                "DomainType": "qemu",
-                "StateDir": dir.path().join("state"),
-                "KernelDirs": [kernels],
-                "ReconcileIntervalSeconds": 1,
-            })
-            .to_string(),
-        )
-        .unwrap();
+        let mut settings = serde_json::json!({
+            "BridgeInterface": bridge(),
+            "Hostname": hostname,
+            "Bind": format!("127.0.0.1:{port}"),
+            "DomainType": "qemu",
+            "StateDir": dir.path().join("state"),
+            "KernelDirs": [kernels],
+            "ReconcileIntervalSeconds": 1,
+        });
+        for (k, v) in extra.as_object().expect("extra settings are an object") {
+            settings[k] = v.clone();
+        }
+        std::fs::write(&config, settings.to_string()).unwrap();
         let server = format!("http://127.0.0.1:{port}");
         let mut d = Daemon {
             client: Client::new(&server).unwrap(),
@@ -165,6 +171,26 @@ impl Daemon {
     /// Kills the daemon and starts it again on the same state.
     pub fn restart(&mut self) {
         self.kill();
+        self.spawn();
+    }
+
+    /// Stops the daemon with SIGTERM, as an init system would, and waits for it to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let status = c.wait().unwrap();
+            assert!(
+                status.success(),
+                "rhyzomesrv exited with {status} on SIGTERM:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Starts the daemon again after [`kill`](Self::kill) or [`terminate`](Self::terminate).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon still runs");
         self.spawn();
     }
 

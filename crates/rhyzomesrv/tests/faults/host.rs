@@ -1,0 +1,199 @@
+//! libvirtd restarted under the daemon, SIGTERM, and a simulated host reboot.
+
+use crate::harness::{lab, udp, virsh, Daemon};
+use crate::{serial, EventLog};
+use rhyzome_api::InstanceState;
+use rhyzome_testkernel::{BANNER_LINE, READY_LINE};
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Duration;
+
+fn kill_libvirtd() {
+    let out = Command::new("pidof").arg("libvirtd").output().unwrap();
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!pid.is_empty(), "libvirtd is not running");
+    assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+    for _ in 0..100 {
+        if !Command::new("kill")
+            .args(["-0", &pid])
+            .status()
+            .unwrap()
+            .success()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("libvirtd {pid} did not stop");
+}
+
+fn start_libvirtd() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/lab.sh");
+    let out = Command::new("bash").arg(root).arg("up").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_libvirtd_restart_is_survived_and_events_resume() {
+    let _serial = serial();
+    lab();
+    // Polling is an hour away: only events can report the exit below.
+    let d = Daemon::start_with(
+        "lvd",
+        serde_json::json!({ "ReconcileIntervalSeconds": 3600 }),
+    );
+    d.client
+        .create_instance(&rhyzome_api::InstanceSpec {
+            name: "lvd-a".into(),
+            kernel: d.kernel(),
+            kernel_parameters: "--ipv4=192.168.100.145/24".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    d.wait_for_console("lvd-a", READY_LINE, 1);
+    let domid = d.domain_id("lvd-a").unwrap();
+
+    kill_libvirtd();
+    // While libvirtd is away, reads from the store still work, and lifecycle calls say so.
+    assert_eq!(
+        d.client.get_instance("lvd-a").unwrap().state,
+        InstanceState::Running
+    );
+    let err = d.client.restart_instance("lvd-a").unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    start_libvirtd();
+
+    // The guest survived, and the daemon reconnects on its next call.
+    assert_eq!(d.domain_id("lvd-a").unwrap(), domid);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while d.client.start_instance("lvd-a").is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reconnect:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        d.domain_id("lvd-a").unwrap(),
+        domid,
+        "start of a running guest is a no-op"
+    );
+    assert!(d.log().contains("reconnected=true"), "{}", d.log());
+
+    // Events flow again: the exit is noticed without polling.
+    let mut events = EventLog::follow(&d, "lvd-a");
+    assert_eq!(
+        udp(Ipv4Addr::new(192, 168, 100, 145), "exit 5").trim(),
+        "ok"
+    );
+    let ev = events.wait_for("exited", Duration::from_secs(10));
+    assert_eq!(ev.exit_code, Some(5));
+}
+
+#[test]
+fn sigterm_leaves_guests_running_unless_configured_and_autostart_brings_them_back_in_order() {
+    let _serial = serial();
+    let mut d = Daemon::start("term");
+    d.client
+        .create_instance(&rhyzome_api::InstanceSpec {
+            name: "term-a".into(),
+            kernel: d.kernel(),
+            ..Default::default()
+        })
+        .unwrap();
+    let domid = d.domain_id("term-a").unwrap();
+    d.terminate();
+    assert_eq!(
+        d.domain_id("term-a").as_deref(),
+        Some(domid.as_str()),
+        "SIGTERM left the guest"
+    );
+    d.start_again();
+    assert_eq!(
+        d.domain_id("term-a").unwrap(),
+        domid,
+        "adopted, not rebooted"
+    );
+    drop(d);
+
+    let mut d = Daemon::start_with("boot", serde_json::json!({ "StopGuestsOnShutdown": true }));
+    for (name, priority) in [("boot-web", "3"), ("boot-db", "1"), ("boot-cache", "2")] {
+        d.ctl_ok(&[
+            "instance",
+            "create",
+            "--name",
+            name,
+            "--kernel",
+            &d.kernel(),
+            "--no-network",
+            "--startup-priority",
+            priority,
+            "--autostart",
+        ]);
+    }
+    d.ctl_ok(&[
+        "instance",
+        "create",
+        "--name",
+        "boot-tmp",
+        "--kernel",
+        &d.kernel(),
+        "--no-network",
+    ]);
+    let order = |d: &Daemon| -> Vec<u64> {
+        ["boot-db", "boot-cache", "boot-web"]
+            .iter()
+            .map(|n| {
+                d.domain_id(n)
+                    .unwrap_or_else(|| panic!("{n} is not running:\n{}", d.log()))
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    };
+
+    // SIGTERM with StopGuestsOnShutdown stops every guest.
+    d.terminate();
+    for n in ["boot-web", "boot-db", "boot-cache", "boot-tmp"] {
+        assert!(d.domain_id(n).is_none(), "{n} survived the shutdown");
+    }
+    d.start_again();
+    let ids = order(&d);
+    assert!(
+        ids[0] < ids[1] && ids[1] < ids[2],
+        "not started in priority order: {ids:?}"
+    );
+    let tmp = d.client.get_instance("boot-tmp").unwrap();
+    assert_eq!(tmp.state, InstanceState::Exited);
+    assert!(tmp.last_error.unwrap().contains("vanished"));
+
+    // A host reboot: the daemon dies, every domain is gone, libvirtd restarts, then the daemon.
+    d.kill();
+    for n in ["boot-web", "boot-db", "boot-cache"] {
+        assert!(virsh(&["destroy", &format!("rhyzome-{n}")])
+            .status
+            .success());
+    }
+    kill_libvirtd();
+    start_libvirtd();
+    d.start_again();
+    let ids = order(&d);
+    assert!(
+        ids[0] < ids[1] && ids[1] < ids[2],
+        "not started in priority order: {ids:?}"
+    );
+    for n in ["boot-web", "boot-db", "boot-cache"] {
+        let i = d.client.get_instance(n).unwrap();
+        assert_eq!(i.state, InstanceState::Running, "{n}");
+        assert!(d.console(n).lines().any(|l| l == BANNER_LINE), "{n} did not boot");
+    }
+    assert_eq!(
+        d.client.get_instance("boot-tmp").unwrap().state,
+        InstanceState::Exited
+    );
+}
