@@ -25,8 +25,24 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("invalid server URL {0:?}: expected http://HOST:PORT")]
+    #[error("invalid server URL {0:?}: expected http://HOST:PORT or https://HOST:PORT")]
     InvalidServer(String),
+    #[error("invalid TLS setting: {0}")]
+    Tls(String),
+    /// A local problem, e.g. a file to upload cannot be read.
+    #[error("{0}")]
+    Local(String),
+}
+
+/// How to authenticate to the server and how to trust it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Bearer token (`rhz_...`).
+    pub token: Option<String>,
+    /// PEM certificate(s) of the CA (or the self-signed certificate) to trust.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Trust exactly the certificate with this SHA-256 fingerprint (`sha256:...`).
+    pub fingerprint: Option<String>,
 }
 
 impl ClientError {
@@ -41,6 +57,9 @@ impl ClientError {
     }
 }
 
+mod images;
+pub use images::{Progress, ProgressPhase, PushOutcome};
+
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
@@ -50,18 +69,57 @@ pub struct Client {
 impl Client {
     /// `server` is the daemon's base URL, for example `http://127.0.0.1:8080`.
     pub fn new(server: &str) -> Result<Self, ClientError> {
+        Self::with_options(server, ClientOptions::default())
+    }
+
+    pub fn with_options(server: &str, opts: ClientOptions) -> Result<Self, ClientError> {
         let base = server.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) || base.len() < 8 {
             return Err(ClientError::InvalidServer(server.to_string()));
         }
-        let http = reqwest::blocking::Client::builder()
+        let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|source| ClientError::Transport {
-                server: base.clone(),
-                source,
-            })?;
+            .timeout(Duration::from_secs(120));
+        if let Some(token) = &opts.token {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ClientError::Tls("the token contains invalid characters".into()))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        match (&opts.fingerprint, &opts.ca_pem) {
+            (Some(_), Some(_)) => {
+                return Err(ClientError::Tls(
+                    "give either a CA certificate or a fingerprint, not both".into(),
+                ))
+            }
+            (Some(fp), None) => {
+                let pinned = crate::pinning::PinnedCertificate::parse(fp).ok_or_else(|| {
+                    ClientError::Tls(format!(
+                        "{fp:?} is not a SHA-256 fingerprint (sha256:<64 hex digits>)"
+                    ))
+                })?;
+                builder = builder.use_preconfigured_tls(pinned.client_config());
+            }
+            (None, Some(pem)) => {
+                let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                    ClientError::Tls(format!("cannot read the CA certificate: {e}"))
+                })?;
+                if certs.is_empty() {
+                    return Err(ClientError::Tls("the CA file holds no certificate".into()));
+                }
+                builder = builder.tls_built_in_root_certs(false);
+                for cert in certs {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            (None, None) => {}
+        }
+        let http = builder.build().map_err(|source| ClientError::Transport {
+            server: base.clone(),
+            source,
+        })?;
         Ok(Client { base, http })
     }
 
@@ -73,11 +131,15 @@ impl Client {
         format!("{}{}{}", self.base, API_PREFIX, path)
     }
 
-    fn send(&self, req: RequestBuilder) -> Result<Response, ClientError> {
-        let resp = req.send().map_err(|source| ClientError::Transport {
+    fn transport(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Transport {
             server: self.base.clone(),
             source,
-        })?;
+        }
+    }
+
+    fn send(&self, req: RequestBuilder) -> Result<Response, ClientError> {
+        let resp = req.send().map_err(|source| self.transport(source))?;
         if resp.status().is_success() {
             return Ok(resp);
         }

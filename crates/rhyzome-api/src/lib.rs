@@ -7,12 +7,19 @@
 //! With the `client` feature the crate also offers [`client::Client`], a typed blocking HTTP
 //! client. Nothing here holds state or spawns threads.
 
+pub mod images;
 pub mod types;
 pub mod validate;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "client")]
+pub mod pinning;
 
+pub use images::{
+    Image, ImageFormat, ImageInspection, ImageList, ImageUpload, ManifestDevice, Solo5Info,
+    Solo5Manifest, UploadQuery,
+};
 pub use types::*;
 
 /// Path prefix of every API route.

@@ -4,9 +4,10 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// What a client asks for when it creates an instance.
+/// What a client asks for when it creates an instance. Exactly one of `kernel` and `image`
+/// names what it boots.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "crate::images::InstanceSpecWire")]
 pub struct InstanceSpec {
     /// Instance name: a DNS label, 1 to 63 characters of `[a-z0-9-]`, not starting or ending
     /// with `-`.
@@ -14,8 +15,20 @@ pub struct InstanceSpec {
     pub name: String,
     /// Absolute path of the unikernel image on the server. It must resolve, after following
     /// symlinks, inside one of the daemon's `KernelDirs`.
+    /// Empty when `image` is given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(example = "/var/lib/rhyzome/kernels/msgrouter.virtio")]
     pub kernel: String,
+    /// Reference of an uploaded image to boot instead of `kernel`: `name[:tag]` or
+    /// `sha256:<hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "web:1.0")]
+    pub image: Option<String>,
+    /// For images whose Solo5 manifest declares several network devices: the bridge of each
+    /// device, by device name (`{"service": "br0", "admin": "br1"}`). Each device gets a NIC,
+    /// in manifest order. Not allowed together with `network`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nets: Option<std::collections::BTreeMap<String, String>>,
     /// Command line handed to the unikernel, at most 8191 bytes, no control characters.
     #[serde(default)]
     #[schema(example = "--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24")]
@@ -173,6 +186,17 @@ pub struct NetworkAttachment {
     pub ipv4: Option<String>,
 }
 
+/// One NIC of an instance whose image declares several network devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InterfaceAttachment {
+    /// The manifest device the NIC serves.
+    pub device: String,
+    pub bridge: String,
+    pub mac: String,
+    /// PCI slot on bus 0 (Solo5 assigns NICs to manifest devices in PCI slot order).
+    pub pci_slot: u8,
+}
+
 /// An instance as the daemon stores and observes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Instance {
@@ -185,6 +209,13 @@ pub struct Instance {
     pub kernel: String,
     /// SHA-256 of the kernel image the instance boots (the daemon keeps its own copy).
     pub kernel_sha256: String,
+    /// The image reference the instance was created from (`null` for a server path kernel).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Every NIC when the image's manifest declares several network devices, in manifest
+    /// (and PCI slot) order; empty otherwise (`network` describes the single NIC).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceAttachment>,
     pub kernel_parameters: String,
     pub memory_mib: u32,
     pub vcpus: u32,
@@ -210,6 +241,8 @@ pub struct Instance {
     pub next_restart_at: Option<String>,
     pub startup_priority: i32,
     pub autostart: bool,
+    /// The token that created it (`anonymous` while authentication is off).
+    pub owner: String,
 }
 
 /// A change of an instance's state, as streamed by `GET /v1/events`.

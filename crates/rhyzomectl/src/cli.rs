@@ -9,19 +9,45 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Control a Rhyzome daemon: deploy and manage unikernels"
 )]
 pub struct Cli {
-    /// Base URL of the rhyzomesrv API.
-    #[arg(
-        long,
-        global = true,
-        env = "RHYZOME_SERVER",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub server: String,
+    /// Base URL of the rhyzomesrv API [default: the configured server, else http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "RHYZOME_SERVER")]
+    pub server: Option<String>,
+    /// Named server from the client configuration file (see `rhyzomectl config`).
+    #[arg(long, global = true, env = "RHYZOME_CONTEXT")]
+    pub context: Option<String>,
+    /// API token (rhz_...).
+    #[arg(long, global = true, env = "RHYZOME_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM file of the CA (or self-signed certificate) to trust for https.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Trust only the server certificate with this SHA-256 fingerprint (sha256:...).
+    #[arg(long, global = true, value_name = "FP", conflicts_with = "ca")]
+    pub fingerprint: Option<String>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The connection options given on the command line or in the environment.
+pub struct Globals {
+    pub server: Option<String>,
+    pub token: Option<String>,
+    pub ca: Option<std::path::PathBuf>,
+    pub fingerprint: Option<String>,
+}
+
+impl Cli {
+    pub fn globals(&self) -> Globals {
+        Globals {
+            server: self.server.clone(),
+            token: self.token.clone(),
+            ca: self.ca.clone(),
+            fingerprint: self.fingerprint.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,6 +63,9 @@ pub enum Command {
     /// Manage unikernel instances.
     #[command(subcommand)]
     Instance(InstanceCommand),
+    /// Manage uploaded unikernel images.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Show what the daemon is and how it runs guests.
     Info,
     /// Print instance state changes as they happen (until interrupted).
@@ -45,11 +74,35 @@ pub enum Command {
         #[arg(long)]
         instance: Option<String>,
     },
+    /// Manage the client configuration file (named servers, tokens, trust).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script.
     Completions {
         /// Shell to generate completions for.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Add or change a named server.
+    Set(ConfigSetArgs),
+    /// Make a named server the default.
+    Use { name: String },
+    /// List the named servers.
+    List,
+}
+
+/// The entry's values are the global options: `rhyzomectl --server URL --token T
+/// [--ca FILE | --fingerprint FP] config set NAME`, or after the name.
+#[derive(Args)]
+pub struct ConfigSetArgs {
+    /// Name of the server entry.
+    pub name: String,
+    /// Also make it the default.
+    #[arg(long = "use")]
+    pub use_it: bool,
 }
 
 #[derive(Subcommand)]
@@ -108,8 +161,19 @@ pub struct CreateArgs {
     #[arg(long)]
     pub name: String,
     /// Path of the unikernel image on the server (inside its KernelDirs).
-    #[arg(long)]
-    pub kernel: String,
+    #[arg(long, required_unless_present_any = ["image", "kernel_file"], conflicts_with_all = ["image", "kernel_file"])]
+    pub kernel: Option<String>,
+    /// Boot an uploaded image: NAME[:TAG] or sha256:HEX.
+    #[arg(long, conflicts_with = "kernel_file")]
+    pub image: Option<String>,
+    /// Boot this local file: it is uploaded first unless the server already has it.
+    #[arg(long, value_name = "FILE")]
+    pub kernel_file: Option<std::path::PathBuf>,
+    /// For images whose manifest declares several network devices: the bridge of a device,
+    /// DEVICE=BRIDGE (repeat for each device).
+    #[arg(long = "net", value_name = "DEVICE=BRIDGE", value_parser = parse_net,
+          conflicts_with_all = ["bridge", "mac", "no_network"])]
+    pub nets: Vec<(String, String)>,
     /// Command line for the unikernel, e.g. "--ipv4 192.168.100.43/24".
     #[arg(long, allow_hyphen_values = true, default_value = "")]
     pub kernel_parameters: String,
@@ -145,6 +209,47 @@ pub struct CreateArgs {
     /// Start the instance again when the daemon finds it gone without an exit (host reboot).
     #[arg(long)]
     pub autostart: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Upload an image (skipped when the server already has the same content).
+    Push(ImagePushArgs),
+    /// List images.
+    #[command(alias = "ls")]
+    List,
+    /// Show an image and what inspection found in it (kind, Solo5 target, manifest).
+    Show {
+        /// NAME[:TAG] or sha256:HEX.
+        reference: String,
+    },
+    /// Delete images (refused while an instance boots one).
+    #[command(alias = "delete")]
+    Rm {
+        /// NAME[:TAG] or sha256:HEX.
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct ImagePushArgs {
+    /// The image file, e.g. a Solo5 virtio unikernel (`*.virtio`).
+    pub file: std::path::PathBuf,
+    /// Name it NAME[:TAG] (the tag defaults to `latest`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// `DEVICE=BRIDGE`.
+fn parse_net(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((d, b)) if !d.is_empty() && !b.is_empty() => Ok((d.to_string(), b.to_string())),
+        _ => Err(format!("{s:?}: expected DEVICE=BRIDGE, e.g. service=br0")),
+    }
 }
 
 /// `never`, `on-failure[:N]`, `always[:N]`.

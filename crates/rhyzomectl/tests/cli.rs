@@ -16,6 +16,14 @@ struct Server {
 }
 
 fn serve() -> Server {
+    serve_inner(false)
+}
+
+fn serve_with_auth() -> Server {
+    serve_inner(true)
+}
+
+fn serve_inner(with_auth: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let kernels = dir.path().join("path/on/server");
     std::fs::create_dir_all(&kernels).unwrap();
@@ -27,17 +35,26 @@ fn serve() -> Server {
     .to_string();
     let config = Config::parse(&text, Path::new("test.conf")).unwrap();
     let store = Store::open(&config.state_dir).unwrap();
+    let state_dir = config.state_dir.clone();
     let service = Service::new(config, "test", store, Arc::new(FakeBackend::new()));
+    let router = if with_auth {
+        let auth = rhyzomesrv::http::auth::Authenticator::new(
+            rhyzomesrv::auth::tokens::TokenStore::open(&state_dir).unwrap(),
+            100.0,
+            100,
+            state_dir.join("audit.log"),
+        )
+        .unwrap();
+        rhyzomesrv::http::router_with_auth(service, auth)
+    } else {
+        rhyzomesrv::http::router(service)
+    };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    runtime.spawn(async move {
-        axum::serve(listener, rhyzomesrv::http::router(service))
-            .await
-            .unwrap()
-    });
+    runtime.spawn(async move { axum::serve(listener, router).await.unwrap() });
     Server {
         url,
         dir,
@@ -48,7 +65,10 @@ fn serve() -> Server {
 fn ctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rhyzomectl"))
         .args(args)
+        .env("RHYZOME_CONFIG", "/nonexistent/rhyzome/config.json")
         .env_remove("RHYZOME_SERVER")
+        .env_remove("RHYZOME_TOKEN")
+        .env_remove("RHYZOME_CONTEXT")
         .output()
         .unwrap()
 }
@@ -170,4 +190,49 @@ fn every_verb_has_help_and_completions_generate() {
     let bash = stdout(&ctl(&["completions", "bash"]));
     assert!(bash.contains("rhyzomectl"));
     assert!(bash.contains("--kernel-parameters"));
+}
+
+#[test]
+fn named_servers_carry_their_token_and_flags_override_them() {
+    use rhyzomesrv::auth::{tokens::TokenStore, Quota, Role};
+    let s = serve_with_auth();
+    let token = TokenStore::open(&s.dir.path().join("state"))
+        .unwrap()
+        .create("ctl", Role::Admin, None, &Quota::default())
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("rhyzome/config.json");
+    let with_config = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rhyzomectl"))
+            .args(args)
+            .env("RHYZOME_CONFIG", &config)
+            .env_remove("RHYZOME_SERVER")
+            .env_remove("RHYZOME_TOKEN")
+            .env_remove("RHYZOME_CONTEXT")
+            .output()
+            .unwrap()
+    };
+    // Without the token: refused, with a message a person understands.
+    let out = with_config(&["--server", &s.url, "instance", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a bearer token"));
+
+    stdout(&with_config(&[
+        "--server", &s.url, "--token", &token, "config", "set", "lab", "--use",
+    ]));
+    let mode = std::fs::metadata(&config).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let list = stdout(&with_config(&["config", "list"]));
+    assert!(list.contains("lab") && !list.contains(&token), "{list}");
+    // The default server and its token are used.
+    stdout(&with_config(&["instance", "list"]));
+    // A flag overrides the stored token.
+    let out = with_config(&["--token", "rhz_wrong", "instance", "list"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid"));
+    // An unknown context is an error that names it.
+    let out = with_config(&["--context", "nope", "instance", "list"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no server named \"nope\""));
 }

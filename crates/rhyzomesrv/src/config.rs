@@ -73,6 +73,22 @@ struct RawConfig {
     restart_stable_seconds: Option<u64>,
     #[serde(rename = "StopGuestsOnShutdown")]
     stop_guests_on_shutdown: Option<bool>,
+    #[serde(rename = "MaxImageBytes")]
+    max_image_bytes: Option<u64>,
+    #[serde(rename = "TLSCert")]
+    tls_cert: Option<PathBuf>,
+    #[serde(rename = "TLSKey")]
+    tls_key: Option<PathBuf>,
+    #[serde(rename = "Insecure")]
+    insecure: Option<bool>,
+    #[serde(rename = "CreateRateLimit")]
+    create_rate_limit: Option<f64>,
+    #[serde(rename = "CreateBurst")]
+    create_burst: Option<u32>,
+    #[serde(rename = "HeaderTimeoutSeconds")]
+    header_timeout_seconds: Option<u64>,
+    #[serde(rename = "RequestTimeoutSeconds")]
+    request_timeout_seconds: Option<u64>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -96,6 +112,25 @@ pub struct Config {
     pub restart_stable: std::time::Duration,
     /// Destroy every guest when the daemon stops (SIGTERM/SIGINT); by default they keep running.
     pub stop_guests_on_shutdown: bool,
+    /// Largest image `POST /v1/images` accepts.
+    pub max_image_bytes: u64,
+    /// Certificate chain and private key (PEM) to serve HTTPS with.
+    pub tls: Option<TlsFiles>,
+    /// Allow listening beyond loopback with neither TLS nor tokens.
+    pub insecure: bool,
+    /// Creates per second and burst allowed per caller.
+    pub create_rate_limit: f64,
+    pub create_burst: u32,
+    /// A client must send its request headers within this time (slowloris protection).
+    pub header_timeout: std::time::Duration,
+    /// A request must be answered within this time (streams excepted once started).
+    pub request_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 pub const DEFAULT_CONFIG_FILE: &str = "rhyzome.conf";
@@ -199,6 +234,41 @@ impl Config {
             ));
         }
         let stable = raw.restart_stable_seconds.unwrap_or(60);
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid("TLSKey", "is required when TLSCert is set".into()))
+            }
+            (None, Some(_)) => {
+                return Err(invalid("TLSCert", "is required when TLSKey is set".into()))
+            }
+        };
+        let create_rate_limit = raw.create_rate_limit.unwrap_or(10.0);
+        if !(create_rate_limit > 0.0 && create_rate_limit <= 1e6) {
+            return Err(invalid(
+                "CreateRateLimit",
+                format!(
+                    "is {create_rate_limit}; it must be above 0 and at most 1000000 per second"
+                ),
+            ));
+        }
+        let create_burst = raw.create_burst.unwrap_or(100);
+        if create_burst == 0 {
+            return Err(invalid("CreateBurst", "must be at least 1".into()));
+        }
+        let header_timeout = raw.header_timeout_seconds.unwrap_or(10);
+        let request_timeout = raw.request_timeout_seconds.unwrap_or(120);
+        if header_timeout == 0 || request_timeout == 0 {
+            return Err(invalid(
+                if header_timeout == 0 {
+                    "HeaderTimeoutSeconds"
+                } else {
+                    "RequestTimeoutSeconds"
+                },
+                "must be at least 1".into(),
+            ));
+        }
         Ok(Config {
             bridge_interface,
             hostname,
@@ -213,8 +283,28 @@ impl Config {
             restart_backoff_max: std::time::Duration::from_millis(backoff_max),
             restart_stable: std::time::Duration::from_secs(stable),
             stop_guests_on_shutdown: raw.stop_guests_on_shutdown.unwrap_or(false),
+            max_image_bytes: max_image_bytes(raw.max_image_bytes)
+                .map_err(|m| invalid("MaxImageBytes", m))?,
+            tls,
+            insecure: raw.insecure.unwrap_or(false),
+            create_rate_limit,
+            create_burst,
+            header_timeout: std::time::Duration::from_secs(header_timeout),
+            request_timeout: std::time::Duration::from_secs(request_timeout),
         })
     }
+}
+
+/// Default of `MaxImageBytes`: Solo5 unikernels are a few MiB.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 64 << 20;
+
+/// `MaxImageBytes`: at least 1 KiB (nothing smaller is a kernel), at most 16 GiB.
+fn max_image_bytes(v: Option<u64>) -> Result<u64, String> {
+    let v = v.unwrap_or(DEFAULT_MAX_IMAGE_BYTES);
+    if !(1024..=16 << 30).contains(&v) {
+        return Err(format!("is {v}; it must be between 1024 and 17179869184"));
+    }
+    Ok(v)
 }
 
 /// `Bind` uses Go's spelling: `:8080` is every interface, `HOST:PORT` one address.
@@ -338,6 +428,10 @@ mod tests {
         assert!(e.contains("StateDir:"), "{e}");
         let e = parse(r#"{"StateDir": "/a b"}"#).unwrap_err().to_string();
         assert!(e.contains("whitespace"), "{e}");
+        let e = parse(r#"{"TLSCert": "/c.pem"}"#).unwrap_err().to_string();
+        assert!(e.contains("TLSKey: is required"), "{e}");
+        let e = parse(r#"{"CreateRateLimit": 0}"#).unwrap_err().to_string();
+        assert!(e.contains("CreateRateLimit:"), "{e}");
         let e = parse(r#"{"RestartBackoffMs": 500, "RestartBackoffMaxMs": 100}"#)
             .unwrap_err()
             .to_string();

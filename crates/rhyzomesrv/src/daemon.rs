@@ -2,9 +2,12 @@
 //! while the reconciler runs in the background. SIGTERM or SIGINT stops serving; guests keep
 //! running (they are libvirt's, and the next start adopts them) unless `StopGuestsOnShutdown`.
 
+use crate::auth::tokens::TokenStore;
 use crate::backend::libvirt::LibvirtBackend;
 use crate::backend::{BackendError, Hypervisor};
 use crate::config::Config;
+use crate::http::auth::Authenticator;
+use crate::http::server::ServeOptions;
 use crate::service::{Service, ServiceError};
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
@@ -25,6 +28,18 @@ pub enum DaemonError {
     },
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Tokens(#[from] crate::auth::tokens::TokenError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot open the audit log: {0}")]
+    Audit(#[source] std::io::Error),
+    #[error(
+        "refusing to listen on {bind} without TLS or tokens: anyone who can reach it could run \
+         guests on this host. Create a token (rhyzomesrv token create --name admin --role admin), \
+         configure TLSCert/TLSKey, bind to 127.0.0.1, or set \"Insecure\": true if you really mean it"
+    )]
+    Unsafe { bind: String },
 }
 
 /// Builds the service on real libvirt, as configured.
@@ -47,9 +62,29 @@ pub async fn build_service(config: Config) -> Result<Arc<Service>, DaemonError> 
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let bind = config.bind.clone();
     let addr = config.bind_addr;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%bind, "the API listens beyond loopback without authentication; anyone who can reach it can run guests on this host");
+    let tokens = TokenStore::open(&config.state_dir)?;
+    let has_tokens = tokens.any()?;
+    if !addr.ip().is_loopback() && !has_tokens {
+        if config.tls.is_none() && !config.insecure {
+            return Err(DaemonError::Unsafe { bind });
+        }
+        tracing::warn!(%bind, "INSECURE: the API listens beyond loopback and no token exists; anyone who can reach it can run guests on this host");
     }
+    if !addr.ip().is_loopback() && has_tokens && config.tls.is_none() {
+        tracing::warn!(%bind, "tokens travel in clear text: configure TLSCert and TLSKey");
+    }
+    let tls = match &config.tls {
+        Some(files) => Some(crate::tls::server_config(&files.cert, &files.key)?),
+        None => None,
+    };
+    let auth = Authenticator::new(
+        tokens,
+        config.create_rate_limit,
+        config.create_burst,
+        config.state_dir.join("audit.log"),
+    )
+    .map_err(DaemonError::Audit)?;
+    let header_timeout = config.header_timeout;
     let service = build_service(config).await?;
     let report = service.recover().await?;
     tracing::info!(?report, "start-up reconciliation done");
@@ -57,11 +92,22 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| DaemonError::Bind { bind, source })?;
-    tracing::info!(address = %listener.local_addr().map_err(DaemonError::Serve)?, "serving the API");
-    let result = axum::serve(listener, crate::http::router(service.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(DaemonError::Serve);
+    tracing::info!(
+        address = %listener.local_addr().map_err(DaemonError::Serve)?,
+        tls = tls.is_some(),
+        authentication = has_tokens,
+        "serving the API"
+    );
+    crate::http::server::serve(
+        listener,
+        crate::http::router_with_auth(service.clone(), auth),
+        ServeOptions {
+            tls,
+            header_timeout,
+        },
+        shutdown_signal(),
+    )
+    .await;
     reconciler.abort();
     service.shutdown().await;
     if service.config().stop_guests_on_shutdown {
@@ -69,7 +115,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     } else {
         tracing::info!("stopped; guests keep running");
     }
-    result
+    Ok(())
 }
 
 async fn shutdown_signal() {

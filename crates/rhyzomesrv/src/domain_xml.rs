@@ -44,12 +44,18 @@ pub struct DomainDefinition {
     pub cmdline: String,
     pub nic: Option<Nic>,
     pub console_log: PathBuf,
+    /// Several NICs, for images whose Solo5 manifest declares several network devices;
+    /// when not empty, used instead of `nic`.
+    pub nics: Vec<Nic>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Nic {
     pub bridge: String,
     pub mac: String,
+    /// Fixed PCI slot on bus 0: Solo5 binds NICs to manifest devices in PCI slot order, so a
+    /// multi-NIC guest must not leave the order to libvirt's allocator.
+    pub pci_slot: Option<u8>,
 }
 
 type W = Writer<Vec<u8>>;
@@ -125,7 +131,13 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
             text_element(w, "on_reboot", "destroy")?;
             text_element(w, "on_crash", "destroy")?;
             w.create_element("devices").write_inner_content(|w| {
-                if let Some(nic) = &def.nic {
+                let nics: Vec<&Nic> = if def.nics.is_empty() {
+                    def.nic.iter().collect()
+                } else {
+                    def.nics.iter().collect()
+                };
+                for nic in nics {
+                    let slot = nic.pci_slot.map(|s| format!("0x{s:02x}"));
                     w.create_element("interface")
                         .with_attribute(("type", "bridge"))
                         .write_inner_content(|w| {
@@ -140,6 +152,15 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
                             w.create_element("model")
                                 .with_attribute(("type", "virtio-transitional"))
                                 .write_empty()?;
+                            if let Some(slot) = &slot {
+                                w.create_element("address")
+                                    .with_attribute(("type", "pci"))
+                                    .with_attribute(("domain", "0x0000"))
+                                    .with_attribute(("bus", "0x00"))
+                                    .with_attribute(("slot", slot.as_str()))
+                                    .with_attribute(("function", "0x0"))
+                                    .write_empty()?;
+                            }
                             Ok::<_, std::io::Error>(())
                         })?;
                 }
@@ -217,9 +238,31 @@ mod tests {
             nic: Some(Nic {
                 bridge: "br0".into(),
                 mac: "02:52:01:02:03:04".into(),
+                pci_slot: None,
             }),
             console_log: "/var/lib/rhyzome/consoles/x.log".into(),
+            nics: Vec::new(),
         }
+    }
+
+    #[test]
+    fn several_nics_get_fixed_slots_in_order() {
+        let mut d = sample();
+        d.nics = (0..2)
+            .map(|i| Nic {
+                bridge: format!("br{i}"),
+                mac: format!("02:00:00:00:00:0{i}"),
+                pci_slot: Some(3 + i),
+            })
+            .collect();
+        let xml = render(&d).unwrap();
+        assert_eq!(xml.matches("<interface").count(), 2, "{xml}");
+        let first = xml.find("<source bridge=\"br0\"/>").unwrap();
+        let second = xml.find("<source bridge=\"br1\"/>").unwrap();
+        assert!(first < second);
+        assert!(xml.contains("slot=\"0x03\""));
+        assert!(xml.contains("slot=\"0x04\""));
+        assert!(!render(&sample()).unwrap().contains("<address"));
     }
 
     /// Text of every element called `name`, unescaped, in document order.

@@ -3,19 +3,25 @@
 //!
 //! Layout, outside in:
 //! - [`config`]: the `rhyzome.conf` file;
+//! - [`auth`]: tokens, roles, tenant prefixes, quotas and rate limits;
 //! - [`http`]: the `/v1` API, one module per operation, and its OpenAPI document;
 //! - [`service`]: what each operation does, and the [`service::reconcile`]r;
 //! - [`store`]: desired and observed state in SQLite;
 //! - [`backend`]: the hypervisor boundary (libvirt, and a fake for tests);
 //! - [`domain_xml`], [`kernels`], [`console`]: domain definitions, kernel images, console logs;
+//! - [`images`]: uploaded images in the blob store, and their inspection;
+//! - [`tls`]: HTTPS certificates;
 //! - [`daemon`]: wiring it all together and serving.
 
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod console;
 pub mod daemon;
 pub mod domain_xml;
 pub mod http;
+pub mod images;
 pub mod kernels;
 pub mod service;
 pub mod store;
+pub mod tls;

@@ -27,6 +27,57 @@ enum Command {
     CheckConfig,
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// Manage API tokens (creating the first one turns authentication on).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Make TLS certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (it is shown only this once).
+    Create {
+        /// Name of the token (who holds it).
+        #[arg(long)]
+        name: String,
+        /// viewer (read), operator (create/delete within quota) or admin (everything).
+        #[arg(long, default_value = "operator")]
+        role: String,
+        /// Scope the token to instances whose names start with this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Quota: most instances at once.
+        #[arg(long)]
+        max_instances: Option<u32>,
+        /// Quota: most guest memory in total, MiB.
+        #[arg(long)]
+        max_total_memory_mib: Option<u64>,
+        /// Quota: most guest memory per instance, MiB.
+        #[arg(long)]
+        max_instance_memory_mib: Option<u32>,
+        /// Bridges the token's instances may join (repeatable; default: any).
+        #[arg(long = "bridge")]
+        bridges: Vec<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token; it stops working at the next request.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Write a self-signed cert.pem and key.pem for a home server and print its fingerprint.
+    Create {
+        /// Directory to write into.
+        #[arg(long, default_value = "/var/lib/rhyzome/tls")]
+        out_dir: PathBuf,
+        /// Host names and IP addresses the certificate is for (repeatable).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,14 +97,91 @@ fn main() -> anyhow::Result<()> {
         None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
     };
     let config = Config::load(&path, explicit)?;
-    if let Some(Command::CheckConfig) = args.command {
-        println!("{config:#?}");
-        return Ok(());
+    match args.command {
+        Some(Command::CheckConfig) => {
+            println!("{config:#?}");
+            return Ok(());
+        }
+        Some(Command::Token(cmd)) => return token(&config, cmd),
+        Some(Command::Cert(CertCommand::Create { out_dir, hosts })) => {
+            let fingerprint = rhyzomesrv::tls::create_self_signed(&out_dir, &hosts)?;
+            println!("wrote {0}/cert.pem and {0}/key.pem", out_dir.display());
+            println!("fingerprint: {fingerprint}");
+            println!(
+                "add to rhyzome.conf: \"TLSCert\": \"{0}/cert.pem\", \"TLSKey\": \"{0}/key.pem\"",
+                out_dir.display()
+            );
+            println!(
+                "clients: rhyzomectl --ca {}/cert.pem (or --fingerprint {fingerprint})",
+                out_dir.display()
+            );
+            return Ok(());
+        }
+        _ => {}
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
         .block_on(rhyzomesrv::daemon::run(config))?;
+    Ok(())
+}
+
+fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
+    use rhyzomesrv::auth::{tokens::TokenStore, Quota, Role};
+    let store = TokenStore::open(&config.state_dir)?;
+    match cmd {
+        TokenCommand::Create {
+            name,
+            role,
+            prefix,
+            max_instances,
+            max_total_memory_mib,
+            max_instance_memory_mib,
+            bridges,
+        } => {
+            let role = Role::parse(&role)
+                .with_context(|| format!("--role {role:?}: use viewer, operator or admin"))?;
+            if let Some(p) = &prefix {
+                rhyzome_api::validate::validate_name(p.trim_end_matches('-'))
+                    .map_err(|e| anyhow::anyhow!("--prefix {p:?}: {}", e.message))?;
+            }
+            let quota = Quota {
+                max_instances,
+                max_total_memory_mib,
+                max_instance_memory_mib,
+                bridges: (!bridges.is_empty()).then_some(bridges),
+            };
+            let first = !store.any()?;
+            let secret = store.create(&name, role, prefix.as_deref(), &quota)?;
+            println!("{secret}");
+            eprintln!("token {name:?} ({role}) created; it is shown only once.");
+            if first {
+                eprintln!(
+                    "this is the first token: the API now requires a token for every request."
+                );
+            }
+        }
+        TokenCommand::List => {
+            println!(
+                "{:<20} {:<9} {:<12} {:<25} QUOTA",
+                "NAME", "ROLE", "PREFIX", "CREATED"
+            );
+            for t in store.list()? {
+                println!(
+                    "{:<20} {:<9} {:<12} {:<25} {}",
+                    t.name,
+                    t.role,
+                    t.prefix.as_deref().unwrap_or("-"),
+                    t.created_at,
+                    serde_json::to_string(&t.quota)?
+                );
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            store.revoke(&name)?;
+            println!("revoked {name}");
+        }
+    }
     Ok(())
 }

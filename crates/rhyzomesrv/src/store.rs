@@ -12,6 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::Mutex;
 
+pub mod images;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -97,6 +99,9 @@ pub struct InstanceRecord {
     pub next_restart_at_ms: Option<i64>,
     pub startup_priority: i32,
     pub autostart: bool,
+    /// Name of the token that created the instance (`anonymous` without authentication);
+    /// quotas count per owner.
+    pub owner: String,
 }
 
 /// The observed part of a record, which the service updates after acting.
@@ -134,14 +139,15 @@ CREATE TABLE instances (
     restart_count     INTEGER NOT NULL DEFAULT 0,
     next_restart_at_ms INTEGER,
     startup_priority  INTEGER NOT NULL DEFAULT 0,
-    autostart         INTEGER NOT NULL DEFAULT 0
+    autostart         INTEGER NOT NULL DEFAULT 0,
+    owner             TEXT NOT NULL DEFAULT 'anonymous'
 );
 ";
 
 const COLUMNS: &str = "id, name, kernel, kernel_sha256, kernel_parameters, memory_mib, vcpus, \
      bridge, mac, desired, state, exit_code, last_error, created_at, started_at, console_offset, \
      state_changed_at, restart_mode, restart_max, restart_exit_codes, restart_count, \
-     next_restart_at_ms, startup_priority, autostart";
+     next_restart_at_ms, startup_priority, autostart, owner";
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -178,6 +184,7 @@ impl Store {
                 value: version.to_string(),
             });
         }
+        images::init_schema(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -191,7 +198,7 @@ impl Store {
 
     pub fn insert(&self, r: &InstanceRecord) -> Result<(), StoreError> {
         let res = self.conn().execute(
-            &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"),
+            &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"),
             params![
                 r.id,
                 r.name,
@@ -220,6 +227,7 @@ impl Store {
                 r.next_restart_at_ms,
                 r.startup_priority,
                 r.autostart,
+                r.owner,
             ],
         );
         match res {
@@ -320,6 +328,16 @@ impl Store {
         Ok(())
     }
 
+    /// How many instances `owner` has, and their memory in MiB (deleted ones excluded).
+    pub fn usage_of(&self, owner: &str) -> Result<(u32, u64), StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*), COALESCE(SUM(memory_mib), 0) FROM instances \
+             WHERE owner = ?1 AND desired != 'deleted'",
+            [owner],
+            |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
     /// Digests of the kernels that some record still boots.
     pub fn referenced_kernels(&self) -> Result<std::collections::HashSet<String>, StoreError> {
         let conn = self.conn();
@@ -387,6 +405,7 @@ fn row_to_record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Store
         next_restart_at_ms: row.get(21)?,
         startup_priority: row.get(22)?,
         autostart: row.get(23)?,
+        owner: row.get(24)?,
     }))
 }
 
@@ -422,6 +441,7 @@ pub(crate) mod tests {
             next_restart_at_ms: None,
             startup_priority: -2,
             autostart: true,
+            owner: "alice".into(),
         }
     }
 
@@ -455,6 +475,8 @@ pub(crate) mod tests {
         assert_eq!((got.restart_count, got.next_restart_at_ms), (2, Some(1234)));
         assert_eq!(got.restart, r.restart);
         assert_eq!((got.startup_priority, got.autostart), (-2, true));
+        assert_eq!(s.usage_of("alice").unwrap(), (1, 32));
+        assert_eq!(s.usage_of("bob").unwrap(), (0, 0));
     }
 
     #[test]

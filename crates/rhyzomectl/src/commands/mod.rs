@@ -1,20 +1,26 @@
 //! Dispatch from parsed arguments to one module per noun/verb.
 
 mod completions;
+mod config;
 mod events;
+mod image;
 mod info;
 mod instance;
 
 use crate::cli::{Cli, Command};
-use rhyzome_api::client::Client;
+use crate::profile::Profiles;
+use rhyzome_api::client::{Client, ClientOptions};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Context {
-        output: cli.output,
-        server: cli.server,
-    };
+    let globals = cli.globals();
+    if let Command::Config(cmd) = cli.command {
+        return config::run(cmd, &globals);
+    }
+    let ctx = Context::resolve(&cli)?;
     match cli.command {
+        Command::Config(_) => unreachable!("handled above"),
         Command::Instance(cmd) => instance::run(&ctx, cmd),
+        Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Info => info::run(&ctx),
         Command::Events { instance } => events::run(&ctx, instance.as_deref()),
         Command::Completions { shell } => completions::run(shell),
@@ -24,11 +30,62 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 pub struct Context {
     pub output: crate::cli::Output,
     pub server: String,
+    options: ClientOptions,
 }
 
 impl Context {
+    /// Flags and environment win over the configuration file's named server.
+    fn resolve(cli: &Cli) -> anyhow::Result<Context> {
+        let profiles = Profiles::load()?;
+        let named = cli.context.as_ref().or(profiles.current.as_ref());
+        let profile = match named {
+            Some(name) => match profiles.servers.get(name) {
+                Some(p) => Some(p.clone()),
+                None if cli.context.is_some() => {
+                    anyhow::bail!(
+                        "no server named {name:?} in {}",
+                        crate::profile::path().display()
+                    )
+                }
+                None => None,
+            },
+            None => None,
+        };
+        let profile = profile.unwrap_or_default();
+        let server = cli
+            .server
+            .clone()
+            .or_else(|| (!profile.server.is_empty()).then(|| profile.server.clone()))
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let ca_path = cli.ca.clone().or(if cli.fingerprint.is_some() {
+            None
+        } else {
+            profile.ca
+        });
+        let ca_pem = match ca_path {
+            Some(p) => {
+                Some(std::fs::read(&p).map_err(|e| anyhow::anyhow!("--ca {}: {e}", p.display()))?)
+            }
+            None => None,
+        };
+        let fingerprint = cli.fingerprint.clone().or(if cli.ca.is_some() {
+            None
+        } else {
+            profile.fingerprint
+        });
+        Ok(Context {
+            output: cli.output,
+            server,
+            options: ClientOptions {
+                token: cli.token.clone().or(profile.token),
+                ca_pem,
+                fingerprint,
+            },
+        })
+    }
+
     pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.server)?)
+        Ok(Client::with_options(&self.server, self.options.clone())?)
     }
 
     pub fn json(&self) -> bool {

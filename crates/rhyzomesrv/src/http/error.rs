@@ -1,6 +1,7 @@
 //! Every error leaves the API as JSON ([`ErrorBody`]) with a status that says whose fault it
 //! is: 4xx for the request (naming the field when there is one), 5xx for the server.
 
+use crate::auth::AuthError;
 use crate::backend::BackendError;
 use crate::service::ServiceError;
 use axum::http::StatusCode;
@@ -34,13 +35,46 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        let mut resp = (self.status, Json(self.body)).into_response();
+        if unauthorized {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"rhyzome\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let message = e.to_string();
+        match e {
+            AuthError::Missing | AuthError::Invalid => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+            }
+            AuthError::Forbidden { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
+            AuthError::Quota { limit, .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", message).with_field(limit)
+            }
+            AuthError::OutOfScope(f) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", f.message).with_field(f.field)
+            }
+            AuthError::RateLimited { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            }
+        }
     }
 }
 
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
+            ServiceError::Auth(a) => a.into(),
+            ServiceError::Image(i) => i.into(),
             ServiceError::Invalid(f) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", f.message)
                     .with_field(f.field)

@@ -5,12 +5,15 @@
 //!
 //! Handlers are thin: they extract, call the [`Service`], and map its errors to [`ApiError`].
 
+pub mod auth;
 pub mod error;
 pub mod events;
+pub mod images;
 pub mod info;
 pub mod instances;
 pub mod json;
 pub mod openapi;
+pub mod server;
 
 use crate::service::Service;
 use axum::extract::DefaultBodyLimit;
@@ -37,6 +40,7 @@ pub type AppState = Arc<Service>;
     ),
     tags(
         (name = "instances", description = "Unikernel instances and their lifecycle"),
+        (name = "images", description = "Uploaded unikernel images"),
         (name = "server", description = "The daemon itself"),
     ),
     components(schemas(rhyzome_api::ErrorBody))
@@ -58,10 +62,28 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(instances::stop::stop_instance))
         .routes(routes!(instances::restart::restart_instance))
         .routes(routes!(instances::console::get_console))
+        .routes(upload_route())
+        .routes(routes!(images::list::list_images))
+        .routes(routes!(
+            images::get::get_image,
+            images::head::head_image,
+            images::delete::delete_image
+        ))
         .routes(routes!(events::get_events))
         .routes(routes!(info::get_info))
         .routes(routes!(openapi::get_openapi))
         .split_for_parts()
+}
+
+/// `POST /v1/images` without the router's 64 KiB body limit: images are large, and the handler
+/// streams the body to disk and enforces `MaxImageBytes` itself.
+fn upload_route() -> utoipa_axum::router::UtoipaMethodRouter<AppState> {
+    let (schemas, paths, method_router) = routes!(images::upload::upload_image);
+    (
+        schemas,
+        paths,
+        method_router.layer(DefaultBodyLimit::disable()),
+    )
 }
 
 /// The OpenAPI document of this build.
@@ -78,8 +100,15 @@ pub fn openapi_json() -> String {
     s
 }
 
+/// The API with authentication off (every caller is the anonymous administrator).
 pub fn router(service: Arc<Service>) -> Router {
+    router_with_auth(service, auth::Authenticator::disabled())
+}
+
+/// The API behind `auth`.
+pub fn router_with_auth(service: Arc<Service>, auth: Arc<auth::Authenticator>) -> Router {
     let (router, _) = api_router();
+    let timeout = service.config().request_timeout;
     router
         .fallback(|| async {
             ApiError::new(
@@ -95,7 +124,38 @@ pub fn router(service: Arc<Service>) -> Router {
                 "this route does not accept that method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            request_timeout(timeout, req, next)
+        }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(service)
+}
+
+/// Answers 408 when a request takes longer than `limit` to produce its response head. Image
+/// uploads are exempt: their handler reads the whole body first, and a large image over a
+/// slow link legitimately takes longer (slow header senders are cut off by the server loop).
+/// A followed console or event stream is not affected either: its response starts at once.
+async fn request_timeout(
+    limit: std::time::Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if req.method() == axum::http::Method::POST && req.uri().path() == "/v1/images" {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request took longer than {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
 }

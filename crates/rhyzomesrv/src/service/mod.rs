@@ -13,10 +13,12 @@
 //! `GET /v1/events`; lifecycle notices from the hypervisor and due restarts wake the
 //! reconciler through an unbounded channel.
 
+pub mod images;
 pub mod locks;
 pub mod reconcile;
 pub mod restart;
 
+use crate::auth::{Caller, Role};
 use crate::backend::{self, BackendError, Hypervisor, Notice};
 use crate::config::Config;
 use crate::console;
@@ -48,6 +50,10 @@ pub enum ServiceError {
     Backend(BackendError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,6 +64,7 @@ pub struct Service {
     store: Store,
     backend: Arc<dyn Hypervisor>,
     kernels: Arc<KernelStore>,
+    images: Arc<crate::images::ImageFiles>,
     locks: locks::NameLocks,
     blob_gc: tokio::sync::RwLock<()>,
     events: tokio::sync::broadcast::Sender<Event>,
@@ -119,6 +126,12 @@ impl Service {
             config.kernel_dirs.clone(),
             config.state_dir.join("blobs"),
         ));
+        let images = Arc::new(crate::images::ImageFiles::new(
+            &config.state_dir,
+            config.state_dir.join("blobs"),
+            config.max_image_bytes,
+        ));
+        images.clean_uploads();
         let (events, _) = tokio::sync::broadcast::channel(1024);
         let (wake, wake_rx) = tokio::sync::mpsc::unbounded_channel();
         let sink_wake = wake.clone();
@@ -135,6 +148,7 @@ impl Service {
             store,
             backend,
             kernels,
+            images,
             locks: locks::NameLocks::default(),
             blob_gc: tokio::sync::RwLock::new(()),
             events,
@@ -216,6 +230,19 @@ impl Service {
             domain_name: backend::domain_name(&r.name),
             kernel: r.kernel.clone(),
             kernel_sha256: r.kernel_sha256.clone(),
+            image: self.store.instance_image(&r.id).ok().flatten(),
+            interfaces: self
+                .store
+                .instance_nics(&r.id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|n| rhyzome_api::InterfaceAttachment {
+                    device: n.device,
+                    bridge: n.bridge,
+                    mac: n.mac,
+                    pci_slot: n.pci_slot,
+                })
+                .collect(),
             kernel_parameters: r.kernel_parameters.clone(),
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
@@ -239,6 +266,7 @@ impl Service {
             next_restart_at: r.next_restart_at_ms.map(ms_to_rfc3339),
             startup_priority: r.startup_priority,
             autostart: r.autostart,
+            owner: r.owner.clone(),
         }
     }
 
@@ -257,10 +285,24 @@ impl Service {
                 (Some(bridge), Some(mac)) => Some(Nic {
                     bridge: bridge.clone(),
                     mac: mac.clone(),
+                    pci_slot: None,
                 }),
                 _ => None,
             },
             console_log: console::log_path(&self.config.state_dir, &r.id),
+            // An image with several network devices: every NIC at a fixed slot, in manifest
+            // order (then `nic` is not used).
+            nics: self
+                .store
+                .instance_nics(&r.id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|n| Nic {
+                    bridge: n.bridge,
+                    mac: n.mac,
+                    pci_slot: Some(n.pci_slot),
+                })
+                .collect(),
         }
     }
 
@@ -272,7 +314,7 @@ impl Service {
         validate::validate_memory_mib(memory_mib)?;
         let vcpus = spec.vcpus.unwrap_or(DEFAULT_VCPUS);
         validate::validate_vcpus(vcpus)?;
-        if spec.kernel.is_empty() {
+        if spec.kernel.is_empty() && spec.image.is_none() {
             return Err(FieldError::new("kernel", "must not be empty"));
         }
         let network = spec.network.clone().unwrap_or(rhyzome_api::NetworkSpec {
@@ -334,26 +376,50 @@ impl Service {
         })
     }
 
+    /// Creates an instance on behalf of nobody in particular (authentication off).
     pub async fn create(&self, spec: InstanceSpec) -> Result<Instance, ServiceError> {
+        self.create_as(spec, &Caller::anonymous()).await
+    }
+
+    /// Creates an instance for `caller`, within its role, name prefix and quota.
+    pub async fn create_as(
+        &self,
+        spec: InstanceSpec,
+        caller: &Caller,
+    ) -> Result<Instance, ServiceError> {
+        caller.require(Role::Operator, "create instances")?;
         let valid = self.validate_spec(&spec)?;
+        caller.may_name(&spec.name)?;
+        // Quota check and insert must not interleave with another create of the same owner,
+        // or two creates could each see room for one more. Names cannot contain ':', so the
+        // owner's lock never collides with an instance's.
+        let _owner_guard = self.locks.lock(&format!("owner:{}", caller.name)).await;
+        caller.check_quota(
+            valid.memory_mib,
+            valid.bridge.as_deref(),
+            self.store.usage_of(&caller.name)?,
+        )?;
         let _guard = self.locks.lock(&spec.name).await;
         if let Some(existing) = self.store.by_name(&spec.name)? {
             return Err(name_taken(&existing));
         }
         let gc_guard = self.blob_gc.read().await;
-        let requested = spec.kernel.clone();
-        let kernels = self.kernels.clone();
-        let kernel = blocking(move || kernels.import(&requested)).await??;
+        let boot = self.resolve_boot(&spec).await?;
+        let nics = self.plan_nics(&spec, &boot.inspection)?;
+        let (bridge, mac) = match nics.first() {
+            Some(first) => (Some(first.bridge.clone()), Some(first.mac.clone())),
+            None => (valid.bridge, valid.mac),
+        };
         let record = InstanceRecord {
             id: uuid::Uuid::new_v4().to_string(),
             name: spec.name.clone(),
             kernel: spec.kernel.clone(),
-            kernel_sha256: kernel.sha256,
+            kernel_sha256: boot.sha256,
             kernel_parameters: spec.kernel_parameters.clone(),
             memory_mib: valid.memory_mib,
             vcpus: valid.vcpus,
-            bridge: valid.bridge,
-            mac: valid.mac,
+            bridge,
+            mac,
             desired: Desired::Running,
             state: InstanceState::Pending,
             exit_code: None,
@@ -367,6 +433,7 @@ impl Service {
             next_restart_at_ms: None,
             startup_priority: spec.startup_priority.unwrap_or(0),
             autostart: spec.autostart.unwrap_or(false),
+            owner: caller.name.clone(),
         };
         match self.store.insert(&record) {
             Ok(()) => {}
@@ -383,6 +450,15 @@ impl Service {
                 })
             }
             Err(e) => return Err(e.into()),
+        }
+        if boot.image.is_some() || !nics.is_empty() {
+            if let Err(e) = self
+                .store
+                .set_instance_boot(&record.id, boot.image.as_deref(), &nics)
+            {
+                self.store.remove(&record.id)?;
+                return Err(e.into());
+            }
         }
         drop(gc_guard);
         tracing::info!(instance = %record.name, id = %record.id, "instance accepted");
@@ -467,7 +543,13 @@ impl Service {
     /// Removes kernel blobs that no instance uses any more.
     async fn collect_garbage(&self) {
         let _gc = self.blob_gc.write().await;
-        let referenced = match self.store.referenced_kernels() {
+        // Blobs of stored images stay even when no instance boots them.
+        let referenced = match self
+            .store
+            .referenced_kernels()
+            .map_err(ServiceError::from)
+            .and_then(|k| Ok(k.into_iter().chain(self.image_blobs()?).collect()))
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list referenced kernels");

@@ -328,6 +328,7 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
         next_restart_at_ms: None,
         startup_priority: 0,
         autostart: false,
+        owner: "anonymous".into(),
     };
     f.service.store.insert(&pending).unwrap();
     // A delete interrupted after it was recorded.

@@ -208,6 +208,9 @@ impl Daemon {
             .arg("--server")
             .arg(&self.server)
             .args(args)
+            .env("RHYZOME_CONFIG", "/nonexistent/rhyzome/config.json")
+            .env_remove("RHYZOME_TOKEN")
+            .env_remove("RHYZOME_CONTEXT")
             .output()
             .expect("run rhyzomectl")
     }

@@ -7,6 +7,7 @@
 //! addresses, so they can run in parallel.
 
 mod harness;
+mod images;
 mod lifecycle;
 mod recovery;
 mod seed;

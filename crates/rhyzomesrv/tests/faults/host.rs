@@ -190,7 +190,10 @@ fn sigterm_leaves_guests_running_unless_configured_and_autostart_brings_them_bac
     for n in ["boot-web", "boot-db", "boot-cache"] {
         let i = d.client.get_instance(n).unwrap();
         assert_eq!(i.state, InstanceState::Running, "{n}");
-        assert!(d.console(n).lines().any(|l| l == BANNER_LINE), "{n} did not boot");
+        assert!(
+            d.console(n).lines().any(|l| l == BANNER_LINE),
+            "{n} did not boot"
+        );
     }
     assert_eq!(
         d.client.get_instance("boot-tmp").unwrap().state,

@@ -35,9 +35,20 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
             })
         }
     };
+    let client = ctx.client()?;
+    // A local file is pushed first (nothing is sent if the server has it) and booted by digest.
+    let image = match (&a.kernel_file, a.image) {
+        (Some(file), _) => {
+            let pushed = crate::commands::image::push::push(ctx, &client, file, None, false)?;
+            Some(pushed.upload.image.digest)
+        }
+        (None, image) => image,
+    };
     let spec = InstanceSpec {
         name: a.name,
-        kernel: a.kernel,
+        kernel: a.kernel.unwrap_or_default(),
+        image,
+        nets: (!a.nets.is_empty()).then(|| a.nets.into_iter().collect()),
         kernel_parameters: a.kernel_parameters,
         memory_mib: a.memory,
         vcpus: a.vcpus,
@@ -46,7 +57,7 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
         startup_priority: a.startup_priority,
         autostart: a.autostart.then_some(true),
     };
-    let instance = ctx.client()?.create_instance(&spec)?;
+    let instance = client.create_instance(&spec)?;
     if ctx.json() {
         return output::json(&instance);
     }

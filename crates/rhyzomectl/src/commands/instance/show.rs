@@ -17,6 +17,7 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         ("uptime", output::uptime(&i)),
         ("kernel", i.kernel.clone()),
         ("kernel sha256", i.kernel_sha256.clone()),
+        ("image", opt(&i.image)),
         ("kernel parameters", i.kernel_parameters.clone()),
         ("memory", format!("{} MiB", i.memory_mib)),
         ("vcpus", i.vcpus.to_string()),
@@ -41,6 +42,12 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
     ];
     for (k, v) in rows {
         println!("{:<18} {v}", format!("{k}:"));
+    }
+    for n in &i.interfaces {
+        println!(
+            "{:<18} {} on {} ({}, PCI slot {})",
+            "interface:", n.device, n.bridge, n.mac, n.pci_slot
+        );
     }
     Ok(())
 }

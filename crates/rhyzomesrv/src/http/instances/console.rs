@@ -1,5 +1,7 @@
 //! `GET /v1/instances/{name}/console`.
 
+use crate::auth::Caller;
+use crate::http::auth::visible;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use axum::body::{Body, Bytes};
@@ -7,6 +9,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::StreamExt;
 use rhyzome_api::{ConsoleQuery, ErrorBody};
 use std::convert::Infallible;
@@ -19,17 +22,20 @@ const FOLLOW_POLL: Duration = Duration::from_millis(100);
 /// The serial console output recorded so far, as raw bytes; with `follow=true`, the response
 /// stays open and streams new output until the instance is deleted or the client leaves.
 #[utoipa::path(get, path = "/v1/instances/{name}/console", tag = "instances",
-    params(("name" = String, Path, description = "Instance name"), ConsoleQuery),
+    params(("name" = String, Path, description = "Instance name", example = "msgrouter"), ConsoleQuery),
     responses(
         (status = 200, description = "Console output", content_type = "text/plain", body = String),
         (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 404, description = "No such instance", body = ErrorBody),
     ))]
 pub async fn get_console(
     State(svc): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     query: Result<Query<ConsoleQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    visible(&caller, &name)?;
     let Query(query) = query
         .map_err(|rej| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", rej.body_text()))?;
     let (bytes, end) = svc.console(&name, &query).await?;

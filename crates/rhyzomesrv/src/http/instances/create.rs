@@ -1,10 +1,12 @@
 //! `POST /v1/instances`.
 
+use crate::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::json::ApiJson;
 use crate::http::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use rhyzome_api::{ErrorBody, Instance, InstanceSpec};
 
@@ -17,17 +19,21 @@ use rhyzome_api::{ErrorBody, Instance, InstanceSpec};
     responses(
         (status = 201, description = "Created and running", body = Instance),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
+        (status = 403, description = "Role, name prefix, bridge or quota forbids it", body = ErrorBody),
         (status = 409, description = "Name or MAC already taken", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 422, description = "A field is invalid", body = ErrorBody),
+        (status = 429, description = "Too many creates; retry later", body = ErrorBody),
         (status = 502, description = "libvirt refused the guest", body = ErrorBody),
         (status = 503, description = "libvirt is unavailable", body = ErrorBody),
     ))]
 pub async fn create_instance(
     State(svc): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(spec): ApiJson<InstanceSpec>,
 ) -> Result<(StatusCode, Json<Instance>), ApiError> {
-    let instance = svc.create(spec).await?;
+    let instance = svc.create_as(spec, &caller).await?;
     Ok((StatusCode::CREATED, Json(instance)))
 }

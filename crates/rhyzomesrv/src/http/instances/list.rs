@@ -1,19 +1,25 @@
 //! `GET /v1/instances`.
 
+use crate::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use axum::extract::State;
+use axum::Extension;
 use axum::Json;
 use rhyzome_api::{ErrorBody, InstanceList};
 
-/// List all instances, ordered by name. Served from the daemon's store (no libvirt call).
+/// List the instances the caller may see, ordered by name. Served from the daemon's store (no libvirt call).
 #[utoipa::path(get, path = "/v1/instances", tag = "instances",
     responses(
         (status = 200, description = "All instances", body = InstanceList),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 500, description = "Store failure", body = ErrorBody),
     ))]
-pub async fn list_instances(State(svc): State<AppState>) -> Result<Json<InstanceList>, ApiError> {
-    Ok(Json(InstanceList {
-        instances: svc.list()?,
-    }))
+pub async fn list_instances(
+    State(svc): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<InstanceList>, ApiError> {
+    let mut instances = svc.list()?;
+    instances.retain(|i| caller.sees(&i.name));
+    Ok(Json(InstanceList { instances }))
 }

@@ -1,0 +1,1109 @@
+#!/usr/bin/env python3
+"""Rhyzome benchmarks (issue 7): deploy latency, batch create/delete, footprint, API latency.
+
+Run through bench/run.sh, which installs, builds and starts the lab first. Standard library
+only. Writes docs/benchmarks.md. Nothing here fails on a timing: a run that times out is
+recorded as such and the report says so.
+
+    bench.py [--quick] [--out docs/benchmarks.md]   the whole benchmark
+    bench.py cleanup                                remove whatever an earlier run left behind
+    bench.py render RESULTS.json [OUT]              rewrite the report from a run's raw numbers
+    bench.py _probe IP MAC TIMEOUT                  (internal) ICMP prober, runs inside the lab netns
+
+Everything network-facing stays on loopback or inside the lab namespace (rhyzome-lab,
+192.168.100.0/24). Every domain this script makes is named bench-* (rhyzome's are
+rhyzome-bench-*); nothing else is touched.
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NS = os.environ.get("RHYZOME_LAB_NETNS", "rhyzome-lab")
+BR = os.environ.get("RHYZOME_LAB_BRIDGE", "rzbr0")
+GATEWAY = "192.168.100.1"
+URI = "qemu:///system"
+BANNER = b"rhyzome-testkernel: banner v1"
+READY = b"rhyzome-testkernel: ready"
+KERNEL_SRC = REPO / "testkernel/build/testkernel.elf"
+CTL = REPO / "target/release/rhyzomectl"
+SRV = REPO / "target/release/rhyzomesrv"
+API_SERVER = REPO / "target/release/examples/bench_api_server"
+WRK_LUA = REPO / "bench/wrk_latency.lua"
+PIDFILE = Path("/run/rhyzome-bench.pid")
+TAP = "benchtap0"
+# The daemon's current TCG translation-block cache (crates/rhyzomesrv/src/domain_xml.rs).
+RHYZOME_TB_CACHE_MIB = 16
+POLL = 0.002  # console poll interval, seconds
+PROBE_INTERVAL = float(os.environ.get("BENCH_PROBE_INTERVAL", "0.003"))  # ICMP echo interval
+
+# Single deploys: one fixed address and MAC per method, 192.168.100.150-153.
+METHODS = {
+    "rhyzome": ("rhyzomectl instance create", "192.168.100.150", "02:be:00:00:01:50"),
+    "virsh": ("virsh create (same XML)", "192.168.100.151", "02:be:00:00:01:51"),
+    "virt-install": ("virt-install", "192.168.100.152", "02:be:00:00:01:52"),
+    "qemu": ("qemu-system-x86_64 -kernel", "192.168.100.153", "02:be:00:00:01:53"),
+}
+FOOTPRINT_IP, FOOTPRINT_MAC = "192.168.100.160", "02:be:00:00:01:60"
+
+
+def log(msg):
+    print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, check=True, **kw):
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
+
+
+def virsh(*args, check=True):
+    return run(["virsh", "-q", "-c", URI, *args], check=check)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def ms(x):
+    return "n/a" if x is None else f"{x * 1000:.0f} ms"
+
+
+def fmt(x, digits=2):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------- cleanup
+
+class State:
+    """What this run made, so that cleanup removes exactly that."""
+
+    def __init__(self):
+        self.daemon = None
+        self.procs = []
+        self.tap = False
+        self.workdir = None
+
+
+STATE = State()
+
+
+def our_domains():
+    out = virsh("list", "--all", "--name", check=False).stdout.split()
+    return [d for d in out if d.startswith("bench-") or d.startswith("rhyzome-bench-")]
+
+
+FOREIGN = {"max": 0, "samples": 0}
+
+
+def note_foreign():
+    """Counts domains on the shared lab libvirtd that are not this benchmark's (another
+    engineer's tests, say), so that the report can say how quiet the machine was."""
+    out = virsh("list", "--name", check=False).stdout.split()
+    FOREIGN["max"] = max(FOREIGN["max"], sum(1 for d in out if not d.startswith(("bench-", "rhyzome-bench-"))))
+    FOREIGN["samples"] += 1
+    FOREIGN.setdefault("load", []).append(os.getloadavg()[0])
+
+
+def destroy_our_domains():
+    for d in our_domains():
+        virsh("destroy", d, check=False)
+        virsh("undefine", d, check=False)  # virt-install without --transient would define
+
+
+def cleanup(keep_workdir=False):
+    if STATE.daemon is not None and STATE.daemon.poll() is None:
+        STATE.daemon.terminate()
+        try:
+            STATE.daemon.wait(10)
+        except subprocess.TimeoutExpired:
+            STATE.daemon.kill()
+    elif PIDFILE.exists():
+        # A daemon of an earlier, killed run.
+        try:
+            pid = int(PIDFILE.read_text())
+            if "rhyzomesrv" in Path(f"/proc/{pid}/cmdline").read_text():
+                os.kill(pid, signal.SIGTERM)
+        except (ValueError, OSError):
+            pass
+    PIDFILE.unlink(missing_ok=True)
+    for p in STATE.procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    destroy_our_domains()
+    run(["ip", "-n", NS, "link", "del", TAP], check=False)
+    if STATE.workdir and not keep_workdir:
+        shutil.rmtree(STATE.workdir, ignore_errors=True)
+
+
+def cleanup_leftovers():
+    """Sweeps what an earlier, killed run may have left (our names only)."""
+    cleanup(keep_workdir=True)
+    for d in Path("/tmp").glob("rhyzome-bench-*"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- probing
+
+def icmp_checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+
+def probe_main(ip, mac, timeout):
+    """Runs inside the lab namespace: sends an ICMP echo to IP every PROBE_INTERVAL until it
+    answers, and prints the CLOCK_MONOTONIC time of the first reply (comparable across
+    processes).
+
+    The requests are written as Ethernet frames straight onto the bridge, to the guest's MAC:
+    the bridge has no fixed MAC, so each port that joins or leaves can change its address, and
+    Linux then flushes the bridge's whole neighbour table, permanent entries included. A plain
+    `ping` would then wait for ARP, which Linux retries only once a second. The reply comes back
+    through the host's stack and is read from a raw ICMP socket."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    tx.bind((BR, 0))
+    dst_mac = bytes.fromhex(mac.replace(":", ""))
+    src_ip = socket.inet_aton(GATEWAY)
+    dst_ip = socket.inet_aton(ip)
+    ident = os.getpid() & 0xFFFF
+    print("armed", flush=True)
+    deadline = time.monotonic() + timeout
+    seq = 0
+    next_send = 0.0
+    while True:
+        now = time.monotonic()
+        if now > deadline:
+            print("timeout", flush=True)
+            return
+        if now >= next_send:
+            seq = (seq + 1) & 0xFFFF
+            payload = b"rhyzome-bench"
+            hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+            icmp = struct.pack("!BBHHH", 8, 0, icmp_checksum(hdr + payload), ident, seq) + payload
+            iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), seq, 0x4000, 64, 1, 0, src_ip, dst_ip)
+            iph = iph[:10] + struct.pack("!H", icmp_checksum(iph)) + iph[12:]
+            try:
+                src_mac = bytes.fromhex(Path(f"/sys/class/net/{BR}/address").read_text().strip().replace(":", ""))
+                tx.send(dst_mac + src_mac + b"\x08\x00" + iph + icmp)
+            except OSError:
+                pass
+            next_send = now + PROBE_INTERVAL
+        r, _, _ = select.select([rx], [], [], max(0.0, min(next_send - time.monotonic(), PROBE_INTERVAL)))
+        if r:
+            data, addr = rx.recvfrom(2048)
+            t = time.monotonic()
+            ihl = (data[0] & 0x0F) * 4
+            if addr[0] == ip and len(data) >= ihl + 8:
+                typ, _, _, rid, _ = struct.unpack("!BBHHH", data[ihl:ihl + 8])
+                if typ == 0 and rid == ident:
+                    print(f"reply {t:.6f}", flush=True)
+                    return
+
+
+class Prober:
+    """An ICMP prober started inside the lab before the deploy command is issued."""
+
+    def __init__(self, ip, mac, timeout=15.0):
+        self.p = subprocess.Popen(
+            ["ip", "netns", "exec", NS, sys.executable, str(Path(__file__).resolve()), "_probe", ip, mac,
+             str(timeout)],
+            stdout=subprocess.PIPE, text=True)
+        STATE.procs.append(self.p)
+        line = self.p.stdout.readline().strip()
+        if line != "armed":
+            raise RuntimeError(f"prober did not start: {line!r}")
+
+    def result(self, t0, timeout=20.0):
+        try:
+            out, _ = self.p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            return None
+        m = re.match(r"reply (\S+)", out.strip())
+        return float(m.group(1)) - t0 if m else None
+
+
+def wait_console(path, needle, t0, timeout=30.0):
+    """Seconds from t0 until `needle` appears in file `path` (polled every POLL s)."""
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path, "rb") as f:
+                if needle in f.read():
+                    return time.monotonic() - t0
+        except FileNotFoundError:
+            pass
+        time.sleep(POLL)
+    return None
+
+
+def wait_new_console(dirpath, before, needle, t0, timeout=30.0):
+    """Like wait_console, for the first file in `dirpath` that was not in `before`."""
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        try:
+            names = [n for n in os.listdir(dirpath) if n not in before]
+        except FileNotFoundError:
+            names = []
+        for n in names:
+            try:
+                with open(os.path.join(dirpath, n), "rb") as f:
+                    if needle in f.read():
+                        return time.monotonic() - t0, os.path.join(dirpath, n)
+            except FileNotFoundError:
+                pass
+        time.sleep(POLL)
+    return None, None
+
+
+def wait_gone(domain, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if virsh("domstate", domain, check=False).returncode != 0:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# ----------------------------------------------------------------------------- memory
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None
+
+
+def rollup(pid):
+    """RSS, PSS and private (anonymous, dirty) memory of a process, in KiB."""
+    out = {}
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        k, _, v = line.partition(":")
+        if k in ("Rss", "Pss", "Private_Dirty", "Anonymous", "AnonHugePages"):
+            out[k] = int(v.split()[0])
+    return out
+
+
+def qemu_pid(domain):
+    try:
+        return int(Path(f"/run/libvirt/qemu/{domain}.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_ticks(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+
+
+# ----------------------------------------------------------------------------- domain XML
+
+def domain_xml(name, kernel, cmdline, mac, console, memory_mib=32, tb_cache=RHYZOME_TB_CACHE_MIB,
+               usb_and_balloon=False):
+    """The XML rhyzome renders (crates/rhyzomesrv/src/domain_xml.rs) minus its metadata."""
+    tcg = f"<tcg><tb-cache unit='MiB'>{tb_cache}</tb-cache></tcg>" if tb_cache else ""
+    extra = ("" if usb_and_balloon else
+             "<controller type='usb' model='none'/><memballoon model='none'/>")
+    return f"""<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>{memory_mib}</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{kernel}</kernel><cmdline>{cmdline}</cmdline></os>
+  <features><acpi/>{tcg}</features>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+    <interface type='bridge'><source bridge='{BR}'/><mac address='{mac}'/><model type='virtio-transitional'/></interface>
+    <serial type='file'><source path='{console}' append='on'/><target port='0'/></serial>
+    {extra}
+  </devices>
+</domain>
+"""
+
+
+# ----------------------------------------------------------------------------- daemon
+
+class Daemon:
+    def __init__(self, workdir, kernel_dir):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state_dir = workdir / "state"
+        self.consoles = self.state_dir / "consoles"
+        self.config = {
+            "BridgeInterface": BR,
+            "Hostname": f"bench-{socket.gethostname()}-{os.getpid()}",
+            "Bind": f"127.0.0.1:{self.port}",
+            "DomainType": "qemu",
+            "StateDir": str(self.state_dir),
+            "KernelDirs": [str(kernel_dir)],
+        }
+        self.conf_path = workdir / "rhyzome.conf"
+        self.conf_path.write_text(json.dumps(self.config, indent=2) + "\n")
+        self.log_path = workdir / "rhyzomesrv.log"
+        self.proc = subprocess.Popen([str(SRV), "--config", str(self.conf_path)], cwd=workdir,
+                                     stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+        STATE.daemon = self.proc
+        PIDFILE.write_text(str(self.proc.pid))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.request("GET", "/v1/info")
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"rhyzomesrv did not start; see {self.log_path}")
+                time.sleep(0.05)
+
+    def request(self, method, path, body=None, timeout=300):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            headers = {"content-type": "application/json"} if body is not None else {}
+            c.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+            r = c.getresponse()
+            data = r.read()
+            return r.status, data
+        finally:
+            c.close()
+
+    def rss(self):
+        return rss_kib(self.proc.pid)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ----------------------------------------------------------------------------- 1. deploys
+
+def params_for(ip):
+    return f"--ipv4 {ip}/24 --ipv4-gateway {GATEWAY}"
+
+
+def deploy_once(method, ctx, i):
+    """One deploy with `method`; returns a dict of seconds, measured from just before the
+    command is issued."""
+    _, ip, mac = METHODS[method]
+    params = params_for(ip)
+    name = f"bench-{method.replace('-', '')}-{i}"
+    w = ctx["workdir"]
+    console = w / f"{name}.console"
+    console.unlink(missing_ok=True)
+    prober = Prober(ip, mac)
+    res = {"run": i}
+    if method == "rhyzome":
+        before = set(os.listdir(ctx["daemon"].consoles)) if ctx["daemon"].consoles.exists() else set()
+        cmd = [str(CTL), "--server", ctx["daemon"].url, "instance", "create", "--name", name,
+               "--kernel", ctx["kernel"], "--kernel-parameters", params, "--mac", mac]
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        res["banner"], path = wait_new_console(ctx["daemon"].consoles, before, BANNER, t0)
+        p.wait()
+        res["command"] = None
+        res["ready"] = wait_console(path, READY, t0) if path else None
+    elif method == "virsh":
+        xml = w / f"{name}.xml"
+        xml.write_text(domain_xml(name, ctx["kernel"], params, mac, console))
+        t0 = time.monotonic()
+        p = subprocess.Popen(["virsh", "-q", "-c", URI, "create", str(xml)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        res["banner"] = wait_console(console, BANNER, t0)
+        p.wait()
+        res["ready"] = wait_console(console, READY, t0)
+    elif method == "virt-install":
+        cmd = virt_install_cmd(name, ctx["kernel"], params, mac, console)
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        res["banner"] = wait_console(console, BANNER, t0)
+        p.wait()
+        res["ready"] = wait_console(console, READY, t0)
+    else:
+        cmd = qemu_cmd(ctx["kernel"], params, mac, console)
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        STATE.procs.append(p)
+        res["banner"] = wait_console(console, BANNER, t0)
+        res["ready"] = wait_console(console, READY, t0)
+    t_cmd_done = time.monotonic()
+    res["ping"] = prober.result(t0)
+    if method != "qemu":
+        res["command_rc"] = p.returncode
+        if p.returncode != 0:
+            res["error"] = p.stderr.read().decode(errors="replace").strip()[:300]
+    # Tear down, timed for the two tools that have a delete.
+    t1 = time.monotonic()
+    if method == "rhyzome":
+        run([str(CTL), "--server", ctx["daemon"].url, "instance", "delete", name], check=False)
+        res["delete"] = time.monotonic() - t1
+        wait_gone(f"rhyzome-{name}")
+    elif method == "qemu":
+        p.terminate()
+        p.wait()
+    else:
+        virsh("destroy", name, check=False)
+        res["delete"] = time.monotonic() - t1
+        virsh("undefine", name, check=False)
+        wait_gone(name)
+    del t_cmd_done
+    return res
+
+
+def virt_install_cmd(name, kernel, params, mac, console):
+    return ["virt-install", "--connect", URI, "--name", name, "--memory", "32", "--vcpus", "1", "--import",
+            "--boot", f"kernel={kernel},kernel_args={params}",
+            "--network", f"bridge={BR},model=virtio,mac={mac}",
+            "--serial", f"file,path={console}", "--graphics", "none", "--noautoconsole",
+            "--transient", "--osinfo", "detect=off,require=off", "--virt-type", "qemu",
+            "--machine", "pc", "--disk", "none"]
+
+
+def qemu_cmd(kernel, params, mac, console):
+    return ["ip", "netns", "exec", NS, "qemu-system-x86_64", "-machine", "pc", "-accel", "tcg",
+            "-m", "32", "-nodefaults", "-display", "none", "-serial", f"file:{console}",
+            "-kernel", kernel, "-append", params,
+            "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile="]
+
+
+def bench_deploys(ctx, runs):
+    run(["ip", "-n", NS, "link", "del", TAP], check=False)
+    run(["ip", "-n", NS, "tuntap", "add", "dev", TAP, "mode", "tap"])
+    STATE.tap = True
+    run(["ip", "-n", NS, "link", "set", TAP, "master", BR, "up"])
+    results = {m: [] for m in METHODS}
+    # One warm-up round (not recorded): page cache, libvirt's first calls, virt-install's osinfo.
+    for m in METHODS:
+        deploy_once(m, ctx, 0)
+    for i in range(1, runs + 1):
+        for m in METHODS:  # interleaved, so that drift hits every method alike
+            note_foreign()
+            r = deploy_once(m, ctx, i)
+            results[m].append(r)
+            log(f"deploy {m} #{i}: banner {ms(r['banner'])}, ping {ms(r['ping'])}"
+                + (f" ERROR {r['error']}" if r.get("error") else ""))
+            time.sleep(0.2)
+    # The XML rhyzome really sent, for the report (one extra deploy, kept running for a moment).
+    return results
+
+
+# ----------------------------------------------------------------------------- 2. batch
+
+def bench_batch(ctx, n):
+    d = ctx["daemon"]
+    note_foreign()
+    names = [f"bench-b{n}-{i:03d}" for i in range(n)]
+    before = set(os.listdir(d.consoles)) if d.consoles.exists() else set()
+    rss_before = d.rss()
+    statuses = {}
+    done_at = {}
+
+    def create(name):
+        body = {"name": name, "kernel": ctx["kernel"], "kernel_parameters": f"--name {name}"}
+        try:
+            st, data = d.request("POST", "/v1/instances", body)
+        except OSError as e:
+            st, data = 0, str(e).encode()
+        statuses[name] = (st, data[:200])
+        done_at[name] = time.monotonic()
+
+    threads = [threading.Thread(target=create, args=(nm,)) for nm in names]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    # Banners: poll the consoles directory for new files containing the banner.
+    seen = {}
+    deadline = t0 + 300
+    while len(seen) < n and time.monotonic() < deadline:
+        try:
+            files = [f for f in os.listdir(d.consoles) if f not in before and f not in seen]
+        except FileNotFoundError:
+            files = []
+        for f in files:
+            try:
+                with open(d.consoles / f, "rb") as fh:
+                    if BANNER in fh.read():
+                        seen[f] = time.monotonic() - t0
+            except FileNotFoundError:
+                pass
+        if all(not t.is_alive() for t in threads):
+            ok = sum(1 for s in statuses.values() if s[0] in (200, 201))
+            if ok < n and len(seen) >= ok:
+                break  # some creates failed; all the others have printed their banner
+        time.sleep(0.005)
+    for t in threads:
+        t.join()
+    ok = sum(1 for s in statuses.values() if s[0] in (200, 201))
+    res = {
+        "n": n,
+        "created_ok": ok,
+        "errors": sorted({f"{s[0]} {s[1][:120]!r}" for s in statuses.values() if s[0] not in (200, 201)})[:3],
+        "api_all_returned": max(done_at.values()) - t0 if done_at else None,
+        "all_banners": max(seen.values()) if len(seen) == n else None,
+        "banners_seen": len(seen),
+        "first_banner": min(seen.values()) if seen else None,
+        "median_banner": median(list(seen.values())),
+        "daemon_rss_before_kib": rss_before,
+    }
+    time.sleep(1.0)
+    res["daemon_rss_kib"] = d.rss()
+    pids = [qemu_pid(f"rhyzome-{nm}") for nm in names]
+    pids = [p for p in pids if p]
+    mems = []
+    for p in pids:
+        try:
+            mems.append(rollup(p))
+        except OSError:
+            pass
+    if mems:
+        res["qemu_rss_avg_kib"] = sum(m["Rss"] for m in mems) / len(mems)
+        res["qemu_pss_avg_kib"] = sum(m["Pss"] for m in mems) / len(mems)
+        res["qemu_private_avg_kib"] = sum(m["Private_Dirty"] for m in mems) / len(mems)
+        res["qemu_pss_total_kib"] = sum(m["Pss"] for m in mems)
+    # CPU used by the idle guests, over 3 s.
+    try:
+        c0 = sum(cpu_ticks(p) for p in pids)
+        time.sleep(3.0)
+        c1 = sum(cpu_ticks(p) for p in pids)
+        res["guests_cpu_cores"] = (c1 - c0) / os.sysconf("SC_CLK_TCK") / 3.0
+    except OSError:
+        pass
+    # Delete them all, concurrently.
+    del_status = {}
+    del_done = {}
+
+    def delete(name):
+        try:
+            st, _ = d.request("DELETE", f"/v1/instances/{name}")
+        except OSError:
+            st = 0
+        del_status[name] = st
+        del_done[name] = time.monotonic()
+
+    threads = [threading.Thread(target=delete, args=(nm,)) for nm in names]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    res["delete_api_all_returned"] = max(del_done.values()) - t0
+    remaining = [x for x in our_domains() if x.startswith(f"rhyzome-bench-b{n}-")]
+    while remaining and time.monotonic() - t0 < 120:
+        time.sleep(0.05)
+        remaining = [x for x in our_domains() if x.startswith(f"rhyzome-bench-b{n}-")]
+    res["delete_all_gone"] = time.monotonic() - t0 if not remaining else None
+    res["deleted_ok"] = sum(1 for s in del_status.values() if s in (200, 204))
+    time.sleep(1.0)
+    res["daemon_rss_after_delete_kib"] = d.rss()
+    return res
+
+
+# ----------------------------------------------------------------------------- 3. footprint
+
+FOOTPRINT_VARIANTS = [
+    # key, label, memory MiB, tb-cache MiB (None: QEMU's default, 1 GiB), USB + balloon
+    ("before", "rhyzome before this change: 32 MiB, no USB, no balloon, default TB cache", 32, None, False),
+    ("usb", "same + libvirt's default USB controller and memballoon", 32, None, True),
+    ("mem16", "guest memory 16 MiB", 16, None, False),
+    ("mem8", "guest memory 8 MiB", 8, None, False),
+    ("tb64", "tb-cache 64 MiB", 32, 64, False),
+    ("tb16", "tb-cache 16 MiB (rhyzome now)", 32, 16, False),
+    ("tb4", "tb-cache 4 MiB", 32, 4, False),
+    ("tb1", "tb-cache 1 MiB", 32, 1, False),
+    ("mem8tb1", "guest memory 8 MiB + tb-cache 1 MiB", 8, 1, False),
+]
+
+
+def bench_footprint(ctx, samples):
+    out = {}
+    for key, label, mem, tb, usb in FOOTPRINT_VARIANTS:
+        rows = []
+        for s in range(samples):
+            note_foreign()
+            name = f"bench-fp-{key}-{s}"
+            console = ctx["workdir"] / f"{name}.console"
+            console.unlink(missing_ok=True)
+            xml = ctx["workdir"] / f"{name}.xml"
+            xml.write_text(domain_xml(name, ctx["kernel"], params_for(FOOTPRINT_IP), FOOTPRINT_MAC,
+                                      console, memory_mib=mem, tb_cache=tb, usb_and_balloon=usb))
+            prober = Prober(FOOTPRINT_IP, FOOTPRINT_MAC)
+            t0 = time.monotonic()
+            r = virsh("create", str(xml), check=False)
+            row = {"banner": wait_console(console, BANNER, t0), "ping": None}
+            row["ping"] = prober.result(t0)
+            if r.returncode != 0:
+                row["error"] = r.stderr.strip()[:300]
+            time.sleep(1.0)
+            pid = qemu_pid(name)
+            if pid:
+                try:
+                    row.update(rollup(pid))
+                    row["cmdline"] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    pass
+            virsh("destroy", name, check=False)
+            wait_gone(name)
+            rows.append(row)
+        out[key] = rows
+        log(f"footprint {key}: RSS {median([r.get('Rss') for r in rows])} KiB, "
+            f"private {median([r.get('Private_Dirty') for r in rows])} KiB, banner {ms(median([r['banner'] for r in rows]))}")
+    return out
+
+
+# ----------------------------------------------------------------------------- 4. API
+
+def bench_api(duration):
+    p = subprocess.Popen([str(API_SERVER), "--port", "0", "--instances", "1000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    STATE.procs.append(p)
+    line = p.stdout.readline().strip()
+    m = re.match(r"listening (\S+) instances=(\d+) setup_ms=(\d+)", line)
+    if not m:
+        p.kill()
+        raise RuntimeError(f"bench_api_server: {line!r} {p.stderr.read()[:500]}")
+    base, setup_ms = m.group(1), int(m.group(3))
+    host, port = base.removeprefix("http://").split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=30)
+    c.request("GET", "/v1/instances")
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    count = len(json.loads(body)) if body.startswith(b"[") else len(json.loads(body).get("instances", []))
+    res = {"setup_ms": setup_ms, "body_bytes": len(body), "listed": count, "runs": []}
+    for threads, conns in ((1, 1), (2, 8)):
+        cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s",
+               "-s", str(WRK_LUA), f"{base}/v1/instances"]
+        out = run(cmd, check=False)
+        mm = re.search(r"^RESULT (\{.*\})$", out.stdout, re.M)
+        row = {"threads": threads, "connections": conns, "cmd": " ".join(cmd)}
+        if mm:
+            row.update(json.loads(mm.group(1)))
+        else:
+            row["error"] = (out.stdout + out.stderr)[-500:]
+        res["runs"].append(row)
+        log(f"api c={conns}: {row}")
+    res["server_rss_kib"] = rss_kib(p.pid)
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+    return res
+
+
+# ----------------------------------------------------------------------------- report
+
+def first_line(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        return (r.stdout or r.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def machine_info():
+    cpu = "unknown"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = 0
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal:"):
+            mem = int(line.split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "memory": f"{mem / 1024 / 1024:.1f} GiB",
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "qemu": first_line(["qemu-system-x86_64", "--version"]),
+        "libvirt": first_line(["libvirtd", "--version"]),
+        "virsh": first_line(["virsh", "--version"]),
+        "virt-install": first_line(["virt-install", "--version"]),
+        "rustc": first_line(["rustc", "--version"]),
+        "wrk": first_line(["wrk", "-v"]),
+        "python": platform.python_version(),
+        "git": first_line(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
+    }
+
+
+def target_row(what, value, target, ok, note=""):
+    verdict = "n/a" if ok is None else ("met" if ok else "**missed**")
+    return f"| {what} | {value} | {target} | {verdict} | {note} |"
+
+
+def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss, started, elapsed):
+    L = []
+    A = L.append
+    A("# Benchmarks (issue 7)")
+    A("")
+    A(f"Generated by `bench/run.sh{' --quick' if args.quick else ''}` on {started:%Y-%m-%d %H:%M} UTC, "
+      f"in {elapsed / 60:.1f} min. Re-run it to refresh this file; nothing in it is hand-edited.")
+    if args.quick:
+        A("")
+        A("**Quick (smoke) mode: 3 runs, N = 10 only, shorter load; numbers are indicative only.**")
+    A("")
+    A("## Machine")
+    A("")
+    A("| | |")
+    A("|---|---|")
+    for k in ("cpu", "nproc", "memory", "kernel", "qemu", "libvirt", "virsh", "virt-install", "rustc", "wrk", "python", "git"):
+        A(f"| {k} | {info[k]} |")
+    A("")
+    A("KVM cannot be used on this machine (nested paravirtual `kvm_pvm`, see "
+      "`shared/platform-notes.md`): every guest runs under TCG, `<domain type='qemu'>`. "
+      "libvirtd runs inside the lab namespace `rhyzome-lab` (bridge `rzbr0`); the guest is the "
+      "project's test unikernel (`testkernel/build/testkernel.elf`, 16 KiB).")
+    A("")
+    A(f"The lab's libvirtd is shared: during this run at most {FOREIGN['max']} domain(s) other than this "
+      f"benchmark's were running on it (sampled {FOREIGN['samples']} times); 1-minute load average "
+      f"{min(FOREIGN.get('load', [0])):.2f}–{max(FOREIGN.get('load', [0])):.2f} at those samples.")
+    A("")
+
+    # ---- targets
+    rz = deploys.get("rhyzome", []) if deploys else []
+    med = {m: {k: median([r.get(k) for r in deploys[m]]) for k in ("banner", "ready", "ping", "delete")}
+           for m in deploys} if deploys else {}
+
+    def ratio(a, b, k="banner"):
+        if not med or med[a][k] is None or med[b][k] is None:
+            return None
+        return med[a][k] / med[b][k]
+
+    r_rz_virsh = ratio("rhyzome", "virsh")
+    r_vi_rz = ratio("virt-install", "rhyzome")
+    b100 = next((b for b in batches if b["n"] == 100), None)
+    idle = daemon_rss.get("idle")
+    growth = None
+    if b100 and idle and b100.get("daemon_rss_kib"):
+        growth = (b100["daemon_rss_kib"] - b100["daemon_rss_before_kib"]) / 100
+    api_c8 = next((r for r in (api or {}).get("runs", []) if r.get("connections") == 8), None)
+    A("## Targets")
+    A("")
+    A("| target | measured | goal | verdict | note |")
+    A("|---|---|---|---|---|")
+    A(target_row("rhyzome / hand-written virsh create, to banner (median)", fmt(r_rz_virsh), "≤ 1.10",
+                 None if r_rz_virsh is None else r_rz_virsh <= 1.10))
+    A(target_row("virt-install / rhyzome, to banner (median)", fmt(r_vi_rz), "≥ 1.6",
+                 None if r_vi_rz is None else r_vi_rz >= 1.6))
+    A(target_row("100 instances up (all banners)", "n/a" if not b100 else (fmt(b100["all_banners"], 1) + " s" if b100["all_banners"] else f"{b100['banners_seen']}/100 in time"),
+                 "≤ 15 s", None if not b100 or b100["all_banners"] is None else b100["all_banners"] <= 15,
+                 "" if b100 else "not run (quick mode)"))
+    A(target_row("100 instances deleted", "n/a" if not b100 or b100.get("delete_all_gone") is None else fmt(b100["delete_all_gone"], 1) + " s",
+                 "≤ 10 s", None if not b100 or b100.get("delete_all_gone") is None else b100["delete_all_gone"] <= 10,
+                 "" if b100 else "not run (quick mode)"))
+    A(target_row("daemon RSS, idle", "n/a" if idle is None else f"{idle / 1024:.1f} MiB", "≤ 25 MiB",
+                 None if idle is None else idle <= 25 * 1024))
+    A(target_row("daemon RSS growth per instance", "n/a" if growth is None else f"{growth:.0f} KiB", "≤ 100 KiB",
+                 None if growth is None else growth <= 100, "" if b100 else "not run (quick mode)"))
+    A(target_row("GET /v1/instances p99, 1,000 instances, 8 connections", "n/a" if not api_c8 or "p99_us" not in api_c8 else f"{api_c8['p99_us'] / 1000:.1f} ms",
+                 "≤ 10 ms", None if not api_c8 or "p99_us" not in api_c8 else api_c8["p99_us"] <= 10000))
+    A("")
+    A("Image-upload RSS: **not measured; image upload is not implemented yet** (kernels are "
+      "copied from a server-side path).")
+    A("")
+
+    # ---- deploys
+    if deploys:
+        n_runs = len(rz)
+        A("## 1. Deploy latency")
+        A("")
+        A(f"Median of {n_runs} runs each (after one unrecorded warm-up round), methods interleaved run by run. "
+          "Times are from just before the command is spawned until the line `rhyzome-testkernel: banner v1` "
+          f"appears in the console file (polled every {POLL * 1000:.0f} ms), until `rhyzome-testkernel: ready`, "
+          f"and until the guest answers an ICMP echo sent every {PROBE_INTERVAL * 1000:.0f} ms from inside `rhyzome-lab` "
+          "(the prober starts there before the command; it writes the echo requests as Ethernet frames to the "
+          "guest's MAC, because each tap that joins `rzbr0` can change the bridge's MAC, which makes Linux flush "
+          "its neighbour table, and a plain `ping` would then wait for an ARP retry, once a second). "
+          "`delete` is `rhyzomectl instance delete` or `virsh destroy`, as a command.")
+        A("")
+        A("| method | banner | ready | ping reply | delete | min–max banner |")
+        A("|---|---|---|---|---|---|")
+        for m, (label, _, _) in METHODS.items():
+            bs = [r["banner"] for r in deploys[m] if r.get("banner") is not None]
+            rng = f"{min(bs) * 1000:.0f}–{max(bs) * 1000:.0f} ms" if bs else "n/a"
+            fails = sum(1 for r in deploys[m] if r.get("banner") is None)
+            A(f"| {label} | {ms(med[m]['banner'])} | {ms(med[m]['ready'])} | {ms(med[m]['ping'])} | "
+              f"{ms(med[m]['delete']) if m != 'qemu' else '(kill)'} | {rng}{f' ({fails} timed out)' if fails else ''} |")
+        A("")
+        A(f"- rhyzome / virsh create: **{fmt(ratio('rhyzome', 'virsh'))}** to banner, "
+          f"{fmt(ratio('rhyzome', 'virsh', 'ping'))} to ping.")
+        A(f"- virt-install / rhyzome: **{fmt(ratio('virt-install', 'rhyzome'))}** to banner, "
+          f"{fmt(ratio('virt-install', 'rhyzome', 'ping'))} to ping.")
+        A(f"- rhyzome / plain QEMU: {fmt(ratio('rhyzome', 'qemu'))} to banner.")
+        errs = [f"{m} run {r['run']}: {r['error']}" for m in deploys for r in deploys[m] if r.get("error")]
+        if errs:
+            A("- Errors: " + "; ".join(errs[:5]))
+        A("")
+        A("Commands (`IP`/`MAC` per method: 192.168.100.150–153, 02:be:00:00:01:50–53; "
+          f"parameters `--ipv4 IP/24 --ipv4-gateway {GATEWAY}`):")
+        A("")
+        A("```sh")
+        A("rhyzomectl --server http://127.0.0.1:PORT instance create --name bench-rhyzome-I \\\n"
+          "  --kernel $KERNELDIR/testkernel.virtio --kernel-parameters \"--ipv4 IP/24 --ipv4-gateway 192.168.100.1\" --mac MAC")
+        A("virsh -c qemu:///system create bench-virsh-I.xml   # the XML below")
+        A(" ".join(a if " " not in a else f"'{a}'" for a in
+                   virt_install_cmd("bench-virtinstall-I", "$KERNEL", "--ipv4 IP/24 --ipv4-gateway 192.168.100.1", "MAC", "$WORK/bench-virtinstall-I.console")))
+        A(f"ip -n {NS} tuntap add dev {TAP} mode tap; ip -n {NS} link set {TAP} master {BR} up   # once, before the runs")
+        A(" ".join(a if " " not in a else f"'{a}'" for a in
+                   qemu_cmd("$KERNEL", "--ipv4 IP/24 --ipv4-gateway 192.168.100.1", "MAC", "$WORK/bench-qemu-I.console")))
+        A("```")
+        A("")
+        A("The hand-written XML given to `virsh create` (what rhyzome renders, without its `<metadata>`):")
+        A("")
+        A("```xml")
+        A(domain_xml("bench-virsh-I", "$KERNEL", "--ipv4 IP/24 --ipv4-gateway 192.168.100.1", "MAC", "$WORK/bench-virsh-I.console").rstrip())
+        A("```")
+        A("")
+        A("<details><summary>Every run (banner / ping, ms)</summary>")
+        A("")
+        for m in METHODS:
+            A(f"- {m}: " + ", ".join(f"{ms(r['banner'])[:-3]}/{ms(r['ping'])[:-3]}" for r in deploys[m]))
+        A("")
+        A("</details>")
+        A("")
+
+    # ---- batch
+    if batches:
+        A("## 2. Batch create and delete through the API")
+        A("")
+        A("N concurrent `POST /v1/instances` (one thread and connection each, all started together; "
+          "`kernel_parameters` `--name NAME`, default memory 32 MiB, default NIC on `rzbr0`), then N "
+          "concurrent `DELETE /v1/instances/NAME`. \"All up\" is until every new console file holds the banner; "
+          "\"all gone\" is until `virsh list` shows none of them.")
+        A("")
+        A("| N | created | API calls all returned | first banner | median banner | all up | per instance | delete calls returned | all gone | per instance | guests' CPU (cores) |")
+        A("|---|---|---|---|---|---|---|---|---|---|---|")
+        for b in batches:
+            up = b["all_banners"]
+            gone = b.get("delete_all_gone")
+            A(f"| {b['n']} | {b['created_ok']} | {fmt(b['api_all_returned'])} s | {fmt(b['first_banner'])} s | "
+              f"{fmt(b['median_banner'])} s | {fmt(up) + ' s' if up else str(b['banners_seen']) + ' seen'} | "
+              f"{ms(up / b['n']) if up else 'n/a'} | {fmt(b['delete_api_all_returned'])} s | "
+              f"{fmt(gone) + ' s' if gone else 'n/a'} | {ms(gone / b['n']) if gone else 'n/a'} | "
+              f"{fmt(b.get('guests_cpu_cores'))} |")
+        for b in batches:
+            if b["errors"]:
+                A(f"\nN={b['n']}: errors: " + "; ".join(b["errors"]))
+        A("")
+        if len(batches) > 1 and all(b["all_banners"] for b in batches):
+            xs = [(b["n"], b["all_banners"]) for b in batches]
+            A("Growth: " + ", ".join(f"N={n}: {t / n * 1000:.0f} ms per instance up" for n, t in xs)
+              + ". " + ", ".join(f"N={b['n']}: {b['delete_all_gone'] / b['n'] * 1000:.0f} ms per instance deleted"
+                                  for b in batches if b.get("delete_all_gone")) + ".")
+            A("")
+
+    # ---- footprint
+    A("## 3. Footprint")
+    A("")
+    A("Daemon (`rhyzomesrv`, release build) VmRSS:")
+    A("")
+    A("| when | RSS |")
+    A("|---|---|")
+    for k, label in (("idle", "idle, just started, no instances (after one `GET /v1/info`)"),
+                     ("after_deploys", "after the single-deploy runs (no instances left)")):
+        if daemon_rss.get(k):
+            A(f"| {label} | {daemon_rss[k] / 1024:.1f} MiB |")
+    for b in batches:
+        A(f"| with {b['n']} instances (before the batch: {b['daemon_rss_before_kib'] / 1024:.1f} MiB) | "
+          f"{b['daemon_rss_kib'] / 1024:.1f} MiB (+{(b['daemon_rss_kib'] - b['daemon_rss_before_kib']) / b['n']:.0f} KiB per instance) |")
+        A(f"| after deleting those {b['n']} | {b['daemon_rss_after_delete_kib'] / 1024:.1f} MiB |")
+    A("| image upload | not implemented yet |")
+    A("")
+    if batches:
+        A("QEMU per instance, created through rhyzome at the default 32 MiB (average over the batch; "
+          "PSS splits shared pages of the QEMU binary and libraries among processes, private is the "
+          "anonymous memory only this guest holds):")
+        A("")
+        A("| N | RSS | PSS | private |")
+        A("|---|---|---|---|")
+        for b in batches:
+            if b.get("qemu_rss_avg_kib"):
+                A(f"| {b['n']} | {b['qemu_rss_avg_kib'] / 1024:.1f} MiB | {b['qemu_pss_avg_kib'] / 1024:.1f} MiB | "
+                  f"{b['qemu_private_avg_kib'] / 1024:.1f} MiB |")
+        A("")
+    if footprint:
+        samples = len(next(iter(footprint.values())))
+        A(f"Raw `virsh create` variants of the same XML, one guest at a time, measured 1 s after it booted "
+          f"(median of {samples}):")
+        A("")
+        A("| variant | RSS | private | of which THP | banner | ping |")
+        A("|---|---|---|---|---|---|")
+        for key, label, *_ in FOOTPRINT_VARIANTS:
+            rows = footprint[key]
+
+            def mk(k):
+                v = median([r.get(k) for r in rows])
+                return "n/a" if v is None else f"{v / 1024:.1f} MiB"
+            err = next((r["error"] for r in rows if r.get("error")), "")
+            A(f"| {label} | {mk('Rss')} | {mk('Private_Dirty')} | {mk('AnonHugePages')} | "
+              f"{ms(median([r['banner'] for r in rows]))} | {ms(median([r['ping'] for r in rows]))} |"
+              + (f" error: {err}" if err else ""))
+        A("")
+        cl = next((r.get("cmdline") for r in footprint.get("tb16", []) if r.get("cmdline")), None)
+        if cl:
+            A(f"QEMU command line libvirt made for the tb-cache 16 MiB variant: `{cl}`")
+            A("")
+
+    # ---- API
+    if api:
+        A("## 4. API latency: `GET /v1/instances` with 1,000 instances")
+        A("")
+        A(f"`crates/rhyzomesrv/examples/bench_api_server.rs`: the real service and router over the fake "
+          f"backend, 1,000 instances created through `Service::create` ({api['setup_ms']} ms), served on "
+          f"127.0.0.1. One response is {api['body_bytes'] / 1024:.0f} KiB ({api['listed']} instances). Load from "
+          f"`wrk` in a second process on the same 2 cores; `bench/wrk_latency.lua` prints wrk's latency "
+          f"percentiles. Server RSS after the load: {api['server_rss_kib'] / 1024:.1f} MiB.")
+        A("")
+        A("| load | requests/s | p50 | p90 | p99 | max | errors |")
+        A("|---|---|---|---|---|---|---|")
+        for r in api["runs"]:
+            if "p50_us" in r:
+                A(f"| {r['threads']} thread(s), {r['connections']} connection(s), {r['duration_s']:.0f} s | "
+                  f"{r['rps']:.0f} | {r['p50_us'] / 1000:.2f} ms | {r['p90_us'] / 1000:.2f} ms | "
+                  f"{r['p99_us'] / 1000:.2f} ms | {r['max_us'] / 1000:.2f} ms | {r['errors']} |")
+            else:
+                A(f"| {r['connections']} connection(s) | error: {r.get('error', '')[:200]} |||||")
+        A("")
+        A("```sh")
+        for r in api["runs"]:
+            A(r["cmd"].replace(str(REPO) + "/", ""))
+        A("```")
+        A("")
+
+    A("## How to run")
+    A("")
+    A("```sh")
+    A("bench/run.sh           # the whole benchmark (about 10 minutes), writes docs/benchmarks.md")
+    A("bench/run.sh --quick   # smoke mode: 3 runs, N = 10, short load")
+    A("```")
+    A("")
+    A("It installs what it needs (`scripts/install-deps.sh`, plus `virtinst` and `wrk`), brings the lab "
+      "up (`scripts/lab.sh up`), builds release binaries and the test kernel, starts its own "
+      "`rhyzomesrv` (DomainType `qemu`, bridge `rzbr0`, a temporary StateDir, a free loopback port, "
+      "Hostname `bench-HOST-PID`), and removes every domain (`bench-*`, `rhyzome-bench-*`), process, "
+      "and tap it made, also on failure or Ctrl-C. Timings never fail the run.")
+    A("")
+    A("Daemon configuration used:")
+    A("")
+    A("```json")
+    A(json.dumps(args.daemon_config, indent=2))
+    A("```")
+    A("")
+    Path(path).write_text("\n".join(L) + "\n")
+
+
+# ----------------------------------------------------------------------------- main
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "_probe":
+        probe_main(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+        return
+    if len(sys.argv) >= 2 and sys.argv[1] == "render":
+        # Rewrites the report from a results file (the raw numbers of an earlier run).
+        r = json.loads(Path(sys.argv[2]).read_text())
+        FOREIGN.update(r["foreign"])
+        a = argparse.Namespace(quick=r["quick"], daemon_config=r["daemon_config"])
+        out = sys.argv[3] if len(sys.argv) > 3 else str(REPO / "docs/benchmarks.md")
+        write_report(out, a, r["info"], r["deploys"], r["batches"], r["footprint"], r["api"],
+                     r["daemon_rss"], datetime.datetime.fromisoformat(r["started"]), r["elapsed"])
+        return
+    if len(sys.argv) >= 2 and sys.argv[1] == "cleanup":
+        cleanup_leftovers()
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke mode: 3 runs, N=10, short load")
+    ap.add_argument("--out", default=str(REPO / "docs/benchmarks.md"))
+    ap.add_argument("--only", default="deploy,batch,footprint,api",
+                    help="comma-separated parts to run (default: all)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    parts = set(args.only.split(","))
+    runs = 3 if args.quick else 10
+    sizes = [10] if args.quick else [10, 50, 100]
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t_start = time.monotonic()
+    cleanup_leftovers()
+    work = Path(tempfile.mkdtemp(prefix=f"rhyzome-bench-{os.getpid()}-", dir="/tmp"))
+    STATE.workdir = work
+    ok = False
+    try:
+        kernels = work / "kernels"
+        kernels.mkdir()
+        kernel = kernels / "testkernel.virtio"
+        shutil.copyfile(KERNEL_SRC, kernel)
+        info = machine_info()
+        log("starting rhyzomesrv")
+        daemon = Daemon(work, kernels)
+        args.daemon_config = daemon.config
+        time.sleep(1.0)
+        daemon_rss = {"idle": daemon.rss()}
+        ctx = {"workdir": work, "kernel": str(kernel), "daemon": daemon}
+        deploys, batches, footprint, api = {}, [], {}, None
+        if "deploy" in parts:
+            log(f"deploy latency: {runs} runs x {len(METHODS)} methods")
+            deploys = bench_deploys(ctx, runs)
+            daemon_rss["after_deploys"] = daemon.rss()
+        if "batch" in parts:
+            for n in sizes:
+                log(f"batch N={n}")
+                b = bench_batch(ctx, n)
+                log(f"batch N={n}: {b}")
+                batches.append(b)
+                time.sleep(2.0)
+        if "footprint" in parts:
+            log("footprint variants")
+            footprint = bench_footprint(ctx, 1 if args.quick else 3)
+        if "api" in parts:
+            log("API latency")
+            api = bench_api(3 if args.quick else 10)
+        raw = work / "results.json"
+        elapsed = time.monotonic() - t_start
+        raw.write_text(json.dumps({"info": info, "deploys": deploys, "batches": batches,
+                                   "footprint": footprint, "api": api, "daemon_rss": daemon_rss,
+                                   "quick": args.quick, "daemon_config": args.daemon_config,
+                                   "started": started.isoformat(), "elapsed": elapsed,
+                                   "foreign": FOREIGN}, indent=1))
+        write_report(args.out, args, info, deploys, batches, footprint, api, daemon_rss, started, elapsed)
+        shutil.copyfile(raw, "/tmp/rhyzome-bench-results.json")
+        log(f"wrote {args.out} (raw numbers: /tmp/rhyzome-bench-results.json)")
+        ok = True
+    finally:
+        if not ok:
+            log(f"failed; daemon log kept in {work}")
+        cleanup(keep_workdir=args.keep or not ok)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+//! `rhyzomectl --server URL [--token T] [--ca FILE | --fingerprint FP] config set NAME [--use]`.
+
+use crate::cli::{ConfigSetArgs, Globals};
+use crate::profile::{Profile, Profiles};
+
+pub fn run(a: ConfigSetArgs, g: &Globals) -> anyhow::Result<()> {
+    let Some(server) = g.server.clone() else {
+        anyhow::bail!(
+            "give the server's URL: rhyzomectl config set {} --server URL",
+            a.name
+        );
+    };
+    let ca = match &g.ca {
+        Some(p) => Some(
+            std::fs::canonicalize(p).map_err(|e| anyhow::anyhow!("--ca {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let mut profiles = Profiles::load()?;
+    profiles.servers.insert(
+        a.name.clone(),
+        Profile {
+            server,
+            token: g.token.clone(),
+            ca,
+            fingerprint: g.fingerprint.clone(),
+        },
+    );
+    if profiles.current.is_none() || a.use_it {
+        profiles.current = Some(a.name.clone());
+    }
+    let path = profiles.save()?;
+    println!("saved server {:?} in {}", a.name, path.display());
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Authentication middleware and the audit log.
+//!
+//! Every request passes [`authenticate`]: it resolves the bearer token to a [`Caller`] (or the
+//! anonymous administrator while no token exists) and stores it in the request's extensions,
+//! where handlers find it. Mutating requests are then written to the audit log (one JSON line
+//! per request in `StateDir/audit.log`, and a `tracing` event with target `audit`) with who,
+//! what and the outcome. The token store is consulted on every request, so a revoked token
+//! stops working at once; the lookup is one indexed SQLite read.
+
+use super::error::ApiError;
+use crate::auth::rate::RateLimiter;
+use crate::auth::tokens::TokenStore;
+use crate::auth::{AuthError, Caller, Role};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Everything the middleware needs, shared by all connections.
+pub struct Authenticator {
+    tokens: Option<TokenStore>,
+    create_limit: RateLimiter,
+    audit: Option<Mutex<std::fs::File>>,
+}
+
+impl Authenticator {
+    /// Authentication off, no audit file: for tests of other parts.
+    pub fn disabled() -> Arc<Authenticator> {
+        Arc::new(Authenticator {
+            tokens: None,
+            create_limit: RateLimiter::new(1e9, u32::MAX),
+            audit: None,
+        })
+    }
+
+    pub fn new(
+        tokens: TokenStore,
+        creates_per_second: f64,
+        create_burst: u32,
+        audit_log: PathBuf,
+    ) -> std::io::Result<Arc<Authenticator>> {
+        let audit = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(audit_log)?;
+        Ok(Arc::new(Authenticator {
+            tokens: Some(tokens),
+            create_limit: RateLimiter::new(creates_per_second, create_burst),
+            audit: Some(Mutex::new(audit)),
+        }))
+    }
+
+    fn caller(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(Caller::anonymous());
+        };
+        let presented = authorization.and_then(|h| h.strip_prefix("Bearer ").map(str::trim));
+        let internal = |e: crate::auth::tokens::TokenError| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        };
+        match presented {
+            Some(token) => match tokens.authenticate(token).map_err(internal)? {
+                Some(caller) => Ok(caller),
+                None => Err(AuthError::Invalid.into()),
+            },
+            None if tokens.any().map_err(internal)? => Err(AuthError::Missing.into()),
+            None => Ok(Caller::anonymous()),
+        }
+    }
+
+    fn audit(&self, entry: &serde_json::Value) {
+        tracing::info!(target: "audit", "{entry}");
+        if let Some(file) = &self.audit {
+            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = writeln!(f, "{entry}") {
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+        }
+    }
+}
+
+/// Resolves the caller, applies the create rate limit, runs the request, audits it.
+pub async fn authenticate(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let caller = match auth.caller(authorization) {
+        Ok(c) => c,
+        Err(e) => {
+            if mutating {
+                auth.audit(&entry(None, peer.as_deref(), &method, &path, e.status));
+            }
+            return e.into_response();
+        }
+    };
+    let is_create = method == Method::POST && (path == "/v1/instances" || path == "/v1/images");
+    if is_create {
+        // Anonymous callers are told apart by address.
+        let key = match (&auth.tokens, &peer) {
+            (Some(_), _) if caller.name != "anonymous" => caller.name.clone(),
+            (_, Some(ip)) => format!("ip:{ip}"),
+            _ => caller.name.clone(),
+        };
+        if !auth.create_limit.allow(&key) {
+            let e: ApiError = AuthError::RateLimited {
+                caller: caller.name.clone(),
+            }
+            .into();
+            auth.audit(&entry(
+                Some(&caller),
+                peer.as_deref(),
+                &method,
+                &path,
+                e.status,
+            ));
+            return e.into_response();
+        }
+    }
+    req.extensions_mut().insert(caller.clone());
+    let response = next.run(req).await;
+    if mutating {
+        auth.audit(&entry(
+            Some(&caller),
+            peer.as_deref(),
+            &method,
+            &path,
+            response.status(),
+        ));
+    }
+    response
+}
+
+fn entry(
+    caller: Option<&Caller>,
+    peer: Option<&str>,
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+) -> serde_json::Value {
+    serde_json::json!({
+        "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        "caller": caller.map(|c| c.name.as_str()),
+        "role": caller.map(|c| c.role.as_str()),
+        "peer": peer,
+        "method": method.as_str(),
+        "path": path,
+        "status": status.as_u16(),
+        "outcome": if status.is_success() { "ok" } else { "refused" },
+    })
+}
+
+/// Instances outside the caller's prefix do not exist for it.
+pub fn visible(caller: &Caller, name: &str) -> Result<(), ApiError> {
+    if caller.sees(name) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("instance {name:?} not found"),
+        ))
+    }
+}
+
+/// The caller must hold `role` to `action`.
+pub fn require(caller: &Caller, role: Role, action: &'static str) -> Result<(), ApiError> {
+    caller.require(role, action).map_err(ApiError::from)
+}

@@ -1,0 +1,22 @@
+//! `GET /v1/images/{reference}`.
+
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use axum::extract::{Path, State};
+use axum::Json;
+use rhyzome_api::{ErrorBody, Image};
+
+/// Show one image, with what inspection found in it.
+#[utoipa::path(get, path = "/v1/images/{reference}", tag = "images",
+    params(("reference" = String, Path, description = "`name[:tag]` or `sha256:<hex>`")),
+    responses(
+        (status = 200, description = "The image", body = Image),
+        (status = 404, description = "No such image", body = ErrorBody),
+        (status = 422, description = "Not a valid reference", body = ErrorBody),
+    ))]
+pub async fn get_image(
+    State(svc): State<AppState>,
+    Path(reference): Path<String>,
+) -> Result<Json<Image>, ApiError> {
+    Ok(Json(svc.get_image(&reference)?))
+}

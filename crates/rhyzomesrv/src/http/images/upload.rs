@@ -1,0 +1,117 @@
+//! `POST /v1/images`: the body is streamed to disk (never buffered whole), hashed on the way,
+//! checked against a digest the client may send, inspected, and committed atomically.
+
+use crate::auth::{Caller, Role};
+use crate::http::auth::require;
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::service::images::{drain, ExpectedDigest};
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::{Extension, Json};
+use rhyzome_api::images::SHA256_HEADER;
+use rhyzome_api::{ErrorBody, ImageUpload, UploadQuery};
+
+/// Upload an image.
+///
+/// The body is the raw image (`application/octet-stream`), at most `MaxImageBytes` (default
+/// 64 MiB). Identical content is stored once. When the image with the given `sha256` is
+/// already stored, an empty body only applies `name`; clients check with
+/// `HEAD /v1/images/sha256:<hex>` first, so a second push sends nothing. A body that is not a
+/// kernel is refused; images that are kernels but cannot run here (a Solo5 `hvt` build, for
+/// example) are stored, and refused when an instance is created from them.
+#[utoipa::path(post, path = "/v1/images", tag = "images",
+    params(
+        UploadQuery,
+        ("X-Rhyzome-Sha256" = Option<String>, Header,
+            description = "Expected SHA-256 of the body (like the `sha256` query parameter)"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The image file"),
+    responses(
+        (status = 200, description = "Already stored; nothing new written", body = ImageUpload),
+        (status = 201, description = "Stored", body = ImageUpload),
+        (status = 400, description = "Bad query, or the upload ended early (nothing stored)", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
+        (status = 403, description = "The role may not upload", body = ErrorBody),
+        (status = 413, description = "Larger than MaxImageBytes", body = ErrorBody),
+        (status = 422, description = "Digest mismatch (`field` names where the digest came from), bad name, or not a kernel", body = ErrorBody),
+    ))]
+pub async fn upload_image(
+    State(svc): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<ImageUpload>), ApiError> {
+    let mut stream = body.into_data_stream();
+    let checked = check_request(&caller, &uri, &headers);
+    let (q, expected) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            drain(&mut stream, svc.config().max_image_bytes).await;
+            return Err(e);
+        }
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let upload = svc
+        .upload_image(stream, declared, expected, q.name.as_deref())
+        .await?;
+    let status = if upload.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(upload)))
+}
+
+/// Checks role, query and digest header before the body is read.
+fn check_request(
+    caller: &Caller,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<(UploadQuery, Option<ExpectedDigest>), ApiError> {
+    require(caller, Role::Operator, "upload images")?;
+    let q = Query::<UploadQuery>::try_from_uri(uri)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?
+        .0;
+    let header_digest = headers
+        .get(SHA256_HEADER)
+        .map(|v| {
+            v.to_str().map(str::to_string).map_err(|_| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    "is not ASCII",
+                )
+                .with_field(SHA256_HEADER)
+            })
+        })
+        .transpose()?;
+    let expected = match (q.sha256.clone(), header_digest) {
+        (Some(a), Some(b))
+            if a.trim_start_matches("sha256:") != b.trim_start_matches("sha256:") =>
+        {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "differs from the sha256 query parameter",
+            )
+            .with_field(SHA256_HEADER))
+        }
+        (Some(value), _) => Some(ExpectedDigest {
+            field: "sha256",
+            value,
+        }),
+        (None, Some(value)) => Some(ExpectedDigest {
+            field: SHA256_HEADER,
+            value,
+        }),
+        (None, None) => None,
+    };
+    Ok((q, expected))
+}

@@ -1,0 +1,291 @@
+//! Uploaded images: the bytes go into the same content-addressed blob store as server-side
+//! kernels (`StateDir/blobs/sha256-<hex>`, see [`crate::kernels`]); what is known about them
+//! (size, upload time, names, inspection) is a row in SQLite ([`crate::store::images`]).
+//!
+//! An upload streams into a private file under `StateDir/uploads/`, hashing as it goes, and is
+//! never held in memory. Only a complete, verified body is fsynced and renamed into the blob
+//! directory (same file system, so the rename is atomic): a crash or a broken connection leaves
+//! at most a file in `uploads/`, which the next start removes, and never a torn blob. The
+//! upload directory is separate from `blobs/` so that blob garbage collection (which removes
+//! unknown files there) never races with an upload in progress. Concurrent uploads of the same
+//! content each write their own file; the renames replace identical bytes, so the result is the
+//! same whichever finishes first. The async part (receiving) runs on the runtime; the final
+//! fsync, rename and inspection block and run on the blocking pool.
+
+pub mod inspect;
+
+use futures_util::{Stream, StreamExt};
+use rhyzome_api::ImageInspection;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("the image is larger than the limit of {limit} bytes (MaxImageBytes)")]
+    TooLarge { limit: u64 },
+    #[error("the upload ended early: {0}; nothing was stored")]
+    Truncated(String),
+    #[error("the body's SHA-256 is {actual}, not {expected} as given; nothing was stored")]
+    DigestMismatch {
+        field: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("{0}")]
+    NotAKernel(String),
+    #[error("image {0} not found")]
+    NotFound(String),
+    #[error("image {reference} is used by instance(s) {instances}; delete them first")]
+    InUse {
+        reference: String,
+        instances: String,
+    },
+    #[error("cannot store the image in {dir}: {source}")]
+    Io {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot inspect the image: {0}")]
+    Inspect(#[from] inspect::InspectError),
+}
+
+/// A received upload waiting to be committed; removed on drop unless committed, so that an
+/// abandoned request (client gone, error) leaves nothing behind.
+pub struct PendingUpload {
+    path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    committed: bool,
+}
+
+impl Drop for PendingUpload {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl PendingUpload {
+    pub fn inspect(&self) -> Result<ImageInspection, ImageError> {
+        let f = File::open(&self.path).map_err(|source| ImageError::Io {
+            dir: self.path.clone(),
+            source,
+        })?;
+        Ok(inspect::inspect(&f)?)
+    }
+}
+
+/// Where uploads are received and blobs are kept.
+pub struct ImageFiles {
+    upload_dir: PathBuf,
+    blob_dir: PathBuf,
+    max_bytes: u64,
+}
+
+impl ImageFiles {
+    pub fn new(state_dir: &Path, blob_dir: PathBuf, max_bytes: u64) -> Self {
+        ImageFiles {
+            upload_dir: state_dir.join("uploads"),
+            blob_dir,
+            max_bytes,
+        }
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    fn io(&self, dir: &Path) -> impl Fn(std::io::Error) -> ImageError {
+        let dir = dir.to_path_buf();
+        move |source| ImageError::Io {
+            dir: dir.clone(),
+            source,
+        }
+    }
+
+    /// Removes uploads a previous run left unfinished. Called once at start-up, before the
+    /// API serves.
+    pub fn clean_uploads(&self) {
+        if let Ok(entries) = std::fs::read_dir(&self.upload_dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Receives a body into a temporary file, hashing it. `declared` is the Content-Length,
+    /// if the client sent one: a body over the limit is refused before a byte is read, and a
+    /// body that ends before its declared length counts as truncated.
+    pub async fn receive<S, B, E>(
+        &self,
+        mut body: S,
+        declared: Option<u64>,
+    ) -> Result<PendingUpload, ImageError>
+    where
+        S: Stream<Item = Result<B, E>> + Unpin,
+        B: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
+        if declared.is_some_and(|n| n > self.max_bytes) {
+            return Err(ImageError::TooLarge {
+                limit: self.max_bytes,
+            });
+        }
+        tokio::fs::create_dir_all(&self.upload_dir)
+            .await
+            .map_err(self.io(&self.upload_dir))?;
+        let path = self
+            .upload_dir
+            .join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
+        let mut pending = PendingUpload {
+            path: path.clone(),
+            sha256: String::new(),
+            size: 0,
+            committed: false,
+        };
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(self.io(&self.upload_dir))?;
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ImageError::Truncated(e.to_string()))?;
+            let chunk = chunk.as_ref();
+            pending.size += chunk.len() as u64;
+            if pending.size > self.max_bytes {
+                return Err(ImageError::TooLarge {
+                    limit: self.max_bytes,
+                });
+            }
+            hasher.update(chunk);
+            file.write_all(chunk)
+                .await
+                .map_err(self.io(&self.upload_dir))?;
+        }
+        if let Some(n) = declared {
+            if pending.size != n {
+                return Err(ImageError::Truncated(format!(
+                    "received {} of {n} bytes",
+                    pending.size
+                )));
+            }
+        }
+        file.flush().await.map_err(self.io(&self.upload_dir))?;
+        drop(file);
+        pending.sha256 = hex::encode(hasher.finalize());
+        Ok(pending)
+    }
+
+    /// Makes a received upload a blob: fsync, rename into the blob directory, fsync the
+    /// directory. Returns whether the blob is new. Blocks. The caller holds the blob-GC read
+    /// lock and records the image row before releasing it.
+    pub fn commit(&self, mut pending: PendingUpload) -> Result<bool, ImageError> {
+        let target = self.blob_dir.join(format!("sha256-{}", pending.sha256));
+        if target.exists() {
+            return Ok(false); // Deduplicated; the drop removes the temporary copy.
+        }
+        std::fs::create_dir_all(&self.blob_dir).map_err(self.io(&self.blob_dir))?;
+        File::open(&pending.path)
+            .and_then(|f| f.sync_all())
+            .map_err(self.io(&self.upload_dir))?;
+        std::fs::rename(&pending.path, &target).map_err(self.io(&self.blob_dir))?;
+        pending.committed = true;
+        File::open(&self.blob_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(self.io(&self.blob_dir))?;
+        Ok(true)
+    }
+
+    pub fn blob_exists(&self, sha256: &str) -> bool {
+        self.blob_dir.join(format!("sha256-{sha256}")).exists()
+    }
+
+    /// Removes a blob (the caller holds the blob-GC write lock and has checked no instance
+    /// boots it).
+    pub fn remove_blob(&self, sha256: &str) -> Result<(), ImageError> {
+        match std::fs::remove_file(self.blob_dir.join(format!("sha256-{sha256}"))) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io(&self.blob_dir)(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path, max: u64) -> ImageFiles {
+        ImageFiles::new(dir, dir.join("blobs"), max)
+    }
+
+    fn chunks(
+        parts: Vec<Result<Vec<u8>, String>>,
+    ) -> impl Stream<Item = Result<Vec<u8>, String>> + Unpin {
+        futures_util::stream::iter(parts)
+    }
+
+    #[tokio::test]
+    async fn uploads_are_hashed_committed_and_deduplicated() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path(), 1024);
+        let p = f
+            .receive(chunks(vec![Ok(b"ab".to_vec()), Ok(b"c".to_vec())]), Some(3))
+            .await
+            .unwrap();
+        assert_eq!(
+            p.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let sha = p.sha256.clone();
+        assert!(f.commit(p).unwrap());
+        assert!(f.blob_exists(&sha));
+        let again = f
+            .receive(chunks(vec![Ok(b"abc".to_vec())]), None)
+            .await
+            .unwrap();
+        assert!(!f.commit(again).unwrap());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("uploads"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn broken_or_oversized_uploads_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path(), 4);
+        let e = f
+            .receive(chunks(vec![Ok(b"ab".to_vec()), Err("reset".into())]), None)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, ImageError::Truncated(_)), "{e}");
+        let e = f
+            .receive(chunks(vec![Ok(b"ab".to_vec())]), Some(3))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, ImageError::Truncated(_)), "{e}");
+        let e = f
+            .receive(chunks(vec![Ok(b"abcde".to_vec())]), None)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, ImageError::TooLarge { limit: 4 }), "{e}");
+        let e = f.receive(chunks(vec![]), Some(5)).await.err().unwrap();
+        assert!(matches!(e, ImageError::TooLarge { .. }), "{e}");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("uploads"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert!(!dir.path().join("blobs").exists());
+    }
+}

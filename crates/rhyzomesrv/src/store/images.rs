@@ -1,0 +1,301 @@
+//! Image metadata and the per-instance facts that came with images (which image an instance
+//! was created from, its extra NICs), in the same SQLite database as instances.
+//!
+//! These tables are created with `IF NOT EXISTS` on every open, so databases made before
+//! images existed gain them without a schema-version bump. Rows of an instance are removed
+//! with it (`ON DELETE CASCADE`). The same connection mutex as [`Store`] serialises access.
+
+use super::{Store, StoreError};
+use rhyzome_api::ImageInspection;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashSet;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+    sha256      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    uploaded_at TEXT NOT NULL,
+    inspection  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_tags (
+    name   TEXT NOT NULL,
+    tag    TEXT NOT NULL,
+    sha256 TEXT NOT NULL REFERENCES images(sha256) ON DELETE CASCADE,
+    PRIMARY KEY (name, tag)
+);
+CREATE TABLE IF NOT EXISTS instance_images (
+    instance_id TEXT PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,
+    image       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instance_nics (
+    instance_id TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,
+    device      TEXT NOT NULL,
+    bridge      TEXT NOT NULL,
+    mac         TEXT NOT NULL UNIQUE,
+    pci_slot    INTEGER NOT NULL,
+    PRIMARY KEY (instance_id, idx)
+);
+";
+
+pub(super) fn init_schema(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(SCHEMA)?;
+    Ok(())
+}
+
+/// An image as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRow {
+    pub sha256: String,
+    pub size: u64,
+    pub uploaded_at: String,
+    pub inspection: ImageInspection,
+    /// `name:tag`, sorted.
+    pub names: Vec<String>,
+}
+
+/// A NIC of an instance whose image declares several network devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicRow {
+    pub device: String,
+    pub bridge: String,
+    pub mac: String,
+    pub pci_slot: u8,
+}
+
+impl Store {
+    /// Records an image unless its digest is already known; returns whether it was new.
+    pub fn insert_image(
+        &self,
+        sha256: &str,
+        size: u64,
+        uploaded_at: &str,
+        inspection: &ImageInspection,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(inspection).expect("inspection serialises");
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO images (sha256, size, uploaded_at, inspection) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![sha256, size as i64, uploaded_at, json],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Points `name:tag` at `sha256` (moving it if it pointed elsewhere).
+    pub fn tag_image(&self, name: &str, tag: &str, sha256: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO image_tags (name, tag, sha256) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name, tag) DO UPDATE SET sha256 = excluded.sha256",
+            params![name, tag, sha256],
+        )?;
+        Ok(())
+    }
+
+    pub fn resolve_tag(&self, name: &str, tag: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT sha256 FROM image_tags WHERE name = ?1 AND tag = ?2",
+                [name, tag],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn image(&self, sha256: &str) -> Result<Option<ImageRow>, StoreError> {
+        Ok(self.images_where(Some(sha256))?.pop())
+    }
+
+    /// Every image, newest first.
+    pub fn images(&self) -> Result<Vec<ImageRow>, StoreError> {
+        self.images_where(None)
+    }
+
+    fn images_where(&self, sha256: Option<&str>) -> Result<Vec<ImageRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT sha256, size, uploaded_at, inspection FROM images \
+             WHERE ?1 IS NULL OR sha256 = ?1 ORDER BY uploaded_at DESC, sha256",
+        )?;
+        let rows = stmt
+            .query_map([sha256], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut tags = conn.prepare_cached(
+            "SELECT name || ':' || tag FROM image_tags WHERE sha256 = ?1 ORDER BY name, tag",
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (sha256, size, uploaded_at, inspection) in rows {
+            let inspection =
+                serde_json::from_str(&inspection).map_err(|_| StoreError::Corrupt {
+                    what: "image inspection",
+                    value: inspection.clone(),
+                })?;
+            let names = tags
+                .query_map([&sha256], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            out.push(ImageRow {
+                sha256,
+                size: size as u64,
+                uploaded_at,
+                inspection,
+                names,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes an image and its tags.
+    pub fn delete_image(&self, sha256: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM images WHERE sha256 = ?1", [sha256])?;
+        Ok(())
+    }
+
+    /// Digests of all images (their blobs must survive garbage collection).
+    pub fn image_digests(&self) -> Result<HashSet<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT sha256 FROM images")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Names of the instances that boot `sha256` (including any being deleted: their blob is
+    /// still in use until they are gone).
+    pub fn instances_booting(&self, sha256: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT name FROM instances WHERE kernel_sha256 = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([sha256], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records the image reference an instance was created from, and its NICs when the image
+    /// declares several network devices.
+    pub fn set_instance_boot(
+        &self,
+        instance_id: &str,
+        image: Option<&str>,
+        nics: &[NicRow],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if let Some(image) = image {
+            tx.execute(
+                "INSERT OR REPLACE INTO instance_images (instance_id, image) VALUES (?1, ?2)",
+                [instance_id, image],
+            )?;
+        }
+        for (i, n) in nics.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO instance_nics (instance_id, idx, device, bridge, mac, pci_slot) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![instance_id, i as i64, n.device, n.bridge, n.mac, n.pci_slot],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn instance_image(&self, instance_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT image FROM instance_images WHERE instance_id = ?1",
+                [instance_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The NICs of an instance with several, in PCI slot order; empty otherwise.
+    pub fn instance_nics(&self, instance_id: &str) -> Result<Vec<NicRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT device, bridge, mac, pci_slot FROM instance_nics WHERE instance_id = ?1 \
+             ORDER BY idx",
+        )?;
+        let rows = stmt.query_map([instance_id], |r| {
+            Ok(NicRow {
+                device: r.get(0)?,
+                bridge: r.get(1)?,
+                mac: r.get(2)?,
+                pci_slot: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhyzome_api::ImageFormat;
+
+    fn inspection() -> ImageInspection {
+        ImageInspection {
+            format: ImageFormat::Multiboot,
+            elf_class: Some(32),
+            multiboot_aout_kludge: Some(false),
+            description: "32-bit ELF, multiboot v1".into(),
+            solo5: None,
+            problem: None,
+        }
+    }
+
+    #[test]
+    fn images_tags_and_instance_rows() {
+        let s = Store::in_memory().unwrap();
+        assert!(s
+            .insert_image("aa", 3, "2026-01-01T00:00:00Z", &inspection())
+            .unwrap());
+        assert!(!s
+            .insert_image("aa", 3, "2026-01-02T00:00:00Z", &inspection())
+            .unwrap());
+        s.insert_image("bb", 4, "2026-01-03T00:00:00Z", &inspection())
+            .unwrap();
+        s.tag_image("web", "1.0", "aa").unwrap();
+        s.tag_image("web", "latest", "aa").unwrap();
+        assert_eq!(
+            s.image("aa").unwrap().unwrap().names,
+            ["web:1.0", "web:latest"]
+        );
+        s.tag_image("web", "latest", "bb").unwrap();
+        assert_eq!(
+            s.resolve_tag("web", "latest").unwrap().as_deref(),
+            Some("bb")
+        );
+        assert_eq!(s.images().unwrap()[0].sha256, "bb");
+        s.delete_image("bb").unwrap();
+        assert_eq!(s.resolve_tag("web", "latest").unwrap(), None);
+        assert_eq!(s.image_digests().unwrap(), ["aa".to_string()].into());
+
+        let mut r = crate::store::tests::record("a", "02:00:00:00:00:01");
+        r.kernel_sha256 = "aa".into();
+        s.insert(&r).unwrap();
+        assert_eq!(s.instances_booting("aa").unwrap(), ["a"]);
+        let nic = |d: &str, slot| NicRow {
+            device: d.into(),
+            bridge: "br0".into(),
+            mac: format!("02:00:00:00:01:0{slot}"),
+            pci_slot: slot,
+        };
+        s.set_instance_boot(
+            &r.id,
+            Some("web:1.0"),
+            &[nic("service", 3), nic("admin", 4)],
+        )
+        .unwrap();
+        assert_eq!(s.instance_image(&r.id).unwrap().as_deref(), Some("web:1.0"));
+        assert_eq!(s.instance_nics(&r.id).unwrap()[1].device, "admin");
+        s.remove(&r.id).unwrap();
+        assert!(s.instance_nics(&r.id).unwrap().is_empty());
+        assert_eq!(s.instance_image(&r.id).unwrap(), None);
+    }
+}

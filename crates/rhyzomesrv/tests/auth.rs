@@ -1,0 +1,387 @@
+//! Authentication, authorization, quotas, rate limits, TLS and slow clients, on the real
+//! server loop over loopback, with the fake hypervisor behind it. Every refused request is
+//! checked for its exact status and for having changed nothing.
+
+use rhyzome_api::client::{Client, ClientError, ClientOptions};
+use rhyzome_api::InstanceSpec;
+use rhyzomesrv::auth::tokens::TokenStore;
+use rhyzomesrv::auth::{Quota, Role};
+use rhyzomesrv::backend::fake::FakeBackend;
+use rhyzomesrv::backend::Hypervisor;
+use rhyzomesrv::config::Config;
+use rhyzomesrv::http::auth::Authenticator;
+use rhyzomesrv::http::server::{serve, ServeOptions};
+use rhyzomesrv::service::Service;
+use rhyzomesrv::store::Store;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Server {
+    url: String,
+    dir: tempfile::TempDir,
+    tokens: TokenStore,
+    backend: Arc<FakeBackend>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+struct Setup {
+    rate: f64,
+    burst: u32,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            rate: 1000.0,
+            burst: 1000,
+            tls: None,
+        }
+    }
+}
+
+fn serve_with(setup: Setup) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("kernels")).unwrap();
+    std::fs::write(dir.path().join("kernels/k.virtio"), b"\x7fELF").unwrap();
+    let text = serde_json::json!({
+        "BridgeInterface": "br0",
+        "StateDir": dir.path().join("state"),
+        "KernelDirs": [dir.path().join("kernels")],
+    })
+    .to_string();
+    let config = Config::parse(&text, Path::new("test.conf")).unwrap();
+    let backend = Arc::new(FakeBackend::new());
+    let store = Store::open(&config.state_dir).unwrap();
+    let state_dir = config.state_dir.clone();
+    let service = Service::new(config, "test", store, backend.clone());
+    let auth = Authenticator::new(
+        TokenStore::open(&state_dir).unwrap(),
+        setup.rate,
+        setup.burst,
+        state_dir.join("audit.log"),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let scheme = if setup.tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
+    let router = rhyzomesrv::http::router_with_auth(service, auth);
+    runtime.spawn(serve(
+        listener,
+        router,
+        ServeOptions {
+            tls: setup.tls,
+            header_timeout: Duration::from_secs(1),
+        },
+        std::future::pending(),
+    ));
+    Server {
+        url,
+        tokens: TokenStore::open(&state_dir).unwrap(),
+        dir,
+        backend,
+        _runtime: runtime,
+    }
+}
+
+impl Server {
+    fn client(&self, token: Option<&str>) -> Client {
+        Client::with_options(
+            &self.url,
+            ClientOptions {
+                token: token.map(str::to_string),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn spec(&self, name: &str) -> InstanceSpec {
+        InstanceSpec {
+            name: name.into(),
+            kernel: self
+                .dir
+                .path()
+                .join("kernels/k.virtio")
+                .display()
+                .to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn names(&self, admin: &str) -> Vec<String> {
+        self.client(Some(admin))
+            .list_instances()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect()
+    }
+}
+
+fn status(e: ClientError) -> (u16, rhyzome_api::ErrorBody) {
+    match e {
+        ClientError::Api { status, body } => (status, body),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+#[test]
+fn without_tokens_everyone_is_the_local_administrator_and_the_first_token_turns_auth_on() {
+    let s = serve_with(Setup::default());
+    let anon = s.client(None);
+    anon.create_instance(&s.spec("a")).unwrap();
+    let admin = s
+        .tokens
+        .create("root", Role::Admin, None, &Quota::default())
+        .unwrap();
+    let (code, body) = status(anon.list_instances().unwrap_err());
+    assert_eq!((code, body.code.as_str()), (401, "unauthorized"));
+    assert_eq!(s.names(&admin), vec!["a"]);
+    // The instance made before records its maker.
+    assert_eq!(
+        s.client(Some(&admin)).get_instance("a").unwrap().owner,
+        "anonymous"
+    );
+}
+
+#[test]
+fn roles_prefixes_and_quotas_are_enforced_and_refusals_change_nothing() {
+    let s = serve_with(Setup::default());
+    let admin = s
+        .tokens
+        .create("root", Role::Admin, None, &Quota::default())
+        .unwrap();
+    let alice = s
+        .tokens
+        .create(
+            "alice",
+            Role::Operator,
+            Some("alice-"),
+            &Quota {
+                max_instances: Some(2),
+                max_total_memory_mib: Some(48),
+                max_instance_memory_mib: Some(32),
+                bridges: Some(vec!["br0".into()]),
+            },
+        )
+        .unwrap();
+    let viewer = s
+        .tokens
+        .create("bob", Role::Viewer, None, &Quota::default())
+        .unwrap();
+    let root = s.client(Some(&admin));
+    root.create_instance(&s.spec("infra")).unwrap();
+    let before = s.names(&admin);
+    let domains_before = s.backend.list().unwrap().len();
+
+    // Unauthenticated and wrong tokens: 401, on reads and writes alike.
+    for client in [s.client(None), s.client(Some("rhz_not-a-real-token"))] {
+        assert_eq!(status(client.list_instances().unwrap_err()).0, 401);
+        assert_eq!(
+            status(client.create_instance(&s.spec("x")).unwrap_err()).0,
+            401
+        );
+        assert_eq!(status(client.delete_instance("infra").unwrap_err()).0, 401);
+        assert_eq!(status(client.console("infra", None).unwrap_err()).0, 401);
+    }
+
+    // A viewer reads but does not write.
+    let bob = s.client(Some(&viewer));
+    assert_eq!(bob.list_instances().unwrap().len(), 1);
+    let (code, body) = status(bob.create_instance(&s.spec("bob-1")).unwrap_err());
+    assert_eq!((code, body.code.as_str()), (403, "forbidden"));
+    assert!(
+        body.message.contains("viewer role may not create"),
+        "{}",
+        body.message
+    );
+    for e in [
+        bob.delete_instance("infra").unwrap_err(),
+        bob.stop_instance("infra").unwrap_err(),
+        bob.restart_instance("infra").unwrap_err(),
+    ] {
+        assert_eq!(status(e).0, 403);
+    }
+
+    // A tenant sees and touches only its prefix; others' instances do not exist for it.
+    let a = s.client(Some(&alice));
+    assert!(a.list_instances().unwrap().is_empty());
+    assert_eq!(status(a.get_instance("infra").unwrap_err()).0, 404);
+    assert_eq!(status(a.delete_instance("infra").unwrap_err()).0, 404);
+    assert_eq!(status(a.stop_instance("infra").unwrap_err()).0, 404);
+    assert_eq!(status(a.console("infra", None).unwrap_err()).0, 404);
+    let (code, body) = status(a.create_instance(&s.spec("infra-2")).unwrap_err());
+    assert_eq!((code, body.field.as_deref()), (403, Some("name")));
+
+    // Quotas name the limit.
+    let big = InstanceSpec {
+        memory_mib: Some(33),
+        ..s.spec("alice-big")
+    };
+    let (code, body) = status(a.create_instance(&big).unwrap_err());
+    assert_eq!(
+        (code, body.code.as_str(), body.field.as_deref()),
+        (403, "quota_exceeded", Some("max_instance_memory_mib"))
+    );
+    let elsewhere = InstanceSpec {
+        network: Some(rhyzome_api::NetworkSpec {
+            mode: rhyzome_api::NetworkMode::Bridge,
+            bridge: Some("br1".into()),
+            mac: None,
+        }),
+        ..s.spec("alice-br1")
+    };
+    let (code, body) = status(a.create_instance(&elsewhere).unwrap_err());
+    assert_eq!((code, body.field.as_deref()), (403, Some("network.bridge")));
+    a.create_instance(&s.spec("alice-1")).unwrap();
+    let (code, body) = status(a.create_instance(&s.spec("alice-2")).unwrap_err());
+    assert_eq!(
+        (code, body.field.as_deref()),
+        (403, Some("max_total_memory_mib")),
+        "32 + 32 > 48: {}",
+        body.message
+    );
+    let small = InstanceSpec {
+        memory_mib: Some(16),
+        ..s.spec("alice-2")
+    };
+    a.create_instance(&small).unwrap();
+    let (code, body) = status(a.create_instance(&s.spec("alice-3")).unwrap_err());
+    assert_eq!((code, body.field.as_deref()), (403, Some("max_instances")));
+    let seen: Vec<String> = a
+        .list_instances()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(seen, vec!["alice-1", "alice-2"]);
+    assert_eq!(a.get_instance("alice-1").unwrap().owner, "alice");
+
+    // Nothing the refused requests asked for happened.
+    let mut expected = before.clone();
+    expected.extend(["alice-1".to_string(), "alice-2".to_string()]);
+    expected.sort();
+    assert_eq!(s.names(&admin), expected);
+    assert_eq!(s.backend.list().unwrap().len(), domains_before + 2);
+
+    // Deleting frees quota; revoking locks out at once.
+    a.delete_instance("alice-2").unwrap();
+    a.create_instance(&InstanceSpec {
+        memory_mib: Some(16),
+        ..s.spec("alice-3")
+    })
+    .unwrap();
+    s.tokens.revoke("alice").unwrap();
+    assert_eq!(status(a.list_instances().unwrap_err()).0, 401);
+
+    // Every mutating request is in the audit log, with who and the outcome.
+    let audit = std::fs::read_to_string(s.dir.path().join("state/audit.log")).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |caller: Option<&str>, path: &str, code: u64| {
+        lines
+            .iter()
+            .any(|l| l["caller"].as_str() == caller && l["path"] == path && l["status"] == code)
+    };
+    assert!(find(Some("alice"), "/v1/instances", 201));
+    assert!(find(Some("alice"), "/v1/instances", 403));
+    assert!(find(Some("bob"), "/v1/instances/infra", 403));
+    assert!(find(None, "/v1/instances/infra", 401));
+    assert!(find(Some("alice"), "/v1/instances/alice-2", 204));
+    assert!(
+        lines.iter().all(|l| l["method"] != "GET"),
+        "reads are not audited"
+    );
+}
+
+#[test]
+fn creates_are_rate_limited_per_caller() {
+    let s = serve_with(Setup {
+        rate: 0.5,
+        burst: 2,
+        tls: None,
+    });
+    let token = s
+        .tokens
+        .create("fast", Role::Operator, None, &Quota::default())
+        .unwrap();
+    let c = s.client(Some(&token));
+    c.create_instance(&s.spec("r1")).unwrap();
+    c.create_instance(&s.spec("r2")).unwrap();
+    let (code, body) = status(c.create_instance(&s.spec("r3")).unwrap_err());
+    assert_eq!((code, body.code.as_str()), (429, "rate_limited"));
+    assert_eq!(c.list_instances().unwrap().len(), 2);
+    // Reads are not limited.
+    for _ in 0..20 {
+        c.list_instances().unwrap();
+    }
+}
+
+#[test]
+fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
+    let s = serve_with(Setup::default());
+    let addr = s.url.trim_start_matches("http://");
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /v1/instances HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the server waited {:?} for the rest of the headers",
+        started.elapsed()
+    );
+    // Others are served meanwhile and afterwards.
+    s.client(None).list_instances().unwrap();
+}
+
+#[test]
+fn tls_with_a_ca_file_or_a_pinned_fingerprint() {
+    let certs = tempfile::tempdir().unwrap();
+    let fingerprint =
+        rhyzomesrv::tls::create_self_signed(certs.path(), &["127.0.0.1".into()]).unwrap();
+    let config = rhyzomesrv::tls::server_config(
+        &certs.path().join("cert.pem"),
+        &certs.path().join("key.pem"),
+    )
+    .unwrap();
+    let s = serve_with(Setup {
+        tls: Some(config),
+        ..Default::default()
+    });
+    let with = |opts: ClientOptions| Client::with_options(&s.url, opts).unwrap();
+    let ca = std::fs::read(certs.path().join("cert.pem")).unwrap();
+    with(ClientOptions {
+        ca_pem: Some(ca),
+        ..Default::default()
+    })
+    .list_instances()
+    .unwrap();
+    with(ClientOptions {
+        fingerprint: Some(fingerprint),
+        ..Default::default()
+    })
+    .list_instances()
+    .unwrap();
+    // An unknown certificate, a wrong pin, or plain HTTP get nowhere.
+    assert!(with(ClientOptions::default()).list_instances().is_err());
+    let wrong = format!("sha256:{}", "00".repeat(32));
+    assert!(with(ClientOptions {
+        fingerprint: Some(wrong),
+        ..Default::default()
+    })
+    .list_instances()
+    .is_err());
+    let plain = Client::new(&s.url.replace("https://", "http://")).unwrap();
+    assert!(plain.list_instances().is_err());
+}

@@ -1,0 +1,236 @@
+//! The `rhyzomesrv` binary itself, on libvirt's built-in test driver (`test:///default`, real
+//! libvirt code, no QEMU): configuration errors, the refusal to listen beyond loopback
+//! unprotected, token management, TLS certificates, and SIGTERM.
+
+use rhyzome_api::client::{Client, ClientOptions};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Dir {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn setup(extra: serde_json::Value) -> Dir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("kernels")).unwrap();
+    std::fs::write(dir.path().join("kernels/k.virtio"), b"\x7fELF").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = serde_json::json!({
+        "Bind": format!("127.0.0.1:{port}"),
+        "LibvirtURI": "test:///default",
+        "DomainType": "test",
+        "BridgeInterface": "br0",
+        "StateDir": dir.path().join("state"),
+        "KernelDirs": [dir.path().join("kernels")],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    std::fs::write(dir.path().join("rhyzome.conf"), config.to_string()).unwrap();
+    Dir { dir, port }
+}
+
+impl Dir {
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("rhyzome.conf")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn spawn(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+            .arg("--config")
+            .arg(self.config())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn client(&self, scheme: &str, opts: ClientOptions) -> Client {
+        Client::with_options(&format!("{scheme}://127.0.0.1:{}", self.port), opts).unwrap()
+    }
+}
+
+fn wait_up(client: &Client, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.info() {
+            Ok(_) => return,
+            // A 401 also proves the daemon is up.
+            Err(e) if e.status().is_some() => return,
+            Err(_) => {}
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("rhyzomesrv exited with {status}: {err}");
+        }
+        assert!(Instant::now() < deadline, "rhyzomesrv did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn terminate(mut child: Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
+
+#[test]
+fn configuration_errors_point_at_the_problem() {
+    let d = setup(serde_json::json!({}));
+    std::fs::write(
+        d.config(),
+        "{\n  \"BridgeInterface\": \"virbr0\"\n  \"Hostname\": \"localhost\",\n  \"Bind\": \":8080\"\n}\n",
+    )
+    .unwrap();
+    let out = d.run(&["check-config"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rhyzome.conf:3:3") && err.contains("missing ','"),
+        "{err}"
+    );
+    std::fs::write(d.config(), r#"{"Bridge": "br0"}"#).unwrap();
+    let err = String::from_utf8_lossy(&d.run(&["check-config"]).stderr).into_owned();
+    assert!(err.contains("unknown field `Bridge`"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+        .args(["--config", "/nonexistent/rhyzome.conf", "check-config"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/rhyzome.conf"));
+}
+
+#[test]
+fn listening_beyond_loopback_needs_protection_or_an_explicit_insecure() {
+    let open = setup(serde_json::json!({ "Bind": ":0" }));
+    let out = open.run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen on :0"), "{err}");
+
+    let insecure = setup(serde_json::json!({}));
+    let text = std::fs::read_to_string(insecure.config()).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    cfg["Bind"] = format!("0.0.0.0:{}", insecure.port).into();
+    cfg["Insecure"] = true.into();
+    std::fs::write(insecure.config(), cfg.to_string()).unwrap();
+    let mut child = insecure.spawn();
+    wait_up(
+        &insecure.client("http", ClientOptions::default()),
+        &mut child,
+    );
+    terminate(child);
+}
+
+#[test]
+fn tokens_are_managed_from_the_command_line_and_protect_a_public_bind() {
+    let d = setup(serde_json::json!({}));
+    let out = d.run(&["token", "create", "--name", "admin", "--role", "admin"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("rhz_"), "{token}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("first token"));
+    let bad = d.run(&["token", "create", "--name", "x", "--role", "root"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("use viewer, operator or admin"));
+    let list = String::from_utf8(d.run(&["token", "list"]).stdout).unwrap();
+    assert!(list.contains("admin") && !list.contains(&token), "{list}");
+
+    // With a token, a public bind is allowed.
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.config()).unwrap()).unwrap();
+    cfg["Bind"] = format!("0.0.0.0:{}", d.port).into();
+    std::fs::write(d.config(), cfg.to_string()).unwrap();
+    let mut child = d.spawn();
+    let anonymous = d.client("http", ClientOptions::default());
+    wait_up(&anonymous, &mut child);
+    assert_eq!(anonymous.list_instances().unwrap_err().status(), Some(401));
+    let admin = d.client(
+        "http",
+        ClientOptions {
+            token: Some(token.clone()),
+            ..Default::default()
+        },
+    );
+    assert!(admin.list_instances().unwrap().is_empty());
+    // Revoked while the daemon runs: refused at the next request.
+    assert!(d.run(&["token", "revoke", "admin"]).status.success());
+    assert_eq!(admin.list_instances().unwrap_err().status(), Some(401));
+    terminate(child);
+}
+
+#[test]
+fn a_self_signed_certificate_serves_https() {
+    let d = setup(serde_json::json!({}));
+    let tls_dir = d.dir.path().join("tls");
+    let out = d.run(&[
+        "cert",
+        "create",
+        "--out-dir",
+        tls_dir.to_str().unwrap(),
+        "--host",
+        "127.0.0.1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let fingerprint = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .unwrap()
+        .to_string();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.config()).unwrap()).unwrap();
+    cfg["TLSCert"] = tls_dir.join("cert.pem").display().to_string().into();
+    cfg["TLSKey"] = tls_dir.join("key.pem").display().to_string().into();
+    std::fs::write(d.config(), cfg.to_string()).unwrap();
+    let mut child = d.spawn();
+    let pinned = d.client(
+        "https",
+        ClientOptions {
+            fingerprint: Some(fingerprint),
+            ..Default::default()
+        },
+    );
+    wait_up(&pinned, &mut child);
+    assert_eq!(pinned.info().unwrap().domain_type, "test");
+    let ca = d.client(
+        "https",
+        ClientOptions {
+            ca_pem: Some(std::fs::read(tls_dir.join("cert.pem")).unwrap()),
+            ..Default::default()
+        },
+    );
+    // A create through the real libvirt test driver, over TLS.
+    let i = ca
+        .create_instance(&rhyzome_api::InstanceSpec {
+            name: "tls-a".into(),
+            kernel: d.dir.path().join("kernels/k.virtio").display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(i.state, rhyzome_api::InstanceState::Running);
+    terminate(child);
+}

@@ -1,0 +1,52 @@
+/*
+ * rhyzome-testkernel: Solo5-style ELF notes, so that provisioners can inspect
+ * this image as they would a Solo5 unikernel.
+ *
+ * Layout (from Solo5's public ABI headers; written out by hand here because
+ * this kernel is 32-bit and the notes must have the 64-bit layout Solo5 uses):
+ *   note header: namesz = 6 ("Solo5\0", padded to 8), descsz, type.
+ *   "ABI1" note (type 0x31494241): target, version, 2 reserved words.
+ *   "MFT1" note (type 0x3154464d): 4 bytes of padding (the manifest is 8-byte
+ *   aligned after the 20-byte header), version, entry count, then 104-byte
+ *   entries: name[68], type (u32), 16 + 8 bytes of unions, a bool, padding.
+ *   Entry types: 1 BLOCK_BASIC, 2 NET_BASIC, 1<<30 RESERVED_FIRST (Solo5's
+ *   elftool always puts that one first).
+ */
+#define SOLO5_TARGET_VIRTIO 3
+#define MFT_NET_BASIC 2
+#define MFT_RESERVED_FIRST 0x40000000
+
+    .section .note.solo5.abi, "a", @note
+    .balign 4
+    .long 6
+    .long 16
+    .long 0x31494241
+    .asciz "Solo5"
+    .balign 4
+    .long SOLO5_TARGET_VIRTIO
+    .long 1                     /* ABI version */
+    .long 0, 0
+
+.macro MFT_ENTRY name, type
+1:  .ascii "\name"
+    .fill 68 - (. - 1b), 1, 0
+    .long \type
+    .fill 32, 1, 0
+.endm
+
+    .section .note.solo5.manifest, "a", @note
+    .balign 4
+    .long 6
+    .long mft_end - mft_desc
+    .long 0x3154464d
+    .asciz "Solo5"
+    .balign 4
+mft_desc:
+    .long 0                     /* alignment padding */
+    .long 1                     /* manifest version */
+    .long 2                     /* entries */
+    MFT_ENTRY "", MFT_RESERVED_FIRST
+    MFT_ENTRY "service", MFT_NET_BASIC
+mft_end:
+
+    .section .note.GNU-stack, "", @progbits
