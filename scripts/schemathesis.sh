@@ -15,6 +15,7 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
 fi
 
 work=$(mktemp -d /tmp/rhyzome-st.XXXXXX)
+# schemathesis keeps a cache in its working directory; keep it out of the repository.
 daemon=""
 cleanup() {
   [ -n "$daemon" ] && kill "$daemon" 2>/dev/null || true
@@ -54,13 +55,15 @@ curl -fsS -o /dev/null -H 'Content-Type: application/json' \
 
 echo "==> schemathesis against http://127.0.0.1:$port"
 status=0
-"$VENV/bin/schemathesis" run openapi/rhyzome.json \
+spec=$PWD/openapi/rhyzome.json
+st=$PWD/$VENV/bin/schemathesis
+(cd "$work" && "$st" run "$spec" \
   --url "http://127.0.0.1:$port" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --exclude-path /v1/events \
   --max-examples "${RHYZOME_ST_EXAMPLES:-40}" \
   --request-timeout 10 \
-  --no-color || status=$?
+  --no-color) || status=$?
 if grep -q "panicked" "$work/daemon.log"; then
   echo "error: the daemon panicked:" >&2
   grep -A5 panicked "$work/daemon.log" >&2
