@@ -1,65 +1,25 @@
 //! The CLI binary against a real HTTP server backed by the fake hypervisor: argument parsing
 //! (the seed command exactly as written), output formats, exit codes and error messages.
 
-use rhyzomesrv::backend::fake::FakeBackend;
-use rhyzomesrv::config::Config;
-use rhyzomesrv::service::Service;
-use rhyzomesrv::store::Store;
-use std::path::Path;
+use rhyzomesrv::testing::{TestServer, TestServerOptions};
 use std::process::{Command, Output};
-use std::sync::Arc;
 
-struct Server {
-    url: String,
-    dir: tempfile::TempDir,
-    _runtime: tokio::runtime::Runtime,
+fn serve_inner(auth: bool) -> TestServer {
+    let s = TestServer::start_with(TestServerOptions {
+        auth,
+        ..Default::default()
+    });
+    // The brief's command names a kernel called msgrouter.virtio.
+    std::fs::copy(&s.kernel, s.dir.path().join("kernels/msgrouter.virtio")).unwrap();
+    s
 }
 
-fn serve() -> Server {
+fn serve() -> TestServer {
     serve_inner(false)
 }
 
-fn serve_with_auth() -> Server {
+fn serve_with_auth() -> TestServer {
     serve_inner(true)
-}
-
-fn serve_inner(with_auth: bool) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let kernels = dir.path().join("path/on/server");
-    std::fs::create_dir_all(&kernels).unwrap();
-    std::fs::write(kernels.join("msgrouter.virtio"), b"\x7fELF").unwrap();
-    let text = serde_json::json!({
-        "StateDir": dir.path().join("state"),
-        "KernelDirs": [kernels],
-    })
-    .to_string();
-    let config = Config::parse(&text, Path::new("test.conf")).unwrap();
-    let store = Store::open(&config.state_dir).unwrap();
-    let state_dir = config.state_dir.clone();
-    let service = Service::new(config, "test", store, Arc::new(FakeBackend::new()));
-    let router = if with_auth {
-        let auth = rhyzomesrv::http::auth::Authenticator::new(
-            rhyzomesrv::auth::tokens::TokenStore::open(&state_dir).unwrap(),
-            100.0,
-            100,
-            state_dir.join("audit.log"),
-        )
-        .unwrap();
-        rhyzomesrv::http::router_with_auth(service, auth)
-    } else {
-        rhyzomesrv::http::router(service)
-    };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    runtime.spawn(async move { axum::serve(listener, router).await.unwrap() });
-    Server {
-        url,
-        dir,
-        _runtime: runtime,
-    }
 }
 
 fn ctl(args: &[&str]) -> Output {
@@ -81,7 +41,7 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn the_seed_command_parses_and_creates() {
     let s = serve();
-    let kernel = s.dir.path().join("path/on/server/msgrouter.virtio");
+    let kernel = s.dir.path().join("kernels/msgrouter.virtio");
     let out = ctl(&[
         "--server",
         &s.url,
@@ -194,10 +154,10 @@ fn every_verb_has_help_and_completions_generate() {
 
 #[test]
 fn named_servers_carry_their_token_and_flags_override_them() {
-    use rhyzomesrv::auth::{tokens::TokenStore, Quota, Role};
+    use rhyzomesrv::auth::{Quota, Role};
     let s = serve_with_auth();
-    let token = TokenStore::open(&s.dir.path().join("state"))
-        .unwrap()
+    let token = s
+        .tokens()
         .create("ctl", Role::Admin, None, &Quota::default())
         .unwrap();
     let home = tempfile::tempdir().unwrap();

@@ -11,7 +11,8 @@
 //! - [`domain_xml`], [`kernels`], [`console`]: domain definitions, kernel images, console logs;
 //! - [`images`]: uploaded images in the blob store, and their inspection;
 //! - [`tls`]: HTTPS certificates;
-//! - [`daemon`]: wiring it all together and serving.
+//! - [`daemon`]: wiring it all together and serving;
+//! - [`testing`]: a whole daemon over the fake hypervisor, for tests and benchmarks.
 
 pub mod auth;
 pub mod backend;
@@ -24,4 +25,5 @@ pub mod images;
 pub mod kernels;
 pub mod service;
 pub mod store;
+pub mod testing;
 pub mod tls;

@@ -6,24 +6,22 @@ use rhyzome_api::client::{Client, ClientError, ClientOptions};
 use rhyzome_api::InstanceSpec;
 use rhyzomesrv::auth::tokens::TokenStore;
 use rhyzomesrv::auth::{Quota, Role};
-use rhyzomesrv::backend::fake::FakeBackend;
 use rhyzomesrv::backend::Hypervisor;
-use rhyzomesrv::config::Config;
-use rhyzomesrv::http::auth::Authenticator;
-use rhyzomesrv::http::server::{serve, ServeOptions};
-use rhyzomesrv::service::Service;
-use rhyzomesrv::store::Store;
+use rhyzomesrv::testing::{TestServer, TestServerOptions};
 use std::io::{Read, Write};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 struct Server {
-    url: String,
-    dir: tempfile::TempDir,
+    srv: TestServer,
     tokens: TokenStore,
-    backend: Arc<FakeBackend>,
-    _runtime: tokio::runtime::Runtime,
+}
+
+impl std::ops::Deref for Server {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.srv
+    }
 }
 
 struct Setup {
@@ -43,49 +41,18 @@ impl Default for Setup {
 }
 
 fn serve_with(setup: Setup) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("kernels")).unwrap();
-    std::fs::write(dir.path().join("kernels/k.virtio"), b"\x7fELF").unwrap();
-    let text = serde_json::json!({
-        "BridgeInterface": "br0",
-        "StateDir": dir.path().join("state"),
-        "KernelDirs": [dir.path().join("kernels")],
-    })
-    .to_string();
-    let config = Config::parse(&text, Path::new("test.conf")).unwrap();
-    let backend = Arc::new(FakeBackend::new());
-    let store = Store::open(&config.state_dir).unwrap();
-    let state_dir = config.state_dir.clone();
-    let service = Service::new(config, "test", store, backend.clone());
-    let auth = Authenticator::new(
-        TokenStore::open(&state_dir).unwrap(),
-        setup.rate,
-        setup.burst,
-        state_dir.join("audit.log"),
-    )
-    .unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let scheme = if setup.tls.is_some() { "https" } else { "http" };
-    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
-    let router = rhyzomesrv::http::router_with_auth(service, auth);
-    runtime.spawn(serve(
-        listener,
-        router,
-        ServeOptions {
-            tls: setup.tls,
-            header_timeout: Duration::from_secs(1),
-        },
-        std::future::pending(),
-    ));
+    let srv = TestServer::start_with(TestServerOptions {
+        config: serde_json::json!({
+            "CreateRateLimit": setup.rate,
+            "CreateBurst": setup.burst,
+        }),
+        auth: true,
+        tls: setup.tls,
+        header_timeout: Duration::from_secs(1),
+    });
     Server {
-        url,
-        tokens: TokenStore::open(&state_dir).unwrap(),
-        dir,
-        backend,
-        _runtime: runtime,
+        tokens: srv.tokens(),
+        srv,
     }
 }
 
@@ -104,12 +71,7 @@ impl Server {
     fn spec(&self, name: &str) -> InstanceSpec {
         InstanceSpec {
             name: name.into(),
-            kernel: self
-                .dir
-                .path()
-                .join("kernels/k.virtio")
-                .display()
-                .to_string(),
+            kernel: self.kernel.clone(),
             ..Default::default()
         }
     }

@@ -4,60 +4,35 @@
 
 use rhyzome_api::client::{Client, ClientError, ProgressPhase};
 use rhyzome_api::{InstanceSpec, InstanceState};
-use rhyzomesrv::backend::fake::FakeBackend;
 use rhyzomesrv::backend::Hypervisor;
-use rhyzomesrv::config::Config;
 use rhyzomesrv::images::inspect::testdata::{abi_note, elf64, manifest_note};
-use rhyzomesrv::service::Service;
-use rhyzomesrv::store::Store;
+use rhyzomesrv::testing::{TestServer, TestServerOptions};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 struct Server {
+    srv: TestServer,
     base: String,
     client: Client,
-    backend: Arc<FakeBackend>,
-    kernel: String,
-    dir: tempfile::TempDir,
-    _runtime: tokio::runtime::Runtime,
+}
+
+impl std::ops::Deref for Server {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.srv
+    }
 }
 
 fn serve_with(extra: serde_json::Value) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("kernels")).unwrap();
-    let kernel = dir.path().join("kernels/k.virtio");
-    std::fs::write(&kernel, b"\x7fELF not really a kernel").unwrap();
-    let mut settings = serde_json::json!({
-        "BridgeInterface": "br0",
-        "StateDir": dir.path().join("state"),
-        "KernelDirs": [dir.path().join("kernels")],
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        settings[k] = v.clone();
-    }
-    let config = Config::parse(&settings.to_string(), Path::new("test.conf")).unwrap();
-    let backend = Arc::new(FakeBackend::new());
-    let store = Store::open(&config.state_dir).unwrap();
-    let service = Service::new(config, "test", store, backend.clone());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    runtime.spawn(async move {
-        axum::serve(listener, rhyzomesrv::http::router(service))
-            .await
-            .unwrap()
+    let srv = TestServer::start_with(TestServerOptions {
+        config: extra,
+        ..Default::default()
     });
     Server {
-        client: Client::new(&base).unwrap(),
-        base,
-        backend,
-        kernel: kernel.to_str().unwrap().to_string(),
-        dir,
-        _runtime: runtime,
+        base: srv.url.clone(),
+        client: Client::new(&srv.url).unwrap(),
+        srv,
     }
 }
 

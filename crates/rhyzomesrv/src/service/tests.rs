@@ -3,9 +3,7 @@
 use super::*;
 use crate::backend::fake::FakeBackend;
 use crate::backend::DomainStatus;
-use crate::config::Config;
 use rhyzome_api::RestartMode;
-use std::path::Path;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -15,27 +13,14 @@ struct Fixture {
     service: Arc<Service>,
 }
 
-fn config(dir: &Path) -> Config {
-    let text = serde_json::json!({
-        "BridgeInterface": "br0",
+fn fixture() -> Fixture {
+    let (dir, config, kernel) = crate::testing::fake_setup(&serde_json::json!({
         "Hostname": "testhost",
-        "StateDir": dir.join("state"),
-        "KernelDirs": [dir.join("kernels")],
         "DomainType": "test",
         "RestartBackoffMs": 20,
         "RestartBackoffMaxMs": 100,
         "ReconcileIntervalSeconds": 3600,
-    })
-    .to_string();
-    Config::parse(&text, Path::new("test.conf")).unwrap()
-}
-
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("kernels")).unwrap();
-    let kernel = dir.path().join("kernels/k.virtio");
-    std::fs::write(&kernel, b"\x7fELF fake kernel").unwrap();
-    let config = config(dir.path());
+    }));
     let state_dir = config.state_dir.clone();
     let backend = Arc::new(FakeBackend::new());
     let service = Service::new(
@@ -45,7 +30,7 @@ fn fixture() -> Fixture {
         backend.clone(),
     );
     Fixture {
-        kernel: kernel.to_str().unwrap().to_string(),
+        kernel,
         _dir: dir,
         state_dir,
         backend,

@@ -1,0 +1,130 @@
+//! Support for tests and benchmarks: a complete daemon (configuration, store, service, HTTP
+//! API on the real server loop) over the fake hypervisor, in a temporary directory, served on
+//! a loopback port by a runtime of its own. It lets tests of the API, the CLI and the
+//! benchmarks share one set-up instead of each building its own.
+//!
+//! Not for production use: the kernel it offers is four bytes of ELF magic.
+
+use crate::auth::tokens::TokenStore;
+use crate::backend::fake::FakeBackend;
+use crate::config::Config;
+use crate::http::auth::Authenticator;
+use crate::http::server::{serve, ServeOptions};
+use crate::service::Service;
+use crate::store::Store;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to serve.
+pub struct TestServerOptions {
+    /// Configuration keys on top of the defaults (`BridgeInterface` `br0`, a temporary
+    /// `StateDir`, `KernelDirs` with one fake kernel).
+    pub config: serde_json::Value,
+    /// Serve with tokens, rate limits and the audit log, as the daemon does.
+    pub auth: bool,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub header_timeout: Duration,
+}
+
+impl Default for TestServerOptions {
+    fn default() -> Self {
+        TestServerOptions {
+            config: serde_json::json!({}),
+            auth: false,
+            tls: None,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT` (or `https://`).
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub state_dir: PathBuf,
+    /// Absolute path of a fake kernel inside `KernelDirs`.
+    pub kernel: String,
+    pub backend: Arc<FakeBackend>,
+    pub service: Arc<Service>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// A temporary directory with `kernels/k.virtio` and the configuration for it.
+pub fn fake_setup(extra: &serde_json::Value) -> (tempfile::TempDir, Config, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let kernels = dir.path().join("kernels");
+    std::fs::create_dir(&kernels).expect("create kernels/");
+    let kernel = kernels.join("k.virtio");
+    std::fs::write(&kernel, b"\x7fELF not really a kernel").expect("write the fake kernel");
+    let mut settings = serde_json::json!({
+        "BridgeInterface": "br0",
+        "StateDir": dir.path().join("state"),
+        "KernelDirs": [kernels],
+    });
+    for (k, v) in extra.as_object().expect("extra settings are an object") {
+        settings[k] = v.clone();
+    }
+    let config =
+        Config::parse(&settings.to_string(), Path::new("test.conf")).expect("a valid config");
+    let kernel = kernel.to_str().expect("UTF-8 temp path").to_string();
+    (dir, config, kernel)
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(TestServerOptions::default())
+    }
+
+    pub fn start_with(opts: TestServerOptions) -> TestServer {
+        let (dir, config, kernel) = fake_setup(&opts.config);
+        let state_dir = config.state_dir.clone();
+        let backend = Arc::new(FakeBackend::new());
+        let store = Store::open(&state_dir).expect("open the store");
+        let service = Service::new(config, "test", store, backend.clone());
+        let auth = if opts.auth {
+            Authenticator::new(
+                TokenStore::open(&state_dir).expect("open the token store"),
+                service.config().create_rate_limit,
+                service.config().create_burst,
+                state_dir.join("audit.log"),
+            )
+            .expect("open the audit log")
+        } else {
+            Authenticator::disabled()
+        };
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("a loopback port");
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().expect("its address"));
+        runtime.spawn(serve(
+            listener,
+            crate::http::router_with_auth(service.clone(), auth),
+            ServeOptions {
+                tls: opts.tls,
+                header_timeout: opts.header_timeout,
+            },
+            std::future::pending(),
+        ));
+        TestServer {
+            url,
+            dir,
+            state_dir,
+            kernel,
+            backend,
+            service,
+            runtime,
+        }
+    }
+
+    /// The token store of this server's state directory.
+    pub fn tokens(&self) -> TokenStore {
+        TokenStore::open(&self.state_dir).expect("open the token store")
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+}
