@@ -82,7 +82,10 @@ enum CertCommand {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Logs go to stderr, coloured only for a terminal: a log file or journal gets plain text.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,tower_http=info".into()),
