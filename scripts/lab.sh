@@ -61,6 +61,10 @@ CONF
 # Written by rhyzome scripts/lab.sh.
 unix_sock_group = "root"
 unix_sock_rw_perms = "0770"
+# A test bed creates and destroys many guests at once over one connection; the default of
+# 5 concurrent calls per client serialises them.
+max_client_requests = 64
+max_workers = 32
 CONF
 }
 
@@ -74,6 +78,10 @@ create_netns() {
     ip -n "$NS" link add "$BR" type bridge
     ip -n "$NS" link set "$BR" type bridge stp_state 0 forward_delay 0
   fi
+  # A fixed address: otherwise the bridge takes the lowest MAC of its ports, changes it as
+  # taps come and go, and the kernel then drops its neighbour entries (a ping right after a
+  # deploy would wait a second for ARP).
+  ip -n "$NS" link set "$BR" address 02:72:7a:00:00:01
   ip -n "$NS" addr show dev "$BR" | grep -qw "${ADDR%/*}" || ip -n "$NS" addr add "$ADDR" dev "$BR"
   ip -n "$NS" link set "$BR" up
 }
@@ -105,7 +113,10 @@ start_libvirt() {
   fi
   log "starting libvirtd in $NS"
   rm -f "$PIDFILE"
-  ip netns exec "$NS" libvirtd -d -p "$PIDFILE" 2>>"$LOGDIR/libvirtd.stderr"
+  # Under tini as a child subreaper: libvirt's QEMU processes are detached from libvirtd, and
+  # on machines whose PID 1 reaps slowly (these sandboxes) every domain destroy would wait up
+  # to a second for its QEMU to be reaped.
+  ip netns exec "$NS" setsid tini -s -- libvirtd -p "$PIDFILE" </dev/null >>"$LOGDIR/libvirtd.stderr" 2>&1 &
   for _ in $(seq 300); do
     [ -S /run/libvirt/libvirt-sock ] && break
     sleep 0.1

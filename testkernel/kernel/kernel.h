@@ -92,7 +92,7 @@ int ksnprintf(char *buf, size_t cap, const char *fmt, ...);
 
 /* ---- cpu.c ------------------------------------------------------------- */
 void cpu_init(void);         /* IDT, PIC */
-void time_init(void);        /* calibrate TSC against the PIT, start 1 kHz */
+void time_init(void);        /* calibrate TSC against the PIT, start 100 Hz */
 uint64_t uptime_ms(void);
 int time_ready(void);
 void idle_wait(void);        /* sti; hlt; cli: sleeps until the next tick */

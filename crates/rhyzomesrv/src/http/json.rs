@@ -30,6 +30,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 "the body must be JSON, sent with Content-Type: application/json",
             ));
         }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(n) = declared.filter(|n| *n > super::MAX_BODY_BYTES as u64) {
+            // Read a modest excess to the end before refusing: closing a connection with
+            // unread bytes makes the kernel reset it, and the client may lose the 413.
+            if n <= (super::MAX_BODY_BYTES as u64) + (1 << 20) {
+                use futures_util::StreamExt;
+                let mut body = req.into_body().into_data_stream();
+                while let Some(Ok(_)) = body.next().await {}
+            }
+            return Err(too_large());
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -46,6 +61,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         })?;
         decode(&bytes).map(ApiJson)
     }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!(
+            "the request body is larger than {} bytes",
+            super::MAX_BODY_BYTES
+        ),
+    )
 }
 
 /// Decodes a JSON document, turning serde's error into one that names the field.

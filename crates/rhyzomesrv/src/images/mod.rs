@@ -61,6 +61,10 @@ pub struct PendingUpload {
     committed: bool,
 }
 
+/// How far over `MaxImageBytes` a declared body may be and still be read to the end before
+/// the refusal (see [`ImageFiles::receive`]).
+const DRAIN_BEFORE_REFUSING: u64 = 1 << 20;
+
 impl Drop for PendingUpload {
     fn drop(&mut self) {
         if !self.committed {
@@ -118,8 +122,9 @@ impl ImageFiles {
     }
 
     /// Receives a body into a temporary file, hashing it. `declared` is the Content-Length,
-    /// if the client sent one: a body over the limit is refused before a byte is read, and a
-    /// body that ends before its declared length counts as truncated.
+    /// if the client sent one: a body over the limit is refused without being stored (only a
+    /// small one is read and discarded first, see below), and a body that ends before its
+    /// declared length counts as truncated.
     pub async fn receive<S, B, E>(
         &self,
         mut body: S,
@@ -130,7 +135,14 @@ impl ImageFiles {
         B: AsRef<[u8]>,
         E: std::fmt::Display,
     {
-        if declared.is_some_and(|n| n > self.max_bytes) {
+        if let Some(n) = declared.filter(|n| *n > self.max_bytes) {
+            // Closing a connection with unread bytes makes the kernel answer with a reset,
+            // which can destroy the 413 before the client reads it. A modest excess is read
+            // and thrown away so the client gets its answer; a huge one is not worth it.
+            if n <= self.max_bytes.saturating_add(DRAIN_BEFORE_REFUSING) {
+                use futures_util::StreamExt;
+                while let Some(Ok(_)) = body.next().await {}
+            }
             return Err(ImageError::TooLarge {
                 limit: self.max_bytes,
             });

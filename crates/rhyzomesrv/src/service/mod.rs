@@ -224,17 +224,25 @@ impl Service {
     }
 
     fn to_api(&self, r: &InstanceRecord) -> Instance {
+        let image = self.store.instance_image(&r.id).ok().flatten();
+        let nics = self.store.instance_nics(&r.id).unwrap_or_default();
+        self.to_api_with(r, image, nics)
+    }
+
+    fn to_api_with(
+        &self,
+        r: &InstanceRecord,
+        image: Option<String>,
+        nics: Vec<crate::store::images::NicRow>,
+    ) -> Instance {
         Instance {
             id: r.id.clone(),
             name: r.name.clone(),
             domain_name: backend::domain_name(&r.name),
             kernel: r.kernel.clone(),
             kernel_sha256: r.kernel_sha256.clone(),
-            image: self.store.instance_image(&r.id).ok().flatten(),
-            interfaces: self
-                .store
-                .instance_nics(&r.id)
-                .unwrap_or_default()
+            image,
+            interfaces: nics
                 .into_iter()
                 .map(|n| rhyzome_api::InterfaceAttachment {
                     device: n.device,
@@ -571,11 +579,17 @@ impl Service {
     }
 
     pub fn list(&self) -> Result<Vec<Instance>, ServiceError> {
+        let mut images = self.store.all_instance_images()?;
+        let mut nics = self.store.all_instance_nics()?;
         Ok(self
             .store
             .visible()?
             .iter()
-            .map(|r| self.to_api(r))
+            .map(|r| {
+                let image = images.remove(&r.id);
+                let nics = nics.remove(&r.id).unwrap_or_default();
+                self.to_api_with(r, image, nics)
+            })
             .collect())
     }
 

@@ -214,6 +214,45 @@ impl Store {
             .optional()?)
     }
 
+    /// The image reference of every instance created from one, by instance id: one query for
+    /// a whole listing instead of one per instance.
+    pub fn all_instance_images(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT instance_id, image FROM instance_images")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The NICs of every multi-NIC instance, by instance id, in PCI slot order.
+    pub fn all_instance_nics(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<NicRow>>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT instance_id, device, bridge, mac, pci_slot FROM instance_nics \
+             ORDER BY instance_id, idx",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                NicRow {
+                    device: r.get(1)?,
+                    bridge: r.get(2)?,
+                    mac: r.get(3)?,
+                    pci_slot: r.get(4)?,
+                },
+            ))
+        })?;
+        let mut out: std::collections::HashMap<String, Vec<NicRow>> = Default::default();
+        for row in rows {
+            let (id, nic) = row?;
+            out.entry(id).or_default().push(nic);
+        }
+        Ok(out)
+    }
+
     /// The NICs of an instance with several, in PCI slot order; empty otherwise.
     pub fn instance_nics(&self, instance_id: &str) -> Result<Vec<NicRow>, StoreError> {
         let conn = self.conn();
