@@ -47,14 +47,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!(
-                        "the request body is larger than {} bytes",
-                        super::MAX_BODY_BYTES
-                    ),
-                )
+                too_large()
             } else {
                 ApiError::new(rej.status(), "bad_body", rej.body_text())
             }
