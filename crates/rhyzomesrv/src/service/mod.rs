@@ -401,7 +401,7 @@ impl Service {
         // Quota check and insert must not interleave with another create of the same owner,
         // or two creates could each see room for one more. Names cannot contain ':', so the
         // owner's lock never collides with an instance's.
-        let _owner_guard = self.locks.lock(&format!("owner:{}", caller.name)).await;
+        let owner_guard = self.locks.lock(&format!("owner:{}", caller.name)).await;
         caller.check_quota(
             valid.memory_mib,
             valid.bridge.as_deref(),
@@ -469,6 +469,9 @@ impl Service {
             }
         }
         drop(gc_guard);
+        // The record now counts against the quota; starting the guest (the slow part) need
+        // not hold up the owner's other creates.
+        drop(owner_guard);
         tracing::info!(instance = %record.name, id = %record.id, "instance accepted");
         match self.start_domain(&record).await {
             Ok(()) => {}
