@@ -196,6 +196,13 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A number that changes whenever anything is written through this store (SQLite's count
+    /// of changed rows on its connection). Equal numbers mean nothing changed in between,
+    /// which lets callers cache what they derive from the store.
+    pub fn generation(&self) -> u64 {
+        self.conn().total_changes()
+    }
+
     pub fn insert(&self, r: &InstanceRecord) -> Result<(), StoreError> {
         let res = self.conn().execute(
             &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"),
@@ -489,6 +496,20 @@ pub(crate) mod tests {
         let dup_mac = record("b", "02:00:00:00:00:01");
         assert!(matches!(s.insert(&dup_mac), Err(StoreError::MacTaken(_))));
         assert_eq!(s.all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_generation_moves_with_every_write_and_only_then() {
+        let s = Store::in_memory().unwrap();
+        let g0 = s.generation();
+        s.all().unwrap();
+        assert_eq!(s.generation(), g0);
+        let r = record("a", "02:00:00:00:00:01");
+        s.insert(&r).unwrap();
+        let g1 = s.generation();
+        assert!(g1 > g0);
+        s.set_restart(&r.id, 1, None).unwrap();
+        assert!(s.generation() > g1);
     }
 
     #[test]

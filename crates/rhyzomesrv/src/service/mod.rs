@@ -68,6 +68,9 @@ pub struct Service {
     locks: locks::NameLocks,
     blob_gc: tokio::sync::RwLock<()>,
     events: tokio::sync::broadcast::Sender<Event>,
+    /// The serialised full listing and the store generation it was made at: a test bed polls
+    /// `GET /v1/instances` often, and between writes the answer does not change.
+    list_cache: std::sync::Mutex<Option<(u64, bytes::Bytes)>>,
     wake: tokio::sync::mpsc::UnboundedSender<()>,
     wake_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
 }
@@ -152,6 +155,7 @@ impl Service {
             locks: locks::NameLocks::default(),
             blob_gc: tokio::sync::RwLock::new(()),
             events,
+            list_cache: std::sync::Mutex::new(None),
             wake,
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
         })
@@ -594,6 +598,32 @@ impl Service {
                 self.to_api_with(r, image, nics)
             })
             .collect())
+    }
+
+    /// The whole listing as `InstanceList` JSON, reused until the store changes.
+    pub fn list_json(&self) -> Result<bytes::Bytes, ServiceError> {
+        // Read the generation first: a write that lands while the listing is built makes the
+        // cached copy newer than its stamp, never older, so it is rebuilt on the next call.
+        let generation = self.store.generation();
+        if let Some((g, bytes)) = self
+            .list_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            if *g == generation {
+                return Ok(bytes.clone());
+            }
+        }
+        let list = rhyzome_api::InstanceList {
+            instances: self.list()?,
+        };
+        let bytes = bytes::Bytes::from(
+            serde_json::to_vec(&list).map_err(|e| ServiceError::Internal(e.to_string()))?,
+        );
+        *self.list_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((generation, bytes.clone()));
+        Ok(bytes)
     }
 
     pub fn get(&self, name: &str) -> Result<Instance, ServiceError> {

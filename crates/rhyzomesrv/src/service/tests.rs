@@ -659,3 +659,32 @@ async fn after_a_host_loss_autostart_instances_return_in_priority_order() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_cached_listing_follows_every_change() {
+    let f = fixture();
+    let decode = |b: bytes::Bytes| -> Vec<(String, InstanceState)> {
+        let l: rhyzome_api::InstanceList = serde_json::from_slice(&b).unwrap();
+        l.instances.into_iter().map(|i| (i.name, i.state)).collect()
+    };
+    assert!(decode(f.service.list_json().unwrap()).is_empty());
+    f.service.create(spec(&f, "a")).await.unwrap();
+    assert_eq!(
+        decode(f.service.list_json().unwrap()),
+        vec![("a".into(), InstanceState::Running)]
+    );
+    // Unchanged store: the very same bytes.
+    let (x, y) = (
+        f.service.list_json().unwrap(),
+        f.service.list_json().unwrap(),
+    );
+    assert_eq!(x.as_ptr(), y.as_ptr());
+    end_run(&f, "a", "Solo5: solo5_exit(2) called\n");
+    f.service.reconcile_once().await.unwrap();
+    assert_eq!(
+        decode(f.service.list_json().unwrap()),
+        vec![("a".into(), InstanceState::Exited)]
+    );
+    f.service.delete("a").await.unwrap();
+    assert!(decode(f.service.list_json().unwrap()).is_empty());
+}

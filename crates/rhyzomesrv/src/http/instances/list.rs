@@ -4,6 +4,8 @@ use crate::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use rhyzome_api::{ErrorBody, InstanceList};
@@ -18,8 +20,13 @@ use rhyzome_api::{ErrorBody, InstanceList};
 pub async fn list_instances(
     State(svc): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<InstanceList>, ApiError> {
+) -> Result<Response, ApiError> {
+    if caller.prefix.is_none() {
+        // Everyone without a prefix sees the same list: serve the cached serialisation.
+        let json = svc.list_json()?;
+        return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
+    }
     let mut instances = svc.list()?;
     instances.retain(|i| caller.sees(&i.name));
-    Ok(Json(InstanceList { instances }))
+    Ok(Json(InstanceList { instances }).into_response())
 }
