@@ -11,7 +11,21 @@ use clap::Parser;
 fn main() {
     let args = cli::Cli::parse();
     if let Err(e) = commands::run(args) {
-        eprintln!("rhyzomectl: {e:#}");
+        eprintln!("rhyzomectl: {}", message(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each cause only once: HTTP client errors repeat
+/// their own causes in their messages.
+fn message(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+    }
+    msg
 }
