@@ -326,6 +326,10 @@ pub struct ConsoleQuery {
     /// Only the output of the current (or last) run.
     #[serde(default)]
     pub current_run: Option<bool>,
+    /// Only output written since this time: RFC 3339 (`2026-11-27T07:00:00Z`) or a duration
+    /// back from now (`10m`, `90s`, `2h`). Resolved to the reconciler's sampling interval.
+    #[serde(default)]
+    pub since: Option<String>,
     /// Keep the response open and stream new output as it is written.
     #[serde(default)]
     pub follow: Option<bool>,

@@ -146,6 +146,9 @@ pub struct ConsoleArgs {
     /// Only the output of the current (or last) run.
     #[arg(long)]
     pub current_run: bool,
+    /// Only output since a time (RFC 3339) or for a duration back from now (10m, 90s, 2h).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
 }
 
 #[derive(Args)]

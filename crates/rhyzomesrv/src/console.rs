@@ -58,6 +58,53 @@ pub fn last_lines(bytes: &[u8], n: u64) -> &[u8] {
     bytes
 }
 
+/// When each console log grew, so that `--since` can find where output after a given time
+/// starts. Console lines carry no timestamps (QEMU writes raw serial output), so the daemon
+/// samples log sizes (every reconciler pass) and keeps a bounded history per log. Not
+/// persisted: after a daemon restart, earlier output counts as older than any `since`.
+#[derive(Debug, Default)]
+pub struct SizeIndex {
+    samples: std::collections::VecDeque<(std::time::SystemTime, u64)>,
+}
+
+/// Samples kept per log: at one per growth per pass, hours of history for a chatty guest.
+const MAX_SAMPLES: usize = 4096;
+
+impl SizeIndex {
+    /// Records that the log was `len` bytes at `at`; a size seen before adds nothing.
+    pub fn record(&mut self, at: std::time::SystemTime, len: u64) {
+        if self.samples.back().is_some_and(|(_, l)| *l == len) {
+            return;
+        }
+        if self.samples.len() == MAX_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((at, len));
+    }
+
+    /// The offset from which output may have been written at or after `since`: the size at
+    /// the last sample not later than `since` (earlier output may slip in, up to one sampling
+    /// interval's worth; none written after `since` is left out).
+    pub fn offset_at(&self, since: std::time::SystemTime) -> u64 {
+        self.samples
+            .iter()
+            .take_while(|(t, _)| *t <= since)
+            .last()
+            .map(|(_, len)| *len)
+            .unwrap_or(0)
+    }
+}
+
+/// Parses `since`: an RFC 3339 time, or a duration back from `now` (`10m`, `90s`).
+pub fn parse_since(since: &str, now: std::time::SystemTime) -> Option<std::time::SystemTime> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(since) {
+        return Some(t);
+    }
+    humantime::parse_duration(since)
+        .ok()
+        .and_then(|d| now.checked_sub(d))
+}
+
 /// How a unikernel's run ended, judged from its console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -125,6 +172,34 @@ mod tests {
             parse_outcome(b"Solo5: ABORT: x\nSolo5: solo5_exit(7) called\n"),
             Outcome::Exited(7)
         );
+    }
+
+    #[test]
+    fn the_size_index_finds_where_output_since_a_time_starts() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        let mut idx = SizeIndex::default();
+        idx.record(t(10), 100);
+        idx.record(t(12), 100);
+        idx.record(t(14), 250);
+        idx.record(t(16), 400);
+        assert_eq!(idx.offset_at(t(5)), 0);
+        assert_eq!(
+            idx.offset_at(t(13)),
+            100,
+            "output after 13 s starts at or after 100"
+        );
+        assert_eq!(idx.offset_at(t(14)), 250);
+        assert_eq!(idx.offset_at(t(99)), 400);
+        assert_eq!(
+            idx.samples.len(),
+            3,
+            "an unchanged size is not recorded twice"
+        );
+        let now = t(1000);
+        assert_eq!(parse_since("10m", now), Some(t(400)));
+        assert_eq!(parse_since("1970-01-01T00:00:20Z", now), Some(t(20)));
+        assert_eq!(parse_since("yesterday-ish", now), None);
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct Service {
     /// The serialised full listing and the store generation it was made at: a test bed polls
     /// `GET /v1/instances` often, and between writes the answer does not change.
     list_cache: std::sync::Mutex<Option<(u64, bytes::Bytes)>>,
+    /// Console growth history per instance id, for `since` (see [`console::SizeIndex`]).
+    console_index: std::sync::Mutex<std::collections::HashMap<String, console::SizeIndex>>,
     wake: tokio::sync::mpsc::UnboundedSender<()>,
     wake_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
 }
@@ -156,6 +158,7 @@ impl Service {
             blob_gc: tokio::sync::RwLock::new(()),
             events,
             list_cache: std::sync::Mutex::new(None),
+            console_index: Default::default(),
             wake,
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
         })
@@ -688,11 +691,28 @@ impl Service {
     ) -> Result<(Vec<u8>, u64), ServiceError> {
         let r = self.get_record(name)?;
         let path = console::log_path(&self.config.state_dir, &r.id);
-        let start = if q.current_run.unwrap_or(false) {
+        let mut start = if q.current_run.unwrap_or(false) {
             r.console_offset
         } else {
             0
         };
+        if let Some(since) = &q.since {
+            let at =
+                console::parse_since(since, std::time::SystemTime::now()).ok_or_else(|| {
+                    FieldError::new(
+                        "since",
+                        format!("{since:?} is neither an RFC 3339 time nor a duration like 10m"),
+                    )
+                })?;
+            let offset = self
+                .console_index
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&r.id)
+                .map(|idx| idx.offset_at(at))
+                .unwrap_or(0);
+            start = start.max(offset);
+        }
         let limit = q
             .tail_bytes
             .unwrap_or(console::MAX_CONSOLE_READ)
@@ -709,6 +729,18 @@ impl Service {
         })
         .await?
         .map_err(|e| ServiceError::Internal(format!("cannot read console log: {e}")))
+    }
+
+    /// Samples the size of every running instance's console log (one `stat` each), so that
+    /// `since` can be resolved later. Called by every reconciler pass.
+    pub(crate) fn sample_consoles(&self, records: &[InstanceRecord]) {
+        let now = std::time::SystemTime::now();
+        let mut index = self.console_index.lock().unwrap_or_else(|p| p.into_inner());
+        index.retain(|id, _| records.iter().any(|r| &r.id == id));
+        for r in records.iter().filter(|r| r.state == InstanceState::Running) {
+            let len = console::log_len(&console::log_path(&self.config.state_dir, &r.id));
+            index.entry(r.id.clone()).or_default().record(now, len);
+        }
     }
 
     /// Console output written after `offset`, with the new end; `None` once the instance is

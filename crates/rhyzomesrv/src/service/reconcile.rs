@@ -52,6 +52,7 @@ impl Service {
             .await?
             .map_err(ServiceError::Backend)?;
         let records = self.store.all()?;
+        self.sample_consoles(&records);
         let mut by_uuid: HashMap<String, DomainStatus> =
             domains.into_iter().map(|d| (d.uuid.clone(), d)).collect();
         let mut report = ReconcileReport::default();

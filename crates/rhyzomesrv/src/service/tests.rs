@@ -688,3 +688,34 @@ async fn the_cached_listing_follows_every_change() {
     f.service.delete("a").await.unwrap();
     assert!(decode(f.service.list_json().unwrap()).is_empty());
 }
+
+#[tokio::test]
+async fn since_returns_the_output_written_after_a_time() {
+    let f = fixture();
+    let i = f.service.create(spec(&f, "a")).await.unwrap();
+    let log = console::log_path(&f.state_dir, &i.id);
+    std::fs::write(&log, "old\n").unwrap();
+    f.service.reconcile_once().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let t = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, b"new\n"))
+        .unwrap();
+    f.service.reconcile_once().await.unwrap();
+    let q = |since: &str| rhyzome_api::ConsoleQuery {
+        since: Some(since.into()),
+        ..Default::default()
+    };
+    assert_eq!(f.service.console("a", &q(&t)).await.unwrap().0, b"new\n");
+    assert_eq!(
+        f.service.console("a", &q("1h")).await.unwrap().0,
+        b"old\nnew\n"
+    );
+    match f.service.console("a", &q("last tuesday")).await {
+        Err(ServiceError::Invalid(e)) => assert_eq!(e.field, "since"),
+        other => panic!("{other:?}"),
+    }
+}

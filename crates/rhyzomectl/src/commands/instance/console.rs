@@ -11,6 +11,7 @@ pub fn run(ctx: &Context, a: &ConsoleArgs) -> anyhow::Result<()> {
         tail: a.tail,
         current_run: a.current_run.then_some(true),
         follow: a.follow.then_some(true),
+        since: a.since.clone(),
     };
     let mut resp = ctx.client()?.console_stream(&a.name, &q)?;
     let mut out = std::io::stdout().lock();
