@@ -18,6 +18,23 @@ pub fn log_path(state_dir: &Path, instance_id: &str) -> PathBuf {
         .join(format!("{instance_id}.log"))
 }
 
+/// The console log of an instance and the copies virtlogd rotated out of it
+/// (`<id>.log.0`, `.1`, ...).
+pub fn log_files(state_dir: &Path, instance_id: &str) -> Vec<PathBuf> {
+    let main = log_path(state_dir, instance_id);
+    let prefix = format!("{instance_id}.log.");
+    let mut files = vec![main];
+    if let Ok(entries) = std::fs::read_dir(state_dir.join("consoles")) {
+        files.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path()),
+        );
+    }
+    files
+}
+
 /// Current size of a console log (0 when it does not exist yet).
 pub fn log_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
@@ -61,7 +78,8 @@ pub fn last_lines(bytes: &[u8], n: u64) -> &[u8] {
 /// When each console log grew, so that `--since` can find where output after a given time
 /// starts. Console lines carry no timestamps (QEMU writes raw serial output), so the daemon
 /// samples log sizes (every reconciler pass) and keeps a bounded history per log. Not
-/// persisted: after a daemon restart, earlier output counts as older than any `since`.
+/// persisted: after a daemon restart the history is empty, and `since` then returns the
+/// whole log (more than asked, never less).
 #[derive(Debug, Default)]
 pub struct SizeIndex {
     samples: std::collections::VecDeque<(std::time::SystemTime, u64)>,
@@ -208,6 +226,21 @@ mod tests {
         assert_eq!(last_lines(b"a\nb\nc", 2), b"b\nc");
         assert_eq!(last_lines(b"a\nb\n", 5), b"a\nb\n");
         assert_eq!(last_lines(b"a\nb\n", 0), b"");
+    }
+
+    #[test]
+    fn rotated_logs_belong_to_their_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("consoles")).unwrap();
+        for f in ["a.log", "a.log.0", "a.log.1", "ab.log", "ab.log.0"] {
+            std::fs::write(dir.path().join("consoles").join(f), b"x").unwrap();
+        }
+        let mut names: Vec<String> = log_files(dir.path(), "a")
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["a.log", "a.log.0", "a.log.1"]);
     }
 
     #[test]

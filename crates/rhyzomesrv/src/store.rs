@@ -204,7 +204,33 @@ impl Store {
     }
 
     pub fn insert(&self, r: &InstanceRecord) -> Result<(), StoreError> {
-        let res = self.conn().execute(
+        self.insert_with_boot(r, None, &[])
+    }
+
+    /// Inserts a record together with what it boots (the image reference it was created
+    /// from, its NICs when the image declares several) in one transaction, so a crash cannot
+    /// leave a record whose guest would boot with the wrong devices. MACs must be unique
+    /// across single-NIC instances and the NICs of multi-NIC ones.
+    pub fn insert_with_boot(
+        &self,
+        r: &InstanceRecord,
+        image: Option<&str>,
+        nics: &[images::NicRow],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for mac in r.mac.iter().chain(nics.iter().map(|n| &n.mac)) {
+            let used: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM instances WHERE mac = ?1) \
+                 OR EXISTS (SELECT 1 FROM instance_nics WHERE mac = ?1)",
+                [mac],
+                |row| row.get(0),
+            )?;
+            if used {
+                return Err(StoreError::MacTaken(mac.clone()));
+            }
+        }
+        let res = tx.execute(
             &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"),
             params![
                 r.id,
@@ -238,20 +264,23 @@ impl Store {
             ],
         );
         match res {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                if msg.contains("instances.name") {
-                    Err(StoreError::NameTaken(r.name.clone()))
+                return Err(if msg.contains("instances.name") {
+                    StoreError::NameTaken(r.name.clone())
                 } else if msg.contains("instances.mac") {
-                    Err(StoreError::MacTaken(r.mac.clone().unwrap_or_default()))
+                    StoreError::MacTaken(r.mac.clone().unwrap_or_default())
                 } else {
-                    Err(rusqlite::Error::SqliteFailure(e, Some(msg)).into())
-                }
+                    rusqlite::Error::SqliteFailure(e, Some(msg)).into()
+                });
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        images::write_boot(&tx, &r.id, image, nics)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Every record, including those being deleted, ordered by name.

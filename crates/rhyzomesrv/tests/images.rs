@@ -437,3 +437,187 @@ fn each_manifest_network_device_gets_a_nic_in_order() {
     let again: Vec<String> = again.interfaces.iter().map(|n| n.mac.clone()).collect();
     assert_eq!(macs, again);
 }
+
+/// A server with authentication on, and a client for a token scoped to `prefix`.
+fn tenant_client(s: &Server, name: &str, prefix: &str, bridges: Option<Vec<String>>) -> Client {
+    use rhyzomesrv::auth::{Quota, Role};
+    let token = s
+        .tokens()
+        .create(
+            name,
+            Role::Operator,
+            Some(prefix),
+            &Quota {
+                bridges,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    Client::with_options(
+        &s.base,
+        rhyzome_api::client::ClientOptions {
+            token: Some(token),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn serve_with_auth() -> Server {
+    let srv = TestServer::start_with(TestServerOptions {
+        auth: true,
+        ..Default::default()
+    });
+    Server {
+        base: srv.url.clone(),
+        client: Client::new(&srv.url).unwrap(),
+        srv,
+    }
+}
+
+fn push(
+    c: &Client,
+    bytes: &[u8],
+    name: Option<&str>,
+) -> Result<rhyzome_api::ImageUpload, ClientError> {
+    c.upload_image(
+        std::io::Cursor::new(bytes.to_vec()),
+        bytes.len() as u64,
+        None,
+        name,
+    )
+}
+
+#[test]
+fn tenants_cannot_see_retag_use_or_delete_each_others_images() {
+    let s = serve_with_auth();
+    let alice = tenant_client(&s, "alice", "alice-", None);
+    let bob = tenant_client(&s, "bob", "bob-", None);
+    let a_img = virtio_image(&[], 20);
+    let b_img = virtio_image(&[], 21);
+    push(&alice, &a_img, Some("alice-web:1")).unwrap();
+    // Names live under the tenant's prefix, and a tenant must name what it pushes.
+    let (status, body) = api_error(push(&bob, &b_img, Some("alice-web:1")).unwrap_err());
+    assert_eq!((status, body.field.as_deref()), (403, Some("name")));
+    let (status, body) = api_error(push(&bob, &b_img, None).unwrap_err());
+    assert_eq!((status, body.field.as_deref()), (422, Some("name")));
+    push(&bob, &b_img, Some("bob-web:1")).unwrap();
+    // Each sees only its own.
+    let names = |c: &Client| -> Vec<String> {
+        c.list_images()
+            .unwrap()
+            .into_iter()
+            .flat_map(|i| i.names)
+            .collect()
+    };
+    assert_eq!(names(&alice), vec!["alice-web:1"]);
+    assert_eq!(names(&bob), vec!["bob-web:1"]);
+    assert!(is_not_found(bob.get_image("alice-web:1")));
+    assert!(is_not_found(
+        bob.get_image(&format!("sha256:{}", sha(&a_img)))
+    ));
+    assert!(!bob.image_exists(&sha(&a_img)).unwrap());
+    // A digest alone does not open another tenant's image: naming it needs the content.
+    let (status, _) = api_error(
+        bob.upload_image(
+            std::io::Cursor::new(Vec::new()),
+            0,
+            Some(&sha(&a_img)),
+            Some("bob-stolen:1"),
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(status, 422);
+    let (status, body) = api_error(
+        bob.create_instance(&InstanceSpec {
+            name: "bob-x".into(),
+            image: Some(format!("sha256:{}", sha(&a_img))),
+            ..Default::default()
+        })
+        .unwrap_err(),
+    );
+    assert_eq!((status, body.field.as_deref()), (422, Some("image")));
+    assert!(is_not_found(bob.delete_image("alice-web:1")));
+    // The same content pushed by both: a tenant's delete removes only its own name.
+    push(&bob, &a_img, Some("bob-copy:1")).unwrap();
+    bob.delete_image("bob-copy:1").unwrap();
+    assert_eq!(names(&alice), vec!["alice-web:1"]);
+    alice
+        .create_instance(&InstanceSpec {
+            name: "alice-web".into(),
+            image: Some("alice-web:1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        alice.get_instance("alice-web").unwrap().kernel_sha256,
+        sha(&a_img),
+        "alice boots her own image"
+    );
+}
+
+#[test]
+fn every_nic_respects_the_bridge_quota_and_macs_stay_unique() {
+    let s = serve_with_auth();
+    let carol = tenant_client(&s, "carol", "carol-", Some(vec!["br0".into()]));
+    push(
+        &carol,
+        &virtio_image(&["service", "admin"], 30),
+        Some("carol-rt:1"),
+    )
+    .unwrap();
+    let spec = |name: &str, admin: &str| InstanceSpec {
+        name: name.into(),
+        image: Some("carol-rt:1".into()),
+        nets: Some(
+            [
+                ("service".to_string(), "br0".to_string()),
+                ("admin".to_string(), admin.to_string()),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let (status, body) = api_error(
+        carol
+            .create_instance(&spec("carol-a", "forbidden0"))
+            .unwrap_err(),
+    );
+    assert_eq!((status, body.field.as_deref()), (403, Some("nets")));
+    let rt = carol.create_instance(&spec("carol-rt", "br0")).unwrap();
+    // Another instance may not take the MAC of rt's second NIC.
+    let admin_mac = rt.interfaces[1].mac.clone();
+    let (status, body) = api_error(
+        carol
+            .create_instance(&InstanceSpec {
+                name: "carol-b".into(),
+                kernel: s.kernel.clone(),
+                network: Some(rhyzome_api::NetworkSpec {
+                    mode: rhyzome_api::NetworkMode::Bridge,
+                    bridge: None,
+                    mac: Some(admin_mac),
+                }),
+                ..Default::default()
+            })
+            .unwrap_err(),
+    );
+    assert_eq!((status, body.field.as_deref()), (409, Some("network.mac")));
+    // An image whose manifest names one device twice is refused, not a 500.
+    push(
+        &carol,
+        &virtio_image(&["net", "net"], 31),
+        Some("carol-dup:1"),
+    )
+    .unwrap();
+    let (status, body) = api_error(
+        carol
+            .create_instance(&InstanceSpec {
+                name: "carol-dup".into(),
+                image: Some("carol-dup:1".into()),
+                ..Default::default()
+            })
+            .unwrap_err(),
+    );
+    assert_eq!((status, body.field.as_deref()), (422, Some("image")));
+    assert_eq!(carol.list_instances().unwrap().len(), 1);
+}

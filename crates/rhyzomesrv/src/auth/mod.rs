@@ -171,10 +171,18 @@ impl Caller {
                 return Err(over("max_total_memory_mib", max, wanted));
             }
         }
-        if let (Some(allowed), Some(bridge)) = (&q.bridges, bridge) {
+        match bridge {
+            Some(bridge) => self.check_bridge(bridge, "network.bridge"),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that the caller may attach guests to `bridge`; `field` names where it was asked.
+    pub fn check_bridge(&self, bridge: &str, field: &'static str) -> Result<(), AuthError> {
+        if let Some(allowed) = &self.quota.bridges {
             if !allowed.iter().any(|b| b == bridge) {
                 return Err(AuthError::OutOfScope(FieldError::new(
-                    "network.bridge",
+                    field,
                     format!(
                         "{bridge:?} is not among the bridges token {:?} may use ({})",
                         self.name,

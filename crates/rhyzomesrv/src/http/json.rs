@@ -36,12 +36,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if let Some(n) = declared.filter(|n| *n > super::MAX_BODY_BYTES as u64) {
-            // Read a modest excess to the end before refusing: closing a connection with
-            // unread bytes makes the kernel reset it, and the client may lose the 413.
+            // Read a modest excess to the end before refusing (see `drain`).
             if n <= (super::MAX_BODY_BYTES as u64) + (1 << 20) {
-                use futures_util::StreamExt;
-                let mut body = req.into_body().into_data_stream();
-                while let Some(Ok(_)) = body.next().await {}
+                crate::images::drain(&mut req.into_body().into_data_stream(), n).await;
             }
             return Err(too_large());
         }

@@ -7,7 +7,8 @@
 //! directory (same file system, so the rename is atomic): a crash or a broken connection leaves
 //! at most a file in `uploads/`, which the next start removes, and never a torn blob. The
 //! upload directory is separate from `blobs/` so that blob garbage collection (which removes
-//! unknown files there) never races with an upload in progress. Concurrent uploads of the same
+//! unreferenced `sha256-*` blobs and leftovers of interrupted kernel imports there) never races
+//! with an upload in progress. Concurrent uploads of the same
 //! content each write their own file; the renames replace identical bytes, so the result is the
 //! same whichever finishes first. The async part (receiving) runs on the runtime; the final
 //! fsync, rename and inspection block and run on the blocking pool.
@@ -59,6 +60,24 @@ pub struct PendingUpload {
     pub sha256: String,
     pub size: u64,
     committed: bool,
+}
+
+/// Reads and discards a request body (at most about `limit` bytes), so that a refusal made
+/// before reading it reaches a client that is still sending: closing a connection with unread
+/// bytes makes the kernel reset it, and the client may lose the answer.
+pub async fn drain<S, B, E>(body: &mut S, limit: u64)
+where
+    S: futures_util::Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    use futures_util::StreamExt;
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = body.next().await {
+        seen += chunk.as_ref().len() as u64;
+        if seen > limit {
+            break;
+        }
+    }
 }
 
 /// How far over `MaxImageBytes` a declared body may be and still be read to the end before
@@ -140,8 +159,7 @@ impl ImageFiles {
             // which can destroy the 413 before the client reads it. A modest excess is read
             // and thrown away so the client gets its answer; a huge one is not worth it.
             if n <= self.max_bytes.saturating_add(DRAIN_BEFORE_REFUSING) {
-                use futures_util::StreamExt;
-                while let Some(Ok(_)) = body.next().await {}
+                drain(&mut body, n).await;
             }
             return Err(ImageError::TooLarge {
                 limit: self.max_bytes,

@@ -10,6 +10,7 @@
 //! a delete cannot slip between the two.
 
 use super::{blocking, mac_for_name, now_rfc3339, Service, ServiceError};
+use crate::auth::Caller;
 use crate::images::ImageError;
 use crate::store::images::{ImageRow, NicRow};
 use futures_util::Stream;
@@ -38,27 +39,31 @@ fn to_api(r: ImageRow) -> Image {
     }
 }
 
-/// Reads and discards a request body (at most `limit` bytes), so that a refusal made before
-/// reading it reaches a client that is still sending instead of a reset connection.
-pub async fn drain<S, B, E>(body: &mut S, limit: u64)
-where
-    S: Stream<Item = Result<B, E>> + Unpin,
-    B: AsRef<[u8]>,
-{
-    use futures_util::StreamExt;
-    let mut seen = 0u64;
-    while let Some(Ok(chunk)) = body.next().await {
-        seen += chunk.as_ref().len() as u64;
-        if seen > limit {
-            break;
-        }
-    }
-}
+pub use crate::images::drain;
 
 /// How an upload says which digest it expects (query parameter or header), for error fields.
 pub struct ExpectedDigest {
     pub field: &'static str,
     pub value: String,
+}
+
+/// Whether `caller` may see an image: any caller without a prefix, a tenant when one of the
+/// image's names lies under its prefix.
+fn visible_to(row: &ImageRow, caller: &Caller) -> bool {
+    caller.prefix.is_none()
+        || row
+            .names
+            .iter()
+            .any(|n| caller.sees(n.split(':').next().unwrap_or(n)))
+}
+
+/// The image as `caller` may see it: a tenant sees only its own names.
+fn to_api_for(mut row: ImageRow, caller: &Caller) -> Image {
+    if caller.prefix.is_some() {
+        row.names
+            .retain(|n| caller.sees(n.split(':').next().unwrap_or(n)));
+    }
+    to_api(row)
 }
 
 impl Service {
@@ -69,6 +74,7 @@ impl Service {
         declared: Option<u64>,
         expected: Option<ExpectedDigest>,
         name: Option<&str>,
+        caller: &Caller,
     ) -> Result<ImageUpload, ServiceError>
     where
         S: Stream<Item = Result<B, E>> + Unpin,
@@ -76,24 +82,48 @@ impl Service {
         E: std::fmt::Display,
     {
         let mut body = body;
-        let checked = (|| {
-            let expected = match expected {
-                Some(e) => Some((e.field, parse_digest(e.field, &e.value)?)),
-                None => None,
-            };
-            let name = name.map(|n| parse_name_tag("name", n)).transpose()?;
-            Ok::<_, FieldError>((expected, name))
-        })();
+        let checked =
+            (|| {
+                let expected = match expected {
+                    Some(e) => Some((e.field, parse_digest(e.field, &e.value)?)),
+                    None => None,
+                };
+                let name = name.map(|n| parse_name_tag("name", n)).transpose()?;
+                Ok::<_, FieldError>((expected, name))
+            })()
+            .map_err(ServiceError::from)
+            .and_then(|(expected, name)| {
+                // A tenant's image names live under its prefix, like its instance names, so that
+                // tenants can neither see nor retag each other's images.
+                if caller.prefix.is_some() {
+                    match &name {
+                        Some((n, _)) => caller.may_name(n)?,
+                        None => return Err(FieldError::new(
+                            "name",
+                            "is required for a token with a name prefix: images are found by name",
+                        )
+                        .into()),
+                    }
+                }
+                Ok((expected, name))
+            });
         let (expected, name) = match checked {
             Ok(v) => v,
             Err(e) => {
                 drain(&mut body, self.images.max_bytes()).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         // Naming an image the server already has needs no body: the client checked with HEAD.
         if let (Some((_, sha)), Some(0)) = (&expected, declared) {
-            if self.store.image(sha)?.is_some() {
+            let _gc = self.blob_gc.read().await;
+            // A tenant proves it has the content by sending it, unless the image is already
+            // one of its own: a digest alone must not open another tenant's image.
+            if self
+                .store
+                .image(sha)?
+                .is_some_and(|row| visible_to(&row, caller))
+            {
                 if let Some((n, t)) = &name {
                     self.store.tag_image(n, t, sha)?;
                 }
@@ -102,7 +132,7 @@ impl Service {
                     .image(sha)?
                     .ok_or_else(|| ImageError::NotFound(format!("sha256:{sha}")))?;
                 return Ok(ImageUpload {
-                    image: to_api(row),
+                    image: to_api_for(row, caller),
                     created: false,
                 });
             }
@@ -147,48 +177,91 @@ impl Service {
             .image(&sha256)?
             .ok_or_else(|| ImageError::NotFound(format!("sha256:{sha256}")))?;
         Ok(ImageUpload {
-            image: to_api(row),
+            image: to_api_for(row, caller),
             created,
         })
     }
 
-    pub fn list_images(&self) -> Result<Vec<Image>, ServiceError> {
-        Ok(self.store.images()?.into_iter().map(to_api).collect())
+    /// The images `caller` may see: all of them, or for a token with a prefix those with a
+    /// name under it (showing only those names).
+    pub fn list_images(&self, caller: &Caller) -> Result<Vec<Image>, ServiceError> {
+        Ok(self
+            .store
+            .images()?
+            .into_iter()
+            .filter(|row| visible_to(row, caller))
+            .map(|row| to_api_for(row, caller))
+            .collect())
     }
 
-    /// The digest a reference names, if it names a stored image.
-    fn resolve_image(&self, field: &'static str, reference: &str) -> Result<String, ServiceError> {
+    /// The digest a reference names, if it names a stored image `caller` may see. Images of
+    /// other tenants are reported as not found, exactly like missing ones.
+    fn resolve_image(
+        &self,
+        caller: &Caller,
+        field: &'static str,
+        reference: &str,
+    ) -> Result<String, ServiceError> {
         let not_found = || ImageError::NotFound(reference.to_string());
-        match parse_image_ref(field, reference)? {
-            ImageRef::Digest(d) => match self.store.image(&d)? {
-                Some(_) => Ok(d),
-                None => Err(not_found().into()),
-            },
-            ImageRef::Named { name, tag } => self
-                .store
-                .resolve_tag(&name, &tag)?
-                .ok_or_else(|| not_found().into()),
+        let sha = match parse_image_ref(field, reference)? {
+            ImageRef::Digest(d) => d,
+            ImageRef::Named { name, tag } => {
+                if !caller.sees(&name) {
+                    return Err(not_found().into());
+                }
+                self.store.resolve_tag(&name, &tag)?.ok_or_else(not_found)?
+            }
+        };
+        match self.store.image(&sha)? {
+            Some(row) if visible_to(&row, caller) => Ok(sha),
+            _ => Err(not_found().into()),
         }
     }
 
-    pub fn get_image(&self, reference: &str) -> Result<Image, ServiceError> {
-        let sha = self.resolve_image("reference", reference)?;
+    pub fn get_image(&self, reference: &str, caller: &Caller) -> Result<Image, ServiceError> {
+        let sha = self.resolve_image(caller, "reference", reference)?;
         let row = self
             .store
             .image(&sha)?
             .ok_or_else(|| ImageError::NotFound(reference.to_string()))?;
-        Ok(to_api(row))
+        Ok(to_api_for(row, caller))
     }
 
-    /// Deletes the image a reference names (with all its names), unless an instance boots it.
-    pub async fn delete_image(&self, reference: &str) -> Result<(), ServiceError> {
+    /// Deletes the image a reference names, unless an instance boots it. A tenant's delete
+    /// removes its own names; the image itself goes when no name of another tenant remains.
+    pub async fn delete_image(&self, reference: &str, caller: &Caller) -> Result<(), ServiceError> {
         let _gc = self.blob_gc.write().await;
-        let sha = self.resolve_image("reference", reference)?;
+        let sha = self.resolve_image(caller, "reference", reference)?;
+        let row = self
+            .store
+            .image(&sha)?
+            .ok_or_else(|| ImageError::NotFound(reference.to_string()))?;
+        let foreign_names = row
+            .names
+            .iter()
+            .any(|n| !caller.sees(n.split(':').next().unwrap_or(n)));
+        if foreign_names {
+            let removed = self
+                .store
+                .untag_image(&sha, caller.prefix.as_deref().unwrap_or(""))?;
+            tracing::info!(sha256 = %sha, reference, removed, "image names of one tenant removed");
+            return Ok(());
+        }
         let users = self.store.instances_booting(&sha)?;
         if !users.is_empty() {
+            let (seen, hidden): (Vec<String>, Vec<String>) =
+                users.into_iter().partition(|u| caller.sees(u));
+            let mut instances = seen.join(", ");
+            if !hidden.is_empty() {
+                instances = format!(
+                    "{instances}{}{} instance(s) you cannot see",
+                    if instances.is_empty() { "" } else { " and " },
+                    hidden.len()
+                );
+            }
             return Err(ImageError::InUse {
                 reference: reference.to_string(),
-                instances: users.join(", "),
+                instances,
             }
             .into());
         }
@@ -201,7 +274,11 @@ impl Service {
     /// Resolves what a create boots: imports a server path, or looks up an image. The caller
     /// holds the blob-GC read lock until the instance's record is written. Refuses images that
     /// libvirt cannot run, saying why.
-    pub(super) async fn resolve_boot(&self, spec: &InstanceSpec) -> Result<Boot, ServiceError> {
+    pub(super) async fn resolve_boot(
+        &self,
+        spec: &InstanceSpec,
+        caller: &Caller,
+    ) -> Result<Boot, ServiceError> {
         let (field, boot) = match (&spec.image, spec.kernel.is_empty()) {
             (Some(_), false) => {
                 return Err(FieldError::new(
@@ -213,7 +290,7 @@ impl Service {
             (Some(reference), true) => {
                 // In a create request a missing image is a bad field value, not a missing
                 // route target.
-                let sha256 = match self.resolve_image("image", reference) {
+                let sha256 = match self.resolve_image(caller, "image", reference) {
                     Err(ServiceError::Image(ImageError::NotFound(r))) => {
                         return Err(FieldError::new(
                             "image",
@@ -294,6 +371,15 @@ impl Service {
                 ));
             }
             return Ok(Vec::new());
+        }
+        // The manifest comes from an uploaded file: two devices of one name would get one MAC.
+        for (i, d) in devices.iter().enumerate() {
+            if devices[..i].contains(d) {
+                return Err(FieldError::new(
+                    "image",
+                    format!("declares the network device {d:?} twice; Solo5 needs unique names"),
+                ));
+            }
         }
         // PCI bus 0 has 32 slots and the first three are taken.
         if devices.len() > 29 {

@@ -285,8 +285,10 @@ impl Service {
         }
     }
 
-    fn definition(&self, r: &InstanceRecord) -> DomainDefinition {
-        DomainDefinition {
+    fn definition(&self, r: &InstanceRecord) -> Result<DomainDefinition, ServiceError> {
+        // A store error must not quietly yield a guest with fewer NICs than its image needs.
+        let nics = self.store.instance_nics(&r.id)?;
+        Ok(DomainDefinition {
             domain_type: self.domain_type,
             domain_name: backend::domain_name(&r.name),
             uuid: r.id.clone(),
@@ -307,10 +309,7 @@ impl Service {
             console_log: console::log_path(&self.config.state_dir, &r.id),
             // An image with several network devices: every NIC at a fixed slot, in manifest
             // order (then `nic` is not used).
-            nics: self
-                .store
-                .instance_nics(&r.id)
-                .unwrap_or_default()
+            nics: nics
                 .into_iter()
                 .map(|n| Nic {
                     bridge: n.bridge,
@@ -318,7 +317,7 @@ impl Service {
                     pci_slot: Some(n.pci_slot),
                 })
                 .collect(),
-        }
+        })
     }
 
     /// Checks a spec and fills in defaults; touches nothing.
@@ -409,18 +408,23 @@ impl Service {
         // or two creates could each see room for one more. Names cannot contain ':', so the
         // owner's lock never collides with an instance's.
         let owner_guard = self.locks.lock(&format!("owner:{}", caller.name)).await;
-        caller.check_quota(
-            valid.memory_mib,
-            valid.bridge.as_deref(),
-            self.store.usage_of(&caller.name)?,
-        )?;
+        // Bridges are checked once the NICs are planned: an image may declare several.
+        caller.check_quota(valid.memory_mib, None, self.store.usage_of(&caller.name)?)?;
         let _guard = self.locks.lock(&spec.name).await;
         if let Some(existing) = self.store.by_name(&spec.name)? {
             return Err(name_taken(&existing));
         }
         let gc_guard = self.blob_gc.read().await;
-        let boot = self.resolve_boot(&spec).await?;
+        let boot = self.resolve_boot(&spec, caller).await?;
         let nics = self.plan_nics(&spec, &boot.inspection)?;
+        if nics.is_empty() {
+            if let Some(bridge) = &valid.bridge {
+                caller.check_bridge(bridge, "network.bridge")?;
+            }
+        }
+        for nic in &nics {
+            caller.check_bridge(&nic.bridge, "nets")?;
+        }
         let (bridge, mac) = match nics.first() {
             Some(first) => (Some(first.bridge.clone()), Some(first.mac.clone())),
             None => (valid.bridge, valid.mac),
@@ -450,7 +454,10 @@ impl Service {
             autostart: spec.autostart.unwrap_or(false),
             owner: caller.name.clone(),
         };
-        match self.store.insert(&record) {
+        match self
+            .store
+            .insert_with_boot(&record, boot.image.as_deref(), &nics)
+        {
             Ok(()) => {}
             Err(StoreError::NameTaken(name)) => {
                 return Err(ServiceError::Conflict {
@@ -465,15 +472,6 @@ impl Service {
                 })
             }
             Err(e) => return Err(e.into()),
-        }
-        if boot.image.is_some() || !nics.is_empty() {
-            if let Err(e) = self
-                .store
-                .set_instance_boot(&record.id, boot.image.as_deref(), &nics)
-            {
-                self.store.remove(&record.id)?;
-                return Err(e.into());
-            }
         }
         drop(gc_guard);
         // The record now counts against the quota; starting the guest (the slow part) need
@@ -510,7 +508,7 @@ impl Service {
 
     /// Starts the domain of `r` and records the outcome. The caller holds the name lock.
     async fn start_domain(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
-        let def = self.definition(r);
+        let def = self.definition(r)?;
         let xml = domain_xml::render(&def).map_err(|e| ServiceError::Internal(e.to_string()))?;
         if let Some(parent) = def.console_log.parent() {
             std::fs::create_dir_all(parent)
@@ -546,10 +544,11 @@ impl Service {
     async fn forget(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
         self.store.set_desired(&r.id, Desired::Deleted)?;
         self.destroy_domain(r).await?;
-        let log = console::log_path(&self.config.state_dir, &r.id);
-        if let Err(e) = std::fs::remove_file(&log) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %log.display(), error = %e, "cannot remove console log");
+        for log in console::log_files(&self.config.state_dir, &r.id) {
+            if let Err(e) = std::fs::remove_file(&log) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %log.display(), error = %e, "cannot remove console log");
+                }
             }
         }
         self.store.remove(&r.id)?;

@@ -326,7 +326,7 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
     let mine = crate::domain_xml::render(&DomainDefinition {
         uuid: "22222222-2222-2222-2222-222222222222".into(),
         domain_name: "rhyzome-ghost".into(),
-        ..f.service.definition(&pending)
+        ..f.service.definition(&pending).unwrap()
     })
     .unwrap();
     f.backend.inject(
@@ -408,7 +408,8 @@ async fn reconcile_adopts_running_domains_and_enforces_stops() {
     f.service.stop("a").await.unwrap();
     let def = f
         .service
-        .definition(&f.service.store.by_name("a").unwrap().unwrap());
+        .definition(&f.service.store.by_name("a").unwrap().unwrap())
+        .unwrap();
     f.backend.create(&def, "<domain/>").unwrap();
     assert_eq!(f.service.reconcile_once().await.unwrap().stopped, 1);
     assert!(f.backend.status(&i.id).unwrap().is_none());

@@ -38,6 +38,30 @@ CREATE TABLE IF NOT EXISTS instance_nics (
 );
 ";
 
+/// Writes what an instance boots, inside the caller's transaction (see
+/// [`Store::insert_with_boot`]).
+pub(super) fn write_boot(
+    tx: &rusqlite::Transaction<'_>,
+    instance_id: &str,
+    image: Option<&str>,
+    nics: &[NicRow],
+) -> Result<(), StoreError> {
+    if let Some(image) = image {
+        tx.execute(
+            "INSERT OR REPLACE INTO instance_images (instance_id, image) VALUES (?1, ?2)",
+            [instance_id, image],
+        )?;
+    }
+    for (i, n) in nics.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO instance_nics (instance_id, idx, device, bridge, mac, pci_slot) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![instance_id, i as i64, n.device, n.bridge, n.mac, n.pci_slot],
+        )?;
+    }
+    Ok(())
+}
+
 pub(super) fn init_schema(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA)?;
     Ok(())
@@ -89,6 +113,14 @@ impl Store {
             params![name, tag, sha256],
         )?;
         Ok(())
+    }
+
+    /// Removes the names of `sha256` that start with `prefix`; returns how many.
+    pub fn untag_image(&self, sha256: &str, prefix: &str) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM image_tags WHERE sha256 = ?1 AND substr(name, 1, length(?2)) = ?2",
+            params![sha256, prefix],
+        )?)
     }
 
     pub fn resolve_tag(&self, name: &str, tag: &str) -> Result<Option<String>, StoreError> {
@@ -178,31 +210,6 @@ impl Store {
 
     /// Records the image reference an instance was created from, and its NICs when the image
     /// declares several network devices.
-    pub fn set_instance_boot(
-        &self,
-        instance_id: &str,
-        image: Option<&str>,
-        nics: &[NicRow],
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        if let Some(image) = image {
-            tx.execute(
-                "INSERT OR REPLACE INTO instance_images (instance_id, image) VALUES (?1, ?2)",
-                [instance_id, image],
-            )?;
-        }
-        for (i, n) in nics.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO instance_nics (instance_id, idx, device, bridge, mac, pci_slot) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![instance_id, i as i64, n.device, n.bridge, n.mac, n.pci_slot],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     pub fn instance_image(&self, instance_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
@@ -315,22 +322,23 @@ mod tests {
         assert_eq!(s.resolve_tag("web", "latest").unwrap(), None);
         assert_eq!(s.image_digests().unwrap(), ["aa".to_string()].into());
 
-        let mut r = crate::store::tests::record("a", "02:00:00:00:00:01");
+        let mut r = crate::store::tests::record("a", "02:00:00:00:01:03");
         r.kernel_sha256 = "aa".into();
-        s.insert(&r).unwrap();
-        assert_eq!(s.instances_booting("aa").unwrap(), ["a"]);
         let nic = |d: &str, slot| NicRow {
             device: d.into(),
             bridge: "br0".into(),
             mac: format!("02:00:00:00:01:0{slot}"),
             pci_slot: slot,
         };
-        s.set_instance_boot(
-            &r.id,
-            Some("web:1.0"),
-            &[nic("service", 3), nic("admin", 4)],
-        )
-        .unwrap();
+        s.insert_with_boot(&r, Some("web:1.0"), &[nic("service", 3), nic("admin", 4)])
+            .unwrap();
+        assert_eq!(s.instances_booting("aa").unwrap(), ["a"]);
+        // A MAC of another instance's extra NIC is taken, as is its first one.
+        for taken in ["02:00:00:00:01:04", "02:00:00:00:01:03"] {
+            let mut other = crate::store::tests::record("b", taken);
+            other.id = "id-b".into();
+            assert!(matches!(s.insert(&other), Err(StoreError::MacTaken(m)) if m == taken));
+        }
         assert_eq!(s.instance_image(&r.id).unwrap().as_deref(), Some("web:1.0"));
         assert_eq!(s.instance_nics(&r.id).unwrap()[1].device, "admin");
         s.remove(&r.id).unwrap();

@@ -27,6 +27,6 @@ pub async fn delete_image(
     Path(reference): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     require(&caller, Role::Operator, "delete images")?;
-    svc.delete_image(&reference).await?;
+    svc.delete_image(&reference, &caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }

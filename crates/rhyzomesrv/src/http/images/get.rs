@@ -1,8 +1,10 @@
 //! `GET /v1/images/{reference}`.
 
+use crate::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use axum::extract::{Path, State};
+use axum::Extension;
 use axum::Json;
 use rhyzome_api::{ErrorBody, Image};
 
@@ -16,7 +18,8 @@ use rhyzome_api::{ErrorBody, Image};
     ))]
 pub async fn get_image(
     State(svc): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(reference): Path<String>,
 ) -> Result<Json<Image>, ApiError> {
-    Ok(Json(svc.get_image(&reference)?))
+    Ok(Json(svc.get_image(&reference, &caller)?))
 }

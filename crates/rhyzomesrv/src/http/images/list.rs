@@ -1,8 +1,10 @@
 //! `GET /v1/images`.
 
+use crate::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use axum::extract::State;
+use axum::Extension;
 use axum::Json;
 use rhyzome_api::{ErrorBody, ImageList};
 
@@ -12,8 +14,11 @@ use rhyzome_api::{ErrorBody, ImageList};
         (status = 200, description = "All images", body = ImageList),
         (status = 401, description = "No or invalid token", body = ErrorBody),
     ))]
-pub async fn list_images(State(svc): State<AppState>) -> Result<Json<ImageList>, ApiError> {
+pub async fn list_images(
+    State(svc): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<ImageList>, ApiError> {
     Ok(Json(ImageList {
-        images: svc.list_images()?,
+        images: svc.list_images(&caller)?,
     }))
 }

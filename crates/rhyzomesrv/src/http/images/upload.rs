@@ -59,7 +59,7 @@ pub async fn upload_image(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let upload = svc
-        .upload_image(stream, declared, expected, q.name.as_deref())
+        .upload_image(stream, declared, expected, q.name.as_deref(), &caller)
         .await?;
     let status = if upload.created {
         StatusCode::CREATED
