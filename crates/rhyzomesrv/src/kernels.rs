@@ -57,6 +57,12 @@ impl KernelError {
     }
 }
 
+/// Where the blob with this digest lives in `blob_dir`; the one spelling of blob names, which
+/// garbage collection (below) relies on.
+pub fn blob_path(blob_dir: &Path, sha256: &str) -> PathBuf {
+    blob_dir.join(format!("sha256-{sha256}"))
+}
+
 /// A kernel imported into the blob store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKernel {
@@ -75,7 +81,7 @@ impl KernelStore {
     }
 
     pub fn blob_path(&self, sha256: &str) -> PathBuf {
-        self.blob_dir.join(format!("sha256-{sha256}"))
+        blob_path(&self.blob_dir, sha256)
     }
 
     /// Opens `requested`, checks that it is a kernel inside `KernelDirs`, and copies it into

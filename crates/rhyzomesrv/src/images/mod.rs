@@ -213,7 +213,7 @@ impl ImageFiles {
     /// directory. Returns whether the blob is new. Blocks. The caller holds the blob-GC read
     /// lock and records the image row before releasing it.
     pub fn commit(&self, mut pending: PendingUpload) -> Result<bool, ImageError> {
-        let target = self.blob_dir.join(format!("sha256-{}", pending.sha256));
+        let target = crate::kernels::blob_path(&self.blob_dir, &pending.sha256);
         if target.exists() {
             return Ok(false); // Deduplicated; the drop removes the temporary copy.
         }
@@ -230,13 +230,13 @@ impl ImageFiles {
     }
 
     pub fn blob_exists(&self, sha256: &str) -> bool {
-        self.blob_dir.join(format!("sha256-{sha256}")).exists()
+        crate::kernels::blob_path(&self.blob_dir, sha256).exists()
     }
 
     /// Removes a blob (the caller holds the blob-GC write lock and has checked no instance
     /// boots it).
     pub fn remove_blob(&self, sha256: &str) -> Result<(), ImageError> {
-        match std::fs::remove_file(self.blob_dir.join(format!("sha256-{sha256}"))) {
+        match std::fs::remove_file(crate::kernels::blob_path(&self.blob_dir, sha256)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io(&self.blob_dir)(e)),
