@@ -149,6 +149,28 @@ const COLUMNS: &str = "id, name, kernel, kernel_sha256, kernel_parameters, memor
      state_changed_at, restart_mode, restart_max, restart_exit_codes, restart_count, \
      next_restart_at_ms, startup_priority, autostart, owner";
 
+/// Opens (creating it and `state_dir` if needed) the daemon's database file, configured as
+/// every connection to it must be. Other stores of the daemon (tokens) open their own
+/// connection with it.
+pub(crate) fn open_database(state_dir: &Path) -> Result<Connection, StoreError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    let conn = Connection::open(state_dir.join("rhyzome.db"))?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+/// WAL lets readers and one writer work at once; `NORMAL` sync survives a process crash.
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
 pub struct Store {
     conn: Mutex<Connection>,
 }
@@ -156,12 +178,7 @@ pub struct Store {
 impl Store {
     /// Opens (and creates or migrates) `StateDir/rhyzome.db`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
-        let conn = Connection::open(state_dir.join("rhyzome.db"))?;
-        Store::init(conn)
+        Store::init(open_database(state_dir)?)
     }
 
     /// A private in-memory database, for tests.
@@ -170,10 +187,7 @@ impl Store {
     }
 
     fn init(conn: Connection) -> Result<Store, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        configure(&conn)?;
         let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version == 0 {
             conn.execute_batch(SCHEMA)?;

@@ -27,12 +27,8 @@ pub enum TokenError {
     Random(#[source] std::io::Error),
     #[error("the token database holds an invalid {what}: {value:?}")]
     Corrupt { what: &'static str, value: String },
-    #[error("cannot create the state directory {path}: {source}")]
-    StateDir {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A token as listed (never the secret itself).
@@ -66,13 +62,7 @@ fn hash(token: &str) -> String {
 
 impl TokenStore {
     pub fn open(state_dir: &Path) -> Result<TokenStore, TokenError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| TokenError::StateDir {
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
-        let conn = Connection::open(state_dir.join("rhyzome.db"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let conn = crate::store::open_database(state_dir)?;
         conn.execute_batch(SCHEMA)?;
         Ok(TokenStore {
             conn: Mutex::new(conn),
