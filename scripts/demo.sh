@@ -40,7 +40,7 @@ if ! daemon_running; then
   cat >"$DEMO_DIR/rhyzome.conf" <<CONF
 {
   "BridgeInterface": "${RHYZOME_LAB_BRIDGE:-rzbr0}",
-  "Hostname": "$(hostname)",
+  "Hostname": "$(cat /proc/sys/kernel/hostname)",
   "Bind": "127.0.0.1:8080"
 }
 CONF
@@ -48,6 +48,12 @@ CONF
   (cd "$DEMO_DIR" && exec nohup "$OLDPWD/target/release/rhyzomesrv" >>"$LOG" 2>&1) &
   echo $! >"$PIDFILE"
   for _ in $(seq 100); do $CTL --server $SERVER info >/dev/null 2>&1 && break; sleep 0.1; done
+  if ! $CTL --server $SERVER info >/dev/null 2>&1; then
+    echo "error: rhyzomesrv did not start; the end of $LOG says:" >&2
+    tail -n 5 "$LOG" >&2
+    rm -f "$PIDFILE"
+    exit 1
+  fi
 fi
 $CTL --server $SERVER info
 
