@@ -22,10 +22,19 @@ fn serve_with_auth() -> TestServer {
     serve_inner(true)
 }
 
+/// Runs the CLI with no configuration file and none of its environment variables.
 fn ctl(args: &[&str]) -> Output {
+    ctl_with_config(
+        args,
+        std::path::Path::new("/nonexistent/rhyzome/config.json"),
+    )
+}
+
+/// Runs the CLI with `config` as its configuration file, and none of its environment variables.
+fn ctl_with_config(args: &[&str], config: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rhyzomectl"))
         .args(args)
-        .env("RHYZOME_CONFIG", "/nonexistent/rhyzome/config.json")
+        .env("RHYZOME_CONFIG", config)
         .env_remove("RHYZOME_SERVER")
         .env_remove("RHYZOME_TOKEN")
         .env_remove("RHYZOME_CONTEXT")
@@ -162,16 +171,7 @@ fn named_servers_carry_their_token_and_flags_override_them() {
         .unwrap();
     let home = tempfile::tempdir().unwrap();
     let config = home.path().join("rhyzome/config.json");
-    let with_config = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_rhyzomectl"))
-            .args(args)
-            .env("RHYZOME_CONFIG", &config)
-            .env_remove("RHYZOME_SERVER")
-            .env_remove("RHYZOME_TOKEN")
-            .env_remove("RHYZOME_CONTEXT")
-            .output()
-            .unwrap()
-    };
+    let with_config = |args: &[&str]| ctl_with_config(args, &config);
     // Without the token: refused, with a message a person understands.
     let out = with_config(&["--server", &s.url, "instance", "list"]);
     assert_eq!(out.status.code(), Some(1));
