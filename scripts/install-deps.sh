@@ -14,7 +14,8 @@ packages=(
 missing=0
 for p in "${packages[@]}"; do
   name=${p%%/*}
-  dpkg-query -W -f='${Status}' "$name" 2>/dev/null | grep -q "install ok installed" || missing=1
+  status=$(dpkg-query -W -f='${Status}' "$name" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing=1
 done
 # qemu-utils from backports conflicts with qemu-system 7.2 and makes apt remove qemu-img.
 if ! command -v qemu-img >/dev/null || ! command -v qemu-system-x86_64 >/dev/null; then missing=1; fi

@@ -69,7 +69,9 @@ CONF
 }
 
 create_netns() {
-  if ! ip netns list | grep -qw "^$NS"; then
+  # Not `cmd | grep -q` under pipefail: grep exits at its first match, the writer may then die
+  # of SIGPIPE, and the pipeline reports failure although the match was found.
+  if ! grep -qw "^$NS" <<<"$(ip netns list)"; then
     log "creating network namespace $NS with bridge $BR ($ADDR)"
     ip netns add "$NS"
   fi
@@ -82,7 +84,7 @@ create_netns() {
   # taps come and go, and the kernel then drops its neighbour entries (a ping right after a
   # deploy would wait a second for ARP).
   ip -n "$NS" link set "$BR" address 02:72:7a:00:00:01
-  ip -n "$NS" addr show dev "$BR" | grep -qw "${ADDR%/*}" || ip -n "$NS" addr add "$ADDR" dev "$BR"
+  grep -qw "${ADDR%/*}" <<<"$(ip -n "$NS" addr show dev "$BR")" || ip -n "$NS" addr add "$ADDR" dev "$BR"
   ip -n "$NS" link set "$BR" up
 }
 

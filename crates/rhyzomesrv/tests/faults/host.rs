@@ -8,33 +8,67 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
 
-fn kill_libvirtd() {
+/// libvirtd, stopped by a test. Dropping it brings libvirtd back even when the test fails
+/// in between, so that one failure does not take every later test down with it.
+#[must_use = "libvirtd stays down until this is restarted or dropped"]
+struct StoppedLibvirtd {
+    restarted: bool,
+}
+
+impl StoppedLibvirtd {
+    fn restart(mut self) {
+        self.restarted = true;
+        if let Err(e) = run_lab_up() {
+            panic!("{e}");
+        }
+    }
+}
+
+impl Drop for StoppedLibvirtd {
+    fn drop(&mut self) {
+        if !self.restarted {
+            if let Err(e) = run_lab_up() {
+                eprintln!("could not bring libvirtd back: {e}");
+            }
+        }
+    }
+}
+
+fn kill_libvirtd() -> StoppedLibvirtd {
     let out = Command::new("pidof").arg("libvirtd").output().unwrap();
     let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(!pid.is_empty(), "libvirtd is not running");
     assert!(Command::new("kill").arg(&pid).status().unwrap().success());
     for _ in 0..100 {
-        if !Command::new("kill")
+        let alive = Command::new("kill")
             .args(["-0", &pid])
+            .stderr(std::process::Stdio::null())
             .status()
             .unwrap()
-            .success()
-        {
-            return;
+            .success();
+        if !alive {
+            return StoppedLibvirtd { restarted: false };
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("libvirtd {pid} did not stop");
 }
 
-fn start_libvirtd() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/lab.sh");
-    let out = Command::new("bash").arg(root).arg("up").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn run_lab_up() -> Result<(), String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/lab.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("up")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "scripts/lab.sh up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 #[test]
@@ -57,7 +91,7 @@ fn a_libvirtd_restart_is_survived_and_events_resume() {
     d.wait_for_console("lvd-a", READY_LINE, 1);
     let domid = d.domain_id("lvd-a").unwrap();
 
-    kill_libvirtd();
+    let stopped = kill_libvirtd();
     // While libvirtd is away, reads from the store still work, and lifecycle calls say so.
     assert_eq!(
         d.client.get_instance("lvd-a").unwrap().state,
@@ -65,7 +99,7 @@ fn a_libvirtd_restart_is_survived_and_events_resume() {
     );
     let err = d.client.restart_instance("lvd-a").unwrap_err();
     assert_eq!(err.status(), Some(503), "{err}");
-    start_libvirtd();
+    stopped.restart();
 
     // The guest survived, and the daemon reconnects on its next call.
     assert_eq!(d.domain_id("lvd-a").unwrap(), domid);
@@ -179,8 +213,7 @@ fn sigterm_leaves_guests_running_unless_configured_and_autostart_brings_them_bac
             .status
             .success());
     }
-    kill_libvirtd();
-    start_libvirtd();
+    kill_libvirtd().restart();
     d.start_again();
     let ids = order(&d);
     assert!(
