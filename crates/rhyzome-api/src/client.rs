@@ -25,7 +25,10 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("invalid server URL {0:?}: expected http://HOST:PORT or https://HOST:PORT")]
+    #[error(
+        "invalid server URL {0:?}: expected http://HOST:PORT, https://HOST:PORT or \
+         unix:///PATH/TO/SOCKET"
+    )]
     InvalidServer(String),
     #[error("invalid TLS setting: {0}")]
     Tls(String),
@@ -62,24 +65,56 @@ pub use images::{Progress, ProgressPhase, PushOutcome};
 
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// The server as the user named it, for messages.
+    server: String,
+    /// What request URLs start with: the server URL, or a placeholder host for a UNIX socket.
     base: String,
     http: reqwest::blocking::Client,
 }
 
+/// Where the daemon listens, from a server URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    /// `http://...` or `https://...`, without a trailing slash.
+    Url(String),
+    /// `unix:///path` (or `unix:/path`): the daemon's local socket.
+    Socket(std::path::PathBuf),
+}
+
+fn parse_server(server: &str) -> Option<Endpoint> {
+    if let Some(rest) = server.strip_prefix("unix:") {
+        // unix:///run/x.sock and unix:/run/x.sock name the same absolute path.
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        return path.starts_with('/').then(|| Endpoint::Socket(path.into()));
+    }
+    let base = server.trim_end_matches('/');
+    let host = base
+        .strip_prefix("http://")
+        .or_else(|| base.strip_prefix("https://"))?;
+    (!host.is_empty()).then(|| Endpoint::Url(base.to_string()))
+}
+
 impl Client {
-    /// `server` is the daemon's base URL, for example `http://127.0.0.1:8080`.
+    /// `server` is the daemon's base URL, for example `http://127.0.0.1:8080`, or its local
+    /// socket, `unix:///run/rhyzome/rhyzome.sock`.
     pub fn new(server: &str) -> Result<Self, ClientError> {
         Self::with_options(server, ClientOptions::default())
     }
 
     pub fn with_options(server: &str, opts: ClientOptions) -> Result<Self, ClientError> {
-        let base = server.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) || base.len() < 8 {
-            return Err(ClientError::InvalidServer(server.to_string()));
-        }
+        let endpoint =
+            parse_server(server).ok_or_else(|| ClientError::InvalidServer(server.to_string()))?;
         let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120));
+        let (server, base) = match endpoint {
+            Endpoint::Url(url) => (url.clone(), url),
+            Endpoint::Socket(path) => {
+                builder = builder.unix_socket(path);
+                // The host only fills the Host header; the socket decides where requests go.
+                (server.to_string(), "http://localhost".to_string())
+            }
+        };
         if let Some(token) = &opts.token {
             let mut headers = reqwest::header::HeaderMap::new();
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -117,14 +152,14 @@ impl Client {
             (None, None) => {}
         }
         let http = builder.build().map_err(|source| ClientError::Transport {
-            server: base.clone(),
+            server: server.clone(),
             source,
         })?;
-        Ok(Client { base, http })
+        Ok(Client { server, base, http })
     }
 
     pub fn server(&self) -> &str {
-        &self.base
+        &self.server
     }
 
     fn url(&self, path: &str) -> String {
@@ -133,7 +168,7 @@ impl Client {
 
     fn transport(&self, source: reqwest::Error) -> ClientError {
         ClientError::Transport {
-            server: self.base.clone(),
+            server: self.server.clone(),
             source,
         }
     }
@@ -161,7 +196,7 @@ impl Client {
         let resp = self.send(req)?;
         let status = resp.status();
         let text = resp.text().map_err(|source| ClientError::Transport {
-            server: self.base.clone(),
+            server: self.server.clone(),
             source,
         })?;
         serde_json::from_str(&text).map_err(|e| ClientError::UnexpectedResponse {
@@ -229,7 +264,7 @@ impl Client {
         resp.bytes()
             .map(|b| b.to_vec())
             .map_err(|source| ClientError::Transport {
-                server: self.base.clone(),
+                server: self.server.clone(),
                 source,
             })
     }
@@ -337,6 +372,23 @@ mod tests {
     #[test]
     fn server_url_must_be_http() {
         assert!(Client::new("127.0.0.1:8080").is_err());
+        assert!(Client::new("http://").is_err());
         assert!(Client::new("http://127.0.0.1:8080/").is_ok());
+    }
+
+    #[test]
+    fn server_may_be_a_local_socket() {
+        for s in ["unix:///run/rhyzome.sock", "unix:/run/rhyzome.sock"] {
+            assert_eq!(
+                parse_server(s),
+                Some(Endpoint::Socket("/run/rhyzome.sock".into())),
+                "{s}"
+            );
+        }
+        assert_eq!(parse_server("unix://run/x.sock"), None, "relative path");
+        assert_eq!(parse_server("unix:"), None);
+        let c = Client::new("unix:///run/rhyzome.sock").unwrap();
+        assert_eq!(c.server(), "unix:///run/rhyzome.sock");
+        assert_eq!(c.url("/instances"), "http://localhost/v1/instances");
     }
 }

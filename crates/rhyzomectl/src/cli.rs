@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Control a Rhyzome daemon: deploy and manage unikernels"
 )]
 pub struct Cli {
-    /// Base URL of the rhyzomesrv API [default: the configured server, else http://127.0.0.1:8080].
+    /// Base URL of the rhyzomesrv API, or its local socket as unix:///PATH [default: the
+    /// configured server, else http://127.0.0.1:8080].
     #[arg(long, global = true, env = "RHYZOME_SERVER")]
     pub server: Option<String>,
     /// Named server from the client configuration file (see `rhyzomectl config`).

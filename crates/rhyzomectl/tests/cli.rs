@@ -93,6 +93,44 @@ fn the_seed_command_parses_and_creates() {
 }
 
 #[test]
+fn the_local_socket_needs_no_token() {
+    let s = TestServer::start_with(TestServerOptions {
+        auth: true,
+        local_socket: true,
+        ..Default::default()
+    });
+    s.tokens()
+        .create(
+            "root",
+            rhyzomesrv::auth::Role::Admin,
+            None,
+            &Default::default(),
+        )
+        .unwrap();
+    let server = format!("unix://{}", s.socket.as_ref().unwrap().display());
+    let out = ctl(&[
+        "--server", &server, "instance", "create", "--name", "local", "--kernel", &s.kernel,
+    ]);
+    stdout(&out);
+    let out = ctl(&["--server", &server, "-o", "json", "instance", "list"]);
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(list[0]["name"], "local");
+
+    let out = ctl(&[
+        "--server",
+        "unix:///nonexistent/rhyzome.sock",
+        "instance",
+        "list",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach unix:///nonexistent/rhyzome.sock"),
+        "{err}"
+    );
+}
+
+#[test]
 fn errors_are_messages_and_a_nonzero_exit() {
     let s = serve();
     let out = ctl(&["--server", &s.url, "instance", "show", "nope"]);

@@ -89,6 +89,10 @@ struct RawConfig {
     header_timeout_seconds: Option<u64>,
     #[serde(rename = "RequestTimeoutSeconds")]
     request_timeout_seconds: Option<u64>,
+    #[serde(rename = "Socket")]
+    socket: Option<PathBuf>,
+    #[serde(rename = "SocketGroup")]
+    socket_group: Option<String>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -125,6 +129,17 @@ pub struct Config {
     pub header_timeout: std::time::Duration,
     /// A request must be answered within this time (streams excepted once started).
     pub request_timeout: std::time::Duration,
+    /// A local UNIX socket to serve the API on as well, where file permissions authenticate.
+    pub socket: Option<LocalSocket>,
+}
+
+/// `Socket` and `SocketGroup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSocket {
+    pub path: PathBuf,
+    /// Members of this group may use the socket (mode 0660); without it only the daemon's
+    /// user may (0600).
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,6 +284,8 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        let socket =
+            local_socket(raw.socket, raw.socket_group).map_err(|(key, m)| invalid(key, m))?;
         Ok(Config {
             bridge_interface,
             hostname,
@@ -291,8 +308,51 @@ impl Config {
             create_burst,
             header_timeout: std::time::Duration::from_secs(header_timeout),
             request_timeout: std::time::Duration::from_secs(request_timeout),
+            socket,
         })
     }
+}
+
+/// The kernel's limit on a socket path (`sun_path`), less its terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+fn local_socket(
+    path: Option<PathBuf>,
+    group: Option<String>,
+) -> Result<Option<LocalSocket>, (&'static str, String)> {
+    let Some(path) = path else {
+        return match group {
+            Some(_) => Err(("SocketGroup", "is only meaningful with Socket".into())),
+            None => Ok(None),
+        };
+    };
+    if !path.is_absolute() {
+        return Err((
+            "Socket",
+            format!("{} must be an absolute path", path.display()),
+        ));
+    }
+    // Bound at a temporary name beside it first (see http::local_socket), hence the margin.
+    if path.as_os_str().len() + 8 > MAX_SOCKET_PATH {
+        return Err((
+            "Socket",
+            format!(
+                "{} is too long for a UNIX socket: keep it under {} bytes",
+                path.display(),
+                MAX_SOCKET_PATH - 8
+            ),
+        ));
+    }
+    if let Some(g) = &group {
+        let ok = !g.is_empty()
+            && g.len() <= 32
+            && g.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !ok {
+            return Err(("SocketGroup", format!("{g:?} is not a group name")));
+        }
+    }
+    Ok(Some(LocalSocket { path, group }))
 }
 
 /// Default of `MaxImageBytes`: Solo5 unikernels are a few MiB.
@@ -414,6 +474,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `BridgeInterfase`"), "{e}");
+    }
+
+    #[test]
+    fn a_local_socket_is_optional_and_checked() {
+        assert_eq!(parse("{}").unwrap().socket, None);
+        let c = parse(r#"{"Socket": "/run/rhyzome/api.sock", "SocketGroup": "rhyzome"}"#).unwrap();
+        assert_eq!(
+            c.socket,
+            Some(LocalSocket {
+                path: "/run/rhyzome/api.sock".into(),
+                group: Some("rhyzome".into())
+            })
+        );
+        for (text, key) in [
+            (r#"{"Socket": "api.sock"}"#, "Socket: "),
+            (r#"{"SocketGroup": "rhyzome"}"#, "SocketGroup: "),
+            (
+                r#"{"Socket": "/run/a.sock", "SocketGroup": "a b"}"#,
+                "SocketGroup: ",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let long = format!(r#"{{"Socket": "/{}"}}"#, "a".repeat(100));
+        let e = parse(&long).unwrap_err().to_string();
+        assert!(e.contains("too long for a UNIX socket"), "{e}");
     }
 
     #[test]

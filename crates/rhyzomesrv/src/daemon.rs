@@ -7,7 +7,7 @@ use crate::backend::libvirt::LibvirtBackend;
 use crate::backend::{BackendError, Hypervisor};
 use crate::config::Config;
 use crate::http::auth::Authenticator;
-use crate::http::server::ServeOptions;
+use crate::http::server::{Listeners, ServeOptions};
 use crate::service::{Service, ServiceError};
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
@@ -26,6 +26,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    LocalSocket(#[from] crate::http::local_socket::LocalSocketError),
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
     #[error(transparent)]
@@ -92,14 +94,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| DaemonError::Bind { bind, source })?;
+    let socket = service.config().socket.clone();
+    let local = socket
+        .as_ref()
+        .map(crate::http::local_socket::bind)
+        .transpose()?;
     tracing::info!(
         address = %listener.local_addr().map_err(DaemonError::Serve)?,
         tls = tls.is_some(),
         authentication = has_tokens,
+        socket = ?socket.as_ref().map(|s| &s.path),
         "serving the API"
     );
     crate::http::server::serve(
-        listener,
+        Listeners {
+            tcp: listener,
+            local,
+        },
         crate::http::router_with_auth(service.clone(), auth),
         ServeOptions {
             tls,
@@ -108,6 +119,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         shutdown_signal(),
     )
     .await;
+    if let Some(socket) = &socket {
+        crate::http::local_socket::remove(&socket.path);
+    }
     reconciler.abort();
     service.shutdown().await;
     if service.config().stop_guests_on_shutdown {

@@ -9,7 +9,7 @@ use crate::auth::tokens::TokenStore;
 use crate::backend::fake::FakeBackend;
 use crate::config::Config;
 use crate::http::auth::Authenticator;
-use crate::http::server::{serve, ServeOptions};
+use crate::http::server::{serve, Listeners, ServeOptions};
 use crate::service::Service;
 use crate::store::Store;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,8 @@ pub struct TestServerOptions {
     pub auth: bool,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub header_timeout: Duration,
+    /// Serve on a local socket too, at `TestServer::socket`.
+    pub local_socket: bool,
 }
 
 impl Default for TestServerOptions {
@@ -34,6 +36,7 @@ impl Default for TestServerOptions {
             auth: false,
             tls: None,
             header_timeout: Duration::from_secs(10),
+            local_socket: false,
         }
     }
 }
@@ -47,6 +50,8 @@ pub struct TestServer {
     pub kernel: String,
     pub backend: Arc<FakeBackend>,
     pub service: Arc<Service>,
+    /// The local socket, when [`TestServerOptions::local_socket`] asked for one.
+    pub socket: Option<PathBuf>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -99,8 +104,20 @@ impl TestServer {
             .expect("a loopback port");
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{}", listener.local_addr().expect("its address"));
+        let socket = opts.local_socket.then(|| dir.path().join("api.sock"));
+        let local = socket.as_ref().map(|path| {
+            let _guard = runtime.enter();
+            crate::http::local_socket::bind(&crate::config::LocalSocket {
+                path: path.clone(),
+                group: None,
+            })
+            .expect("bind the local socket")
+        });
         runtime.spawn(serve(
-            listener,
+            Listeners {
+                tcp: listener,
+                local,
+            },
             crate::http::router_with_auth(service.clone(), auth),
             ServeOptions {
                 tls: opts.tls,
@@ -115,6 +132,7 @@ impl TestServer {
             kernel,
             backend,
             service,
+            socket,
             runtime,
         }
     }

@@ -28,6 +28,7 @@ struct Setup {
     rate: f64,
     burst: u32,
     tls: Option<Arc<rustls::ServerConfig>>,
+    local_socket: bool,
 }
 
 impl Default for Setup {
@@ -36,6 +37,7 @@ impl Default for Setup {
             rate: 1000.0,
             burst: 1000,
             tls: None,
+            local_socket: false,
         }
     }
 }
@@ -49,6 +51,7 @@ fn serve_with(setup: Setup) -> Server {
         auth: true,
         tls: setup.tls,
         header_timeout: Duration::from_secs(1),
+        local_socket: setup.local_socket,
     });
     Server {
         tokens: srv.tokens(),
@@ -58,8 +61,18 @@ fn serve_with(setup: Setup) -> Server {
 
 impl Server {
     fn client(&self, token: Option<&str>) -> Client {
+        Self::client_of(&self.url, token)
+    }
+
+    /// A client of the local socket.
+    fn local_client(&self, token: Option<&str>) -> Client {
+        let socket = self.socket.as_ref().expect("served with a local socket");
+        Self::client_of(&format!("unix://{}", socket.display()), token)
+    }
+
+    fn client_of(server: &str, token: Option<&str>) -> Client {
         Client::with_options(
-            &self.url,
+            server,
             ClientOptions {
                 token: token.map(str::to_string),
                 ..Default::default()
@@ -110,6 +123,60 @@ fn without_tokens_everyone_is_the_local_administrator_and_the_first_token_turns_
         s.client(Some(&admin)).get_instance("a").unwrap().owner,
         "anonymous"
     );
+}
+
+#[test]
+fn on_the_local_socket_permissions_are_enough_and_a_token_narrows_the_caller() {
+    let s = serve_with(Setup {
+        local_socket: true,
+        ..Setup::default()
+    });
+    let admin = s
+        .tokens
+        .create("root", Role::Admin, None, &Quota::default())
+        .unwrap();
+    let viewer = s
+        .tokens
+        .create("watcher", Role::Viewer, None, &Quota::default())
+        .unwrap();
+    // Over TCP a token is required; over the socket it is not.
+    let (code, _) = status(s.client(None).create_instance(&s.spec("tcp")).unwrap_err());
+    assert_eq!(code, 401);
+    let local = s.local_client(None);
+    let made = local.create_instance(&s.spec("sock")).unwrap();
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(made.owner, format!("local:uid={uid}"));
+    assert_eq!(s.names(&admin), vec!["sock"]);
+
+    // A token presented on the socket is checked like anywhere else.
+    let (code, _) = status(
+        s.local_client(Some(&viewer))
+            .create_instance(&s.spec("viewer"))
+            .unwrap_err(),
+    );
+    assert_eq!(code, 403);
+    let (code, _) = status(
+        s.local_client(Some("rhz_not-a-token"))
+            .delete_instance("sock")
+            .unwrap_err(),
+    );
+    assert_eq!(code, 401);
+    assert_eq!(s.names(&admin), vec!["sock"], "refusals changed nothing");
+
+    // The audit log names the local caller and the process it came from.
+    let audit = std::fs::read_to_string(s.dir.path().join("state/audit.log")).unwrap();
+    let created: serde_json::Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["caller"] == format!("local:uid={uid}"))
+        .expect("the local create is audited");
+    let peer = created["peer"].as_str().unwrap();
+    assert_eq!(
+        peer,
+        format!("unix:uid={uid},pid={}", std::process::id()),
+        "{created}"
+    );
+    assert_eq!(created["status"], 201);
 }
 
 #[test]
@@ -269,7 +336,7 @@ fn creates_are_rate_limited_per_caller() {
     let s = serve_with(Setup {
         rate: 0.5,
         burst: 2,
-        tls: None,
+        ..Setup::default()
     });
     let token = s
         .tokens

@@ -234,3 +234,38 @@ fn a_self_signed_certificate_serves_https() {
     assert_eq!(i.state, rhyzome_api::InstanceState::Running);
     terminate(child);
 }
+
+#[test]
+fn the_local_socket_is_group_only_survives_a_kill_and_goes_away_on_sigterm() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let probe = setup(serde_json::json!({}));
+    let socket = probe.dir.path().join("run/api.sock");
+    let d = setup(serde_json::json!({ "Socket": socket, "SocketGroup": "root" }));
+    let local = Client::new(&format!("unix://{}", socket.display())).unwrap();
+    let mut child = d.spawn();
+    wait_up(&local, &mut child);
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), 0);
+    assert_eq!(local.info().unwrap().domain_type, "test");
+
+    // A second daemon on the same socket is refused, and leaves the first one serving.
+    let second = setup(serde_json::json!({ "Socket": socket }));
+    let out = second.run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another rhyzomesrv is already listening"),
+        "{err}"
+    );
+    assert!(local.info().is_ok());
+
+    // SIGKILL leaves the socket file behind; the next start replaces it.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(socket.exists());
+    let mut child = d.spawn();
+    wait_up(&local, &mut child);
+    terminate(child);
+    assert!(!socket.exists(), "SIGTERM removes the socket");
+}

@@ -87,7 +87,8 @@ pub struct Quota {
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// Token name, or `anonymous` while authentication is off.
+    /// Token name, `anonymous` while authentication is off, or `local:uid=N` on the local
+    /// socket.
     pub name: String,
     pub role: Role,
     /// Instance names this caller sees and creates must start with this.
@@ -100,6 +101,18 @@ impl Caller {
     pub fn anonymous() -> Caller {
         Caller {
             name: "anonymous".into(),
+            role: Role::Admin,
+            prefix: None,
+            quota: Quota::default(),
+        }
+    }
+
+    /// A process on this host that reached the local socket without presenting a token: the
+    /// socket's permissions already admitted it. The name cannot clash with a token's, since
+    /// token names have no ':'.
+    pub fn local(uid: u32) -> Caller {
+        Caller {
+            name: format!("local:uid={uid}"),
             role: Role::Admin,
             prefix: None,
             quota: Quota::default(),

@@ -1,13 +1,15 @@
 //! Authentication middleware and the audit log.
 //!
 //! Every request passes [`authenticate`]: it resolves the bearer token to a [`Caller`] (or the
-//! anonymous administrator while no token exists) and stores it in the request's extensions,
+//! anonymous administrator while no token exists, or the local administrator on the local
+//! socket) and stores it in the request's extensions,
 //! where handlers find it. Mutating requests are then written to the audit log (one JSON line
 //! per request in `StateDir/audit.log`, and a `tracing` event with target `audit`) with who,
 //! what and the outcome. The token store is consulted on every request, so a revoked token
 //! stops working at once; the lookup is one indexed SQLite read.
 
 use super::error::ApiError;
+use super::local_socket::LocalPeer;
 use crate::auth::rate::RateLimiter;
 use crate::auth::tokens::TokenStore;
 use crate::auth::{AuthError, Caller, Role};
@@ -91,16 +93,25 @@ pub async fn authenticate(
 ) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    let local = req.extensions().get::<LocalPeer>().copied();
+    let peer = match local {
+        Some(p) => Some(p.describe()),
+        None => req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+    };
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let caller = match auth.caller(authorization) {
+    // On the local socket a token is optional: presenting one narrows the caller to it.
+    let resolved = match (local, authorization) {
+        (Some(p), None) => Ok(Caller::local(p.uid)),
+        _ => auth.caller(authorization),
+    };
+    let caller = match resolved {
         Ok(c) => c,
         Err(e) => {
             if mutating {
@@ -112,9 +123,8 @@ pub async fn authenticate(
     let is_create = method == Method::POST && (path == "/v1/instances" || path == "/v1/images");
     if is_create {
         // Anonymous callers are told apart by address.
-        let key = match (&auth.tokens, &peer) {
-            (Some(_), _) if caller.name != "anonymous" => caller.name.clone(),
-            (_, Some(ip)) => format!("ip:{ip}"),
+        let key = match &peer {
+            Some(ip) if caller == Caller::anonymous() => format!("ip:{ip}"),
             _ => caller.name.clone(),
         };
         if !auth.create_limit.allow(&key) {

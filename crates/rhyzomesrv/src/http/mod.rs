@@ -12,6 +12,7 @@ pub mod images;
 pub mod info;
 pub mod instances;
 pub mod json;
+pub mod local_socket;
 pub mod openapi;
 pub mod server;
 

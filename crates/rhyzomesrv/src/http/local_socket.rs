@@ -1,0 +1,205 @@
+//! The API's local UNIX socket (`Socket` in `rhyzome.conf`), where file permissions take the
+//! place of tokens: whoever can open the socket may administer the daemon, as with libvirt's
+//! own socket. The kernel tells who is on the other end (`SO_PEERCRED`), and that identity is
+//! what the audit log records.
+//!
+//! The socket is bound once at start-up, before serving, on the daemon's main task. It is
+//! bound under a temporary name and renamed into place only after its owner group and mode
+//! are set, so there is no moment at which it is reachable with looser permissions.
+
+use crate::config::LocalSocket;
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalSocketError {
+    #[error("{0}: another rhyzomesrv is already listening there")]
+    InUse(PathBuf),
+    #[error("{0}: exists and is not a socket; remove it or choose another Socket")]
+    NotASocket(PathBuf),
+    #[error("SocketGroup {0:?}: no such group on this host")]
+    UnknownGroup(String),
+    #[error("cannot create the socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The process at the other end of a local connection, as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalPeer {
+    pub uid: u32,
+    pub pid: Option<i32>,
+}
+
+impl LocalPeer {
+    pub fn of(stream: &tokio::net::UnixStream) -> Option<LocalPeer> {
+        let cred = stream.peer_cred().ok()?;
+        Some(LocalPeer {
+            uid: cred.uid(),
+            pid: cred.pid(),
+        })
+    }
+
+    /// How the audit log names this peer.
+    pub fn describe(&self) -> String {
+        match self.pid {
+            Some(pid) => format!("unix:uid={},pid={pid}", self.uid),
+            None => format!("unix:uid={}", self.uid),
+        }
+    }
+}
+
+/// Binds the socket with its final permissions: 0660 and `group` when one is configured,
+/// otherwise 0600 (the daemon's user only). A stale socket left by a daemon that died is
+/// replaced; a live one is an error.
+pub fn bind(config: &LocalSocket) -> Result<tokio::net::UnixListener, LocalSocketError> {
+    let path = &config.path;
+    let io = |source| LocalSocketError::Io {
+        path: path.clone(),
+        source,
+    };
+    let gid = config.group.as_deref().map(group_id).transpose()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    remove_stale(path)?;
+    let staging = staging_path(path);
+    match std::fs::remove_file(&staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(&staging).map_err(io)?;
+    let finish = || -> std::io::Result<()> {
+        if gid.is_some() {
+            std::os::unix::fs::chown(&staging, None, gid)?;
+        }
+        let mode = if gid.is_some() { 0o660 } else { 0o600 };
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&staging, path)?;
+        listener.set_nonblocking(true)
+    };
+    if let Err(e) = finish() {
+        let _ = std::fs::remove_file(&staging);
+        return Err(io(e));
+    }
+    tokio::net::UnixListener::from_std(listener).map_err(io)
+}
+
+/// Removes the socket at shutdown, so that clients get "no such file" rather than a refusal.
+pub fn remove(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove the API socket");
+        }
+    }
+}
+
+fn staging_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
+fn remove_stale(path: &Path) -> Result<(), LocalSocketError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(LocalSocketError::Io {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    if !meta.file_type().is_socket() {
+        return Err(LocalSocketError::NotASocket(path.into()));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(LocalSocketError::InUse(path.into())),
+        Err(_) => std::fs::remove_file(path).map_err(|source| LocalSocketError::Io {
+            path: path.into(),
+            source,
+        }),
+    }
+}
+
+fn group_id(name: &str) -> Result<u32, LocalSocketError> {
+    let unknown = || LocalSocketError::UnknownGroup(name.to_string());
+    let cname = std::ffi::CString::new(name).map_err(|_| unknown())?;
+    // SAFETY: getgrnam_r writes only into `group` and `buf`, both owned here and large enough
+    // (ERANGE otherwise, which is reported as an unknown group); `result` is checked before
+    // `group` is read.
+    unsafe {
+        let mut group: libc::group = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut group,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        if rc != 0 || result.is_null() {
+            return Err(unknown());
+        }
+        Ok(group.gr_gid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket_in(dir: &Path, group: Option<&str>) -> LocalSocket {
+        LocalSocket {
+            path: dir.join("run/api.sock"),
+            group: group.map(Into::into),
+        }
+    }
+
+    #[tokio::test]
+    async fn binds_owner_only_and_replaces_a_stale_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = socket_in(dir.path(), None);
+        let first = bind(&cfg).unwrap();
+        let mode = std::fs::metadata(&cfg.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!staging_path(&cfg.path).exists());
+
+        let e = bind(&cfg).unwrap_err();
+        assert!(matches!(e, LocalSocketError::InUse(_)), "{e}");
+
+        drop(first);
+        let _second = bind(&cfg).expect("a dead daemon's socket is replaced");
+    }
+
+    #[tokio::test]
+    async fn a_group_makes_it_group_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = socket_in(dir.path(), Some("root"));
+        let _l = bind(&cfg).unwrap();
+        let meta = std::fs::metadata(&cfg.path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.gid(), 0);
+    }
+
+    #[test]
+    fn refuses_unknown_groups_and_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = bind(&socket_in(dir.path(), Some("no-such-group-rhz"))).unwrap_err();
+        assert!(matches!(e, LocalSocketError::UnknownGroup(_)), "{e}");
+        let cfg = socket_in(dir.path(), None);
+        std::fs::create_dir_all(cfg.path.parent().unwrap()).unwrap();
+        std::fs::write(&cfg.path, "not a socket").unwrap();
+        let e = bind(&cfg).unwrap_err();
+        assert!(matches!(e, LocalSocketError::NotASocket(_)), "{e}");
+        assert_eq!(std::fs::read(&cfg.path).unwrap(), b"not a socket");
+    }
+}
