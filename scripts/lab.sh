@@ -40,6 +40,11 @@ prepare_accounts() {
   getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
   getent passwd libvirt-qemu >/dev/null ||
     useradd --system --gid libvirt-qemu --no-create-home --shell /usr/sbin/nologin libvirt-qemu
+  # The group whose members may use libvirtd's socket (Debian's libvirt-daemon-system makes
+  # it), and an unprivileged member: the tests run rhyzomesrv as that user too.
+  getent group libvirt >/dev/null || groupadd --system libvirt
+  getent passwd rhyzome-e2e >/dev/null ||
+    useradd --system --gid libvirt --no-create-home --shell /usr/sbin/nologin rhyzome-e2e
   mkdir -p /var/log/libvirt /var/lib/libvirt /var/cache/libvirt /run/libvirt "$LOGDIR"
 }
 
@@ -59,8 +64,10 @@ security_driver = "none"
 CONF
   cat >"$dir/libvirtd.conf" <<'CONF'
 # Written by rhyzome scripts/lab.sh.
-unix_sock_group = "root"
+unix_sock_group = "libvirt"
 unix_sock_rw_perms = "0770"
+# The socket's group is the access control, as on Debian (no polkit here).
+auth_unix_rw = "none"
 # A test bed creates and destroys many guests at once over one connection; the default of
 # 5 concurrent calls per client serialises them.
 max_client_requests = 64
@@ -98,10 +105,13 @@ start_libvirt() {
     stop_libvirt
     lpid="" vpid=""
   fi
-  if [ -n "$lpid" ] && virsh -q -c qemu:///system version >/dev/null 2>&1; then
+  prepare_accounts
+  # A libvirtd started by an older version of this script (socket group root) would refuse
+  # the unprivileged daemon of the tests: restart it with the current configuration.
+  if [ -n "$lpid" ] && [ "$(stat -c %G /run/libvirt/libvirt-sock 2>/dev/null)" = libvirt ] &&
+     virsh -q -c qemu:///system version >/dev/null 2>&1; then
     return 0
   fi
-  prepare_accounts
   write_config
   # virtlogd holds running guests' console pipes: keep it across a libvirtd restart.
   if [ -z "$vpid" ]; then
@@ -109,7 +119,7 @@ start_libvirt() {
     ip netns exec "$NS" virtlogd -d
   fi
   if [ -n "$lpid" ]; then
-    log "libvirtd ($lpid) does not answer; restarting it"
+    log "libvirtd ($lpid) does not answer or has an older configuration; restarting it"
     kill "$lpid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$lpid" 2>/dev/null || break; sleep 0.1; done
   fi

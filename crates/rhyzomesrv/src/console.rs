@@ -18,6 +18,55 @@ pub fn log_path(state_dir: &Path, instance_id: &str) -> PathBuf {
         .join(format!("{instance_id}.log"))
 }
 
+/// Creates the console log (and its directory) before a domain starts, unless it exists.
+///
+/// The daemon creates it rather than leaving it to virtlogd because virtlogd keeps the owner
+/// and mode of a file it appends to, but creates new files root-only (0600): a daemon that
+/// runs unprivileged could not read its own consoles otherwise. virtlogd still creates the
+/// file anew when it rotates it; such a file, unreadable here, is moved aside to
+/// `<id>.log.root` (deleted with the instance) so that the next run is readable again.
+pub fn prepare_log(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::File::open(path) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(".root");
+            tracing::warn!(path = %path.display(), "console log unreadable (rotated by virtlogd as root); moved aside");
+            std::fs::rename(path, aside)?;
+        }
+        Err(e) => return Err(e),
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+}
+
+/// Why a console log could not be read, for people: a permission problem is almost always
+/// the unprivileged daemon meeting a log that virtlogd re-created as root after a rotation.
+pub fn read_error(path: &Path, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let uid = unsafe { libc::geteuid() };
+        format!(
+            "cannot read console log {}: permission denied to the daemon's user (uid {uid}); \
+             virtlogd re-creates a log as root-only when it rotates it; the instance's \
+             next start makes it readable again (see docs/security.md, \"Running \
+             unprivileged\")",
+            path.display()
+        )
+    } else {
+        format!("cannot read console log {}: {e}", path.display())
+    }
+}
+
 /// The console log of an instance and the copies virtlogd rotated out of it
 /// (`<id>.log.0`, `.1`, ...).
 pub fn log_files(state_dir: &Path, instance_id: &str) -> Vec<PathBuf> {

@@ -510,10 +510,8 @@ impl Service {
     async fn start_domain(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
         let def = self.definition(r)?;
         let xml = domain_xml::render(&def).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        if let Some(parent) = def.console_log.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| ServiceError::Internal(format!("{}: {e}", parent.display())))?;
-        }
+        console::prepare_log(&def.console_log)
+            .map_err(|e| ServiceError::Internal(format!("{}: {e}", def.console_log.display())))?;
         let offset = console::log_len(&def.console_log);
         self.store.set_started(&r.id, &now_rfc3339(), offset)?;
         self.publish(r, InstanceState::Starting.as_str(), None, None);
@@ -719,15 +717,15 @@ impl Service {
         let tail = q.tail;
         blocking(move || {
             let len = console::log_len(&path);
-            let bytes = console::read_from(&path, start, limit)?;
+            let bytes = console::read_from(&path, start, limit)
+                .map_err(|e| ServiceError::Internal(console::read_error(&path, &e)))?;
             let bytes = match tail {
                 Some(n) => console::last_lines(&bytes, n).to_vec(),
                 None => bytes,
             };
-            Ok::<_, std::io::Error>((bytes, len))
+            Ok((bytes, len))
         })
         .await?
-        .map_err(|e| ServiceError::Internal(format!("cannot read console log: {e}")))
     }
 
     /// Samples the size of every running instance's console log (one `stat` each), so that
@@ -762,12 +760,12 @@ impl Service {
             }
             // A log that shrank was rotated or truncated: start over from its beginning.
             let from = if len < offset { 0 } else { offset };
-            let bytes = console::read_from(&path, from, console::MAX_CONSOLE_READ)?;
-            Ok::<_, std::io::Error>((bytes, len))
+            let bytes = console::read_from(&path, from, console::MAX_CONSOLE_READ)
+                .map_err(|e| ServiceError::Internal(console::read_error(&path, &e)))?;
+            Ok((bytes, len))
         })
         .await?
         .map(Some)
-        .map_err(|e| ServiceError::Internal(format!("cannot read console log: {e}")))
     }
 }
 

@@ -203,8 +203,13 @@ impl Service {
     /// How the current run of `r` ended, from its console.
     fn outcome_of_run(&self, r: &InstanceRecord) -> Outcome {
         let path = console::log_path(&self.config.state_dir, &r.id);
-        let tail = console::read_from(&path, r.console_offset, 64 << 10).unwrap_or_default();
-        console::parse_outcome(&tail)
+        match console::read_from(&path, r.console_offset, 64 << 10) {
+            Ok(tail) => console::parse_outcome(&tail),
+            Err(e) => {
+                tracing::warn!(instance = %r.name, "{}; its exit code is unknown", console::read_error(&path, &e));
+                Outcome::Unknown
+            }
+        }
     }
 
     /// A running instance's domain is gone: record how it ended and apply its restart policy.

@@ -46,6 +46,31 @@ pub fn lab() {
     });
 }
 
+/// uid and gid of the lab's unprivileged user (made by `scripts/lab.sh`).
+pub fn lab_user() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, "rhyzome-e2e"])
+            .output()
+            .expect("run id");
+        assert!(
+            out.status.success(),
+            "the user rhyzome-e2e is missing; scripts/lab.sh up creates it"
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path(), uid, gid);
+        }
+    }
+}
+
 /// The CLI binary, built next to this test binary.
 pub fn ctl_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -75,6 +100,9 @@ pub struct Daemon {
     pub hostname: String,
     config: PathBuf,
     child: Option<Child>,
+    binary: PathBuf,
+    /// uid and gid to run the daemon as; root when `None`.
+    run_as: Option<(u32, u32)>,
 }
 
 impl Daemon {
@@ -86,6 +114,27 @@ impl Daemon {
 
     /// Like [`start`](Self::start), with extra configuration keys.
     pub fn start_with(tag: &str, extra: serde_json::Value) -> Daemon {
+        let mut d = Daemon::prepare(tag, extra);
+        d.spawn();
+        d
+    }
+
+    /// Like [`start`](Self::start), but the daemon runs as the lab's unprivileged user
+    /// (`rhyzome-e2e`, whose group `libvirt` may use libvirtd's socket), from a copy of the
+    /// binary in its own directory, which it owns.
+    pub fn start_unprivileged(tag: &str) -> Daemon {
+        let mut d = Daemon::prepare(tag, serde_json::json!({}));
+        let (uid, gid) = lab_user();
+        let binary = d.dir.path().join("rhyzomesrv");
+        std::fs::copy(&d.binary, &binary).unwrap();
+        d.binary = binary;
+        chown_tree(d.dir.path(), uid, gid);
+        d.run_as = Some((uid, gid));
+        d.spawn();
+        d
+    }
+
+    fn prepare(tag: &str, extra: serde_json::Value) -> Daemon {
         lab();
         let dir = tempfile::Builder::new()
             .prefix("rhyzome-e2e-")
@@ -115,16 +164,16 @@ impl Daemon {
         }
         std::fs::write(&config, settings.to_string()).unwrap();
         let server = format!("http://127.0.0.1:{port}");
-        let mut d = Daemon {
+        Daemon {
             client: Client::new(&server).unwrap(),
             server,
             hostname,
             config,
             dir,
             child: None,
-        };
-        d.spawn();
-        d
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_rhyzomesrv")),
+            run_as: None,
+        }
     }
 
     fn spawn(&mut self) {
@@ -133,14 +182,19 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+        let mut command = Command::new(&self.binary);
+        command
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info,rhyzomesrv=debug")
             .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn rhyzomesrv");
+            .stderr(Stdio::from(log));
+        if let Some((uid, gid)) = self.run_as {
+            // As root, std also drops the supplementary groups: only `gid` remains.
+            std::os::unix::process::CommandExt::uid(&mut command, uid);
+            std::os::unix::process::CommandExt::gid(&mut command, gid);
+        }
+        let child = command.spawn().expect("spawn rhyzomesrv");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.client.info().is_err() {
@@ -158,6 +212,11 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILLs the daemon: no shutdown code runs.

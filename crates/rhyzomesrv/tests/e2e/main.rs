@@ -11,3 +11,4 @@ mod images;
 mod lifecycle;
 mod recovery;
 mod seed;
+mod unprivileged;
