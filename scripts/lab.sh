@@ -62,6 +62,12 @@ user = "root"
 group = "root"
 security_driver = "none"
 CONF
+  cat >"$dir/virtlogd.conf" <<'CONF'
+# Written by rhyzome scripts/lab.sh. Console logs rotate at 256 KiB (virtlogd's default is
+# 2 MiB), so that a test can make a guest print past it in a second or two; 3 copies are kept.
+max_size = 262144
+max_backups = 3
+CONF
   cat >"$dir/libvirtd.conf" <<'CONF'
 # Written by rhyzome scripts/lab.sh.
 unix_sock_group = "libvirt"

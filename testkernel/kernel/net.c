@@ -183,6 +183,21 @@ static void udp_service(const uint8_t *f, const uint8_t *ip, const uint8_t *u,
             solo5_exit(code);
         }
         udp_reply_str(f, ip, u, "error: usage: exit N\n");
+    } else if (n >= 5 && memcmp(cmd, "print", 5) == 0 &&
+               (n == 5 || cmd[5] == ' ')) {
+        /* Console volume on demand, so that tests can make virtlogd rotate a log. */
+        int32_t lines = 0;
+        if (n > 6 && parse_i32(cmd + 6, n - 6, &lines) == 0 && lines > 0 &&
+            lines <= 1000000) {
+            udp_reply_str(f, ip, u, "ok\n");
+            vnet_tx_flush();
+            for (int32_t i = 0; i < lines; i++)
+                kprintf("rhyzome-testkernel: filler %07d "
+                        "............................\n", i);
+            kprintf("rhyzome-testkernel: printed %d lines\n", lines);
+            return;
+        }
+        udp_reply_str(f, ip, u, "error: usage: print N (1 to 1000000)\n");
     } else if (mem_eq_str(cmd, n, "crash")) {
         udp_reply_str(f, ip, u, "ok\n");
         vnet_tx_flush();

@@ -247,6 +247,34 @@ fn udp_exit_powers_off_with_code() {
 }
 
 #[test]
+fn udp_print_fills_the_console_on_demand() {
+    let g = NetGuest::boot("print", "", false);
+    assert_eq!(
+        g.request(b"print 0"),
+        b"error: usage: print N (1 to 1000000)\n"
+    );
+    assert_eq!(
+        g.request(b"print x"),
+        b"error: usage: print N (1 to 1000000)\n"
+    );
+    assert_eq!(g.request(b"print 300"), b"ok\n");
+    let done = g
+        .guest
+        .wait_for_line("rhyzome-testkernel: printed ", EXIT)
+        .unwrap_or_else(|| panic!("no end line\n{}", g.guest.describe()));
+    assert_eq!(done, "rhyzome-testkernel: printed 300 lines");
+    let filler = g.guest.lines_with_prefix("rhyzome-testkernel: filler ");
+    assert_eq!(filler.len(), 300);
+    assert!(
+        filler.iter().all(|l| l.len() == 63),
+        "lines are 64 bytes with the newline"
+    );
+    assert!(filler[299].starts_with("rhyzome-testkernel: filler 0000299 "));
+    // Still alive and answering afterwards.
+    assert_eq!(g.request(b"ping?"), b"ping?");
+}
+
+#[test]
 fn udp_crash_aborts_and_powers_off() {
     let mut g = NetGuest::boot("crash", "", false);
     assert_eq!(g.request(b"crash"), b"ok\n");

@@ -89,6 +89,22 @@ pub fn log_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// Where the current run's output starts in the log at `path`, given the log's size when the
+/// run started (`offset`) and when that was (`started_at`, RFC 3339).
+///
+/// When virtlogd rotates a log during a run, the file at `path` is a new one and `offset` is a
+/// position in its predecessor: the run then starts before this file, so all of it belongs to
+/// the run. A file born after the run started is such a new file. (The daemon creates the log
+/// before it records the start, and the record keeps milliseconds: hence the small margin.)
+pub fn run_start(path: &Path, offset: u64, started_at: Option<&str>) -> u64 {
+    let born = std::fs::metadata(path).and_then(|m| m.created()).ok();
+    let started = started_at.and_then(|s| humantime::parse_rfc3339(s).ok());
+    match (born, started) {
+        (Some(born), Some(started)) if born > started + std::time::Duration::from_millis(2) => 0,
+        _ => offset,
+    }
+}
+
 /// The bytes of `path` from `start` on, at most the last `limit` of them.
 pub fn read_from(path: &Path, start: u64, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut f = match std::fs::File::open(path) {
@@ -210,6 +226,25 @@ pub fn parse_outcome(console: &[u8]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_born_during_the_run_belongs_to_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        std::fs::write(&log, b"0123456789").unwrap();
+        let rfc = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
+        let before = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
+        let after = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        // Started after the log was made: the run's output starts at the recorded offset.
+        assert_eq!(run_start(&log, 4, Some(&rfc(after))), 4);
+        // The log is younger than the run: virtlogd rotated it, the run started before it.
+        assert_eq!(run_start(&log, 4, Some(&rfc(before))), 0);
+        assert_eq!(run_start(&log, 4, None), 4);
+        assert_eq!(
+            run_start(&dir.path().join("missing.log"), 4, Some(&rfc(before))),
+            4
+        );
+    }
 
     #[test]
     fn exit_codes_and_aborts_are_recognised() {

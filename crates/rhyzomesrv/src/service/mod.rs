@@ -689,7 +689,7 @@ impl Service {
         let r = self.get_record(name)?;
         let path = console::log_path(&self.config.state_dir, &r.id);
         let mut start = if q.current_run.unwrap_or(false) {
-            r.console_offset
+            console::run_start(&path, r.console_offset, r.started_at.as_deref())
         } else {
             0
         };

@@ -261,6 +261,18 @@ impl Daemon {
             .to_string()
     }
 
+    /// Creates `name` from the test kernel, on the lab bridge at `ip`/24.
+    pub fn create_at(&self, name: &str, ip: Ipv4Addr) -> Instance {
+        self.client
+            .create_instance(&rhyzome_api::InstanceSpec {
+                name: name.into(),
+                kernel: self.kernel(),
+                kernel_parameters: format!("--ipv4={ip}/24"),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("create {name}: {e}\n{}", self.log()))
+    }
+
     /// Runs `rhyzomectl --server <this daemon> ARGS`.
     pub fn ctl(&self, args: &[&str]) -> Output {
         Command::new(ctl_binary())

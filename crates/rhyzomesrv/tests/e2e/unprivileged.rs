@@ -26,17 +26,9 @@ fn the_daemon_runs_as_an_unprivileged_member_of_the_libvirt_group() {
     );
     assert_ne!(uid, 0);
 
-    let i = d
-        .client
-        .create_instance(&rhyzome_api::InstanceSpec {
-            name: "unpriv-a".into(),
-            kernel: d.kernel(),
-            kernel_parameters: "--ipv4=192.168.100.180/24".into(),
-            ..Default::default()
-        })
-        .unwrap();
-    d.wait_for_console("unpriv-a", READY_LINE, 1);
     let ip = Ipv4Addr::new(192, 168, 100, 180);
+    let i = d.create_at("unpriv-a", ip);
+    d.wait_for_console("unpriv-a", READY_LINE, 1);
     assert!(ping(ip, Duration::from_secs(10)), "no ping reply from {ip}");
 
     // The console log belongs to the daemon's user, though virtlogd (root) writes it.

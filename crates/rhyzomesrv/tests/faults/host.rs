@@ -80,14 +80,7 @@ fn a_libvirtd_restart_is_survived_and_events_resume() {
         "lvd",
         serde_json::json!({ "ReconcileIntervalSeconds": 3600 }),
     );
-    d.client
-        .create_instance(&rhyzome_api::InstanceSpec {
-            name: "lvd-a".into(),
-            kernel: d.kernel(),
-            kernel_parameters: "--ipv4=192.168.100.145/24".into(),
-            ..Default::default()
-        })
-        .unwrap();
+    d.create_at("lvd-a", Ipv4Addr::new(192, 168, 100, 145));
     d.wait_for_console("lvd-a", READY_LINE, 1);
     let domid = d.domain_id("lvd-a").unwrap();
 
