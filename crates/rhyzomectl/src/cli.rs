@@ -108,8 +108,8 @@ pub struct ConfigSetArgs {
 
 #[derive(Subcommand)]
 pub enum InstanceCommand {
-    /// Create an instance and boot it.
-    Create(CreateArgs),
+    /// Create an instance and boot it (or a test bed of them, with --count).
+    Create(Box<CreateArgs>),
     /// List instances.
     #[command(alias = "ls")]
     List,
@@ -128,7 +128,7 @@ pub enum InstanceCommand {
     Restart(NamesArgs),
     /// Delete instances, their guests and console logs.
     #[command(alias = "rm")]
-    Delete(NamesArgs),
+    Delete(DeleteArgs),
 }
 
 #[derive(Args)]
@@ -213,6 +213,38 @@ pub struct CreateArgs {
     /// Start the instance again when the daemon finds it gone without an exit (host reboot).
     #[arg(long)]
     pub autostart: bool,
+    /// A test bed: create N instances, NAME-1 to NAME-N, or NAME as a template with {i} (the
+    /// index, from 1), {i+K} or {i-K}. --kernel-parameters takes the same placeholders, e.g.
+    /// "--ipv4 192.168.100.{i+9}/24"; {{ and }} are literal braces.
+    #[arg(long, value_name = "N", conflicts_with = "mac",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub count: Option<u32>,
+    /// With --count: how many creates are in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// Instance names.
+    #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+    pub names: Vec<String>,
+    /// Delete every instance whose name starts with PREFIX (a whole test bed).
+    #[arg(long, value_parser = non_empty_prefix)]
+    pub prefix: Option<String>,
+    /// How many deletes are in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+}
+
+fn non_empty_prefix(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("an empty prefix would match every instance; name them instead".into())
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 #[derive(Subcommand)]

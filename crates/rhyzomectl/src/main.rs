@@ -4,7 +4,9 @@
 mod cli;
 mod commands;
 mod output;
+mod parallel;
 mod profile;
+mod template;
 
 use clap::Parser;
 

@@ -234,3 +234,145 @@ fn named_servers_carry_their_token_and_flags_override_them() {
     let out = with_config(&["--context", "nope", "instance", "list"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no server named \"nope\""));
 }
+
+#[test]
+fn a_test_bed_in_one_command_and_gone_in_another() {
+    let s = serve();
+    let created = ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "create",
+        "--name",
+        "node",
+        "--count",
+        "12",
+        "--parallel",
+        "4",
+        "--kernel",
+        &s.kernel,
+        "--kernel-parameters",
+        "--ipv4 192.168.100.{i+9}/24 --peer 192.168.100.10 --label {{x}}",
+    ]);
+    let out = stdout(&created);
+    assert!(out.contains("created 12 of 12 instances in "), "{out}");
+    let list = |server: &str| -> Vec<serde_json::Value> {
+        serde_json::from_str(&stdout(&ctl(&[
+            "--server", server, "-o", "json", "instance", "list",
+        ])))
+        .unwrap()
+    };
+    let all = list(&s.url);
+    assert_eq!(all.len(), 12);
+    for i in 1..=12 {
+        let node = all
+            .iter()
+            .find(|n| n["name"] == format!("node-{i}"))
+            .unwrap_or_else(|| panic!("node-{i} missing: {all:?}"));
+        assert_eq!(
+            node["kernel_parameters"],
+            format!(
+                "--ipv4 192.168.100.{}/24 --peer 192.168.100.10 --label {{x}}",
+                i + 9
+            )
+        );
+    }
+
+    // A name template, and one more instance outside the test bed.
+    stdout(&ctl(&[
+        "--server", &s.url, "instance", "create", "--name", "p{i}-x", "--count", "2", "--kernel",
+        &s.kernel,
+    ]));
+    stdout(&ctl(&[
+        "--server", &s.url, "instance", "create", "--name", "other", "--kernel", &s.kernel,
+    ]));
+
+    // Mistakes in a template are reported before anything is created.
+    let before = list(&s.url).len();
+    for (name, parameters, message) in [
+        (
+            "bad",
+            "--ipv4 {j}",
+            "--kernel-parameters: unknown placeholder {j}",
+        ),
+        (
+            "bad",
+            "--ipv4 {i-2}",
+            "--kernel-parameters: {i-2} is negative for instance 1",
+        ),
+        (
+            "bad",
+            "--ipv4 {i",
+            "--kernel-parameters: a '{' without its '}'",
+        ),
+        ("Bad{i}", "", "name: contains 'B'"),
+    ] {
+        let out = ctl(&[
+            "--server",
+            &s.url,
+            "instance",
+            "create",
+            "--kernel",
+            &s.kernel,
+            "--count",
+            "3",
+            "--name",
+            name,
+            "--kernel-parameters",
+            parameters,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{name} {parameters}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{name} {parameters}: {err}");
+    }
+    assert_eq!(
+        list(&s.url).len(),
+        before,
+        "a refused template created something"
+    );
+    let out = ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "create",
+        "--name",
+        "m",
+        "--count",
+        "2",
+        "--mac",
+        "02:00:00:00:00:01",
+        "--kernel",
+        &s.kernel,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--count with --mac is a usage error"
+    );
+
+    // The whole test bed goes in one command; the rest stays.
+    let out = stdout(&ctl(&[
+        "--server", &s.url, "instance", "delete", "--prefix", "node-",
+    ]));
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("deleted node-"))
+            .count(),
+        12
+    );
+    let left: Vec<String> = list(&s.url)
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!left.iter().any(|n| n.starts_with("node-")), "{left:?}");
+    assert!(left.contains(&"other".to_string()), "{left:?}");
+    let out = stdout(&ctl(&[
+        "--server", &s.url, "instance", "delete", "--prefix", "node-",
+    ]));
+    assert!(
+        out.contains("no instance name starts with \"node-\""),
+        "{out}"
+    );
+    let out = ctl(&["--server", &s.url, "instance", "delete", "--prefix", ""]);
+    assert_eq!(out.status.code(), Some(2));
+}

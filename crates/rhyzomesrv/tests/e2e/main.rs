@@ -11,4 +11,5 @@ mod images;
 mod lifecycle;
 mod recovery;
 mod seed;
+mod testbed;
 mod unprivileged;

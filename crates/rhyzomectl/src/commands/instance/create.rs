@@ -1,14 +1,23 @@
-//! `rhyzomectl instance create`.
+//! `rhyzomectl instance create`: one instance, or with `--count` a test bed of many, created
+//! concurrently from templated names and kernel parameters.
 
 use super::Context;
 use crate::cli::CreateArgs;
 use crate::output;
-use rhyzome_api::{InstanceSpec, NetworkMode, NetworkSpec, RestartMode, RestartPolicy};
+use crate::template::Template;
+use rhyzome_api::{Instance, InstanceSpec, NetworkMode, NetworkSpec, RestartMode, RestartPolicy};
 
 pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
-    // Refuse what the server would refuse, without a round trip.
-    rhyzome_api::validate::validate_name(&a.name)?;
-    rhyzome_api::validate::validate_kernel_parameters(&a.kernel_parameters)?;
+    // Refuse what the server would refuse, without a round trip. With --count, every name and
+    // command line is expanded and checked before the first instance is created.
+    let names_and_parameters = match a.count {
+        None => vec![(a.name.clone(), a.kernel_parameters.clone())],
+        Some(count) => expand(&a.name, &a.kernel_parameters, count)?,
+    };
+    for (name, parameters) in &names_and_parameters {
+        rhyzome_api::validate::validate_name(name)?;
+        rhyzome_api::validate::validate_kernel_parameters(parameters)?;
+    }
     let network = if a.no_network {
         Some(NetworkSpec {
             mode: NetworkMode::None,
@@ -44,7 +53,7 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
         }
         (None, image) => image,
     };
-    let spec = InstanceSpec {
+    let template = InstanceSpec {
         name: a.name,
         kernel: a.kernel.unwrap_or_default(),
         image,
@@ -57,15 +66,69 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
         startup_priority: a.startup_priority,
         autostart: a.autostart.then_some(true),
     };
-    let instance = client.create_instance(&spec)?;
-    if ctx.json() {
-        return output::json(&instance);
+    if a.count.is_none() {
+        let instance = client.create_instance(&template)?;
+        if ctx.json() {
+            return output::json(&instance);
+        }
+        println!("created {}", describe(&instance));
+        return Ok(());
     }
-    println!(
-        "created {} ({}, {})",
-        instance.name,
-        output::state(&instance),
-        output::network(&instance)
+
+    let started = std::time::Instant::now();
+    let results = crate::parallel::map(
+        &names_and_parameters,
+        a.parallel as usize,
+        |(name, parameters)| {
+            let spec = InstanceSpec {
+                name: name.clone(),
+                kernel_parameters: parameters.clone(),
+                ..template.clone()
+            };
+            let result = client.create_instance(&spec);
+            // Progress as it happens: a test bed of a hundred guests takes a while.
+            match &result {
+                Ok(i) if !ctx.json() => println!("created {}", describe(i)),
+                Ok(_) => {}
+                Err(e) => eprintln!("rhyzomectl: {name}: {e}"),
+            }
+            result
+        },
     );
+    let total = results.len();
+    let created: Vec<Instance> = results.into_iter().filter_map(Result::ok).collect();
+    if ctx.json() {
+        output::json(&created)?;
+    } else {
+        println!(
+            "created {} of {total} instances in {:.1} s",
+            created.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let failed = total - created.len();
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {total} instances could not be created (the others were; \
+             `rhyzomectl instance delete NAME...` removes them)"
+        );
+    }
     Ok(())
+}
+
+fn describe(i: &Instance) -> String {
+    format!("{} ({}, {})", i.name, output::state(i), output::network(i))
+}
+
+/// The name and kernel parameters of each of `count` instances.
+fn expand(name: &str, parameters: &str, count: u32) -> anyhow::Result<Vec<(String, String)>> {
+    let mut name_template = Template::parse("--name", name)?;
+    if !name_template.has_index() {
+        name_template = Template::parse("--name", &format!("{name}-{{i}}"))?;
+    }
+    let parameters = Template::parse("--kernel-parameters", parameters)?;
+    // Names are distinct: every placeholder is the index plus a fixed offset.
+    (1..=u64::from(count))
+        .map(|i| Ok((name_template.expand(i)?, parameters.expand(i)?)))
+        .collect()
 }
