@@ -11,7 +11,12 @@ use utoipa::ToSchema;
 pub struct InstanceSpec {
     /// Instance name: a DNS label, 1 to 63 characters of `[a-z0-9-]`, not starting or ending
     /// with `-`.
-    #[schema(example = "msgrouter")]
+    #[schema(
+        example = "msgrouter",
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     pub name: String,
     /// Absolute path of the unikernel image on the server. It must resolve, after following
     /// symlinks, inside one of the daemon's `KernelDirs`.
@@ -31,13 +36,19 @@ pub struct InstanceSpec {
     pub nets: Option<std::collections::BTreeMap<String, String>>,
     /// Command line handed to the unikernel, at most 8191 bytes, no control characters.
     #[serde(default)]
-    #[schema(example = "--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24")]
+    #[schema(
+        example = "--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24",
+        max_length = 8191,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub kernel_parameters: String,
-    /// Guest memory in MiB (default 32).
+    /// Guest memory in MiB, 2 to 65536 (default 32).
     #[serde(default)]
+    #[schema(minimum = 2, maximum = 65536)]
     pub memory_mib: Option<u32>,
-    /// Virtual CPUs (default 1).
+    /// Virtual CPUs, 1 to 64 (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 64)]
     pub vcpus: Option<u32>,
     /// Network attachment; when absent the instance joins the daemon's `BridgeInterface`.
     #[serde(default)]
