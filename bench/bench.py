@@ -576,6 +576,60 @@ def bench_deploys(ctx, runs):
 
 # ----------------------------------------------------------------------------- 2. batch
 
+def watch_banners(consoles, before, n, t0, created):
+    """Polls the consoles directory for new files holding the banner, until n have it, or
+    until `created()` (None while creates are still running, then how many succeeded) says no
+    more will come. Returns {file: seconds after t0}."""
+    seen = {}
+    deadline = t0 + 300
+    while len(seen) < n and time.monotonic() < deadline:
+        try:
+            files = [f for f in os.listdir(consoles) if f not in before and f not in seen]
+        except FileNotFoundError:
+            files = []
+        for f in files:
+            try:
+                with open(consoles / f, "rb") as fh:
+                    if BANNER in fh.read():
+                        seen[f] = time.monotonic() - t0
+            except FileNotFoundError:
+                pass
+        ok = created()
+        if ok is not None and ok < n and len(seen) >= ok:
+            break  # some creates failed; all the others have printed their banner
+        time.sleep(0.005)
+    return seen
+
+
+def bench_testbed_cli(ctx, n):
+    """A test bed in one command: `rhyzomectl instance create --count N`, until every new
+    console holds the banner; then `rhyzomectl instance delete --prefix`, until libvirt shows
+    none of them."""
+    d = ctx["daemon"]
+    before = set(os.listdir(d.consoles)) if d.consoles.exists() else set()
+    prefix = f"bench-c{n}-"
+    cmd = [str(CTL), "--server", d.url, "instance", "create", "--name", prefix + "{i}",
+           "--count", str(n), "--parallel", str(min(n, 64)), "--kernel", ctx["kernel"],
+           "--kernel-parameters", "--name " + prefix + "{i}"]
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = watch_banners(d.consoles, before, n, t0, lambda: None if p.poll() is None else (n if p.returncode == 0 else 0))
+    p.wait()
+    res = {"n": n, "rc": p.returncode, "all_banners": max(seen.values()) if len(seen) == n else None,
+           "command": " ".join(a if " " not in a else f"'{a}'" for a in cmd[3:])
+                      .replace(ctx["kernel"], "$KERNELDIR/testkernel.virtio")}
+    if p.returncode != 0:
+        res["error"] = p.stderr.read().decode(errors="replace").strip()[-300:]
+    t0 = time.monotonic()
+    run([str(CTL), "--server", d.url, "instance", "delete", "--prefix", prefix, "--parallel", "64"], check=False)
+    remaining = [x for x in our_domains() if x.startswith("rhyzome-" + prefix)]
+    while remaining and time.monotonic() - t0 < 120:
+        time.sleep(0.05)
+        remaining = [x for x in our_domains() if x.startswith("rhyzome-" + prefix)]
+    res["all_gone"] = time.monotonic() - t0 if not remaining else None
+    return res
+
+
 def bench_batch(ctx, n):
     d = ctx["daemon"]
     note_foreign()
@@ -603,26 +657,9 @@ def bench_batch(ctx, n):
     t0 = time.monotonic()
     for t in threads:
         t.start()
-    # Banners: poll the consoles directory for new files containing the banner.
-    seen = {}
-    deadline = t0 + 300
-    while len(seen) < n and time.monotonic() < deadline:
-        try:
-            files = [f for f in os.listdir(d.consoles) if f not in before and f not in seen]
-        except FileNotFoundError:
-            files = []
-        for f in files:
-            try:
-                with open(d.consoles / f, "rb") as fh:
-                    if BANNER in fh.read():
-                        seen[f] = time.monotonic() - t0
-            except FileNotFoundError:
-                pass
-        if all(not t.is_alive() for t in threads):
-            ok = sum(1 for s in statuses.values() if s[0] in (200, 201))
-            if ok < n and len(seen) >= ok:
-                break  # some creates failed; all the others have printed their banner
-        time.sleep(0.005)
+    seen = watch_banners(d.consoles, before, n, t0, lambda: (
+        None if any(t.is_alive() for t in threads)
+        else sum(1 for s in statuses.values() if s[0] in (200, 201))))
     m1 = machine_cpu_ticks()
     lv1 = cpu_ticks(libvirtd) if libvirtd else None
     d1 = cpu_ticks(d.proc.pid)
@@ -1082,6 +1119,24 @@ def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss,
               f"{fmt(b.get('delete_all_gone')) + ' s' if b.get('delete_all_gone') else 'n/a'} | "
               f"{fmt(v.get('all_gone')) + ' s' if v.get('all_gone') else 'n/a'} |")
         A("")
+        clis = [b for b in batches if b.get("cli")]
+        if clis:
+            A("The same test bed in one command: `rhyzomectl instance create --count N` (at most 64 creates "
+              "in flight), from the moment the command is spawned until every console holds the banner, "
+              "and `rhyzomectl instance delete --prefix` until libvirt lists none of them:")
+            A("")
+            A("| N | all up | all gone | exit status |")
+            A("|---|---|---|---|")
+            for b in clis:
+                c = b["cli"]
+                A(f"| {b['n']} | {fmt(c['all_banners']) + ' s' if c['all_banners'] else 'n/a'} | "
+                  f"{fmt(c['all_gone']) + ' s' if c['all_gone'] else 'n/a'} | {c['rc']}"
+                  f"{' (' + c['error'] + ')' if c.get('error') else ''} |")
+            A("")
+            A("```sh")
+            A("rhyzomectl --server http://127.0.0.1:PORT " + clis[-1]["cli"]["command"])
+            A("```")
+            A("")
         A("Where the CPU went, from the start of the creates until every banner was printed: how busy "
           "the machine's CPUs were (all processes), the CPU time of each guest's QEMU process (its "
           "start-up under libvirt, the boot, then idling until the last banner), and libvirtd's and "
@@ -1318,6 +1373,9 @@ def main():
                 time.sleep(2.0)
                 b["virsh"] = bench_batch_virsh(ctx, n)
                 log(f"batch N={n}, virsh baseline: {b['virsh']}")
+                time.sleep(2.0)
+                b["cli"] = bench_testbed_cli(ctx, n)
+                log(f"batch N={n}, rhyzomectl --count: {b['cli']}")
                 batches.append(b)
                 time.sleep(2.0)
         if "footprint" in parts:
