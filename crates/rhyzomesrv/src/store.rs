@@ -157,7 +157,22 @@ pub(crate) fn open_database(state_dir: &Path) -> Result<Connection, StoreError> 
         path: state_dir.to_path_buf(),
         source,
     })?;
-    let conn = Connection::open(state_dir.join("rhyzome.db"))?;
+    let path = state_dir.join("rhyzome.db");
+    // Owner-only: it holds token hashes, tenants' quotas and every instance's parameters.
+    // SQLite gives its -wal and -shm files the mode of the database file.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StoreError::StateDir {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    let conn = Connection::open(&path)?;
     configure(&conn)?;
     Ok(conn)
 }
@@ -527,6 +542,21 @@ pub(crate) mod tests {
         assert_eq!((got.startup_priority, got.autostart), (-2, true));
         assert_eq!(s.usage_of("alice").unwrap(), (1, 32));
         assert_eq!(s.usage_of("bob").unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn the_database_and_its_journal_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.insert(&record("a", "02:00:00:00:00:01")).unwrap();
+        for f in ["rhyzome.db", "rhyzome.db-wal", "rhyzome.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
     }
 
     #[test]

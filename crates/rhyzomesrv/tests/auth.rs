@@ -163,8 +163,13 @@ fn on_the_local_socket_permissions_are_enough_and_a_token_narrows_the_caller() {
     assert_eq!(code, 401);
     assert_eq!(s.names(&admin), vec!["sock"], "refusals changed nothing");
 
-    // The audit log names the local caller and the process it came from.
-    let audit = std::fs::read_to_string(s.dir.path().join("state/audit.log")).unwrap();
+    // The audit log (owner-only) names the local caller and the process it came from.
+    let audit_path = s.dir.path().join("state/audit.log");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&audit_path).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let audit = std::fs::read_to_string(&audit_path).unwrap();
     let created: serde_json::Value = audit
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())

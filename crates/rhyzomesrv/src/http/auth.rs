@@ -19,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -45,9 +46,11 @@ impl Authenticator {
         create_burst: u32,
         audit_log: PathBuf,
     ) -> std::io::Result<Arc<Authenticator>> {
+        // Owner-only: who did what, from where.
         let audit = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(audit_log)?;
         Ok(Arc::new(Authenticator {
             tokens: Some(tokens),
