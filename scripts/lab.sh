@@ -9,12 +9,15 @@
 #   scripts/lab.sh env     print the lab's settings as shell assignments
 #
 # Settings (environment): RHYZOME_LAB_NETNS (rhyzome-lab), RHYZOME_LAB_BRIDGE (rzbr0),
-# RHYZOME_LAB_ADDR (192.168.100.1/24).
+# RHYZOME_LAB_ADDR (192.168.100.1/24), and a second bridge for guests with two NICs:
+# RHYZOME_LAB_BRIDGE2 (rzbr1), RHYZOME_LAB_ADDR2 (192.168.101.1/24).
 set -euo pipefail
 
 NS=${RHYZOME_LAB_NETNS:-rhyzome-lab}
 BR=${RHYZOME_LAB_BRIDGE:-rzbr0}
 ADDR=${RHYZOME_LAB_ADDR:-192.168.100.1/24}
+BR2=${RHYZOME_LAB_BRIDGE2:-rzbr1}
+ADDR2=${RHYZOME_LAB_ADDR2:-192.168.101.1/24}
 PIDFILE=/run/rhyzome-lab-libvirtd.pid
 LOGDIR=/var/log/rhyzome-lab
 
@@ -89,16 +92,22 @@ create_netns() {
     ip netns add "$NS"
   fi
   ip -n "$NS" link set lo up
-  if ! ip -n "$NS" link show "$BR" >/dev/null 2>&1; then
-    ip -n "$NS" link add "$BR" type bridge
-    ip -n "$NS" link set "$BR" type bridge stp_state 0 forward_delay 0
+  add_bridge "$BR" "$ADDR" 02:72:7a:00:00:01
+  add_bridge "$BR2" "$ADDR2" 02:72:7a:00:00:02
+}
+
+add_bridge() {
+  local br=$1 addr=$2 mac=$3
+  if ! ip -n "$NS" link show "$br" >/dev/null 2>&1; then
+    ip -n "$NS" link add "$br" type bridge
+    ip -n "$NS" link set "$br" type bridge stp_state 0 forward_delay 0
   fi
   # A fixed address: otherwise the bridge takes the lowest MAC of its ports, changes it as
   # taps come and go, and the kernel then drops its neighbour entries (a ping right after a
   # deploy would wait a second for ARP).
-  ip -n "$NS" link set "$BR" address 02:72:7a:00:00:01
-  grep -qw "${ADDR%/*}" <<<"$(ip -n "$NS" addr show dev "$BR")" || ip -n "$NS" addr add "$ADDR" dev "$BR"
-  ip -n "$NS" link set "$BR" up
+  ip -n "$NS" link set "$br" address "$mac"
+  grep -qw "${addr%/*}" <<<"$(ip -n "$NS" addr show dev "$br")" || ip -n "$NS" addr add "$addr" dev "$br"
+  ip -n "$NS" link set "$br" up
 }
 
 start_libvirt() {
@@ -150,7 +159,7 @@ case "${1:-up}" in
   up)
     create_netns
     start_libvirt
-    log "lab ready: netns $NS, bridge $BR, libvirt qemu:///system"
+    log "lab ready: netns $NS, bridges $BR and $BR2, libvirt qemu:///system"
     ;;
   down)
     stop_libvirt
@@ -161,6 +170,8 @@ case "${1:-up}" in
     echo "RHYZOME_LAB_NETNS=$NS"
     echo "RHYZOME_LAB_BRIDGE=$BR"
     echo "RHYZOME_LAB_ADDR=$ADDR"
+    echo "RHYZOME_LAB_BRIDGE2=$BR2"
+    echo "RHYZOME_LAB_ADDR2=$ADDR2"
     ;;
   *)
     echo "usage: $0 up|down|env" >&2

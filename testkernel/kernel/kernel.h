@@ -136,16 +136,19 @@ void vq_notify(uint16_t iobase, struct vq *q);
 #define VRING_DESC_F_WRITE 2
 
 /* ---- virtio_net.c / net.c ---------------------------------------------- */
-int vnet_init(const struct pci_dev *d);
-int vnet_present(void);
-const uint8_t *vnet_mac(void);
-void vnet_poll(void);
-uint8_t *vnet_tx_buf(void);          /* frame area of the next tx slot */
-void vnet_tx_send(uint32_t len);
-void vnet_tx_flush(void);            /* wait (bounded) until the device took all */
+/* NICs are indexed 0..vnet_count()-1 in PCI scan order. */
+#define VNET_MAX 2
+int vnet_init(const struct pci_dev *d); /* new NIC's index, or -1 */
+int vnet_count(void);
+const uint8_t *vnet_mac(int nic);
+void vnet_poll(void);                   /* all NICs */
+uint8_t *vnet_tx_buf(int nic);          /* frame area of the next tx slot */
+void vnet_tx_send(int nic, uint32_t len);
+void vnet_tx_flush(int nic);            /* wait (bounded) until the device
+                                           took all */
 extern uint32_t net_rx_packets, net_tx_packets;
 
-void net_input(uint8_t *frame, uint32_t len);
+void net_input(int nic, uint8_t *frame, uint32_t len);
 
 /* ---- virtio_blk.c ------------------------------------------------------ */
 int vblk_init(const struct pci_dev *d);
@@ -154,14 +157,17 @@ int vblk_init(const struct pci_dev *d);
 void platform_poweroff(int code) __attribute__((noreturn));
 
 /* ---- main.c ------------------------------------------------------------ */
+struct ipv4_conf {
+    uint32_t addr, prefix;
+    uint8_t set;
+};
 struct config {
-    uint32_t ipv4, ipv4_prefix;
+    struct ipv4_conf ipv4[VNET_MAX]; /* per NIC: --ipv4, --admin-ipv4 */
     uint32_t gateway;
     char name[64];
     uint32_t exit_after_ms;
     int32_t exit_code;
-    uint8_t have_ipv4, have_gateway, have_name, have_exit_after,
-        have_exit_code;
+    uint8_t have_gateway, have_name, have_exit_after, have_exit_code;
 };
 extern struct config cfg;
 

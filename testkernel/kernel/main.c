@@ -52,7 +52,7 @@ static void cmdline_init(uint32_t magic, const uint32_t *mbi)
 /* ---- arguments --------------------------------------------------------- */
 enum { ARG_OK = 0, ARG_INVALID = -1, ARG_TOO_LONG = -2 };
 
-static int set_ipv4(const char *v, size_t n)
+static int set_cidr(struct ipv4_conf *c, const char *v, size_t n)
 {
     size_t slash = 0;
     uint32_t addr, plen;
@@ -62,10 +62,20 @@ static int set_ipv4(const char *v, size_t n)
         slash + 1 >= n || n - slash - 1 > 2 ||
         parse_u32(v + slash + 1, n - slash - 1, &plen) < 0 || plen > 32)
         return ARG_INVALID;
-    cfg.ipv4 = addr;
-    cfg.ipv4_prefix = plen;
-    cfg.have_ipv4 = 1;
+    c->addr = addr;
+    c->prefix = plen;
+    c->set = 1;
     return ARG_OK;
+}
+
+static int set_ipv4(const char *v, size_t n)
+{
+    return set_cidr(&cfg.ipv4[0], v, n);
+}
+
+static int set_admin_ipv4(const char *v, size_t n)
+{
+    return set_cidr(&cfg.ipv4[1], v, n);
 }
 
 static int set_gateway(const char *v, size_t n)
@@ -107,6 +117,7 @@ static const struct option {
     int (*set)(const char *v, size_t n);
 } options[] = {
     {"ipv4", set_ipv4},           {"ipv4-gateway", set_gateway},
+    {"admin-ipv4", set_admin_ipv4},
     {"name", set_name},           {"exit-after", set_exit_after},
     {"exit-code", set_exit_code},
 };
@@ -183,10 +194,13 @@ static void parse_args(void)
 
 static void print_args(void)
 {
-    if (cfg.have_ipv4)
-        kprintf(TK "arg ipv4=%I/%u\n", cfg.ipv4, cfg.ipv4_prefix);
+    if (cfg.ipv4[0].set)
+        kprintf(TK "arg ipv4=%I/%u\n", cfg.ipv4[0].addr, cfg.ipv4[0].prefix);
     if (cfg.have_gateway)
         kprintf(TK "arg ipv4-gateway=%I\n", cfg.gateway);
+    if (cfg.ipv4[1].set)
+        kprintf(TK "arg admin-ipv4=%I/%u\n", cfg.ipv4[1].addr,
+                cfg.ipv4[1].prefix);
     if (cfg.have_name)
         kprintf(TK "arg name=%s\n", cfg.name);
     if (cfg.have_exit_after)
@@ -201,8 +215,8 @@ static void pci_visit(const struct pci_dev *d)
     if (d->vendor != VIRTIO_VENDOR)
         return;
     if (d->device == VIRTIO_DEV_NET_LEGACY) {
-        if (vnet_present())
-            return; /* only the first NIC is used */
+        if (vnet_count() >= VNET_MAX)
+            return; /* further NICs are left alone */
         if (vnet_init(d) < 0)
             kprintf(TK "warning: virtio-net at %02x:%02x.%u: init failed\n",
                     d->bus, d->dev, d->fn);
@@ -229,12 +243,16 @@ void kmain(uint32_t magic, const uint32_t *mbi)
     time_init();
 
     pci_scan(pci_visit);
-    if (vnet_present()) {
-        const uint8_t *m = vnet_mac();
-        kprintf(TK "net mac=%02x:%02x:%02x:%02x:%02x:%02x\n", m[0], m[1],
-                m[2], m[3], m[4], m[5]);
-    } else {
+    if (vnet_count() == 0)
         kputs(TK "net none\n");
+    for (int nic = 0; nic < vnet_count(); nic++) {
+        const uint8_t *m = vnet_mac(nic);
+        /* NIC 0's line predates multi-NIC support and stays unnumbered */
+        kputs(TK "net");
+        if (nic > 0)
+            kprintf("%d", nic);
+        kprintf(" mac=%02x:%02x:%02x:%02x:%02x:%02x\n", m[0], m[1], m[2],
+                m[3], m[4], m[5]);
     }
     kputs(TK "ready\n");
 

@@ -4,6 +4,10 @@
  * Replies always go back to the source MAC of the request, so no ARP cache
  * is needed.  IP fragments and IP options are not supported (fragments are
  * dropped; options are skipped).
+ *
+ * Each NIC is its own interface: a frame is answered only on the NIC it came
+ * in on, from that NIC's MAC and address (cfg.ipv4[nic]), and only if that
+ * NIC has an address.  Nothing is routed between NICs.
  */
 #include "kernel.h"
 
@@ -53,40 +57,41 @@ static uint16_t csum_fold(uint32_t sum)
     return (uint16_t)~sum;
 }
 
-static void eth_header(uint8_t *f, const uint8_t *dst, uint16_t type)
+static void eth_header(int nic, uint8_t *f, const uint8_t *dst, uint16_t type)
 {
     memcpy(f, dst, 6);
-    memcpy(f + 6, vnet_mac(), 6);
+    memcpy(f + 6, vnet_mac(nic), 6);
     put16(f + 12, type);
 }
 
-static void arp_input(const uint8_t *f, uint32_t len)
+static void arp_input(int nic, const uint8_t *f, uint32_t len)
 {
+    const struct ipv4_conf *ifc = &cfg.ipv4[nic];
     const uint8_t *a = f + ETH_HLEN;
     uint8_t *r, *ra;
-    if (len < ETH_HLEN + 28 || !cfg.have_ipv4)
+    if (len < ETH_HLEN + 28 || !ifc->set)
         return;
     if (get16(a) != 1 || get16(a + 2) != ETHERTYPE_IPV4 || a[4] != 6 ||
         a[5] != 4 || get16(a + 6) != 1 /* request */ ||
-        get32(a + 24) != cfg.ipv4)
+        get32(a + 24) != ifc->addr)
         return;
-    r = vnet_tx_buf();
-    eth_header(r, a + 8, ETHERTYPE_ARP);
+    r = vnet_tx_buf(nic);
+    eth_header(nic, r, a + 8, ETHERTYPE_ARP);
     ra = r + ETH_HLEN;
     put16(ra, 1);
     put16(ra + 2, ETHERTYPE_IPV4);
     ra[4] = 6;
     ra[5] = 4;
     put16(ra + 6, 2); /* reply */
-    memcpy(ra + 8, vnet_mac(), 6);
-    put32(ra + 14, cfg.ipv4);
+    memcpy(ra + 8, vnet_mac(nic), 6);
+    put32(ra + 14, ifc->addr);
     memcpy(ra + 18, a + 8, 10); /* requester's MAC and IP */
     memset(ra + 28, 0, 18);           /* pad to the 60-byte minimum */
-    vnet_tx_send(ETH_HLEN + 28 + 18);
+    vnet_tx_send(nic, ETH_HLEN + 28 + 18);
 }
 
-/* Build an IPv4 header at ip (no options), for a reply to src. */
-static void ip_header(uint8_t *ip, uint32_t dst, uint8_t proto,
+/* Build an IPv4 header at ip (no options), for a reply from src to dst. */
+static void ip_header(uint8_t *ip, uint32_t src, uint32_t dst, uint8_t proto,
                       uint16_t payload_len, uint16_t id)
 {
     ip[0] = 0x45;
@@ -97,34 +102,35 @@ static void ip_header(uint8_t *ip, uint32_t dst, uint8_t proto,
     ip[8] = 64;
     ip[9] = proto;
     put16(ip + 10, 0);
-    put32(ip + 12, cfg.ipv4);
+    put32(ip + 12, src);
     put32(ip + 16, dst);
     put16(ip + 10, csum_fold(csum_add(0, ip, 20)));
 }
 
 static uint16_t ip_id;
 
-static void icmp_input(const uint8_t *f, const uint8_t *ip, const uint8_t *p,
-                       uint32_t plen)
+static void icmp_input(int nic, const uint8_t *f, const uint8_t *ip,
+                       const uint8_t *p, uint32_t plen)
 {
     uint8_t *r, *rp;
     if (plen < 8 || p[0] != 8 /* echo request */ || p[1] != 0)
         return;
     if (plen > 1500 - 20)
         return;
-    r = vnet_tx_buf();
-    eth_header(r, f + 6, ETHERTYPE_IPV4);
+    r = vnet_tx_buf(nic);
+    eth_header(nic, r, f + 6, ETHERTYPE_IPV4);
     rp = r + ETH_HLEN + 20;
     memcpy(rp, p, plen);
     rp[0] = 0; /* echo reply */
     put16(rp + 2, 0);
     put16(rp + 2, csum_fold(csum_add(0, rp, plen)));
-    ip_header(r + ETH_HLEN, get32(ip + 12), 1, (uint16_t)plen, ip_id++);
-    vnet_tx_send(ETH_HLEN + 20 + plen < 60 ? 60 : ETH_HLEN + 20 + plen);
+    ip_header(r + ETH_HLEN, get32(ip + 16), get32(ip + 12), 1,
+              (uint16_t)plen, ip_id++);
+    vnet_tx_send(nic, ETH_HLEN + 20 + plen < 60 ? 60 : ETH_HLEN + 20 + plen);
 }
 
-static void udp_reply(const uint8_t *f, const uint8_t *ip, const uint8_t *u,
-                      const void *data, uint32_t dlen)
+static void udp_reply(int nic, const uint8_t *f, const uint8_t *ip,
+                      const uint8_t *u, const void *data, uint32_t dlen)
 {
     uint8_t *r, *ru;
     uint32_t sum;
@@ -132,32 +138,33 @@ static void udp_reply(const uint8_t *f, const uint8_t *ip, const uint8_t *u,
     if (dlen > 1500 - 28)
         dlen = 1500 - 28;
     ulen = 8 + dlen;
-    r = vnet_tx_buf();
-    eth_header(r, f + 6, ETHERTYPE_IPV4);
+    r = vnet_tx_buf(nic);
+    eth_header(nic, r, f + 6, ETHERTYPE_IPV4);
     ru = r + ETH_HLEN + 20;
     put16(ru, get16(u + 2));     /* our port */
     put16(ru + 2, get16(u));     /* their port */
     put16(ru + 4, (uint16_t)ulen);
     put16(ru + 6, 0);
     memmove(ru + 8, data, dlen);
-    ip_header(r + ETH_HLEN, get32(ip + 12), 17, (uint16_t)ulen, ip_id++);
+    ip_header(r + ETH_HLEN, get32(ip + 16), get32(ip + 12), 17,
+              (uint16_t)ulen, ip_id++);
     /* checksum over the pseudo header and the datagram */
     sum = csum_add(0, r + ETH_HLEN + 12, 8);
     sum += 17 + ulen;
     sum = csum_add(sum, ru, ulen);
     sum = csum_fold(sum);
     put16(ru + 6, sum ? (uint16_t)sum : 0xFFFF);
-    vnet_tx_send(ETH_HLEN + 20 + ulen < 60 ? 60 : ETH_HLEN + 20 + ulen);
+    vnet_tx_send(nic, ETH_HLEN + 20 + ulen < 60 ? 60 : ETH_HLEN + 20 + ulen);
 }
 
-static void udp_reply_str(const uint8_t *f, const uint8_t *ip,
+static void udp_reply_str(int nic, const uint8_t *f, const uint8_t *ip,
                           const uint8_t *u, const char *s)
 {
-    udp_reply(f, ip, u, s, strlen(s));
+    udp_reply(nic, f, ip, u, s, strlen(s));
 }
 
-static void udp_service(const uint8_t *f, const uint8_t *ip, const uint8_t *u,
-                        const uint8_t *data, uint32_t dlen)
+static void udp_service(int nic, const uint8_t *f, const uint8_t *ip,
+                        const uint8_t *u, const uint8_t *data, uint32_t dlen)
 {
     const char *cmd = (const char *)data;
     uint32_t n = dlen;
@@ -169,52 +176,54 @@ static void udp_service(const uint8_t *f, const uint8_t *ip, const uint8_t *u,
         n--;
 
     if (mem_eq_str(cmd, n, "status")) {
+        /* ipv4= is the receiving NIC's address: the one the client used */
         ksnprintf(line, sizeof(line),
                   "name=%s uptime_ms=%llu rx=%u tx=%u ipv4=%I/%u\n", cfg.name,
-                  uptime_ms(), net_rx_packets, net_tx_packets, cfg.ipv4,
-                  cfg.ipv4_prefix);
-        udp_reply_str(f, ip, u, line);
+                  uptime_ms(), net_rx_packets, net_tx_packets,
+                  cfg.ipv4[nic].addr, cfg.ipv4[nic].prefix);
+        udp_reply_str(nic, f, ip, u, line);
     } else if (n >= 4 && memcmp(cmd, "exit", 4) == 0 &&
                (n == 4 || cmd[4] == ' ')) {
         int32_t code = 0;
         if (n > 5 && parse_i32(cmd + 5, n - 5, &code) == 0) {
-            udp_reply_str(f, ip, u, "ok\n");
-            vnet_tx_flush();
+            udp_reply_str(nic, f, ip, u, "ok\n");
+            vnet_tx_flush(nic);
             solo5_exit(code);
         }
-        udp_reply_str(f, ip, u, "error: usage: exit N\n");
+        udp_reply_str(nic, f, ip, u, "error: usage: exit N\n");
     } else if (n >= 5 && memcmp(cmd, "print", 5) == 0 &&
                (n == 5 || cmd[5] == ' ')) {
         /* Console volume on demand, so that tests can make virtlogd rotate a log. */
         int32_t lines = 0;
         if (n > 6 && parse_i32(cmd + 6, n - 6, &lines) == 0 && lines > 0 &&
             lines <= 1000000) {
-            udp_reply_str(f, ip, u, "ok\n");
-            vnet_tx_flush();
+            udp_reply_str(nic, f, ip, u, "ok\n");
+            vnet_tx_flush(nic);
             for (int32_t i = 0; i < lines; i++)
                 kprintf("rhyzome-testkernel: filler %07d "
                         "............................\n", i);
             kprintf("rhyzome-testkernel: printed %d lines\n", lines);
             return;
         }
-        udp_reply_str(f, ip, u, "error: usage: print N (1 to 1000000)\n");
+        udp_reply_str(nic, f, ip, u, "error: usage: print N (1 to 1000000)\n");
     } else if (mem_eq_str(cmd, n, "crash")) {
-        udp_reply_str(f, ip, u, "ok\n");
-        vnet_tx_flush();
+        udp_reply_str(nic, f, ip, u, "ok\n");
+        vnet_tx_flush(nic);
         PANIC("crash requested");
     } else {
-        udp_reply(f, ip, u, data, dlen);
+        udp_reply(nic, f, ip, u, data, dlen);
     }
 }
 
-static void ipv4_input(const uint8_t *f, uint32_t len)
+static void ipv4_input(int nic, const uint8_t *f, uint32_t len)
 {
+    const struct ipv4_conf *ifc = &cfg.ipv4[nic];
     const uint8_t *ip = f + ETH_HLEN;
     uint32_t ihl, tot;
     static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-    if (!cfg.have_ipv4 || len < ETH_HLEN + 20)
+    if (!ifc->set || len < ETH_HLEN + 20)
         return;
-    if (memcmp(f, vnet_mac(), 6) != 0 && memcmp(f, bcast, 6) != 0)
+    if (memcmp(f, vnet_mac(nic), 6) != 0 && memcmp(f, bcast, 6) != 0)
         return;
     ihl = (uint32_t)(ip[0] & 15) * 4;
     tot = get16(ip + 2);
@@ -224,28 +233,28 @@ static void ipv4_input(const uint8_t *f, uint32_t len)
         return;
     if ((get16(ip + 6) & 0x3FFF) != 0)
         return; /* fragment */
-    if (get32(ip + 16) != cfg.ipv4)
+    if (get32(ip + 16) != ifc->addr)
         return;
     if (ip[9] == 1) {
-        icmp_input(f, ip, ip + ihl, tot - ihl);
+        icmp_input(nic, f, ip, ip + ihl, tot - ihl);
     } else if (ip[9] == 17 && tot - ihl >= 8) {
         const uint8_t *u = ip + ihl;
         uint32_t ulen = get16(u + 4);
         if (ulen < 8 || ulen > tot - ihl)
             return;
         if (get16(u + 2) == UDP_SERVICE_PORT)
-            udp_service(f, ip, u, u + 8, ulen - 8);
+            udp_service(nic, f, ip, u, u + 8, ulen - 8);
     }
 }
 
-void net_input(uint8_t *frame, uint32_t len)
+void net_input(int nic, uint8_t *frame, uint32_t len)
 {
     uint16_t type;
     if (len < ETH_HLEN)
         return;
     type = get16(frame + 12);
     if (type == ETHERTYPE_ARP)
-        arp_input(frame, len);
+        arp_input(nic, frame, len);
     else if (type == ETHERTYPE_IPV4)
-        ipv4_input(frame, len);
+        ipv4_input(nic, frame, len);
 }

@@ -11,6 +11,12 @@
  *   entries: name[68], type (u32), 16 + 8 bytes of unions, a bool, padding.
  *   Entry types: 1 BLOCK_BASIC, 2 NET_BASIC, 1<<30 RESERVED_FIRST (Solo5's
  *   elftool always puts that one first).
+ *
+ * The Makefile assembles this file twice: plain for testkernel.elf (one
+ * NET_BASIC device, "service"), and with -DMFT_ADMIN_NIC for
+ * testkernel-2nic.elf, which adds a second one, "admin".  Solo5 binds
+ * manifest devices to virtio-net PCI devices in PCI order, so "service" is
+ * NIC 0 (--ipv4) and "admin" NIC 1 (--admin-ipv4).
  */
 #define SOLO5_TARGET_VIRTIO 3
 #define MFT_NET_BASIC 2
@@ -44,9 +50,13 @@
 mft_desc:
     .long 0                     /* alignment padding */
     .long 1                     /* manifest version */
-    .long 2                     /* entries */
+    .long (mft_end - mft_entries) / 104 /* entries */
+mft_entries:
     MFT_ENTRY "", MFT_RESERVED_FIRST
     MFT_ENTRY "service", MFT_NET_BASIC
+#ifdef MFT_ADMIN_NIC
+    MFT_ENTRY "admin", MFT_NET_BASIC
+#endif
 mft_end:
 
     .section .note.GNU-stack, "", @progbits

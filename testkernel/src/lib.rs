@@ -10,6 +10,7 @@
 //!
 //! This crate gives tests:
 //! - [`kernel_path`]: builds the kernel (once per process) and returns its path;
+//!   [`kernel_path_2nic`] is the same kernel with a two-NIC Solo5 manifest;
 //! - [`TestNetns`]: a private network namespace with a bridge, removed on drop;
 //! - [`QemuGuest`]: plain `qemu-system-x86_64` (TCG) booting the kernel, with
 //!   its console captured line by line; killed on drop;
@@ -66,6 +67,8 @@ pub const UNKNOWN_ARG_PREFIX: &str = "rhyzome-testkernel: warning: unknown argum
 pub const NET_PREFIX: &str = "rhyzome-testkernel: net ";
 /// Followed by the MAC read from the virtio-net config space, lower-case hex.
 pub const NET_MAC_PREFIX: &str = "rhyzome-testkernel: net mac=";
+/// Like [`NET_MAC_PREFIX`], for the second NIC (printed right after the first's line).
+pub const NET1_MAC_PREFIX: &str = "rhyzome-testkernel: net1 mac=";
 /// Printed when no legacy/transitional virtio-net device was found.
 pub const NET_NONE_LINE: &str = "rhyzome-testkernel: net none";
 /// Network (if any) is up and the kernel is serving.
@@ -97,11 +100,29 @@ pub fn crate_dir() -> PathBuf {
 /// exclusive `flock` on `build/.lock` serialises concurrent processes) and
 /// returns the absolute path of `testkernel/build/testkernel.elf`.
 ///
+/// Its Solo5 manifest declares one network device, `service`.
+///
 /// # Panics
 /// If `make` cannot be run or fails; the message includes make's output.
 pub fn kernel_path() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
+    built_kernel("testkernel.elf")
+}
+
+/// Like [`kernel_path`] (same build), for `testkernel/build/testkernel-2nic.elf`:
+/// the same kernel, whose Solo5 manifest declares two network devices,
+/// `service` (NIC 0, `--ipv4`) and `admin` (NIC 1, `--admin-ipv4`).
+///
+/// # Panics
+/// As [`kernel_path`].
+pub fn kernel_path_2nic() -> PathBuf {
+    built_kernel("testkernel-2nic.elf")
+}
+
+/// Runs the build once per process (one make builds every image) and returns
+/// `build/<file>`.
+fn built_kernel(file: &str) -> PathBuf {
+    static BUILD: OnceLock<PathBuf> = OnceLock::new();
+    let build = BUILD.get_or_init(|| {
         let dir = crate_dir();
         let build = dir.join("build");
         std::fs::create_dir_all(&build)
@@ -131,15 +152,15 @@ pub fn kernel_path() -> PathBuf {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let elf = build.join("testkernel.elf");
-        assert!(
-            elf.is_file(),
-            "make succeeded but {} is missing",
-            elf.display()
-        );
-        elf
-    })
-    .clone()
+        build
+    });
+    let elf = build.join(file);
+    assert!(
+        elf.is_file(),
+        "make succeeded but {} is missing",
+        elf.display()
+    );
+    elf
 }
 
 /// Byte offset of a valid multiboot v1 header (magic `0x1BADB002` plus a
@@ -150,6 +171,76 @@ pub fn multiboot_header_offset(image: &[u8]) -> Option<usize> {
         let word = |i: usize| u32::from_le_bytes(image[off + i..off + i + 4].try_into().unwrap());
         word(0) == 0x1BAD_B002 && word(0).wrapping_add(word(4)).wrapping_add(word(8)) == 0
     })
+}
+
+/// Solo5 manifest entry type of a network device (`MFT_DEV_NET_BASIC`).
+pub const MFT_NET_BASIC: u32 = 2;
+/// Solo5 manifest entry type of a block device (`MFT_DEV_BLOCK_BASIC`).
+pub const MFT_BLOCK_BASIC: u32 = 1;
+/// Type of the unnamed entry Solo5's elftool puts first (`MFT_RESERVED_FIRST`).
+pub const MFT_RESERVED_FIRST: u32 = 1 << 30;
+
+/// The entries `(name, type)` of the Solo5 manifest (`Solo5`/`MFT1` note in
+/// a PT_NOTE segment) of a 32-bit little-endian ELF image such as the test
+/// kernel's, in order and including the reserved first entry. `None` if
+/// the image is not such an ELF, has no manifest, or the manifest is
+/// malformed.
+pub fn solo5_manifest(image: &[u8]) -> Option<Vec<(String, u32)>> {
+    const PT_NOTE: u32 = 4;
+    const MFT1: u32 = 0x3154_464d;
+    const ENTRY: usize = 104;
+    const NAME: usize = 68;
+    let u16_at = |b: &[u8], o: usize| -> Option<usize> {
+        Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?).into())
+    };
+    let u32_at = |b: &[u8], o: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
+    };
+    let usize_at = |b: &[u8], o: usize| u32_at(b, o).map(|v| v as usize);
+    // ELFCLASS32, ELFDATA2LSB
+    if image.get(..6)? != b"\x7fELF\x01\x01" {
+        return None;
+    }
+    let (phoff, phentsize, phnum) = (
+        usize_at(image, 0x1c)?,
+        u16_at(image, 0x2a)?,
+        u16_at(image, 0x2c)?,
+    );
+    for i in 0..phnum {
+        let ph = image.get(phoff + i * phentsize..)?;
+        if u32_at(ph, 0)? != PT_NOTE {
+            continue;
+        }
+        let (off, size) = (usize_at(ph, 4)?, usize_at(ph, 16)?);
+        let notes = image.get(off..off.checked_add(size)?)?;
+        let mut pos = 0;
+        while pos + 12 <= notes.len() {
+            let namesz = usize_at(notes, pos)?;
+            let descsz = usize_at(notes, pos + 4)?;
+            let kind = u32_at(notes, pos + 8)?;
+            let name_at = pos + 12;
+            let desc_at = name_at + namesz.checked_add(3)? / 4 * 4;
+            let desc = notes.get(desc_at..desc_at.checked_add(descsz)?)?;
+            pos = desc_at + descsz.checked_add(3)? / 4 * 4;
+            if kind != MFT1 || notes.get(name_at..name_at + namesz)? != b"Solo5\0" {
+                continue;
+            }
+            // 4 bytes of alignment padding, version, entry count, entries
+            let count = usize_at(desc, 8)?;
+            let entries = desc.get(12..12 + count.checked_mul(ENTRY)?)?;
+            return Some(
+                entries
+                    .chunks_exact(ENTRY)
+                    .map(|e| {
+                        let len = e[..NAME].iter().position(|&b| b == 0).unwrap_or(NAME);
+                        let name = String::from_utf8_lossy(&e[..len]).into_owned();
+                        (name, u32_at(e, NAME).unwrap())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    None
 }
 
 /// Panics unless running as root (needed for netns, taps and bridges).
@@ -591,6 +682,12 @@ impl Console {
     }
 }
 
+/// PCI slot of the first NIC on bus 0. Fixed slots make NIC order (PCI scan
+/// order) follow [`GuestBuilder::nic`] call order, whatever else is attached;
+/// slots 0-1 are the host bridge and PIIX3 on `machine=pc`, 2 is left for
+/// devices QEMU places itself (the disk).
+const FIRST_NIC_SLOT: usize = 3;
+
 /// Builder for [`QemuGuest`]; start with [`QemuGuest::builder`].
 #[derive(Debug, Clone)]
 pub struct GuestBuilder {
@@ -598,7 +695,8 @@ pub struct GuestBuilder {
     cmdline: String,
     memory_mib: u32,
     netns: Option<String>,
-    nic: Option<(String, String)>,
+    /// (tap, MAC) per NIC, in PCI slot order.
+    nics: Vec<(String, String)>,
     legacy_only: bool,
     disk: Option<PathBuf>,
     extra: Vec<String>,
@@ -634,13 +732,32 @@ impl GuestBuilder {
     /// with [`TestNetns::add_tap`]) with MAC `mac`; QEMU runs inside `ns`.
     /// The device is transitional (legacy + modern), as libvirt gives on
     /// `machine='pc'`, and without an option ROM.
+    ///
+    /// Call it again for more NICs. The n-th call's NIC (from 0) sits in PCI
+    /// slot `3 + n` (`00:03.0`, `00:04.0`, ...), so PCI scan order, which
+    /// the kernel and Solo5 number NICs by, is call order.
+    ///
+    /// # Panics
+    /// If an earlier NIC was put in another namespace, or past the last PCI
+    /// slot.
     pub fn nic(mut self, ns: &TestNetns, tap: &str, mac: &str) -> Self {
+        if !self.nics.is_empty() {
+            assert_eq!(
+                self.netns.as_deref(),
+                Some(ns.name()),
+                "all NICs of a guest must be in the same namespace"
+            );
+        }
+        assert!(
+            FIRST_NIC_SLOT + self.nics.len() < 32,
+            "no PCI slot left for another NIC"
+        );
         self.netns = Some(ns.name().to_string());
-        self.nic = Some((tap.to_string(), mac.to_string()));
+        self.nics.push((tap.to_string(), mac.to_string()));
         self
     }
 
-    /// Makes the NIC legacy-only (`disable-modern=on`) instead of transitional.
+    /// Makes the NICs legacy-only (`disable-modern=on`) instead of transitional.
     pub fn legacy_only_nic(mut self, yes: bool) -> Self {
         self.legacy_only = yes;
         self
@@ -688,17 +805,20 @@ impl GuestBuilder {
         v.push(kernel.to_string_lossy().into_owned());
         v.push("-append".into());
         v.push(self.cmdline.clone());
-        if let Some((tap, mac)) = &self.nic {
+        let modern = if self.legacy_only {
+            ",disable-modern=on"
+        } else {
+            ""
+        };
+        for (i, (tap, mac)) in self.nics.iter().enumerate() {
+            let slot = FIRST_NIC_SLOT + i;
             v.push("-netdev".into());
-            v.push(format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
-            v.push("-device".into());
-            let modern = if self.legacy_only {
-                ",disable-modern=on"
-            } else {
-                ""
-            };
             v.push(format!(
-                "virtio-net-pci,netdev=net0,mac={mac},romfile={modern}"
+                "tap,id=net{i},ifname={tap},script=no,downscript=no"
+            ));
+            v.push("-device".into());
+            v.push(format!(
+                "virtio-net-pci,netdev=net{i},mac={mac},addr={slot:#x},romfile={modern}"
             ));
         }
         if let Some(disk) = &self.disk {
@@ -803,7 +923,7 @@ impl QemuGuest {
             cmdline: String::new(),
             memory_mib: 8,
             netns: None,
-            nic: None,
+            nics: Vec::new(),
             legacy_only: false,
             disk: None,
             extra: Vec::new(),
@@ -951,6 +1071,63 @@ mod tests {
     fn exit_line_format() {
         assert_eq!(solo5_exit_line(3), "Solo5: solo5_exit(3) called");
         assert!(solo5_exit_line(-1).starts_with(SOLO5_EXIT_PREFIX));
+    }
+
+    /// A 32-bit ELF with a single PT_NOTE segment holding `notes`.
+    fn elf32_with_notes(notes: &[u8]) -> Vec<u8> {
+        let mut img = vec![0u8; 52 + 32];
+        img[..6].copy_from_slice(b"\x7fELF\x01\x01");
+        img[0x1c..0x20].copy_from_slice(&52u32.to_le_bytes()); // e_phoff
+        img[0x2a..0x2c].copy_from_slice(&32u16.to_le_bytes()); // e_phentsize
+        img[0x2c..0x2e].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        img[52..56].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+        img[56..60].copy_from_slice(&84u32.to_le_bytes()); // p_offset
+        img[68..72].copy_from_slice(&(notes.len() as u32).to_le_bytes()); // p_filesz
+        img.extend_from_slice(notes);
+        img
+    }
+
+    fn manifest_note(entries: &[(&str, u32)], count: u32) -> Vec<u8> {
+        let mut desc = vec![0u8; 12];
+        desc[4..8].copy_from_slice(&1u32.to_le_bytes());
+        desc[8..12].copy_from_slice(&count.to_le_bytes());
+        for (name, kind) in entries {
+            let mut e = vec![0u8; 104];
+            e[..name.len()].copy_from_slice(name.as_bytes());
+            e[68..72].copy_from_slice(&kind.to_le_bytes());
+            desc.extend_from_slice(&e);
+        }
+        let mut note = Vec::new();
+        for w in [6, desc.len() as u32, 0x3154_464d] {
+            note.extend_from_slice(&w.to_le_bytes());
+        }
+        note.extend_from_slice(b"Solo5\0\0\0");
+        note.extend_from_slice(&desc);
+        note
+    }
+
+    #[test]
+    fn solo5_manifest_parsing() {
+        let entries = [("", MFT_RESERVED_FIRST), ("service", MFT_NET_BASIC)];
+        // another note first, which must be skipped
+        let mut notes = Vec::new();
+        for w in [6u32, 4, 0x3149_4241] {
+            notes.extend_from_slice(&w.to_le_bytes());
+        }
+        notes.extend_from_slice(b"Solo5\0\0\0\x03\0\0\0");
+        notes.extend_from_slice(&manifest_note(&entries, 2));
+        let img = elf32_with_notes(&notes);
+        let want: Vec<(String, u32)> = entries.iter().map(|(n, k)| (n.to_string(), *k)).collect();
+        assert_eq!(solo5_manifest(&img), Some(want));
+        // an entry count past the end of the note, truncation, other files
+        assert_eq!(
+            solo5_manifest(&elf32_with_notes(&manifest_note(&entries, 3))),
+            None
+        );
+        assert_eq!(solo5_manifest(&img[..img.len() - 1]), None);
+        assert_eq!(solo5_manifest(&elf32_with_notes(&[])), None);
+        assert_eq!(solo5_manifest(b"\x7fELF\x02\x01"), None);
+        assert_eq!(solo5_manifest(b""), None);
     }
 
     #[test]

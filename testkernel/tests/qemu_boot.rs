@@ -70,20 +70,46 @@ fn lines(guest: &QemuGuest) -> Vec<String> {
 
 #[test]
 fn elf_is_small_and_has_multiboot_header() {
-    let path = kernel_path();
-    let image = std::fs::read(&path).expect("read kernel");
-    println!("testkernel.elf: {} bytes", image.len());
-    assert!(image.len() < 64 * 1024, "kernel is {} bytes", image.len());
-    assert_eq!(&image[..4], b"\x7fELF", "not an ELF file");
-    assert_eq!(image[4], 1, "expected a 32-bit ELF");
-    let off = multiboot_header_offset(&image).expect("no multiboot v1 header");
-    assert!(off < 8192);
+    for path in [kernel_path(), kernel_path_2nic()] {
+        let image = std::fs::read(&path).expect("read kernel");
+        println!("{}: {} bytes", path.display(), image.len());
+        assert!(image.len() < 64 * 1024, "kernel is {} bytes", image.len());
+        assert_eq!(&image[..4], b"\x7fELF", "not an ELF file");
+        assert_eq!(image[4], 1, "expected a 32-bit ELF");
+        let off = multiboot_header_offset(&image).expect("no multiboot v1 header");
+        assert!(off < 8192);
+    }
+}
+
+#[test]
+fn solo5_manifests_declare_service_then_admin() {
+    let manifest = |path: std::path::PathBuf| {
+        let image = std::fs::read(&path).expect("read kernel");
+        solo5_manifest(&image).unwrap_or_else(|| panic!("no Solo5 manifest in {}", path.display()))
+    };
+    let entry = |name: &str, kind: u32| (name.to_string(), kind);
+    assert_eq!(
+        manifest(kernel_path()),
+        [
+            entry("", MFT_RESERVED_FIRST),
+            entry("service", MFT_NET_BASIC)
+        ]
+    );
+    assert_eq!(
+        manifest(kernel_path_2nic()),
+        [
+            entry("", MFT_RESERVED_FIRST),
+            entry("service", MFT_NET_BASIC),
+            entry("admin", MFT_NET_BASIC)
+        ]
+    );
 }
 
 #[test]
 fn banner_cmdline_args_and_unknown_argument_warnings() {
     let cmdline = "--ipv4=10.1.2.3/24 --ipv4-gateway 10.1.2.1 --name web-1 \
-                   --exit-code=5 --bogus extra --exit-after 600000";
+                   --exit-code=5 --bogus extra --exit-after 600000 \
+                   --admin-ipv4 10.1.3.4/16";
     let (guest, _ns) = boot_plain("args", cmdline);
     assert!(
         guest.wait_for_line(READY_LINE, BOOT).is_some(),
@@ -98,6 +124,7 @@ fn banner_cmdline_args_and_unknown_argument_warnings() {
         format!("{UNKNOWN_ARG_PREFIX}\"extra\""),
         format!("{ARG_PREFIX}ipv4=10.1.2.3/24"),
         format!("{ARG_PREFIX}ipv4-gateway=10.1.2.1"),
+        format!("{ARG_PREFIX}admin-ipv4=10.1.3.4/16"),
         format!("{ARG_PREFIX}name=web-1"),
         format!("{ARG_PREFIX}exit-after=600000"),
         format!("{ARG_PREFIX}exit-code=5"),
@@ -115,7 +142,11 @@ fn banner_cmdline_args_and_unknown_argument_warnings() {
     // everything before "ready".
     let pos = |l: &str| lines.iter().position(|x| x == l).unwrap();
     assert!(pos(&expect[2]) < pos(&expect[3]));
-    assert!(pos(&expect[8]) < pos(READY_LINE));
+    assert!(pos(&expect[9]) < pos(READY_LINE));
+    // the documented order of the argument lines
+    for pair in expect[3..9].windows(2) {
+        assert!(pos(&pair[0]) < pos(&pair[1]), "{pair:?}");
+    }
     assert_eq!(guest.lines_with_prefix(WARNING_PREFIX).len(), 2);
 }
 
@@ -168,6 +199,7 @@ fn no_nic_prints_net_none() {
     );
     assert!(guest.wait_for_line(NET_NONE_LINE, Duration::ZERO).is_some());
     assert!(guest.lines_with_prefix(NET_MAC_PREFIX).is_empty());
+    assert!(guest.lines_with_prefix(NET1_MAC_PREFIX).is_empty());
 }
 
 #[test]
@@ -180,6 +212,79 @@ fn ping_is_answered_and_mac_is_reported() {
         "no ping reply from {}\n{}",
         g.ip,
         g.guest.describe()
+    );
+}
+
+#[test]
+fn two_nics_answer_on_their_own_addresses() {
+    let ns = TestNetns::new("twonic");
+    let (tap0, tap1) = (ns.add_tap("tap0"), ns.add_tap("tap1"));
+    let (mac0, mac1) = (unique_mac(), unique_mac());
+    let mut guest = QemuGuest::builder()
+        .kernel(kernel_path_2nic())
+        .cmdline(format!(
+            "--ipv4={} --admin-ipv4={} --name=twonic",
+            ns.guest_cidr(2),
+            ns.guest_cidr(3)
+        ))
+        .nic(&ns, &tap0, &mac0)
+        .nic(&ns, &tap1, &mac1)
+        .spawn();
+    assert!(
+        guest.wait_for_line(READY_LINE, BOOT).is_some(),
+        "guest never became ready\n{}",
+        guest.describe()
+    );
+    let lines = lines(&guest);
+    let net0 = format!("{NET_MAC_PREFIX}{mac0}");
+    let at = lines
+        .iter()
+        .position(|l| *l == net0)
+        .unwrap_or_else(|| panic!("no {net0:?}\n{}", guest.describe()));
+    assert_eq!(
+        lines[at + 1],
+        format!("{NET1_MAC_PREFIX}{mac1}"),
+        "\n{}",
+        guest.describe()
+    );
+    assert!(lines.contains(&format!("{ARG_PREFIX}admin-ipv4={}", ns.guest_cidr(3))));
+
+    for (host, mac) in [(2, &mac0), (3, &mac1)] {
+        let ip = ns.guest_ip(host);
+        assert!(
+            ns.ping(ip, Duration::from_secs(10)),
+            "no ping reply from {ip}\n{}",
+            guest.describe()
+        );
+        // The ARP reply for each address came from its own NIC.
+        let neigh = ns.exec("ip", &["neigh", "show", &ip.to_string()]);
+        let neigh = String::from_utf8_lossy(&neigh.stdout);
+        assert!(neigh.contains(mac.as_str()), "{ip}: {neigh:?}, want {mac}");
+        let addr = SocketAddrV4::new(ip, UDP_PORT);
+        let reply = ns
+            .udp_request(addr, b"status", UDP)
+            .unwrap_or_else(|e| panic!("status to {addr}: {e}\n{}", guest.describe()));
+        let reply = String::from_utf8(reply).expect("utf-8");
+        assert!(reply.starts_with("name=twonic "), "{reply:?}");
+        // ipv4= is the address of the NIC that received the request.
+        let want = format!(" ipv4={}\n", ns.guest_cidr(host));
+        assert!(reply.ends_with(&want), "{reply:?}");
+    }
+
+    let admin = SocketAddrV4::new(ns.guest_ip(3), UDP_PORT);
+    let reply = ns.udp_request(admin, b"exit 3", UDP);
+    assert_eq!(
+        reply.ok().as_deref(),
+        Some(&b"ok\n"[..]),
+        "\n{}",
+        guest.describe()
+    );
+    let line = guest.wait_for_line(SOLO5_EXIT_PREFIX, EXIT);
+    assert_eq!(line, Some(solo5_exit_line(3)), "\n{}", guest.describe());
+    assert!(
+        guest.wait_exit(EXIT).is_some(),
+        "qemu still running\n{}",
+        guest.describe()
     );
 }
 
@@ -323,7 +428,7 @@ fn exit_after_with_exit_code() {
 fn garbage_and_overlong_cmdline_does_not_crash() {
     let mut junk = String::from(
         "--ipv4 --ipv4=999.1.1.1/24 --ipv4=1.2.3.4 --ipv4=1.2.3.4/33 --ipv4=1.2.3/8 \
-         --ipv4-gateway=1.2.3.4.5 --exit-after=abc --exit-after=99999999999 \
+         --ipv4-gateway=1.2.3.4.5 --admin-ipv4=1.2.3.4/33 --admin-ipv4 --exit-after=abc --exit-after=99999999999 \
          --exit-code=2147483648 --exit-code=- --name= -- - --=x \"quoted\" back\\slash \
          caf\u{e9} \t tab ",
     );

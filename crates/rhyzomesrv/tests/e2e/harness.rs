@@ -19,6 +19,11 @@ pub fn bridge() -> String {
     std::env::var("RHYZOME_LAB_BRIDGE").unwrap_or_else(|_| "rzbr0".into())
 }
 
+/// The lab's second bridge, for guests with two NICs.
+pub fn bridge2() -> String {
+    std::env::var("RHYZOME_LAB_BRIDGE2").unwrap_or_else(|_| "rzbr1".into())
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")

@@ -2,7 +2,7 @@
 //! and boots it in one command; the image's Solo5 notes are inspected; a second push sends
 //! nothing; an image in use cannot be deleted.
 
-use crate::harness::{ping, udp, Daemon};
+use crate::harness::{bridge, bridge2, ping, udp, Daemon};
 use rhyzome_testkernel::READY_LINE;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -80,4 +80,76 @@ fn kernel_file_uploads_deploys_and_boots_in_one_command() {
     d.ctl_ok(&["instance", "delete", "img-web", "img-two"]);
     d.ctl_ok(&["image", "rm", "testkernel:v1"]);
     assert!(d.client.list_images().unwrap().is_empty());
+}
+
+#[test]
+fn an_image_with_two_network_devices_gets_a_nic_for_each_in_manifest_order() {
+    let d = Daemon::start("nic2");
+    let file = rhyzome_testkernel::kernel_path_2nic();
+    let file = file.to_str().unwrap();
+    let service = format!("service={}", bridge());
+    let admin = format!("admin={}", bridge2());
+    let parameters = "--ipv4=192.168.100.196/24 --admin-ipv4=192.168.101.196/24";
+
+    let create = |nets: &[&str]| {
+        let mut args = vec![
+            "instance",
+            "create",
+            "--name",
+            "nic2-a",
+            "--kernel-file",
+            file,
+        ];
+        for net in nets {
+            args.extend(["--net", net]);
+        }
+        args.extend(["--kernel-parameters", parameters]);
+        d.ctl(&args)
+    };
+
+    // Every device of the manifest needs a bridge; a missing one is named.
+    let out = create(&[&service]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin"), "{err}");
+    assert!(d.client.list_instances().unwrap().is_empty());
+
+    let out = create(&[&service, &admin]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let console = d.wait_for_console("nic2-a", READY_LINE, 1);
+    let i = d.client.get_instance("nic2-a").unwrap();
+    let nics: Vec<(&str, &str)> = i
+        .interfaces
+        .iter()
+        .map(|n| (n.device.as_str(), n.bridge.as_str()))
+        .collect();
+    assert_eq!(
+        nics,
+        vec![
+            ("service", bridge().as_str()),
+            ("admin", bridge2().as_str())
+        ]
+    );
+    assert!(i.interfaces[0].pci_slot < i.interfaces[1].pci_slot);
+    // The guest finds them in PCI slot order, which is manifest order.
+    assert!(
+        console.contains(&format!("net mac={}", i.interfaces[0].mac)),
+        "{console}"
+    );
+    assert!(
+        console.contains(&format!("net1 mac={}", i.interfaces[1].mac)),
+        "{console}"
+    );
+    for ip in [
+        Ipv4Addr::new(192, 168, 100, 196),
+        Ipv4Addr::new(192, 168, 101, 196),
+    ] {
+        assert!(ping(ip, Duration::from_secs(10)), "no ping reply from {ip}");
+        assert!(udp(ip, "status").contains("uptime_ms="), "{ip}");
+    }
+    d.ctl_ok(&["instance", "delete", "nic2-a"]);
 }
