@@ -313,8 +313,9 @@ impl Config {
     }
 }
 
-/// The kernel's limit on a socket path (`sun_path`), less its terminating NUL.
-const MAX_SOCKET_PATH: usize = 107;
+/// The kernel's limit on a socket path (`sun_path`) is 107 bytes; 80 leaves room for the
+/// private directory the socket is first bound in.
+const MAX_SOCKET_PATH_CONFIGURED: usize = 80;
 
 fn local_socket(
     path: Option<PathBuf>,
@@ -332,14 +333,14 @@ fn local_socket(
             format!("{} must be an absolute path", path.display()),
         ));
     }
-    // Bound at a temporary name beside it first (see http::local_socket), hence the margin.
-    if path.as_os_str().len() + 8 > MAX_SOCKET_PATH {
+    // It is bound in a private directory beside its final place first (see
+    // http::local_socket), 23 bytes longer: both must fit the kernel's limit.
+    if path.as_os_str().len() > MAX_SOCKET_PATH_CONFIGURED {
         return Err((
             "Socket",
             format!(
-                "{} is too long for a UNIX socket: keep it under {} bytes",
-                path.display(),
-                MAX_SOCKET_PATH - 8
+                "{} is too long for a UNIX socket: at most {MAX_SOCKET_PATH_CONFIGURED} bytes",
+                path.display()
             ),
         ));
     }
@@ -498,7 +499,7 @@ mod tests {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
-        let long = format!(r#"{{"Socket": "/{}"}}"#, "a".repeat(100));
+        let long = format!(r#"{{"Socket": "/{}"}}"#, "a".repeat(80));
         let e = parse(&long).unwrap_err().to_string();
         assert!(e.contains("too long for a UNIX socket"), "{e}");
     }

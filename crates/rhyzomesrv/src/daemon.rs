@@ -87,18 +87,24 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     )
     .map_err(DaemonError::Audit)?;
     let header_timeout = config.header_timeout;
+    // Listen before anything acts on guests: a second daemon on the same address or socket
+    // must stop here, not after its start-up reconciliation has touched libvirt. Requests
+    // that arrive meanwhile wait in the listen backlog.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind { bind, source })?;
+    let socket = config.socket.clone();
+    let (local, _socket_file) = match socket.as_ref().map(crate::http::local_socket::bind) {
+        Some(bound) => {
+            let (listener, file) = bound?;
+            (Some(listener), Some(file))
+        }
+        None => (None, None),
+    };
     let service = build_service(config).await?;
     let report = service.recover().await?;
     tracing::info!(?report, "start-up reconciliation done");
     let reconciler = tokio::spawn(service.clone().run_reconciler());
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| DaemonError::Bind { bind, source })?;
-    let socket = service.config().socket.clone();
-    let local = socket
-        .as_ref()
-        .map(crate::http::local_socket::bind)
-        .transpose()?;
     tracing::info!(
         address = %listener.local_addr().map_err(DaemonError::Serve)?,
         tls = tls.is_some(),
@@ -119,9 +125,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         shutdown_signal(),
     )
     .await;
-    if let Some(socket) = &socket {
-        crate::http::local_socket::remove(&socket.path);
-    }
     reconciler.abort();
     service.shutdown().await;
     if service.config().stop_guests_on_shutdown {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod console;
 pub mod daemon;
 pub mod domain_xml;
+pub mod files;
 pub mod http;
 pub mod images;
 pub mod kernels;

@@ -158,19 +158,17 @@ pub(crate) fn open_database(state_dir: &Path) -> Result<Connection, StoreError> 
         source,
     })?;
     let path = state_dir.join("rhyzome.db");
-    // Owner-only: it holds token hashes, tenants' quotas and every instance's parameters.
-    // SQLite gives its -wal and -shm files the mode of the database file.
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| StoreError::StateDir {
-                path: path.clone(),
-                source,
-            })?;
+    // Owner-only (see crate::files). SQLite gives the -wal and -shm files it creates the
+    // mode of the database file.
+    for (file, create) in [
+        (path.clone(), true),
+        (state_dir.join("rhyzome.db-wal"), false),
+        (state_dir.join("rhyzome.db-shm"), false),
+    ] {
+        crate::files::owner_only(&file, create).map_err(|source| StoreError::StateDir {
+            path: file.clone(),
+            source,
+        })?;
     }
     let conn = Connection::open(&path)?;
     configure(&conn)?;

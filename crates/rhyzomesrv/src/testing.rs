@@ -105,13 +105,16 @@ impl TestServer {
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{}", listener.local_addr().expect("its address"));
         let socket = opts.local_socket.then(|| dir.path().join("api.sock"));
+        // The socket file lives as long as the temporary directory it is in.
         let local = socket.as_ref().map(|path| {
             let _guard = runtime.enter();
-            crate::http::local_socket::bind(&crate::config::LocalSocket {
+            let (listener, file) = crate::http::local_socket::bind(&crate::config::LocalSocket {
                 path: path.clone(),
                 group: None,
             })
-            .expect("bind the local socket")
+            .expect("bind the local socket");
+            std::mem::forget(file);
+            listener
         });
         runtime.spawn(serve(
             Listeners {

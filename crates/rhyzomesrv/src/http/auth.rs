@@ -19,7 +19,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -46,12 +45,9 @@ impl Authenticator {
         create_burst: u32,
         audit_log: PathBuf,
     ) -> std::io::Result<Arc<Authenticator>> {
-        // Owner-only: who did what, from where.
-        let audit = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(audit_log)?;
+        // Owner-only (see crate::files): who did what, from where.
+        crate::files::owner_only(&audit_log, true)?;
+        let audit = std::fs::OpenOptions::new().append(true).open(audit_log)?;
         Ok(Arc::new(Authenticator {
             tokens: Some(tokens),
             create_limit: RateLimiter::new(creates_per_second, create_burst),

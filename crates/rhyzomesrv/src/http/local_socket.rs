@@ -3,9 +3,10 @@
 //! own socket. The kernel tells who is on the other end (`SO_PEERCRED`), and that identity is
 //! what the audit log records.
 //!
-//! The socket is bound once at start-up, before serving, on the daemon's main task. It is
-//! bound under a temporary name and renamed into place only after its owner group and mode
-//! are set, so there is no moment at which it is reachable with looser permissions.
+//! The socket is bound once at start-up, before anything else runs, on the daemon's main
+//! task. It is bound in a private directory and renamed into place only after its owner group
+//! and mode are set, so there is no moment at which others can reach it with looser
+//! permissions.
 
 use crate::config::LocalSocket;
 use std::io::ErrorKind;
@@ -20,6 +21,11 @@ pub enum LocalSocketError {
     NotASocket(PathBuf),
     #[error("SocketGroup {0:?}: no such group on this host")]
     UnknownGroup(String),
+    #[error(
+        "SocketGroup {group:?}: cannot give the socket to this group ({reason}); the daemon's \
+         user must be a member of it"
+    )]
+    Group { group: String, reason: String },
     #[error("cannot create the socket {path}: {source}")]
     Io {
         path: PathBuf,
@@ -53,57 +59,64 @@ impl LocalPeer {
     }
 }
 
+/// The socket file, removed when this is dropped (at shutdown, or when start-up fails after
+/// the socket was bound), so that clients then get "no such file" rather than a refusal.
+#[derive(Debug)]
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            if e.kind() != ErrorKind::NotFound {
+                tracing::warn!(path = %self.0.display(), error = %e, "cannot remove the API socket");
+            }
+        }
+    }
+}
+
 /// Binds the socket with its final permissions: 0660 and `group` when one is configured,
 /// otherwise 0600 (the daemon's user only). A stale socket left by a daemon that died is
 /// replaced; a live one is an error.
-pub fn bind(config: &LocalSocket) -> Result<tokio::net::UnixListener, LocalSocketError> {
+pub fn bind(
+    config: &LocalSocket,
+) -> Result<(tokio::net::UnixListener, SocketFile), LocalSocketError> {
     let path = &config.path;
     let io = |source| LocalSocketError::Io {
         path: path.clone(),
         source,
     };
     let gid = config.group.as_deref().map(group_id).transpose()?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(io)?;
     remove_stale(path)?;
-    let staging = staging_path(path);
-    match std::fs::remove_file(&staging) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
+    // The socket is born in a private directory beside its final place (0700, the daemon's
+    // own): bind() creates it with whatever mode the umask leaves and already accepts
+    // connections, and there nobody else can reach it, or swap it for a symlink, until its
+    // group and mode are set and it is renamed into place.
+    let staging = tempfile::Builder::new()
+        .prefix(STAGING_PREFIX)
+        .tempdir_in(dir)
+        .map_err(io)?;
+    let born = staging.path().join("s");
+    let listener = std::os::unix::net::UnixListener::bind(&born).map_err(io)?;
+    if let (Some(gid), Some(group)) = (gid, &config.group) {
+        std::os::unix::fs::chown(&born, None, Some(gid)).map_err(|e| LocalSocketError::Group {
+            group: group.clone(),
+            reason: e.to_string(),
+        })?;
     }
-    let listener = std::os::unix::net::UnixListener::bind(&staging).map_err(io)?;
-    let finish = || -> std::io::Result<()> {
-        if gid.is_some() {
-            std::os::unix::fs::chown(&staging, None, gid)?;
-        }
-        let mode = if gid.is_some() { 0o660 } else { 0o600 };
-        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))?;
-        std::fs::rename(&staging, path)?;
-        listener.set_nonblocking(true)
-    };
-    if let Err(e) = finish() {
-        let _ = std::fs::remove_file(&staging);
-        return Err(io(e));
-    }
-    tokio::net::UnixListener::from_std(listener).map_err(io)
+    let mode = if gid.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(&born, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+    std::fs::rename(&born, path).map_err(io)?;
+    let file = SocketFile(path.clone());
+    listener.set_nonblocking(true).map_err(io)?;
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(io)?;
+    Ok((listener, file))
 }
 
-/// Removes the socket at shutdown, so that clients get "no such file" rather than a refusal.
-pub fn remove(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove the API socket");
-        }
-    }
-}
-
-fn staging_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".new");
-    PathBuf::from(name)
-}
+/// Name prefix of the private directory a socket is bound in; with tempfile's six random
+/// characters and the socket's own name it adds 23 bytes to the socket's directory.
+const STAGING_PREFIX: &str = ".rhyzome-sock-";
 
 fn remove_stale(path: &Path) -> Result<(), LocalSocketError> {
     let meta = match std::fs::symlink_metadata(path) {
@@ -167,27 +180,53 @@ mod tests {
     async fn binds_owner_only_and_replaces_a_stale_socket() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = socket_in(dir.path(), None);
-        let first = bind(&cfg).unwrap();
+        let (first, file) = bind(&cfg).unwrap();
         let mode = std::fs::metadata(&cfg.path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(!staging_path(&cfg.path).exists());
+        let dir = cfg.path.parent().unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("api.sock")],
+            "staging left behind"
+        );
 
         let e = bind(&cfg).unwrap_err();
         assert!(matches!(e, LocalSocketError::InUse(_)), "{e}");
 
+        // A killed daemon leaves the file; the next start replaces it.
         drop(first);
-        let _second = bind(&cfg).expect("a dead daemon's socket is replaced");
+        std::mem::forget(file);
+        let (_second, file) = bind(&cfg).expect("a dead daemon's socket is replaced");
+        drop(file);
+        assert!(!cfg.path.exists(), "dropping the SocketFile removes it");
+    }
+
+    /// The name of this process's group, which it may give its files to.
+    fn own_group() -> (String, u32) {
+        let out = std::process::Command::new("id")
+            .arg("-gn")
+            .output()
+            .unwrap();
+        let name = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        // SAFETY: getegid cannot fail and touches no memory.
+        (name, unsafe { libc::getegid() })
     }
 
     #[tokio::test]
     async fn a_group_makes_it_group_writable() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = socket_in(dir.path(), Some("root"));
-        let _l = bind(&cfg).unwrap();
+        let (group, gid) = own_group();
+        let cfg = socket_in(dir.path(), Some(&group));
+        let _bound = bind(&cfg).unwrap();
         let meta = std::fs::metadata(&cfg.path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o660);
         use std::os::unix::fs::MetadataExt;
-        assert_eq!(meta.gid(), 0);
+        assert_eq!(meta.gid(), gid);
     }
 
     #[test]
