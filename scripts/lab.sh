@@ -51,6 +51,17 @@ prepare_accounts() {
   mkdir -p /var/log/libvirt /var/lib/libvirt /var/cache/libvirt /run/libvirt "$LOGDIR"
 }
 
+# Writes stdin to $1 unless it already holds exactly that; records a change in CONFIG_CHANGED.
+CONFIG_CHANGED=""
+put_config() {
+  local new
+  new=$(cat)
+  if [ ! -f "$1" ] || [ "$(cat "$1")" != "$new" ]; then
+    printf '%s\n' "$new" >"$1"
+    CONFIG_CHANGED="$CONFIG_CHANGED $(basename "$1")"
+  fi
+}
+
 write_config() {
   # `ip netns exec` bind-mounts /etc/netns/NS/* over /etc/*, so this directory is the whole
   # /etc/libvirt that the lab's daemons see: copy the packaged files, then override.
@@ -59,19 +70,19 @@ write_config() {
   if [ -d /etc/libvirt ]; then
     cp -a --no-clobber /etc/libvirt/. "$dir/" 2>/dev/null || true
   fi
-  cat >"$dir/qemu.conf" <<'CONF'
+  put_config "$dir/qemu.conf" <<'CONF'
 # Written by rhyzome scripts/lab.sh.
 user = "root"
 group = "root"
 security_driver = "none"
 CONF
-  cat >"$dir/virtlogd.conf" <<'CONF'
+  put_config "$dir/virtlogd.conf" <<'CONF'
 # Written by rhyzome scripts/lab.sh. Console logs rotate at 256 KiB (virtlogd's default is
 # 2 MiB), so that a test can make a guest print past it in a second or two; 3 copies are kept.
 max_size = 262144
 max_backups = 3
 CONF
-  cat >"$dir/libvirtd.conf" <<'CONF'
+  put_config "$dir/libvirtd.conf" <<'CONF'
 # Written by rhyzome scripts/lab.sh.
 unix_sock_group = "libvirt"
 unix_sock_rw_perms = "0770"
@@ -106,7 +117,7 @@ add_bridge() {
   # taps come and go, and the kernel then drops its neighbour entries (a ping right after a
   # deploy would wait a second for ARP).
   ip -n "$NS" link set "$br" address "$mac"
-  grep -qw "${addr%/*}" <<<"$(ip -n "$NS" addr show dev "$br")" || ip -n "$NS" addr add "$addr" dev "$br"
+  grep -qwF "${addr%/*}" <<<"$(ip -n "$NS" addr show dev "$br")" || ip -n "$NS" addr add "$addr" dev "$br"
   ip -n "$NS" link set "$br" up
 }
 
@@ -121,20 +132,24 @@ start_libvirt() {
     lpid="" vpid=""
   fi
   prepare_accounts
-  # A libvirtd started by an older version of this script (socket group root) would refuse
-  # the unprivileged daemon of the tests: restart it with the current configuration.
-  if [ -n "$lpid" ] && [ "$(stat -c %G /run/libvirt/libvirt-sock 2>/dev/null)" = libvirt ] &&
-     virsh -q -c qemu:///system version >/dev/null 2>&1; then
+  write_config
+  # Daemons started with an older configuration (by an older version of this script) do not
+  # give the tests what they expect: restart them with this one.
+  if [ -n "$CONFIG_CHANGED" ] && { [ -n "$lpid" ] || [ -n "$vpid" ]; }; then
+    log "lab configuration changed (${CONFIG_CHANGED# }); restarting libvirt"
+    stop_libvirt
+    lpid="" vpid=""
+  fi
+  if [ -n "$lpid" ] && virsh -q -c qemu:///system version >/dev/null 2>&1; then
     return 0
   fi
-  write_config
   # virtlogd holds running guests' console pipes: keep it across a libvirtd restart.
   if [ -z "$vpid" ]; then
     log "starting virtlogd in $NS"
     ip netns exec "$NS" virtlogd -d
   fi
   if [ -n "$lpid" ]; then
-    log "libvirtd ($lpid) does not answer or has an older configuration; restarting it"
+    log "libvirtd ($lpid) does not answer; restarting it"
     kill "$lpid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$lpid" 2>/dev/null || break; sleep 0.1; done
   fi

@@ -82,30 +82,6 @@ fn elf_is_small_and_has_multiboot_header() {
 }
 
 #[test]
-fn solo5_manifests_declare_service_then_admin() {
-    let manifest = |path: std::path::PathBuf| {
-        let image = std::fs::read(&path).expect("read kernel");
-        solo5_manifest(&image).unwrap_or_else(|| panic!("no Solo5 manifest in {}", path.display()))
-    };
-    let entry = |name: &str, kind: u32| (name.to_string(), kind);
-    assert_eq!(
-        manifest(kernel_path()),
-        [
-            entry("", MFT_RESERVED_FIRST),
-            entry("service", MFT_NET_BASIC)
-        ]
-    );
-    assert_eq!(
-        manifest(kernel_path_2nic()),
-        [
-            entry("", MFT_RESERVED_FIRST),
-            entry("service", MFT_NET_BASIC),
-            entry("admin", MFT_NET_BASIC)
-        ]
-    );
-}
-
-#[test]
 fn banner_cmdline_args_and_unknown_argument_warnings() {
     let cmdline = "--ipv4=10.1.2.3/24 --ipv4-gateway 10.1.2.1 --name web-1 \
                    --exit-code=5 --bogus extra --exit-after 600000 \

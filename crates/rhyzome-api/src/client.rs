@@ -109,6 +109,13 @@ impl Client {
             .timeout(Duration::from_secs(120));
         let (server, base) = match endpoint {
             Endpoint::Url(url) => (url.clone(), url),
+            Endpoint::Socket(_) if opts.ca_pem.is_some() || opts.fingerprint.is_some() => {
+                return Err(ClientError::Tls(
+                    "a CA certificate or fingerprint does not apply to a unix:// server \
+                     (the local socket is plain HTTP; its file permissions protect it)"
+                        .into(),
+                ));
+            }
             Endpoint::Socket(path) => {
                 builder = builder.unix_socket(path);
                 // The host only fills the Host header; the socket decides where requests go.
@@ -387,6 +394,14 @@ mod tests {
         }
         assert_eq!(parse_server("unix://run/x.sock"), None, "relative path");
         assert_eq!(parse_server("unix:"), None);
+        let pinned = ClientOptions {
+            fingerprint: Some(format!("sha256:{}", "0".repeat(64))),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Client::with_options("unix:///run/rhyzome.sock", pinned),
+            Err(ClientError::Tls(_))
+        ));
         let c = Client::new("unix:///run/rhyzome.sock").unwrap();
         assert_eq!(c.server(), "unix:///run/rhyzome.sock");
         assert_eq!(c.url("/instances"), "http://localhost/v1/instances");

@@ -220,7 +220,7 @@ pub struct CreateArgs {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub count: Option<u32>,
     /// With --count: how many creates are in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 16,
+    #[arg(long, value_name = "N", default_value_t = 16, requires = "count",
           value_parser = clap::value_parser!(u32).range(1..=256))]
     pub parallel: u32,
 }
@@ -233,6 +233,9 @@ pub struct DeleteArgs {
     /// Delete every instance whose name starts with PREFIX (a whole test bed).
     #[arg(long, value_parser = non_empty_prefix)]
     pub prefix: Option<String>,
+    /// With --prefix: only list what would be deleted.
+    #[arg(long, requires = "prefix")]
+    pub dry_run: bool,
     /// How many deletes are in flight at once.
     #[arg(long, value_name = "N", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=256))]

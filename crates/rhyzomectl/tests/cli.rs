@@ -376,3 +376,39 @@ fn a_test_bed_in_one_command_and_gone_in_another() {
     let out = ctl(&["--server", &s.url, "instance", "delete", "--prefix", ""]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_test_bed_larger_than_the_create_burst_waits_for_the_rate_limit() {
+    let s = TestServer::start_with(TestServerOptions {
+        config: serde_json::json!({ "CreateRateLimit": 20, "CreateBurst": 3 }),
+        auth: true,
+        ..Default::default()
+    });
+    let out = ctl(&[
+        "--server", &s.url, "instance", "create", "--name", "rl", "--count", "10", "--kernel",
+        &s.kernel,
+    ]);
+    let out = stdout(&out);
+    assert!(out.contains("created 10 of 10 instances"), "{out}");
+
+    let out = stdout(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "delete",
+        "--prefix",
+        "rl-",
+        "--dry-run",
+    ]));
+    assert!(out.contains("would delete rl-10"), "{out}");
+    assert!(out.contains("10 instances start with \"rl-\""), "{out}");
+    let list: serde_json::Value = serde_json::from_str(&stdout(&ctl(&[
+        "--server", &s.url, "-o", "json", "instance", "list",
+    ])))
+    .unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        10,
+        "a dry run deleted something"
+    );
+}

@@ -352,6 +352,15 @@ fn creates_are_rate_limited_per_caller() {
     c.create_instance(&s.spec("r2")).unwrap();
     let (code, body) = status(c.create_instance(&s.spec("r3")).unwrap_err());
     assert_eq!((code, body.code.as_str()), (429, "rate_limited"));
+    // It says when to come back: one token at 0.5 per second.
+    let raw = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/instances", s.url))
+        .bearer_auth(&token)
+        .json(&s.spec("r4"))
+        .send()
+        .unwrap();
+    assert_eq!(raw.status(), 429);
+    assert_eq!(raw.headers()["retry-after"], "2");
     assert_eq!(c.list_instances().unwrap().len(), 2);
     // Reads are not limited.
     for _ in 0..20 {

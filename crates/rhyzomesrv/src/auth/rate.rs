@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub struct RateLimiter {
     per_second: f64,
@@ -21,12 +21,12 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token from `key`'s bucket; false when it is empty.
-    pub fn allow(&self, key: &str) -> bool {
-        self.allow_at(key, Instant::now())
+    /// Takes one token from `key`'s bucket, or says how long until there is one.
+    pub fn take(&self, key: &str) -> Result<(), Duration> {
+        self.take_at(key, Instant::now())
     }
 
-    fn allow_at(&self, key: &str, now: Instant) -> bool {
+    fn take_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() > 10_000 {
             let (rate, burst) = (self.per_second, self.burst);
@@ -41,10 +41,10 @@ impl RateLimiter {
         *at = now;
         if refilled >= 1.0 {
             *tokens = refilled - 1.0;
-            true
+            Ok(())
         } else {
             *tokens = refilled;
-            false
+            Err(Duration::from_secs_f64((1.0 - refilled) / self.per_second))
         }
     }
 }
@@ -52,16 +52,17 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn bursts_then_refills() {
         let r = RateLimiter::new(2.0, 3);
         let t0 = Instant::now();
-        assert!((0..3).all(|_| r.allow_at("a", t0)));
-        assert!(!r.allow_at("a", t0));
-        assert!(r.allow_at("b", t0), "buckets are per caller");
-        assert!(r.allow_at("a", t0 + Duration::from_millis(500)));
-        assert!(!r.allow_at("a", t0 + Duration::from_millis(500)));
+        assert!((0..3).all(|_| r.take_at("a", t0).is_ok()));
+        assert_eq!(r.take_at("a", t0), Err(Duration::from_millis(500)));
+        assert!(r.take_at("b", t0).is_ok(), "buckets are per caller");
+        let later = t0 + Duration::from_millis(500);
+        assert!(r.take_at("a", later).is_ok());
+        let wait = r.take_at("a", later).unwrap_err();
+        assert!(wait > Duration::from_millis(499) && wait <= Duration::from_millis(500));
     }
 }

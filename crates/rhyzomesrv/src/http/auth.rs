@@ -126,7 +126,7 @@ pub async fn authenticate(
             Some(ip) if caller == Caller::anonymous() => format!("ip:{ip}"),
             _ => caller.name.clone(),
         };
-        if !auth.create_limit.allow(&key) {
+        if let Err(wait) = auth.create_limit.take(&key) {
             let e: ApiError = AuthError::RateLimited {
                 caller: caller.name.clone(),
             }
@@ -138,7 +138,13 @@ pub async fn authenticate(
                 &path,
                 e.status,
             ));
-            return e.into_response();
+            // Whole seconds, rounded up: when a retry will succeed.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut response = e.into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.max(1).into());
+            return response;
         }
     }
     req.extensions_mut().insert(caller.clone());

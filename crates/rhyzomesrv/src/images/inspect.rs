@@ -435,6 +435,36 @@ mod tests {
     }
 
     #[test]
+    fn the_project_test_kernels_declare_their_network_devices() {
+        for (path, devices) in [
+            (rhyzome_testkernel::kernel_path(), vec!["service"]),
+            (
+                rhyzome_testkernel::kernel_path_2nic(),
+                vec!["service", "admin"],
+            ),
+        ] {
+            let i = inspect(&File::open(&path).unwrap()).unwrap();
+            assert_eq!(i.format, ImageFormat::Multiboot, "{}", path.display());
+            assert_eq!(
+                (i.elf_class, i.multiboot_aout_kludge),
+                (Some(32), Some(false))
+            );
+            assert_eq!(i.problem, None);
+            let s = i.solo5.unwrap();
+            assert_eq!(
+                (s.abi_target.as_deref(), s.abi_version),
+                (Some("virtio"), Some(1))
+            );
+            assert_eq!(
+                s.manifest.unwrap().net_devices(),
+                devices,
+                "{}",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
     fn hvt_and_spt_images_are_not_runnable() {
         for (t, name) in [(1, "hvt"), (2, "spt"), (6, "xen")] {
             let i = inspect_bytes(&elf64(&abi_note(t), false));

@@ -111,7 +111,10 @@ fn an_image_with_two_network_devices_gets_a_nic_for_each_in_manifest_order() {
     let out = create(&[&service]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("admin"), "{err}");
+    assert!(
+        err.contains("no bridge for the image's network device \"admin\""),
+        "{err}"
+    );
     assert!(d.client.list_instances().unwrap().is_empty());
 
     let out = create(&[&service, &admin]);

@@ -11,6 +11,9 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
     // Refuse what the server would refuse, without a round trip. With --count, every name and
     // command line is expanded and checked before the first instance is created.
     let names_and_parameters = match a.count {
+        None if a.name.contains('{') => {
+            anyhow::bail!("--name {:?}: a name template needs --count N", a.name)
+        }
         None => vec![(a.name.clone(), a.kernel_parameters.clone())],
         Some(count) => expand(&a.name, &a.kernel_parameters, count)?,
     };
@@ -85,7 +88,7 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
                 kernel_parameters: parameters.clone(),
                 ..template.clone()
             };
-            let result = client.create_instance(&spec);
+            let result = create_with_retries(&client, &spec);
             // Progress as it happens: a test bed of a hundred guests takes a while.
             match &result {
                 Ok(i) if !ctx.json() => println!("created {}", describe(i)),
@@ -109,11 +112,30 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
     let failed = total - created.len();
     if failed > 0 {
         anyhow::bail!(
-            "{failed} of {total} instances could not be created (the others were; \
-             `rhyzomectl instance delete NAME...` removes them)"
+            "{failed} of {total} instances could not be created; the others were \
+             (`rhyzomectl instance delete --prefix PREFIX` removes a test bed)"
         );
     }
     Ok(())
+}
+
+/// A create, retried while the server's per-caller rate limit refuses it (429): a test bed
+/// larger than the server's `CreateBurst` then simply takes a little longer.
+fn create_with_retries(
+    client: &rhyzome_api::client::Client,
+    spec: &InstanceSpec,
+) -> Result<Instance, rhyzome_api::client::ClientError> {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut delay = std::time::Duration::from_millis(250);
+    loop {
+        match client.create_instance(spec) {
+            Err(e) if e.status() == Some(429) && std::time::Instant::now() + delay < give_up => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_secs(4));
+            }
+            result => return result,
+        }
+    }
 }
 
 fn describe(i: &Instance) -> String {

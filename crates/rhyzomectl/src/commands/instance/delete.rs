@@ -20,6 +20,13 @@ pub fn run(ctx: &Context, a: &DeleteArgs) -> anyhow::Result<()> {
                 println!("no instance name starts with {prefix:?}");
                 return Ok(());
             }
+            if a.dry_run {
+                for name in &names {
+                    println!("would delete {name}");
+                }
+                println!("{} instances start with {prefix:?}", names.len());
+                return Ok(());
+            }
             names
         }
     };

@@ -37,6 +37,8 @@ use rhyzome_api::{ErrorBody, ImageUpload, UploadQuery};
         (status = 403, description = "The role may not upload", body = ErrorBody),
         (status = 413, description = "Larger than MaxImageBytes", body = ErrorBody),
         (status = 422, description = "Digest mismatch (`field` names where the digest came from), bad name, or not a kernel", body = ErrorBody),
+        (status = 429, description = "Too many uploads; retry later", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until an upload will be accepted"))),
     ))]
 pub async fn upload_image(
     State(svc): State<AppState>,

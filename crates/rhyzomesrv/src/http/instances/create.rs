@@ -25,7 +25,8 @@ use rhyzome_api::{ErrorBody, Instance, InstanceSpec};
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 422, description = "A field is invalid", body = ErrorBody),
-        (status = 429, description = "Too many creates; retry later", body = ErrorBody),
+        (status = 429, description = "Too many creates; retry later", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until a create will be accepted"))),
         (status = 502, description = "libvirt refused the guest", body = ErrorBody),
         (status = 503, description = "libvirt is unavailable", body = ErrorBody),
     ))]
