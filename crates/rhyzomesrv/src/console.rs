@@ -89,18 +89,37 @@ pub fn log_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Where the current run's output starts in the log at `path`, given the log's size when the
-/// run started (`offset`) and when that was (`started_at`, RFC 3339).
+/// A console log's size and identity, recorded when a run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    pub len: u64,
+    pub inode: Option<u64>,
+}
+
+pub fn log_position(path: &Path) -> LogPosition {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => LogPosition {
+            len: m.len(),
+            inode: Some(m.ino()),
+        },
+        Err(_) => LogPosition {
+            len: 0,
+            inode: None,
+        },
+    }
+}
+
+/// Where the current run's output starts in the log at `path`, given the log's size and
+/// inode when the run started.
 ///
-/// When virtlogd rotates a log during a run, the file at `path` is a new one and `offset` is a
-/// position in its predecessor: the run then starts before this file, so all of it belongs to
-/// the run. A file born after the run started is such a new file. (The daemon creates the log
-/// before it records the start, and the record keeps milliseconds: hence the small margin.)
-pub fn run_start(path: &Path, offset: u64, started_at: Option<&str>) -> u64 {
-    let born = std::fs::metadata(path).and_then(|m| m.created()).ok();
-    let started = started_at.and_then(|s| humantime::parse_rfc3339(s).ok());
-    match (born, started) {
-        (Some(born), Some(started)) if born > started + std::time::Duration::from_millis(2) => 0,
+/// When virtlogd rotates a log during a run, the file at `path` is a new one (another inode)
+/// and `offset` is a position in its predecessor: the run then began before this file, so
+/// all of it belongs to the run. Runs recorded before inodes were (`None`) keep the offset.
+pub fn run_start(path: &Path, offset: u64, inode: Option<u64>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), inode) {
+        (Ok(m), Some(at_start)) if m.ino() != at_start => 0,
         _ => offset,
     }
 }
@@ -228,22 +247,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_log_born_during_the_run_belongs_to_it_whole() {
+    fn a_log_rotated_during_the_run_belongs_to_it_whole() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("x.log");
         std::fs::write(&log, b"0123456789").unwrap();
-        let rfc = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
-        let before = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
-        let after = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-        // Started after the log was made: the run's output starts at the recorded offset.
-        assert_eq!(run_start(&log, 4, Some(&rfc(after))), 4);
-        // The log is younger than the run: virtlogd rotated it, the run started before it.
-        assert_eq!(run_start(&log, 4, Some(&rfc(before))), 0);
+        let at_start = log_position(&log);
+        assert_eq!(at_start.len, 10);
+        assert_eq!(run_start(&log, at_start.len, at_start.inode), 10);
+        // What virtlogd does when it rotates: rename, then a new file at the same path.
+        std::fs::rename(&log, dir.path().join("x.log.0")).unwrap();
+        std::fs::write(&log, b"0123456789abcdef").unwrap();
+        assert_eq!(run_start(&log, at_start.len, at_start.inode), 0);
+        // A record from before inodes were kept.
         assert_eq!(run_start(&log, 4, None), 4);
-        assert_eq!(
-            run_start(&dir.path().join("missing.log"), 4, Some(&rfc(before))),
-            4
-        );
+        let missing = log_position(&dir.path().join("missing.log"));
+        assert_eq!((missing.len, missing.inode), (0, None));
     }
 
     #[test]

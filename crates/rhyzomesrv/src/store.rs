@@ -92,6 +92,9 @@ pub struct InstanceRecord {
     /// Size of the console log when the current run started: exit lines before it belong to
     /// earlier runs.
     pub console_offset: u64,
+    /// Inode of the console log when the current run started: a log with another inode was
+    /// made by a virtlogd rotation since, and belongs to the run whole.
+    pub console_inode: Option<u64>,
     pub state_changed_at: String,
     pub restart: RestartPolicy,
     pub restart_count: u32,
@@ -112,7 +115,14 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
+
+/// How a database of each older version becomes the current one, in order: the statements
+/// that take version N to N + 1 are `MIGRATIONS[N - 1]`.
+const MIGRATIONS: &[&str] = &[
+    // 1 -> 2: the console log's inode at the start of a run.
+    "ALTER TABLE instances ADD COLUMN console_inode INTEGER;",
+];
 
 const SCHEMA: &str = "
 CREATE TABLE instances (
@@ -140,7 +150,8 @@ CREATE TABLE instances (
     next_restart_at_ms INTEGER,
     startup_priority  INTEGER NOT NULL DEFAULT 0,
     autostart         INTEGER NOT NULL DEFAULT 0,
-    owner             TEXT NOT NULL DEFAULT 'anonymous'
+    owner             TEXT NOT NULL DEFAULT 'anonymous',
+    console_inode     INTEGER
 );
 ";
 
@@ -148,6 +159,12 @@ const COLUMNS: &str = "id, name, kernel, kernel_sha256, kernel_parameters, memor
      bridge, mac, desired, state, exit_code, last_error, created_at, started_at, console_offset, \
      state_changed_at, restart_mode, restart_max, restart_exit_codes, restart_count, \
      next_restart_at_ms, startup_priority, autostart, owner";
+
+/// What is read back: the inserted columns, and those only later writes set.
+const SELECT_COLUMNS: &str = "id, name, kernel, kernel_sha256, kernel_parameters, memory_mib, \
+     vcpus, bridge, mac, desired, state, exit_code, last_error, created_at, started_at, \
+     console_offset, state_changed_at, restart_mode, restart_max, restart_exit_codes, \
+     restart_count, next_restart_at_ms, startup_priority, autostart, owner, console_inode";
 
 /// Opens (creating it and `state_dir` if needed) the daemon's database file, configured as
 /// every connection to it must be. Other stores of the daemon (tokens) open their own
@@ -205,6 +222,16 @@ impl Store {
         if version == 0 {
             conn.execute_batch(SCHEMA)?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        } else if (1..SCHEMA_VERSION).contains(&version) {
+            // Each step and its version bump in one transaction: a crash leaves the old
+            // version or the new one.
+            for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize - 1) {
+                let tx = conn.unchecked_transaction()?;
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", from as i32 + 2)?;
+                tx.commit()?;
+                tracing::info!(from = from + 1, to = from + 2, "database schema migrated");
+            }
         } else if version != SCHEMA_VERSION {
             return Err(StoreError::Corrupt {
                 what: "schema version",
@@ -313,8 +340,9 @@ impl Store {
     /// Every record, including those being deleted, ordered by name.
     pub fn all(&self) -> Result<Vec<InstanceRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances ORDER BY name"))?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SELECT_COLUMNS} FROM instances ORDER BY name"
+        ))?;
         let rows = stmt.query_map([], row_to_record)?;
         rows.map(|r| r?).collect()
     }
@@ -330,8 +358,9 @@ impl Store {
 
     pub fn by_name(&self, name: &str) -> Result<Option<InstanceRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances WHERE name = ?1"))?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SELECT_COLUMNS} FROM instances WHERE name = ?1"
+        ))?;
         stmt.query_row([name], row_to_record)
             .optional()?
             .transpose()
@@ -360,13 +389,18 @@ impl Store {
         &self,
         id: &str,
         started_at: &str,
-        console_offset: u64,
+        console: crate::console::LogPosition,
     ) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE instances SET state = 'starting', exit_code = NULL, last_error = NULL, \
-             started_at = ?2, state_changed_at = ?2, console_offset = ?3, \
+             started_at = ?2, state_changed_at = ?2, console_offset = ?3, console_inode = ?4, \
              next_restart_at_ms = NULL WHERE id = ?1",
-            params![id, started_at, console_offset as i64],
+            params![
+                id,
+                started_at,
+                console.len as i64,
+                console.inode.map(|i| i as i64)
+            ],
         )?;
         Ok(())
     }
@@ -468,6 +502,7 @@ fn row_to_record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Store
         next_restart_at_ms: row.get(21)?,
         startup_priority: row.get(22)?,
         autostart: row.get(23)?,
+        console_inode: row.get::<_, Option<i64>>(25)?.map(|i| i as u64),
         owner: row.get(24)?,
     }))
 }
@@ -494,6 +529,7 @@ pub(crate) mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             started_at: None,
             console_offset: 0,
+            console_inode: None,
             state_changed_at: "2026-01-01T00:00:00Z".into(),
             restart: RestartPolicy {
                 policy: RestartMode::OnFailure,
@@ -515,7 +551,15 @@ pub(crate) mod tests {
         {
             let s = Store::open(dir.path()).unwrap();
             s.insert(&r).unwrap();
-            s.set_started(&r.id, "2026-01-01T00:00:01Z", 42).unwrap();
+            s.set_started(
+                &r.id,
+                "2026-01-01T00:00:01Z",
+                crate::console::LogPosition {
+                    len: 42,
+                    inode: Some(7),
+                },
+            )
+            .unwrap();
             s.set_observed(
                 &r.id,
                 &Observed {
@@ -532,7 +576,7 @@ pub(crate) mod tests {
         let got = s.by_name("a").unwrap().unwrap();
         assert_eq!(got.state, InstanceState::Exited);
         assert_eq!(got.exit_code, Some(3));
-        assert_eq!(got.console_offset, 42);
+        assert_eq!((got.console_offset, got.console_inode), (42, Some(7)));
         assert_eq!(got.started_at.as_deref(), Some("2026-01-01T00:00:01Z"));
         assert_eq!(got.state_changed_at, "2026-01-01T00:00:02Z");
         assert_eq!((got.restart_count, got.next_restart_at_ms), (2, Some(1234)));
@@ -540,6 +584,45 @@ pub(crate) mod tests {
         assert_eq!((got.startup_priority, got.autostart), (-2, true));
         assert_eq!(s.usage_of("alice").unwrap(), (1, 32));
         assert_eq!(s.usage_of("bob").unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("rhyzome.db")).unwrap();
+            let v1 = SCHEMA.replace(",\n    console_inode     INTEGER\n", "\n");
+            assert_ne!(
+                v1, SCHEMA,
+                "the version 1 schema is the current one minus the column"
+            );
+            conn.execute_batch(&v1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let r = record("old", "02:00:00:00:00:09");
+            conn.execute(
+                "INSERT INTO instances (id, name, kernel, kernel_sha256, kernel_parameters, \
+                 memory_mib, vcpus, mac, desired, state, created_at, console_offset, \
+                 state_changed_at) VALUES (?1, 'old', 'k', 'h', '', 32, 1, ?2, 'running', \
+                 'running', 't', 5, 't')",
+                params![r.id, r.mac],
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let got = s.by_name("old").unwrap().unwrap();
+        assert_eq!((got.console_offset, got.console_inode), (5, None));
+        let version: i32 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(s);
+        // Opening again does nothing more.
+        assert!(Store::open(dir.path())
+            .unwrap()
+            .by_name("old")
+            .unwrap()
+            .is_some());
     }
 
     #[test]

@@ -446,6 +446,7 @@ impl Service {
             created_at: now_rfc3339(),
             started_at: None,
             console_offset: 0,
+            console_inode: None,
             state_changed_at: now_rfc3339(),
             restart: valid.restart,
             restart_count: 0,
@@ -512,8 +513,11 @@ impl Service {
         let xml = domain_xml::render(&def).map_err(|e| ServiceError::Internal(e.to_string()))?;
         console::prepare_log(&def.console_log)
             .map_err(|e| ServiceError::Internal(format!("{}: {e}", def.console_log.display())))?;
-        let offset = console::log_len(&def.console_log);
-        self.store.set_started(&r.id, &now_rfc3339(), offset)?;
+        self.store.set_started(
+            &r.id,
+            &now_rfc3339(),
+            console::log_position(&def.console_log),
+        )?;
         self.publish(r, InstanceState::Starting.as_str(), None, None);
         let backend = self.backend.clone();
         let started = std::time::Instant::now();
@@ -689,7 +693,7 @@ impl Service {
         let r = self.get_record(name)?;
         let path = console::log_path(&self.config.state_dir, &r.id);
         let mut start = if q.current_run.unwrap_or(false) {
-            console::run_start(&path, r.console_offset, r.started_at.as_deref())
+            console::run_start(&path, r.console_offset, r.console_inode)
         } else {
             0
         };

@@ -203,7 +203,7 @@ impl Service {
     /// How the current run of `r` ended, from its console.
     fn outcome_of_run(&self, r: &InstanceRecord) -> Outcome {
         let path = console::log_path(&self.config.state_dir, &r.id);
-        let start = console::run_start(&path, r.console_offset, r.started_at.as_deref());
+        let start = console::run_start(&path, r.console_offset, r.console_inode);
         match console::read_from(&path, start, 64 << 10) {
             Ok(tail) => console::parse_outcome(&tail),
             Err(e) => {

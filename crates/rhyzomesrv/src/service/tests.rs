@@ -307,6 +307,7 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
         created_at: now_rfc3339(),
         started_at: None,
         console_offset: 0,
+        console_inode: None,
         state_changed_at: now_rfc3339(),
         restart: Default::default(),
         restart_count: 0,
