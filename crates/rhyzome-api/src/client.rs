@@ -4,7 +4,8 @@
 //! [`Client`] is cheap to clone and may be shared between threads (reqwest pools connections).
 
 use crate::{
-    ConsoleQuery, ErrorBody, Event, Instance, InstanceList, InstanceSpec, ServerInfo, API_PREFIX,
+    ConsoleQuery, ErrorBody, Event, Instance, InstanceList, InstanceSpec, InstanceStats,
+    ServerInfo, API_PREFIX,
 };
 use reqwest::blocking::{RequestBuilder, Response};
 use reqwest::StatusCode;
@@ -233,6 +234,14 @@ impl Client {
 
     pub fn get_instance(&self, name: &str) -> Result<Instance, ClientError> {
         self.json(self.http.get(self.url(&Self::instance_path(name, ""))))
+    }
+
+    /// CPU time, memory and NIC counters of a running instance.
+    pub fn instance_stats(&self, name: &str) -> Result<InstanceStats, ClientError> {
+        self.json(
+            self.http
+                .get(self.url(&Self::instance_path(name, "/stats"))),
+        )
     }
 
     pub fn delete_instance(&self, name: &str) -> Result<(), ClientError> {

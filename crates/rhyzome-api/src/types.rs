@@ -197,6 +197,32 @@ pub struct NetworkAttachment {
     pub ipv4: Option<String>,
 }
 
+/// What a running instance uses now, as the hypervisor reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceStats {
+    pub name: String,
+    /// CPU time the guest has used since it started, in nanoseconds.
+    pub cpu_time_ns: u64,
+    /// Memory given to the guest, in KiB.
+    pub memory_kib: u64,
+    /// Resident memory of the guest's QEMU process, in KiB, when libvirt reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_kib: Option<u64>,
+    /// Counters of every NIC, in the instance's NIC order.
+    pub nics: Vec<NicStats>,
+}
+
+/// Traffic counters of one NIC, from the host's side of its tap, as seen by the guest: `rx`
+/// is what the guest received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NicStats {
+    pub mac: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+}
+
 /// One NIC of an instance whose image declares several network devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InterfaceAttachment {

@@ -120,6 +120,11 @@ pub enum InstanceCommand {
     },
     /// Print the serial console output recorded so far.
     Console(ConsoleArgs),
+    /// CPU time, memory and network counters of a running instance.
+    Stats {
+        /// Instance name.
+        name: String,
+    },
     /// Start stopped or ended instances.
     Start(NamesArgs),
     /// Stop instances (their guests are destroyed).

@@ -311,3 +311,22 @@ fn a_duplicate_name_is_a_conflict() {
     assert_eq!((status, body.field.as_deref()), (409, Some("name")));
     assert_eq!(s.client.list_instances().unwrap().len(), 1);
 }
+
+#[test]
+fn stats_of_a_running_instance_and_a_clear_refusal_otherwise() {
+    let s = serve();
+    let i = s.client.create_instance(&s.spec("busy")).unwrap();
+    let stats = s.client.instance_stats("busy").unwrap();
+    assert_eq!(stats.name, "busy");
+    // The fake backend's figures, and one counter set per NIC, named by its MAC.
+    assert_eq!((stats.cpu_time_ns, stats.memory_kib), (1_000_000, 32 << 10));
+    let macs: Vec<&str> = stats.nics.iter().map(|n| n.mac.as_str()).collect();
+    assert_eq!(macs, vec![i.network.unwrap().mac.as_str()]);
+
+    s.client.stop_instance("busy").unwrap();
+    let (code, body) = api_error(s.client.instance_stats("busy").unwrap_err());
+    assert_eq!(code, 409);
+    assert!(body.message.contains("is stopped"), "{}", body.message);
+    let (code, _) = api_error(s.client.instance_stats("nope").unwrap_err());
+    assert_eq!(code, 404);
+}

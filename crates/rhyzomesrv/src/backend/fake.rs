@@ -1,7 +1,7 @@
 //! In-memory [`Hypervisor`] for unit tests of the service. It records what it was asked and
 //! can be told to fail, but runs nothing. A mutex guards its map; calls are instantaneous.
 
-use super::{BackendError, DomainStatus, Hypervisor, Notice, NoticeSink};
+use super::{BackendError, DomainStats, DomainStatus, Hypervisor, NicCounters, Notice, NoticeSink};
 use crate::domain_xml::DomainDefinition;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -124,6 +124,20 @@ impl Hypervisor for FakeBackend {
 
     fn status(&self, uuid: &str) -> Result<Option<DomainStatus>, BackendError> {
         Ok(self.state().domains.get(uuid).map(|(d, _)| d.clone()))
+    }
+
+    /// Fixed numbers: the fake runs no guest.
+    fn stats(&self, uuid: &str, macs: &[String]) -> Result<Option<DomainStats>, BackendError> {
+        Ok(self
+            .state()
+            .domains
+            .contains_key(uuid)
+            .then(|| DomainStats {
+                cpu_time_ns: 1_000_000,
+                memory_kib: 32 << 10,
+                rss_kib: None,
+                nics: vec![NicCounters::default(); macs.len()],
+            }))
     }
 
     fn owner(&self, uuid: &str) -> Result<Option<String>, BackendError> {

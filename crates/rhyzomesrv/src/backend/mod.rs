@@ -31,6 +31,25 @@ pub struct DomainStatus {
     pub active: bool,
 }
 
+/// Resource use of a running domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainStats {
+    pub cpu_time_ns: u64,
+    pub memory_kib: u64,
+    pub rss_kib: Option<u64>,
+    /// One entry per MAC asked for, in that order.
+    pub nics: Vec<NicCounters>,
+}
+
+/// A NIC's counters, seen from the guest (`rx` is what it received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NicCounters {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+}
+
 /// What the hypervisor tells the daemon without being asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -62,6 +81,9 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn owner(&self, uuid: &str) -> Result<Option<String>, BackendError>;
     /// Delivers lifecycle events to `sink` from now on, across reconnections.
     fn watch(&self, sink: NoticeSink) -> Result<(), BackendError>;
+    /// CPU, memory and the counters of the NICs with these MACs, of the running domain with
+    /// this UUID; `None` when it does not run.
+    fn stats(&self, uuid: &str, macs: &[String]) -> Result<Option<DomainStats>, BackendError>;
 }
 
 /// Prefix of every domain name rhyzome creates.

@@ -154,5 +154,13 @@ fn an_image_with_two_network_devices_gets_a_nic_for_each_in_manifest_order() {
         assert!(ping(ip, Duration::from_secs(10)), "no ping reply from {ip}");
         assert!(udp(ip, "status").contains("uptime_ms="), "{ip}");
     }
+    // Each NIC has its own counters, and each saw the traffic sent to its address.
+    let stats = d.client.instance_stats("nic2-a").unwrap();
+    let macs: Vec<&str> = stats.nics.iter().map(|n| n.mac.as_str()).collect();
+    assert_eq!(
+        macs,
+        [i.interfaces[0].mac.as_str(), i.interfaces[1].mac.as_str()]
+    );
+    assert!(stats.nics.iter().all(|n| n.rx_packets >= 2), "{stats:?}");
     d.ctl_ok(&["instance", "delete", "nic2-a"]);
 }

@@ -42,6 +42,23 @@ fn the_seed_command_deploys_a_unikernel_that_answers_on_the_bridge() {
     assert!(ping(ip, Duration::from_secs(10)), "no ping reply from {ip}");
     assert!(udp(ip, "status").contains("ipv4=192.168.100.43/24"));
 
+    // What it uses, from libvirt: CPU time, QEMU's resident size, and the traffic above.
+    let stats = d.client.instance_stats("msgrouter").unwrap();
+    assert!(stats.cpu_time_ns > 0, "{stats:?}");
+    assert_eq!(stats.memory_kib, 32 << 10);
+    assert!(stats.rss_kib.is_some_and(|k| k > 1024), "{stats:?}");
+    assert_eq!(stats.nics.len(), 1);
+    assert_eq!(stats.nics[0].mac, net.mac);
+    assert!(
+        stats.nics[0].rx_packets >= 2 && stats.nics[0].tx_packets >= 2,
+        "a ping and a UDP request each way: {stats:?}"
+    );
+    let shown = d.ctl_ok(&["instance", "stats", "msgrouter"]);
+    assert!(
+        shown.contains("QEMU resident") && shown.contains(&net.mac),
+        "{shown}"
+    );
+
     let list = d.ctl_ok(&["instance", "list"]);
     let row = list
         .lines()

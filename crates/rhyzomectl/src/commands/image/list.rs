@@ -14,7 +14,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<()> {
             vec![
                 short_digest(&i.digest),
                 super::names(i),
-                super::size(i.size),
+                crate::output::size(i.size),
                 i.inspection
                     .solo5
                     .as_ref()

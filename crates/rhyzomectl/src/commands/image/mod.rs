@@ -26,12 +26,3 @@ pub fn names(i: &rhyzome_api::Image) -> String {
         i.names.join(", ")
     }
 }
-
-/// `12.3 MiB`.
-pub fn size(bytes: u64) -> String {
-    match bytes {
-        b if b < 1024 => format!("{b} B"),
-        b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
-    }
-}

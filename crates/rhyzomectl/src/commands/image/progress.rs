@@ -42,8 +42,8 @@ impl Bar {
             "\r{label} [{}{}] {percent:>3}% {}/{}",
             "#".repeat(filled),
             " ".repeat(width as usize - filled),
-            super::size(done),
-            super::size(total)
+            crate::output::size(done),
+            crate::output::size(total)
         );
         let _ = err.flush();
     }

@@ -20,11 +20,11 @@ pub fn run(ctx: &Context, a: &ImagePushArgs) -> anyhow::Result<()> {
     let what = if out.bytes_sent == 0 {
         "already on the server; nothing sent".to_string()
     } else if out.upload.created {
-        format!("uploaded {}", super::size(out.bytes_sent))
+        format!("uploaded {}", crate::output::size(out.bytes_sent))
     } else {
         format!(
             "sent {}, same content was already stored",
-            super::size(out.bytes_sent)
+            crate::output::size(out.bytes_sent)
         )
     };
     println!("{} ({what})", i.digest);

@@ -15,7 +15,7 @@ pub fn run(ctx: &Context, reference: &str) -> anyhow::Result<()> {
         ("names", super::names(&i)),
         (
             "size",
-            format!("{} ({} bytes)", super::size(i.size), i.size),
+            format!("{} ({} bytes)", crate::output::size(i.size), i.size),
         ),
         ("uploaded", i.uploaded_at.clone()),
         ("kind", i.inspection.description.clone()),

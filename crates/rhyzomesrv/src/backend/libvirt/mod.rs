@@ -12,7 +12,10 @@
 
 pub mod events;
 
-use super::{BackendError, DomainStatus, Hypervisor, Notice, NoticeSink, DOMAIN_PREFIX};
+use super::{
+    BackendError, DomainStats, DomainStatus, Hypervisor, NicCounters, Notice, NoticeSink,
+    DOMAIN_PREFIX,
+};
 use crate::config::DomainTypeSetting;
 use crate::domain_xml::{DomainDefinition, METADATA_NAMESPACE};
 use std::ffi::c_int;
@@ -289,6 +292,45 @@ impl Hypervisor for LibvirtBackend {
                 uuid: uuid.to_string(),
                 name: d.name()?,
                 active,
+            }))
+        })
+    }
+
+    fn stats(&self, uuid: &str, macs: &[String]) -> Result<Option<DomainStats>, BackendError> {
+        // libvirt reports -1 for a counter it does not have.
+        let count = |v: i64| u64::try_from(v).unwrap_or(0);
+        self.idempotent(|c| {
+            let Some(d) = Self::lookup(c, uuid)? else {
+                return Ok(None);
+            };
+            let info = match d.info() {
+                Ok(i) => i,
+                Err(e) if is_no_domain(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            // QEMU's resident size comes from /proc, so it is there without a balloon device.
+            let rss_kib = d.memory_stats(0).ok().and_then(|stats| {
+                stats
+                    .iter()
+                    .find(|s| s.tag == sys::VIR_DOMAIN_MEMORY_STAT_RSS)
+                    .map(|s| s.val)
+            });
+            let mut nics = Vec::with_capacity(macs.len());
+            for mac in macs {
+                // The interface is named by its MAC: no need to learn its tap's name.
+                let s = d.interface_stats(mac)?;
+                nics.push(NicCounters {
+                    rx_bytes: count(s.rx_bytes),
+                    rx_packets: count(s.rx_packets),
+                    tx_bytes: count(s.tx_bytes),
+                    tx_packets: count(s.tx_packets),
+                });
+            }
+            Ok(Some(DomainStats {
+                cpu_time_ns: info.cpu_time,
+                memory_kib: info.memory,
+                rss_kib,
+                nics,
             }))
         })
     }

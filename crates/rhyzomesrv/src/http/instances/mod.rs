@@ -7,4 +7,5 @@ pub mod get;
 pub mod list;
 pub mod restart;
 pub mod start;
+pub mod stats;
 pub mod stop;
