@@ -102,6 +102,10 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(&path, explicit)?;
     match args.command {
         Some(Command::CheckConfig) => {
+            // What the file alone cannot tell: whether SocketGroup names a group here.
+            if let Some(socket) = &config.socket {
+                rhyzomesrv::http::local_socket::check(socket)?;
+            }
             println!("{config:#?}");
             return Ok(());
         }

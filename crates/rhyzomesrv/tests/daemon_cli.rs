@@ -236,6 +236,20 @@ fn a_self_signed_certificate_serves_https() {
 }
 
 #[test]
+fn check_config_knows_whether_the_socket_group_exists() {
+    let d = setup(
+        serde_json::json!({ "Socket": "/tmp/rhz-check.sock", "SocketGroup": "no-such-group-rhz" }),
+    );
+    let out = d.run(&["check-config"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SocketGroup \"no-such-group-rhz\": no such group on this host"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_local_socket_is_group_only_survives_a_kill_and_goes_away_on_sigterm() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let probe = setup(serde_json::json!({}));

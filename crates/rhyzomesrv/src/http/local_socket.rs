@@ -74,6 +74,11 @@ impl Drop for SocketFile {
     }
 }
 
+/// Checks what can be checked without binding: that `SocketGroup` names a group here.
+pub fn check(config: &LocalSocket) -> Result<(), LocalSocketError> {
+    config.group.as_deref().map(group_id).transpose().map(drop)
+}
+
 /// Binds the socket with its final permissions: 0660 and `group` when one is configured,
 /// otherwise 0600 (the daemon's user only). A stale socket left by a daemon that died is
 /// replaced; a live one is an error.
