@@ -202,13 +202,20 @@ mod tests {
 
         let e = bind(&cfg).unwrap_err();
         assert!(matches!(e, LocalSocketError::InUse(_)), "{e}");
-
-        // A killed daemon leaves the file; the next start replaces it.
         drop(first);
-        std::mem::forget(file);
-        let (_second, file) = bind(&cfg).expect("a dead daemon's socket is replaced");
         drop(file);
         assert!(!cfg.path.exists(), "dropping the SocketFile removes it");
+
+        // A killed daemon leaves a socket file nobody listens on; the next start replaces it.
+        // (Made with mknod, not by closing a listener: a test running in parallel may fork
+        // while holding a copy of the listener's descriptor, which would keep it alive.)
+        let stale = std::ffi::CString::new(cfg.path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mknod touches no memory of ours.
+        assert_eq!(
+            unsafe { libc::mknod(stale.as_ptr(), libc::S_IFSOCK | 0o600, 0) },
+            0
+        );
+        let (_second, _file) = bind(&cfg).expect("a dead daemon's socket is replaced");
     }
 
     /// The name of this process's group, which it may give its files to.
