@@ -31,23 +31,36 @@ fn repo_root() -> PathBuf {
         .unwrap()
 }
 
+/// Runs `scripts/lab.sh up` (idempotent: it starts only what is not running); the error is
+/// the script's output.
+pub fn lab_up() -> Result<(), String> {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/lab.sh"))
+        .arg("up")
+        .output()
+        .map_err(|e| format!("cannot run scripts/lab.sh: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 /// Brings the lab up once per test process (idempotent if it already runs).
 pub fn lab() {
     static LAB: OnceLock<()> = OnceLock::new();
     LAB.get_or_init(|| {
         rhyzome_testkernel::require_root();
-        let out = Command::new("bash")
-            .arg(repo_root().join("scripts/lab.sh"))
-            .arg("up")
-            .output()
-            .expect("run scripts/lab.sh");
-        assert!(
-            out.status.success(),
-            "scripts/lab.sh up failed; the end-to-end tests need root, QEMU and libvirt \
-             (scripts/install-deps.sh installs them):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err(output) = lab_up() {
+            panic!(
+                "scripts/lab.sh up failed; the end-to-end tests need root, QEMU and libvirt \
+                 (scripts/install-deps.sh installs them):\n{output}"
+            );
+        }
     });
 }
 

@@ -1,6 +1,6 @@
 //! libvirtd restarted under the daemon, SIGTERM, and a simulated host reboot.
 
-use crate::harness::{lab, udp, virsh, Daemon};
+use crate::harness::{lab, lab_up, udp, virsh, Daemon};
 use crate::{serial, EventLog};
 use rhyzome_api::InstanceState;
 use rhyzome_testkernel::{BANNER_LINE, READY_LINE};
@@ -18,8 +18,8 @@ struct StoppedLibvirtd {
 impl StoppedLibvirtd {
     fn restart(mut self) {
         self.restarted = true;
-        if let Err(e) = run_lab_up() {
-            panic!("{e}");
+        if let Err(e) = lab_up() {
+            panic!("scripts/lab.sh up failed:\n{e}");
         }
     }
 }
@@ -27,7 +27,7 @@ impl StoppedLibvirtd {
 impl Drop for StoppedLibvirtd {
     fn drop(&mut self) {
         if !self.restarted {
-            if let Err(e) = run_lab_up() {
+            if let Err(e) = lab_up() {
                 eprintln!("could not bring libvirtd back: {e}");
             }
         }
@@ -52,23 +52,6 @@ fn kill_libvirtd() -> StoppedLibvirtd {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("libvirtd {pid} did not stop");
-}
-
-fn run_lab_up() -> Result<(), String> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/lab.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg("up")
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "scripts/lab.sh up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
 }
 
 #[test]
