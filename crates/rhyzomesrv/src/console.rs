@@ -26,7 +26,6 @@ pub fn log_path(state_dir: &Path, instance_id: &str) -> PathBuf {
 /// file anew when it rotates it; such a file, unreadable here, is moved aside to
 /// `<id>.log.root` (deleted with the instance) so that the next run is readable again.
 pub fn prepare_log(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -41,12 +40,7 @@ pub fn prepare_log(path: &Path) -> std::io::Result<()> {
         }
         Err(e) => return Err(e),
     }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map(drop)
+    crate::files::owner_only(path, true)
 }
 
 /// Why a console log could not be read, for people: a permission problem is almost always

@@ -1,7 +1,8 @@
 //! Files only the daemon's user may read: the database (token hashes, quotas, every
-//! instance's parameters) and the audit log. New ones are created 0600; existing ones with
-//! looser modes (made by an earlier version, or by hand) are narrowed at start-up, with a
-//! warning. Called once per file at start-up; no concurrency concerns.
+//! instance's parameters), the audit log and the console logs. New ones are created 0600;
+//! existing ones with looser modes (made by an earlier version, or by hand) are narrowed,
+//! with a warning. Called at start-up, and for a console log before its guest starts; each
+//! call touches one file, so there are no concurrency concerns.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
