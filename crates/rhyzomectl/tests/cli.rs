@@ -47,6 +47,17 @@ fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
+/// The message of a command that failed as the CLI reports errors: exit status 1.
+fn failure(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 #[test]
 fn the_seed_command_parses_and_creates() {
     let s = serve();
@@ -122,8 +133,7 @@ fn the_local_socket_needs_no_token() {
         "instance",
         "list",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failure(&out);
     assert!(
         err.contains("cannot reach unix:///nonexistent/rhyzome.sock"),
         "{err}"
@@ -134,8 +144,7 @@ fn the_local_socket_needs_no_token() {
 fn errors_are_messages_and_a_nonzero_exit() {
     let s = serve();
     let out = ctl(&["--server", &s.url, "instance", "show", "nope"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failure(&out);
     assert!(err.contains("instance \"nope\" not found"), "{err}");
 
     let out = ctl(&[
@@ -148,8 +157,7 @@ fn errors_are_messages_and_a_nonzero_exit() {
         "--kernel",
         "/etc/passwd",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failure(&out);
     assert!(
         err.contains("kernel: /etc/passwd") && err.contains("outside"),
         "{err}"
@@ -166,20 +174,17 @@ fn errors_are_messages_and_a_nonzero_exit() {
         "--kernel",
         "/k",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("name: contains 'A'"));
+    assert!(failure(&out).contains("name: contains 'A'"));
 
     let out = ctl(&["--server", "http://127.0.0.1:1", "instance", "list"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach http://127.0.0.1:1"));
+    assert!(failure(&out).contains("cannot reach http://127.0.0.1:1"));
 
     let out = ctl(&["--server", "127.0.0.1:8080", "instance", "list"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid server URL"));
 
     // Several names: each is tried, the failure is reported, the exit is non-zero.
     let out = ctl(&["--server", &s.url, "instance", "delete", "x", "y"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failure(&out);
     assert!(
         err.contains("x: instance \"x\" not found") && err.contains("2 of 2"),
         "{err}"
@@ -212,8 +217,7 @@ fn named_servers_carry_their_token_and_flags_override_them() {
     let with_config = |args: &[&str]| ctl_with_config(args, &config);
     // Without the token: refused, with a message a person understands.
     let out = with_config(&["--server", &s.url, "instance", "list"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a bearer token"));
+    assert!(failure(&out).contains("needs a bearer token"));
 
     stdout(&with_config(&[
         "--server", &s.url, "--token", &token, "config", "set", "lab", "--use",
@@ -321,8 +325,7 @@ fn a_test_bed_in_one_command_and_gone_in_another() {
             "--kernel-parameters",
             parameters,
         ]);
-        assert_eq!(out.status.code(), Some(1), "{name} {parameters}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = failure(&out);
         assert!(err.contains(message), "{name} {parameters}: {err}");
     }
     assert_eq!(
