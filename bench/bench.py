@@ -89,6 +89,11 @@ def fmt(x, digits=2):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def secs(x, digits=2):
+    """A duration in seconds for the report; `n/a` when it was not measured."""
+    return "n/a" if not x else f"{x:.{digits}f} s"
+
+
 # ----------------------------------------------------------------------------- cleanup
 
 class State:
@@ -1099,7 +1104,7 @@ def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss,
             A(f"| {b['n']} | {b['created_ok']} | {fmt(b['api_all_returned'])} s | {fmt(b['first_banner'])} s | "
               f"{fmt(b['median_banner'])} s | {fmt(up) + ' s' if up else str(b['banners_seen']) + ' seen'} | "
               f"{ms(up / b['n']) if up else 'n/a'} | {fmt(b['delete_api_all_returned'])} s | "
-              f"{fmt(gone) + ' s' if gone else 'n/a'} | {ms(gone / b['n']) if gone else 'n/a'} | "
+              f"{secs(gone)} | {ms(gone / b['n']) if gone else 'n/a'} | "
               f"{fmt(b.get('guests_cpu_cores'))} |")
         for b in batches:
             if b["errors"]:
@@ -1114,10 +1119,10 @@ def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss,
         for b in batches:
             v = b.get("virsh") or {}
             up, vup = b["all_banners"], v.get("all_banners")
-            A(f"| {b['n']} | {fmt(up) + ' s' if up else 'n/a'} | {fmt(vup) + ' s' if vup else 'n/a'} | "
+            A(f"| {b['n']} | {secs(up)} | {secs(vup)} | "
               f"{fmt(up / vup) if up and vup else 'n/a'} | "
-              f"{fmt(b.get('delete_all_gone')) + ' s' if b.get('delete_all_gone') else 'n/a'} | "
-              f"{fmt(v.get('all_gone')) + ' s' if v.get('all_gone') else 'n/a'} |")
+              f"{secs(b.get('delete_all_gone'))} | "
+              f"{secs(v.get('all_gone'))} |")
         A("")
         clis = [b for b in batches if b.get("cli")]
         if clis:
@@ -1129,8 +1134,8 @@ def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss,
             A("|---|---|---|---|")
             for b in clis:
                 c = b["cli"]
-                A(f"| {b['n']} | {fmt(c['all_banners']) + ' s' if c['all_banners'] else 'n/a'} | "
-                  f"{fmt(c['all_gone']) + ' s' if c['all_gone'] else 'n/a'} | {c['rc']}"
+                A(f"| {b['n']} | {secs(c['all_banners'])} | "
+                  f"{secs(c['all_gone'])} | {c['rc']}"
                   f"{' (' + c['error'] + ')' if c.get('error') else ''} |")
             A("")
             A("```sh")
@@ -1150,8 +1155,8 @@ def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss,
             floor = (b["n"] * (q + (lv or 0) + dm) / b["cores"]) if q is not None else None
             A(f"| {b['n']} | {b['machine_busy'] * 100:.0f} % | {ms(q) if q is not None else 'n/a'} | "
               f"{ms(lv) if lv is not None else 'n/a'} | {ms(dm)} | "
-              f"{fmt(floor) + ' s' if floor else 'n/a'} ({b['cores']}) | "
-              f"{fmt(b['all_banners']) + ' s' if b['all_banners'] else 'n/a'} |")
+              f"{secs(floor)} ({b['cores']}) | "
+              f"{secs(b['all_banners'])} |")
         A("")
         if len(batches) > 1 and all(b["all_banners"] for b in batches):
             xs = [(b["n"], b["all_banners"]) for b in batches]
