@@ -36,10 +36,18 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-NS = os.environ.get("RHYZOME_LAB_NETNS", "rhyzome-lab")
-BR = os.environ.get("RHYZOME_LAB_BRIDGE", "rzbr0")
+def lab_env():
+    """The lab's settings, as scripts/lab.sh prints them (its own libvirt, never the machine's)."""
+    out = subprocess.run(["bash", str(REPO / "scripts/lab.sh"), "env"], capture_output=True,
+                         text=True, check=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+LAB = {k: v.strip("'") for k, v in lab_env().items()}
+NS = LAB["RHYZOME_LAB_NETNS"]
+BR = LAB["RHYZOME_LAB_BRIDGE"]
 GATEWAY = "192.168.100.1"
-URI = "qemu:///system"
+URI = LAB["RHYZOME_LAB_URI"]
 BANNER = b"rhyzome-testkernel: banner v1"
 READY = b"rhyzome-testkernel: ready"
 KERNEL_SRC = REPO / "testkernel/build/testkernel.elf"
@@ -375,9 +383,13 @@ def machine_cpu_ticks():
     return sum(f) - idle, sum(f)
 
 
-def pid_of(name):
-    out = subprocess.run(["pidof", name], capture_output=True, text=True).stdout.split()
-    return int(out[0]) if out else None
+def lab_libvirtd_pid():
+    """The lab's libvirtd, by the pid file scripts/lab.sh keeps (not any libvirtd on the machine)."""
+    try:
+        pid = int(Path(LAB["RHYZOME_LAB_LIBVIRTD_PIDFILE"]).read_text().strip())
+        return pid if Path(f"/proc/{pid}/comm").read_text().strip() == "libvirtd" else None
+    except (OSError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- domain XML
@@ -418,6 +430,7 @@ class Daemon:
             "Hostname": f"bench-{socket.gethostname()}-{os.getpid()}",
             "Bind": f"127.0.0.1:{self.port}",
             "DomainType": "qemu",
+            "LibvirtURI": URI,
             "StateDir": str(self.state_dir),
             "KernelDirs": [str(kernel_dir)],
         }
@@ -655,7 +668,7 @@ def bench_batch(ctx, n):
 
     threads = [threading.Thread(target=create, args=(nm,)) for nm in names]
     # CPU accounting over the batch: is it CPU-bound, and who spends it?
-    libvirtd = pid_of("libvirtd")
+    libvirtd = lab_libvirtd_pid()
     lv0 = cpu_ticks(libvirtd) if libvirtd else None
     d0 = cpu_ticks(d.proc.pid)
     m0 = machine_cpu_ticks()
@@ -1065,7 +1078,7 @@ def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss,
         A("```sh")
         A("rhyzomectl --server http://127.0.0.1:PORT instance create --name bench-rhyzome-I \\\n"
           "  --kernel $KERNELDIR/testkernel.virtio --kernel-parameters \"--ipv4 IP/24 --ipv4-gateway 192.168.100.1\" --mac MAC")
-        A("virsh -c qemu:///system create bench-virsh-I.xml   # the XML below")
+        A("virsh -c \"$RHYZOME_LAB_URI\" create bench-virsh-I.xml   # the XML below")
         A(" ".join(a if " " not in a else f"'{a}'" for a in
                    virt_install_cmd("bench-virtinstall-I", "$KERNEL", "--ipv4 IP/24 --ipv4-gateway 192.168.100.1", "MAC", "$WORK/bench-virtinstall-I.console")))
         A(f"ip -n {NS} tuntap add dev {TAP} mode tap; ip -n {NS} link set {TAP} master {BR} up   # once, before the runs")

@@ -13,7 +13,6 @@ PIDFILE=/run/rhyzome-demo.pid
 LOG=/var/log/rhyzome-demo.log
 SERVER=http://127.0.0.1:8080
 CTL=target/release/rhyzomectl
-NS=${RHYZOME_LAB_NETNS:-rhyzome-lab}
 
 log() { echo "==> $*" >&2; }
 
@@ -27,6 +26,7 @@ fi
 
 scripts/install-deps.sh
 scripts/lab.sh up
+eval "$(scripts/lab.sh env)"
 
 log "building rhyzomesrv, rhyzomectl and the test unikernel"
 cargo build --release --locked -q -p rhyzomesrv -p rhyzomectl
@@ -35,13 +35,14 @@ mkdir -p "$DEMO_DIR/kernels"
 install -m 0644 testkernel/build/testkernel.elf "$DEMO_DIR/kernels/msgrouter.virtio"
 
 if ! daemon_running; then
-  # Defaults for everything but the bridge, which is the lab's (the default, virbr0, is not
-  # there). DomainType "auto" picks qemu (TCG) here because this KVM is nested paravirtual.
+  # Defaults for everything but the bridge and libvirt, which are the lab's (the default
+  # bridge, virbr0, is not there, and the lab's libvirt has a socket of its own). DomainType "auto" picks qemu (TCG) here because this KVM is nested paravirtual.
   cat >"$DEMO_DIR/rhyzome.conf" <<CONF
 {
-  "BridgeInterface": "${RHYZOME_LAB_BRIDGE:-rzbr0}",
+  "BridgeInterface": "$RHYZOME_LAB_BRIDGE",
   "Hostname": "$(cat /proc/sys/kernel/hostname)",
-  "Bind": "127.0.0.1:8080"
+  "Bind": "127.0.0.1:8080",
+  "LibvirtURI": "$RHYZOME_LAB_URI"
 }
 CONF
   log "starting rhyzomesrv (config $DEMO_DIR/rhyzome.conf, log $LOG)"
@@ -67,5 +68,5 @@ sleep 0.3
 log "its console"
 $CTL --server $SERVER instance console msgrouter
 log "ping from inside the lab namespace"
-ip netns exec "$NS" ping -c 3 -W 1 192.168.100.43
+ip netns exec "$RHYZOME_LAB_NETNS" ping -c 3 -W 1 192.168.100.43
 log "done: the unikernel answers. Try: $CTL instance show msgrouter; scripts/demo.sh stop"

@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# The lab: a network namespace with a bridge, and libvirtd + virtlogd running inside it, so that
-# guests' taps join that bridge and never touch the host's network (see
-# shared/platform-notes.md). libvirtd's UNIX socket stays on the shared filesystem, so
-# qemu:///system works from the root namespace.
+# The lab: a private libvirt for the tests, the demo and the benchmarks. It never touches a
+# libvirt it did not start.
+#
+# - A network namespace with two bridges, so that guests' taps join those bridges and never the
+#   host's network (see shared/platform-notes.md).
+# - libvirtd and virtlogd inside that namespace, each in a private mount namespace in which
+#   /run/libvirt, /var/lib/libvirt, /var/cache/libvirt and /var/log/libvirt are the lab's own
+#   directories (under /run/rhyzome-lab/NS and /var/lib/rhyzome-lab/NS). A libvirtd that the
+#   machine already runs (an operator's, with its guests) keeps /run/libvirt and is never
+#   stopped, restarted or connected to by the lab.
+# - The lab's libvirt is reached by its own URI, `qemu:///system?socket=...` (`lab.sh env`
+#   prints it as RHYZOME_LAB_URI), from the root namespace.
+# - The lab's daemons are known by the pid files it writes; it stops only those pids, and only
+#   after checking that they still are the lab's libvirtd and virtlogd.
 #
 #   scripts/lab.sh up      create the namespace and start libvirt in it (idempotent)
-#   scripts/lab.sh down    stop libvirt and remove the namespace
+#   scripts/lab.sh down    stop the lab's libvirt and remove the namespace
 #   scripts/lab.sh env     print the lab's settings as shell assignments
 #
 # Settings (environment): RHYZOME_LAB_NETNS (rhyzome-lab), RHYZOME_LAB_BRIDGE (rzbr0),
 # RHYZOME_LAB_ADDR (192.168.100.1/24), and a second bridge for guests with two NICs:
-# RHYZOME_LAB_BRIDGE2 (rzbr1), RHYZOME_LAB_ADDR2 (192.168.101.1/24).
+# RHYZOME_LAB_BRIDGE2 (rzbr1), RHYZOME_LAB_ADDR2 (192.168.101.1/24). Several labs with
+# different RHYZOME_LAB_NETNS values run side by side.
 set -euo pipefail
 
 NS=${RHYZOME_LAB_NETNS:-rhyzome-lab}
@@ -18,23 +29,49 @@ BR=${RHYZOME_LAB_BRIDGE:-rzbr0}
 ADDR=${RHYZOME_LAB_ADDR:-192.168.100.1/24}
 BR2=${RHYZOME_LAB_BRIDGE2:-rzbr1}
 ADDR2=${RHYZOME_LAB_ADDR2:-192.168.101.1/24}
-PIDFILE=/run/rhyzome-lab-libvirtd.pid
+case "$NS" in
+  "" | *[!A-Za-z0-9_.-]*) echo "error: RHYZOME_LAB_NETNS must be a plain name, not '$NS'" >&2; exit 2 ;;
+esac
+# Runtime state (sockets, pid files): emptied whenever the lab's libvirt starts.
+RUN=/run/rhyzome-lab/$NS
+# Persistent state: libvirt's capability cache (the first probe of QEMU takes seconds), domain
+# status files and QEMU logs.
+VAR=/var/lib/rhyzome-lab/$NS
+SOCK=$RUN/libvirt/libvirt-sock
+URI="qemu:///system?socket=$SOCK"
+LIBVIRTD_PID=$RUN/libvirtd.pid
+VIRTLOGD_PID=$RUN/virtlogd.pid
 LOGDIR=/var/log/rhyzome-lab
 
 log() { echo "==> $*" >&2; }
 
-netns_of_pid() { ip netns identify "$1" 2>/dev/null || true; }
+# The pid in pid file $1 if it is alive and is program $2 running in the lab's namespace;
+# nothing otherwise (a stale file, a reused pid, or someone else's process).
+lab_pid() {
+  local pid
+  pid=$(cat "$1" 2>/dev/null) || return 0
+  [[ $pid =~ ^[0-9]+$ ]] || return 0
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] || return 0
+  [ "$(ip netns identify "$pid" 2>/dev/null)" = "$NS" ] || return 0
+  echo "$pid"
+}
+
+# Stops the lab's own daemon $2 recorded in pid file $1.
+stop_daemon() {
+  local pid
+  pid=$(lab_pid "$1" "$2")
+  if [ -n "$pid" ]; then
+    log "stopping the lab's $2 ($pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$1"
+}
 
 stop_libvirt() {
-  for d in libvirtd virtlogd; do
-    if pids=$(pidof "$d"); then
-      log "stopping $d ($pids)"
-      kill $pids 2>/dev/null || true
-      for _ in $(seq 50); do pidof "$d" >/dev/null || break; sleep 0.1; done
-      pidof "$d" >/dev/null && kill -9 $(pidof "$d") 2>/dev/null || true
-    fi
-  done
-  rm -f "$PIDFILE"
+  stop_daemon "$LIBVIRTD_PID" libvirtd
+  stop_daemon "$VIRTLOGD_PID" virtlogd
 }
 
 prepare_accounts() {
@@ -48,7 +85,12 @@ prepare_accounts() {
   getent group libvirt >/dev/null || groupadd --system libvirt
   getent passwd rhyzome-e2e >/dev/null ||
     useradd --system --gid libvirt --no-create-home --shell /usr/sbin/nologin rhyzome-e2e
-  mkdir -p /var/log/libvirt /var/lib/libvirt /var/cache/libvirt /run/libvirt "$LOGDIR"
+  # Mount points for the lab's private directories (they exist wherever libvirt is installed;
+  # creating them empty changes nothing for a libvirt that is not).
+  mkdir -p /run/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt "$LOGDIR"
+  mkdir -p "$VAR/lib" "$VAR/cache" "$VAR/log"
+  # The socket's directory must be reachable for the unprivileged member of group libvirt.
+  mkdir -p -m 0755 /run/rhyzome-lab
 }
 
 # Writes stdin to $1 unless it already holds exactly that; records a change in CONFIG_CHANGED.
@@ -121,51 +163,70 @@ add_bridge() {
   ip -n "$NS" link set "$br" up
 }
 
+# Runs "$@" in the lab: its network namespace, and a private mount namespace in which libvirt's
+# directories are the lab's own.
+in_lab() {
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  ip netns exec "$NS" unshare --mount --propagation private -- /bin/sh -c '
+    mount --bind "$1" /run/libvirt &&
+    mount --bind "$2" /var/lib/libvirt &&
+    mount --bind "$3" /var/cache/libvirt &&
+    mount --bind "$4" /var/log/libvirt &&
+    shift 4 && exec "$@"' in_lab "$RUN/libvirt" "$VAR/lib" "$VAR/cache" "$VAR/log" "$@"
+}
+
+answers() { virsh -q -c "$URI" version >/dev/null 2>&1; }
+
 start_libvirt() {
   local lpid vpid
-  lpid=$(pidof libvirtd || true)
-  vpid=$(pidof virtlogd || true)
-  if { [ -n "$lpid" ] && [ "$(netns_of_pid "$lpid")" != "$NS" ]; } ||
-     { [ -n "$vpid" ] && [ "$(netns_of_pid "$vpid")" != "$NS" ]; }; then
-    log "libvirt runs outside $NS; restarting it inside (only one libvirtd may use /run/libvirt)"
-    stop_libvirt
-    lpid="" vpid=""
-  fi
   prepare_accounts
   write_config
+  lpid=$(lab_pid "$LIBVIRTD_PID" libvirtd)
+  vpid=$(lab_pid "$VIRTLOGD_PID" virtlogd)
   # Daemons started with an older configuration (by an older version of this script) do not
   # give the tests what they expect: restart them with this one.
   if [ -n "$CONFIG_CHANGED" ] && { [ -n "$lpid" ] || [ -n "$vpid" ]; }; then
-    log "lab configuration changed (${CONFIG_CHANGED# }); restarting libvirt"
+    log "lab configuration changed (${CONFIG_CHANGED# }); restarting the lab's libvirt"
     stop_libvirt
     lpid="" vpid=""
   fi
-  if [ -n "$lpid" ] && virsh -q -c qemu:///system version >/dev/null 2>&1; then
+  if [ -n "$lpid" ] && [ -n "$vpid" ] && answers; then
     return 0
   fi
-  # virtlogd holds running guests' console pipes: keep it across a libvirtd restart.
+  if [ -z "$lpid" ] && [ -S "$SOCK" ] && answers; then
+    echo "error: a libvirtd that scripts/lab.sh did not start answers on the lab's socket" \
+      "$SOCK; the lab will not stop it. Stop it yourself, or use another lab with" \
+      "RHYZOME_LAB_NETNS=<name>." >&2
+    exit 1
+  fi
   if [ -z "$vpid" ]; then
+    # virtlogd holds running guests' console pipes, so a lone libvirtd restart keeps it; with
+    # virtlogd gone, the lab starts afresh.
+    stop_daemon "$LIBVIRTD_PID" libvirtd
+    lpid=""
+    rm -rf "$RUN"
+    mkdir -p -m 0755 "$RUN" "$RUN/libvirt"
     log "starting virtlogd in $NS"
-    ip netns exec "$NS" virtlogd -d
+    in_lab virtlogd -d -p "$VIRTLOGD_PID"
+    for _ in $(seq 50); do [ -n "$(lab_pid "$VIRTLOGD_PID" virtlogd)" ] && break; sleep 0.1; done
   fi
   if [ -n "$lpid" ]; then
-    log "libvirtd ($lpid) does not answer; restarting it"
-    kill "$lpid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$lpid" 2>/dev/null || break; sleep 0.1; done
+    log "the lab's libvirtd ($lpid) does not answer; restarting it"
+    stop_daemon "$LIBVIRTD_PID" libvirtd
   fi
-  log "starting libvirtd in $NS"
-  rm -f "$PIDFILE"
+  log "starting libvirtd in $NS (URI $URI)"
+  rm -f "$LIBVIRTD_PID"
   # Under tini as a child subreaper: libvirt's QEMU processes are detached from libvirtd, and
   # on machines whose PID 1 reaps slowly (these sandboxes) every domain destroy would wait up
   # to a second for its QEMU to be reaped.
-  ip netns exec "$NS" setsid tini -s -- libvirtd -p "$PIDFILE" </dev/null >>"$LOGDIR/libvirtd.stderr" 2>&1 &
+  in_lab setsid tini -s -- libvirtd -p "$LIBVIRTD_PID" </dev/null >>"$LOGDIR/$NS-libvirtd.stderr" 2>&1 &
   for _ in $(seq 300); do
-    [ -S /run/libvirt/libvirt-sock ] && break
+    [ -S "$SOCK" ] && break
     sleep 0.1
   done
   # The first connection makes libvirt probe QEMU (several seconds); do it now, once.
-  if ! timeout 120 virsh -q -c qemu:///system version >/dev/null; then
-    echo "error: libvirtd did not come up; see $LOGDIR/libvirtd.stderr" >&2
+  if ! timeout 120 virsh -q -c "$URI" version >/dev/null; then
+    echo "error: the lab's libvirtd did not come up; see $LOGDIR/$NS-libvirtd.stderr" >&2
     exit 1
   fi
 }
@@ -174,15 +235,17 @@ case "${1:-up}" in
   up)
     create_netns
     start_libvirt
-    log "lab ready: netns $NS, bridges $BR and $BR2, libvirt qemu:///system"
+    log "lab ready: netns $NS, bridges $BR and $BR2, libvirt $URI"
     ;;
   down)
     stop_libvirt
     ip netns del "$NS" 2>/dev/null || true
-    rm -rf "/etc/netns/$NS"
+    rm -rf "/etc/netns/$NS" "$RUN"
     ;;
   env)
     echo "RHYZOME_LAB_NETNS=$NS"
+    echo "RHYZOME_LAB_URI='$URI'"
+    echo "RHYZOME_LAB_LIBVIRTD_PIDFILE=$LIBVIRTD_PID"
     echo "RHYZOME_LAB_BRIDGE=$BR"
     echo "RHYZOME_LAB_ADDR=$ADDR"
     echo "RHYZOME_LAB_BRIDGE2=$BR2"

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: format and lint checks, unit tests, the HTTP API tests, the test
 # unikernel's own QEMU tests, the end-to-end and fault-injection tests against real libvirt in
-# the lab namespace, and a schemathesis run against the OpenAPI document. Installs what it
-# needs first. Run as root on Debian 12.
+# the lab namespace (a private libvirt), and a schemathesis run against the OpenAPI document;
+# then checks that the machine's own libvirt was not touched. Installs what it needs first. Run
+# as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+make -s -C testkernel/kernel
+# The machine's own libvirt (or one started to stand in for an operator's, with a guest): the
+# suite must leave it exactly as it was; checked at the end.
+scripts/bystander.sh start
+trap 'scripts/bystander.sh stop' EXIT
 scripts/lab.sh up
 
 echo "==> cargo fmt --check"
@@ -20,3 +26,5 @@ echo "==> cargo test"
 cargo test --workspace --locked -- --test-threads="${RHYZOME_TEST_THREADS:-4}"
 echo "==> schemathesis"
 scripts/schemathesis.sh
+echo "==> the machine's own libvirt is untouched"
+scripts/bystander.sh check

@@ -11,17 +11,56 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The lab's settings, as `scripts/lab.sh env` prints them (it reads the same `RHYZOME_LAB_*`
+/// environment variables for its defaults, so the script is their one source).
+fn lab_env(key: &str) -> String {
+    static ENV: OnceLock<std::collections::HashMap<String, String>> = OnceLock::new();
+    let env = ENV.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/lab.sh"))
+            .arg("env")
+            .output()
+            .expect("run scripts/lab.sh env");
+        assert!(out.status.success(), "scripts/lab.sh env failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect()
+    });
+    env.get(key)
+        .unwrap_or_else(|| panic!("scripts/lab.sh env does not print {key}"))
+        .clone()
+}
+
 pub fn netns() -> String {
-    std::env::var("RHYZOME_LAB_NETNS").unwrap_or_else(|_| "rhyzome-lab".into())
+    lab_env("RHYZOME_LAB_NETNS")
 }
 
 pub fn bridge() -> String {
-    std::env::var("RHYZOME_LAB_BRIDGE").unwrap_or_else(|_| "rzbr0".into())
+    lab_env("RHYZOME_LAB_BRIDGE")
 }
 
 /// The lab's second bridge, for guests with two NICs.
 pub fn bridge2() -> String {
-    std::env::var("RHYZOME_LAB_BRIDGE2").unwrap_or_else(|_| "rzbr1".into())
+    lab_env("RHYZOME_LAB_BRIDGE2")
+}
+
+/// The URI of the lab's own libvirtd (never the machine's `qemu:///system`).
+pub fn libvirt_uri() -> String {
+    lab_env("RHYZOME_LAB_URI")
+}
+
+/// The pid of the lab's libvirtd, from the pid file `scripts/lab.sh` keeps; `None` when it does
+/// not run. Checked to be a libvirtd: a stale file never names someone else's process.
+pub fn lab_libvirtd_pid() -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(lab_env("RHYZOME_LAB_LIBVIRTD_PIDFILE"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "libvirtd").then_some(pid)
 }
 
 fn repo_root() -> PathBuf {
@@ -173,6 +212,7 @@ impl Daemon {
             "Hostname": hostname,
             "Bind": format!("127.0.0.1:{port}"),
             "DomainType": "qemu",
+            "LibvirtURI": libvirt_uri(),
             "StateDir": dir.path().join("state"),
             "KernelDirs": [kernels],
             "ReconcileIntervalSeconds": 1,
@@ -354,11 +394,18 @@ impl Daemon {
     }
 
     /// The libvirt id of the running domain of `name` (it changes when the guest reboots).
+    /// The libvirt id of the running domain of instance `name`; `None` when the lab's libvirt
+    /// has no such domain running. Panics when libvirt cannot be asked.
     pub fn domain_id(&self, name: &str) -> Option<String> {
-        let out = virsh(&["domid", &format!("rhyzome-{name}")]);
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        lab_domains()
+            .remove(&format!("rhyzome-{name}"))
+            .filter(|id| id != "-")
+    }
+
+    /// Whether the lab's libvirt knows a domain (running or not) for instance `name`. Panics
+    /// when libvirt cannot be asked: an error is not an absence.
+    pub fn has_domain(&self, name: &str) -> bool {
+        lab_domains().contains_key(&format!("rhyzome-{name}"))
     }
 }
 
@@ -388,17 +435,38 @@ impl Drop for Daemon {
     }
 }
 
+/// Runs `virsh` against the lab's libvirt.
 pub fn virsh(args: &[&str]) -> Output {
     Command::new("virsh")
         .arg("-q")
         .arg("-c")
-        .arg("qemu:///system")
+        .arg(libvirt_uri())
         .args(args)
         .output()
         .expect("run virsh")
 }
 
-/// Whether `ip` answers ping from inside the lab namespace within `timeout`.
+/// Every domain of the lab's libvirt, by name, with its id (`-` for one that is defined but
+/// not running). Panics when `virsh` fails, so that a libvirt that cannot be reached never
+/// reads as "the domain is gone".
+pub fn lab_domains() -> std::collections::HashMap<String, String> {
+    let out = virsh(&["list", "--all"]);
+    assert!(
+        out.status.success(),
+        "virsh list failed, so no domain's presence or absence can be known: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut cols = line.split_whitespace();
+            let id = cols.next()?;
+            let name = cols.next()?;
+            Some((name.to_string(), id.to_string()))
+        })
+        .collect()
+}
+
 pub fn ping(ip: Ipv4Addr, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

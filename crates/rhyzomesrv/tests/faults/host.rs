@@ -1,6 +1,6 @@
 //! libvirtd restarted under the daemon, SIGTERM, and a simulated host reboot.
 
-use crate::harness::{lab, lab_up, udp, virsh, Daemon};
+use crate::harness::{lab, lab_libvirtd_pid, lab_up, udp, virsh, Daemon};
 use crate::{serial, EventLog};
 use rhyzome_api::InstanceState;
 use rhyzome_testkernel::{BANNER_LINE, READY_LINE};
@@ -34,10 +34,12 @@ impl Drop for StoppedLibvirtd {
     }
 }
 
+/// Stops the lab's own libvirtd, by the pid `scripts/lab.sh` recorded: never a libvirtd the
+/// lab did not start.
 fn kill_libvirtd() -> StoppedLibvirtd {
-    let out = Command::new("pidof").arg("libvirtd").output().unwrap();
-    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(!pid.is_empty(), "libvirtd is not running");
+    let pid = lab_libvirtd_pid()
+        .expect("the lab's libvirtd is not running")
+        .to_string();
     assert!(Command::new("kill").arg(&pid).status().unwrap().success());
     for _ in 0..100 {
         let alive = Command::new("kill")
