@@ -1,20 +1,20 @@
 //! SIGKILL of the daemon in the middle of a batch of creates and of deletes.
 
-use crate::harness::{virsh, Daemon};
+use crate::harness::{lab_domains, Daemon};
 use crate::serial;
 use rhyzome_api::InstanceState;
+use rhyzomesrv::store::{Desired, Store};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// The rhyzome domains libvirt runs for instances named `prefix*`.
+/// The instances named `prefix*` whose rhyzome domains the lab's libvirt runs (it panics when
+/// libvirt cannot be asked, rather than report none).
 fn domains(prefix: &str) -> BTreeSet<String> {
-    let out = virsh(&["list", "--name"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter_map(|n| n.strip_prefix("rhyzome-"))
+    lab_domains()
+        .into_iter()
+        .filter(|(_, id)| id != "-")
+        .filter_map(|(n, _)| n.strip_prefix("rhyzome-").map(str::to_string))
         .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
         .collect()
 }
 
@@ -45,20 +45,26 @@ fn a_daemon_killed_during_a_batch_of_twenty_creates_loses_and_duplicates_nothing
         }));
     }
     drop(tx);
-    // Kill while the batch is in flight: some creates done, some not yet answered.
-    std::thread::sleep(Duration::from_millis(700));
+    // Kill as soon as the first create is answered, while the rest are in flight.
+    let first = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("no create was answered");
     d.kill();
     for t in threads {
         t.join().unwrap();
     }
-    let acknowledged: BTreeSet<String> = rx
-        .iter()
+    let acknowledged: BTreeSet<String> = std::iter::once(first)
+        .chain(rx.iter())
         .filter(|(_, ok)| *ok)
         .map(|(n, _)| format!("kb-{n:02}"))
         .collect();
     println!(
         "{} of 20 creates were acknowledged before SIGKILL",
         acknowledged.len()
+    );
+    assert!(
+        !acknowledged.is_empty(),
+        "no create succeeded before the kill"
     );
     assert!(
         acknowledged.len() < 20,
@@ -108,24 +114,50 @@ fn a_daemon_killed_during_a_batch_of_twenty_creates_loses_and_duplicates_nothing
         .into_iter()
         .map(|i| i.name)
         .collect();
+    // Kill as soon as the first delete is answered: the others are then in flight, and each
+    // is either finished or recorded as deleted with its domain possibly still there.
+    let (tx, rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
     for name in names.clone() {
         let client = d.client.clone();
+        let tx = tx.clone();
         threads.push(std::thread::spawn(move || {
-            client.delete_instance(&name).is_ok()
+            let _ = tx.send(client.delete_instance(&name).is_ok());
         }));
     }
-    std::thread::sleep(Duration::from_millis(400));
+    drop(tx);
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no delete was answered");
     d.kill();
-    let deleted = threads
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .filter(|ok| *ok)
-        .count();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let deleted = usize::from(first) + rx.iter().filter(|ok| *ok).count();
     println!(
         "{deleted} of {} deletes were acknowledged before SIGKILL",
         names.len()
     );
+    assert!(deleted >= 1, "no delete succeeded before the kill");
+    assert!(
+        deleted < names.len(),
+        "the kill came too late to test anything: every delete was answered"
+    );
+    // What the crash left: records the daemon had marked deleted but not yet removed.
+    let interrupted: Vec<String> = Store::open(&d.dir.path().join("state"))
+        .unwrap()
+        .all()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.desired == Desired::Deleted)
+        .map(|r| r.name)
+        .collect();
+    println!("{} deletes were interrupted mid-way", interrupted.len());
+    assert!(
+        !interrupted.is_empty(),
+        "no delete was in flight at the kill, so the restart has nothing to finish"
+    );
+
     d.start_again();
     let list = d.client.list_instances().unwrap();
     let left: BTreeSet<String> = list.iter().map(|i| i.name.clone()).collect();
