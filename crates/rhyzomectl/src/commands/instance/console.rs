@@ -1,9 +1,13 @@
-//! `rhyzomectl instance console NAME [--follow] [--tail N]`.
+//! `rhyzomectl instance console NAME [--follow] [--tail N]`. A followed console reconnects
+//! when the server ends the stream at its maximum lifetime, and stops when the instance is
+//! deleted.
 
 use super::Context;
 use crate::cli::ConsoleArgs;
+use rhyzome_api::client::{is_not_found, pause_before_reconnect};
 use rhyzome_api::ConsoleQuery;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::time::Instant;
 
 pub fn run(ctx: &Context, a: &ConsoleArgs) -> anyhow::Result<()> {
     let q = ConsoleQuery {
@@ -13,17 +17,40 @@ pub fn run(ctx: &Context, a: &ConsoleArgs) -> anyhow::Result<()> {
         follow: a.follow.then_some(true),
         since: a.since.clone(),
     };
-    let mut resp = ctx.client()?.console_stream(&a.name, &q)?;
+    let client = ctx.client()?;
+    let mut resp = client.console_stream(&a.name, &q)?;
     let mut out = std::io::stdout().lock();
-    // Copy in small reads so that followed output appears as it arrives.
+    loop {
+        let connected_at = Instant::now();
+        copy_as_it_arrives(&mut resp, &mut out)?;
+        if !a.follow {
+            return Ok(());
+        }
+        // The server ends a followed console after its MaxStreamSeconds, or when the instance
+        // is deleted: go on from the log's end, unless the instance is gone.
+        pause_before_reconnect(connected_at);
+        let again = ConsoleQuery {
+            follow: Some(true),
+            tail_bytes: Some(0),
+            ..Default::default()
+        };
+        resp = match client.console_stream(&a.name, &again) {
+            Ok(r) => r,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+    }
+}
+
+/// Copies in small reads so that followed output appears as it arrives.
+fn copy_as_it_arrives(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
     let mut buf = [0u8; 8192];
     loop {
-        let n = std::io::Read::read(&mut resp, &mut buf)?;
+        let n = from.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        out.write_all(&buf[..n])?;
-        out.flush()?;
+        to.write_all(&buf[..n])?;
+        to.flush()?;
     }
-    Ok(())
 }
