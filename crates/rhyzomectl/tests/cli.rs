@@ -499,25 +499,26 @@ fn a_followed_console_goes_on_when_the_server_ends_the_stream_at_its_lifetime() 
         })
         .unwrap();
     let log = s.state_dir.join(format!("consoles/{}.log", created.id));
-    std::fs::write(&log, "one\n").unwrap();
+    std::fs::write(&log, "line 0\n").unwrap();
     let (mut child, lines) =
         ctl_streaming(&["--server", &s.url, "instance", "console", "a", "--follow"]);
-    let append = |text: &str| {
-        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
-    };
     let next = || {
         lines
             .recv_timeout(std::time::Duration::from_secs(10))
             .unwrap()
     };
-    assert_eq!(next(), "one");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    append("two\n");
-    assert_eq!(next(), "two");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    append("three\n");
-    assert_eq!(next(), "three");
+    assert_eq!(next(), "line 0");
+    // A line every 20 ms across three stream lifetimes: every one arrives, once, in order,
+    // including those written while the CLI reconnects.
+    let last = 150;
+    for i in 1..=last {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::io::Write::write_all(&mut f, format!("line {i}\n").as_bytes()).unwrap();
+    }
+    for i in 1..=last {
+        assert_eq!(next(), format!("line {i}"));
+    }
     // Deleting the instance ends the follow for good.
     client.delete_instance("a").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -59,6 +59,15 @@ fn open(
     req.send().unwrap()
 }
 
+/// The value of a response header that holds a number.
+fn number_header(resp: &reqwest::blocking::Response, name: &str) -> u64 {
+    let value = resp
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"));
+    value.to_str().unwrap().parse().unwrap()
+}
+
 /// Reads a streamed body to its end on a thread; the receiver gets the moment it ended.
 fn watch_end(resp: reqwest::blocking::Response) -> mpsc::Receiver<Instant> {
     assert_eq!(resp.status(), 200);
@@ -313,12 +322,7 @@ fn one_caller_gets_429_beyond_32_streams_while_others_are_served() {
     for path in ["/v1/events", "/v1/instances/a/console?follow=true"] {
         let refused = open(&s, path, Some(alice), None);
         assert_eq!(refused.status(), 429, "{path}");
-        let retry: u64 = refused.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(retry >= 1);
+        assert!(number_header(&refused, "retry-after") >= 1);
         let body: serde_json::Value = refused.json().unwrap();
         assert_eq!(body["code"], "too_many_streams", "{body}");
     }
@@ -339,4 +343,34 @@ fn one_caller_gets_429_beyond_32_streams_while_others_are_served() {
         assert!(Instant::now() < deadline, "the freed slot never came back");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_console_reader_can_go_on_from_the_offset_it_reached() {
+    let s = serve(false, serde_json::json!({}));
+    let admin = client(&s, None);
+    let created = admin.create_instance(&spec(&s, "a")).unwrap();
+    let log = s.state_dir.join(format!("consoles/{}.log", created.id));
+    std::fs::write(&log, "one\ntwo\n").unwrap();
+    // Console-Offset: where in the log the body starts.
+    let get = |query: &str| {
+        let resp = open(&s, &format!("/v1/instances/a/console{query}"), None, None);
+        assert_eq!(resp.status(), 200, "{query}");
+        (number_header(&resp, "console-offset"), resp.text().unwrap())
+    };
+    assert_eq!(get(""), (0, "one\ntwo\n".to_string()));
+    assert_eq!(get("?tail=1"), (4, "two\n".to_string()));
+    assert_eq!(get("?tail_bytes=2"), (6, "o\n".to_string()));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"three\n"))
+        .unwrap();
+    // Offset plus bytes received is where to go on from, nothing lost or repeated.
+    assert_eq!(get("?after=8"), (8, "three\n".to_string()));
+    assert_eq!(get("?after=14"), (14, String::new()));
+    // A log that shrank since (rotated) is read from its beginning.
+    assert_eq!(get("?after=99"), (0, "one\ntwo\nthree\n".to_string()));
+    let bad = open(&s, "/v1/instances/a/console?after=-1", None, None);
+    assert_eq!(bad.status(), 400);
 }

@@ -725,8 +725,9 @@ impl Service {
     }
 
     /// Console output: every run so far, or only the current run, at most the last
-    /// `tail_bytes` bytes and `tail` lines. Also returns the log's size, from which
-    /// [`console_after`](Self::console_after) continues.
+    /// `tail_bytes` bytes and `tail` lines, or from the offset `after`. Also returns the log
+    /// offset where the bytes end, from which [`console_after`](Self::console_after)
+    /// continues.
     pub async fn console(
         &self,
         name: &str,
@@ -756,20 +757,24 @@ impl Service {
                 .unwrap_or(0);
             start = start.max(offset);
         }
+        if let Some(after) = q.after {
+            start = after;
+        }
         let limit = q
             .tail_bytes
             .unwrap_or(console::MAX_CONSOLE_READ)
             .min(console::MAX_CONSOLE_READ);
         let tail = q.tail;
         blocking(move || {
-            let len = console::log_len(&path);
-            let bytes = console::read_from(&path, start, limit)
+            let (bytes, from) = console::read_span(&path, start, limit)
                 .map_err(|e| ServiceError::Internal(console::read_error(&path, &e)))?;
+            // The end of what was read, not the size seen before: the log may have grown.
+            let end = from + bytes.len() as u64;
             let bytes = match tail {
                 Some(n) => console::last_lines(&bytes, n).to_vec(),
                 None => bytes,
             };
-            Ok((bytes, len))
+            Ok((bytes, end))
         })
         .await?
     }
@@ -806,9 +811,10 @@ impl Service {
             }
             // A log that shrank was rotated or truncated: start over from its beginning.
             let from = if len < offset { 0 } else { offset };
-            let bytes = console::read_from(&path, from, console::MAX_CONSOLE_READ)
+            let (bytes, from) = console::read_span(&path, from, console::MAX_CONSOLE_READ)
                 .map_err(|e| ServiceError::Internal(console::read_error(&path, &e)))?;
-            Ok((bytes, len))
+            let end = from + bytes.len() as u64;
+            Ok((bytes, end))
         })
         .await?
         .map(Some)

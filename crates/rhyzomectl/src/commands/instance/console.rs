@@ -1,5 +1,6 @@
 //! `rhyzomectl instance console NAME [--follow] [--tail N]`. A followed console reconnects
-//! when the server ends the stream at its maximum lifetime, and stops when the instance is
+//! when the server ends the stream at its maximum lifetime, from the offset it reached (the
+//! response's `Console-Offset` plus the bytes received), and stops when the instance is
 //! deleted.
 
 use super::Context;
@@ -16,22 +17,29 @@ pub fn run(ctx: &Context, a: &ConsoleArgs) -> anyhow::Result<()> {
         current_run: a.current_run.then_some(true),
         follow: a.follow.then_some(true),
         since: a.since.clone(),
+        after: None,
     };
     let client = ctx.client()?;
     let mut resp = client.console_stream(&a.name, &q)?;
     let mut out = std::io::stdout().lock();
     loop {
         let connected_at = Instant::now();
-        copy_as_it_arrives(&mut resp, &mut out)?;
+        let body_offset = resp
+            .headers()
+            .get("console-offset")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let received = copy_as_it_arrives(&mut resp, &mut out)?;
         if !a.follow {
             return Ok(());
         }
         // The server ends a followed console after its MaxStreamSeconds, or when the instance
-        // is deleted: go on from the log's end, unless the instance is gone.
+        // is deleted: go on from where this response ended (from the log's end with a server
+        // that does not say where its responses start), unless the instance is gone.
         pause_before_reconnect(connected_at);
         let again = ConsoleQuery {
             follow: Some(true),
-            tail_bytes: Some(0),
+            after: body_offset.map(|at| at + received),
+            tail_bytes: body_offset.is_none().then_some(0),
             ..Default::default()
         };
         resp = match client.console_stream(&a.name, &again) {
@@ -42,15 +50,18 @@ pub fn run(ctx: &Context, a: &ConsoleArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Copies in small reads so that followed output appears as it arrives.
-fn copy_as_it_arrives(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
+/// Copies in small reads so that followed output appears as it arrives; returns how many
+/// bytes were copied.
+fn copy_as_it_arrives(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<u64> {
     let mut buf = [0u8; 8192];
+    let mut copied = 0;
     loop {
         let n = from.read(&mut buf)?;
         if n == 0 {
-            return Ok(());
+            return Ok(copied);
         }
         to.write_all(&buf[..n])?;
         to.flush()?;
+        copied += n as u64;
     }
 }

@@ -8,7 +8,7 @@ use crate::http::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::StreamExt;
@@ -16,6 +16,10 @@ use rhyzome_api::{ConsoleQuery, ErrorBody};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Response header: the log offset of the body's first byte. That plus the bytes received is
+/// the `after` to go on from.
+pub const CONSOLE_OFFSET: HeaderName = HeaderName::from_static("console-offset");
 
 /// How often a follower looks for new output. The log is a plain file that QEMU (through
 /// virtlogd) appends to; polling its size is cheap and works for any number of followers.
@@ -25,11 +29,12 @@ const FOLLOW_POLL: Duration = Duration::from_millis(100);
 /// stays open and streams new output until the instance is deleted or the client leaves. A
 /// followed console counts as one of the caller's `MaxStreamsPerCaller` streams; the server
 /// ends it after `MaxStreamSeconds`, and at once when the caller's token is revoked (a
-/// client that wants more reconnects with `tail_bytes=0`).
+/// client that wants more reconnects with `after`: `Console-Offset` plus the bytes received).
 #[utoipa::path(get, path = "/v1/instances/{name}/console", tag = "instances",
     params(("name" = String, Path, description = "Instance name", example = "msgrouter"), ConsoleQuery),
     responses(
-        (status = 200, description = "Console output", content_type = "text/plain", body = String),
+        (status = 200, description = "Console output", content_type = "text/plain", body = String,
+            headers(("Console-Offset" = u64, description = "Log offset of the body's first byte; plus the bytes received, it is the `after` to go on from"))),
         (status = 400, description = "Bad query", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 404, description = "No such instance", body = ErrorBody),
@@ -63,7 +68,14 @@ pub async fn get_console(
         .console(&name, &query)
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
-    let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    let body_offset = end - bytes.len() as u64;
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        ),
+        (CONSOLE_OFFSET, HeaderValue::from(body_offset)),
+    ];
     let Some(guard) = guard else {
         return Ok((headers, bytes).into_response());
     };
