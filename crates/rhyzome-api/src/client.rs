@@ -298,8 +298,26 @@ impl Client {
         self.send(req)
     }
 
-    /// State changes as they happen (optionally of one instance), until the connection ends.
+    /// State changes as they happen (optionally of one instance). The server ends every
+    /// stream after its `MaxStreamSeconds`; the stream then reconnects by itself with
+    /// `Last-Event-ID`, so no event is lost. It ends when the server cannot be reached again
+    /// or refuses the reconnection (e.g. the token was revoked), after an `Err` saying why.
     pub fn events(&self, instance: Option<&str>) -> Result<EventStream, ClientError> {
+        let reader = self.open_events(instance, None)?;
+        Ok(EventStream {
+            client: self.clone(),
+            instance: instance.map(str::to_string),
+            last_id: None,
+            reader: Some(reader),
+            connected_at: std::time::Instant::now(),
+        })
+    }
+
+    fn open_events(
+        &self,
+        instance: Option<&str>,
+        last_id: Option<&str>,
+    ) -> Result<std::io::BufReader<Response>, ClientError> {
         let mut req = self
             .http
             .get(self.url("/events"))
@@ -307,9 +325,10 @@ impl Client {
         if let Some(i) = instance {
             req = req.query(&[("instance", i)]);
         }
-        Ok(EventStream {
-            reader: std::io::BufReader::new(self.send(req)?),
-        })
+        if let Some(id) = last_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        Ok(std::io::BufReader::new(self.send(req)?))
     }
 
     /// The daemon's OpenAPI document.
@@ -318,36 +337,91 @@ impl Client {
     }
 }
 
-/// Server-sent events of `GET /v1/events`, decoded.
+/// Before reconnecting a stream the server ended (events, a followed console): a stream that
+/// lasted less than a second is reconnected only after a pause, so that a server that keeps
+/// closing at once is not hammered.
+pub fn pause_before_reconnect(connected_at: std::time::Instant) {
+    const QUICK_END: Duration = Duration::from_secs(1);
+    if connected_at.elapsed() < QUICK_END {
+        std::thread::sleep(QUICK_END / 4);
+    }
+}
+
+/// Server-sent events of `GET /v1/events`, decoded; reconnects when the server ends the
+/// stream (see [`Client::events`]).
 pub struct EventStream {
-    reader: std::io::BufReader<Response>,
+    client: Client,
+    instance: Option<String>,
+    /// The `id` of the last event received, to resume after.
+    last_id: Option<String>,
+    /// `None` once the stream has ended for good.
+    reader: Option<std::io::BufReader<Response>>,
+    connected_at: std::time::Instant,
+}
+
+impl EventStream {
+    /// Connects again after the server ended the stream; `Err` when that fails.
+    fn reconnect(&mut self) -> Result<(), ClientError> {
+        pause_before_reconnect(self.connected_at);
+        let reader = self
+            .client
+            .open_events(self.instance.as_deref(), self.last_id.as_deref())?;
+        self.reader = Some(reader);
+        self.connected_at = std::time::Instant::now();
+        Ok(())
+    }
 }
 
 impl Iterator for EventStream {
     type Item = Result<Event, String>;
 
-    /// The next `instance` event; `None` when the server closes the stream.
+    /// The next `instance` event, or an `Err` for events the server says were lost; `None`
+    /// when the stream has ended for good.
     fn next(&mut self) -> Option<Self::Item> {
         use std::io::BufRead;
         let mut kind = String::new();
         let mut data = String::new();
+        let mut id = None;
         loop {
+            let reader = self.reader.as_mut()?;
             let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(0) => return None,
+            match reader.read_line(&mut line) {
+                Ok(0) => {
+                    // The server ended the stream (its MaxStreamSeconds, or a restart).
+                    self.reader = None;
+                    if let Err(e) = self.reconnect() {
+                        return Some(Err(format!("the event stream ended: {e}")));
+                    }
+                    kind.clear();
+                    data.clear();
+                    id = None;
+                    continue;
+                }
                 Ok(_) => {}
-                Err(e) => return Some(Err(e.to_string())),
+                Err(e) => {
+                    self.reader = None;
+                    return Some(Err(e.to_string()));
+                }
             }
             let line = line.trim_end_matches(['\r', '\n']);
             if line.is_empty() {
-                if kind == "instance" && !data.is_empty() {
-                    return Some(serde_json::from_str(&data).map_err(|e| e.to_string()));
+                if let Some(id) = id.take() {
+                    self.last_id = Some(id);
                 }
-                if kind == "lagged" {
-                    return Some(Err(format!("missed {data} events (client too slow)")));
+                match kind.as_str() {
+                    "instance" if !data.is_empty() => {
+                        return Some(serde_json::from_str(&data).map_err(|e| e.to_string()));
+                    }
+                    "lagged" => {
+                        return Some(Err(format!("missed {data} events (client too slow)")));
+                    }
+                    "reset" => return Some(Err(format!("events may have been missed: {data}"))),
+                    _ => {}
                 }
                 kind.clear();
                 data.clear();
+            } else if let Some(v) = line.strip_prefix("id:") {
+                id = Some(v.trim().to_string());
             } else if let Some(v) = line.strip_prefix("event:") {
                 kind = v.trim().to_string();
             } else if let Some(v) = line.strip_prefix("data:") {

@@ -370,4 +370,9 @@ pub struct ConsoleQuery {
     /// Keep the response open and stream new output as it is written.
     #[serde(default)]
     pub follow: Option<bool>,
+    /// Start at this byte offset of the log: the `Console-Offset` of an earlier response plus
+    /// the bytes received since, to go on without loss or repetition. A log now shorter than
+    /// this was rotated and is read from its beginning.
+    #[serde(default)]
+    pub after: Option<u64>,
 }

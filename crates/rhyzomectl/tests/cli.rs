@@ -415,3 +415,122 @@ fn a_test_bed_larger_than_the_create_burst_waits_for_the_rate_limit() {
         "a dry run deleted something"
     );
 }
+
+/// Starts a long-running CLI command; its stdout lines arrive on the receiver.
+fn ctl_streaming(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rhyzomectl"))
+        .args(args)
+        .env("RHYZOME_CONFIG", "/nonexistent/rhyzome/config.json")
+        .env_remove("RHYZOME_SERVER")
+        .env_remove("RHYZOME_TOKEN")
+        .env_remove("RHYZOME_CONTEXT")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+fn serve_with_stream_lifetime_of_a_second() -> TestServer {
+    TestServer::start_with(TestServerOptions {
+        config: serde_json::json!({ "MaxStreamSeconds": 1 }),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn events_go_on_without_loss_when_the_server_ends_the_stream_at_its_lifetime() {
+    let s = serve_with_stream_lifetime_of_a_second();
+    let (mut child, lines) = ctl_streaming(&["--server", &s.url, "-o", "json", "events"]);
+    let client = rhyzome_api::client::Client::new(&s.url).unwrap();
+    let spec = |name: &str| rhyzome_api::InstanceSpec {
+        name: name.into(),
+        kernel: s.kernel.clone(),
+        ..Default::default()
+    };
+    // Give the CLI time to connect, then change things across several stream lifetimes.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    client.create_instance(&spec("a")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    client.create_instance(&spec("b")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    client.delete_instance("a").unwrap();
+    let mut seen = Vec::new();
+    while !seen.contains(&("a".to_string(), "deleted".to_string())) {
+        let Ok(line) = lines.recv_timeout(std::time::Duration::from_secs(10)) else {
+            panic!("no more events; saw {seen:?}");
+        };
+        let ev: rhyzome_api::Event = serde_json::from_str(&line).unwrap();
+        seen.push((ev.instance, ev.state));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let expected: Vec<(String, String)> = [
+        ("a", "starting"),
+        ("a", "running"),
+        ("b", "starting"),
+        ("b", "running"),
+        ("a", "deleted"),
+    ]
+    .iter()
+    .map(|(i, s)| (i.to_string(), s.to_string()))
+    .collect();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn a_followed_console_goes_on_when_the_server_ends_the_stream_at_its_lifetime() {
+    let s = serve_with_stream_lifetime_of_a_second();
+    let client = rhyzome_api::client::Client::new(&s.url).unwrap();
+    let created = client
+        .create_instance(&rhyzome_api::InstanceSpec {
+            name: "a".into(),
+            kernel: s.kernel.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    let log = s.state_dir.join(format!("consoles/{}.log", created.id));
+    std::fs::write(&log, "line 0\n").unwrap();
+    let (mut child, lines) =
+        ctl_streaming(&["--server", &s.url, "instance", "console", "a", "--follow"]);
+    let next = || {
+        lines
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap()
+    };
+    assert_eq!(next(), "line 0");
+    // A line every 20 ms across three stream lifetimes: every one arrives, once, in order,
+    // including those written while the CLI reconnects.
+    let last = 150;
+    for i in 1..=last {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::io::Write::write_all(&mut f, format!("line {i}\n").as_bytes()).unwrap();
+    }
+    for i in 1..=last {
+        assert_eq!(next(), format!("line {i}"));
+    }
+    // Deleting the instance ends the follow for good.
+    client.delete_instance("a").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still following a deleted instance"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}

@@ -89,6 +89,10 @@ struct RawConfig {
     header_timeout_seconds: Option<u64>,
     #[serde(rename = "RequestTimeoutSeconds")]
     request_timeout_seconds: Option<u64>,
+    #[serde(rename = "MaxStreamSeconds")]
+    max_stream_seconds: Option<u64>,
+    #[serde(rename = "MaxStreamsPerCaller")]
+    max_streams_per_caller: Option<u32>,
     #[serde(rename = "Socket")]
     socket: Option<PathBuf>,
     #[serde(rename = "SocketGroup")]
@@ -129,6 +133,11 @@ pub struct Config {
     pub header_timeout: std::time::Duration,
     /// A request must be answered within this time (streams excepted once started).
     pub request_timeout: std::time::Duration,
+    /// Longest a stream (events, followed console) stays open before the server ends it and
+    /// the client reconnects.
+    pub max_stream_lifetime: std::time::Duration,
+    /// Most streams one caller may hold open at once; beyond, 429.
+    pub max_streams_per_caller: usize,
     /// A local UNIX socket to serve the API on as well, where file permissions authenticate.
     pub socket: Option<LocalSocket>,
 }
@@ -152,6 +161,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "rhyzome.conf";
 pub const DEFAULT_BRIDGE: &str = "virbr0";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rhyzome";
+pub const DEFAULT_MAX_STREAM_SECONDS: u64 = 3600;
+pub const DEFAULT_MAX_STREAMS_PER_CALLER: u32 = 32;
 
 impl Config {
     /// Reads `path`. A missing file is an error only when the path was given explicitly:
@@ -284,6 +295,22 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        let max_stream_seconds = raw.max_stream_seconds.unwrap_or(DEFAULT_MAX_STREAM_SECONDS);
+        if !(1..=7 * 86_400).contains(&max_stream_seconds) {
+            return Err(invalid(
+                "MaxStreamSeconds",
+                format!("is {max_stream_seconds}; it must be between 1 and 604800 (a week)"),
+            ));
+        }
+        let max_streams_per_caller = raw
+            .max_streams_per_caller
+            .unwrap_or(DEFAULT_MAX_STREAMS_PER_CALLER);
+        if !(1..=100_000).contains(&max_streams_per_caller) {
+            return Err(invalid(
+                "MaxStreamsPerCaller",
+                format!("is {max_streams_per_caller}; it must be between 1 and 100000"),
+            ));
+        }
         let socket =
             local_socket(raw.socket, raw.socket_group).map_err(|(key, m)| invalid(key, m))?;
         Ok(Config {
@@ -308,6 +335,8 @@ impl Config {
             create_burst,
             header_timeout: std::time::Duration::from_secs(header_timeout),
             request_timeout: std::time::Duration::from_secs(request_timeout),
+            max_stream_lifetime: std::time::Duration::from_secs(max_stream_seconds),
+            max_streams_per_caller: max_streams_per_caller as usize,
             socket,
         })
     }
@@ -446,6 +475,8 @@ mod tests {
             c.kernel_dirs,
             vec![PathBuf::from("/var/lib/rhyzome/kernels")]
         );
+        assert_eq!(c.max_stream_lifetime, std::time::Duration::from_secs(3600));
+        assert_eq!(c.max_streams_per_caller, 32);
     }
 
     #[test]
@@ -528,6 +559,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("BridgeInterface:"), "{e}");
+        for bad in [
+            r#"{"MaxStreamSeconds": 0}"#,
+            r#"{"MaxStreamSeconds": 604801}"#,
+            r#"{"MaxStreamsPerCaller": 0}"#,
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            let key = bad.split('"').nth(1).unwrap();
+            assert!(e.contains(&format!("{key}:")), "{bad}: {e}");
+        }
+        let c = parse(r#"{"MaxStreamSeconds": 60, "MaxStreamsPerCaller": 4}"#).unwrap();
+        assert_eq!(
+            (c.max_stream_lifetime.as_secs(), c.max_streams_per_caller),
+            (60, 4)
+        );
     }
 
     #[test]

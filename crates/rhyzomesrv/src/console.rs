@@ -120,9 +120,14 @@ pub fn run_start(path: &Path, offset: u64, inode: Option<u64>) -> u64 {
 
 /// The bytes of `path` from `start` on, at most the last `limit` of them.
 pub fn read_from(path: &Path, start: u64, limit: u64) -> std::io::Result<Vec<u8>> {
+    read_span(path, start, limit).map(|(bytes, _)| bytes)
+}
+
+/// [`read_from`], and the offset in the log of the first byte returned.
+pub fn read_span(path: &Path, start: u64, limit: u64) -> std::io::Result<(Vec<u8>, u64)> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(e),
     };
     let len = f.metadata()?.len();
@@ -132,7 +137,7 @@ pub fn read_from(path: &Path, start: u64, limit: u64) -> std::io::Result<Vec<u8>
     f.seek(SeekFrom::Start(from))?;
     let mut out = Vec::with_capacity((len - from) as usize);
     f.take(len - from).read_to_end(&mut out)?;
-    Ok(out)
+    Ok((out, from))
 }
 
 /// The last `n` lines of `bytes` (a final line without newline counts).
@@ -348,6 +353,12 @@ mod tests {
         assert_eq!(read_from(&p, 4, 100).unwrap(), b"456789");
         assert_eq!(read_from(&p, 0, 3).unwrap(), b"789");
         assert_eq!(read_from(&p, 50, 100).unwrap(), b"0123456789");
+        assert_eq!(read_span(&p, 4, 3).unwrap(), (b"789".to_vec(), 7));
+        assert_eq!(
+            read_span(&p, 50, 100).unwrap().1,
+            0,
+            "rotated: from the start"
+        );
         assert!(read_from(&dir.path().join("none"), 0, 10)
             .unwrap()
             .is_empty());

@@ -62,6 +62,8 @@ pub async fn build_service(config: Config) -> Result<Arc<Service>, DaemonError> 
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let open_files = crate::http::server::raise_open_file_limit();
+    let max_connections = crate::http::server::connection_limit(open_files);
     let bind = config.bind.clone();
     let addr = config.bind_addr;
     let tokens = TokenStore::open(&config.state_dir)?;
@@ -110,6 +112,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tls = tls.is_some(),
         authentication = has_tokens,
         socket = ?socket.as_ref().map(|s| &s.path),
+        open_files,
+        max_connections,
         "serving the API"
     );
     crate::http::server::serve(
@@ -121,6 +125,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         ServeOptions {
             tls,
             header_timeout,
+            max_connections,
         },
         shutdown_signal(),
     )

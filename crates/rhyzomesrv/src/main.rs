@@ -107,6 +107,12 @@ fn main() -> anyhow::Result<()> {
                 rhyzomesrv::http::local_socket::check(socket)?;
             }
             println!("{config:#?}");
+            // Derived at start-up, not configured: what `serve` would run with here.
+            let open_files = rhyzomesrv::http::server::raise_open_file_limit();
+            println!(
+                "open-file limit {open_files}: at most {} connections at once",
+                rhyzomesrv::http::server::connection_limit(open_files)
+            );
             return Ok(());
         }
         Some(Command::Token(cmd)) => return token(&config, cmd),

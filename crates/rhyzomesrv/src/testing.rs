@@ -125,6 +125,7 @@ impl TestServer {
             ServeOptions {
                 tls: opts.tls,
                 header_timeout: opts.header_timeout,
+                max_connections: 1024,
             },
             std::future::pending(),
         ));

@@ -291,3 +291,83 @@ fn the_local_socket_is_group_only_survives_a_kill_and_goes_away_on_sigterm() {
     terminate(child);
     assert!(!socket.exists(), "SIGTERM removes the socket");
 }
+
+/// The daemon, started by `sh` after `ulimit_args` (e.g. `-n 128`).
+fn spawn_limited(d: &Dir, ulimit_args: &str) -> Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            r#"ulimit {ulimit_args} && exec "$0" --config "$1""#
+        ))
+        .arg(env!("CARGO_BIN_EXE_rhyzomesrv"))
+        .arg(d.config())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn the_daemon_raises_its_soft_open_file_limit_to_the_hard_limit() {
+    let d = setup(serde_json::json!({}));
+    let mut child = spawn_limited(&d, "-S -n 128");
+    wait_up(&d.client("http", ClientOptions::default()), &mut child);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    let (soft, hard) = (numbers[0], numbers[1]);
+    assert_ne!(
+        hard, "128",
+        "this test needs a hard limit above 128: {line}"
+    );
+    assert_eq!(soft, hard, "{line}");
+    terminate(child);
+}
+
+#[test]
+fn under_a_low_fd_limit_200_event_connections_do_not_stop_the_api_or_spin_in_accept() {
+    let d = setup(serde_json::json!({}));
+    // `ulimit -n` sets the hard limit too, so the daemon cannot raise its way out.
+    let mut child = spawn_limited(&d, "-n 128");
+    let client = d.client("http", ClientOptions::default());
+    wait_up(&client, &mut child);
+    // 200 callers' worth of event streams from one address, each left unread.
+    let request = "GET /v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let Ok(mut conn) = std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], d.port).into(),
+            Duration::from_secs(2),
+        ) else {
+            continue;
+        };
+        let _ = std::io::Write::write_all(&mut conn, request.as_bytes());
+        held.push(conn);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let info = std::thread::spawn(move || client.info().map(|_| ()).map_err(|e| e.to_string()));
+    while !info.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        info.is_finished(),
+        "/v1/info has not answered in 10 s while one caller holds 200 connections"
+    );
+    info.join().unwrap().expect("/v1/info answers");
+    std::thread::sleep(Duration::from_secs(2));
+    drop(held);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    child.wait().unwrap();
+    let accept_errors = log.matches("accept failed").count();
+    assert!(
+        accept_errors <= 3,
+        "the accept loop logged {accept_errors} failures:\n{log}"
+    );
+}

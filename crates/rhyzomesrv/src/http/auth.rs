@@ -6,10 +6,13 @@
 //! where handlers find it. Mutating requests are then written to the audit log (one JSON line
 //! per request in `StateDir/audit.log`, and a `tracing` event with target `audit`) with who,
 //! what and the outcome. The token store is consulted on every request, so a revoked token
-//! stops working at once; the lookup is one indexed SQLite read.
+//! stops working at once; the lookup is one indexed SQLite read. Beside the caller, the
+//! middleware stores the [`Credential`] it was resolved from, so that open streams can be
+//! re-checked later ([`super::streams`]).
 
 use super::error::ApiError;
 use super::local_socket::LocalPeer;
+use super::streams::Credential;
 use crate::auth::rate::RateLimiter;
 use crate::auth::tokens::TokenStore;
 use crate::auth::{AuthError, Caller, Role};
@@ -73,6 +76,20 @@ impl Authenticator {
         }
     }
 
+    /// Whether `authorization` (as presented earlier) still stands for the caller named
+    /// `caller`: open streams are re-checked with it. A failing token store is no reason to
+    /// cut streams, so it counts as yes.
+    pub fn resolves_to(&self, authorization: Option<&str>, caller: &str) -> bool {
+        match self.caller(authorization) {
+            Ok(c) => c.name == caller,
+            Err(e) if e.status.is_server_error() => {
+                tracing::warn!(error = %e.body, "cannot re-check a stream's credential");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     fn audit(&self, entry: &serde_json::Value) {
         tracing::info!(target: "audit", "{entry}");
         if let Some(file) = &self.audit {
@@ -119,13 +136,14 @@ pub async fn authenticate(
             return e.into_response();
         }
     };
+    // Whom rate limits and stream limits count against; anonymous callers are told apart by
+    // address.
+    let key = match &peer {
+        Some(ip) if caller == Caller::anonymous() => format!("ip:{ip}"),
+        _ => caller.name.clone(),
+    };
     let is_create = method == Method::POST && (path == "/v1/instances" || path == "/v1/images");
     if is_create {
-        // Anonymous callers are told apart by address.
-        let key = match &peer {
-            Some(ip) if caller == Caller::anonymous() => format!("ip:{ip}"),
-            _ => caller.name.clone(),
-        };
         if let Err(wait) = auth.create_limit.take(&key) {
             let e: ApiError = AuthError::RateLimited {
                 caller: caller.name.clone(),
@@ -147,6 +165,15 @@ pub async fn authenticate(
             return response;
         }
     }
+    let recheck = match (local, authorization) {
+        (Some(_), None) => None,
+        (_, presented) => Some(presented.map(str::to_string)),
+    };
+    req.extensions_mut().insert(Credential {
+        key,
+        caller: caller.name.clone(),
+        recheck,
+    });
     req.extensions_mut().insert(caller.clone());
     let response = next.run(req).await;
     if mutating {

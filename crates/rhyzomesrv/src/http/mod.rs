@@ -15,6 +15,7 @@ pub mod json;
 pub mod local_socket;
 pub mod openapi;
 pub mod server;
+pub mod streams;
 
 use crate::service::Service;
 use axum::extract::DefaultBodyLimit;
@@ -111,6 +112,11 @@ pub fn router(service: Arc<Service>) -> Router {
 pub fn router_with_auth(service: Arc<Service>, auth: Arc<auth::Authenticator>) -> Router {
     let (router, _) = api_router();
     let timeout = service.config().request_timeout;
+    let streams = streams::Streams::new(
+        auth.clone(),
+        service.config().max_streams_per_caller,
+        service.config().max_stream_lifetime,
+    );
     router
         .fallback(|| async {
             ApiError::new(
@@ -126,6 +132,7 @@ pub fn router_with_auth(service: Arc<Service>, auth: Arc<auth::Authenticator>) -
                 "this route does not accept that method",
             )
         })
+        .layer(axum::Extension(streams))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             auth::authenticate,

@@ -9,10 +9,11 @@
 //! different instances proceed in parallel. Blocking work (libvirt calls, file copies) runs
 //! on tokio's blocking pool. Kernel imports and blob garbage collection exclude each other
 //! through `blob_gc`, so a collection never removes a blob a create is about to reference.
-//! Every state change is published on a broadcast channel ([`Service::subscribe`]) for
+//! Every state change is numbered and kept in a bounded log ([`Service::events`]) for
 //! `GET /v1/events`; lifecycle notices from the hypervisor and due restarts wake the
 //! reconciler through an unbounded channel.
 
+pub mod event_log;
 pub mod images;
 pub mod locks;
 pub mod reconcile;
@@ -67,7 +68,7 @@ pub struct Service {
     images: Arc<crate::images::ImageFiles>,
     locks: locks::NameLocks,
     blob_gc: tokio::sync::RwLock<()>,
-    events: tokio::sync::broadcast::Sender<Event>,
+    events: event_log::EventLog,
     /// The serialised full listing and the store generation it was made at: a test bed polls
     /// `GET /v1/instances` often, and between writes the answer does not change.
     list_cache: std::sync::Mutex<Option<(u64, bytes::Bytes)>>,
@@ -137,7 +138,6 @@ impl Service {
             config.max_image_bytes,
         ));
         images.clean_uploads();
-        let (events, _) = tokio::sync::broadcast::channel(1024);
         let (wake, wake_rx) = tokio::sync::mpsc::unbounded_channel();
         let sink_wake = wake.clone();
         let watched = backend.watch(Arc::new(move |notice: Notice| {
@@ -156,7 +156,7 @@ impl Service {
             images,
             locks: locks::NameLocks::default(),
             blob_gc: tokio::sync::RwLock::new(()),
-            events,
+            events: event_log::EventLog::default(),
             list_cache: std::sync::Mutex::new(None),
             console_index: Default::default(),
             wake,
@@ -164,9 +164,9 @@ impl Service {
         })
     }
 
-    /// State changes from now on.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
-        self.events.subscribe()
+    /// The recent state changes, and the way to wait for the next.
+    pub fn events(&self) -> &event_log::EventLog {
+        &self.events
     }
 
     fn publish(
@@ -176,8 +176,7 @@ impl Service {
         exit_code: Option<i32>,
         reason: Option<String>,
     ) {
-        // No subscribers is fine: events are not stored.
-        let _ = self.events.send(Event {
+        self.events.publish(Event {
             time: now_rfc3339(),
             instance: r.name.clone(),
             state: state.to_string(),
@@ -726,8 +725,9 @@ impl Service {
     }
 
     /// Console output: every run so far, or only the current run, at most the last
-    /// `tail_bytes` bytes and `tail` lines. Also returns the log's size, from which
-    /// [`console_after`](Self::console_after) continues.
+    /// `tail_bytes` bytes and `tail` lines, or from the offset `after`. Also returns the log
+    /// offset where the bytes end, from which [`console_after`](Self::console_after)
+    /// continues.
     pub async fn console(
         &self,
         name: &str,
@@ -757,20 +757,24 @@ impl Service {
                 .unwrap_or(0);
             start = start.max(offset);
         }
+        if let Some(after) = q.after {
+            start = after;
+        }
         let limit = q
             .tail_bytes
             .unwrap_or(console::MAX_CONSOLE_READ)
             .min(console::MAX_CONSOLE_READ);
         let tail = q.tail;
         blocking(move || {
-            let len = console::log_len(&path);
-            let bytes = console::read_from(&path, start, limit)
+            let (bytes, from) = console::read_span(&path, start, limit)
                 .map_err(|e| ServiceError::Internal(console::read_error(&path, &e)))?;
+            // The end of what was read, not the size seen before: the log may have grown.
+            let end = from + bytes.len() as u64;
             let bytes = match tail {
                 Some(n) => console::last_lines(&bytes, n).to_vec(),
                 None => bytes,
             };
-            Ok((bytes, len))
+            Ok((bytes, end))
         })
         .await?
     }
@@ -807,9 +811,10 @@ impl Service {
             }
             // A log that shrank was rotated or truncated: start over from its beginning.
             let from = if len < offset { 0 } else { offset };
-            let bytes = console::read_from(&path, from, console::MAX_CONSOLE_READ)
+            let (bytes, from) = console::read_span(&path, from, console::MAX_CONSOLE_READ)
                 .map_err(|e| ServiceError::Internal(console::read_error(&path, &e)))?;
-            Ok((bytes, len))
+            let end = from + bytes.len() as u64;
+            Ok((bytes, end))
         })
         .await?
         .map(Some)

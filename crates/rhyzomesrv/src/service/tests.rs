@@ -571,16 +571,24 @@ async fn bad_restart_policies_are_refused() {
 #[tokio::test]
 async fn state_changes_are_published_as_events() {
     let f = fixture();
-    let mut rx = f.service.subscribe();
+    let log = f.service.events();
+    let mut cursor = log.cursor(None).unwrap();
     f.service.create(spec(&f, "a")).await.unwrap();
     end_run(&f, "a", "Solo5: solo5_exit(4) called\n");
     f.service.reconcile_once().await.unwrap();
     f.service.delete("a").await.unwrap();
     let mut seen = Vec::new();
-    while let Ok(ev) = rx.try_recv() {
-        assert_eq!(ev.instance, "a");
-        seen.push((ev.state, ev.exit_code));
+    while seen.len() < 4 {
+        match log.next(&mut cursor).await {
+            crate::service::event_log::Item::Event { event, .. } => {
+                assert_eq!(event.instance, "a");
+                seen.push((event.state, event.exit_code));
+            }
+            other => panic!("{other:?}"),
+        }
     }
+    let more = tokio::time::timeout(std::time::Duration::from_millis(50), log.next(&mut cursor));
+    assert!(more.await.is_err(), "no further events");
     assert_eq!(
         seen,
         vec![

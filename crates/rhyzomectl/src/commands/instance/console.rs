@@ -1,9 +1,14 @@
-//! `rhyzomectl instance console NAME [--follow] [--tail N]`.
+//! `rhyzomectl instance console NAME [--follow] [--tail N]`. A followed console reconnects
+//! when the server ends the stream at its maximum lifetime, from the offset it reached (the
+//! response's `Console-Offset` plus the bytes received), and stops when the instance is
+//! deleted.
 
 use super::Context;
 use crate::cli::ConsoleArgs;
+use rhyzome_api::client::{is_not_found, pause_before_reconnect};
 use rhyzome_api::ConsoleQuery;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::time::Instant;
 
 pub fn run(ctx: &Context, a: &ConsoleArgs) -> anyhow::Result<()> {
     let q = ConsoleQuery {
@@ -12,18 +17,51 @@ pub fn run(ctx: &Context, a: &ConsoleArgs) -> anyhow::Result<()> {
         current_run: a.current_run.then_some(true),
         follow: a.follow.then_some(true),
         since: a.since.clone(),
+        after: None,
     };
-    let mut resp = ctx.client()?.console_stream(&a.name, &q)?;
+    let client = ctx.client()?;
+    let mut resp = client.console_stream(&a.name, &q)?;
     let mut out = std::io::stdout().lock();
-    // Copy in small reads so that followed output appears as it arrives.
-    let mut buf = [0u8; 8192];
     loop {
-        let n = std::io::Read::read(&mut resp, &mut buf)?;
-        if n == 0 {
-            break;
+        let connected_at = Instant::now();
+        let body_offset = resp
+            .headers()
+            .get("console-offset")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let received = copy_as_it_arrives(&mut resp, &mut out)?;
+        if !a.follow {
+            return Ok(());
         }
-        out.write_all(&buf[..n])?;
-        out.flush()?;
+        // The server ends a followed console after its MaxStreamSeconds, or when the instance
+        // is deleted: go on from where this response ended (from the log's end with a server
+        // that does not say where its responses start), unless the instance is gone.
+        pause_before_reconnect(connected_at);
+        let again = ConsoleQuery {
+            follow: Some(true),
+            after: body_offset.map(|at| at + received),
+            tail_bytes: body_offset.is_none().then_some(0),
+            ..Default::default()
+        };
+        resp = match client.console_stream(&a.name, &again) {
+            Ok(r) => r,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
     }
-    Ok(())
+}
+
+/// Copies in small reads so that followed output appears as it arrives; returns how many
+/// bytes were copied.
+fn copy_as_it_arrives(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<u64> {
+    let mut buf = [0u8; 8192];
+    let mut copied = 0;
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return Ok(copied);
+        }
+        to.write_all(&buf[..n])?;
+        to.flush()?;
+        copied += n as u64;
+    }
 }

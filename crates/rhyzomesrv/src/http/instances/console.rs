@@ -3,46 +3,82 @@
 use crate::auth::Caller;
 use crate::http::auth::visible;
 use crate::http::error::ApiError;
+use crate::http::streams::{Credential, Streams};
 use crate::http::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::StreamExt;
 use rhyzome_api::{ConsoleQuery, ErrorBody};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Response header: the log offset of the body's first byte. That plus the bytes received is
+/// the `after` to go on from.
+pub const CONSOLE_OFFSET: HeaderName = HeaderName::from_static("console-offset");
 
 /// How often a follower looks for new output. The log is a plain file that QEMU (through
 /// virtlogd) appends to; polling its size is cheap and works for any number of followers.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
 /// The serial console output recorded so far, as raw bytes; with `follow=true`, the response
-/// stays open and streams new output until the instance is deleted or the client leaves.
+/// stays open and streams new output until the instance is deleted or the client leaves. A
+/// followed console counts as one of the caller's `MaxStreamsPerCaller` streams; the server
+/// ends it after `MaxStreamSeconds`, and at once when the caller's token is revoked (a
+/// client that wants more reconnects with `after`: `Console-Offset` plus the bytes received).
 #[utoipa::path(get, path = "/v1/instances/{name}/console", tag = "instances",
     params(("name" = String, Path, description = "Instance name", example = "msgrouter"), ConsoleQuery),
     responses(
-        (status = 200, description = "Console output", content_type = "text/plain", body = String),
+        (status = 200, description = "Console output", content_type = "text/plain", body = String,
+            headers(("Console-Offset" = u64, description = "Log offset of the body's first byte; plus the bytes received, it is the `after` to go on from"))),
         (status = 400, description = "Bad query", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 429, description = "With follow=true: the caller already holds MaxStreamsPerCaller open streams", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn get_console(
     State(svc): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(streams): Extension<Arc<Streams>>,
+    Extension(credential): Extension<Credential>,
     Path(name): Path<String>,
     query: Result<Query<ConsoleQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    visible(&caller, &name)?;
-    let Query(query) = query
-        .map_err(|rej| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", rej.body_text()))?;
-    let (bytes, end) = svc.console(&name, &query).await?;
-    let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if !query.follow.unwrap_or(false) {
+) -> Result<Response, Response> {
+    visible(&caller, &name).map_err(IntoResponse::into_response)?;
+    let Query(query) = query.map_err(|rej| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", rej.body_text()).into_response()
+    })?;
+    let follow = query.follow.unwrap_or(false);
+    // Admitted before the log is read, so that a refused follower costs nothing.
+    let guard = if follow {
+        Some(
+            streams
+                .admit(&credential)
+                .map_err(IntoResponse::into_response)?,
+        )
+    } else {
+        None
+    };
+    let (bytes, end) = svc
+        .console(&name, &query)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    let body_offset = end - bytes.len() as u64;
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        ),
+        (CONSOLE_OFFSET, HeaderValue::from(body_offset)),
+    ];
+    let Some(guard) = guard else {
         return Ok((headers, bytes).into_response());
-    }
+    };
     let first = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(bytes)) });
     let rest = futures_util::stream::unfold((svc, name, end), |(svc, name, offset)| async move {
         loop {
@@ -56,5 +92,6 @@ pub async fn get_console(
             }
         }
     });
-    Ok((headers, Body::from_stream(first.chain(rest))).into_response())
+    let body = Body::from_stream(guard.bound(first.chain(rest)));
+    Ok((headers, body).into_response())
 }
