@@ -16,3 +16,5 @@ echo "==> cargo test"
 cargo test --workspace --locked -- --test-threads="${RHYZOME_TEST_THREADS:-4}"
 echo "==> schemathesis"
 scripts/schemathesis.sh
+echo "==> first contact: a clean clone built with Debian's toolchain alone, then the demo"
+scripts/first-contact-test.sh
