@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: format and lint checks, unit tests, the HTTP API tests, the test
-# unikernel's own QEMU tests, the end-to-end and fault-injection tests against real libvirt in
+# Runs the whole test suite (the format and lint checks are scripts/lint.sh): unit tests, the
+# HTTP API tests, the test unikernel's own QEMU tests, the end-to-end and fault-injection tests against real libvirt in
 # the lab namespace (a private libvirt), and a schemathesis run against the OpenAPI document;
 # then checks that the machine's own libvirt was not touched. Installs what it needs first. Run
 # as root on Debian 12.
@@ -15,10 +15,6 @@ scripts/bystander.sh start
 trap 'scripts/bystander.sh stop' EXIT
 scripts/lab.sh up
 
-echo "==> cargo fmt --check"
-cargo fmt --all -- --check
-echo "==> cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> building"
 cargo build --workspace --locked
 make -s -C testkernel/kernel
@@ -26,5 +22,7 @@ echo "==> cargo test"
 cargo test --workspace --locked -- --test-threads="${RHYZOME_TEST_THREADS:-4}"
 echo "==> schemathesis"
 scripts/schemathesis.sh
+echo "==> first contact: a clean clone built with Debian's toolchain alone, then the demo"
+scripts/first-contact-test.sh
 echo "==> the machine's own libvirt is untouched"
 scripts/bystander.sh check
