@@ -2,7 +2,7 @@
 //! can be told to fail, but runs nothing. A mutex guards its map; calls are instantaneous.
 
 use super::{BackendError, DomainStats, DomainStatus, Hypervisor, NicCounters, Notice, NoticeSink};
-use crate::domain_xml::DomainDefinition;
+use crate::domain_xml::{DomainDefinition, DomainMark};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -17,7 +17,8 @@ struct FakeState {
     fail_next_create: Option<BackendError>,
     creates: usize,
     created_names: Vec<String>,
-    sink: Option<NoticeSink>,
+    /// One per daemon sharing this fake hypervisor.
+    sinks: Vec<NoticeSink>,
 }
 
 impl FakeBackend {
@@ -37,17 +38,31 @@ impl FakeBackend {
     /// Simulates a guest that powered off: its transient domain disappears, and watchers hear
     /// of it as they would from libvirt.
     pub fn vanish(&self, uuid: &str) {
-        let sink = {
+        self.remove(uuid, "shutdown");
+    }
+
+    /// Simulates `virsh destroy` by another tool.
+    pub fn destroy_outside(&self, uuid: &str) {
+        self.remove(uuid, "destroyed");
+    }
+
+    /// Removes a domain and, if there was one, tells every watcher that it stopped, outside
+    /// the lock (a sink may call back).
+    fn remove(&self, uuid: &str, detail: &str) -> bool {
+        let (removed, sinks) = {
             let mut s = self.state();
-            s.domains.remove(uuid);
-            s.sink.clone()
+            (s.domains.remove(uuid).is_some(), s.sinks.clone())
         };
-        if let Some(sink) = sink {
-            sink(Notice::Lifecycle {
-                uuid: uuid.to_string(),
-                event: "stopped".into(),
-            });
+        if removed {
+            for sink in sinks {
+                sink(Notice::Lifecycle {
+                    uuid: uuid.to_string(),
+                    event: "stopped".into(),
+                    detail: detail.into(),
+                });
+            }
         }
+        removed
     }
 
     /// Adds a domain behind the daemon's back, as another tool would.
@@ -73,7 +88,7 @@ impl FakeBackend {
 
 impl Hypervisor for FakeBackend {
     fn watch(&self, sink: NoticeSink) -> Result<(), BackendError> {
-        self.state().sink = Some(sink);
+        self.state().sinks.push(sink);
         Ok(())
     }
 
@@ -110,7 +125,7 @@ impl Hypervisor for FakeBackend {
     }
 
     fn destroy(&self, uuid: &str) -> Result<bool, BackendError> {
-        Ok(self.state().domains.remove(uuid).is_some())
+        Ok(self.remove(uuid, "destroyed"))
     }
 
     fn list(&self) -> Result<Vec<DomainStatus>, BackendError> {
@@ -140,11 +155,20 @@ impl Hypervisor for FakeBackend {
             }))
     }
 
-    fn owner(&self, uuid: &str) -> Result<Option<String>, BackendError> {
+    fn mark(&self, uuid: &str) -> Result<Option<DomainMark>, BackendError> {
         Ok(self
             .state()
             .domains
             .get(uuid)
-            .and_then(|(_, xml)| crate::domain_xml::owner_from_domain_xml(xml)))
+            .and_then(|(_, xml)| crate::domain_xml::mark_from_domain_xml(xml)))
+    }
+
+    fn named(&self, name: &str) -> Result<Option<(String, Option<DomainMark>)>, BackendError> {
+        Ok(self
+            .state()
+            .domains
+            .values()
+            .find(|(d, _)| d.name == name)
+            .map(|(d, xml)| (d.uuid.clone(), crate::domain_xml::mark_from_domain_xml(xml))))
     }
 }
