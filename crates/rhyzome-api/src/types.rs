@@ -322,6 +322,11 @@ pub struct InstanceList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ServerInfo {
     pub hostname: String,
+    /// The daemon's identity: a UUID made at its first start and kept in its database. Every
+    /// domain it creates carries it, and it destroys no domain that does not. Empty from
+    /// daemons older than identities.
+    #[serde(default)]
+    pub daemon_id: String,
     pub version: String,
     /// libvirt domain type used for guests: `kvm`, `qemu` or `test`.
     pub domain_type: String,

@@ -249,6 +249,7 @@ impl Service {
     pub fn info(&self) -> ServerInfo {
         ServerInfo {
             hostname: self.config.hostname.clone(),
+            daemon_id: self.daemon_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             domain_type: self.domain_type.to_string(),
             libvirt_uri: self.backend.uri(),
