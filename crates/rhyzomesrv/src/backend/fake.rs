@@ -19,6 +19,8 @@ struct FakeState {
     created_names: Vec<String>,
     /// One per daemon sharing this fake hypervisor.
     sinks: Vec<NoticeSink>,
+    /// Notices held back by [`FakeBackend::defer_notices`], in order.
+    deferred: Option<Vec<Notice>>,
 }
 
 impl FakeBackend {
@@ -35,6 +37,25 @@ impl FakeBackend {
         self.state().fail_next_create = Some(err);
     }
 
+    /// Holds notices back until [`deliver_notices`](Self::deliver_notices), as libvirt's event
+    /// thread may deliver an event after the call that caused it has returned.
+    pub fn defer_notices(&self) {
+        self.state().deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// Delivers the notices held back, and stops holding them.
+    pub fn deliver_notices(&self) {
+        let (notices, sinks) = {
+            let mut s = self.state();
+            (s.deferred.take().unwrap_or_default(), s.sinks.clone())
+        };
+        for notice in notices {
+            for sink in &sinks {
+                sink(notice.clone());
+            }
+        }
+    }
+
     /// Simulates a guest that powered off: its transient domain disappears, and watchers hear
     /// of it as they would from libvirt.
     pub fn vanish(&self, uuid: &str) {
@@ -49,17 +70,25 @@ impl FakeBackend {
     /// Removes a domain and, if there was one, tells every watcher that it stopped, outside
     /// the lock (a sink may call back).
     fn remove(&self, uuid: &str, detail: &str) -> bool {
+        let notice = Notice::Lifecycle {
+            uuid: uuid.to_string(),
+            event: "stopped".into(),
+            detail: detail.into(),
+        };
         let (removed, sinks) = {
             let mut s = self.state();
-            (s.domains.remove(uuid).is_some(), s.sinks.clone())
+            let removed = s.domains.remove(uuid).is_some();
+            match s.deferred.as_mut() {
+                Some(deferred) if removed => {
+                    deferred.push(notice.clone());
+                    (removed, Vec::new())
+                }
+                _ => (removed, s.sinks.clone()),
+            }
         };
         if removed {
             for sink in sinks {
-                sink(Notice::Lifecycle {
-                    uuid: uuid.to_string(),
-                    event: "stopped".into(),
-                    detail: detail.into(),
-                });
+                sink(notice.clone());
             }
         }
         removed

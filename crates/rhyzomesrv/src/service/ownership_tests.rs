@@ -195,3 +195,23 @@ async fn a_guest_destroyed_by_someone_else_says_so_and_the_daemon_s_own_destroys
         Some(ownership::DESTROYED_OUTSIDE)
     );
 }
+
+#[tokio::test]
+async fn the_event_of_the_daemon_s_own_destroy_may_arrive_after_the_next_start() {
+    let backend = Arc::new(FakeBackend::new());
+    let d = daemon_on(&backend);
+    let i = d.service.create(spec(&d, "a")).await.unwrap();
+    backend.defer_notices();
+    d.service.restart("a").await.unwrap();
+    // The restart's destroy is announced only now, after the new run started.
+    backend.deliver_notices();
+    let log = console::log_path(&d.service.config.state_dir, &i.id);
+    std::fs::write(&log, "Solo5: solo5_exit(4) called\n").unwrap();
+    backend.vanish(&i.id);
+    d.service.reconcile_once().await.unwrap();
+    let got = d.service.get("a").unwrap();
+    assert_eq!(
+        (got.state, got.exit_code, got.last_error),
+        (InstanceState::Exited, Some(4), None)
+    );
+}
