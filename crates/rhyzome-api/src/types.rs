@@ -144,7 +144,8 @@ pub enum InstanceState {
     Starting,
     /// The domain runs.
     Running,
-    /// Stopped on request.
+    /// Stopped on request, or destroyed outside rhyzome (`virsh destroy`, another tool; then
+    /// `last_error` is "domain destroyed outside rhyzome").
     Stopped,
     /// The unikernel exited by itself; see `exit_code`.
     Exited,
