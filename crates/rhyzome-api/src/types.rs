@@ -144,7 +144,8 @@ pub enum InstanceState {
     Starting,
     /// The domain runs.
     Running,
-    /// Stopped on request.
+    /// Stopped on request, or destroyed outside rhyzome (`virsh destroy`, another tool; then
+    /// `last_error` is "domain destroyed outside rhyzome").
     Stopped,
     /// The unikernel exited by itself; see `exit_code`.
     Exited,
@@ -322,6 +323,11 @@ pub struct InstanceList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ServerInfo {
     pub hostname: String,
+    /// The daemon's identity: a UUID made at its first start and kept in its database. Every
+    /// domain it creates carries it, and it destroys no domain that does not. Empty from
+    /// daemons older than identities.
+    #[serde(default)]
+    pub daemon_id: String,
     pub version: String,
     /// libvirt domain type used for guests: `kvm`, `qemu` or `test`.
     pub domain_type: String,

@@ -11,8 +11,14 @@ use quick_xml::events::BytesText;
 use quick_xml::Writer;
 use std::path::PathBuf;
 
-/// XML namespace of the `<metadata>` element that marks domains as rhyzome's.
-pub const METADATA_NAMESPACE: &str = "urn:rhyzome:instance:1";
+/// XML namespace of the `<metadata>` element that marks domains as rhyzome's:
+/// `<instance name=".." host=".." daemon=".."/>`, where `daemon` is the identity of the daemon
+/// that made it. A new namespace rather than a new attribute in the old one: a release that
+/// predates identities reads only [`LEGACY_METADATA_NAMESPACE`], so it sees no mark on these
+/// domains and leaves them alone instead of taking them for its own by their `host`.
+pub const METADATA_NAMESPACE: &str = "urn:rhyzome:instance:2";
+/// The mark of releases before daemon identities: `name` and `host` only.
+pub const LEGACY_METADATA_NAMESPACE: &str = "urn:rhyzome:instance:1";
 /// Prefix of that element.
 pub const METADATA_PREFIX: &str = "rhyzome";
 /// TCG translation-block cache per guest, in MiB (`qemu` domain type only). QEMU 7.2's default
@@ -38,6 +44,8 @@ pub struct DomainDefinition {
     pub uuid: String,
     pub instance_name: String,
     pub hostname: String,
+    /// Identity of the daemon that creates the domain ([`crate::store::Store::daemon_id`]).
+    pub daemon_id: String,
     pub memory_mib: u32,
     pub vcpus: u32,
     pub kernel: PathBuf,
@@ -91,6 +99,7 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
                     .with_attribute((xmlns.as_str(), METADATA_NAMESPACE))
                     .with_attribute(("name", def.instance_name.as_str()))
                     .with_attribute(("host", def.hostname.as_str()))
+                    .with_attribute(("daemon", def.daemon_id.as_str()))
                     .write_empty()?;
                 Ok::<_, std::io::Error>(())
             })?;
@@ -192,17 +201,56 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
     Ok(String::from_utf8(bytes).expect("XML writer output is UTF-8"))
 }
 
-/// The `host` attribute of rhyzome's metadata element, as libvirt returns it
-/// (`<instance xmlns="urn:rhyzome:instance:1" name=".." host=".."/>`).
-pub fn owner_from_metadata(xml: &str) -> Option<String> {
+/// Rhyzome's mark on a domain, read back from its `<metadata>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainMark {
+    /// The identity of the daemon that made the domain; `None` for a domain made by a
+    /// release before identities ([`LEGACY_METADATA_NAMESPACE`]).
+    pub daemon: Option<String>,
+    /// The `Hostname` of that daemon (informational: several daemons may share one).
+    pub host: String,
+}
+
+impl std::fmt::Display for DomainMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.daemon {
+            Some(daemon) => write!(f, "rhyzome daemon {daemon} (host {:?})", self.host),
+            None => write!(
+                f,
+                "a rhyzome daemon of a release without identities (host {:?})",
+                self.host
+            ),
+        }
+    }
+}
+
+/// Which of rhyzome's metadata namespaces a libvirt `<metadata>` element was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkVersion {
+    Current,
+    Legacy,
+}
+
+/// The mark in rhyzome's metadata element as libvirt returns it for one namespace
+/// (`<instance xmlns="urn:rhyzome:instance:2" name=".." host=".." daemon=".."/>`).
+pub fn mark_from_metadata(xml: &str, version: MarkVersion) -> Option<DomainMark> {
     let mut reader = quick_xml::Reader::from_str(xml);
     loop {
         match reader.read_event().ok()? {
             quick_xml::events::Event::Empty(e) | quick_xml::events::Event::Start(e)
                 if e.local_name().as_ref() == b"instance" =>
             {
-                let attr = e.try_get_attribute("host").ok()??;
-                return attr.unescape_value().ok().map(|v| v.into_owned());
+                let attribute = |name: &str| -> Option<String> {
+                    let attr = e.try_get_attribute(name).ok()??;
+                    attr.unescape_value().ok().map(|v| v.into_owned())
+                };
+                let host = attribute("host")?;
+                let daemon = match version {
+                    // A current mark without its daemon is not one this code wrote.
+                    MarkVersion::Current => Some(attribute("daemon")?),
+                    MarkVersion::Legacy => None,
+                };
+                return Some(DomainMark { daemon, host });
             }
             quick_xml::events::Event::Eof => return None,
             _ => {}
@@ -210,12 +258,16 @@ pub fn owner_from_metadata(xml: &str) -> Option<String> {
     }
 }
 
-/// The owner recorded in a whole domain XML document (its `<metadata>` element), if any.
-pub fn owner_from_domain_xml(xml: &str) -> Option<String> {
-    if !xml.contains(METADATA_NAMESPACE) {
-        return None;
+/// The mark recorded in a whole domain XML document (its `<metadata>` element), if any; the
+/// current namespace wins over the legacy one.
+pub fn mark_from_domain_xml(xml: &str) -> Option<DomainMark> {
+    if xml.contains(METADATA_NAMESPACE) {
+        mark_from_metadata(xml, MarkVersion::Current)
+    } else if xml.contains(LEGACY_METADATA_NAMESPACE) {
+        mark_from_metadata(xml, MarkVersion::Legacy)
+    } else {
+        None
     }
-    owner_from_metadata(xml)
 }
 
 #[cfg(test)]
@@ -231,6 +283,7 @@ mod tests {
             uuid: "6c1b1d4e-2a53-4ac1-9e2b-7d1f0a4b9c11".into(),
             instance_name: "msgrouter".into(),
             hostname: "localhost".into(),
+            daemon_id: "0b6f1f8e-1d52-4c43-9a1e-3f7e2b8a9c10".into(),
             memory_mib: 32,
             vcpus: 1,
             kernel: "/var/lib/rhyzome/blobs/sha256-ab".into(),
@@ -299,7 +352,8 @@ mod tests {
             "<controller type=\"usb\" model=\"none\"/>",
             "<memballoon model=\"none\"/>",
             "<memory unit=\"MiB\">32</memory>",
-            "xmlns:rhyzome=\"urn:rhyzome:instance:1\"",
+            "xmlns:rhyzome=\"urn:rhyzome:instance:2\"",
+            "daemon=\"0b6f1f8e-1d52-4c43-9a1e-3f7e2b8a9c10\"",
             "<tb-cache unit=\"MiB\">16</tb-cache>",
         ] {
             assert!(xml.contains(needle), "missing {needle} in\n{xml}");
@@ -338,17 +392,46 @@ mod tests {
         assert_eq!(texts(&xml, "cmdline"), vec![d.cmdline.clone()]);
         assert!(!xml.contains("<disk"));
         assert!(!xml.contains("<evil"));
-        assert_eq!(owner_from_domain_xml(&xml).as_deref(), Some("h\"/><evil/>"));
+        assert_eq!(
+            mark_from_domain_xml(&xml).map(|m| m.host).as_deref(),
+            Some("h\"/><evil/>")
+        );
     }
 
     #[test]
-    fn owner_is_read_back_from_libvirt_metadata() {
-        let meta = r#"<instance xmlns="urn:rhyzome:instance:1" name="a" host="node&amp;1"/>"#;
-        assert_eq!(owner_from_metadata(meta).as_deref(), Some("node&1"));
-        assert_eq!(owner_from_metadata("<other/>"), None);
+    fn marks_are_read_back_from_libvirt_metadata() {
+        let current =
+            r#"<instance xmlns="urn:rhyzome:instance:2" name="a" host="node&amp;1" daemon="d-1"/>"#;
         assert_eq!(
-            owner_from_domain_xml("<domain><name>x</name></domain>"),
+            mark_from_metadata(current, MarkVersion::Current),
+            Some(DomainMark {
+                daemon: Some("d-1".into()),
+                host: "node&1".into()
+            })
+        );
+        let legacy = r#"<instance xmlns="urn:rhyzome:instance:1" name="a" host="h"/>"#;
+        assert_eq!(
+            mark_from_metadata(legacy, MarkVersion::Legacy),
+            Some(DomainMark {
+                daemon: None,
+                host: "h".into()
+            })
+        );
+        // A current-namespace mark without its daemon is nobody's.
+        assert_eq!(mark_from_metadata(legacy, MarkVersion::Current), None);
+        assert_eq!(mark_from_metadata("<other/>", MarkVersion::Legacy), None);
+        assert_eq!(
+            mark_from_domain_xml("<domain><name>x</name></domain>"),
             None
         );
+        let rendered = render(&sample()).unwrap();
+        assert_eq!(
+            mark_from_domain_xml(&rendered).and_then(|m| m.daemon),
+            Some(sample().daemon_id)
+        );
+        let old = rendered
+            .replace("urn:rhyzome:instance:2", "urn:rhyzome:instance:1")
+            .replace(" daemon=\"0b6f1f8e-1d52-4c43-9a1e-3f7e2b8a9c10\"", "");
+        assert_eq!(mark_from_domain_xml(&old).unwrap().daemon, None);
     }
 }

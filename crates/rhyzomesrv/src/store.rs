@@ -115,14 +115,25 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 /// How a database of each older version becomes the current one, in order: the statements
 /// that take version N to N + 1 are `MIGRATIONS[N - 1]`.
 const MIGRATIONS: &[&str] = &[
     // 1 -> 2: the console log's inode at the start of a run.
     "ALTER TABLE instances ADD COLUMN console_inode INTEGER;",
+    // 2 -> 3: the daemon's identity, which marks the domains it creates (filled in by
+    // `Store::init`, like a new database's).
+    DAEMON_TABLE,
 ];
+
+/// One row: the identity of the daemon that owns this database.
+const DAEMON_TABLE: &str = "
+CREATE TABLE daemon (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    id        TEXT NOT NULL
+);
+";
 
 const SCHEMA: &str = "
 CREATE TABLE instances (
@@ -203,6 +214,22 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    daemon_id: String,
+}
+
+/// Reads the daemon's identity, making it on the first open. `INSERT OR IGNORE` on the
+/// single row keeps a concurrent first open (two processes on one state directory) from
+/// making two.
+fn daemon_identity(conn: &Connection) -> Result<String, StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO daemon (singleton, id) VALUES (1, ?1)",
+        [uuid::Uuid::new_v4().to_string()],
+    )?;
+    Ok(
+        conn.query_row("SELECT id FROM daemon WHERE singleton = 1", [], |row| {
+            row.get(0)
+        })?,
+    )
 }
 
 impl Store {
@@ -221,6 +248,7 @@ impl Store {
         let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version == 0 {
             conn.execute_batch(SCHEMA)?;
+            conn.execute_batch(DAEMON_TABLE)?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         } else if (1..SCHEMA_VERSION).contains(&version) {
             // Each step and its version bump in one transaction: a crash leaves the old
@@ -239,9 +267,18 @@ impl Store {
             });
         }
         images::init_schema(&conn)?;
+        let daemon_id = daemon_identity(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            daemon_id,
         })
+    }
+
+    /// This daemon's identity: a random UUID made when its database was created (or
+    /// migrated to version 3), the same for as long as the database lives. Every domain the
+    /// daemon creates carries it, and it destroys no domain that does not.
+    pub fn daemon_id(&self) -> &str {
+        &self.daemon_id
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -623,6 +660,48 @@ pub(crate) mod tests {
             .by_name("old")
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn a_version_2_database_gains_an_identity_and_keeps_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = record("old", "02:00:00:00:00:09");
+        {
+            // Version 2 is the instances table as it is now, without the daemon table.
+            let conn = Connection::open(dir.path().join("rhyzome.db")).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO instances (id, name, kernel, kernel_sha256, kernel_parameters, \
+                 memory_mib, vcpus, mac, desired, state, created_at, console_offset, \
+                 state_changed_at, console_inode) VALUES (?1, 'old', 'k', 'h', '', 32, 1, ?2, \
+                 'running', 'running', 't', 5, 't', 7)",
+                params![r.id, r.mac],
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let got = s.by_name("old").unwrap().unwrap();
+        assert_eq!((got.console_offset, got.console_inode), (5, Some(7)));
+        let version: i32 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+        let id = s.daemon_id().to_string();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id:?}");
+        drop(s);
+        let again = Store::open(dir.path()).unwrap();
+        assert_eq!(again.daemon_id(), id, "the identity is kept, not made anew");
+        assert!(again.by_name("old").unwrap().is_some());
+    }
+
+    #[test]
+    fn each_database_has_its_own_lasting_identity() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = Store::open(one.path()).unwrap().daemon_id().to_string();
+        assert_eq!(Store::open(one.path()).unwrap().daemon_id(), first);
+        assert_ne!(Store::open(two.path()).unwrap().daemon_id(), first);
     }
 
     #[test]

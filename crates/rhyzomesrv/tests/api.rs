@@ -313,6 +313,35 @@ fn a_duplicate_name_is_a_conflict() {
 }
 
 #[test]
+fn a_domain_name_held_by_another_daemon_is_a_409_naming_it() {
+    let s = serve();
+    let info = s.client.info().unwrap();
+    assert!(
+        uuid::Uuid::parse_str(&info.daemon_id).is_ok(),
+        "{:?}",
+        info.daemon_id
+    );
+    // What another daemon with the same Hostname made on the shared libvirt.
+    let other = "7d0c5a4e-0000-4000-8000-000000000001";
+    s.backend.inject(
+        rhyzomesrv::backend::DomainStatus {
+            uuid: "8e1d6b5f-0000-4000-8000-000000000002".into(),
+            name: "rhyzome-a".into(),
+            active: true,
+        },
+        &format!(
+            "<domain><metadata><rhyzome:instance xmlns:rhyzome=\"urn:rhyzome:instance:2\" \
+             name=\"a\" host=\"{}\" daemon=\"{other}\"/></metadata></domain>",
+            info.hostname
+        ),
+    );
+    let (status, body) = api_error(s.client.create_instance(&s.spec("a")).unwrap_err());
+    assert_eq!((status, body.field.as_deref()), (409, Some("name")));
+    assert!(body.message.contains(other), "{}", body.message);
+    assert!(s.client.list_instances().unwrap().is_empty());
+}
+
+#[test]
 fn stats_of_a_running_instance_and_a_clear_refusal_otherwise() {
     let s = serve();
     let i = s.client.create_instance(&s.spec("busy")).unwrap();

@@ -48,6 +48,7 @@ fn definition(name: String, cmdline: String, hostname: String) -> DomainDefiniti
         uuid: "6c1b1d4e-2a53-4ac1-9e2b-7d1f0a4b9c11".into(),
         instance_name: name,
         hostname,
+        daemon_id: "0b6f1f8e-1d52-4c43-9a1e-3f7e2b8a9c10".into(),
         memory_mib: 32,
         vcpus: 1,
         kernel: "/var/lib/rhyzome/blobs/sha256-00".into(),

@@ -10,6 +10,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<()> {
     }
     println!("server:         {}", ctx.server);
     println!("hostname:       {}", info.hostname);
+    println!("daemon id:      {}", info.daemon_id);
     println!("version:        {}", info.version);
     println!("domain type:    {}", info.domain_type);
     println!("libvirt:        {}", info.libvirt_uri);

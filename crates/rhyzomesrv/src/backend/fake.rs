@@ -2,7 +2,7 @@
 //! can be told to fail, but runs nothing. A mutex guards its map; calls are instantaneous.
 
 use super::{BackendError, DomainStats, DomainStatus, Hypervisor, NicCounters, Notice, NoticeSink};
-use crate::domain_xml::DomainDefinition;
+use crate::domain_xml::{DomainDefinition, DomainMark};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -17,7 +17,10 @@ struct FakeState {
     fail_next_create: Option<BackendError>,
     creates: usize,
     created_names: Vec<String>,
-    sink: Option<NoticeSink>,
+    /// One per daemon sharing this fake hypervisor.
+    sinks: Vec<NoticeSink>,
+    /// Notices held back by [`FakeBackend::defer_notices`], in order.
+    deferred: Option<Vec<Notice>>,
 }
 
 impl FakeBackend {
@@ -34,20 +37,61 @@ impl FakeBackend {
         self.state().fail_next_create = Some(err);
     }
 
+    /// Holds notices back until [`deliver_notices`](Self::deliver_notices), as libvirt's event
+    /// thread may deliver an event after the call that caused it has returned.
+    pub fn defer_notices(&self) {
+        self.state().deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// Delivers the notices held back, and stops holding them.
+    pub fn deliver_notices(&self) {
+        let (notices, sinks) = {
+            let mut s = self.state();
+            (s.deferred.take().unwrap_or_default(), s.sinks.clone())
+        };
+        for notice in notices {
+            for sink in &sinks {
+                sink(notice.clone());
+            }
+        }
+    }
+
     /// Simulates a guest that powered off: its transient domain disappears, and watchers hear
     /// of it as they would from libvirt.
     pub fn vanish(&self, uuid: &str) {
-        let sink = {
-            let mut s = self.state();
-            s.domains.remove(uuid);
-            s.sink.clone()
+        self.remove(uuid, "shutdown");
+    }
+
+    /// Simulates `virsh destroy` by another tool.
+    pub fn destroy_outside(&self, uuid: &str) {
+        self.remove(uuid, "destroyed");
+    }
+
+    /// Removes a domain and, if there was one, tells every watcher that it stopped, outside
+    /// the lock (a sink may call back).
+    fn remove(&self, uuid: &str, detail: &str) -> bool {
+        let notice = Notice::Lifecycle {
+            uuid: uuid.to_string(),
+            event: "stopped".into(),
+            detail: detail.into(),
         };
-        if let Some(sink) = sink {
-            sink(Notice::Lifecycle {
-                uuid: uuid.to_string(),
-                event: "stopped".into(),
-            });
+        let (removed, sinks) = {
+            let mut s = self.state();
+            let removed = s.domains.remove(uuid).is_some();
+            match s.deferred.as_mut() {
+                Some(deferred) if removed => {
+                    deferred.push(notice.clone());
+                    (removed, Vec::new())
+                }
+                _ => (removed, s.sinks.clone()),
+            }
+        };
+        if removed {
+            for sink in sinks {
+                sink(notice.clone());
+            }
         }
+        removed
     }
 
     /// Adds a domain behind the daemon's back, as another tool would.
@@ -73,7 +117,7 @@ impl FakeBackend {
 
 impl Hypervisor for FakeBackend {
     fn watch(&self, sink: NoticeSink) -> Result<(), BackendError> {
-        self.state().sink = Some(sink);
+        self.state().sinks.push(sink);
         Ok(())
     }
 
@@ -110,7 +154,7 @@ impl Hypervisor for FakeBackend {
     }
 
     fn destroy(&self, uuid: &str) -> Result<bool, BackendError> {
-        Ok(self.state().domains.remove(uuid).is_some())
+        Ok(self.remove(uuid, "destroyed"))
     }
 
     fn list(&self) -> Result<Vec<DomainStatus>, BackendError> {
@@ -140,11 +184,20 @@ impl Hypervisor for FakeBackend {
             }))
     }
 
-    fn owner(&self, uuid: &str) -> Result<Option<String>, BackendError> {
+    fn mark(&self, uuid: &str) -> Result<Option<DomainMark>, BackendError> {
         Ok(self
             .state()
             .domains
             .get(uuid)
-            .and_then(|(_, xml)| crate::domain_xml::owner_from_domain_xml(xml)))
+            .and_then(|(_, xml)| crate::domain_xml::mark_from_domain_xml(xml)))
+    }
+
+    fn named(&self, name: &str) -> Result<Option<(String, Option<DomainMark>)>, BackendError> {
+        Ok(self
+            .state()
+            .domains
+            .values()
+            .find(|(d, _)| d.name == name)
+            .map(|(d, xml)| (d.uuid.clone(), crate::domain_xml::mark_from_domain_xml(xml))))
     }
 }

@@ -9,7 +9,7 @@
 pub mod fake;
 pub mod libvirt;
 
-use crate::domain_xml::DomainDefinition;
+use crate::domain_xml::{DomainDefinition, DomainMark};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
@@ -53,8 +53,14 @@ pub struct NicCounters {
 /// What the hypervisor tells the daemon without being asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// A domain started, stopped, crashed, ... (libvirt's lifecycle event).
-    Lifecycle { uuid: String, event: String },
+    /// A domain started, stopped, crashed, ... (libvirt's lifecycle event), with libvirt's
+    /// detail: a `stopped` domain was `destroyed` (someone called destroy), `shutdown` (the
+    /// guest powered off), `crashed`, ...
+    Lifecycle {
+        uuid: String,
+        event: String,
+        detail: String,
+    },
     /// The connection was re-established; events may have been missed meanwhile.
     Reconnected,
 }
@@ -75,10 +81,14 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn list(&self) -> Result<Vec<DomainStatus>, BackendError>;
     /// The domain with this UUID, if it exists.
     fn status(&self, uuid: &str) -> Result<Option<DomainStatus>, BackendError>;
-    /// The `host` recorded in the domain's rhyzome `<metadata>` mark, or `None` when the domain
-    /// has no such mark. The reconciler only ever destroys domains marked with its own
-    /// `Hostname`, never one that merely has a rhyzome-like name, nor another daemon's.
-    fn owner(&self, uuid: &str) -> Result<Option<String>, BackendError>;
+    /// Rhyzome's mark in the domain's `<metadata>` (current or legacy), or `None` when the
+    /// domain has no such mark or does not exist. The reconciler only ever destroys domains
+    /// marked with its own daemon identity, never one that merely has a rhyzome-like name,
+    /// another daemon's, or one of an older release's.
+    fn mark(&self, uuid: &str) -> Result<Option<DomainMark>, BackendError>;
+    /// The UUID and mark of the domain called `name`, if one exists: who holds a name that a
+    /// create was refused.
+    fn named(&self, name: &str) -> Result<Option<(String, Option<DomainMark>)>, BackendError>;
     /// Delivers lifecycle events to `sink` from now on, across reconnections.
     fn watch(&self, sink: NoticeSink) -> Result<(), BackendError>;
     /// CPU, memory and the counters of the NICs with these MACs, of the running domain with

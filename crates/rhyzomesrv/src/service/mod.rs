@@ -16,6 +16,7 @@
 pub mod event_log;
 pub mod images;
 pub mod locks;
+pub mod ownership;
 pub mod reconcile;
 pub mod restart;
 
@@ -62,6 +63,8 @@ pub enum ServiceError {
 pub struct Service {
     config: Config,
     domain_type: &'static str,
+    /// This daemon's identity, from its store; it marks every domain the daemon creates.
+    daemon_id: String,
     store: Store,
     backend: Arc<dyn Hypervisor>,
     kernels: Arc<KernelStore>,
@@ -75,6 +78,12 @@ pub struct Service {
     /// Console growth history per instance id, for `since` (see [`console::SizeIndex`]).
     console_index: std::sync::Mutex<std::collections::HashMap<String, console::SizeIndex>>,
     wake: tokio::sync::mpsc::UnboundedSender<()>,
+    /// The daemon's own destroys, to tell them from someone else's (see [`ownership`]).
+    destroys: Arc<ownership::Destroys>,
+    /// Domains no instance claims that a pass has already looked at and left alone (another
+    /// daemon's, an older release's, another tool's): UUIDs are never reused, so they need
+    /// not be looked at (nor logged) again.
+    left_alone: std::sync::Mutex<std::collections::HashSet<String>>,
     wake_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
 }
 
@@ -140,16 +149,31 @@ impl Service {
         images.clean_uploads();
         let (wake, wake_rx) = tokio::sync::mpsc::unbounded_channel();
         let sink_wake = wake.clone();
+        let destroys = Arc::new(ownership::Destroys::default());
+        let sink_destroys = destroys.clone();
         let watched = backend.watch(Arc::new(move |notice: Notice| {
             tracing::debug!(?notice, "hypervisor notice");
+            if let Notice::Lifecycle {
+                uuid,
+                event,
+                detail,
+            } = &notice
+            {
+                if event == "stopped" && detail == "destroyed" {
+                    sink_destroys.destroyed(uuid);
+                }
+            }
             let _ = sink_wake.send(());
         }));
         if let Err(e) = watched {
             tracing::warn!(error = %e, "no lifecycle events from the hypervisor; relying on polling");
         }
+        let daemon_id = store.daemon_id().to_string();
+        tracing::info!(daemon = %daemon_id, hostname = %config.hostname, "daemon identity");
         Arc::new(Service {
             config,
             domain_type,
+            daemon_id,
             store,
             backend,
             kernels,
@@ -160,6 +184,8 @@ impl Service {
             list_cache: std::sync::Mutex::new(None),
             console_index: Default::default(),
             wake,
+            destroys,
+            left_alone: Default::default(),
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
         })
     }
@@ -222,6 +248,7 @@ impl Service {
     pub fn info(&self) -> ServerInfo {
         ServerInfo {
             hostname: self.config.hostname.clone(),
+            daemon_id: self.daemon_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             domain_type: self.domain_type.to_string(),
             libvirt_uri: self.backend.uri(),
@@ -293,6 +320,7 @@ impl Service {
             uuid: r.id.clone(),
             instance_name: r.name.clone(),
             hostname: self.config.hostname.clone(),
+            daemon_id: self.daemon_id.clone(),
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
             kernel: self.kernels.blob_path(&r.kernel_sha256),
@@ -518,26 +546,74 @@ impl Service {
             console::log_position(&def.console_log),
         )?;
         self.publish(r, InstanceState::Starting.as_str(), None, None);
+        // A new run: how an earlier one ended no longer matters.
+        self.destroys.take_outside(&r.id);
         let backend = self.backend.clone();
         let started = std::time::Instant::now();
+        let domain_name = def.domain_name.clone();
         match blocking(move || backend.create(&def, &xml)).await? {
             Ok(()) => {
                 tracing::info!(instance = %r.name, elapsed_ms = started.elapsed().as_millis() as u64, "domain started");
                 self.observe(r, InstanceState::Running, None, None)
             }
             Err(e) => {
+                let e = match &e {
+                    BackendError::Rejected { .. } => self
+                        .name_held_by_another(r, &domain_name)
+                        .await
+                        .unwrap_or(ServiceError::Backend(e)),
+                    _ => ServiceError::Backend(e),
+                };
                 self.observe(r, InstanceState::Failed, None, Some(e.to_string()))?;
-                Err(ServiceError::Backend(e))
+                Err(e)
             }
         }
+    }
+
+    /// After libvirt refused a domain: the 409 to answer when the refusal is that another
+    /// domain (another daemon's, or another tool's) already has its name. Domain names are
+    /// `rhyzome-<instance>` whichever daemon makes them, so two daemons on one libvirt share
+    /// one name space.
+    async fn name_held_by_another(
+        &self,
+        r: &InstanceRecord,
+        domain_name: &str,
+    ) -> Option<ServiceError> {
+        let backend = self.backend.clone();
+        let name = domain_name.to_string();
+        let (uuid, mark) = match blocking(move || backend.named(&name)).await {
+            Ok(Ok(Some(held))) => held,
+            Ok(Ok(None)) => return None,
+            Ok(Err(e)) => {
+                tracing::warn!(domain = %domain_name, error = %e, "cannot find out who holds a domain name");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        if uuid == r.id {
+            return None;
+        }
+        Some(ServiceError::Conflict {
+            field: Some("name"),
+            message: format!(
+                "the libvirt domain {domain_name:?} already exists on {}: it belongs to {}; \
+                 choose another instance name",
+                self.backend.uri(),
+                ownership::describe_holder(mark.as_ref()),
+            ),
+        })
     }
 
     async fn destroy_domain(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
         let backend = self.backend.clone();
         let id = r.id.clone();
-        blocking(move || backend.destroy(&id))
-            .await?
-            .map_err(ServiceError::Backend)?;
+        // Announced first: libvirt's event may arrive before the call returns.
+        self.destroys.expect(&r.id);
+        let destroyed = blocking(move || backend.destroy(&id)).await;
+        if !matches!(destroyed, Ok(Ok(true))) {
+            self.destroys.cancel(&r.id);
+        }
+        destroyed?.map_err(ServiceError::Backend)?;
         Ok(())
     }
 
@@ -844,5 +920,7 @@ fn name_taken(existing: &InstanceRecord) -> ServiceError {
     }
 }
 
+#[cfg(test)]
+mod ownership_tests;
 #[cfg(test)]
 mod tests;

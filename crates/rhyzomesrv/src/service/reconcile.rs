@@ -6,7 +6,11 @@
 //! restart falls due, and at least every `ReconcileIntervalSeconds` as a safety net. It acts
 //! on one instance at a time under that instance's name lock, and re-checks the domain after
 //! taking the lock, because a request may have changed it since the listing.
+//!
+//! A domain no instance claims is destroyed only when it carries this daemon's identity; any
+//! other is left alone and reported once (see [`super::ownership`]).
 
+use super::ownership::{self, Claim, LeftAlone};
 use super::restart::{self, Decision};
 use super::{blocking, elapsed_since, now_ms, Service, ServiceError};
 use crate::backend::{DomainStatus, DOMAIN_PREFIX};
@@ -27,6 +31,11 @@ pub struct ReconcileReport {
     pub ended: usize,
     pub stopped: usize,
     pub orphans_destroyed: usize,
+    /// Unclaimed domains seen for the first time and left alone: other daemons', older
+    /// releases', other tools'.
+    pub left_alone: usize,
+    /// Running guests that someone else destroyed.
+    pub destroyed_outside: usize,
     pub errors: usize,
 }
 
@@ -53,8 +62,14 @@ impl Service {
             .map_err(ServiceError::Backend)?;
         let records = self.store.all()?;
         self.sample_consoles(&records);
+        self.destroys
+            .retain(|uuid| records.iter().any(|r| r.id == uuid));
         let mut by_uuid: HashMap<String, DomainStatus> =
             domains.into_iter().map(|d| (d.uuid.clone(), d)).collect();
+        self.left_alone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|uuid| by_uuid.contains_key(uuid));
         let mut report = ReconcileReport::default();
         let mut to_start: BTreeMap<i32, Vec<String>> = BTreeMap::new();
         let now = now_ms();
@@ -75,12 +90,17 @@ impl Service {
                 }
             }
         }
+        let mut left_alone = LeftAlone::default();
         for orphan in by_uuid.into_values() {
-            if let Err(e) = self.destroy_orphan(&orphan, &mut report).await {
+            if let Err(e) = self
+                .unclaimed_domain(&orphan, &mut report, &mut left_alone)
+                .await
+            {
                 report.errors += 1;
                 tracing::warn!(domain = %orphan.name, error = %e, "cannot remove orphan domain");
             }
         }
+        left_alone.log();
         // Lower priorities first; a group starts together, and the next waits until it runs
         // (start_domain returns once libvirt reports the guest running).
         for (priority, names) in to_start {
@@ -134,6 +154,18 @@ impl Service {
             (Desired::Running, false) => match r.state {
                 // Accepted (or being started) when the daemon died: finish the job.
                 InstanceState::Pending | InstanceState::Starting => return Ok(true),
+                InstanceState::Running if self.destroys.take_outside(&r.id) => {
+                    // Not an end of the guest's own, and not a loss to recover from: someone
+                    // stopped it. Restarting it would fight them.
+                    tracing::warn!(instance = %name, "{}", ownership::DESTROYED_OUTSIDE);
+                    self.observe(
+                        &r,
+                        InstanceState::Stopped,
+                        None,
+                        Some(ownership::DESTROYED_OUTSIDE.into()),
+                    )?;
+                    report.destroyed_outside += 1;
+                }
                 InstanceState::Running => {
                     let outcome = self.outcome_of_run(&r);
                     if pass == Pass::Startup && outcome == Outcome::Unknown {
@@ -270,13 +302,18 @@ impl Service {
         });
     }
 
-    /// Destroys a rhyzome-named domain that no record claims, after checking under the name
-    /// lock that no request has just created it, and that it carries this daemon's mark.
-    async fn destroy_orphan(
+    /// Deals with a rhyzome-named domain that no record claims: destroys it, after checking
+    /// under the name lock that no request has just created it, only when it carries this
+    /// daemon's identity; leaves any other alone, noting it once.
+    async fn unclaimed_domain(
         &self,
         d: &DomainStatus,
         report: &mut ReconcileReport,
+        left_alone: &mut LeftAlone,
     ) -> Result<(), ServiceError> {
+        if self.known_left_alone(&d.uuid) {
+            return Ok(());
+        }
         let name = d.name.strip_prefix(DOMAIN_PREFIX).unwrap_or(&d.name);
         let _guard = self.locks.lock(name).await;
         if self.store.all()?.iter().any(|r| r.id == d.uuid) {
@@ -284,21 +321,46 @@ impl Service {
         }
         let backend = self.backend.clone();
         let uuid = d.uuid.clone();
-        let owner = blocking(move || backend.owner(&uuid))
+        let mark = blocking(move || backend.mark(&uuid))
             .await?
             .map_err(ServiceError::Backend)?;
-        if owner.as_deref() != Some(self.config.hostname.as_str()) {
-            tracing::debug!(domain = %d.name, ?owner, "ignoring a domain this daemon did not create");
-            return Ok(());
-        }
-        let backend = self.backend.clone();
-        let uuid = d.uuid.clone();
-        blocking(move || backend.destroy(&uuid))
-            .await?
-            .map_err(ServiceError::Backend)?;
-        report.orphans_destroyed += 1;
-        tracing::warn!(domain = %d.name, "destroyed a domain no instance claims");
+        let owner = match ownership::claim(mark, &self.daemon_id) {
+            Claim::Mine => {
+                let backend = self.backend.clone();
+                let uuid = d.uuid.clone();
+                blocking(move || backend.destroy(&uuid))
+                    .await?
+                    .map_err(ServiceError::Backend)?;
+                report.orphans_destroyed += 1;
+                tracing::warn!(domain = %d.name, "destroyed a domain of this daemon that no instance claims");
+                return Ok(());
+            }
+            Claim::Foreign(mark) => mark.to_string(),
+            Claim::Legacy(mark) => {
+                tracing::warn!(
+                    domain = %d.name,
+                    host = %mark.host,
+                    "a domain marked by a release without daemon identities, and not in this \
+                     daemon's database: left alone (destroy it yourself if it is an orphan)"
+                );
+                mark.to_string()
+            }
+            Claim::Unmarked => "another tool (no rhyzome mark)".to_string(),
+        };
+        self.left_alone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(d.uuid.clone());
+        report.left_alone += 1;
+        left_alone.add(owner, &d.name);
         Ok(())
+    }
+
+    fn known_left_alone(&self, uuid: &str) -> bool {
+        self.left_alone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(uuid)
     }
 
     /// Reconciles whenever woken (a lifecycle event, a due restart) and at least every

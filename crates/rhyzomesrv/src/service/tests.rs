@@ -323,7 +323,7 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
         .store
         .set_desired(&doomed.id, Desired::Deleted)
         .unwrap();
-    // Domains nobody claims: one marked by this host, one by another, one unmarked.
+    // Domains nobody claims: one marked by this daemon, one by another, one unmarked.
     let mine = crate::domain_xml::render(&DomainDefinition {
         uuid: "22222222-2222-2222-2222-222222222222".into(),
         domain_name: "rhyzome-ghost".into(),
@@ -344,7 +344,8 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
             name: "rhyzome-other".into(),
             active: true,
         },
-        &mine.replace("host=\"testhost\"", "host=\"otherhost\""),
+        // Same host, another daemon: the identity decides, not the host.
+        &mine.replace(&f.service.daemon_id, "another-daemon"),
     );
     f.backend.inject(
         DomainStatus {
@@ -358,6 +359,7 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
     assert_eq!(report.started, 1, "{report:?}");
     assert_eq!(report.finished_deletes, 1, "{report:?}");
     assert_eq!(report.orphans_destroyed, 1, "{report:?}");
+    assert_eq!(report.left_alone, 2, "{report:?}");
     assert_eq!(report.errors, 0, "{report:?}");
     let names: Vec<String> = f
         .service

@@ -155,6 +155,8 @@ pub struct Daemon {
     pub server: String,
     pub client: Client,
     pub hostname: String,
+    /// The daemon's identity (`GET /v1/info`), known once it has started.
+    pub daemon_id: String,
     config: PathBuf,
     child: Option<Child>,
     binary: PathBuf,
@@ -226,6 +228,7 @@ impl Daemon {
             client: Client::new(&server).unwrap(),
             server,
             hostname,
+            daemon_id: String::new(),
             config,
             dir,
             child: None,
@@ -266,6 +269,15 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        let info = self.client.info().unwrap();
+        assert!(!info.daemon_id.is_empty(), "the daemon has no identity");
+        assert!(
+            self.daemon_id.is_empty() || self.daemon_id == info.daemon_id,
+            "the daemon's identity changed from {} to {} on a restart",
+            self.daemon_id,
+            info.daemon_id
+        );
+        self.daemon_id = info.daemon_id;
     }
 
     pub fn log(&self) -> String {
@@ -407,6 +419,14 @@ impl Daemon {
     pub fn has_domain(&self, name: &str) -> bool {
         lab_domains().contains_key(&format!("rhyzome-{name}"))
     }
+
+    /// Whether the domain `name` carries this daemon's identity in its rhyzome mark.
+    pub fn marked(&self, name: &str) -> bool {
+        let meta = virsh(&["metadata", name, "urn:rhyzome:instance:2"]);
+        meta.status.success()
+            && String::from_utf8_lossy(&meta.stdout)
+                .contains(&format!("daemon=\"{}\"", self.daemon_id))
+    }
 }
 
 impl Drop for Daemon {
@@ -419,17 +439,17 @@ impl Drop for Daemon {
             }
         }
         self.kill();
-        // Guests outlive a killed daemon by design; make sure none of this test's are left.
+        // Guests outlive a killed daemon by design; make sure none of this test's are left,
+        // and touch nothing else: a real daemon, or another test's, may share this libvirt
+        // and even this Hostname. Only this daemon's identity proves a domain is the test's.
+        if self.daemon_id.is_empty() {
+            return;
+        }
         let out = virsh(&["list", "--name"]);
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let name = line.trim();
-            if name.starts_with("rhyzome-") {
-                let meta = virsh(&["metadata", name, "urn:rhyzome:instance:1"]);
-                if String::from_utf8_lossy(&meta.stdout)
-                    .contains(&format!("host=\"{}\"", self.hostname))
-                {
-                    let _ = virsh(&["destroy", name]);
-                }
+            if name.starts_with("rhyzome-") && self.marked(name) {
+                let _ = virsh(&["destroy", name]);
             }
         }
     }

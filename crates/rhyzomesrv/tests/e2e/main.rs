@@ -9,6 +9,7 @@
 mod harness;
 mod images;
 mod lifecycle;
+mod ownership;
 mod recovery;
 mod seed;
 mod testbed;

@@ -51,12 +51,29 @@ fn event_name(event: c_int) -> &'static str {
     }
 }
 
+/// libvirt's detail of an event; for `stopped`, whether someone destroyed the domain (a
+/// `virDomainDestroy` call: `virsh destroy`, another tool, or this daemon) or the guest ended.
+fn detail_name(event: c_int, detail: c_int) -> &'static str {
+    if event as sys::virDomainEventType != sys::VIR_DOMAIN_EVENT_STOPPED {
+        return "";
+    }
+    match detail as sys::virDomainEventStoppedDetailType {
+        sys::VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN => "shutdown",
+        sys::VIR_DOMAIN_EVENT_STOPPED_DESTROYED => "destroyed",
+        sys::VIR_DOMAIN_EVENT_STOPPED_CRASHED => "crashed",
+        sys::VIR_DOMAIN_EVENT_STOPPED_MIGRATED => "migrated",
+        sys::VIR_DOMAIN_EVENT_STOPPED_SAVED => "saved",
+        sys::VIR_DOMAIN_EVENT_STOPPED_FAILED => "failed",
+        _ => "other",
+    }
+}
+
 /// libvirt's `virConnectDomainEventCallback` for `VIR_DOMAIN_EVENT_ID_LIFECYCLE`.
 unsafe extern "C" fn on_lifecycle(
     _conn: sys::virConnectPtr,
     dom: sys::virDomainPtr,
     event: c_int,
-    _detail: c_int,
+    detail: c_int,
     opaque: *mut c_void,
 ) -> c_int {
     // SAFETY: `opaque` is the `NoticeSink` boxed in `register_lifecycle`, alive until
@@ -70,6 +87,7 @@ unsafe extern "C" fn on_lifecycle(
         sink(Notice::Lifecycle {
             uuid,
             event: event_name(event).to_string(),
+            detail: detail_name(event, detail).to_string(),
         });
     }
     0

@@ -17,7 +17,9 @@ use super::{
     DOMAIN_PREFIX,
 };
 use crate::config::DomainTypeSetting;
-use crate::domain_xml::{DomainDefinition, METADATA_NAMESPACE};
+use crate::domain_xml::{
+    DomainDefinition, DomainMark, MarkVersion, LEGACY_METADATA_NAMESPACE, METADATA_NAMESPACE,
+};
 use std::ffi::c_int;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -335,31 +337,43 @@ impl Hypervisor for LibvirtBackend {
         })
     }
 
-    fn owner(&self, uuid: &str) -> Result<Option<String>, BackendError> {
-        self.idempotent(|c| {
-            let Some(d) = Self::lookup(c, uuid)? else {
-                return Ok(None);
-            };
-            match d.metadata(
-                sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-                Some(METADATA_NAMESPACE),
-                0,
-            ) {
-                Ok(xml) => Ok(crate::domain_xml::owner_from_metadata(&xml)),
-                Err(e)
-                    if matches!(
-                        e.code(),
-                        virt::enumutil::Enum::Known(
-                            ErrorNumber::NoDomainMetadata | ErrorNumber::NoDomain
-                        )
-                    ) =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            }
+    fn mark(&self, uuid: &str) -> Result<Option<DomainMark>, BackendError> {
+        self.idempotent(|c| match Self::lookup(c, uuid)? {
+            None => Ok(None),
+            Some(d) => read_mark(&d),
         })
     }
+
+    fn named(&self, name: &str) -> Result<Option<(String, Option<DomainMark>)>, BackendError> {
+        self.idempotent(|c| {
+            let d = match c.lookup_domain_by_name(name) {
+                Ok(d) => d,
+                Err(e) if is_no_domain(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            Ok(Some((d.uuid_string()?, read_mark(&d)?)))
+        })
+    }
+}
+
+/// Rhyzome's mark on `d`: the current namespace, else the legacy one.
+fn read_mark(d: &Domain) -> Result<Option<DomainMark>, VirtError> {
+    for (namespace, version) in [
+        (METADATA_NAMESPACE, MarkVersion::Current),
+        (LEGACY_METADATA_NAMESPACE, MarkVersion::Legacy),
+    ] {
+        match d.metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(namespace), 0) {
+            Ok(xml) => return Ok(crate::domain_xml::mark_from_metadata(&xml, version)),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    virt::enumutil::Enum::Known(ErrorNumber::NoDomainMetadata)
+                ) => {}
+            Err(e) if is_no_domain(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

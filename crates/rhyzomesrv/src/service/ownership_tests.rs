@@ -1,0 +1,217 @@
+//! Daemon ownership against the fake backend: two daemons on one hypervisor, with the same
+//! `Hostname`, each adopt, reconcile and destroy only their own domains.
+
+use super::*;
+use crate::backend::fake::FakeBackend;
+
+/// One daemon: its own state directory (so its own store and identity), on a shared backend.
+struct Daemon {
+    _dir: tempfile::TempDir,
+    kernel: String,
+    service: Arc<Service>,
+}
+
+fn daemon_on(backend: &Arc<FakeBackend>) -> Daemon {
+    let (dir, config, kernel) = crate::testing::fake_setup(&serde_json::json!({
+        "Hostname": "localhost",
+        "DomainType": "test",
+        "ReconcileIntervalSeconds": 3600,
+    }));
+    let store = Store::open(&config.state_dir).unwrap();
+    let service = Service::new(config, "test", store, backend.clone());
+    Daemon {
+        _dir: dir,
+        kernel,
+        service,
+    }
+}
+
+fn spec(d: &Daemon, name: &str) -> InstanceSpec {
+    InstanceSpec {
+        name: name.into(),
+        kernel: d.kernel.clone(),
+        kernel_parameters: String::new(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn two_daemons_with_one_hostname_leave_each_other_s_guests_alone() {
+    let backend = Arc::new(FakeBackend::new());
+    let a = daemon_on(&backend);
+    let b = daemon_on(&backend);
+    let guest_a = a.service.create(spec(&a, "web-a")).await.unwrap();
+    let guest_b = b.service.create(spec(&b, "web-b")).await.unwrap();
+    // Each daemon's start-up pass, then a steady one.
+    for d in [&a, &b, &a, &b] {
+        let report = d.service.recover().await.unwrap();
+        assert_eq!(report.orphans_destroyed, 0, "{report:?}");
+        d.service.reconcile_once().await.unwrap();
+    }
+    for (d, guest) in [(&a, &guest_a), (&b, &guest_b)] {
+        assert!(
+            backend.status(&guest.id).unwrap().is_some(),
+            "{} was destroyed",
+            guest.name
+        );
+        assert_eq!(
+            d.service.get(&guest.name).unwrap().state,
+            InstanceState::Running
+        );
+    }
+}
+
+/// The domain XML a release before identities would have made for the same definition.
+fn legacy(xml: &str, daemon_id: &str) -> String {
+    let old = xml
+        .replace(
+            crate::domain_xml::METADATA_NAMESPACE,
+            crate::domain_xml::LEGACY_METADATA_NAMESPACE,
+        )
+        .replace(&format!(" daemon=\"{daemon_id}\""), "");
+    assert!(!old.contains("daemon="), "{old}");
+    old
+}
+
+#[tokio::test]
+async fn an_old_style_domain_is_adopted_by_its_owner_and_ignored_by_a_stranger() {
+    let backend = Arc::new(FakeBackend::new());
+    let owner = daemon_on(&backend);
+    let stranger = daemon_on(&backend);
+    let i = owner.service.create(spec(&owner, "old")).await.unwrap();
+    // As if the domain had been made before the upgrade, and the daemon had died meanwhile.
+    let xml = legacy(&backend.xml(&i.id).unwrap(), &owner.service.daemon_id);
+    backend.inject(backend.status(&i.id).unwrap().unwrap(), &xml);
+    owner
+        .service
+        .store
+        .set_observed(
+            &i.id,
+            &Observed {
+                state: InstanceState::Starting,
+                exit_code: None,
+                last_error: None,
+            },
+            &now_rfc3339(),
+        )
+        .unwrap();
+    let report = stranger.service.recover().await.unwrap();
+    assert_eq!(
+        (report.orphans_destroyed, report.left_alone),
+        (0, 1),
+        "{report:?}"
+    );
+    // Seen once, not again on every pass.
+    assert_eq!(
+        stranger.service.reconcile_once().await.unwrap().left_alone,
+        0
+    );
+    let report = owner.service.recover().await.unwrap();
+    assert_eq!((report.adopted, report.started), (1, 0), "{report:?}");
+    assert_eq!(backend.creates(), 1, "adopted, not rebooted");
+    assert_eq!(
+        owner.service.get("old").unwrap().state,
+        InstanceState::Running
+    );
+    // The owner leaves alone an old-style domain its database does not have, too.
+    let mut stray = backend.status(&i.id).unwrap().unwrap();
+    stray.uuid = "55555555-5555-5555-5555-555555555555".into();
+    stray.name = "rhyzome-stray".into();
+    backend.inject(stray.clone(), &xml.replace(&i.id, &stray.uuid));
+    let report = owner.service.reconcile_once().await.unwrap();
+    assert_eq!(
+        (report.orphans_destroyed, report.left_alone),
+        (0, 1),
+        "{report:?}"
+    );
+    assert!(backend.status(&stray.uuid).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_name_held_by_another_daemon_is_a_409_that_names_it() {
+    let backend = Arc::new(FakeBackend::new());
+    let a = daemon_on(&backend);
+    let b = daemon_on(&backend);
+    let held = a.service.create(spec(&a, "web")).await.unwrap();
+    let err = b.service.create(spec(&b, "web")).await.unwrap_err();
+    let ServiceError::Conflict { field, message } = &err else {
+        panic!("not a conflict: {err:?}");
+    };
+    assert_eq!(*field, Some("name"));
+    assert!(message.contains(&a.service.daemon_id), "{message}");
+    assert!(message.contains("rhyzome-web"), "{message}");
+    assert!(b.service.list().unwrap().is_empty(), "nothing left behind");
+    assert!(backend.status(&held.id).unwrap().is_some(), "{}", held.name);
+    // Another tool's domain with that name is named too.
+    backend.inject(
+        crate::backend::DomainStatus {
+            uuid: "66666666-6666-6666-6666-666666666666".into(),
+            name: "rhyzome-db".into(),
+            active: true,
+        },
+        "<domain/>",
+    );
+    let err = b.service.create(spec(&b, "db")).await.unwrap_err();
+    assert!(err.to_string().contains("another tool"), "{err}");
+}
+
+#[tokio::test]
+async fn a_guest_destroyed_by_someone_else_says_so_and_the_daemon_s_own_destroys_do_not() {
+    let backend = Arc::new(FakeBackend::new());
+    let d = daemon_on(&backend);
+    let i = d.service.create(spec(&d, "a")).await.unwrap();
+    backend.destroy_outside(&i.id);
+    let report = d.service.reconcile_once().await.unwrap();
+    assert_eq!(report.destroyed_outside, 1, "{report:?}");
+    let got = d.service.get("a").unwrap();
+    assert_eq!(got.state, InstanceState::Stopped);
+    assert_eq!(
+        got.last_error.as_deref(),
+        Some(ownership::DESTROYED_OUTSIDE)
+    );
+    assert_eq!(
+        d.service.reconcile_once().await.unwrap(),
+        Default::default(),
+        "it is not restarted behind the back of whoever stopped it"
+    );
+    // A restart destroys the domain too; the run after it ends by itself.
+    d.service.start("a").await.unwrap();
+    d.service.restart("a").await.unwrap();
+    let log = console::log_path(&d.service.config.state_dir, &i.id);
+    std::fs::write(&log, "Solo5: solo5_exit(0) called\n").unwrap();
+    backend.vanish(&i.id);
+    d.service.reconcile_once().await.unwrap();
+    let got = d.service.get("a").unwrap();
+    assert_eq!((got.state, got.exit_code), (InstanceState::Exited, Some(0)));
+    assert_eq!(got.last_error, None);
+    // Stopping and deleting are the daemon's own destroys as well.
+    d.service.start("a").await.unwrap();
+    d.service.stop("a").await.unwrap();
+    d.service.start("a").await.unwrap();
+    backend.vanish(&i.id);
+    d.service.reconcile_once().await.unwrap();
+    assert_ne!(
+        d.service.get("a").unwrap().last_error.as_deref(),
+        Some(ownership::DESTROYED_OUTSIDE)
+    );
+}
+
+#[tokio::test]
+async fn the_event_of_the_daemon_s_own_destroy_may_arrive_after_the_next_start() {
+    let backend = Arc::new(FakeBackend::new());
+    let d = daemon_on(&backend);
+    let i = d.service.create(spec(&d, "a")).await.unwrap();
+    backend.defer_notices();
+    d.service.restart("a").await.unwrap();
+    // The restart's destroy is announced only now, after the new run started.
+    backend.deliver_notices();
+    let log = console::log_path(&d.service.config.state_dir, &i.id);
+    std::fs::write(&log, "Solo5: solo5_exit(4) called\n").unwrap();
+    backend.vanish(&i.id);
+    d.service.reconcile_once().await.unwrap();
+    let got = d.service.get("a").unwrap();
+    assert_eq!(
+        (got.state, got.exit_code, got.last_error),
+        (InstanceState::Exited, Some(4), None)
+    );
+}
