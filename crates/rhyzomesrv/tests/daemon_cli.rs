@@ -1,6 +1,7 @@
 //! The `rhyzomesrv` binary itself, on libvirt's built-in test driver (`test:///default`, real
 //! libvirt code, no QEMU): configuration errors, the refusal to listen beyond loopback
-//! unprotected, token management, TLS certificates, and SIGTERM.
+//! unprotected, token management, TLS certificates, SIGTERM, the systemd service protocol
+//! (readiness, watchdog, SIGHUP reload), manual pages and completions.
 
 use rhyzome_api::client::{Client, ClientOptions};
 use std::path::PathBuf;
@@ -290,4 +291,126 @@ fn the_local_socket_is_group_only_survives_a_kill_and_goes_away_on_sigterm() {
     wait_up(&local, &mut child);
     terminate(child);
     assert!(!socket.exists(), "SIGTERM removes the socket");
+}
+
+#[test]
+fn manual_pages_and_completions_are_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+        .args(["man", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "rhyzomesrv.1",
+        "rhyzomesrv-token-create.1",
+        "rhyzomesrv-cert-create.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page}: {text}");
+    }
+    for (shell, marker) in [
+        ("bash", "rhyzomesrv"),
+        ("zsh", "#compdef rhyzomesrv"),
+        ("fish", "complete -c rhyzomesrv"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && script.contains(marker),
+            "{shell}: {script}"
+        );
+        assert!(script.contains("max-instances"), "{shell}: {script}");
+    }
+}
+
+/// What systemd would see: `READY=1` once the API answers, `WATCHDOG=1` at half of
+/// `WATCHDOG_USEC`, and a SIGHUP that applies the new rate limit and names what needs a
+/// restart, without stopping the daemon.
+#[test]
+fn systemd_sees_readiness_watchdog_pings_and_a_reload() {
+    let d = setup(serde_json::json!({"CreateRateLimit": 5}));
+    let notify_path = d.dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+        .arg("--config")
+        .arg(d.config())
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let receive = || {
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = receive();
+    assert!(first.starts_with("READY=1"), "{first}");
+    // Ready means serving: the API answers right away.
+    d.client("http", ClientOptions::default()).info().unwrap();
+    let started = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(receive(), "WATCHDOG=1");
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(350) && elapsed < Duration::from_secs(5),
+        "three pings every 200 ms took {elapsed:?}"
+    );
+
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.config()).unwrap()).unwrap();
+    config["CreateRateLimit"] = serde_json::json!(1);
+    config["HeaderTimeoutSeconds"] = serde_json::json!(3);
+    std::fs::write(d.config(), config.to_string()).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let mut states = Vec::new();
+    while !states.iter().any(|s: &String| s.starts_with("READY=1")) {
+        states.push(receive());
+    }
+    assert!(states.contains(&"RELOADING=1".to_string()), "{states:?}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP does not stop it"
+    );
+    d.client("http", ClientOptions::default()).info().unwrap();
+    terminate_with_log(child, |log| {
+        assert!(log.contains("configuration reloaded"), "{log}");
+        assert!(log.contains("CreateRateLimit"), "{log}");
+        assert!(
+            log.contains("apply only after a restart") && log.contains("HeaderTimeoutSeconds"),
+            "{log}"
+        );
+    });
+    // Watchdog pings may still be queued; the last word is that it is stopping.
+    let mut last = receive();
+    while last == "WATCHDOG=1" {
+        last = receive();
+    }
+    assert_eq!(last, "STOPPING=1");
+}
+
+/// SIGTERM, a clean exit, and `check` on what the daemon logged.
+fn terminate_with_log(mut child: Child, check: impl FnOnce(&str)) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}: {log}");
+    check(&log);
 }
