@@ -26,5 +26,6 @@ echo "==> cargo test"
 cargo test --workspace --locked -- --test-threads="${RHYZOME_TEST_THREADS:-4}"
 echo "==> schemathesis"
 scripts/schemathesis.sh
+scripts/package-test.sh
 echo "==> the machine's own libvirt is untouched"
 scripts/bystander.sh check
