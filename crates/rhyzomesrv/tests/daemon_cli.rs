@@ -414,3 +414,51 @@ fn terminate_with_log(mut child: Child, check: impl FnOnce(&str)) {
     assert!(status.success(), "exit after SIGTERM: {status}: {log}");
     check(&log);
 }
+
+/// Under systemd, stderr is the journal's stream (`JOURNAL_STREAM` names its device and
+/// inode). The daemon then writes to the journal natively, or, with no journal socket (as
+/// here, where systemd is not running), plain lines without a timestamp of their own: the
+/// journal stamps each line, a second stamp is noise.
+#[test]
+fn under_the_journal_log_lines_carry_no_timestamp() {
+    use std::os::unix::fs::MetadataExt;
+    let d = setup(serde_json::json!({}));
+    let log_path = d.dir.path().join("stderr");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let meta = log.metadata().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+        .arg("--config")
+        .arg(d.config())
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let client = d.client("http", ClientOptions::default());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.info().is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "rhyzomesrv exited");
+        assert!(Instant::now() < deadline, "rhyzomesrv did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        assert!(
+            !text.contains("serving the API"),
+            "with a journal socket, logs go to the journal, not stderr: {text}"
+        );
+        return;
+    }
+    let serving = text
+        .lines()
+        .find(|l| l.contains("serving the API"))
+        .unwrap_or_else(|| panic!("no 'serving the API' line: {text}"));
+    assert!(
+        serving.trim_start().starts_with("INFO"),
+        "no timestamp, no colour: {serving:?}"
+    );
+    assert!(serving.contains("address=127.0.0.1:"), "{serving}");
+}
