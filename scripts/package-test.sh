@@ -20,7 +20,8 @@
 # policy-rc.d that keeps apt from starting any service, refuses to run where rhyzome is
 # already installed or /var/lib/rhyzome exists (it would purge them), and on exit stops its
 # daemon, destroys the one guest it created, and purges the package and the user.
-# Uses the lab named by RHYZOME_LAB_NETNS (scripts/lab.sh).
+# Uses a lab of its own (scripts/lab.sh), named after RHYZOME_LAB_NETNS with "-deb" appended, in
+# which QEMU runs as libvirt-qemu as on a Debian server; it takes that lab down at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +51,7 @@ listener_pid=""
 guest_uuid=""
 policy_rc_d_ours=""
 installed=""
+lab_up=""
 
 stop_daemon() {
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
@@ -73,6 +75,7 @@ cleanup() {
     dpkg --purge rhyzome >/dev/null 2>&1
   fi
   [ -n "$policy_rc_d_ours" ] && rm -f /usr/sbin/policy-rc.d
+  [ -n "$lab_up" ] && scripts/lab.sh down >/dev/null 2>&1
   if [ $status -ne 0 ] && [ -f "$work/daemon.log" ]; then
     echo "--- the end of the daemon's log:" >&2
     tail -n 20 "$work/daemon.log" >&2
@@ -108,6 +111,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt_install "${need[@]}"
 fi
 make -s -C testkernel/kernel
+# A lab of its own in which QEMU runs as libvirt-qemu, as Debian's libvirt does on a server
+# (the other labs run it as root, which would hide a permission the package must grant).
+export RHYZOME_LAB_NETNS="${RHYZOME_LAB_NETNS:-rhyzome-lab}-deb" RHYZOME_LAB_QEMU_USER=libvirt-qemu
+lab_up=1
 scripts/lab.sh up
 eval "$(scripts/lab.sh env)"
 
@@ -128,7 +135,7 @@ log "checking control fields, files and conffiles"
 field() { dpkg-deb -f "$deb1" "$1"; }
 [ "$(field Package)" = rhyzome ] || fail "Package: $(field Package)"
 [ "$(field Architecture)" = amd64 ] || fail "Architecture: $(field Architecture)"
-for dep in libvirt-daemon-system qemu-system-x86 adduser libvirt0 libc6; do
+for dep in libvirt-daemon-system qemu-system-x86 acl adduser libvirt0 libc6; do
   grep -qw -- "$dep" <<<"$(field Depends)" || fail "Depends lacks $dep: $(field Depends)"
 done
 dpkg-deb -c "$deb1" | awk '{ print $1, $2, $6 }' >"$work/files"
@@ -168,7 +175,12 @@ id -nG rhyzome | tr ' ' '\n' | grep -qx libvirt || fail "rhyzome is not in group
 expect_stat() { # PATH "MODE OWNER:GROUP"
   [ "$(stat -c '%a %U:%G' "$1")" = "$2" ] || fail "$1 is $(stat -c '%a %U:%G' "$1"), expected $2"
 }
-expect_stat /var/lib/rhyzome "700 rhyzome:rhyzome"
+# 0700 plus one ACL entry: libvirt-qemu (QEMU) may pass through to the kernel copies. With an
+# ACL, the group bits of the mode show the mask (--x), so the mode reads 710.
+expect_stat /var/lib/rhyzome "710 rhyzome:rhyzome"
+[ "$(getfacl -cp /var/lib/rhyzome | grep -v '^$' | tr '\n' ' ')" = \
+  "user::rwx user:libvirt-qemu:--x group::--- mask::--x other::--- " ] ||
+  fail "ACL of /var/lib/rhyzome: $(getfacl -cp /var/lib/rhyzome)"
 expect_stat /var/lib/rhyzome/kernels "700 rhyzome:rhyzome"
 expect_stat /run/rhyzome "755 rhyzome:rhyzome"
 expect_stat /etc/rhyzome/rhyzome.conf "644 root:root"
@@ -246,6 +258,9 @@ ctl instance create --name "$guest" --kernel /var/lib/rhyzome/kernels/pkgtest.vi
 guest_uuid=$(virsh -q -c "$RHYZOME_LAB_URI" domuuid "$domain")
 domid=$(virsh -q -c "$RHYZOME_LAB_URI" domid "$domain")
 ip netns exec "$ns" ping -c 3 -W 2 -q "$guest_ip" >/dev/null || fail "$guest does not answer ping"
+# Its QEMU runs as libvirt-qemu, and could still open its kernel under /var/lib/rhyzome.
+qemu_pid=$(cat "$(dirname "${RHYZOME_LAB_URI#*socket=}")/qemu/$domain.pid")
+[ "$(ps -o user= -p "$qemu_pid")" = libvirt-qemu ] || fail "QEMU of $guest runs as $(ps -o user= -p "$qemu_pid")"
 
 log "SIGHUP reload"
 sed -i 's|^  // "CreateBurst": 100,|  "CreateBurst": 50,|' /etc/rhyzome/rhyzome.conf
@@ -270,7 +285,7 @@ dpkg -i "$deb2" >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log" >&2; fail "dpkg
 [ "$(dpkg-query -W -f='${Version}' rhyzome)" = 0.1.0-2 ] || fail "version 0.1.0-2 not installed"
 grep -qF "$RHYZOME_LAB_URI" /etc/rhyzome/rhyzome.conf || fail "the upgrade overwrote the local configuration"
 [ ! -e /etc/rhyzome/rhyzome.conf.dpkg-new ] || fail "dpkg left rhyzome.conf.dpkg-new"
-expect_stat /var/lib/rhyzome "700 rhyzome:rhyzome"
+expect_stat /var/lib/rhyzome "710 rhyzome:rhyzome"
 log_lines=$(wc -l <"$work/daemon.log")
 start_daemon
 # Taken over as it runs: the same domain (same id), which the new daemon did not start.
