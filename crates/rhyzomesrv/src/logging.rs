@@ -35,7 +35,13 @@ pub fn init() -> Destination {
         if let Ok(journal) = tracing_journald::layer() {
             tracing_subscriber::registry()
                 .with(filter())
-                .with(journal.with_syslog_identifier("rhyzomesrv".into()))
+                // Fields keep their own names (INSTANCE=, not F_INSTANCE=): none of ours is
+                // one of journald's own, and `journalctl INSTANCE=web` is what people type.
+                .with(
+                    journal
+                        .with_syslog_identifier("rhyzomesrv".into())
+                        .with_field_prefix(None),
+                )
                 .init();
             return Destination::Journal;
         }
