@@ -38,6 +38,8 @@ pub enum DaemonError {
     Tokens(#[from] crate::auth::tokens::TokenError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("cannot handle SIGHUP: {0}")]
+    Signal(#[source] std::io::Error),
     #[error("cannot open the audit log: {0}")]
     Audit(#[source] std::io::Error),
     #[error(
@@ -116,13 +118,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Dae
         socket = ?socket.as_ref().map(|s| &s.path),
         "serving the API"
     );
-    let reload = config_path.map(|path| {
-        tokio::spawn(crate::reload::on_sighup(
-            path,
-            service.config().clone(),
-            auth.clone(),
-        ))
-    });
+    let reload = match config_path {
+        Some(path) => Some(
+            crate::reload::watch_sighup(path, service.config().clone(), auth.clone())
+                .map_err(DaemonError::Signal)?,
+        ),
+        None => None,
+    };
     crate::systemd::notify_ready();
     let watchdog = crate::systemd::spawn_watchdog();
     crate::http::server::serve(

@@ -80,38 +80,40 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     )
 }
 
-/// Reloads `path` on every SIGHUP until the task is dropped.
-pub async fn on_sighup(path: PathBuf, mut running: Config, auth: Arc<Authenticator>) {
+/// Reloads `path` on every SIGHUP, from a task that runs until aborted. The handler is in
+/// place when this returns, so a SIGHUP right after READY=1 is a reload, never the default
+/// action (which ends the process).
+pub fn watch_sighup(
+    path: PathBuf,
+    mut running: Config,
+    auth: Arc<Authenticator>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot handle SIGHUP; reload is unavailable");
-            return;
-        }
-    };
-    while hangups.recv().await.is_some() {
-        let _ = crate::systemd::notify("RELOADING=1");
-        match reload(&path, &mut running, &auth) {
-            Ok(report) => {
-                tracing::info!(
-                    config = %path.display(),
-                    applied = ?report.applied,
-                    "configuration reloaded; tokens are read from the store at every request"
-                );
-                if !report.needs_restart.is_empty() {
-                    tracing::warn!(
-                        keys = ?report.needs_restart,
-                        "these settings changed but apply only after a restart; the running values stay"
+    let mut hangups = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let _ = crate::systemd::notify("RELOADING=1");
+            match reload(&path, &mut running, &auth) {
+                Ok(report) => {
+                    tracing::info!(
+                        config = %path.display(),
+                        applied = ?report.applied,
+                        "configuration reloaded; tokens are read from the store at every request"
                     );
+                    if !report.needs_restart.is_empty() {
+                        tracing::warn!(
+                            keys = ?report.needs_restart,
+                            "these settings changed but apply only after a restart; the running values stay"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload failed; nothing changed")
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "configuration reload failed; nothing changed")
-            }
+            let _ = crate::systemd::notify("READY=1");
         }
-        let _ = crate::systemd::notify("READY=1");
-    }
+    }))
 }
 
 #[cfg(test)]
