@@ -21,7 +21,8 @@
 # Settings (environment): RHYZOME_LAB_NETNS (rhyzome-lab), RHYZOME_LAB_BRIDGE (rzbr0),
 # RHYZOME_LAB_ADDR (192.168.100.1/24), and a second bridge for guests with two NICs:
 # RHYZOME_LAB_BRIDGE2 (rzbr1), RHYZOME_LAB_ADDR2 (192.168.101.1/24). Several labs with
-# different RHYZOME_LAB_NETNS values run side by side.
+# different RHYZOME_LAB_NETNS values run side by side. RHYZOME_LAB_QEMU_USER (root) is the
+# user QEMU runs as; libvirt-qemu is what a Debian server's libvirt uses (the package test).
 set -euo pipefail
 
 NS=${RHYZOME_LAB_NETNS:-rhyzome-lab}
@@ -29,8 +30,13 @@ BR=${RHYZOME_LAB_BRIDGE:-rzbr0}
 ADDR=${RHYZOME_LAB_ADDR:-192.168.100.1/24}
 BR2=${RHYZOME_LAB_BRIDGE2:-rzbr1}
 ADDR2=${RHYZOME_LAB_ADDR2:-192.168.101.1/24}
+QEMU_USER=${RHYZOME_LAB_QEMU_USER:-root}
 case "$NS" in
   "" | *[!A-Za-z0-9_.-]*) echo "error: RHYZOME_LAB_NETNS must be a plain name, not '$NS'" >&2; exit 2 ;;
+esac
+case "$QEMU_USER" in
+  root | libvirt-qemu) ;;
+  *) echo "error: RHYZOME_LAB_QEMU_USER must be root or libvirt-qemu, not '$QEMU_USER'" >&2; exit 2 ;;
 esac
 # Runtime state (sockets, pid files): emptied whenever the lab's libvirt starts.
 RUN=/run/rhyzome-lab/$NS
@@ -112,10 +118,10 @@ write_config() {
   if [ -d /etc/libvirt ]; then
     cp -a --no-clobber /etc/libvirt/. "$dir/" 2>/dev/null || true
   fi
-  put_config "$dir/qemu.conf" <<'CONF'
+  put_config "$dir/qemu.conf" <<CONF
 # Written by rhyzome scripts/lab.sh.
-user = "root"
-group = "root"
+user = "$QEMU_USER"
+group = "$QEMU_USER"
 security_driver = "none"
 CONF
   put_config "$dir/virtlogd.conf" <<'CONF'

@@ -24,5 +24,7 @@ echo "==> schemathesis"
 scripts/schemathesis.sh
 echo "==> first contact: a clean clone built with Debian's toolchain alone, then the demo"
 scripts/first-contact-test.sh
+echo "==> the Debian package: built, checked, installed, run, upgraded, removed"
+scripts/package-test.sh
 echo "==> the machine's own libvirt is untouched"
 scripts/bystander.sh check

@@ -83,6 +83,12 @@ pub enum Command {
         /// Shell to generate completions for.
         shell: clap_complete::Shell,
     },
+    /// Write the manual pages (one per command) into a directory; used to build the package.
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        out_dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -202,6 +202,30 @@ fn every_verb_has_help_and_completions_generate() {
     let bash = stdout(&ctl(&["completions", "bash"]));
     assert!(bash.contains("rhyzomectl"));
     assert!(bash.contains("--kernel-parameters"));
+    for (shell, marker) in [
+        ("zsh", "#compdef rhyzomectl"),
+        ("fish", "complete -c rhyzomectl"),
+    ] {
+        let script = stdout(&ctl(&["completions", shell]));
+        assert!(script.contains(marker), "{shell}: {script}");
+    }
+}
+
+#[test]
+fn manual_pages_are_generated_from_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ctl(&["man", "--out-dir", dir.path().to_str().unwrap()]);
+    stdout(&out);
+    let page = |name: &str| {
+        std::fs::read_to_string(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let main = page("rhyzomectl.1");
+    assert!(main.starts_with(".ie"), "a roff page: {main}");
+    assert!(main.contains("rhyzomectl\\-instance(1)"), "{main}");
+    let create = page("rhyzomectl-instance-create.1");
+    assert!(create.contains("kernel\\-parameters"), "{create}");
+    let pages = std::fs::read_dir(dir.path()).unwrap().count();
+    assert!(pages > 10, "one page per command, got {pages}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //!
 //! Keys keep the PascalCase spelling of the original Rhyzome documentation (`BridgeInterface`,
 //! `Hostname`, `Bind`). Unknown keys are errors, because a misspelt key silently falling back
-//! to a default is the worst kind of configuration bug. Parsing is pure and single-threaded;
+//! to a default is the worst kind of configuration bug. A line whose first non-blank
+//! characters are `//` is a comment (the packaged file documents every key that way). Parsing is pure and single-threaded;
 //! the loaded [`Config`] is immutable and shared read-only.
 
 use serde::Deserialize;
@@ -185,6 +186,7 @@ impl Config {
 
     /// Parses the text of a configuration file; `path` only names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let text = &without_comment_lines(text);
         let raw: RawConfig = serde_json::from_str(text).map_err(|e| syntax_error(text, path, e))?;
         Config::from_raw(raw, path)
     }
@@ -414,6 +416,22 @@ fn parse_bind(bind: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{bind:?} resolves to no address"))
 }
 
+/// Blanks every line that starts (after blanks) with `//`, keeping the line count so that
+/// error positions still match the file. Such a line is never inside a JSON string: a string
+/// cannot contain a raw line break.
+fn without_comment_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|line| {
+            if line.trim_start().starts_with("//") {
+                ""
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// serde_json reports where it noticed the problem. For a missing comma that is the start of
 /// the next key, so the message also names the end of the previous value, where the comma
 /// belongs.
@@ -498,6 +516,26 @@ mod tests {
         let e = parse(text).unwrap_err().to_string();
         assert!(e.starts_with("rhyzome.conf:3:3: "), "{e}");
         assert!(e.contains("missing ',' after line 2 column 29"), "{e}");
+    }
+
+    #[test]
+    fn comment_lines_are_ignored_and_positions_still_match() {
+        let text = "// Rhyzome\n{\n  // the lab bridge\n  \"BridgeInterface\": \"rzbr0\",\n  //\"Bind\": \":8080\",\n  \"Hostname\": \"a // b\"\n}\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.bridge_interface, "rzbr0");
+        assert_eq!(c.bind_addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.hostname, "a // b", "// inside a value is not a comment");
+        let e = parse("// one\n// two\n{\"Bind\" 1}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("rhyzome.conf:3:"), "{e}");
+        let e = parse("{\"Bind\": \":8080\" // trailing\n}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("rhyzome.conf:1:"),
+            "only whole lines are comments: {e}"
+        );
     }
 
     #[test]

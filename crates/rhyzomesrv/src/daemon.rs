@@ -1,6 +1,9 @@
 //! Start-up and shutdown: open the store, connect to libvirt, reconcile, then serve the API
 //! while the reconciler runs in the background. SIGTERM or SIGINT stops serving; guests keep
 //! running (they are libvirt's, and the next start adopts them) unless `StopGuestsOnShutdown`.
+//! Under systemd it reports readiness once the listeners are bound and the start-up
+//! reconciliation is done, feeds the watchdog, and reloads on SIGHUP (see [`crate::systemd`],
+//! [`crate::reload`]).
 
 use crate::auth::tokens::TokenStore;
 use crate::backend::libvirt::LibvirtBackend;
@@ -10,6 +13,7 @@ use crate::http::auth::Authenticator;
 use crate::http::server::{Listeners, ServeOptions};
 use crate::service::{Service, ServiceError};
 use crate::store::{Store, StoreError};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,8 @@ pub enum DaemonError {
     Tokens(#[from] crate::auth::tokens::TokenError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("cannot handle SIGHUP: {0}")]
+    Signal(#[source] std::io::Error),
     #[error("cannot open the audit log: {0}")]
     Audit(#[source] std::io::Error),
     #[error(
@@ -60,8 +66,8 @@ pub async fn build_service(config: Config) -> Result<Arc<Service>, DaemonError> 
     Ok(Service::new(config, domain_type, store, Arc::new(backend)))
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
+/// Runs the daemon until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let open_files = crate::http::server::raise_open_file_limit();
     let max_connections = crate::http::server::connection_limit(open_files);
     let bind = config.bind.clone();
@@ -116,6 +122,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         max_connections,
         "serving the API"
     );
+    let reload = match config_path {
+        Some(path) => Some(
+            crate::reload::watch_sighup(path, service.config().clone(), auth.clone())
+                .map_err(DaemonError::Signal)?,
+        ),
+        None => None,
+    };
+    crate::systemd::notify_ready();
+    let watchdog = crate::systemd::spawn_watchdog();
     crate::http::server::serve(
         Listeners {
             tcp: listener,
@@ -130,6 +145,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         shutdown_signal(),
     )
     .await;
+    crate::systemd::notify_stopping();
+    for task in [reload, watchdog].into_iter().flatten() {
+        task.abort();
+    }
     reconciler.abort();
     service.shutdown().await;
     if service.config().stop_guests_on_shutdown {

@@ -12,6 +12,8 @@
 //! - [`images`]: uploaded images in the blob store, and their inspection;
 //! - [`tls`]: HTTPS certificates;
 //! - [`daemon`]: wiring it all together and serving;
+//! - [`systemd`], [`reload`], [`logging`]: running as a systemd service (readiness, watchdog,
+//!   SIGHUP reload, the journal);
 //! - [`testing`]: a whole daemon over the fake hypervisor, for tests and benchmarks.
 
 pub mod auth;
@@ -24,7 +26,10 @@ pub mod files;
 pub mod http;
 pub mod images;
 pub mod kernels;
+pub mod logging;
+pub mod reload;
 pub mod service;
 pub mod store;
+pub mod systemd;
 pub mod testing;
 pub mod tls;

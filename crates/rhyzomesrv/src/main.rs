@@ -1,7 +1,7 @@
 //! `rhyzomesrv` binary: argument parsing and logging only; everything else is in the library.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use rhyzomesrv::config::{Config, DEFAULT_CONFIG_FILE};
 use std::path::PathBuf;
 
@@ -33,6 +33,17 @@ enum Command {
     /// Make TLS certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Print a shell completion script.
+    Completions {
+        /// Shell to generate completions for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (one per command) into a directory; used to build the package.
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -82,24 +93,37 @@ enum CertCommand {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // Logs go to stderr, coloured only for a terminal: a log file or journal gets plain text.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=info".into()),
-        )
-        .init();
-    if let Some(Command::Openapi) = args.command {
-        print!("{}", rhyzomesrv::http::openapi_json());
-        return Ok(());
+    rhyzomesrv::logging::init();
+    match &args.command {
+        Some(Command::Openapi) => {
+            print!("{}", rhyzomesrv::http::openapi_json());
+            return Ok(());
+        }
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                *shell,
+                &mut Args::command(),
+                "rhyzomesrv",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Some(Command::Man { out_dir }) => {
+            std::fs::create_dir_all(out_dir)
+                .with_context(|| format!("cannot create {}", out_dir.display()))?;
+            clap_mangen::generate_to(Args::command(), out_dir)
+                .with_context(|| format!("cannot write manual pages to {}", out_dir.display()))?;
+            return Ok(());
+        }
+        _ => {}
     }
     let (path, explicit) = match &args.config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
     };
     let config = Config::load(&path, explicit)?;
+    // SIGHUP re-reads the file the daemon started from; with built-in defaults there is none.
+    let reload_from = (explicit || path.exists()).then(|| path.clone());
     match args.command {
         Some(Command::CheckConfig) => {
             // What the file alone cannot tell: whether SocketGroup names a group here.
@@ -136,7 +160,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(rhyzomesrv::daemon::run(config))?;
+        .block_on(rhyzomesrv::daemon::run(config, reload_from))?;
     Ok(())
 }
 

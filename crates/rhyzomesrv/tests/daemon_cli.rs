@@ -1,6 +1,7 @@
 //! The `rhyzomesrv` binary itself, on libvirt's built-in test driver (`test:///default`, real
 //! libvirt code, no QEMU): configuration errors, the refusal to listen beyond loopback
-//! unprotected, token management, TLS certificates, and SIGTERM.
+//! unprotected, token management, TLS certificates, SIGTERM, the systemd service protocol
+//! (readiness, watchdog, SIGHUP reload), manual pages and completions.
 
 use rhyzome_api::client::{Client, ClientOptions};
 use std::path::PathBuf;
@@ -369,5 +370,195 @@ fn under_a_low_fd_limit_200_event_connections_do_not_stop_the_api_or_spin_in_acc
     assert!(
         accept_errors <= 3,
         "the accept loop logged {accept_errors} failures:\n{log}"
+    );
+}
+
+#[test]
+fn manual_pages_and_completions_are_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+        .args(["man", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "rhyzomesrv.1",
+        "rhyzomesrv-token-create.1",
+        "rhyzomesrv-cert-create.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page}: {text}");
+    }
+    for (shell, marker) in [
+        ("bash", "rhyzomesrv"),
+        ("zsh", "#compdef rhyzomesrv"),
+        ("fish", "complete -c rhyzomesrv"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && script.contains(marker),
+            "{shell}: {script}"
+        );
+        assert!(script.contains("max-instances"), "{shell}: {script}");
+    }
+}
+
+/// What systemd would see: `READY=1` once the API answers, `WATCHDOG=1` at half of
+/// `WATCHDOG_USEC`, and a SIGHUP that applies the new rate limit and names what needs a
+/// restart, without stopping the daemon.
+#[test]
+fn systemd_sees_readiness_watchdog_pings_and_a_reload() {
+    let d = setup(serde_json::json!({"CreateRateLimit": 5}));
+    let notify_path = d.dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+        .arg("--config")
+        .arg(d.config())
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let receive = || {
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = receive();
+    let ready_at = Instant::now();
+    assert!(first.starts_with("READY=1"), "{first}");
+    // Ready means serving: the API answers right away.
+    d.client("http", ClientOptions::default()).info().unwrap();
+    // Pings start with READY=1 and come every 200 ms, never faster (a late one may be queued,
+    // so only the sixth gives a lower bound: 5 intervals after the first, less the time
+    // this thread took to read READY=1 on a busy machine).
+    for _ in 0..6 {
+        assert_eq!(receive(), "WATCHDOG=1");
+    }
+    let elapsed = ready_at.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(600) && elapsed < Duration::from_secs(10),
+        "six pings every 200 ms took {elapsed:?}"
+    );
+
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.config()).unwrap()).unwrap();
+    config["CreateRateLimit"] = serde_json::json!(1);
+    config["HeaderTimeoutSeconds"] = serde_json::json!(3);
+    std::fs::write(d.config(), config.to_string()).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let mut states = Vec::new();
+    while !states.iter().any(|s: &String| s.starts_with("READY=1")) {
+        states.push(receive());
+    }
+    assert!(states.contains(&"RELOADING=1".to_string()), "{states:?}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP does not stop it"
+    );
+    d.client("http", ClientOptions::default()).info().unwrap();
+    terminate_with_log(child, |log| {
+        assert!(log.contains("configuration reloaded"), "{log}");
+        assert!(log.contains("CreateRateLimit"), "{log}");
+        assert!(
+            log.contains("apply only after a restart") && log.contains("HeaderTimeoutSeconds"),
+            "{log}"
+        );
+    });
+    // Watchdog pings may still be queued; the last word is that it is stopping.
+    let mut last = receive();
+    while last == "WATCHDOG=1" {
+        last = receive();
+    }
+    assert_eq!(last, "STOPPING=1");
+}
+
+/// SIGTERM, a clean exit, and `check` on what the daemon logged.
+fn terminate_with_log(mut child: Child, check: impl FnOnce(&str)) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}: {log}");
+    check(&log);
+}
+
+/// Under systemd, stderr is the journal's stream (`JOURNAL_STREAM` names its device and
+/// inode). The daemon then writes to the journal natively, or, with no journal socket (as
+/// here, where systemd is not running), plain lines without a timestamp of their own: the
+/// journal stamps each line, a second stamp is noise. Events logged while a request is
+/// handled carry its request id.
+#[test]
+fn under_the_journal_log_lines_carry_no_timestamp() {
+    use std::os::unix::fs::MetadataExt;
+    let d = setup(serde_json::json!({}));
+    let log_path = d.dir.path().join("stderr");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let meta = log.metadata().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rhyzomesrv"))
+        .arg("--config")
+        .arg(d.config())
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let client = d.client("http", ClientOptions::default());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.info().is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "rhyzomesrv exited");
+        assert!(Instant::now() < deadline, "rhyzomesrv did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A mutating request is audited: that line carries the request's span.
+    let status = reqwest::blocking::Client::new()
+        .delete(format!("http://127.0.0.1:{}/v1/instances/nope", d.port))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        assert!(
+            !text.contains("serving the API"),
+            "with a journal socket, logs go to the journal, not stderr: {text}"
+        );
+        return;
+    }
+    let serving = text
+        .lines()
+        .find(|l| l.contains("serving the API"))
+        .unwrap_or_else(|| panic!("no 'serving the API' line: {text}"));
+    assert!(
+        serving.trim_start().starts_with("INFO"),
+        "no timestamp, no colour: {serving:?}"
+    );
+    assert!(serving.contains("address=127.0.0.1:"), "{serving}");
+    let audit = text
+        .lines()
+        .find(|l| l.contains("audit") && l.contains("/v1/instances/nope"))
+        .unwrap_or_else(|| panic!("no audit line: {text}"));
+    assert!(
+        audit.contains("request{request_id=")
+            && audit.contains("method=DELETE path=/v1/instances/nope}"),
+        "the request's id, method and path go with its events: {audit}"
     );
 }

@@ -13,12 +13,15 @@ use rhyzome_api::client::{Client, ClientOptions};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let globals = cli.globals();
-    if let Command::Config(cmd) = cli.command {
-        return config::run(cmd, &globals);
+    match cli.command {
+        Command::Config(cmd) => return config::run(cmd, &globals),
+        // Needs no server, nor the client configuration.
+        Command::Man { out_dir } => return completions::man(&out_dir),
+        _ => {}
     }
     let ctx = Context::resolve(&cli)?;
     match cli.command {
-        Command::Config(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::Man { .. } => unreachable!("handled above"),
         Command::Instance(cmd) => instance::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Info => info::run(&ctx),

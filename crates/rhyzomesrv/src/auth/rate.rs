@@ -7,17 +7,36 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct RateLimiter {
+    state: Mutex<Buckets>,
+}
+
+/// The limits and the buckets under one lock, so that a reload (SIGHUP) changes the limits
+/// between two takes, never during one.
+struct Buckets {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    by_key: HashMap<String, (f64, Instant)>,
 }
 
 impl RateLimiter {
     pub fn new(per_second: f64, burst: u32) -> Self {
         RateLimiter {
-            per_second,
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            state: Mutex::new(Buckets {
+                per_second,
+                burst: f64::from(burst.max(1)),
+                by_key: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Changes the limits from now on; a bucket keeps its tokens, capped at the new burst.
+    pub fn set_limits(&self, per_second: f64, burst: u32) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.per_second = per_second;
+        state.burst = f64::from(burst.max(1));
+        let cap = state.burst;
+        for (tokens, _) in state.by_key.values_mut() {
+            *tokens = tokens.min(cap);
         }
     }
 
@@ -27,24 +46,23 @@ impl RateLimiter {
     }
 
     fn take_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > 10_000 {
-            let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, (tokens, at)| {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (rate, burst) = (state.per_second, state.burst);
+        if state.by_key.len() > 10_000 {
+            state.by_key.retain(|_, (tokens, at)| {
                 *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
             });
         }
-        let (tokens, at) = buckets.entry(key.to_string()).or_insert((self.burst, now));
-        let refilled = (*tokens
-            + now.saturating_duration_since(*at).as_secs_f64() * self.per_second)
-            .min(self.burst);
+        let (tokens, at) = state.by_key.entry(key.to_string()).or_insert((burst, now));
+        let refilled =
+            (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(burst);
         *at = now;
         if refilled >= 1.0 {
             *tokens = refilled - 1.0;
             Ok(())
         } else {
             *tokens = refilled;
-            Err(Duration::from_secs_f64((1.0 - refilled) / self.per_second))
+            Err(Duration::from_secs_f64((1.0 - refilled) / rate))
         }
     }
 }
@@ -64,5 +82,18 @@ mod tests {
         assert!(r.take_at("a", later).is_ok());
         let wait = r.take_at("a", later).unwrap_err();
         assert!(wait > Duration::from_millis(499) && wait <= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn new_limits_apply_to_the_next_take() {
+        let r = RateLimiter::new(1.0, 5);
+        let t0 = Instant::now();
+        assert!(r.take_at("a", t0).is_ok());
+        r.set_limits(1.0, 1);
+        // The bucket had 4 tokens left; the new burst caps it at 1.
+        assert!(r.take_at("a", t0).is_ok());
+        assert!(r.take_at("a", t0).is_err());
+        r.set_limits(1000.0, 1);
+        assert!(r.take_at("a", t0 + Duration::from_millis(1)).is_ok());
     }
 }

@@ -58,6 +58,12 @@ impl Authenticator {
         }))
     }
 
+    /// Changes the create rate limit from the next request on (configuration reload).
+    pub fn set_create_limit(&self, creates_per_second: f64, create_burst: u32) {
+        self.create_limit
+            .set_limits(creates_per_second, create_burst);
+    }
+
     fn caller(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
         let Some(tokens) = &self.tokens else {
             return Ok(Caller::anonymous());

@@ -141,8 +141,21 @@ pub fn router_with_auth(service: Arc<Service>, auth: Arc<auth::Authenticator>) -
             request_timeout(timeout, req, next)
         }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(service)
+}
+
+/// One span per request, at INFO so that its fields go with every event logged while it is
+/// handled (the audit line, "instance accepted", ...): `request{request_id=... method=POST
+/// path=/v1/instances}` in the plain format, `REQUEST_ID=`, `METHOD=`, `PATH=` in the journal.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    tracing::info_span!(
+        "request",
+        request_id = &id[..16],
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
 }
 
 /// Answers 408 when a request takes longer than `limit` to produce its response head. Image
