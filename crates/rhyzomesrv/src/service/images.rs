@@ -60,16 +60,20 @@ pub(super) fn device_selection(
         };
     };
     let declared = m.net_devices();
-    let summary = if declared.is_empty() {
-        "no devices: the image's Solo5 manifest declares none".to_string()
-    } else if declared.len() == nic_names.len() {
-        format!(
-            "{nics} NIC(s) ({}), as the image's Solo5 manifest declares",
+    let summary = if declared.len() != nic_names.len() {
+        // `network.mode` none on an image with a network device, or an instance created
+        // before device selection.
+        let declared = if declared.is_empty() {
+            "no network device".to_string()
+        } else {
             declared.join(", ")
-        )
+        };
+        format!("{nics} NIC(s), but the image's Solo5 manifest declares {declared}")
+    } else if declared.is_empty() {
+        "no devices: the image's Solo5 manifest declares none".to_string()
     } else {
         format!(
-            "{nics} NIC(s); the image's Solo5 manifest declares {}",
+            "{nics} NIC(s) ({}), as the image's Solo5 manifest declares",
             declared.join(", ")
         )
     };
@@ -530,5 +534,60 @@ impl Service {
     /// Digests whose blobs garbage collection must keep: those of images.
     pub(super) fn image_blobs(&self) -> Result<std::collections::HashSet<String>, ServiceError> {
         Ok(self.store.image_digests()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_selection;
+    use rhyzome_api::{DeviceSource, ManifestDevice, Solo5Manifest};
+
+    fn manifest(nets: &[&str]) -> Solo5Manifest {
+        Solo5Manifest {
+            version: 1,
+            devices: nets
+                .iter()
+                .map(|n| ManifestDevice {
+                    name: n.to_string(),
+                    kind: "NET_BASIC".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn device_selection_says_where_the_devices_come_from_and_any_mismatch() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let none = device_selection(Some(&manifest(&[])), &[]);
+        assert_eq!((none.source, none.nics), (DeviceSource::Manifest, 0));
+        assert!(none.summary.contains("declares none"), "{}", none.summary);
+        let two = device_selection(
+            Some(&manifest(&["service", "admin"])),
+            &names(&["service", "admin"]),
+        );
+        assert!(
+            two.summary.starts_with("2 NIC(s) (service, admin), as"),
+            "{}",
+            two.summary
+        );
+        // A NIC the manifest does not declare (made before device selection) is not hidden.
+        let stale = device_selection(Some(&manifest(&[])), &names(&["br0"]));
+        assert!(
+            stale
+                .summary
+                .contains("but the image's Solo5 manifest declares no network device"),
+            "{}",
+            stale.summary
+        );
+        let off = device_selection(Some(&manifest(&["service"])), &[]);
+        assert!(off.summary.contains("0 NIC(s), but"), "{}", off.summary);
+        let default = device_selection(None, &names(&["br0"]));
+        assert_eq!((default.source, default.nics), (DeviceSource::Default, 1));
+        assert!(
+            default.summary.contains("on bridge br0"),
+            "{}",
+            default.summary
+        );
+        assert!(default.manifest_devices.is_empty());
     }
 }

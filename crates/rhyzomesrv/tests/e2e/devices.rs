@@ -158,12 +158,13 @@ impl HandMadeDomain {
     fn wait_for(&self, prefix: &str) -> String {
         poll_until(Duration::from_secs(30), || {
             let console = self.console();
-            match console.lines().any(|l| l.starts_with(prefix)) {
-                true => Ok(console),
-                false => Err(format!(
+            if console.lines().any(|l| l.starts_with(prefix)) {
+                Ok(console)
+            } else {
+                Err(format!(
                     "{}: no {prefix:?} on the console:\n{console}",
                     self.name
-                )),
+                ))
             }
         })
     }
@@ -197,9 +198,12 @@ fn assert_strict_abort(domain: &HandMadeDomain, undeclared: &str) {
         ],
         "{console}"
     );
-    poll_until(Duration::from_secs(10), || match domain.running() {
-        false => Ok(()),
-        true => Err(format!("{} still runs after its abort", domain.name)),
+    poll_until(Duration::from_secs(10), || {
+        if domain.running() {
+            Err(format!("{} still runs after its abort", domain.name))
+        } else {
+            Ok(())
+        }
     });
 }
 
