@@ -210,18 +210,64 @@ static void print_args(void)
 }
 
 /* ---- devices ----------------------------------------------------------- */
+/* The kernel's own Solo5 manifest (solo5_notes.S): 104-byte entries, the
+ * device type a u32 at offset 68. */
+#define MFT_ENTRY_SIZE 104
+#define MFT_TYPE_OFFSET 68
+#define MFT_BLOCK_BASIC 1
+#define MFT_NET_BASIC 2
+extern const uint8_t solo5_mft_entries[], solo5_mft_end[];
+
+/* Manifest devices of each kind not yet bound to a PCI device. */
+static uint32_t free_net, free_blk;
+static int pci_failed;
+
+static void manifest_init(void)
+{
+    for (const uint8_t *e = solo5_mft_entries; e < solo5_mft_end;
+         e += MFT_ENTRY_SIZE) {
+        uint32_t type;
+        memcpy(&type, e + MFT_TYPE_OFFSET, sizeof(type));
+        if (type == MFT_NET_BASIC)
+            free_net++;
+        else if (type == MFT_BLOCK_BASIC)
+            free_blk++;
+    }
+}
+
+/* Like Solo5's virtio bindings: every virtio-net or virtio-blk device must
+ * take a free manifest entry of its kind, in PCI order, or enumeration fails
+ * and the unikernel aborts before its application starts.  The lines are
+ * Solo5's own (`kind` is "net" or "block").
+ * Returns whether the device may be driven. */
+static int claim(const struct pci_dev *d, const char *kind,
+                 uint32_t *free_entries)
+{
+    uint32_t base = pci_read32(d, 0x10) & ~3u;
+    uint32_t irq = pci_read32(d, 0x3C) & 0xFF;
+    kprintf("Solo5: PCI:%02x:%02x: virtio-%s device, base=0x%x, irq=%u\n",
+            d->bus, d->dev, kind, base, irq);
+    if (*free_entries == 0) {
+        kprintf("Solo5: Virtio %s: PCI:%02x:%02x not in manifest\n",
+                kind, d->bus, d->dev);
+        pci_failed = 1;
+        return 0;
+    }
+    (*free_entries)--;
+    return 1;
+}
+
 static void pci_visit(const struct pci_dev *d)
 {
-    if (d->vendor != VIRTIO_VENDOR)
+    if (pci_failed || d->vendor != VIRTIO_VENDOR)
         return;
     if (d->device == VIRTIO_DEV_NET_LEGACY) {
-        if (vnet_count() >= VNET_MAX)
-            return; /* further NICs are left alone */
-        if (vnet_init(d) < 0)
+        if (claim(d, "net", &free_net) && vnet_init(d) < 0)
             kprintf(TK "warning: virtio-net at %02x:%02x.%u: init failed\n",
                     d->bus, d->dev, d->fn);
     } else if (d->device == VIRTIO_DEV_BLK_LEGACY) {
-        vblk_init(d);
+        if (claim(d, "block", &free_blk))
+            vblk_init(d);
     } else if (d->device >= 0x1040) {
         kprintf(TK "warning: modern-only virtio device %04x:%04x at "
                    "%02x:%02x.%u ignored (needs a transitional device)\n",
@@ -242,7 +288,13 @@ void kmain(uint32_t magic, const uint32_t *mbi)
     print_args();
     time_init();
 
+    manifest_init();
     pci_scan(pci_visit);
+    if (pci_failed) {
+        kputs("Solo5: PCI enumeration failed. Aborting.\n");
+        kputs("Solo5: solo5_abort() called\n");
+        platform_poweroff(255); /* SOLO5_EXIT_ABORT */
+    }
     if (vnet_count() == 0)
         kputs(TK "net none\n");
     for (int nic = 0; nic < vnet_count(); nic++) {

@@ -12,13 +12,21 @@
  *   Entry types: 1 BLOCK_BASIC, 2 NET_BASIC, 1<<30 RESERVED_FIRST (Solo5's
  *   elftool always puts that one first).
  *
- * The Makefile assembles this file twice: plain for testkernel.elf (one
- * NET_BASIC device, "service"), and with -DMFT_ADMIN_NIC for
- * testkernel-2nic.elf, which adds a second one, "admin".  Solo5 binds
- * manifest devices to virtio-net PCI devices in PCI order, so "service" is
- * NIC 0 (--ipv4) and "admin" NIC 1 (--admin-ipv4).
+ * The Makefile assembles this file once per build: plain for testkernel.elf
+ * (one NET_BASIC device, "service"); with -DMFT_ADMIN_NIC for
+ * testkernel-2nic.elf, which adds a second one, "admin"; with -DMFT_NO_NET
+ * for testkernel-nonet.elf, which declares no device at all (like Solo5's
+ * test_hello); with -DMFT_BLOCK for testkernel-block.elf, which adds a
+ * BLOCK_BASIC device, "storage".  Solo5 binds manifest devices to virtio PCI
+ * devices in PCI order, so "service" is NIC 0 (--ipv4) and "admin" NIC 1
+ * (--admin-ipv4).
+ *
+ * The kernel reads its own manifest at run time (solo5_mft_entries ..
+ * solo5_mft_end, see main.c) and, like Solo5, aborts on a virtio device the
+ * manifest does not declare.
  */
 #define SOLO5_TARGET_VIRTIO 3
+#define MFT_BLOCK_BASIC 1
 #define MFT_NET_BASIC 2
 #define MFT_RESERVED_FIRST 0x40000000
 
@@ -51,12 +59,20 @@ mft_desc:
     .long 0                     /* alignment padding */
     .long 1                     /* manifest version */
     .long (mft_end - mft_entries) / 104 /* entries */
+    .globl solo5_mft_entries, solo5_mft_end
+solo5_mft_entries:
 mft_entries:
     MFT_ENTRY "", MFT_RESERVED_FIRST
+#ifndef MFT_NO_NET
     MFT_ENTRY "service", MFT_NET_BASIC
+#endif
 #ifdef MFT_ADMIN_NIC
     MFT_ENTRY "admin", MFT_NET_BASIC
 #endif
+#ifdef MFT_BLOCK
+    MFT_ENTRY "storage", MFT_BLOCK_BASIC
+#endif
+solo5_mft_end:
 mft_end:
 
     .section .note.GNU-stack, "", @progbits

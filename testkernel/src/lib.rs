@@ -10,7 +10,10 @@
 //!
 //! This crate gives tests:
 //! - [`kernel_path`]: builds the kernel (once per process) and returns its path;
-//!   [`kernel_path_2nic`] is the same kernel with a two-NIC Solo5 manifest;
+//!   [`kernel_path_2nic`], [`kernel_path_nonet`] and [`kernel_path_block`] are
+//!   the same kernel with another Solo5 manifest (two NICs; no device; a NIC
+//!   and a block device). Like Solo5, the kernel aborts at boot on a virtio
+//!   device its manifest does not declare ([`not_in_manifest_line`]);
 //! - [`TestNetns`]: a private network namespace with a bridge, removed on drop;
 //! - [`QemuGuest`]: plain `qemu-system-x86_64` (TCG) booting the kernel, with
 //!   its console captured line by line; killed on drop;
@@ -77,6 +80,11 @@ pub const READY_LINE: &str = "rhyzome-testkernel: ready";
 pub const BLOCK_CHECKSUM_PREFIX: &str = "rhyzome-testkernel: block sector0 checksum=";
 /// Exact Solo5 exit line prefix: `Solo5: solo5_exit(N) called`.
 pub const SOLO5_EXIT_PREFIX: &str = "Solo5: solo5_exit(";
+/// Solo5's line when start-up fails because a virtio device is not in the
+/// manifest (after [`not_in_manifest_line`]), right before [`SOLO5_ABORT_CALLED_LINE`].
+pub const PCI_ENUMERATION_FAILED_LINE: &str = "Solo5: PCI enumeration failed. Aborting.";
+/// Solo5's line for `solo5_abort()`; the kernel then powers off.
+pub const SOLO5_ABORT_CALLED_LINE: &str = "Solo5: solo5_abort() called";
 /// Exact Solo5 abort prefix: `Solo5: ABORT: <file>:<line>: <message>`.
 pub const SOLO5_ABORT_PREFIX: &str = "Solo5: ABORT: ";
 /// Solo5-style version line printed right after the banner.
@@ -89,6 +97,23 @@ pub const MAX_CMDLINE: usize = 8191;
 /// The exact Solo5 exit line for `code`.
 pub fn solo5_exit_line(code: i32) -> String {
     format!("Solo5: solo5_exit({code}) called")
+}
+
+/// A kind of virtio device a Solo5 manifest can declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtioDevice {
+    Net,
+    Block,
+}
+
+/// Solo5's line for a virtio device at PCI `bus:dev` that the manifest does
+/// not declare, e.g. `Solo5: Virtio net: PCI:00:03 not in manifest`.
+pub fn not_in_manifest_line(kind: VirtioDevice, bus: u8, dev: u8) -> String {
+    let kind = match kind {
+        VirtioDevice::Net => "net",
+        VirtioDevice::Block => "block",
+    };
+    format!("Solo5: Virtio {kind}: PCI:{bus:02x}:{dev:02x} not in manifest")
 }
 
 /// Directory of this crate (`.../testkernel`).
@@ -116,6 +141,26 @@ pub fn kernel_path() -> PathBuf {
 /// As [`kernel_path`].
 pub fn kernel_path_2nic() -> PathBuf {
     built_kernel("testkernel-2nic.elf")
+}
+
+/// Like [`kernel_path`] (same build), for `testkernel/build/testkernel-nonet.elf`:
+/// the same kernel, whose Solo5 manifest declares no device at all (like
+/// Solo5's `test_hello`). Given a NIC, it aborts at boot, as Solo5 does.
+///
+/// # Panics
+/// As [`kernel_path`].
+pub fn kernel_path_nonet() -> PathBuf {
+    built_kernel("testkernel-nonet.elf")
+}
+
+/// Like [`kernel_path`] (same build), for `testkernel/build/testkernel-block.elf`:
+/// the same kernel, whose Solo5 manifest declares the network device
+/// `service` and the block device `storage`.
+///
+/// # Panics
+/// As [`kernel_path`].
+pub fn kernel_path_block() -> PathBuf {
+    built_kernel("testkernel-block.elf")
 }
 
 /// Runs the build once per process (one make builds every image) and returns

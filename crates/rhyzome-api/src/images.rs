@@ -100,11 +100,32 @@ pub struct ManifestDevice {
 impl Solo5Manifest {
     /// Names of the network devices, in manifest order.
     pub fn net_devices(&self) -> Vec<&str> {
+        self.names_of_kind("NET_BASIC")
+    }
+
+    /// Names of the block devices, in manifest order.
+    pub fn block_devices(&self) -> Vec<&str> {
+        self.names_of_kind("BLOCK_BASIC")
+    }
+
+    fn names_of_kind(&self, kind: &str) -> Vec<&str> {
         self.devices
             .iter()
-            .filter(|d| d.kind == "NET_BASIC")
+            .filter(|d| d.kind == kind)
             .map(|d| d.name.as_str())
             .collect()
+    }
+
+    /// The devices for people: `service (NET_BASIC), disk (BLOCK_BASIC)`, or `none`.
+    pub fn describe_devices(&self) -> String {
+        if self.devices.is_empty() {
+            return "none".to_string();
+        }
+        self.devices
+            .iter()
+            .map(|d| format!("{} ({})", d.name, d.kind))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -235,6 +235,39 @@ pub struct InterfaceAttachment {
     pub pci_slot: u8,
 }
 
+/// Where an instance's devices come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceSource {
+    /// The image's Solo5 manifest: the instance gets exactly the devices it declares (Solo5
+    /// aborts at boot on any virtio device it does not declare).
+    Manifest,
+    /// The kernel has no Solo5 manifest: one NIC, as `network` says (unless its mode is
+    /// `none`).
+    Default,
+}
+
+impl DeviceSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceSource::Manifest => "manifest",
+            DeviceSource::Default => "default",
+        }
+    }
+}
+
+/// Which devices an instance got, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceSelection {
+    pub source: DeviceSource,
+    /// The devices the image's manifest declares, in manifest order (empty for `default`).
+    pub manifest_devices: Vec<crate::images::ManifestDevice>,
+    /// How many NICs the instance has.
+    pub nics: u32,
+    /// One line for people, e.g. `no devices: the image's Solo5 manifest declares none`.
+    pub summary: String,
+}
+
 /// An instance as the daemon stores and observes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Instance {
@@ -259,6 +292,11 @@ pub struct Instance {
     pub vcpus: u32,
     /// `null` when the instance has no network.
     pub network: Option<NetworkAttachment>,
+    /// Which devices the instance got, and why: those its image's Solo5 manifest declares,
+    /// or, for a kernel without one, the default NIC. `null` only from daemons that predate
+    /// device selection.
+    #[serde(default)]
+    pub devices: Option<DeviceSelection>,
     pub state: InstanceState,
     /// Whether the daemon keeps the instance running (`running`) or not (`stopped`).
     pub desired_state: DesiredState,

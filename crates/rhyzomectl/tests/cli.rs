@@ -558,3 +558,44 @@ fn a_followed_console_goes_on_when_the_server_ends_the_stream_at_its_lifetime() 
     };
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn device_selection_is_shown_and_bridge_is_refused_for_a_kernel_without_network_devices() {
+    use rhyzomesrv::images::inspect::testdata::{abi_note, elf64, manifest_note};
+    let s = serve();
+    let mut notes = abi_note(3);
+    notes.extend(manifest_note(&[]));
+    let hello = s.dir.path().join("kernels/hello.virtio");
+    std::fs::write(&hello, elf64(&notes, true)).unwrap();
+    let hello = hello.to_str().unwrap();
+    let out = ctl(&[
+        "--server", &s.url, "instance", "create", "--name", "hello", "--kernel", hello, "--bridge",
+        "br0",
+    ]);
+    let err = failure(&out);
+    assert!(
+        err.contains("network.bridge") && err.contains("declares no network device"),
+        "{err}"
+    );
+    stdout(&ctl(&[
+        "--server", &s.url, "instance", "create", "--name", "hello", "--kernel", hello,
+    ]));
+    let show = stdout(&ctl(&["--server", &s.url, "instance", "show", "hello"]));
+    assert!(
+        show.contains("devices:") && show.contains("manifest declares none"),
+        "{show}"
+    );
+    let kernel = s.dir.path().join("kernels/msgrouter.virtio");
+    stdout(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "create",
+        "--name",
+        "plain",
+        "--kernel",
+        kernel.to_str().unwrap(),
+    ]));
+    let show = stdout(&ctl(&["--server", &s.url, "instance", "show", "plain"]));
+    assert!(show.contains("the kernel has no Solo5 manifest"), "{show}");
+}

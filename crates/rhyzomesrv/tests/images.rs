@@ -102,6 +102,18 @@ impl Server {
         )
     }
 
+    /// The status and body of a create that must be refused.
+    fn refused(&self, spec: &InstanceSpec) -> (u16, rhyzome_api::ErrorBody) {
+        api_error(self.client.create_instance(spec).unwrap_err())
+    }
+
+    /// Asserts that nothing is left of refused creates: no instance, domain or blob.
+    fn assert_nothing_created(&self) {
+        assert!(self.blobs().is_empty(), "{:?}", self.blobs());
+        assert!(self.client.list_instances().unwrap().is_empty());
+        assert!(self.backend.list().unwrap().is_empty());
+    }
+
     fn image_spec(&self, name: &str, image: &str) -> InstanceSpec {
         InstanceSpec {
             name: name.into(),
@@ -620,4 +632,191 @@ fn every_nic_respects_the_bridge_quota_and_macs_stay_unique() {
     );
     assert_eq!((status, body.field.as_deref()), (422, Some("image")));
     assert_eq!(carol.list_instances().unwrap().len(), 1);
+}
+
+/// Asserts which devices `i` says it got, and that its summary mentions `why`.
+fn assert_devices(
+    i: &rhyzome_api::Instance,
+    source: rhyzome_api::DeviceSource,
+    nics: u32,
+    why: &str,
+) {
+    let devices = i.devices.as_ref().expect("devices");
+    assert_eq!(
+        (devices.source, devices.nics),
+        (source, nics),
+        "{devices:?}"
+    );
+    assert!(devices.summary.contains(why), "{}", devices.summary);
+}
+
+/// A Solo5 virtio image whose manifest declares `devices` (name, 1 = block, 2 = net).
+fn virtio_image_with(devices: &[(&str, u32)], salt: u8) -> Vec<u8> {
+    let mut notes = abi_note(3);
+    notes.extend(manifest_note(devices));
+    let mut img = elf64(&notes, true);
+    img.push(salt);
+    img
+}
+
+#[test]
+fn an_image_without_network_devices_gets_no_nic_and_network_options_are_refused() {
+    let s = serve();
+    s.upload(&virtio_image(&[], 20), None, Some("hello"))
+        .unwrap();
+    let refusals: [(&str, serde_json::Value); 4] = [
+        (
+            "network.bridge",
+            serde_json::json!({"network": {"bridge": "br0"}}),
+        ),
+        (
+            "network.mac",
+            serde_json::json!({"network": {"mac": "02:00:00:00:00:01"}}),
+        ),
+        (
+            "network",
+            serde_json::json!({"network": {"mode": "bridge"}}),
+        ),
+        ("nets", serde_json::json!({"nets": {"service": "br0"}})),
+    ];
+    for (field, extra) in refusals {
+        let mut request = serde_json::json!({"name": "hello", "image": "hello"});
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/instances", s.base))
+            .json(&request)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 422, "{request}");
+        let body: rhyzome_api::ErrorBody = resp.json().unwrap();
+        assert_eq!(body.field.as_deref(), Some(field), "{}", body.message);
+        assert!(
+            body.message.contains("declares no network device")
+                && body.message.contains("its devices: none"),
+            "{}",
+            body.message
+        );
+        assert!(s.client.list_instances().unwrap().is_empty());
+        assert!(s.backend.list().unwrap().is_empty());
+    }
+    // Without a network option it gets no NIC at all, and says why.
+    let i = s
+        .client
+        .create_instance(&s.image_spec("hello", "hello"))
+        .unwrap();
+    assert_eq!(i.network, None);
+    assert!(i.interfaces.is_empty());
+    assert_devices(&i, rhyzome_api::DeviceSource::Manifest, 0, "declares none");
+    let xml = s.backend.xml(&i.id).unwrap();
+    assert!(!xml.contains("<interface"), "{xml}");
+    // Asking for no network is not asking for one.
+    let mut spec = s.image_spec("hello2", "hello");
+    spec.network = Some(rhyzome_api::NetworkSpec {
+        mode: rhyzome_api::NetworkMode::None,
+        bridge: None,
+        mac: None,
+    });
+    assert_eq!(s.client.create_instance(&spec).unwrap().network, None);
+}
+
+#[test]
+fn a_refused_server_path_kernel_leaves_no_blob() {
+    let s = serve();
+    let path = s.write("kernels/hello.virtio", &virtio_image(&[], 21));
+    let (status, body) = s.refused(&InstanceSpec {
+        name: "hello".into(),
+        kernel: path.to_str().unwrap().into(),
+        network: Some(rhyzome_api::NetworkSpec {
+            mode: rhyzome_api::NetworkMode::Bridge,
+            bridge: Some("br0".into()),
+            mac: None,
+        }),
+        ..Default::default()
+    });
+    assert_eq!(
+        (status, body.field.as_deref()),
+        (422, Some("network.bridge"))
+    );
+    assert!(body.message.contains("hello.virtio"), "{}", body.message);
+    s.assert_nothing_created();
+}
+
+#[test]
+fn an_image_with_a_block_device_is_refused_until_volumes_exist() {
+    let s = serve();
+    let bytes = virtio_image_with(&[("service", 2), ("storage", 1)], 22);
+    s.upload(&bytes, None, Some("db")).unwrap();
+    let (status, body) = s.refused(&s.image_spec("db", "db"));
+    assert_eq!((status, body.field.as_deref()), (422, Some("image")));
+    assert!(
+        body.message.contains("storage") && body.message.contains("not supported yet"),
+        "{}",
+        body.message
+    );
+    let path = s.write("kernels/db.virtio", &bytes);
+    // The same file as a server path, once the image (and its blob) are gone.
+    s.client.delete_image("db").unwrap();
+    let (status, body) = s.refused(&InstanceSpec {
+        name: "db".into(),
+        kernel: path.to_str().unwrap().into(),
+        ..Default::default()
+    });
+    assert_eq!((status, body.field.as_deref()), (422, Some("kernel")));
+    assert!(
+        body.message.contains("not supported yet"),
+        "{}",
+        body.message
+    );
+    s.assert_nothing_created();
+}
+
+#[test]
+fn devices_say_whether_they_come_from_the_manifest_or_the_default() {
+    let s = serve();
+    s.upload(&virtio_image(&["service"], 23), None, Some("web"))
+        .unwrap();
+    let web = s
+        .client
+        .create_instance(&s.image_spec("web", "web"))
+        .unwrap();
+    assert_devices(&web, rhyzome_api::DeviceSource::Manifest, 1, "(service)");
+    assert_eq!(web.devices.as_ref().unwrap().manifest_devices.len(), 1);
+    assert_eq!(web.network.unwrap().bridge, "br0");
+    // A kernel without a Solo5 manifest keeps the default: one NIC on the default bridge.
+    let plain = s
+        .client
+        .create_instance(&InstanceSpec {
+            name: "plain".into(),
+            kernel: s.kernel.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_devices(
+        &plain,
+        rhyzome_api::DeviceSource::Default,
+        1,
+        "no Solo5 manifest",
+    );
+    assert_eq!(plain.network.unwrap().bridge, "br0");
+    assert_eq!(
+        s.backend
+            .xml(&plain.id)
+            .unwrap()
+            .matches("<interface")
+            .count(),
+        1
+    );
+    // The list says the same.
+    let listed = s.client.list_instances().unwrap();
+    let by_name = |n: &str| listed.iter().find(|i| i.name == n).unwrap().devices.clone();
+    assert_eq!(
+        by_name("plain").unwrap().source,
+        rhyzome_api::DeviceSource::Default
+    );
+    assert_eq!(
+        by_name("web").unwrap().source,
+        rhyzome_api::DeviceSource::Manifest
+    );
 }

@@ -1,6 +1,7 @@
 //! Image operations of the service (upload, list, show, delete) and what creating an instance
-//! takes from an image: the blob to boot, the refusal of images libvirt cannot run, and one NIC
-//! per network device of a Solo5 manifest.
+//! takes from an image: the blob to boot, the refusal of images libvirt cannot run, and device
+//! selection: an image with a Solo5 manifest gets exactly the devices it declares (Solo5 aborts
+//! at boot on any other virtio device), one without keeps the default NIC.
 //!
 //! Concurrency: an upload streams without locks; only its commit (rename into the blob store
 //! and the metadata row) holds the service's blob-GC lock for reading, like a kernel import,
@@ -16,7 +17,10 @@ use crate::store::images::{ImageRow, NicRow};
 use futures_util::Stream;
 use rhyzome_api::images::{parse_digest, parse_image_ref, parse_name_tag, ImageRef};
 use rhyzome_api::validate::{self, FieldError};
-use rhyzome_api::{Image, ImageInspection, ImageUpload, InstanceSpec};
+use rhyzome_api::{
+    DeviceSelection, DeviceSource, Image, ImageInspection, ImageUpload, InstanceSpec, NetworkMode,
+    Solo5Manifest,
+};
 
 /// First PCI slot (bus 0) of the NICs of a multi-NIC instance; 0-2 are the host bridge, the
 /// PIIX3 and, by convention, video.
@@ -27,6 +31,58 @@ pub(super) struct Boot {
     pub sha256: String,
     pub image: Option<String>,
     pub inspection: ImageInspection,
+}
+
+/// The Solo5 manifest an inspection found, if any.
+pub(super) fn manifest_of(inspection: &ImageInspection) -> Option<&Solo5Manifest> {
+    inspection.solo5.as_ref().and_then(|s| s.manifest.as_ref())
+}
+
+/// Which devices an instance got and why, from its boot image's manifest (`None`: the kernel
+/// has none) and the NICs it has (`nic_names`: manifest device names, or the bridge of the
+/// default NIC).
+pub(super) fn device_selection(
+    manifest: Option<&Solo5Manifest>,
+    nic_names: &[String],
+) -> DeviceSelection {
+    let nics = nic_names.len() as u32;
+    let Some(m) = manifest else {
+        return DeviceSelection {
+            source: DeviceSource::Default,
+            manifest_devices: Vec::new(),
+            nics,
+            summary: match nic_names.first() {
+                Some(bridge) => format!(
+                    "1 NIC on bridge {bridge}: the default, since the kernel has no Solo5 manifest"
+                ),
+                None => "no NIC (network mode none); the kernel has no Solo5 manifest".into(),
+            },
+        };
+    };
+    let declared = m.net_devices();
+    let summary = if declared.len() != nic_names.len() {
+        // `network.mode` none on an image with a network device, or an instance created
+        // before device selection.
+        let declared = if declared.is_empty() {
+            "no network device".to_string()
+        } else {
+            declared.join(", ")
+        };
+        format!("{nics} NIC(s), but the image's Solo5 manifest declares {declared}")
+    } else if declared.is_empty() {
+        "no devices: the image's Solo5 manifest declares none".to_string()
+    } else {
+        format!(
+            "{nics} NIC(s) ({}), as the image's Solo5 manifest declares",
+            declared.join(", ")
+        )
+    };
+    DeviceSelection {
+        source: DeviceSource::Manifest,
+        manifest_devices: m.devices.clone(),
+        nics,
+        summary,
+    }
 }
 
 fn to_api(r: ImageRow) -> Image {
@@ -344,19 +400,61 @@ impl Service {
         Ok(boot)
     }
 
+    /// Refuses what a Solo5 manifest rules out: block devices (not supported yet; the volumes
+    /// work will attach them), and any network option for an image that declares no network
+    /// device (Solo5 aborts at boot on a NIC it does not declare). `field` is `kernel` or
+    /// `image`, `what` the path or reference.
+    pub(super) fn check_manifest(
+        spec: &InstanceSpec,
+        manifest: &Solo5Manifest,
+        field: &'static str,
+        what: &str,
+    ) -> Result<(), FieldError> {
+        let blocks = manifest.block_devices();
+        if !blocks.is_empty() {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "{what} declares the block device(s) {} in its Solo5 manifest; block devices \
+                     are not supported yet, so it cannot run here",
+                    blocks.join(", ")
+                ),
+            ));
+        }
+        if !manifest.net_devices().is_empty() {
+            return Ok(());
+        }
+        let option = match (&spec.nets, &spec.network) {
+            (Some(_), _) => Some(("nets", "--net")),
+            (None, Some(n)) if n.bridge.is_some() => Some(("network.bridge", "--bridge")),
+            (None, Some(n)) if n.mac.is_some() => Some(("network.mac", "--mac")),
+            (None, Some(n)) if n.mode == NetworkMode::Bridge => Some(("network", "network")),
+            _ => None,
+        };
+        match option {
+            None => Ok(()),
+            Some((option_field, cli)) => Err(FieldError::new(
+                option_field,
+                format!(
+                    "{what} declares no network device in its Solo5 manifest (its devices: \
+                     {}), so it gets no NIC: Solo5 would abort at boot on one; leave out \
+                     {option_field} (CLI {cli})",
+                    manifest.describe_devices()
+                ),
+            )),
+        }
+    }
+
     /// The NICs of an instance whose image declares several network devices: one per device,
     /// in manifest order, at consecutive PCI slots, each on the bridge `nets` maps it to, with
     /// a MAC derived from (instance, device). Empty for images with at most one network device,
-    /// which keep the single NIC of `network`.
+    /// which keep the single NIC of `network` (none when the manifest declares none).
     pub(super) fn plan_nics(
         &self,
         spec: &InstanceSpec,
         inspection: &ImageInspection,
     ) -> Result<Vec<NicRow>, FieldError> {
-        let devices: Vec<&str> = inspection
-            .solo5
-            .as_ref()
-            .and_then(|s| s.manifest.as_ref())
+        let devices: Vec<&str> = manifest_of(inspection)
             .map(|m| m.net_devices())
             .unwrap_or_default();
         if devices.len() < 2 {
@@ -436,5 +534,60 @@ impl Service {
     /// Digests whose blobs garbage collection must keep: those of images.
     pub(super) fn image_blobs(&self) -> Result<std::collections::HashSet<String>, ServiceError> {
         Ok(self.store.image_digests()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_selection;
+    use rhyzome_api::{DeviceSource, ManifestDevice, Solo5Manifest};
+
+    fn manifest(nets: &[&str]) -> Solo5Manifest {
+        Solo5Manifest {
+            version: 1,
+            devices: nets
+                .iter()
+                .map(|n| ManifestDevice {
+                    name: n.to_string(),
+                    kind: "NET_BASIC".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn device_selection_says_where_the_devices_come_from_and_any_mismatch() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let none = device_selection(Some(&manifest(&[])), &[]);
+        assert_eq!((none.source, none.nics), (DeviceSource::Manifest, 0));
+        assert!(none.summary.contains("declares none"), "{}", none.summary);
+        let two = device_selection(
+            Some(&manifest(&["service", "admin"])),
+            &names(&["service", "admin"]),
+        );
+        assert!(
+            two.summary.starts_with("2 NIC(s) (service, admin), as"),
+            "{}",
+            two.summary
+        );
+        // A NIC the manifest does not declare (made before device selection) is not hidden.
+        let stale = device_selection(Some(&manifest(&[])), &names(&["br0"]));
+        assert!(
+            stale
+                .summary
+                .contains("but the image's Solo5 manifest declares no network device"),
+            "{}",
+            stale.summary
+        );
+        let off = device_selection(Some(&manifest(&["service"])), &[]);
+        assert!(off.summary.contains("0 NIC(s), but"), "{}", off.summary);
+        let default = device_selection(None, &names(&["br0"]));
+        assert_eq!((default.source, default.nics), (DeviceSource::Default, 1));
+        assert!(
+            default.summary.contains("on bridge br0"),
+            "{}",
+            default.summary
+        );
+        assert!(default.manifest_devices.is_empty());
     }
 }

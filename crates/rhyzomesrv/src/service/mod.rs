@@ -77,6 +77,10 @@ pub struct Service {
     list_cache: std::sync::Mutex<Option<(u64, bytes::Bytes)>>,
     /// Console growth history per instance id, for `since` (see [`console::SizeIndex`]).
     console_index: std::sync::Mutex<std::collections::HashMap<String, console::SizeIndex>>,
+    /// The Solo5 manifest of each kernel blob (`None`: it has none), by SHA-256, for the
+    /// `devices` of an instance.
+    manifests:
+        std::sync::Mutex<std::collections::HashMap<String, Option<rhyzome_api::Solo5Manifest>>>,
     wake: tokio::sync::mpsc::UnboundedSender<()>,
     /// The daemon's own destroys, to tell them from someone else's (see [`ownership`]).
     destroys: Arc<ownership::Destroys>,
@@ -183,6 +187,7 @@ impl Service {
             events: event_log::EventLog::default(),
             list_cache: std::sync::Mutex::new(None),
             console_index: Default::default(),
+            manifests: Default::default(),
             wake,
             destroys,
             left_alone: Default::default(),
@@ -268,6 +273,7 @@ impl Service {
         image: Option<String>,
         nics: Vec<crate::store::images::NicRow>,
     ) -> Instance {
+        let devices = self.devices_of(r, &nics);
         Instance {
             id: r.id.clone(),
             name: r.name.clone(),
@@ -295,6 +301,7 @@ impl Service {
                 }),
                 _ => None,
             },
+            devices,
             state: r.state,
             desired_state: r.desired.to_api(),
             exit_code: r.exit_code,
@@ -442,19 +449,20 @@ impl Service {
             return Err(name_taken(&existing));
         }
         let gc_guard = self.blob_gc.read().await;
-        let boot = self.resolve_boot(&spec, caller).await?;
-        let nics = self.plan_nics(&spec, &boot.inspection)?;
-        if nics.is_empty() {
-            if let Some(bridge) = &valid.bridge {
-                caller.check_bridge(bridge, "network.bridge")?;
+        let planned = match self.resolve_boot(&spec, caller).await {
+            Ok(boot) => self
+                .plan_devices(&spec, &boot, valid.bridge, valid.mac, caller)
+                .map(|devices| (boot, devices)),
+            Err(e) => Err(e),
+        };
+        let (boot, (nics, bridge, mac)) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                // A refused create leaves nothing behind, not even the kernel it imported.
+                drop(gc_guard);
+                self.collect_garbage().await;
+                return Err(e);
             }
-        }
-        for nic in &nics {
-            caller.check_bridge(&nic.bridge, "nets")?;
-        }
-        let (bridge, mac) = match nics.first() {
-            Some(first) => (Some(first.bridge.clone()), Some(first.mac.clone())),
-            None => (valid.bridge, valid.mac),
         };
         let record = InstanceRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -482,6 +490,7 @@ impl Service {
             autostart: spec.autostart.unwrap_or(false),
             owner: caller.name.clone(),
         };
+        self.remember_manifest(&record.kernel_sha256, &boot.inspection);
         match self
             .store
             .insert_with_boot(&record, boot.image.as_deref(), &nics)
@@ -517,6 +526,101 @@ impl Service {
             }
         }
         self.get_record(&record.name).map(|r| self.to_api(&r))
+    }
+
+    /// The devices of a create: the NICs of a multi-NIC image, or the single NIC (bridge and
+    /// MAC) of `network`, or none when the image's Solo5 manifest declares no network device.
+    /// Refuses what the manifest rules out, and bridges the caller may not use.
+    #[allow(clippy::type_complexity)]
+    fn plan_devices(
+        &self,
+        spec: &InstanceSpec,
+        boot: &images::Boot,
+        bridge: Option<String>,
+        mac: Option<String>,
+        caller: &Caller,
+    ) -> Result<
+        (
+            Vec<crate::store::images::NicRow>,
+            Option<String>,
+            Option<String>,
+        ),
+        ServiceError,
+    > {
+        let manifest = images::manifest_of(&boot.inspection);
+        if let Some(m) = manifest {
+            let (field, what) = match &boot.image {
+                Some(reference) => ("image", reference.as_str()),
+                None => ("kernel", spec.kernel.as_str()),
+            };
+            Self::check_manifest(spec, m, field, what)?;
+        }
+        let nics = self.plan_nics(spec, &boot.inspection)?;
+        for nic in &nics {
+            caller.check_bridge(&nic.bridge, "nets")?;
+        }
+        let (bridge, mac) = match nics.first() {
+            Some(first) => (Some(first.bridge.clone()), Some(first.mac.clone())),
+            None if manifest.is_some_and(|m| m.net_devices().is_empty()) => (None, None),
+            None => {
+                if let Some(bridge) = &bridge {
+                    caller.check_bridge(bridge, "network.bridge")?;
+                }
+                (bridge, mac)
+            }
+        };
+        Ok((nics, bridge, mac))
+    }
+
+    /// Keeps what the manifest of blob `sha256` says, for [`Self::devices_of`]. Blobs are
+    /// content-addressed, so the entry never goes stale.
+    fn remember_manifest(&self, sha256: &str, inspection: &rhyzome_api::ImageInspection) {
+        let manifest = images::manifest_of(inspection).cloned();
+        self.manifests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sha256.to_string(), manifest);
+    }
+
+    /// The Solo5 manifest of blob `sha256` (`Ok(None)`: it has none), inspected once per
+    /// daemon run.
+    fn manifest_of_blob(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<rhyzome_api::Solo5Manifest>, crate::images::inspect::InspectError> {
+        if let Some(m) = self
+            .manifests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sha256)
+        {
+            return Ok(m.clone());
+        }
+        let file = std::fs::File::open(self.kernels.blob_path(sha256))?;
+        let inspection = crate::images::inspect::inspect(&file)?;
+        self.remember_manifest(sha256, &inspection);
+        Ok(images::manifest_of(&inspection).cloned())
+    }
+
+    /// Which devices `r` got and why; `None` (with a warning) when its blob cannot be read.
+    fn devices_of(
+        &self,
+        r: &InstanceRecord,
+        nics: &[crate::store::images::NicRow],
+    ) -> Option<rhyzome_api::DeviceSelection> {
+        let manifest = match self.manifest_of_blob(&r.kernel_sha256) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(instance = %r.name, error = %e, "cannot inspect the kernel blob");
+                return None;
+            }
+        };
+        let names: Vec<String> = match (nics, &r.bridge) {
+            ([], Some(bridge)) => vec![bridge.clone()],
+            ([], None) => Vec::new(),
+            (nics, _) => nics.iter().map(|n| n.device.clone()).collect(),
+        };
+        Some(images::device_selection(manifest.as_ref(), &names))
     }
 
     /// Turns libvirt's refusal to start a guest into an error that names the request field.

@@ -29,6 +29,13 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "none".into()),
         ),
         ("ip / mac", output::network(&i)),
+        (
+            "devices",
+            i.devices
+                .as_ref()
+                .map(|d| d.summary.clone())
+                .unwrap_or_else(|| "-".into()),
+        ),
         ("domain", i.domain_name.clone()),
         ("restart policy", restart_policy(&i.restart)),
         ("restarts", i.restart_count.to_string()),
