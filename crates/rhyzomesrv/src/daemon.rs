@@ -109,6 +109,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Dae
         }
         None => (None, None),
     };
+    // From here a SIGTERM waits for the start-up reconciliation, then stops the daemon cleanly.
+    let shutdown = shutdown_signal().map_err(DaemonError::Signal)?;
     let service = build_service(config).await?;
     let report = service.recover().await?;
     tracing::info!(?report, "start-up reconciliation done");
@@ -142,7 +144,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Dae
             header_timeout,
             max_connections,
         },
-        shutdown_signal(),
+        shutdown,
     )
     .await;
     crate::systemd::notify_stopping();
@@ -159,12 +161,18 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Dae
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and SIGINT, handled from the moment this returns: the handlers are installed here,
+/// not when the future is first polled. The accept loop may serve connections before it polls
+/// its shutdown future, and until a handler exists a SIGTERM kills the process outright (no
+/// socket removal, no graceful stop).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }

@@ -562,3 +562,31 @@ fn under_the_journal_log_lines_carry_no_timestamp() {
         "the request's id, method and path go with its events: {audit}"
     );
 }
+
+/// A SIGTERM that arrives while the daemon starts (listening, not yet serving) stops it cleanly
+/// once the start-up reconciliation is done: it is never the default action that kills the
+/// process outright, leaving its socket behind.
+#[test]
+fn a_sigterm_during_start_up_stops_the_daemon_cleanly() {
+    let probe = setup(serde_json::json!({}));
+    let socket = probe.dir.path().join("run/api.sock");
+    let d = setup(serde_json::json!({ "Socket": socket }));
+    for attempt in 0..5 {
+        let mut child = d.spawn();
+        // The listener is bound before the start-up reconciliation: a connection succeeds as
+        // soon as it is, while nothing serves it yet.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", d.port)).is_err() {
+            assert!(child.try_wait().unwrap().is_none(), "rhyzomesrv exited");
+            assert!(Instant::now() < deadline, "rhyzomesrv did not listen");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        let mut log = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+        assert!(status.success(), "attempt {attempt}: {status}\n{log}");
+        assert!(!socket.exists(), "attempt {attempt}: the socket is left");
+    }
+}
