@@ -387,12 +387,40 @@ fn a_test_bed_larger_than_the_create_burst_waits_for_the_rate_limit() {
         auth: true,
         ..Default::default()
     });
+    let started = std::time::Instant::now();
     let out = ctl(&[
         "--server", &s.url, "instance", "create", "--name", "rl", "--count", "10", "--kernel",
         &s.kernel,
     ]);
     let out = stdout(&out);
     assert!(out.contains("created 10 of 10 instances"), "{out}");
+    // Ten creates with a burst of 3 at 20 per second take at least 7 / 20 s.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(350),
+        "faster than the rate limit allows: {:?}",
+        started.elapsed()
+    );
+    // The daemon's audit log: the CLI was refused (429) and created every instance after.
+    let audit = std::fs::read_to_string(s.state_dir.join("audit.log")).unwrap();
+    let creates: Vec<u64> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["method"] == "POST" && e["path"] == "/v1/instances")
+        .map(|e| e["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        creates.iter().filter(|&&status| status == 201).count(),
+        10,
+        "{audit}"
+    );
+    // Concurrent creates are logged as they finish, so refusals and successes interleave;
+    // every refused create is retried, so the last entry is a success.
+    assert!(creates.contains(&429), "no create was refused: {creates:?}");
+    assert_eq!(
+        creates.last(),
+        Some(&201),
+        "a refusal was not waited out: {creates:?}"
+    );
 
     let out = stdout(&ctl(&[
         "--server",
