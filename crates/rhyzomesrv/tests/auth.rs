@@ -416,15 +416,47 @@ fn tls_with_a_ca_file_or_a_pinned_fingerprint() {
     })
     .list_instances()
     .unwrap();
-    // An unknown certificate, a wrong pin, or plain HTTP get nowhere.
-    assert!(with(ClientOptions::default()).list_instances().is_err());
+    // An unknown certificate, a wrong pin, or plain HTTP get nowhere, each for its own
+    // reason (not, say, because the server is unreachable).
+    let unknown = failure_chain(with(ClientOptions::default()).list_instances());
+    assert!(
+        unknown.contains("invalid peer certificate: UnknownIssuer"),
+        "{unknown}"
+    );
     let wrong = format!("sha256:{}", "00".repeat(32));
-    assert!(with(ClientOptions {
-        fingerprint: Some(wrong),
-        ..Default::default()
-    })
-    .list_instances()
-    .is_err());
+    let mismatch = failure_chain(
+        with(ClientOptions {
+            fingerprint: Some(wrong),
+            ..Default::default()
+        })
+        .list_instances(),
+    );
+    assert!(
+        mismatch.contains("the server's certificate does not match the pinned fingerprint"),
+        "{mismatch}"
+    );
     let plain = Client::new(&s.url.replace("https://", "http://")).unwrap();
-    assert!(plain.list_instances().is_err());
+    let plain = failure_chain(plain.list_instances());
+    assert!(
+        !plain.contains("Connection refused") && !plain.contains("certificate"),
+        "{plain}"
+    );
+    // The TLS server answers plain HTTP with a TLS alert, which is no HTTP response.
+    assert!(plain.contains("invalid HTTP version parsed"), "{plain}");
+}
+
+/// The transport error of a request that failed before any HTTP answer, with its sources.
+fn failure_chain<T: std::fmt::Debug>(result: Result<T, ClientError>) -> String {
+    let err = result.expect_err("the request must fail");
+    assert!(
+        matches!(err, ClientError::Transport { .. }),
+        "not a transport failure: {err}"
+    );
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        chain.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    chain
 }
