@@ -243,6 +243,15 @@ pub(crate) fn open_database(state_dir: &Path) -> Result<Connection, StoreError> 
     }
     let conn = Connection::open(&path)?;
     configure(&conn)?;
+    // Checked here, before any store creates its tables: a newer release's database must be
+    // left exactly as it is.
+    let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
     Ok(conn)
 }
 

@@ -291,3 +291,52 @@ fn the_local_socket_is_group_only_survives_a_kill_and_goes_away_on_sigterm() {
     terminate(child);
     assert!(!socket.exists(), "SIGTERM removes the socket");
 }
+
+#[test]
+fn a_database_from_a_newer_release_is_refused_and_left_alone() {
+    let d = setup(serde_json::json!({}));
+    let state = d.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    // A schema version no release of this daemon can know.
+    let newer = 1000;
+    {
+        let conn = rusqlite::Connection::open(state.join("rhyzome.db")).unwrap();
+        conn.execute_batch("CREATE TABLE future (x INTEGER);")
+            .unwrap();
+        conn.pragma_update(None, "user_version", newer).unwrap();
+    }
+    let mut child = d.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("rhyzomesrv started on a database from a newer release");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the database has schema version {newer}, newer than this rhyzomesrv knows"
+        )) && err.contains("written by a newer release"),
+        "{err}"
+    );
+    let conn = rusqlite::Connection::open(state.join("rhyzome.db")).unwrap();
+    let version: i32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, newer, "the database was changed");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tables, ["future"], "the daemon created tables in it");
+}
