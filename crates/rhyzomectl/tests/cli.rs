@@ -443,3 +443,30 @@ fn a_test_bed_larger_than_the_create_burst_waits_for_the_rate_limit() {
         "a dry run deleted something"
     );
 }
+
+#[test]
+fn console_since_prints_only_the_output_after_the_time() {
+    let s = serve();
+    stdout(&ctl(&[
+        "--server", &s.url, "instance", "create", "--name", "con", "--kernel", &s.kernel,
+    ]));
+    let between = s.console_output_around_a_time("con");
+    let out = ctl(&[
+        "--server", &s.url, "instance", "console", "con", "--since", &between,
+    ]);
+    assert_eq!(stdout(&out), "new\n");
+    let out = ctl(&[
+        "--server", &s.url, "instance", "console", "con", "--since", "1h",
+    ]);
+    assert_eq!(stdout(&out), "old\nnew\n");
+    let err = failure(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "console",
+        "con",
+        "--since",
+        "last tuesday",
+    ]));
+    assert!(err.contains("since"), "{err}");
+}

@@ -457,3 +457,30 @@ fn the_event_stream_answers_as_documented() {
     let allowed = http.get(&events_url).bearer_auth(&token).send().unwrap();
     assert_eq!(allowed.status(), 200);
 }
+
+/// `since` over HTTP: output after an RFC 3339 time, or a duration back from now; anything
+/// else is refused naming the parameter.
+#[test]
+fn console_since_over_http() {
+    let s = serve();
+    s.client.create_instance(&s.spec("con")).unwrap();
+    let between = s.console_output_around_a_time("con");
+    let console = |since: &str| {
+        let resp = s
+            .http
+            .get(format!("{}/v1/instances/con/console", s.base))
+            .query(&[("since", since)])
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    };
+    assert_eq!(console(&between), (200, "new\n".to_string()));
+    assert_eq!(console("1h"), (200, "old\nnew\n".to_string()));
+    let (status, body) = console("last tuesday");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, &body["field"]),
+        (422, &serde_json::json!("since")),
+        "{body}"
+    );
+}
