@@ -470,3 +470,77 @@ fn console_since_prints_only_the_output_after_the_time() {
     ]));
     assert!(err.contains("since"), "{err}");
 }
+
+#[test]
+fn tls_trust_by_ca_or_fingerprint_from_flags_and_from_config_set() {
+    let certs = tempfile::tempdir().unwrap();
+    let fingerprint =
+        rhyzomesrv::tls::create_self_signed(certs.path(), &["127.0.0.1".into()]).unwrap();
+    let cert = certs.path().join("cert.pem");
+    let s = TestServer::start_with(TestServerOptions {
+        tls: Some(rhyzomesrv::tls::server_config(&cert, &certs.path().join("key.pem")).unwrap()),
+        ..Default::default()
+    });
+    assert!(s.url.starts_with("https://"), "{}", s.url);
+    let cert = cert.to_str().unwrap();
+    let list = |extra: &[&str]| {
+        let mut args = vec!["--server", &s.url];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["instance", "list"]);
+        ctl(&args)
+    };
+    // Not trusted without either; trusted with each; a wrong pin is named as such.
+    let err = failure(&list(&[]));
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    stdout(&list(&["--ca", cert]));
+    stdout(&list(&["--fingerprint", &fingerprint]));
+    let wrong = format!("sha256:{}", "00".repeat(32));
+    let err = failure(&list(&["--fingerprint", &wrong]));
+    assert!(
+        err.contains("does not match the pinned fingerprint"),
+        "{err}"
+    );
+
+    // `config set` stores each, and later commands use what it stored.
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("rhyzome/config.json");
+    let with_config = |args: &[&str]| ctl_with_config(args, &config);
+    stdout(&with_config(&[
+        "--server",
+        &s.url,
+        "--fingerprint",
+        &fingerprint,
+        "config",
+        "set",
+        "pinned",
+        "--use",
+    ]));
+    let ca_copy = home.path().join("ca.pem");
+    std::fs::copy(cert, &ca_copy).unwrap();
+    stdout(&with_config(&[
+        "--server",
+        &s.url,
+        "--ca",
+        ca_copy.to_str().unwrap(),
+        "config",
+        "set",
+        "with-ca",
+    ]));
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(
+        stored["servers"]["pinned"]["fingerprint"], fingerprint,
+        "{stored}"
+    );
+    assert_eq!(
+        stored["servers"]["with-ca"]["ca"],
+        ca_copy.canonicalize().unwrap().to_str().unwrap(),
+        "{stored}"
+    );
+    stdout(&with_config(&["instance", "list"]));
+    stdout(&with_config(&["--context", "with-ca", "instance", "list"]));
+    // The stored CA is read from its file: without it, the server is not trusted.
+    std::fs::remove_file(&ca_copy).unwrap();
+    let out = with_config(&["--context", "with-ca", "instance", "list"]);
+    assert!(!out.status.success());
+}
