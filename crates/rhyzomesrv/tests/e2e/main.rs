@@ -10,6 +10,7 @@ mod harness;
 mod images;
 mod lifecycle;
 mod recovery;
+mod restarts;
 mod seed;
 mod testbed;
 mod unprivileged;
