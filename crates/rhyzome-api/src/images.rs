@@ -135,12 +135,14 @@ impl Solo5Manifest {
 pub struct UploadQuery {
     /// `name[:tag]` to give the image (tag defaults to `latest`; an existing tag moves).
     #[serde(default)]
+    #[param(pattern = "^(?!sha256(:|$))[a-z0-9][a-z0-9._-]{0,127}(:[A-Za-z0-9._-]{1,128})?$")]
     pub name: Option<String>,
     /// Expected SHA-256 of the body (64 hex digits, optionally prefixed `sha256:`); the upload
     /// is refused with 422 when the body differs. May also be sent as header
     /// `X-Rhyzome-Sha256`. When the image is already stored, the body may be empty: the request
     /// then only applies `name`.
     #[serde(default)]
+    #[param(pattern = "^(sha256:)?[0-9a-fA-F]{64}$")]
     pub sha256: Option<String>,
 }
 

@@ -411,12 +411,40 @@ fn a_test_bed_larger_than_the_create_burst_waits_for_the_rate_limit() {
         auth: true,
         ..Default::default()
     });
+    let started = std::time::Instant::now();
     let out = ctl(&[
         "--server", &s.url, "instance", "create", "--name", "rl", "--count", "10", "--kernel",
         &s.kernel,
     ]);
     let out = stdout(&out);
     assert!(out.contains("created 10 of 10 instances"), "{out}");
+    // Ten creates with a burst of 3 at 20 per second take at least 7 / 20 s.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(350),
+        "faster than the rate limit allows: {:?}",
+        started.elapsed()
+    );
+    // The daemon's audit log: the CLI was refused (429) and created every instance after.
+    let audit = std::fs::read_to_string(s.state_dir.join("audit.log")).unwrap();
+    let creates: Vec<u64> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["method"] == "POST" && e["path"] == "/v1/instances")
+        .map(|e| e["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        creates.iter().filter(|&&status| status == 201).count(),
+        10,
+        "{audit}"
+    );
+    // Concurrent creates are logged as they finish, so refusals and successes interleave;
+    // every refused create is retried, so the last entry is a success.
+    assert!(creates.contains(&429), "no create was refused: {creates:?}");
+    assert_eq!(
+        creates.last(),
+        Some(&201),
+        "a refusal was not waited out: {creates:?}"
+    );
 
     let out = stdout(&ctl(&[
         "--server",
@@ -598,4 +626,105 @@ fn device_selection_is_shown_and_bridge_is_refused_for_a_kernel_without_network_
     ]));
     let show = stdout(&ctl(&["--server", &s.url, "instance", "show", "plain"]));
     assert!(show.contains("the kernel has no Solo5 manifest"), "{show}");
+}
+
+#[test]
+fn console_since_prints_only_the_output_after_the_time() {
+    let s = serve();
+    stdout(&ctl(&[
+        "--server", &s.url, "instance", "create", "--name", "con", "--kernel", &s.kernel,
+    ]));
+    let between = s.console_output_around_a_time("con");
+    let out = ctl(&[
+        "--server", &s.url, "instance", "console", "con", "--since", &between,
+    ]);
+    assert_eq!(stdout(&out), "new\n");
+    let out = ctl(&[
+        "--server", &s.url, "instance", "console", "con", "--since", "1h",
+    ]);
+    assert_eq!(stdout(&out), "old\nnew\n");
+    let err = failure(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "console",
+        "con",
+        "--since",
+        "last tuesday",
+    ]));
+    assert!(err.contains("since"), "{err}");
+}
+
+#[test]
+fn tls_trust_by_ca_or_fingerprint_from_flags_and_from_config_set() {
+    let certs = tempfile::tempdir().unwrap();
+    let fingerprint =
+        rhyzomesrv::tls::create_self_signed(certs.path(), &["127.0.0.1".into()]).unwrap();
+    let cert = certs.path().join("cert.pem");
+    let s = TestServer::start_with(TestServerOptions {
+        tls: Some(rhyzomesrv::tls::server_config(&cert, &certs.path().join("key.pem")).unwrap()),
+        ..Default::default()
+    });
+    assert!(s.url.starts_with("https://"), "{}", s.url);
+    let cert = cert.to_str().unwrap();
+    let list = |extra: &[&str]| {
+        let mut args = vec!["--server", &s.url];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["instance", "list"]);
+        ctl(&args)
+    };
+    // Not trusted without either; trusted with each; a wrong pin is named as such.
+    let err = failure(&list(&[]));
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    stdout(&list(&["--ca", cert]));
+    stdout(&list(&["--fingerprint", &fingerprint]));
+    let wrong = format!("sha256:{}", "00".repeat(32));
+    let err = failure(&list(&["--fingerprint", &wrong]));
+    assert!(
+        err.contains("does not match the pinned fingerprint"),
+        "{err}"
+    );
+
+    // `config set` stores each, and later commands use what it stored.
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("rhyzome/config.json");
+    let with_config = |args: &[&str]| ctl_with_config(args, &config);
+    stdout(&with_config(&[
+        "--server",
+        &s.url,
+        "--fingerprint",
+        &fingerprint,
+        "config",
+        "set",
+        "pinned",
+        "--use",
+    ]));
+    let ca_copy = home.path().join("ca.pem");
+    std::fs::copy(cert, &ca_copy).unwrap();
+    stdout(&with_config(&[
+        "--server",
+        &s.url,
+        "--ca",
+        ca_copy.to_str().unwrap(),
+        "config",
+        "set",
+        "with-ca",
+    ]));
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(
+        stored["servers"]["pinned"]["fingerprint"], fingerprint,
+        "{stored}"
+    );
+    assert_eq!(
+        stored["servers"]["with-ca"]["ca"],
+        ca_copy.canonicalize().unwrap().to_str().unwrap(),
+        "{stored}"
+    );
+    stdout(&with_config(&["instance", "list"]));
+    stdout(&with_config(&["--context", "with-ca", "instance", "list"]));
+    // The stored CA is read from its file: without it, the server is not trusted.
+    std::fs::remove_file(&ca_copy).unwrap();
+    let out = with_config(&["--context", "with-ca", "instance", "list"]);
+    assert!(!out.status.success());
 }

@@ -13,6 +13,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 pub mod images;
+#[cfg(test)]
+mod upgrade_tests;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +26,16 @@ pub enum StoreError {
     MacTaken(String),
     #[error("database holds an unknown {what} {value:?}")]
     Corrupt { what: &'static str, value: String },
+    #[error(
+        "the database is marked schema version 1 but its instances table has columns \
+         ({columns}) that no release wrote; refusing to guess how to migrate it"
+    )]
+    UnknownVersion1 { columns: String },
+    #[error(
+        "the database has schema version {found}, newer than this rhyzomesrv knows ({known}): \
+         it was written by a newer release; run that release (or a newer one) instead"
+    )]
+    TooNew { found: i32, known: i32 },
     #[error("cannot create the state directory {path}: {source}")]
     StateDir {
         path: std::path::PathBuf,
@@ -135,6 +147,48 @@ CREATE TABLE daemon (
 );
 ";
 
+/// Version 1 was released with three different `instances` tables. Each is recognised by its
+/// columns, and the steps from it on bring it to the last one (a97e89b), which the numbered
+/// migrations start from.
+struct Version1Release {
+    /// How many columns its table has, and the last of them.
+    columns: usize,
+    last_column: &'static str,
+    /// The statements that take it to the next release's table.
+    to_next: &'static str,
+}
+
+const VERSION_1_RELEASES: &[Version1Release] = &[
+    // 6407704. `state_changed_at` was never recorded: the best estimate is the last start,
+    // else the creation. (`ADD COLUMN ... NOT NULL` needs a default; every insert names the
+    // column, so it is never used.)
+    Version1Release {
+        columns: 16,
+        last_column: "console_offset",
+        to_next: "ALTER TABLE instances ADD COLUMN state_changed_at TEXT NOT NULL DEFAULT '';
+         UPDATE instances SET state_changed_at = COALESCE(started_at, created_at);
+         ALTER TABLE instances ADD COLUMN restart_mode TEXT NOT NULL DEFAULT 'never';
+         ALTER TABLE instances ADD COLUMN restart_max INTEGER;
+         ALTER TABLE instances ADD COLUMN restart_exit_codes TEXT;
+         ALTER TABLE instances ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE instances ADD COLUMN next_restart_at_ms INTEGER;
+         ALTER TABLE instances ADD COLUMN startup_priority INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE instances ADD COLUMN autostart INTEGER NOT NULL DEFAULT 0;",
+    },
+    // ca69d2b: restart policies, priorities, autostart.
+    Version1Release {
+        columns: 24,
+        last_column: "autostart",
+        to_next: "ALTER TABLE instances ADD COLUMN owner TEXT NOT NULL DEFAULT 'anonymous';",
+    },
+    // a97e89b: owners.
+    Version1Release {
+        columns: 25,
+        last_column: "owner",
+        to_next: "",
+    },
+];
+
 const SCHEMA: &str = "
 CREATE TABLE instances (
     id                TEXT PRIMARY KEY,
@@ -200,6 +254,15 @@ pub(crate) fn open_database(state_dir: &Path) -> Result<Connection, StoreError> 
     }
     let conn = Connection::open(&path)?;
     configure(&conn)?;
+    // Checked here, before any store creates its tables: a newer release's database must be
+    // left exactly as it is.
+    let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
     Ok(conn)
 }
 
@@ -209,6 +272,35 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Brings a version 1 database of any of the three releases that wrote version 1 to the last
+/// of them (see [`VERSION_1_RELEASES`]), in one transaction; refuses a table no release made.
+fn complete_version_1(conn: &Connection) -> Result<(), StoreError> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('instances')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let first_release = VERSION_1_RELEASES
+        .iter()
+        .position(|r| {
+            columns.len() == r.columns && columns.last().map(String::as_str) == Some(r.last_column)
+        })
+        .ok_or_else(|| StoreError::UnknownVersion1 {
+            columns: columns.join(", "),
+        })?;
+    let tx = conn.unchecked_transaction()?;
+    for release in &VERSION_1_RELEASES[first_release..] {
+        tx.execute_batch(release.to_next)?;
+    }
+    tx.commit()?;
+    if first_release + 1 < VERSION_1_RELEASES.len() {
+        tracing::info!(
+            columns = columns.len(),
+            "database of an early version 1 release completed to the last version 1"
+        );
+    }
     Ok(())
 }
 
@@ -251,6 +343,9 @@ impl Store {
             conn.execute_batch(DAEMON_TABLE)?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         } else if (1..SCHEMA_VERSION).contains(&version) {
+            if version == 1 {
+                complete_version_1(&conn)?;
+            }
             // Each step and its version bump in one transaction: a crash leaves the old
             // version or the new one.
             for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize - 1) {
@@ -260,6 +355,11 @@ impl Store {
                 tx.commit()?;
                 tracing::info!(from = from + 1, to = from + 2, "database schema migrated");
             }
+        } else if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                found: version,
+                known: SCHEMA_VERSION,
+            });
         } else if version != SCHEMA_VERSION {
             return Err(StoreError::Corrupt {
                 what: "schema version",
@@ -621,79 +721,6 @@ pub(crate) mod tests {
         assert_eq!((got.startup_priority, got.autostart), (-2, true));
         assert_eq!(s.usage_of("alice").unwrap(), (1, 32));
         assert_eq!(s.usage_of("bob").unwrap(), (0, 0));
-    }
-
-    #[test]
-    fn a_version_1_database_is_migrated_and_keeps_its_records() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let conn = Connection::open(dir.path().join("rhyzome.db")).unwrap();
-            let v1 = SCHEMA.replace(",\n    console_inode     INTEGER\n", "\n");
-            assert_ne!(
-                v1, SCHEMA,
-                "the version 1 schema is the current one minus the column"
-            );
-            conn.execute_batch(&v1).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            let r = record("old", "02:00:00:00:00:09");
-            conn.execute(
-                "INSERT INTO instances (id, name, kernel, kernel_sha256, kernel_parameters, \
-                 memory_mib, vcpus, mac, desired, state, created_at, console_offset, \
-                 state_changed_at) VALUES (?1, 'old', 'k', 'h', '', 32, 1, ?2, 'running', \
-                 'running', 't', 5, 't')",
-                params![r.id, r.mac],
-            )
-            .unwrap();
-        }
-        let s = Store::open(dir.path()).unwrap();
-        let got = s.by_name("old").unwrap().unwrap();
-        assert_eq!((got.console_offset, got.console_inode), (5, None));
-        let version: i32 = s
-            .conn()
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
-        drop(s);
-        // Opening again does nothing more.
-        assert!(Store::open(dir.path())
-            .unwrap()
-            .by_name("old")
-            .unwrap()
-            .is_some());
-    }
-
-    #[test]
-    fn a_version_2_database_gains_an_identity_and_keeps_its_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = record("old", "02:00:00:00:00:09");
-        {
-            // Version 2 is the instances table as it is now, without the daemon table.
-            let conn = Connection::open(dir.path().join("rhyzome.db")).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
-            conn.pragma_update(None, "user_version", 2).unwrap();
-            conn.execute(
-                "INSERT INTO instances (id, name, kernel, kernel_sha256, kernel_parameters, \
-                 memory_mib, vcpus, mac, desired, state, created_at, console_offset, \
-                 state_changed_at, console_inode) VALUES (?1, 'old', 'k', 'h', '', 32, 1, ?2, \
-                 'running', 'running', 't', 5, 't', 7)",
-                params![r.id, r.mac],
-            )
-            .unwrap();
-        }
-        let s = Store::open(dir.path()).unwrap();
-        let got = s.by_name("old").unwrap().unwrap();
-        assert_eq!((got.console_offset, got.console_inode), (5, Some(7)));
-        let version: i32 = s
-            .conn()
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, 3);
-        let id = s.daemon_id().to_string();
-        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id:?}");
-        drop(s);
-        let again = Store::open(dir.path()).unwrap();
-        assert_eq!(again.daemon_id(), id, "the identity is kept, not made anew");
-        assert!(again.by_name("old").unwrap().is_some());
     }
 
     #[test]

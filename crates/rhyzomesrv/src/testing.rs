@@ -149,4 +149,29 @@ impl TestServer {
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
         &self.runtime
     }
+
+    /// Gives instance `name` the console output `old\n`, then, after a returned RFC 3339
+    /// time, `new\n`, with the reconciler's size samples on either side (as its periodic pass
+    /// takes them), so that `since` at that time selects `new\n` alone.
+    pub fn console_output_around_a_time(&self, name: &str) -> String {
+        let id = self.service.get(name).expect("the instance exists").id;
+        let log = crate::console::log_path(&self.state_dir, &id);
+        let reconcile = || {
+            self.runtime
+                .block_on(self.service.reconcile_once())
+                .expect("a reconciler pass");
+        };
+        std::fs::write(&log, "old\n").expect("write the console log");
+        reconcile();
+        std::thread::sleep(Duration::from_millis(20));
+        let between = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("open the console log");
+        std::io::Write::write_all(&mut file, b"new\n").expect("append to the console log");
+        reconcile();
+        between
+    }
 }

@@ -359,3 +359,157 @@ fn stats_of_a_running_instance_and_a_clear_refusal_otherwise() {
     let (code, _) = api_error(s.client.instance_stats("nope").unwrap_err());
     assert_eq!(code, 404);
 }
+
+/// Reads server-sent events from `body` until `last` accepts one: each as (event name, data).
+fn read_events(
+    body: impl std::io::Read,
+    last: impl Fn(&str, &serde_json::Value) -> bool,
+) -> Vec<(String, serde_json::Value)> {
+    use std::io::BufRead;
+    let mut events = Vec::new();
+    let (mut name, mut data) = (String::new(), String::new());
+    for line in std::io::BufReader::new(body).lines() {
+        let line = line.expect("the stream ended or timed out before the expected event");
+        if let Some(v) = line.strip_prefix("event:") {
+            name = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.trim());
+        } else if line.is_empty() && !data.is_empty() {
+            let value: serde_json::Value = serde_json::from_str(&data).unwrap();
+            let done = last(&name, &value);
+            events.push((std::mem::take(&mut name), value));
+            data.clear();
+            if done {
+                break;
+            }
+        }
+    }
+    events
+}
+
+/// `/v1/events`, which schemathesis cannot test because it streams: bounded by a client
+/// timeout, it must answer as the document says (status, content type, `Event` data), apply
+/// its filter, refuse a bad query with a JSON error, and require the token when auth is on.
+#[test]
+fn the_event_stream_answers_as_documented() {
+    let s = TestServer::start_with(rhyzomesrv::testing::TestServerOptions {
+        auth: true,
+        ..Default::default()
+    });
+    let http = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let events_url = format!("{}/v1/events", s.url);
+
+    let bad = http.get(format!("{events_url}?bogus=1")).send().unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().unwrap();
+    assert_eq!(body["code"], "invalid_query", "{body}");
+
+    // Events are not stored: subscribe first, then change things.
+    let stream = http
+        .get(format!("{events_url}?instance=ev-a"))
+        .send()
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let content_type = stream.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let client = Client::new(&s.url).unwrap();
+    let spec = |name: &str| InstanceSpec {
+        name: name.into(),
+        kernel: s.kernel.clone(),
+        ..Default::default()
+    };
+    client.create_instance(&spec("ev-b")).unwrap();
+    client.create_instance(&spec("ev-a")).unwrap();
+    client.stop_instance("ev-a").unwrap();
+    client.delete_instance("ev-b").unwrap();
+    client.delete_instance("ev-a").unwrap();
+    let events = read_events(stream, |_, data| data["state"] == "deleted");
+
+    let document: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("openapi/rhyzome.json")).unwrap(),
+    )
+    .unwrap();
+    let event_schema = &document["components"]["schemas"]["Event"];
+    let documented: std::collections::BTreeSet<&str> = event_schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for (name, data) in &events {
+        assert_eq!(name, "instance");
+        assert_eq!(data["instance"], "ev-a", "the filter let through {data}");
+        let keys: std::collections::BTreeSet<&str> = data
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, documented, "{data}");
+        for required in event_schema["required"].as_array().unwrap() {
+            assert!(!data[required.as_str().unwrap()].is_null(), "{data}");
+        }
+    }
+    let states: Vec<&str> = events
+        .iter()
+        .map(|(_, d)| d["state"].as_str().unwrap())
+        .collect();
+    let stopped = states.iter().position(|s| *s == "stopped");
+    assert!(
+        stopped.is_some_and(|i| i + 1 < states.len()) && states.last() == Some(&"deleted"),
+        "{states:?}"
+    );
+
+    // Once a token exists, the stream needs it.
+    let token = rhyzomesrv::auth::tokens::TokenStore::open(&s.state_dir)
+        .unwrap()
+        .create(
+            "watcher",
+            rhyzomesrv::auth::Role::Viewer,
+            None,
+            &Default::default(),
+        )
+        .unwrap();
+    let refused = http.get(&events_url).send().unwrap();
+    assert_eq!(refused.status(), 401);
+    let body: serde_json::Value = refused.json().unwrap();
+    assert_eq!(body["code"], "unauthorized", "{body}");
+    let allowed = http.get(&events_url).bearer_auth(&token).send().unwrap();
+    assert_eq!(allowed.status(), 200);
+}
+
+/// `since` over HTTP: output after an RFC 3339 time, or a duration back from now; anything
+/// else is refused naming the parameter.
+#[test]
+fn console_since_over_http() {
+    let s = serve();
+    s.client.create_instance(&s.spec("con")).unwrap();
+    let between = s.console_output_around_a_time("con");
+    let console = |since: &str| {
+        let resp = s
+            .http
+            .get(format!("{}/v1/instances/con/console", s.base))
+            .query(&[("since", since)])
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    };
+    assert_eq!(console(&between), (200, "new\n".to_string()));
+    assert_eq!(console("1h"), (200, "old\nnew\n".to_string()));
+    let (status, body) = console("last tuesday");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, &body["field"]),
+        (422, &serde_json::json!("since")),
+        "{body}"
+    );
+}

@@ -369,6 +369,81 @@ fn creates_are_rate_limited_per_caller() {
 }
 
 #[test]
+fn uploads_share_the_create_rate_limit() {
+    let s = serve_with(Setup {
+        rate: 0.5,
+        burst: 2,
+        ..Setup::default()
+    });
+    let token = s
+        .tokens
+        .create("pusher", Role::Operator, None, &Quota::default())
+        .unwrap();
+    let http = reqwest::blocking::Client::new();
+    let upload = |name: &str| {
+        http.post(format!("{}/v1/images?name={name}", s.url))
+            .bearer_auth(&token)
+            .header("content-type", "application/octet-stream")
+            .body(std::fs::read(&s.kernel).unwrap())
+            .send()
+            .unwrap()
+    };
+    // One create and one upload use the burst of 2.
+    s.client(Some(&token))
+        .create_instance(&s.spec("u1"))
+        .unwrap();
+    assert_eq!(upload("a").status(), 201);
+    let limited = upload("b");
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["retry-after"], "2");
+    let body: serde_json::Value = limited.json().unwrap();
+    assert_eq!(body["code"], "rate_limited", "{body}");
+}
+
+/// Without tokens every caller is `anonymous`: the limit then counts per client address, so
+/// one busy client does not lock out the others.
+#[test]
+fn anonymous_creates_are_rate_limited_per_address() {
+    let s = serve_with(Setup {
+        rate: 0.5,
+        burst: 2,
+        ..Setup::default()
+    });
+    let from = |ip: [u8; 4]| {
+        reqwest::blocking::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let create = |client: &reqwest::blocking::Client, name: &str| {
+        client
+            .post(format!("{}/v1/instances", s.url))
+            .json(&s.spec(name))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let first = from([127, 0, 0, 1]);
+    let second = from([127, 0, 0, 2]);
+    assert_eq!(create(&first, "p1"), 201);
+    assert_eq!(create(&first, "p2"), 201);
+    assert_eq!(create(&first, "p3"), 429);
+    // Another address has its own budget, and uses it up the same way.
+    assert_eq!(create(&second, "q1"), 201);
+    assert_eq!(create(&second, "q2"), 201);
+    assert_eq!(create(&second, "q3"), 429);
+    let audit = std::fs::read_to_string(s.state_dir.join("audit.log")).unwrap();
+    let peers: Vec<String> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["status"] == 429)
+        .map(|e| e["peer"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(peers, ["127.0.0.1", "127.0.0.2"]);
+}
+
+#[test]
 fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
     let s = serve_with(Setup::default());
     let addr = s.url.trim_start_matches("http://");
@@ -416,15 +491,47 @@ fn tls_with_a_ca_file_or_a_pinned_fingerprint() {
     })
     .list_instances()
     .unwrap();
-    // An unknown certificate, a wrong pin, or plain HTTP get nowhere.
-    assert!(with(ClientOptions::default()).list_instances().is_err());
+    // An unknown certificate, a wrong pin, or plain HTTP get nowhere, each for its own
+    // reason (not, say, because the server is unreachable).
+    let unknown = failure_chain(with(ClientOptions::default()).list_instances());
+    assert!(
+        unknown.contains("invalid peer certificate: UnknownIssuer"),
+        "{unknown}"
+    );
     let wrong = format!("sha256:{}", "00".repeat(32));
-    assert!(with(ClientOptions {
-        fingerprint: Some(wrong),
-        ..Default::default()
-    })
-    .list_instances()
-    .is_err());
+    let mismatch = failure_chain(
+        with(ClientOptions {
+            fingerprint: Some(wrong),
+            ..Default::default()
+        })
+        .list_instances(),
+    );
+    assert!(
+        mismatch.contains("the server's certificate does not match the pinned fingerprint"),
+        "{mismatch}"
+    );
     let plain = Client::new(&s.url.replace("https://", "http://")).unwrap();
-    assert!(plain.list_instances().is_err());
+    let plain = failure_chain(plain.list_instances());
+    assert!(
+        !plain.contains("Connection refused") && !plain.contains("certificate"),
+        "{plain}"
+    );
+    // The TLS server answers plain HTTP with a TLS alert, which is no HTTP response.
+    assert!(plain.contains("invalid HTTP version parsed"), "{plain}");
+}
+
+/// The transport error of a request that failed before any HTTP answer, with its sources.
+fn failure_chain<T: std::fmt::Debug>(result: Result<T, ClientError>) -> String {
+    let err = result.expect_err("the request must fail");
+    assert!(
+        matches!(err, ClientError::Transport { .. }),
+        "not a transport failure: {err}"
+    );
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        chain.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    chain
 }

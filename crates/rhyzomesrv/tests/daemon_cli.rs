@@ -590,3 +590,123 @@ fn a_sigterm_during_start_up_stops_the_daemon_cleanly() {
         assert!(!socket.exists(), "attempt {attempt}: the socket is left");
     }
 }
+
+#[test]
+fn a_database_from_a_newer_release_is_refused_and_left_alone() {
+    let d = setup(serde_json::json!({}));
+    let state = d.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    // A schema version no release of this daemon can know.
+    let newer = 1000;
+    {
+        let conn = rusqlite::Connection::open(state.join("rhyzome.db")).unwrap();
+        conn.execute_batch("CREATE TABLE future (x INTEGER);")
+            .unwrap();
+        conn.pragma_update(None, "user_version", newer).unwrap();
+    }
+    let mut child = d.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("rhyzomesrv started on a database from a newer release");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the database has schema version {newer}, newer than this rhyzomesrv knows"
+        )) && err.contains("written by a newer release"),
+        "{err}"
+    );
+    let conn = rusqlite::Connection::open(state.join("rhyzome.db")).unwrap();
+    let version: i32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, newer, "the database was changed");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tables, ["future"], "the daemon created tables in it");
+}
+
+/// Connects to the local socket as user `nobody` (uid and gid 65534), with `groups` as its
+/// supplementary groups, and asks for `/v1/info`; returns the exit code and the output (the
+/// HTTP answer, or Python's error naming errno).
+fn info_as_nobody(socket: &std::path::Path, groups: &str) -> (Option<i32>, String) {
+    const CLIENT: &str = "import socket, sys\n\
+s = socket.socket(socket.AF_UNIX)\n\
+s.connect(sys.argv[1])\n\
+s.sendall(b'GET /v1/info HTTP/1.0\\r\\n\\r\\n')\n\
+print(s.makefile('rb').read().decode())\n";
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534"])
+        .arg(if groups.is_empty() {
+            "--clear-groups".to_string()
+        } else {
+            format!("--groups={groups}")
+        })
+        .args(["/usr/bin/python3", "-c", CLIENT])
+        .arg(socket)
+        .output()
+        .expect("setpriv and /usr/bin/python3 are installed");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+/// File permissions are the local socket's authentication: a process of another user, in
+/// neither the socket's owner nor its group, cannot connect; the same user in the group can.
+#[test]
+fn a_local_caller_outside_the_sockets_owner_and_group_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs a client as user nobody, which needs root (scripts/test.sh runs as root)"
+    );
+    let d = setup(serde_json::json!({}));
+    // nobody may reach the socket's directory: only the socket's own mode stands in the way.
+    let run = d.dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    for dir in [d.dir.path(), run.as_path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let socket = run.join("api.sock");
+    // The socket's group is this process's own (root's), which nobody is not in.
+    let group = Command::new("id").arg("-gn").output().unwrap().stdout;
+    let group = String::from_utf8(group).unwrap().trim().to_string();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.config()).unwrap()).unwrap();
+    config["Socket"] = serde_json::json!(socket);
+    config["SocketGroup"] = serde_json::json!(group);
+    std::fs::write(d.config(), config.to_string()).unwrap();
+    let local = Client::new(&format!("unix://{}", socket.display())).unwrap();
+    let mut child = d.spawn();
+    wait_up(&local, &mut child);
+
+    let (code, text) = info_as_nobody(&socket, "");
+    assert_ne!(code, Some(0), "nobody connected: {text}");
+    assert!(text.contains("PermissionError"), "{text}");
+    // SAFETY: getegid cannot fail and touches no memory.
+    let gid = unsafe { libc::getegid() };
+    let (code, text) = info_as_nobody(&socket, &gid.to_string());
+    assert_eq!(
+        code,
+        Some(0),
+        "nobody in the socket's group was refused: {text}"
+    );
+    assert!(text.contains("\"domain_type\":\"test\""), "{text}");
+    terminate(child);
+}

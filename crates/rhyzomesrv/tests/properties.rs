@@ -41,6 +41,21 @@ const ELEMENTS: &[&str] = &[
     "memballoon",
 ];
 
+/// The fields of an instance spec (`InstanceSpecWire`); any other key is unknown.
+const SPEC_FIELDS: &[&str] = &[
+    "name",
+    "kernel",
+    "image",
+    "nets",
+    "kernel_parameters",
+    "memory_mib",
+    "vcpus",
+    "network",
+    "restart",
+    "startup_priority",
+    "autostart",
+];
+
 fn definition(name: String, cmdline: String, hostname: String) -> DomainDefinition {
     DomainDefinition {
         domain_type: "qemu",
@@ -100,30 +115,78 @@ proptest! {
     }
 
     #[test]
-    fn json_with_wrong_fields_names_one(key in "[a-z_]{1,12}", value in any::<i64>()) {
+    fn json_with_an_unknown_field_is_refused_naming_it(key in "[a-z_]{1,12}", value in any::<i64>()) {
+        prop_assume!(!SPEC_FIELDS.contains(&key.as_str()));
         let body = format!(r#"{{"name": "a", "kernel": "/k", "{key}": {value}}}"#);
         match decode::<InstanceSpec>(body.as_bytes()) {
-            Ok(_) => {}
+            Ok(spec) => prop_assert!(false, "unknown field {key:?} accepted: {spec:?}"),
             Err(e) => {
                 prop_assert_eq!(e.status.as_u16(), 400);
-                prop_assert!(e.body.field.is_some(), "{:?}", e.body);
+                prop_assert_eq!(e.body.field.as_deref(), Some(key.as_str()), "{:?}", e.body);
             }
         }
     }
 
     #[test]
-    fn validated_fields_are_what_they_claim(s in "\\PC{0,80}") {
-        if validate::validate_name(&s).is_ok() {
-            prop_assert!(!s.is_empty() && s.len() <= 63);
-            prop_assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
-            prop_assert!(!s.starts_with('-') && !s.ends_with('-'));
+    fn json_with_known_numeric_fields_is_read_or_refused_by_their_range(
+        key in prop::sample::select(vec!["memory_mib", "vcpus", "startup_priority"]),
+        value in prop_oneof![any::<i64>(), 0i64..70_000],
+    ) {
+        let body = format!(r#"{{"name": "a", "kernel": "/k", "{key}": {value}}}"#);
+        let fits = match key {
+            "startup_priority" => i32::try_from(value).is_ok(),
+            _ => u32::try_from(value).is_ok(),
+        };
+        match decode::<InstanceSpec>(body.as_bytes()) {
+            Ok(spec) => {
+                prop_assert!(fits, "{key} = {value} accepted");
+                let read = match key {
+                    "memory_mib" => spec.memory_mib.map(i64::from),
+                    "vcpus" => spec.vcpus.map(i64::from),
+                    _ => spec.startup_priority.map(i64::from),
+                };
+                prop_assert_eq!(read, Some(value));
+            }
+            Err(e) => {
+                prop_assert!(!fits, "{key} = {value} refused: {:?}", e.body);
+                prop_assert_eq!(e.status.as_u16(), 400);
+                prop_assert_eq!(e.body.field.as_deref(), Some(key), "{:?}", e.body);
+            }
         }
-        if validate::validate_kernel_parameters(&s).is_ok() {
-            prop_assert!(!s.chars().any(char::is_control));
-        }
-        if validate::validate_bridge(&s).is_ok() {
-            prop_assert!(s.len() <= 15 && !s.contains('/') && !s.contains(char::is_whitespace));
-        }
+    }
+
+    /// Each validator accepts exactly what its documentation describes (README, API
+    /// document): inputs mix valid-looking and arbitrary strings, so both answers occur.
+    #[test]
+    fn validators_accept_exactly_what_they_document(s in prop_oneof![
+        "\\PC{0,80}",
+        "[a-z0-9-]{0,65}",
+        "[a-zA-Z0-9._/ -]{0,17}",
+        "[ -~\\t\\n\\x00\\x7f\\u{85}\\u{9f}\\u{a0}]{0,20}",
+        "a{8185,8200}",
+    ]) {
+        // A DNS label: 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'.
+        let name = (1..=63).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-');
+        prop_assert_eq!(validate::validate_name(&s).is_ok(), name, "name {:?}", s);
+        // At most 8191 bytes (Solo5's limit), no control characters (C0, DEL, C1).
+        let parameters = s.len() <= 8191
+            && !s.chars().any(|c| matches!(c as u32, 0..=0x1f | 0x7f..=0x9f));
+        prop_assert_eq!(
+            validate::validate_kernel_parameters(&s).is_ok(),
+            parameters,
+            "kernel parameters {:?}",
+            s
+        );
+        // A Linux interface name: 1 to 15 bytes of letters, digits, '-', '_' and '.', not
+        // "." or "..".
+        let bridge = (1..=15).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s != "."
+            && s != "..";
+        prop_assert_eq!(validate::validate_bridge(&s).is_ok(), bridge, "bridge {:?}", s);
     }
 
     #[test]
@@ -132,8 +195,8 @@ proptest! {
         cmdline in "\\PC{0,300}",
         hostname in "\\PC{1,60}",
     ) {
-        let cmdline_ok = validate::validate_kernel_parameters(&cmdline).is_ok();
-        prop_assume!(cmdline_ok);
+        // `\PC` has no control characters: every such command line is valid.
+        prop_assert!(validate::validate_kernel_parameters(&cmdline).is_ok());
         let xml = render(&definition(name.clone(), cmdline.clone(), hostname)).unwrap();
         let (names, got_cmdline, got_name) = structure(&xml);
         for n in &names {

@@ -45,9 +45,35 @@ pub type AppState = Arc<Service>;
         (name = "images", description = "Uploaded unikernel images"),
         (name = "server", description = "The daemon itself"),
     ),
-    components(schemas(rhyzome_api::ErrorBody))
+    components(schemas(rhyzome_api::ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
 )]
 struct ApiDoc;
+
+/// Declares the bearer token every operation takes.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(
+                            "A token made by `rhyzomesrv token create` (`rhz_...`). Required \
+                             on TCP once any token exists; until then, and on the local \
+                             socket, requests need none.",
+                        ))
+                        .build(),
+                ),
+            );
+    }
+}
 
 /// The router without state, and the OpenAPI document derived from the same route table.
 fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {

@@ -125,7 +125,9 @@ fn elapsed_since(rfc3339: Option<&str>) -> std::time::Duration {
 }
 
 /// A locally administered unicast MAC derived from the name, so that a re-created instance
-/// keeps its MAC (and its neighbours' ARP caches stay right).
+/// keeps its MAC (and its neighbours' ARP caches stay right): `02` followed by the first
+/// five bytes of SHA-256 of `rhyzome-mac:` and the name. The NICs of a multi-NIC instance
+/// use the name `INSTANCE/DEVICE`.
 pub fn mac_for_name(name: &str) -> String {
     let digest = Sha256::digest(format!("rhyzome-mac:{name}").as_bytes());
     let mut mac = [0u8; 6];

@@ -12,6 +12,7 @@ mod images;
 mod lifecycle;
 mod ownership;
 mod recovery;
+mod restarts;
 mod seed;
 mod testbed;
 mod unprivileged;

@@ -12,7 +12,7 @@ use rhyzome_api::ErrorBody;
 /// Delete an image (its content and every name pointing to it). Refused while an instance
 /// boots it.
 #[utoipa::path(delete, path = "/v1/images/{reference}", tag = "images",
-    params(("reference" = String, Path, description = "`name[:tag]` or `sha256:<hex>`")),
+    params(super::ImageReferencePath),
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "No or invalid token", body = ErrorBody),

@@ -10,9 +10,10 @@ use rhyzome_api::{ErrorBody, Image};
 
 /// Show one image, with what inspection found in it.
 #[utoipa::path(get, path = "/v1/images/{reference}", tag = "images",
-    params(("reference" = String, Path, description = "`name[:tag]` or `sha256:<hex>`")),
+    params(super::ImageReferencePath),
     responses(
         (status = 200, description = "The image", body = Image),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 404, description = "No such image", body = ErrorBody),
         (status = 422, description = "Not a valid reference", body = ErrorBody),
     ))]

@@ -10,7 +10,7 @@ use axum::Extension;
 /// Whether an image exists: 200 (its size in `X-Rhyzome-Size`, its digest as `ETag`) or 404.
 /// No body.
 #[utoipa::path(head, path = "/v1/images/{reference}", tag = "images",
-    params(("reference" = String, Path, description = "`name[:tag]` or `sha256:<hex>`")),
+    params(super::ImageReferencePath),
     responses(
         (status = 200, description = "Stored"),
         (status = 401, description = "No or invalid token"),

@@ -10,6 +10,19 @@ use crate::http::error::ApiError;
 use crate::images::ImageError;
 use axum::http::StatusCode;
 
+/// The `{reference}` of `/v1/images/{reference}`, as the API document describes it (the
+/// handlers extract it as a plain string and parse it with `parse_image_ref`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // read by the OpenAPI derive only
+pub struct ImageReferencePath {
+    /// `name[:tag]` or `sha256:<hex>`; the name `sha256` is reserved for digests.
+    #[param(
+        pattern = "^(sha256:[0-9a-fA-F]{64}|(?!sha256(:|$))[a-z0-9][a-z0-9._-]{0,127}(:[A-Za-z0-9._-]{1,128})?)$"
+    )]
+    reference: String,
+}
+
 impl From<ImageError> for ApiError {
     fn from(e: ImageError) -> Self {
         let message = e.to_string();

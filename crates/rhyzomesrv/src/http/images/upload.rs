@@ -25,6 +25,7 @@ use rhyzome_api::{ErrorBody, ImageUpload, UploadQuery};
     params(
         UploadQuery,
         ("X-Rhyzome-Sha256" = Option<String>, Header,
+            pattern = "^(sha256:)?[0-9a-fA-F]{64}$",
             description = "Expected SHA-256 of the body (like the `sha256` query parameter)"),
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream",

@@ -1,0 +1,363 @@
+//! Upgrades from real old databases: every schema ever released has a fixture database made
+//! by that release's own store code (`tests/fixtures/databases`, see its README), and each one
+//! must open, migrate to the current schema and serve its records with their values.
+
+use super::tests::record;
+use super::*;
+use crate::auth::{tokens::TokenStore, Quota, Role};
+use std::path::{Path, PathBuf};
+
+/// The schemas released, oldest first; three of them were all marked version 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Release {
+    /// 6407704: the first release, without restart policies.
+    V1First,
+    /// ca69d2b: restart policies, priorities and autostart, still version 1.
+    V1Restarts,
+    /// a97e89b: owners and tokens, still version 1.
+    V1Owners,
+    /// 7064ff9: the console log's inode, version 2.
+    V2ConsoleInode,
+    /// 507f34f: the daemon's identity, version 3.
+    V3Identity,
+}
+
+impl Release {
+    const ALL: [Release; 5] = [
+        Release::V1First,
+        Release::V1Restarts,
+        Release::V1Owners,
+        Release::V2ConsoleInode,
+        Release::V3Identity,
+    ];
+
+    fn fixture(self) -> &'static str {
+        match self {
+            Release::V1First => "v1-6407704.db",
+            Release::V1Restarts => "v1-ca69d2b.db",
+            Release::V1Owners => "v1-a97e89b.db",
+            Release::V2ConsoleInode => "v2-7064ff9.db",
+            Release::V3Identity => "v3-507f34f.db",
+        }
+    }
+
+    /// The secret of the token `alice` its generator printed, for the releases with tokens.
+    fn alice_token(self) -> Option<&'static str> {
+        match self {
+            Release::V1First | Release::V1Restarts => None,
+            Release::V1Owners => {
+                Some("rhz_26745dd958ee5ec1f87c296291898aed3c5eba56c60d3c2dfc0df2e8512c6238")
+            }
+            Release::V2ConsoleInode => {
+                Some("rhz_e94317937bedee9d58d7bf254a38368f779b70cd485171744112fb2ba85eb05b")
+            }
+            Release::V3Identity => {
+                Some("rhz_0d8aec808e94ed31df2bbef917d5698e21dab86252ab6d6ba7dc83fbe97bcddf")
+            }
+        }
+    }
+
+    /// The daemon identity its generator printed, for the releases that have one; an older
+    /// database gains a new one when it is migrated.
+    fn daemon_id(self) -> Option<&'static str> {
+        match self {
+            Release::V3Identity => Some("8905d27a-6dc7-4efe-83c4-8fd875d6bc75"),
+            _ => None,
+        }
+    }
+}
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/databases")
+}
+
+/// A copy of the fixture as `rhyzome.db` in a fresh state directory: opening migrates in
+/// place, and the committed file must stay as its release made it.
+fn state_dir_with(release: Release) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures_dir().join(release.fixture()),
+        dir.path().join("rhyzome.db"),
+    )
+    .unwrap();
+    dir
+}
+
+/// The record `web` as each release wrote it (see the generators), read by today's code.
+fn expected_web(release: Release) -> InstanceRecord {
+    let mut web = InstanceRecord {
+        id: "11111111-1111-4111-8111-111111111111".into(),
+        name: "web".into(),
+        kernel: "hello".into(),
+        kernel_sha256: "aa".repeat(32),
+        kernel_parameters: "--ipv4 10.0.0.2/24".into(),
+        memory_mib: 32,
+        vcpus: 1,
+        bridge: Some("br0".into()),
+        mac: Some("02:00:00:00:00:01".into()),
+        desired: Desired::Running,
+        state: InstanceState::Running,
+        exit_code: None,
+        last_error: None,
+        created_at: "2026-11-27T06:40:00Z".into(),
+        started_at: Some("2026-11-27T06:40:01Z".into()),
+        console_offset: 120,
+        console_inode: None,
+        // The first release did not record it: the migration takes the start time.
+        state_changed_at: "2026-11-27T06:40:01Z".into(),
+        restart: RestartPolicy::default(),
+        restart_count: 0,
+        next_restart_at_ms: None,
+        startup_priority: 0,
+        autostart: false,
+        owner: "anonymous".into(),
+    };
+    if release >= Release::V1Restarts {
+        web.state_changed_at = "2026-11-27T06:40:02Z".into();
+        web.restart = RestartPolicy {
+            policy: RestartMode::OnFailure,
+            max_retries: Some(3),
+            exit_codes: Some(vec![1, 2]),
+        };
+        web.restart_count = 2;
+        web.next_restart_at_ms = Some(1_795_000_000_000);
+        web.startup_priority = -2;
+        web.autostart = true;
+    }
+    if release >= Release::V1Owners {
+        web.owner = "alice".into();
+    }
+    if release >= Release::V2ConsoleInode {
+        web.console_inode = Some(4242);
+    }
+    web
+}
+
+/// The record `batch`, which exited with code 3.
+fn expected_batch(release: Release) -> InstanceRecord {
+    let mut batch = InstanceRecord {
+        id: "22222222-2222-4222-8222-222222222222".into(),
+        name: "batch".into(),
+        kernel: "job".into(),
+        kernel_sha256: "bb".repeat(32),
+        kernel_parameters: String::new(),
+        memory_mib: 64,
+        vcpus: 2,
+        bridge: None,
+        mac: None,
+        desired: Desired::Stopped,
+        state: InstanceState::Exited,
+        exit_code: Some(3),
+        last_error: Some("exited with code 3".into()),
+        created_at: "2026-11-27T06:41:00Z".into(),
+        started_at: Some("2026-11-27T06:41:01Z".into()),
+        console_offset: 0,
+        console_inode: None,
+        state_changed_at: "2026-11-27T06:41:01Z".into(),
+        restart: RestartPolicy::default(),
+        restart_count: 0,
+        next_restart_at_ms: None,
+        startup_priority: 0,
+        autostart: false,
+        owner: "anonymous".into(),
+    };
+    if release >= Release::V1Restarts {
+        // Generated without a start, and with the policy `always` and priority 5.
+        batch.started_at = None;
+        batch.state_changed_at = "2026-11-27T06:41:05Z".into();
+        batch.restart = RestartPolicy {
+            policy: RestartMode::Always,
+            max_retries: None,
+            exit_codes: None,
+        };
+        batch.startup_priority = 5;
+    }
+    batch
+}
+
+fn user_version(store: &Store) -> i32 {
+    store
+        .conn()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+/// Tables, indexes and the columns of each (name, type, NOT NULL, primary key), sorted.
+fn schema_of(store: &Store) -> Vec<String> {
+    let conn = store.conn();
+    let mut objects: Vec<(String, String)> = conn
+        .prepare("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    objects.sort();
+    let mut schema = Vec::new();
+    for (kind, name) in objects {
+        schema.push(format!("{kind} {name}"));
+        if kind != "table" {
+            continue;
+        }
+        let mut columns: Vec<String> = conn
+            .prepare(&format!("PRAGMA table_info({name})"))
+            .unwrap()
+            .query_map([], |r| {
+                Ok(format!(
+                    "{name}.{} {} notnull={} pk={}",
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, bool>(3)?,
+                    r.get::<_, i32>(5)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        columns.sort();
+        schema.extend(columns);
+    }
+    schema
+}
+
+#[test]
+fn every_released_database_migrates_and_serves_its_records() {
+    // What today's daemon creates: the store's tables and the tokens'.
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = Store::open(fresh_dir.path()).unwrap();
+    TokenStore::open(fresh_dir.path()).unwrap();
+    for release in Release::ALL {
+        let dir = state_dir_with(release);
+        let store = Store::open(dir.path())
+            .unwrap_or_else(|e| panic!("{release:?}: the fixture does not open: {e}"));
+        let tokens = TokenStore::open(dir.path()).unwrap();
+        assert_eq!(user_version(&store), SCHEMA_VERSION, "{release:?}");
+        let daemon_id = store.daemon_id().to_string();
+        match release.daemon_id() {
+            Some(kept) => assert_eq!(daemon_id, kept, "{release:?}: the identity is kept"),
+            None => assert!(
+                uuid::Uuid::parse_str(&daemon_id).is_ok(),
+                "{release:?}: the migration gives the database an identity: {daemon_id:?}"
+            ),
+        }
+        assert_eq!(
+            schema_of(&store),
+            schema_of(&fresh),
+            "{release:?}: the migrated schema is the current one"
+        );
+        assert_eq!(
+            store.by_name("web").unwrap(),
+            Some(expected_web(release)),
+            "{release:?}"
+        );
+        assert_eq!(
+            store.by_name("batch").unwrap(),
+            Some(expected_batch(release)),
+            "{release:?}"
+        );
+        let visible: Vec<String> = store
+            .visible()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(visible, ["batch", "web"], "{release:?}: `gone` was deleted");
+        let gone = store.all().unwrap().into_iter().find(|r| r.name == "gone");
+        assert_eq!(
+            gone.map(|r| (r.id, r.desired)),
+            Some((
+                "33333333-3333-4333-8333-333333333333".into(),
+                Desired::Deleted
+            )),
+            "{release:?}"
+        );
+        // The migrated database takes today's writes: a new record, a start with every
+        // column set, and the uniqueness of MACs across old and new records.
+        let new = record("new", "02:00:00:00:00:09");
+        store.insert(&new).unwrap();
+        store
+            .set_started(
+                &new.id,
+                "2026-12-01T00:00:00Z",
+                crate::console::LogPosition {
+                    len: 7,
+                    inode: Some(9),
+                },
+            )
+            .unwrap();
+        let got = store.by_name("new").unwrap().unwrap();
+        assert_eq!((got.console_offset, got.console_inode), (7, Some(9)));
+        assert_eq!(got.owner, "alice");
+        assert!(matches!(
+            store.insert(&record("clash", "02:00:00:00:00:01")),
+            Err(StoreError::MacTaken(_))
+        ));
+        drop(store);
+        // Opening again finds the current version and changes nothing.
+        let again = Store::open(dir.path()).unwrap();
+        assert_eq!(again.by_name("web").unwrap(), Some(expected_web(release)));
+        assert_eq!(
+            again.daemon_id(),
+            daemon_id,
+            "{release:?}: the identity lasts"
+        );
+
+        match release.alice_token() {
+            None => assert!(!tokens.any().unwrap(), "{release:?} had no tokens"),
+            Some(secret) => {
+                let alice = tokens.authenticate(secret).unwrap().expect("alice's token");
+                assert_eq!(
+                    (alice.name.as_str(), alice.role, alice.prefix.as_deref()),
+                    ("alice", Role::Operator, Some("a-")),
+                    "{release:?}"
+                );
+                assert_eq!(
+                    alice.quota,
+                    Quota {
+                        max_instances: Some(4),
+                        max_total_memory_mib: Some(256),
+                        max_instance_memory_mib: None,
+                        bridges: Some(vec!["br0".into()]),
+                    },
+                    "{release:?}"
+                );
+                assert!(tokens.authenticate("rhz_wrong").unwrap().is_none());
+            }
+        }
+    }
+}
+
+/// From now on each schema change adds the fixture its release makes (see the README).
+#[test]
+fn every_schema_version_has_a_fixture() {
+    let mut versions: Vec<i32> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let version = name.strip_prefix('v')?.split('-').next()?.parse().ok()?;
+            name.ends_with(".db").then_some(version)
+        })
+        .collect();
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+    for release in Release::ALL {
+        assert!(fixtures_dir().join(release.fixture()).is_file());
+    }
+}
+
+#[test]
+fn a_version_1_database_of_unknown_shape_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = Connection::open(dir.path().join("rhyzome.db")).unwrap();
+        conn.execute_batch("CREATE TABLE instances (id TEXT PRIMARY KEY, name TEXT);")
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let err = Store::open(dir.path()).err().expect("refused");
+    assert!(
+        matches!(err, StoreError::UnknownVersion1 { ref columns } if columns == "id, name"),
+        "{err}"
+    );
+}
