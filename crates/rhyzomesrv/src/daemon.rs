@@ -68,6 +68,9 @@ pub async fn build_service(config: Config) -> Result<Arc<Service>, DaemonError> 
 
 /// Runs the daemon until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), DaemonError> {
+    // First of all: from here on a SIGTERM never kills the process outright; one that comes
+    // during start-up waits for the start-up reconciliation, then stops the daemon cleanly.
+    let shutdown = shutdown_signal().map_err(DaemonError::Signal)?;
     let open_files = crate::http::server::raise_open_file_limit();
     let max_connections = crate::http::server::connection_limit(open_files);
     let bind = config.bind.clone();
@@ -109,8 +112,6 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Dae
         }
         None => (None, None),
     };
-    // From here a SIGTERM waits for the start-up reconciliation, then stops the daemon cleanly.
-    let shutdown = shutdown_signal().map_err(DaemonError::Signal)?;
     let service = build_service(config).await?;
     let report = service.recover().await?;
     tracing::info!(?report, "start-up reconciliation done");
