@@ -142,14 +142,38 @@ pub(crate) struct InstanceSpecWire {
     memory_mib: Option<u32>,
     #[serde(default)]
     vcpus: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     network: Option<crate::NetworkSpec>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     restart: Option<crate::RestartPolicy>,
     #[serde(default)]
     startup_priority: Option<i32>,
     #[serde(default)]
     autostart: Option<bool>,
+}
+
+/// An optional struct that must be written as a JSON object or `null`: serde's derived
+/// `Deserialize` would also read a struct from an array of its fields in order, which a
+/// request must not rely on (its meaning changes when a field is added).
+fn object_only<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectOrNull<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOrNull<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object or null")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    de.deserialize_any(ObjectOrNull(std::marker::PhantomData))
 }
 
 impl TryFrom<InstanceSpecWire> for crate::InstanceSpec {

@@ -59,7 +59,7 @@ impl Authenticator {
         let Some(tokens) = &self.tokens else {
             return Ok(Caller::anonymous());
         };
-        let presented = authorization.and_then(|h| h.strip_prefix("Bearer ").map(str::trim));
+        let presented = authorization.and_then(bearer_token);
         let internal = |e: crate::auth::tokens::TokenError| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         };
@@ -82,6 +82,13 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header; the scheme name is case-insensitive
+/// (RFC 9110, section 11.1).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Resolves the caller, applies the create rate limit, runs the request, audits it.

@@ -367,6 +367,12 @@ impl Service {
                 ));
             }
         }
+        if restart.policy == RestartMode::Never && restart.max_retries.is_some() {
+            return Err(FieldError::new(
+                "restart.max_retries",
+                "only applies to the on_failure and always policies",
+            ));
+        }
         if let Some(codes) = &restart.exit_codes {
             if restart.policy != RestartMode::OnFailure {
                 return Err(FieldError::new(
@@ -485,26 +491,48 @@ impl Service {
                 // A create that cannot start leaves nothing behind: the client sees the error
                 // and may fix the request and try again under the same name.
                 tracing::warn!(instance = %record.name, error = %e, "create failed; rolling back");
+                let e = self.explain_start_error(&record, &nics, e);
                 self.forget(&record).await?;
-                return Err(self.explain_start_error(&record, e));
+                return Err(e);
             }
         }
         self.get_record(&record.name).map(|r| self.to_api(&r))
     }
 
-    /// Turns libvirt's refusal to start a guest into an error that names the request field.
-    fn explain_start_error(&self, r: &InstanceRecord, e: ServiceError) -> ServiceError {
-        if let (ServiceError::Backend(BackendError::Rejected { message }), Some(bridge)) =
-            (&e, &r.bridge)
-        {
-            if message.contains(&format!("'{bridge}'")) || message.contains("No such device") {
-                return ServiceError::Invalid(FieldError::new(
-                    "network.bridge",
-                    format!("bridge {bridge:?} cannot be used on the server: {message}"),
-                ));
-            }
+    /// Turns libvirt's refusal to start a guest into an error that names the request field:
+    /// the bridge libvirt names (`Cannot get interface MTU on 'br9'`), or the only bridge when
+    /// it names none. `nics` are the planned NICs of a multi-NIC image (empty otherwise).
+    fn explain_start_error(
+        &self,
+        r: &InstanceRecord,
+        nics: &[crate::store::images::NicRow],
+        e: ServiceError,
+    ) -> ServiceError {
+        let ServiceError::Backend(BackendError::Rejected { message }) = &e else {
+            return e;
+        };
+        let attachments: Vec<(String, &str)> = if nics.is_empty() {
+            r.bridge
+                .iter()
+                .map(|b| ("network.bridge".to_string(), b.as_str()))
+                .collect()
+        } else {
+            nics.iter()
+                .map(|n| (format!("nets.{}", n.device), n.bridge.as_str()))
+                .collect()
+        };
+        let named = attachments
+            .iter()
+            .find(|(_, bridge)| message.contains(&format!("'{bridge}'")));
+        let only =
+            (attachments.len() == 1 && message.contains("No such device")).then(|| &attachments[0]);
+        match named.or(only) {
+            Some((field, bridge)) => ServiceError::Invalid(FieldError::new(
+                field.clone(),
+                format!("bridge {bridge:?} cannot be used on the server: {message}"),
+            )),
+            None => e,
         }
-        e
     }
 
     /// Starts the domain of `r` and records the outcome. The caller holds the name lock.
