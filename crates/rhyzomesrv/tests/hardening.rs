@@ -30,11 +30,19 @@ fn client(s: &TestServer, token: Option<String>) -> Client {
     .unwrap()
 }
 
-/// A token of `role`, scoped to `prefix` when given, allowed onto `bridges` when given.
+/// A token of `role`, scoped to `prefix` when given, without a quota.
 fn token(s: &TestServer, name: &str, role: Role, prefix: Option<&str>) -> String {
-    s.tokens()
-        .create(name, role, prefix, &Quota::default())
-        .unwrap()
+    token_with(s, name, role, prefix, &Quota::default())
+}
+
+fn token_with(
+    s: &TestServer,
+    name: &str,
+    role: Role,
+    prefix: Option<&str>,
+    quota: &Quota,
+) -> String {
+    s.tokens().create(name, role, prefix, quota).unwrap()
 }
 
 fn api_error<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (u16, rhyzome_api::ErrorBody) {
@@ -194,4 +202,335 @@ fn a_bridge_libvirt_cannot_use_is_named_by_its_nets_device() {
     );
     assert!(body.message.contains("nonexistbr"), "{body:?}");
     assert!(!body.message.contains("\"br0\""), "{body:?}");
+}
+
+/// The files of `dir` (sorted names), empty when it does not exist.
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A kernel in `KernelDirs` with content of its own, so that importing it would add a blob.
+fn distinct_kernel(s: &TestServer, name: &str, content: &[u8]) -> String {
+    let path = s.dir.path().join("kernels").join(name);
+    std::fs::write(&path, content).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn no_refused_create_leaves_a_file_behind() {
+    use rhyzomesrv::images::inspect::testdata::{abi_note, elf64};
+    let s = serve(true);
+    let admin = client(&s, Some(token(&s, "admin", Role::Admin, None)));
+    let quota = Quota {
+        max_instances: Some(2),
+        bridges: Some(vec!["br0".into()]),
+        ..Default::default()
+    };
+    let alice = client(
+        &s,
+        Some(token_with(
+            &s,
+            "alice",
+            Role::Operator,
+            Some("alice-"),
+            &quota,
+        )),
+    );
+    let existing = alice.create_instance(&spec(&s, "alice-base")).unwrap();
+    let existing_mac = existing.network.as_ref().unwrap().mac.clone();
+    let blobs = s.state_dir.join("blobs");
+    let consoles = s.state_dir.join("consoles");
+    let (blobs_before, consoles_before) = (files_in(&blobs), files_in(&consoles));
+    assert_eq!(blobs_before.len(), 1, "{blobs_before:?}");
+
+    let mut n = 0u8;
+    let mut fresh = |s: &TestServer| {
+        n += 1;
+        distinct_kernel(
+            s,
+            &format!("k{n}.virtio"),
+            &[b"\x7fELF kernel ".as_slice(), &[n]].concat(),
+        )
+    };
+    let hvt = distinct_kernel(&s, "hvt.elf", &elf64(&abi_note(1), false));
+    let not_a_kernel = distinct_kernel(&s, "text.virtio", b"just some text");
+    let mac = |m: &str| NetworkSpec {
+        mode: NetworkMode::Bridge,
+        bridge: None,
+        mac: Some(m.into()),
+    };
+    // (who, spec, expected status, expected field): one of every kind of refusal.
+    let cases: Vec<(&Client, InstanceSpec, u16, &str)> = vec![
+        (
+            &alice,
+            InstanceSpec {
+                name: "Alice!".into(),
+                kernel: fresh(&s),
+                ..Default::default()
+            },
+            422,
+            "name",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                name: "bob-x".into(),
+                kernel: fresh(&s),
+                ..Default::default()
+            },
+            403,
+            "name",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                name: "alice-base".into(),
+                kernel: fresh(&s),
+                ..Default::default()
+            },
+            409,
+            "name",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                memory_mib: Some(1 << 30),
+                kernel: fresh(&s),
+                ..spec(&s, "alice-a")
+            },
+            422,
+            "memory_mib",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                kernel: "/etc/passwd".into(),
+                ..spec(&s, "alice-a")
+            },
+            422,
+            "kernel",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                kernel: format!("{}/missing", s.dir.path().display()),
+                ..spec(&s, "alice-a")
+            },
+            422,
+            "kernel",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                kernel: s.dir.path().join("kernels").display().to_string(),
+                ..spec(&s, "alice-a")
+            },
+            422,
+            "kernel",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                kernel: not_a_kernel.clone(),
+                ..spec(&s, "alice-a")
+            },
+            422,
+            "kernel",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                kernel: hvt.clone(),
+                ..spec(&s, "alice-a")
+            },
+            422,
+            "kernel",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                kernel: fresh(&s),
+                image: Some("x:1".into()),
+                ..spec(&s, "alice-a")
+            },
+            422,
+            "image",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                kernel: fresh(&s),
+                nets: Some([("net0".to_string(), "br0".to_string())].into()),
+                ..spec(&s, "alice-a")
+            },
+            422,
+            "nets",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                kernel: fresh(&s),
+                network: Some(NetworkSpec {
+                    mode: NetworkMode::Bridge,
+                    bridge: Some("br7".into()),
+                    mac: None,
+                }),
+                ..spec(&s, "alice-a")
+            },
+            403,
+            "network.bridge",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                kernel: fresh(&s),
+                network: Some(mac(&existing_mac)),
+                ..spec(&s, "alice-a")
+            },
+            409,
+            "network.mac",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                kernel: fresh(&s),
+                network: Some(mac("01:00:00:00:00:01")),
+                ..spec(&s, "alice-a")
+            },
+            422,
+            "network.mac",
+        ),
+        (
+            &alice,
+            InstanceSpec {
+                kernel: fresh(&s),
+                restart: Some(RestartPolicy {
+                    policy: RestartMode::Always,
+                    max_retries: None,
+                    exit_codes: Some(vec![1]),
+                }),
+                ..spec(&s, "alice-a")
+            },
+            422,
+            "restart.exit_codes",
+        ),
+        (
+            &admin,
+            InstanceSpec {
+                kernel: fresh(&s),
+                ..spec(&s, "libvirt-says-no")
+            },
+            502,
+            "",
+        ),
+    ];
+    for (i, (who, spec, status, field)) in cases.into_iter().enumerate() {
+        if status == 502 {
+            s.backend.fail_next_create(BackendError::Rejected {
+                message: "internal error: process exited while connecting to monitor".into(),
+            });
+        }
+        let (got, body) = api_error(who.create_instance(&spec));
+        assert_eq!(got, status, "case {i}: {spec:?}: {body:?}");
+        if !field.is_empty() {
+            assert_eq!(body.field.as_deref(), Some(field), "case {i}: {body:?}");
+        }
+        assert_eq!(
+            files_in(&blobs),
+            blobs_before,
+            "case {i}: {spec:?}: {body:?}"
+        );
+        assert_eq!(files_in(&consoles), consoles_before, "case {i}: {spec:?}");
+    }
+    // Over the tenant's quota (alice-base is one of two).
+    alice.create_instance(&spec(&s, "alice-second")).unwrap();
+    let blobs_before = files_in(&blobs);
+    let (got, body) = api_error(alice.create_instance(&InstanceSpec {
+        kernel: fresh(&s),
+        ..spec(&s, "alice-third")
+    }));
+    assert_eq!((got, body.field.as_deref()), (403, Some("max_instances")));
+    assert_eq!(files_in(&blobs), blobs_before);
+    // And a body that is not JSON at all.
+    let (got, _) = post_json(&s, "{");
+    assert!(got == 400 || got == 401, "{got}");
+    assert_eq!(files_in(&blobs), blobs_before);
+    assert_eq!(admin.list_instances().unwrap().len(), 2);
+    assert_eq!(s.backend.list().unwrap().len(), 2);
+}
+
+#[test]
+fn tenants_learn_nothing_about_paths_outside_the_kernel_dirs() {
+    let s = serve(true);
+    let alice = client(&s, Some(token(&s, "alice", Role::Operator, Some("alice-"))));
+    let admin = client(&s, Some(token(&s, "admin", Role::Admin, None)));
+    let kernels = s.dir.path().join("kernels");
+    std::os::unix::fs::symlink("/etc/hostname", kernels.join("x.virtio")).unwrap();
+    let secret = s.dir.path().join("secret");
+    std::fs::write(&secret, b"s").unwrap();
+    let probes = [
+        secret.display().to_string(),                         // exists, outside
+        s.dir.path().join("missing").display().to_string(),   // missing, outside
+        kernels.join("missing.virtio").display().to_string(), // missing, inside
+        kernels.join("x.virtio").display().to_string(),       // symlink out
+        format!("{}/../secret", kernels.display()),           // `..` out
+        secret.join("x").display().to_string(), // unreadable (ENOTDIR; root reads all)
+    ];
+    let mut messages = std::collections::BTreeSet::new();
+    for path in &probes {
+        let (status, body) = api_error(alice.create_instance(&InstanceSpec {
+            kernel: path.clone(),
+            ..spec(&s, "alice-probe")
+        }));
+        assert_eq!(
+            (status, body.field.as_deref()),
+            (422, Some("kernel")),
+            "{path}"
+        );
+        assert!(!body.message.contains("/etc"), "{path}: {}", body.message);
+        assert!(
+            !body.message.contains(&*kernels.to_string_lossy()),
+            "{path}: {}",
+            body.message
+        );
+        messages.insert(body.message);
+    }
+    assert_eq!(
+        messages.len(),
+        1,
+        "one message for every probe: {messages:?}"
+    );
+    assert!(
+        messages
+            .first()
+            .unwrap()
+            .contains("not an allowed kernel path"),
+        "{messages:?}"
+    );
+    // Admins keep the detail, and the audit log always records it.
+    let (_, body) = api_error(admin.create_instance(&InstanceSpec {
+        kernel: probes[3].clone(),
+        ..spec(&s, "probe")
+    }));
+    assert!(body.message.contains("/etc/hostname"), "{}", body.message);
+    let audit = std::fs::read_to_string(s.state_dir.join("audit.log")).unwrap();
+    let alice_lines: Vec<&str> = audit.lines().filter(|l| l.contains("\"alice\"")).collect();
+    assert_eq!(alice_lines.len(), probes.len(), "{audit}");
+    assert!(
+        alice_lines[3].contains("/etc/hostname"),
+        "{}",
+        alice_lines[3]
+    );
+    assert!(
+        alice_lines[1].contains("does not exist"),
+        "{}",
+        alice_lines[1]
+    );
 }

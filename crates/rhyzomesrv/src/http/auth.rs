@@ -8,7 +8,7 @@
 //! what and the outcome. The token store is consulted on every request, so a revoked token
 //! stops working at once; the lookup is one indexed SQLite read.
 
-use super::error::ApiError;
+use super::error::{ApiError, AuditDetail};
 use super::local_socket::LocalPeer;
 use crate::auth::rate::RateLimiter;
 use crate::auth::tokens::TokenStore;
@@ -157,13 +157,17 @@ pub async fn authenticate(
     req.extensions_mut().insert(caller.clone());
     let response = next.run(req).await;
     if mutating {
-        auth.audit(&entry(
+        let mut line = entry(
             Some(&caller),
             peer.as_deref(),
             &method,
             &path,
             response.status(),
-        ));
+        );
+        if let Some(AuditDetail(detail)) = response.extensions().get::<AuditDetail>() {
+            line["detail"] = detail.as_str().into();
+        }
+        auth.audit(&line);
     }
     response
 }

@@ -10,7 +10,7 @@
 //! a delete cannot slip between the two.
 
 use super::{blocking, mac_for_name, now_rfc3339, Service, ServiceError};
-use crate::auth::Caller;
+use crate::auth::{Caller, Role};
 use crate::images::ImageError;
 use crate::store::images::{ImageRow, NicRow};
 use futures_util::Stream;
@@ -316,7 +316,14 @@ impl Service {
             (None, _) => {
                 let requested = spec.kernel.clone();
                 let kernels = self.kernels.clone();
-                let kernel = blocking(move || kernels.import(&requested)).await??;
+                let kernel = match blocking(move || kernels.import(&requested)).await? {
+                    Ok(kernel) => kernel,
+                    // A tenant must not map the server's file system through the answers.
+                    Err(e) if caller.role != Role::Admin && e.reveals_the_file_system() => {
+                        return Err(ServiceError::KernelPathRefused(e))
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let path = kernel.path.clone();
                 let inspection = blocking(move || {
                     std::fs::File::open(&path)

@@ -46,6 +46,10 @@ pub enum ServiceError {
     },
     #[error("kernel: {0}")]
     Kernel(#[from] KernelError),
+    /// A kernel path a non-admin may not learn about (outside `KernelDirs`, missing or
+    /// unreadable); the detail is for the audit log only.
+    #[error("kernel: {0}")]
+    KernelPathRefused(KernelError),
     #[error(transparent)]
     Backend(BackendError),
     #[error(transparent)]
@@ -421,8 +425,46 @@ impl Service {
             return Err(name_taken(&existing));
         }
         let gc_guard = self.blob_gc.read().await;
-        let boot = self.resolve_boot(&spec, caller).await?;
-        let nics = self.plan_nics(&spec, &boot.inspection)?;
+        let recorded = self.record_instance(&spec, valid, caller).await;
+        drop(gc_guard);
+        let (record, nics) = match recorded {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                // The kernel may have been copied into the blob store already; a refused
+                // create leaves nothing behind.
+                self.collect_garbage().await;
+                return Err(e);
+            }
+        };
+        // The record now counts against the quota; starting the guest (the slow part) need
+        // not hold up the owner's other creates.
+        drop(owner_guard);
+        tracing::info!(instance = %record.name, id = %record.id, "instance accepted");
+        match self.start_domain(&record).await {
+            Ok(()) => {}
+            Err(e) => {
+                // A create that cannot start leaves nothing behind: the client sees the error
+                // and may fix the request and try again under the same name.
+                tracing::warn!(instance = %record.name, error = %e, "create failed; rolling back");
+                let e = self.explain_start_error(&record, &nics, e);
+                self.forget(&record).await?;
+                return Err(e);
+            }
+        }
+        self.get_record(&record.name).map(|r| self.to_api(&r))
+    }
+
+    /// Resolves what `spec` boots (copying a kernel into the blob store), plans its NICs,
+    /// checks its bridges against `caller`'s quota and inserts its record. The caller holds
+    /// the owner and name locks and a read guard on blob collection.
+    async fn record_instance(
+        &self,
+        spec: &InstanceSpec,
+        valid: ValidSpec,
+        caller: &Caller,
+    ) -> Result<(InstanceRecord, Vec<crate::store::images::NicRow>), ServiceError> {
+        let boot = self.resolve_boot(spec, caller).await?;
+        let nics = self.plan_nics(spec, &boot.inspection)?;
         if nics.is_empty() {
             if let Some(bridge) = &valid.bridge {
                 caller.check_bridge(bridge, "network.bridge")?;
@@ -465,38 +507,17 @@ impl Service {
             .store
             .insert_with_boot(&record, boot.image.as_deref(), &nics)
         {
-            Ok(()) => {}
-            Err(StoreError::NameTaken(name)) => {
-                return Err(ServiceError::Conflict {
-                    field: Some("name"),
-                    message: format!("an instance named {name:?} already exists"),
-                })
-            }
-            Err(StoreError::MacTaken(mac)) => {
-                return Err(ServiceError::Conflict {
-                    field: Some("network.mac"),
-                    message: format!("{mac} is already used by another instance"),
-                })
-            }
-            Err(e) => return Err(e.into()),
+            Ok(()) => Ok((record, nics)),
+            Err(StoreError::NameTaken(name)) => Err(ServiceError::Conflict {
+                field: Some("name"),
+                message: format!("an instance named {name:?} already exists"),
+            }),
+            Err(StoreError::MacTaken(mac)) => Err(ServiceError::Conflict {
+                field: Some("network.mac"),
+                message: format!("{mac} is already used by another instance"),
+            }),
+            Err(e) => Err(e.into()),
         }
-        drop(gc_guard);
-        // The record now counts against the quota; starting the guest (the slow part) need
-        // not hold up the owner's other creates.
-        drop(owner_guard);
-        tracing::info!(instance = %record.name, id = %record.id, "instance accepted");
-        match self.start_domain(&record).await {
-            Ok(()) => {}
-            Err(e) => {
-                // A create that cannot start leaves nothing behind: the client sees the error
-                // and may fix the request and try again under the same name.
-                tracing::warn!(instance = %record.name, error = %e, "create failed; rolling back");
-                let e = self.explain_start_error(&record, &nics, e);
-                self.forget(&record).await?;
-                return Err(e);
-            }
-        }
-        self.get_record(&record.name).map(|r| self.to_api(&r))
     }
 
     /// Turns libvirt's refusal to start a guest into an error that names the request field:
