@@ -19,9 +19,10 @@ pub struct Image {
     pub digest: String,
     /// Size in bytes.
     pub size: u64,
-    /// RFC 3339 time of the first upload.
+    /// RFC 3339 time of the first upload; for a token with a name prefix, the time its first
+    /// name for this image was given.
     pub uploaded_at: String,
-    /// The `name:tag` references that point to this image.
+    /// The `name:tag` references that point to this image (for a token with a prefix, its own).
     pub names: Vec<String>,
     /// What the daemon found in the image.
     pub inspection: ImageInspection,
@@ -37,7 +38,8 @@ pub struct ImageList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ImageUpload {
     pub image: Image,
-    /// `false` when the same content was already stored (nothing new was written).
+    /// `false` when the caller already had this content (under a name it can see); content
+    /// that only other tenants stored counts as new (it is stored once nonetheless).
     pub created: bool,
 }
 

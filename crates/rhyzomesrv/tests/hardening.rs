@@ -534,3 +534,69 @@ fn tenants_learn_nothing_about_paths_outside_the_kernel_dirs() {
         alice_lines[1]
     );
 }
+
+#[test]
+fn storage_is_shared_between_tenants_but_image_existence_is_not() {
+    let s = serve(true);
+    let alice = client(&s, Some(token(&s, "alice", Role::Operator, Some("alice-"))));
+    let bob_token = token(&s, "bob", Role::Operator, Some("bob-"));
+    let bob = client(&s, Some(bob_token.clone()));
+    let img = virtio_image(&[], 42);
+    let digest: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&img)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let push = |c: &Client, name: &str| {
+        c.upload_image(
+            std::io::Cursor::new(img.clone()),
+            img.len() as u64,
+            None,
+            Some(name),
+        )
+        .unwrap()
+    };
+    let a = push(&alice, "alice-web:1");
+    assert!(a.created);
+    assert!(!bob.image_exists(&digest).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Bob's upload of the same bytes answers as for new content, with his own metadata.
+    let b = push(&bob, "bob-web:1");
+    assert!(b.created, "bob learns that someone stored these bytes");
+    assert_eq!(b.image.names, vec!["bob-web:1"]);
+    assert!(
+        b.image.uploaded_at > a.image.uploaded_at,
+        "bob sees alice's upload time: {} vs {}",
+        b.image.uploaded_at,
+        a.image.uploaded_at
+    );
+    // And over HTTP the status says so.
+    let status = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/images?name=bob-web:2", s.url))
+        .bearer_auth(&bob_token)
+        .header("content-type", "application/octet-stream")
+        .body(img.clone())
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(
+        status.as_u16(),
+        200,
+        "bob's own image again: not new to bob"
+    );
+    // A second push by Bob is not new to Bob; nothing Alice sees changes.
+    assert!(!push(&bob, "bob-web:3").created);
+    let a_view = alice.get_image("alice-web:1").unwrap();
+    assert_eq!(a_view.names, vec!["alice-web:1"]);
+    assert_eq!(a_view.uploaded_at, a.image.uploaded_at);
+    let b_view = bob.get_image(&format!("sha256:{digest}")).unwrap();
+    assert_eq!(b_view.uploaded_at, b.image.uploaded_at);
+    // One blob for both.
+    assert_eq!(files_in(&s.state_dir.join("blobs")).len(), 1);
+    // Bob's delete removes his names (all of them) only; Alice's image stays.
+    bob.delete_image("bob-web:1").unwrap();
+    assert!(!bob.image_exists(&digest).unwrap());
+    assert!(alice.image_exists(&digest).unwrap());
+}

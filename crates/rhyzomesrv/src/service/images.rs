@@ -57,11 +57,16 @@ fn visible_to(row: &ImageRow, caller: &Caller) -> bool {
             .any(|n| caller.sees(n.split(':').next().unwrap_or(n)))
 }
 
-/// The image as `caller` may see it: a tenant sees only its own names.
+/// The image as `caller` may see it: a tenant sees only its own names, and as the upload
+/// time the time it first named the image, so that nothing tells it whether another tenant
+/// stored the same content before.
 fn to_api_for(mut row: ImageRow, caller: &Caller) -> Image {
     if caller.prefix.is_some() {
         row.names
             .retain(|n| caller.sees(n.split(':').next().unwrap_or(n)));
+        if let Some(first) = row.names.iter().filter_map(|n| row.tagged_at.get(n)).min() {
+            row.uploaded_at = first.clone();
+        }
     }
     to_api(row)
 }
@@ -125,7 +130,7 @@ impl Service {
                 .is_some_and(|row| visible_to(&row, caller))
             {
                 if let Some((n, t)) = &name {
-                    self.store.tag_image(n, t, sha)?;
+                    self.store.tag_image(n, t, sha, &now_rfc3339())?;
                 }
                 let row = self
                     .store
@@ -165,13 +170,19 @@ impl Service {
         let _gc = self.blob_gc.read().await;
         let files = self.images.clone();
         let new_blob = blocking(move || files.commit(pending)).await??;
-        let created = self
+        // Storage is shared, visibility is not: content another tenant stored is new to this
+        // caller, and is answered as such (201).
+        let known_to_caller = self
             .store
-            .insert_image(&sha256, size, &now_rfc3339(), &inspection)?;
+            .image(&sha256)?
+            .is_some_and(|row| visible_to(&row, caller));
+        let now = now_rfc3339();
+        let stored = self.store.insert_image(&sha256, size, &now, &inspection)?;
         if let Some((n, t)) = &name {
-            self.store.tag_image(n, t, &sha256)?;
+            self.store.tag_image(n, t, &sha256, &now)?;
         }
-        tracing::info!(sha256 = %sha256, size, new_blob, created, "image uploaded");
+        let created = stored || !known_to_caller;
+        tracing::info!(sha256 = %sha256, size, new_blob, stored, created, "image uploaded");
         let row = self
             .store
             .image(&sha256)?
