@@ -600,3 +600,59 @@ fn storage_is_shared_between_tenants_but_image_existence_is_not() {
     assert!(!bob.image_exists(&digest).unwrap());
     assert!(alice.image_exists(&digest).unwrap());
 }
+
+#[test]
+fn an_interface_that_is_not_a_bridge_is_refused_before_libvirt_is_asked() {
+    use rhyzomesrv::backend::InterfaceKind;
+    let s = serve(false);
+    let c = client(&s, None);
+    s.backend.set_interface("br0", InterfaceKind::Bridge);
+    s.backend
+        .set_interface("lo", InterfaceKind::Other("ethernet".into()));
+    s.backend
+        .set_interface("nonexistbr", InterfaceKind::Missing);
+    let (status, body) = api_error(c.create_instance(&InstanceSpec {
+        network: Some(NetworkSpec {
+            mode: NetworkMode::Bridge,
+            bridge: Some("lo".into()),
+            mac: None,
+        }),
+        ..spec(&s, "on-lo")
+    }));
+    assert_eq!(
+        (status, body.field.as_deref()),
+        (422, Some("network.bridge")),
+        "{body:?}"
+    );
+    assert!(body.message.contains("\"lo\"") && body.message.contains("not a bridge"));
+    let img = virtio_image(&["service0", "service1"], 2);
+    c.upload_image(
+        std::io::Cursor::new(img.clone()),
+        img.len() as u64,
+        None,
+        Some("two:1"),
+    )
+    .unwrap();
+    let (status, body) = api_error(
+        c.create_instance(&InstanceSpec {
+            name: "two".into(),
+            image: Some("two:1".into()),
+            nets: Some(
+                [
+                    ("service0".to_string(), "br0".to_string()),
+                    ("service1".to_string(), "nonexistbr".to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        (status, body.field.as_deref()),
+        (422, Some("nets.service1")),
+        "{body:?}"
+    );
+    assert!(body.message.contains("nonexistbr") && body.message.contains("does not exist"));
+    assert_eq!(s.backend.creates(), 0, "libvirt was asked to start a guest");
+    c.create_instance(&spec(&s, "on-br0")).unwrap();
+}

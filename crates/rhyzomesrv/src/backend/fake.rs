@@ -1,7 +1,10 @@
 //! In-memory [`Hypervisor`] for unit tests of the service. It records what it was asked and
 //! can be told to fail, but runs nothing. A mutex guards its map; calls are instantaneous.
 
-use super::{BackendError, DomainStats, DomainStatus, Hypervisor, NicCounters, Notice, NoticeSink};
+use super::{
+    BackendError, DomainStats, DomainStatus, Hypervisor, InterfaceKind, NicCounters, Notice,
+    NoticeSink,
+};
 use crate::domain_xml::DomainDefinition;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -18,6 +21,8 @@ struct FakeState {
     creates: usize,
     created_names: Vec<String>,
     sink: Option<NoticeSink>,
+    /// Interfaces the fake host was told about; any other is `Unknown`.
+    interfaces: BTreeMap<String, InterfaceKind>,
 }
 
 impl FakeBackend {
@@ -32,6 +37,11 @@ impl FakeBackend {
     /// Makes the next `create` fail with `err`.
     pub fn fail_next_create(&self, err: BackendError) {
         self.state().fail_next_create = Some(err);
+    }
+
+    /// Declares what the host interface `name` is.
+    pub fn set_interface(&self, name: &str, kind: InterfaceKind) {
+        self.state().interfaces.insert(name.to_string(), kind);
     }
 
     /// Simulates a guest that powered off: its transient domain disappears, and watchers hear
@@ -138,6 +148,15 @@ impl Hypervisor for FakeBackend {
                 rss_kib: None,
                 nics: vec![NicCounters::default(); macs.len()],
             }))
+    }
+
+    fn interface_kind(&self, name: &str) -> Result<InterfaceKind, BackendError> {
+        Ok(self
+            .state()
+            .interfaces
+            .get(name)
+            .cloned()
+            .unwrap_or(InterfaceKind::Unknown))
     }
 
     fn owner(&self, uuid: &str) -> Result<Option<String>, BackendError> {

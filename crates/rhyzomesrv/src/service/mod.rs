@@ -19,7 +19,7 @@ pub mod reconcile;
 pub mod restart;
 
 use crate::auth::{Caller, Role};
-use crate::backend::{self, BackendError, Hypervisor, Notice};
+use crate::backend::{self, BackendError, Hypervisor, InterfaceKind, Notice};
 use crate::config::Config;
 use crate::console;
 use crate::domain_xml::{self, DomainDefinition, Nic};
@@ -477,6 +477,8 @@ impl Service {
             Some(first) => (Some(first.bridge.clone()), Some(first.mac.clone())),
             None => (valid.bridge, valid.mac),
         };
+        self.check_bridges(bridge_attachments(bridge.as_deref(), &nics))
+            .await?;
         let record = InstanceRecord {
             id: uuid::Uuid::new_v4().to_string(),
             name: spec.name.clone(),
@@ -520,6 +522,32 @@ impl Service {
         }
     }
 
+    /// Asks the hypervisor's host whether each bridge exists and is a bridge, so that a wrong
+    /// one is a 422 naming its field rather than libvirt failing to start the guest (for `lo`
+    /// it says only "Cannot set interface MTU on 'vnetN'"). libvirt answers for the network
+    /// namespace it runs in, which need not be the daemon's. When it cannot say, the start is
+    /// the check, and [`Self::explain_start_error`] names the field.
+    async fn check_bridges(&self, attachments: Vec<(String, String)>) -> Result<(), ServiceError> {
+        let backend = self.backend.clone();
+        blocking(move || {
+            for (field, bridge) in attachments {
+                let problem = match backend
+                    .interface_kind(&bridge)
+                    .map_err(ServiceError::Backend)?
+                {
+                    InterfaceKind::Bridge | InterfaceKind::Unknown => continue,
+                    InterfaceKind::Missing => "does not exist on the libvirt host".to_string(),
+                    InterfaceKind::Other(kind) => {
+                        format!("is not a bridge on the libvirt host (it is a {kind} interface)")
+                    }
+                };
+                return Err(FieldError::new(field, format!("{bridge:?} {problem}")).into());
+            }
+            Ok(())
+        })
+        .await?
+    }
+
     /// Turns libvirt's refusal to start a guest into an error that names the request field:
     /// the bridge libvirt names (`Cannot get interface MTU on 'br9'`), or the only bridge when
     /// it names none. `nics` are the planned NICs of a multi-NIC image (empty otherwise).
@@ -532,16 +560,7 @@ impl Service {
         let ServiceError::Backend(BackendError::Rejected { message }) = &e else {
             return e;
         };
-        let attachments: Vec<(String, &str)> = if nics.is_empty() {
-            r.bridge
-                .iter()
-                .map(|b| ("network.bridge".to_string(), b.as_str()))
-                .collect()
-        } else {
-            nics.iter()
-                .map(|n| (format!("nets.{}", n.device), n.bridge.as_str()))
-                .collect()
-        };
+        let attachments = bridge_attachments(r.bridge.as_deref(), nics);
         let named = attachments
             .iter()
             .find(|(_, bridge)| message.contains(&format!("'{bridge}'")));
@@ -871,6 +890,24 @@ struct ValidSpec {
     bridge: Option<String>,
     mac: Option<String>,
     restart: RestartPolicy,
+}
+
+/// The bridges an instance joins, each with the request field that chose it: the NICs of a
+/// multi-NIC image (`nets.DEVICE`), or its one bridge (`network.bridge`).
+fn bridge_attachments(
+    bridge: Option<&str>,
+    nics: &[crate::store::images::NicRow],
+) -> Vec<(String, String)> {
+    if nics.is_empty() {
+        bridge
+            .map(|b| ("network.bridge".to_string(), b.to_string()))
+            .into_iter()
+            .collect()
+    } else {
+        nics.iter()
+            .map(|n| (format!("nets.{}", n.device), n.bridge.clone()))
+            .collect()
+    }
 }
 
 fn name_taken(existing: &InstanceRecord) -> ServiceError {
