@@ -72,6 +72,33 @@ fn post_json(s: &TestServer, body: &str) -> (u16, serde_json::Value) {
     (status, resp.json().unwrap_or(serde_json::Value::Null))
 }
 
+/// Uploads an image with NICs `service0` and `service1` and tries to create an instance of it
+/// with `service0` on br0 and `service1` on `bridge1`; returns the refusal.
+fn create_two_nics(c: &Client, bridge1: &str, salt: u8) -> (u16, rhyzome_api::ErrorBody) {
+    let img = virtio_image(&["service0", "service1"], salt);
+    c.upload_image(
+        std::io::Cursor::new(img.clone()),
+        img.len() as u64,
+        None,
+        Some("two:1"),
+    )
+    .unwrap();
+    api_error(
+        c.create_instance(&InstanceSpec {
+            name: "two".into(),
+            image: Some("two:1".into()),
+            nets: Some(
+                [
+                    ("service0".to_string(), "br0".to_string()),
+                    ("service1".to_string(), bridge1.to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        }),
+    )
+}
+
 #[test]
 fn a_json_body_is_exactly_one_object() {
     let s = serve(false);
@@ -169,32 +196,11 @@ fn retries_are_refused_with_the_never_policy() {
 fn a_bridge_libvirt_cannot_use_is_named_by_its_nets_device() {
     let s = serve(false);
     let c = client(&s, None);
-    let img = virtio_image(&["service0", "service1"], 1);
-    c.upload_image(
-        std::io::Cursor::new(img.clone()),
-        img.len() as u64,
-        None,
-        Some("two:1"),
-    )
-    .unwrap();
     // libvirt's own words for a missing bridge.
     s.backend.fail_next_create(BackendError::Rejected {
         message: "Cannot get interface MTU on 'nonexistbr': No such device".into(),
     });
-    let (status, body) = api_error(
-        c.create_instance(&InstanceSpec {
-            name: "two".into(),
-            image: Some("two:1".into()),
-            nets: Some(
-                [
-                    ("service0".to_string(), "br0".to_string()),
-                    ("service1".to_string(), "nonexistbr".to_string()),
-                ]
-                .into(),
-            ),
-            ..Default::default()
-        }),
-    );
+    let (status, body) = create_two_nics(&c, "nonexistbr", 1);
     assert_eq!(
         (status, body.field.as_deref()),
         (422, Some("nets.service1")),
@@ -625,28 +631,7 @@ fn an_interface_that_is_not_a_bridge_is_refused_before_libvirt_is_asked() {
         "{body:?}"
     );
     assert!(body.message.contains("\"lo\"") && body.message.contains("not a bridge"));
-    let img = virtio_image(&["service0", "service1"], 2);
-    c.upload_image(
-        std::io::Cursor::new(img.clone()),
-        img.len() as u64,
-        None,
-        Some("two:1"),
-    )
-    .unwrap();
-    let (status, body) = api_error(
-        c.create_instance(&InstanceSpec {
-            name: "two".into(),
-            image: Some("two:1".into()),
-            nets: Some(
-                [
-                    ("service0".to_string(), "br0".to_string()),
-                    ("service1".to_string(), "nonexistbr".to_string()),
-                ]
-                .into(),
-            ),
-            ..Default::default()
-        }),
-    );
+    let (status, body) = create_two_nics(&c, "nonexistbr", 2);
     assert_eq!(
         (status, body.field.as_deref()),
         (422, Some("nets.service1")),
