@@ -641,3 +641,27 @@ fn an_interface_that_is_not_a_bridge_is_refused_before_libvirt_is_asked() {
     assert_eq!(s.backend.creates(), 0, "libvirt was asked to start a guest");
     c.create_instance(&spec(&s, "on-br0")).unwrap();
 }
+
+#[test]
+fn a_domain_name_taken_by_someone_else_is_a_conflict_not_a_libvirt_failure() {
+    let s = serve(false);
+    let c = client(&s, None);
+    // Another tool (or another daemon) runs a domain of the name this instance would get.
+    s.backend.inject(
+        rhyzomesrv::backend::DomainStatus {
+            uuid: "5b2c7a6e-0000-4000-8000-000000000001".into(),
+            name: "rhyzome-taken".into(),
+            active: true,
+        },
+        "<domain/>",
+    );
+    let (status, body) = api_error(c.create_instance(&spec(&s, "taken")));
+    assert_eq!(
+        (status, body.field.as_deref()),
+        (409, Some("name")),
+        "{body:?}"
+    );
+    assert!(body.message.contains("rhyzome-taken"), "{body:?}");
+    assert!(c.list_instances().unwrap().is_empty());
+    assert_eq!(files_in(&s.state_dir.join("blobs")).len(), 0);
+}

@@ -548,8 +548,9 @@ impl Service {
         .await?
     }
 
-    /// Turns libvirt's refusal to start a guest into an error that names the request field:
-    /// the bridge libvirt names (`Cannot get interface MTU on 'br9'`), or the only bridge when
+    /// Turns libvirt's refusal to start a guest into an error that names the request field,
+    /// when the request is at fault: a domain name taken by someone else (409), or the bridge
+    /// libvirt names (`Cannot get interface MTU on 'br9'`), or the only bridge when
     /// it names none. `nics` are the planned NICs of a multi-NIC image (empty otherwise).
     fn explain_start_error(
         &self,
@@ -560,6 +561,18 @@ impl Service {
         let ServiceError::Backend(BackendError::Rejected { message }) = &e else {
             return e;
         };
+        // A domain of this name that is not this instance's (another tool's, or another
+        // daemon's): the name is taken on this host.
+        let domain = backend::domain_name(&r.name);
+        if message.contains(&format!("domain '{domain}' already exists")) {
+            return ServiceError::Conflict {
+                field: Some("name"),
+                message: format!(
+                    "libvirt already runs a domain named {domain:?} that is not this daemon's \
+                     instance; choose another name"
+                ),
+            };
+        }
         let attachments = bridge_attachments(r.bridge.as_deref(), nics);
         let named = attachments
             .iter()
