@@ -121,6 +121,20 @@ add_bridge() {
   ip -n "$NS" link set "$br" up
 }
 
+# Runs "$@" without the file descriptors this script inherited beyond stdin, stdout and
+# stderr. A daemon must not keep its starter's descriptors: started under
+# `flock /tmp/rhyzome-lab.lock ...`, libvirtd and virtlogd would otherwise hold the lab lock
+# for their whole life, and every other user of the lab would wait for ever.
+without_inherited_fds() {
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec "$@"
+  )
+}
+
 start_libvirt() {
   local lpid vpid
   lpid=$(pidof libvirtd || true)
@@ -146,7 +160,7 @@ start_libvirt() {
   # virtlogd holds running guests' console pipes: keep it across a libvirtd restart.
   if [ -z "$vpid" ]; then
     log "starting virtlogd in $NS"
-    ip netns exec "$NS" virtlogd -d
+    without_inherited_fds ip netns exec "$NS" virtlogd -d
   fi
   if [ -n "$lpid" ]; then
     log "libvirtd ($lpid) does not answer; restarting it"
@@ -158,7 +172,8 @@ start_libvirt() {
   # Under tini as a child subreaper: libvirt's QEMU processes are detached from libvirtd, and
   # on machines whose PID 1 reaps slowly (these sandboxes) every domain destroy would wait up
   # to a second for its QEMU to be reaped.
-  ip netns exec "$NS" setsid tini -s -- libvirtd -p "$PIDFILE" </dev/null >>"$LOGDIR/libvirtd.stderr" 2>&1 &
+  without_inherited_fds ip netns exec "$NS" setsid tini -s -- libvirtd -p "$PIDFILE" \
+    </dev/null >>"$LOGDIR/libvirtd.stderr" 2>&1 &
   for _ in $(seq 300); do
     [ -S /run/libvirt/libvirt-sock ] && break
     sleep 0.1
