@@ -8,8 +8,9 @@
 //! Operations on one instance are serialised by a per-name async lock ([`locks::NameLocks`]);
 //! different instances proceed in parallel. Blocking work (libvirt calls, file copies) runs
 //! on tokio's blocking pool. Kernel imports and blob garbage collection exclude each other
-//! through `blob_gc`, so a collection never removes a blob a create is about to reference.
-//! Every state change is published on a broadcast channel ([`Service::subscribe`]) for
+//! through `blob_gc`, so a collection never removes a blob a create is about to reference;
+//! a create refused after its kernel was copied runs a collection before it answers, so a
+//! refusal leaves no blob behind. Every state change is published on a broadcast channel ([`Service::subscribe`]) for
 //! `GET /v1/events`; lifecycle notices from the hypervisor and due restarts wake the
 //! reconciler through an unbounded channel.
 
