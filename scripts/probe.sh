@@ -44,6 +44,7 @@ fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 kernels=$work/kernels
 mkdir -p "$kernels"
 cp testkernel/build/testkernel.elf "$kernels/unikernel.virtio"
+cp testkernel/build/testkernel-2nic.elf "$kernels/two.virtio" # devices "service" and "admin"
 echo "just some text" >"$kernels/text.virtio"
 mkdir "$kernels/adir"
 ln -s /etc/shadow "$kernels/shadow.virtio"
@@ -135,6 +136,11 @@ create "missing bridge" 422 "$admin" "{\"name\": \"p\", \"kernel\": \"$K\", \"ne
 body_has "missing bridge" 'nonexistbr'
 create "all-zero MAC" 422 "$admin" "{\"name\": \"p\", \"kernel\": \"$K\", \"network\": {\"mac\": \"00:00:00:00:00:00\"}}"
 create "multicast MAC" 422 "$admin" "{\"name\": \"p\", \"kernel\": \"$K\", \"network\": {\"mac\": \"01:00:5e:00:00:01\"}}"
+create "nets: a missing bridge for the second device" 422 "$admin" "{\"name\": \"p\", \"kernel\": \"$kernels/two.virtio\", \"nets\": {\"service\": \"$RHYZOME_LAB_BRIDGE\", \"admin\": \"nonexistbr\"}}"
+body_has "nets: a missing bridge for the second device" '"field":"nets.admin"'
+body_has "nets: a missing bridge for the second device" 'nonexistbr'
+create "nets: lo for the second device" 422 "$admin" "{\"name\": \"p\", \"kernel\": \"$kernels/two.virtio\", \"nets\": {\"service\": \"$RHYZOME_LAB_BRIDGE\", \"admin\": \"lo\"}}"
+body_has "nets: lo for the second device" '"field":"nets.admin"'
 create "nets on a one-NIC kernel" 422 "$admin" "{\"name\": \"p\", \"kernel\": \"$K\", \"nets\": {\"service0\": \"$RHYZOME_LAB_BRIDGE\", \"service1\": \"nonexistbr\"}}"
 
 echo "==> kernel paths"
