@@ -13,8 +13,13 @@ cd "$(dirname "$0")/.."
 eval "$(scripts/lab.sh env)"
 
 make -s -C testkernel/kernel
-cargo build -q -p rhyzomesrv --bin rhyzomesrv
-SRV=$PWD/target/debug/rhyzomesrv
+# RHYZOME_PROBE_BINARY probes another build (an older one, to see the probe catch its faults).
+if [ -n "${RHYZOME_PROBE_BINARY:-}" ]; then
+  SRV=$RHYZOME_PROBE_BINARY
+else
+  cargo build -q -p rhyzomesrv --bin rhyzomesrv
+  SRV=$PWD/target/debug/rhyzomesrv
+fi
 
 work=$(mktemp -d /tmp/rhyzome-probe.XXXXXX)
 host="probe-$$"
