@@ -98,11 +98,15 @@ probe() {
 body_has() { grep -q -- "$2" "$work/body" || fail "$1: the answer lacks '$2': $(head -c 300 "$work/body")"; }
 body_lacks() { ! grep -q -- "$2" "$work/body" || fail "$1: the answer reveals '$2': $(head -c 300 "$work/body")"; }
 
-# create NAME EXPECTED TOKEN JSON
+# create NAME EXPECTED TOKEN JSON: the instance name "p" becomes p1, p2, ..., so that a probe
+# that wrongly creates its instance does not turn the following ones into 409s.
+probes_named_p=0
 create() {
-  created_names+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("name","") if sys.argv[1].lstrip().startswith("{") else "")' "$4" 2>/dev/null || true)")
+  probes_named_p=$((probes_named_p + 1))
+  local body=${4//\"name\": \"p\"/\"name\": \"p$probes_named_p\"}
+  created_names+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("name",""))' "$body" 2>/dev/null || true)")
   probe "$1" "$2" -X POST -H "Authorization: Bearer $3" -H 'Content-Type: application/json' \
-    --data-binary "$4" "$base/v1/instances"
+    --data-binary "$body" "$base/v1/instances"
 }
 K=$kernels/unikernel.virtio
 
@@ -210,8 +214,7 @@ for dir in blobs consoles uploads; do
   left=$(find "$work/state/$dir" -mindepth 1 2>/dev/null | head -5)
   [ -z "$left" ] || fail "files left in StateDir/$dir: $left"
 done
-for n in "${created_names[@]}"; do
-  [ -n "$n" ] || continue
+for n in $(printf '%s\n' "${created_names[@]}" | sort -u); do
   if virsh -c qemu:///system domstate "rhyzome-$n" >/dev/null 2>&1; then
     fail "domain rhyzome-$n is left"
   fi
