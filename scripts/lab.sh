@@ -169,11 +169,25 @@ add_bridge() {
   ip -n "$NS" link set "$br" up
 }
 
+# Runs "$@" without the file descriptors this script inherited beyond stdin, stdout and
+# stderr. A daemon must not keep its starter's descriptors: started under
+# `flock /tmp/rhyzome-lab.lock ...`, libvirtd and virtlogd would otherwise hold the lab lock
+# for their whole life, and every other user of the lab would wait for ever.
+without_inherited_fds() {
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec "$@"
+  )
+}
+
 # Runs "$@" in the lab: its network namespace, and a private mount namespace in which libvirt's
 # directories are the lab's own.
 in_lab() {
   # shellcheck disable=SC2016 # expanded by the inner shell
-  ip netns exec "$NS" unshare --mount --propagation private -- /bin/sh -c '
+  without_inherited_fds ip netns exec "$NS" unshare --mount --propagation private -- /bin/sh -c '
     mount --bind "$1" /run/libvirt &&
     mount --bind "$2" /var/lib/libvirt &&
     mount --bind "$3" /var/cache/libvirt &&

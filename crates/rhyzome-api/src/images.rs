@@ -19,9 +19,10 @@ pub struct Image {
     pub digest: String,
     /// Size in bytes.
     pub size: u64,
-    /// RFC 3339 time of the first upload.
+    /// RFC 3339 time of the first upload; for a token with a name prefix, the time its first
+    /// name for this image was given.
     pub uploaded_at: String,
-    /// The `name:tag` references that point to this image.
+    /// The `name:tag` references that point to this image (for a token with a prefix, its own).
     pub names: Vec<String>,
     /// What the daemon found in the image.
     pub inspection: ImageInspection,
@@ -37,7 +38,8 @@ pub struct ImageList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ImageUpload {
     pub image: Image,
-    /// `false` when the same content was already stored (nothing new was written).
+    /// `false` when the caller already had this content (under a name it can see); content
+    /// that only other tenants stored counts as new (it is stored once nonetheless).
     pub created: bool,
 }
 
@@ -165,14 +167,38 @@ pub(crate) struct InstanceSpecWire {
     memory_mib: Option<u32>,
     #[serde(default)]
     vcpus: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     network: Option<crate::NetworkSpec>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     restart: Option<crate::RestartPolicy>,
     #[serde(default)]
     startup_priority: Option<i32>,
     #[serde(default)]
     autostart: Option<bool>,
+}
+
+/// An optional struct that must be written as a JSON object or `null`: serde's derived
+/// `Deserialize` would also read a struct from an array of its fields in order, which a
+/// request must not rely on (its meaning changes when a field is added).
+fn object_only<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectOrNull<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOrNull<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object or null")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    de.deserialize_any(ObjectOrNull(std::marker::PhantomData))
 }
 
 impl TryFrom<InstanceSpecWire> for crate::InstanceSpec {

@@ -8,14 +8,18 @@ use crate::MAX_KERNEL_PARAMETERS_BYTES;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct FieldError {
-    pub field: &'static str,
+    /// The field's path in the request (`name`, `network.mac`, `nets.service1`).
+    pub field: std::borrow::Cow<'static, str>,
     pub message: String,
 }
 
 impl FieldError {
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        field: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         FieldError {
-            field,
+            field: field.into(),
             message: message.into(),
         }
     }
@@ -135,6 +139,12 @@ pub fn parse_mac(mac: &str) -> Result<[u8; 6], FieldError> {
             return Err(bad());
         }
         out[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if out == [0; 6] {
+        return Err(FieldError::new(
+            field,
+            format!("{mac:?} is the all-zero address, which no NIC may use"),
+        ));
     }
     if out[0] & 1 == 1 {
         return Err(FieldError::new(

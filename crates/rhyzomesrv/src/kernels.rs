@@ -50,7 +50,22 @@ pub enum KernelError {
     },
 }
 
+/// What a non-admin caller is told about every kernel path outside `KernelDirs`, missing or
+/// unreadable: one answer for all, so that answers reveal nothing about the server's files.
+pub const NOT_ALLOWED: &str = "not an allowed kernel path";
+
 impl KernelError {
+    /// True for the errors whose detail tells something about files outside `KernelDirs`:
+    /// whether a path exists, where a symlink points, which directories are allowed.
+    pub fn reveals_the_file_system(&self) -> bool {
+        matches!(
+            self,
+            KernelError::NotFound(_)
+                | KernelError::OutsideKernelDirs { .. }
+                | KernelError::Read { .. }
+        )
+    }
+
     /// True when the error is the client's fault (a 4xx), not the server's.
     pub fn is_client_error(&self) -> bool {
         !matches!(self, KernelError::Store { .. })

@@ -5,7 +5,7 @@
 use rhyzome_api::client::{Client, ClientError, ProgressPhase};
 use rhyzome_api::{InstanceSpec, InstanceState};
 use rhyzomesrv::backend::Hypervisor;
-use rhyzomesrv::images::inspect::testdata::{abi_note, elf64, manifest_note};
+use rhyzomesrv::images::inspect::testdata::{abi_note, elf64, manifest_note, virtio_image};
 use rhyzomesrv::testing::{TestServer, TestServerOptions};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -38,16 +38,6 @@ fn serve_with(extra: serde_json::Value) -> Server {
 
 fn serve() -> Server {
     serve_with(serde_json::json!({}))
-}
-
-/// A Solo5 virtio image (64-bit, multiboot with a.out kludge) with these NET devices.
-fn virtio_image(nets: &[&str], salt: u8) -> Vec<u8> {
-    let mut notes = abi_note(3);
-    let devices: Vec<(&str, u32)> = nets.iter().map(|n| (*n, 2)).collect();
-    notes.extend(manifest_note(&devices));
-    let mut img = elf64(&notes, true);
-    img.push(salt);
-    img
 }
 
 fn sha(b: &[u8]) -> String {

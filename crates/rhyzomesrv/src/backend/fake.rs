@@ -1,7 +1,10 @@
 //! In-memory [`Hypervisor`] for unit tests of the service. It records what it was asked and
 //! can be told to fail, but runs nothing. A mutex guards its map; calls are instantaneous.
 
-use super::{BackendError, DomainStats, DomainStatus, Hypervisor, NicCounters, Notice, NoticeSink};
+use super::{
+    BackendError, DomainStats, DomainStatus, Hypervisor, InterfaceKind, NicCounters, Notice,
+    NoticeSink,
+};
 use crate::domain_xml::{DomainDefinition, DomainMark};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -21,6 +24,8 @@ struct FakeState {
     sinks: Vec<NoticeSink>,
     /// Notices held back by [`FakeBackend::defer_notices`], in order.
     deferred: Option<Vec<Notice>>,
+    /// Interfaces the fake host was told about; any other is `Unknown`.
+    interfaces: BTreeMap<String, InterfaceKind>,
 }
 
 impl FakeBackend {
@@ -54,6 +59,11 @@ impl FakeBackend {
                 sink(notice.clone());
             }
         }
+    }
+
+    /// Declares what the host interface `name` is.
+    pub fn set_interface(&self, name: &str, kind: InterfaceKind) {
+        self.state().interfaces.insert(name.to_string(), kind);
     }
 
     /// Simulates a guest that powered off: its transient domain disappears, and watchers hear
@@ -182,6 +192,15 @@ impl Hypervisor for FakeBackend {
                 rss_kib: None,
                 nics: vec![NicCounters::default(); macs.len()],
             }))
+    }
+
+    fn interface_kind(&self, name: &str) -> Result<InterfaceKind, BackendError> {
+        Ok(self
+            .state()
+            .interfaces
+            .get(name)
+            .cloned()
+            .unwrap_or(InterfaceKind::Unknown))
     }
 
     fn mark(&self, uuid: &str) -> Result<Option<DomainMark>, BackendError> {

@@ -50,6 +50,20 @@ pub struct NicCounters {
     pub tx_packets: u64,
 }
 
+/// What an interface on the hypervisor's host is, as libvirt sees it: in the network
+/// namespace where libvirtd runs, which need not be the daemon's own (the lab runs libvirtd in
+/// its own namespace; a remote libvirt runs on another machine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterfaceKind {
+    Bridge,
+    /// Another kind, in libvirt's words (`ethernet`, `vlan`, `bond`).
+    Other(String),
+    Missing,
+    /// libvirt cannot say (no interface driver, or a fictional host such as `test:///`); the
+    /// guest's start is then the check.
+    Unknown,
+}
+
 /// What the hypervisor tells the daemon without being asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -91,6 +105,8 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn named(&self, name: &str) -> Result<Option<(String, Option<DomainMark>)>, BackendError>;
     /// Delivers lifecycle events to `sink` from now on, across reconnections.
     fn watch(&self, sink: NoticeSink) -> Result<(), BackendError>;
+    /// What the interface `name` is on the hypervisor's host (a guest NIC joins it).
+    fn interface_kind(&self, name: &str) -> Result<InterfaceKind, BackendError>;
     /// CPU, memory and the counters of the NICs with these MACs, of the running domain with
     /// this UUID; `None` when it does not run.
     fn stats(&self, uuid: &str, macs: &[String]) -> Result<Option<DomainStats>, BackendError>;

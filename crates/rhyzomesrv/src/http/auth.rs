@@ -10,7 +10,7 @@
 //! middleware stores the [`Credential`] it was resolved from, so that open streams can be
 //! re-checked later ([`super::streams`]).
 
-use super::error::ApiError;
+use super::error::{ApiError, AuditDetail};
 use super::local_socket::LocalPeer;
 use super::streams::Credential;
 use crate::auth::rate::RateLimiter;
@@ -68,7 +68,7 @@ impl Authenticator {
         let Some(tokens) = &self.tokens else {
             return Ok(Caller::anonymous());
         };
-        let presented = authorization.and_then(|h| h.strip_prefix("Bearer ").map(str::trim));
+        let presented = authorization.and_then(bearer_token);
         let internal = |e: crate::auth::tokens::TokenError| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         };
@@ -105,6 +105,13 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header; the scheme name is case-insensitive
+/// (RFC 9110, section 11.1).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Resolves the caller, applies the create rate limit, runs the request, audits it.
@@ -183,13 +190,17 @@ pub async fn authenticate(
     req.extensions_mut().insert(caller.clone());
     let response = next.run(req).await;
     if mutating {
-        auth.audit(&entry(
+        let mut line = entry(
             Some(&caller),
             peer.as_deref(),
             &method,
             &path,
             response.status(),
-        ));
+        );
+        if let Some(AuditDetail(detail)) = response.extensions().get::<AuditDetail>() {
+            line["detail"] = detail.as_str().into();
+        }
+        auth.audit(&line);
     }
     response
 }

@@ -13,7 +13,15 @@ use rhyzome_api::ErrorBody;
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,
+    /// What the audit log records beyond the answer, when the answer withholds it from the
+    /// caller (see [`AuditDetail`]).
+    pub audit_detail: Option<String>,
 }
+
+/// A response extension: the detail of a refusal that the caller was not told, for the audit
+/// log (`http::auth` writes it as `detail`).
+#[derive(Debug, Clone)]
+pub struct AuditDetail(pub String);
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
@@ -24,11 +32,17 @@ impl ApiError {
                 message: message.into(),
                 field: None,
             },
+            audit_detail: None,
         }
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.body.field = Some(field.into());
+        self
+    }
+
+    pub fn with_audit_detail(mut self, detail: String) -> Self {
+        self.audit_detail = Some(detail);
         self
     }
 }
@@ -37,6 +51,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
         let mut resp = (self.status, Json(self.body)).into_response();
+        if let Some(detail) = self.audit_detail {
+            resp.extensions_mut().insert(AuditDetail(detail));
+        }
         if unauthorized {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -89,6 +106,13 @@ impl From<ServiceError> for ApiError {
                     None => err,
                 }
             }
+            ServiceError::KernelPathRefused(detail) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                crate::kernels::NOT_ALLOWED,
+            )
+            .with_field("kernel")
+            .with_audit_detail(detail.to_string()),
             ServiceError::Kernel(k) if k.is_client_error() => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_field",

@@ -1,6 +1,10 @@
 //! `ApiJson<T>`: a JSON body extractor whose rejections are [`ApiError`]s that name the
 //! offending field (through `serde_path_to_error`) and give line and column for syntax errors.
 //! The body size limit is axum's `DefaultBodyLimit`, applied to the router.
+//!
+//! A body is exactly one JSON object: anything after it but whitespace is refused, and so is
+//! a top-level array, string, number or `null` (serde would read a struct from a sequence).
+//! Nested objects are guarded by `rhyzome_api`'s request types themselves.
 
 use super::error::ApiError;
 use axum::body::Bytes;
@@ -64,33 +68,36 @@ fn too_large() -> ApiError {
     )
 }
 
-/// Decodes a JSON document, turning serde's error into one that names the field.
+/// Decodes a JSON document that must be one object, turning serde's error into one that
+/// names the field.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        // Valid JSON of another kind, or a syntax error: say which.
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return Err(syntax_error(&e));
+        }
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body must be a JSON object ({...})",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let result: Result<T, _> = serde_path_to_error::deserialize(de);
+    let result: Result<T, _> = serde_path_to_error::deserialize(&mut *de);
     let err = match result {
         Ok(v) => {
-            return Ok(v);
+            // Trailing data after the object is a syntax error, not something to ignore.
+            return de.end().map(|()| v).map_err(|e| syntax_error(&e));
         }
         Err(e) => e,
     };
     let path = err.path().to_string();
     let inner = err.into_inner();
-    let mut message = inner.to_string();
-    if let Some(i) = message.rfind(" at line ") {
-        message.truncate(i);
-    }
+    let message = without_position(&inner);
     use serde_json::error::Category;
     match inner.classify() {
-        Category::Syntax | Category::Eof | Category::Io => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!(
-                "malformed JSON at line {} column {}: {message}",
-                inner.line(),
-                inner.column()
-            ),
-        )),
+        Category::Syntax | Category::Eof | Category::Io => Err(syntax_error(&inner)),
         Category::Data => {
             // "missing field `x`" is reported at the parent's path (and "unknown field `x`"
             // at its own); the field worth naming is the one in backticks.
@@ -110,6 +117,28 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             })
         }
     }
+}
+
+/// serde_json's message without its " at line L column C" suffix.
+fn without_position(e: &serde_json::Error) -> String {
+    let mut message = e.to_string();
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    message
+}
+
+fn syntax_error(e: &serde_json::Error) -> ApiError {
+    let message = without_position(e);
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        format!(
+            "malformed JSON at line {} column {}: {message}",
+            e.line(),
+            e.column()
+        ),
+    )
 }
 
 fn backticked(s: &str) -> Option<&str> {
@@ -159,6 +188,12 @@ mod tests {
         );
         assert_eq!(err("").body.code, "invalid_json");
         assert_eq!(err("{\"name\": ").body.code, "invalid_json");
-        assert_eq!(err("[1]").body.code, "invalid_field");
+        assert_eq!(err("[1]").body.code, "invalid_json");
+        let e = err(r#"{"name": "a", "kernel": "/k"} x"#);
+        assert!(
+            e.body.message.contains("trailing characters"),
+            "{}",
+            e.body.message
+        );
     }
 }

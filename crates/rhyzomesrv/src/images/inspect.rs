@@ -334,6 +334,17 @@ pub mod testdata {
         n
     }
 
+    /// A Solo5 virtio image (64-bit, multiboot with the a.out kludge) with these NET devices;
+    /// `salt` makes images with the same devices differ.
+    pub fn virtio_image(nets: &[&str], salt: u8) -> Vec<u8> {
+        let mut notes = abi_note(3);
+        let devices: Vec<(&str, u32)> = nets.iter().map(|n| (*n, 2)).collect();
+        notes.extend(manifest_note(&devices));
+        let mut img = elf64(&notes, true);
+        img.push(salt);
+        img
+    }
+
     /// A Solo5 "MFT1" note with a reserved first entry and then `devices` (name, 1 = block,
     /// 2 = net), laid out as on x86_64.
     pub fn manifest_note(devices: &[(&str, u32)]) -> Vec<u8> {

@@ -11,7 +11,7 @@
 //! a delete cannot slip between the two.
 
 use super::{blocking, mac_for_name, now_rfc3339, Service, ServiceError};
-use crate::auth::Caller;
+use crate::auth::{Caller, Role};
 use crate::images::ImageError;
 use crate::store::images::{ImageRow, NicRow};
 use futures_util::Stream;
@@ -113,11 +113,16 @@ fn visible_to(row: &ImageRow, caller: &Caller) -> bool {
             .any(|n| caller.sees(n.split(':').next().unwrap_or(n)))
 }
 
-/// The image as `caller` may see it: a tenant sees only its own names.
+/// The image as `caller` may see it: a tenant sees only its own names, and as the upload
+/// time the time it first named the image, so that nothing tells it whether another tenant
+/// stored the same content before.
 fn to_api_for(mut row: ImageRow, caller: &Caller) -> Image {
     if caller.prefix.is_some() {
         row.names
             .retain(|n| caller.sees(n.split(':').next().unwrap_or(n)));
+        if let Some(first) = row.names.iter().filter_map(|n| row.tagged_at.get(n)).min() {
+            row.uploaded_at = first.clone();
+        }
     }
     to_api(row)
 }
@@ -181,7 +186,7 @@ impl Service {
                 .is_some_and(|row| visible_to(&row, caller))
             {
                 if let Some((n, t)) = &name {
-                    self.store.tag_image(n, t, sha)?;
+                    self.store.tag_image(n, t, sha, &now_rfc3339())?;
                 }
                 let row = self
                     .store
@@ -221,13 +226,19 @@ impl Service {
         let _gc = self.blob_gc.read().await;
         let files = self.images.clone();
         let new_blob = blocking(move || files.commit(pending)).await??;
-        let created = self
+        // Storage is shared, visibility is not: content another tenant stored is new to this
+        // caller, and is answered as such (201).
+        let known_to_caller = self
             .store
-            .insert_image(&sha256, size, &now_rfc3339(), &inspection)?;
+            .image(&sha256)?
+            .is_some_and(|row| visible_to(&row, caller));
+        let now = now_rfc3339();
+        let stored = self.store.insert_image(&sha256, size, &now, &inspection)?;
         if let Some((n, t)) = &name {
-            self.store.tag_image(n, t, &sha256)?;
+            self.store.tag_image(n, t, &sha256, &now)?;
         }
-        tracing::info!(sha256 = %sha256, size, new_blob, created, "image uploaded");
+        let created = stored || !known_to_caller;
+        tracing::info!(sha256 = %sha256, size, new_blob, stored, created, "image uploaded");
         let row = self
             .store
             .image(&sha256)?
@@ -372,7 +383,14 @@ impl Service {
             (None, _) => {
                 let requested = spec.kernel.clone();
                 let kernels = self.kernels.clone();
-                let kernel = blocking(move || kernels.import(&requested)).await??;
+                let kernel = match blocking(move || kernels.import(&requested)).await? {
+                    Ok(kernel) => kernel,
+                    // A tenant must not map the server's file system through the answers.
+                    Err(e) if caller.role != Role::Admin && e.reveals_the_file_system() => {
+                        return Err(ServiceError::KernelPathRefused(e))
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let path = kernel.path.clone();
                 let inspection = blocking(move || {
                     std::fs::File::open(&path)

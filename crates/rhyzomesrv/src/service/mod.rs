@@ -8,7 +8,9 @@
 //! Operations on one instance are serialised by a per-name async lock ([`locks::NameLocks`]);
 //! different instances proceed in parallel. Blocking work (libvirt calls, file copies) runs
 //! on tokio's blocking pool. Kernel imports and blob garbage collection exclude each other
-//! through `blob_gc`, so a collection never removes a blob a create is about to reference.
+//! through `blob_gc`, so a collection never removes a blob a create is about to reference;
+//! a create refused after its kernel was copied runs a collection before it answers, so a
+//! refusal leaves no blob behind.
 //! Every state change is numbered and kept in a bounded log ([`Service::events`]) for
 //! `GET /v1/events`; lifecycle notices from the hypervisor and due restarts wake the
 //! reconciler through an unbounded channel.
@@ -21,7 +23,7 @@ pub mod reconcile;
 pub mod restart;
 
 use crate::auth::{Caller, Role};
-use crate::backend::{self, BackendError, Hypervisor, Notice};
+use crate::backend::{self, BackendError, Hypervisor, InterfaceKind, Notice};
 use crate::config::Config;
 use crate::console;
 use crate::domain_xml::{self, DomainDefinition, Nic};
@@ -48,6 +50,10 @@ pub enum ServiceError {
     },
     #[error("kernel: {0}")]
     Kernel(#[from] KernelError),
+    /// A kernel path a non-admin may not learn about (outside `KernelDirs`, missing or
+    /// unreadable); the detail is for the audit log only.
+    #[error("kernel: {0}")]
+    KernelPathRefused(KernelError),
     #[error(transparent)]
     Backend(BackendError),
     #[error(transparent)]
@@ -403,6 +409,12 @@ impl Service {
                 ));
             }
         }
+        if restart.policy == RestartMode::Never && restart.max_retries.is_some() {
+            return Err(FieldError::new(
+                "restart.max_retries",
+                "only applies to the on_failure and always policies",
+            ));
+        }
         if let Some(codes) = &restart.exit_codes {
             if restart.policy != RestartMode::OnFailure {
                 return Err(FieldError::new(
@@ -451,21 +463,49 @@ impl Service {
             return Err(name_taken(&existing));
         }
         let gc_guard = self.blob_gc.read().await;
-        let planned = match self.resolve_boot(&spec, caller).await {
-            Ok(boot) => self
-                .plan_devices(&spec, &boot, valid.bridge, valid.mac, caller)
-                .map(|devices| (boot, devices)),
-            Err(e) => Err(e),
-        };
-        let (boot, (nics, bridge, mac)) = match planned {
-            Ok(p) => p,
+        let recorded = self.record_instance(&spec, valid, caller).await;
+        drop(gc_guard);
+        let (record, nics) = match recorded {
+            Ok(recorded) => recorded,
             Err(e) => {
-                // A refused create leaves nothing behind, not even the kernel it imported.
-                drop(gc_guard);
+                // The kernel may have been copied into the blob store already; a refused
+                // create leaves nothing behind.
                 self.collect_garbage().await;
                 return Err(e);
             }
         };
+        // The record now counts against the quota; starting the guest (the slow part) need
+        // not hold up the owner's other creates.
+        drop(owner_guard);
+        tracing::info!(instance = %record.name, id = %record.id, "instance accepted");
+        match self.start_domain(&record).await {
+            Ok(()) => {}
+            Err(e) => {
+                // A create that cannot start leaves nothing behind: the client sees the error
+                // and may fix the request and try again under the same name.
+                tracing::warn!(instance = %record.name, error = %e, "create failed; rolling back");
+                let e = self.explain_start_error(&record, &nics, e);
+                self.forget(&record).await?;
+                return Err(e);
+            }
+        }
+        self.get_record(&record.name).map(|r| self.to_api(&r))
+    }
+
+    /// Resolves what `spec` boots (copying a kernel into the blob store), plans its devices,
+    /// checks its bridges against `caller`'s quota and the libvirt host, and inserts its
+    /// record. The caller holds the owner and name locks and a read guard on blob collection.
+    async fn record_instance(
+        &self,
+        spec: &InstanceSpec,
+        valid: ValidSpec,
+        caller: &Caller,
+    ) -> Result<(InstanceRecord, Vec<crate::store::images::NicRow>), ServiceError> {
+        let boot = self.resolve_boot(spec, caller).await?;
+        let (nics, bridge, mac) =
+            self.plan_devices(spec, &boot, valid.bridge, valid.mac, caller)?;
+        self.check_bridges(bridge_attachments(bridge.as_deref(), &nics))
+            .await?;
         let record = InstanceRecord {
             id: uuid::Uuid::new_v4().to_string(),
             name: spec.name.clone(),
@@ -497,37 +537,17 @@ impl Service {
             .store
             .insert_with_boot(&record, boot.image.as_deref(), &nics)
         {
-            Ok(()) => {}
-            Err(StoreError::NameTaken(name)) => {
-                return Err(ServiceError::Conflict {
-                    field: Some("name"),
-                    message: format!("an instance named {name:?} already exists"),
-                })
-            }
-            Err(StoreError::MacTaken(mac)) => {
-                return Err(ServiceError::Conflict {
-                    field: Some("network.mac"),
-                    message: format!("{mac} is already used by another instance"),
-                })
-            }
-            Err(e) => return Err(e.into()),
+            Ok(()) => Ok((record, nics)),
+            Err(StoreError::NameTaken(name)) => Err(ServiceError::Conflict {
+                field: Some("name"),
+                message: format!("an instance named {name:?} already exists"),
+            }),
+            Err(StoreError::MacTaken(mac)) => Err(ServiceError::Conflict {
+                field: Some("network.mac"),
+                message: format!("{mac} is already used by another instance"),
+            }),
+            Err(e) => Err(e.into()),
         }
-        drop(gc_guard);
-        // The record now counts against the quota; starting the guest (the slow part) need
-        // not hold up the owner's other creates.
-        drop(owner_guard);
-        tracing::info!(instance = %record.name, id = %record.id, "instance accepted");
-        match self.start_domain(&record).await {
-            Ok(()) => {}
-            Err(e) => {
-                // A create that cannot start leaves nothing behind: the client sees the error
-                // and may fix the request and try again under the same name.
-                tracing::warn!(instance = %record.name, error = %e, "create failed; rolling back");
-                self.forget(&record).await?;
-                return Err(self.explain_start_error(&record, e));
-            }
-        }
-        self.get_record(&record.name).map(|r| self.to_api(&r))
     }
 
     /// The devices of a create: the NICs of a multi-NIC image, or the single NIC (bridge and
@@ -625,19 +645,59 @@ impl Service {
         Some(images::device_selection(manifest.as_ref(), &names))
     }
 
-    /// Turns libvirt's refusal to start a guest into an error that names the request field.
-    fn explain_start_error(&self, r: &InstanceRecord, e: ServiceError) -> ServiceError {
-        if let (ServiceError::Backend(BackendError::Rejected { message }), Some(bridge)) =
-            (&e, &r.bridge)
-        {
-            if message.contains(&format!("'{bridge}'")) || message.contains("No such device") {
-                return ServiceError::Invalid(FieldError::new(
-                    "network.bridge",
-                    format!("bridge {bridge:?} cannot be used on the server: {message}"),
-                ));
+    /// Asks the hypervisor's host whether each bridge exists and is a bridge, so that a wrong
+    /// one is a 422 naming its field rather than libvirt failing to start the guest (for `lo`
+    /// it says only "Cannot set interface MTU on 'vnetN'"). libvirt answers for the network
+    /// namespace it runs in, which need not be the daemon's. When it cannot say, the start is
+    /// the check, and [`Self::explain_start_error`] names the field.
+    async fn check_bridges(&self, attachments: Vec<(String, String)>) -> Result<(), ServiceError> {
+        let backend = self.backend.clone();
+        blocking(move || {
+            for (field, bridge) in attachments {
+                let problem = match backend
+                    .interface_kind(&bridge)
+                    .map_err(ServiceError::Backend)?
+                {
+                    InterfaceKind::Bridge | InterfaceKind::Unknown => continue,
+                    InterfaceKind::Missing => "does not exist on the libvirt host".to_string(),
+                    InterfaceKind::Other(kind) => {
+                        format!("is not a bridge on the libvirt host (it is a {kind} interface)")
+                    }
+                };
+                return Err(FieldError::new(field, format!("{bridge:?} {problem}")).into());
             }
+            Ok(())
+        })
+        .await?
+    }
+
+    /// Turns libvirt's refusal to start a guest into an error that names the request field
+    /// when the request is at fault: the bridge libvirt names (`Cannot get interface MTU on
+    /// 'br9'`), or the only bridge when it names none. `nics` are the planned NICs of a
+    /// multi-NIC image (empty otherwise). A domain name held by someone else is already a 409
+    /// from [`Self::start_domain`].
+    fn explain_start_error(
+        &self,
+        r: &InstanceRecord,
+        nics: &[crate::store::images::NicRow],
+        e: ServiceError,
+    ) -> ServiceError {
+        let ServiceError::Backend(BackendError::Rejected { message }) = &e else {
+            return e;
+        };
+        let attachments = bridge_attachments(r.bridge.as_deref(), nics);
+        let named = attachments
+            .iter()
+            .find(|(_, bridge)| message.contains(&format!("'{bridge}'")));
+        let only =
+            (attachments.len() == 1 && message.contains("No such device")).then(|| &attachments[0]);
+        match named.or(only) {
+            Some((field, bridge)) => ServiceError::Invalid(FieldError::new(
+                field.clone(),
+                format!("bridge {bridge:?} cannot be used on the server: {message}"),
+            )),
+            None => e,
         }
-        e
     }
 
     /// Starts the domain of `r` and records the outcome. The caller holds the name lock.
@@ -1009,6 +1069,24 @@ struct ValidSpec {
     bridge: Option<String>,
     mac: Option<String>,
     restart: RestartPolicy,
+}
+
+/// The bridges an instance joins, each with the request field that chose it: the NICs of a
+/// multi-NIC image (`nets.DEVICE`), or its one bridge (`network.bridge`).
+fn bridge_attachments(
+    bridge: Option<&str>,
+    nics: &[crate::store::images::NicRow],
+) -> Vec<(String, String)> {
+    if nics.is_empty() {
+        bridge
+            .map(|b| ("network.bridge".to_string(), b.to_string()))
+            .into_iter()
+            .collect()
+    } else {
+        nics.iter()
+            .map(|n| (format!("nets.{}", n.device), n.bridge.clone()))
+            .collect()
+    }
 }
 
 fn name_taken(existing: &InstanceRecord) -> ServiceError {

@@ -4,6 +4,10 @@
 //! These tables are created with `IF NOT EXISTS` on every open, so databases made before
 //! images existed gain them without a schema-version bump. Rows of an instance are removed
 //! with it (`ON DELETE CASCADE`). The same connection mutex as [`Store`] serialises access.
+//!
+//! Content is stored once, whoever uploads it; each name (`image_tags` row) records when it
+//! was given (`tagged_at`), so that a tenant is shown the time of its own upload, never
+//! another tenant's (see docs/security.md, "Images").
 
 use super::{Store, StoreError};
 use rhyzome_api::ImageInspection;
@@ -21,6 +25,7 @@ CREATE TABLE IF NOT EXISTS image_tags (
     name   TEXT NOT NULL,
     tag    TEXT NOT NULL,
     sha256 TEXT NOT NULL REFERENCES images(sha256) ON DELETE CASCADE,
+    tagged_at TEXT,
     PRIMARY KEY (name, tag)
 );
 CREATE TABLE IF NOT EXISTS instance_images (
@@ -64,6 +69,15 @@ pub(super) fn write_boot(
 
 pub(super) fn init_schema(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA)?;
+    // Databases from before names had a time gain the column (NULL: the image's own time).
+    let has_tagged_at: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('image_tags') WHERE name = 'tagged_at'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_tagged_at {
+        conn.execute_batch("ALTER TABLE image_tags ADD COLUMN tagged_at TEXT;")?;
+    }
     Ok(())
 }
 
@@ -76,6 +90,8 @@ pub struct ImageRow {
     pub inspection: ImageInspection,
     /// `name:tag`, sorted.
     pub names: Vec<String>,
+    /// When each name was given, by `name:tag` (absent for names from older databases).
+    pub tagged_at: std::collections::HashMap<String, String>,
 }
 
 /// A NIC of an instance whose image declares several network devices.
@@ -105,12 +121,21 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Points `name:tag` at `sha256` (moving it if it pointed elsewhere).
-    pub fn tag_image(&self, name: &str, tag: &str, sha256: &str) -> Result<(), StoreError> {
+    /// Points `name:tag` at `sha256` (moving it if it pointed elsewhere), recording `at` as
+    /// the time of the name unless it already named this image.
+    pub fn tag_image(
+        &self,
+        name: &str,
+        tag: &str,
+        sha256: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO image_tags (name, tag, sha256) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name, tag) DO UPDATE SET sha256 = excluded.sha256",
-            params![name, tag, sha256],
+            "INSERT INTO image_tags (name, tag, sha256, tagged_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name, tag) DO UPDATE SET sha256 = excluded.sha256, \
+             tagged_at = CASE WHEN image_tags.sha256 = excluded.sha256 \
+                 THEN image_tags.tagged_at ELSE excluded.tagged_at END",
+            params![name, tag, sha256, at],
         )?;
         Ok(())
     }
@@ -160,7 +185,8 @@ impl Store {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut tags = conn.prepare_cached(
-            "SELECT name || ':' || tag FROM image_tags WHERE sha256 = ?1 ORDER BY name, tag",
+            "SELECT name || ':' || tag, tagged_at FROM image_tags WHERE sha256 = ?1 \
+             ORDER BY name, tag",
         )?;
         let mut out = Vec::with_capacity(rows.len());
         for (sha256, size, uploaded_at, inspection) in rows {
@@ -169,15 +195,22 @@ impl Store {
                     what: "image inspection",
                     value: inspection.clone(),
                 })?;
-            let names = tags
-                .query_map([&sha256], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?;
+            let named = tags
+                .query_map([&sha256], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let tagged_at = named
+                .iter()
+                .filter_map(|(n, at)| Some((n.clone(), at.clone()?)))
+                .collect();
             out.push(ImageRow {
                 sha256,
                 size: size as u64,
                 uploaded_at,
                 inspection,
-                names,
+                names: named.into_iter().map(|(n, _)| n).collect(),
+                tagged_at,
             });
         }
         Ok(out)
@@ -296,6 +329,36 @@ mod tests {
     }
 
     #[test]
+    fn names_keep_the_time_they_were_given_and_older_databases_gain_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // image_tags as it was before names had a time.
+            let conn = super::super::open_database(dir.path()).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE images (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, \
+                 uploaded_at TEXT NOT NULL, inspection TEXT NOT NULL); \
+                 CREATE TABLE image_tags (name TEXT NOT NULL, tag TEXT NOT NULL, \
+                 sha256 TEXT NOT NULL REFERENCES images(sha256) ON DELETE CASCADE, \
+                 PRIMARY KEY (name, tag));",
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        s.insert_image("aa", 3, "t0", &inspection()).unwrap();
+        s.tag_image("new", "1", "aa", "t1").unwrap();
+        // Naming the same image again keeps the first time; moving a name renews it.
+        s.tag_image("new", "1", "aa", "t2").unwrap();
+        let times = |s: &Store| s.images().unwrap()[0].tagged_at.clone();
+        assert_eq!(times(&s), [("new:1".to_string(), "t1".to_string())].into());
+        s.insert_image("bb", 3, "t3", &inspection()).unwrap();
+        s.tag_image("new", "1", "bb", "t4").unwrap();
+        assert_eq!(
+            s.image("bb").unwrap().unwrap().tagged_at,
+            [("new:1".to_string(), "t4".to_string())].into()
+        );
+    }
+
+    #[test]
     fn images_tags_and_instance_rows() {
         let s = Store::in_memory().unwrap();
         assert!(s
@@ -306,13 +369,13 @@ mod tests {
             .unwrap());
         s.insert_image("bb", 4, "2026-01-03T00:00:00Z", &inspection())
             .unwrap();
-        s.tag_image("web", "1.0", "aa").unwrap();
-        s.tag_image("web", "latest", "aa").unwrap();
+        s.tag_image("web", "1.0", "aa", "t1").unwrap();
+        s.tag_image("web", "latest", "aa", "t1").unwrap();
         assert_eq!(
             s.image("aa").unwrap().unwrap().names,
             ["web:1.0", "web:latest"]
         );
-        s.tag_image("web", "latest", "bb").unwrap();
+        s.tag_image("web", "latest", "bb", "t2").unwrap();
         assert_eq!(
             s.resolve_tag("web", "latest").unwrap().as_deref(),
             Some("bb")

@@ -159,6 +159,35 @@ fn libvirt_refusals_name_the_field_and_leave_nothing() {
     }
     assert!(d.client.list_instances().unwrap().is_empty());
     assert!(!d.has_domain("refuse-a"));
+    // An interface that exists where libvirtd runs but is not a bridge (libvirt itself
+    // answers "Cannot set interface MTU on 'vnetN'", naming no field).
+    let err = d
+        .client
+        .create_instance(&InstanceSpec {
+            network: Some(NetworkSpec {
+                mode: NetworkMode::Bridge,
+                bridge: Some("lo".into()),
+                mac: None,
+            }),
+            ..spec(&d, "refuse-lo", "")
+        })
+        .unwrap_err();
+    match err {
+        ClientError::Api { status, body } => {
+            assert_eq!(
+                (status, body.field.as_deref()),
+                (422, Some("network.bridge")),
+                "{body:?}"
+            );
+            assert!(body.message.contains("\"lo\""), "{body:?}");
+        }
+        other => panic!("expected a 422, got {other}"),
+    }
+    assert!(d.client.list_instances().unwrap().is_empty());
+    assert!(
+        !d.has_domain("refuse-lo"),
+        "the domain of refuse-lo is left"
+    );
 
     // The CLI says the same in words, and exits non-zero.
     let out = d.ctl(&[

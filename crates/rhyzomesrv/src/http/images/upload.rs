@@ -16,7 +16,9 @@ use rhyzome_api::{ErrorBody, ImageUpload, UploadQuery};
 /// Upload an image.
 ///
 /// The body is the raw image (`application/octet-stream`), at most `MaxImageBytes` (default
-/// 64 MiB). Identical content is stored once. When the image with the given `sha256` is
+/// 64 MiB). Identical content is stored once, but a tenant is answered as if it were alone:
+/// content that only other tenants stored is new to it (201, with its own names and time).
+/// When the image with the given `sha256` is
 /// already stored, an empty body only applies `name`; clients check with
 /// `HEAD /v1/images/sha256:<hex>` first, so a second push sends nothing. A body that is not a
 /// kernel is refused; images that are kernels but cannot run here (a Solo5 `hvt` build, for
@@ -31,8 +33,8 @@ use rhyzome_api::{ErrorBody, ImageUpload, UploadQuery};
     request_body(content = Vec<u8>, content_type = "application/octet-stream",
         description = "The image file"),
     responses(
-        (status = 200, description = "Already stored; nothing new written", body = ImageUpload),
-        (status = 201, description = "Stored", body = ImageUpload),
+        (status = 200, description = "The caller already had this content", body = ImageUpload),
+        (status = 201, description = "Stored (new to the caller)", body = ImageUpload),
         (status = 400, description = "Bad query, or the upload ended early (nothing stored)", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 403, description = "The role may not upload", body = ErrorBody),
