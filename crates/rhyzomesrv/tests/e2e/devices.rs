@@ -2,7 +2,7 @@
 //! manifest declares, and the test kernel really is as strict as Solo5 about that, so a NIC too
 //! many would be caught here.
 
-use crate::harness::{bridge, virsh, Daemon};
+use crate::harness::{bridge, domain_state, virsh, virsh_create, Daemon};
 use rhyzome_api::{DeviceSource, InstanceState};
 use rhyzome_testkernel::{
     not_in_manifest_line, solo5_exit_line, VirtioDevice, ARG_PREFIX, CMDLINE_PREFIX, NET_NONE_LINE,
@@ -139,14 +139,7 @@ impl HandMadeDomain {
             kernel = kernel_copy.display(),
             console = dir.path().join("console.log").display(),
         );
-        let file = dir.path().join("domain.xml");
-        std::fs::write(&file, xml).unwrap();
-        let out = virsh(&["create", file.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "virsh create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        virsh_create(&xml, &dir.path().join("domain.xml"));
         HandMadeDomain { name, dir }
     }
 
@@ -170,8 +163,7 @@ impl HandMadeDomain {
     }
 
     fn running(&self) -> bool {
-        let out = virsh(&["domstate", &self.name]);
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("running")
+        domain_state(&self.name).as_deref() == Some("running")
     }
 }
 

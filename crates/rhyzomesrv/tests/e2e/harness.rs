@@ -466,6 +466,34 @@ pub fn virsh(args: &[&str]) -> Output {
         .expect("run virsh")
 }
 
+/// Creates a transient domain from `xml` (written to `file`) in the lab's libvirt, for tests
+/// that need a domain made by hand; fails the test when libvirt refuses it.
+pub fn virsh_create(xml: &str, file: &Path) {
+    std::fs::write(file, xml).unwrap();
+    let out = virsh(&["create", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "virsh create: {}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The state of a domain (by name or UUID) in the lab's libvirt, `None` when there is no such
+/// domain. Panics when libvirt cannot be asked: an error is not an absence.
+pub fn domain_state(domain: &str) -> Option<String> {
+    let out = virsh(&["domstate", domain]);
+    if out.status.success() {
+        return Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    // libvirt's "no such domain" (VIR_ERR_NO_DOMAIN), by name or while the domain goes away.
+    assert!(
+        err.contains("failed to get domain") || err.contains("Domain not found"),
+        "virsh domstate {domain} failed, so its presence cannot be known: {err}"
+    );
+    None
+}
+
 /// Every domain of the lab's libvirt, by name, with its id (`-` for one that is defined but
 /// not running). Panics when `virsh` fails, so that a libvirt that cannot be reached never
 /// reads as "the domain is gone".

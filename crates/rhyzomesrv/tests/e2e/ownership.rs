@@ -7,7 +7,7 @@
 //! The domains these tests make with `virsh create` are destroyed by their UUID, which the
 //! test made; the daemons' guests by the daemons (the harness's drop, by identity).
 
-use crate::harness::{udp, virsh, Daemon};
+use crate::harness::{domain_state, udp, virsh, virsh_create, Daemon};
 use rhyzome_api::client::ClientError;
 use rhyzome_api::{InstanceSpec, InstanceState};
 use rhyzome_testkernel::READY_LINE;
@@ -136,19 +136,12 @@ struct HandMade {
 
 impl HandMade {
     fn create(xml: &str, uuid: &str, dir: &std::path::Path) -> HandMade {
-        let file = dir.join(format!("{uuid}.xml"));
-        std::fs::write(&file, xml).unwrap();
-        let out = virsh(&["create", file.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "virsh create: {}\n{xml}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        virsh_create(xml, &dir.join(format!("{uuid}.xml")));
         HandMade { uuid: uuid.into() }
     }
 
     fn runs(&self) -> bool {
-        String::from_utf8_lossy(&virsh(&["domstate", &self.uuid]).stdout).trim() == "running"
+        domain_state(&self.uuid).as_deref() == Some("running")
     }
 }
 
