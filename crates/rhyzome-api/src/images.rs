@@ -133,6 +133,7 @@ impl Solo5Manifest {
 
 /// Query of `POST /v1/images`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
     /// `name[:tag]` to give the image (tag defaults to `latest`; an existing tag moves).

@@ -396,13 +396,14 @@ impl std::fmt::Display for ErrorBody {
 
 /// Query of `GET /v1/instances/{name}/console`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleQuery {
     /// Return at most this many bytes from the end of the console log (default: up to 1 MiB).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::types::byte_count")]
     pub tail_bytes: Option<u64>,
     /// Return only the last N lines.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::types::byte_count")]
     pub tail: Option<u64>,
     /// Only the output of the current (or last) run.
     #[serde(default)]
@@ -417,6 +418,19 @@ pub struct ConsoleQuery {
     /// Start at this byte offset of the log: the `Console-Offset` of an earlier response plus
     /// the bytes received since, to go on without loss or repetition. A log now shorter than
     /// this was rotated and is read from its beginning.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::types::byte_count")]
     pub after: Option<u64>,
+}
+
+/// A count or offset given in a query: the documented `int64` range, never more, so that what
+/// the document calls invalid is refused (400) rather than quietly accepted.
+fn byte_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value = Option::<u64>::deserialize(d)?;
+    match value {
+        Some(v) if v > i64::MAX as u64 => Err(serde::de::Error::custom(format!(
+            "{v} is more than the largest allowed, {}",
+            i64::MAX
+        ))),
+        _ => Ok(value),
+    }
 }

@@ -91,6 +91,22 @@ fn committed_openapi_document_matches_the_code() {
     let served = s.client.openapi().unwrap();
     let parsed: serde_json::Value = serde_json::from_str(&committed).unwrap();
     assert_eq!(served, parsed);
+    // A parameter is where the document says: a path parameter is in the path's template, and
+    // a query struct's fields are query parameters (a derive without `parameter_in = Query`
+    // makes them "path" parameters, which clients and schemathesis then never send).
+    for (path, ops) in parsed["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let (name, place) = (p["name"].as_str().unwrap(), p["in"].as_str().unwrap());
+                let templated = path.contains(&format!("{{{name}}}"));
+                assert_eq!(
+                    place == "path",
+                    templated,
+                    "{method} {path}: parameter {name} is documented in {place}"
+                );
+            }
+        }
+    }
     // Every operation the client uses is documented.
     let paths = parsed["paths"].as_object().unwrap();
     for p in [
@@ -512,4 +528,41 @@ fn console_since_over_http() {
         (422, &serde_json::json!("since")),
         "{body}"
     );
+}
+
+/// Console counts and offsets are `int64` in the document; a larger value is refused with a
+/// 400 naming it, not quietly accepted (schemathesis found this once the parameters were
+/// documented as query parameters).
+#[test]
+fn console_counts_beyond_the_documented_range_are_refused() {
+    let s = serve();
+    s.client.create_instance(&s.spec("big")).unwrap();
+    for param in ["tail", "tail_bytes", "after"] {
+        let ok = s
+            .http
+            .get(format!(
+                "{}/v1/instances/big/console?{param}=9223372036854775807",
+                s.base
+            ))
+            .send()
+            .unwrap();
+        assert_eq!(ok.status(), 200, "{param} at the maximum");
+        let res = s
+            .http
+            .get(format!(
+                "{}/v1/instances/big/console?{param}=9223372036854775808",
+                s.base
+            ))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 400, "{param} beyond the maximum");
+        let body: serde_json::Value = res.json().unwrap();
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("9223372036854775808"),
+            "{param}: {body}"
+        );
+    }
 }

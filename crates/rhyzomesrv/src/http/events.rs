@@ -22,6 +22,7 @@ use super::error::ApiError;
 pub const LAST_EVENT_ID: &str = "Last-Event-ID";
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Only events of this instance.

@@ -38,6 +38,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(100);
         (status = 400, description = "Bad query", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 422, description = "`since` is neither an RFC 3339 time nor a duration back from now", body = ErrorBody),
         (status = 429, description = "With follow=true: the caller already holds MaxStreamsPerCaller open streams", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
