@@ -849,7 +849,7 @@ impl Service {
     /// The instances `caller` may see, ordered by name.
     pub fn list(&self, caller: &Caller) -> Result<Vec<Instance>, ServiceError> {
         let mut all = self.list_all()?;
-        all.retain(|i| caller.sees(&i.name));
+        all.retain(|i| authorize(caller, Action::ReadInstance(&i.name)).is_ok());
         Ok(all)
     }
 
