@@ -10,6 +10,7 @@
 //! until killed; the state lives in a temporary directory that is removed on a clean exit.
 
 use rhyzome_api::InstanceSpec;
+use rhyzomesrv::auth::Caller;
 use rhyzomesrv::backend::fake::FakeBackend;
 use rhyzomesrv::config::Config;
 use rhyzomesrv::service::Service;
@@ -69,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
             ),
             ..Default::default()
         };
-        tasks.spawn(async move { service.create(spec).await });
+        tasks.spawn(async move { service.create(spec, &Caller::internal()).await });
         // Bounded concurrency: the store serialises writes anyway.
         if tasks.len() >= 16 {
             tasks.join_next().await.expect("task")??;
@@ -78,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    let listed = service.list()?.len();
+    let listed = service.list(&Caller::internal())?.len();
     assert_eq!(listed, count, "the service lists every instance created");
     let setup_ms = started.elapsed().as_millis();
 

@@ -154,7 +154,11 @@ impl TestServer {
     /// time, `new\n`, with the reconciler's size samples on either side (as its periodic pass
     /// takes them), so that `since` at that time selects `new\n` alone.
     pub fn console_output_around_a_time(&self, name: &str) -> String {
-        let id = self.service.get(name).expect("the instance exists").id;
+        let id = self
+            .service
+            .get(&crate::auth::Caller::internal(), name)
+            .expect("the instance exists")
+            .id;
         let log = crate::console::log_path(&self.state_dir, &id);
         let reconcile = || {
             self.runtime

@@ -535,3 +535,287 @@ fn failure_chain<T: std::fmt::Debug>(result: Result<T, ClientError>) -> String {
     }
     chain
 }
+
+/// Who makes a call in [`every_operation_in_the_api_document_refuses_viewers_and_other_tenants`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Who {
+    /// A viewer without a prefix: reads everything, changes nothing.
+    Viewer,
+    /// An operator scoped to another prefix than the owner's.
+    Stranger,
+}
+
+/// What one call must answer.
+#[derive(Debug)]
+enum Expect {
+    /// Exactly this status.
+    Status(u16),
+    /// 200, and the body names none of the owner's resources (listings).
+    Hides,
+    /// 200 for everyone: the operation concerns no one's resources.
+    Public,
+}
+
+#[derive(Debug)]
+struct Call {
+    who: Who,
+    method: reqwest::Method,
+    path: String,
+    body: Option<(&'static str, Vec<u8>)>,
+    expect: Expect,
+}
+
+/// The owner's resources the calls aim at.
+struct Owned {
+    instance: &'static str,
+    image: &'static str,
+    digest: String,
+    spec: Vec<u8>,
+    upload: Vec<u8>,
+}
+
+/// The calls that must be refused for one operation of the API document, or `None` for an
+/// operation this test does not know: then the test fails, so that no endpoint is added
+/// without saying here who must be refused.
+fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
+    use reqwest::Method;
+    use Expect::*;
+    use Who::*;
+    let call = |who, method: Method, path: String, expect| Call {
+        who,
+        method,
+        path,
+        body: None,
+        expect,
+    };
+    let instance = |verb: &str| match verb {
+        "" => format!("/v1/instances/{}", owned.instance),
+        v => format!("/v1/instances/{}/{v}", owned.instance),
+    };
+    let images = [
+        format!("/v1/images/{}", owned.image),
+        format!("/v1/images/{}", owned.digest),
+    ];
+    let json = |spec: &[u8]| Some(("application/json", spec.to_vec()));
+    let octets = Some(("application/octet-stream", owned.upload.clone()));
+    Some(match (method, path) {
+        ("get", "/v1/info") | ("get", "/v1/openapi.json") => vec![
+            call(Viewer, Method::GET, path.into(), Public),
+            call(Stranger, Method::GET, path.into(), Public),
+        ],
+        // Checked separately, on a live stream: see the test.
+        ("get", "/v1/events") => vec![],
+        ("get", "/v1/instances") | ("get", "/v1/images") => {
+            vec![call(Stranger, Method::GET, path.into(), Hides)]
+        }
+        ("post", "/v1/instances") => vec![
+            Call {
+                body: json(&owned.spec),
+                ..call(Viewer, Method::POST, path.into(), Status(403))
+            },
+            // The stranger's create names the owner's prefix.
+            Call {
+                body: json(&owned.spec),
+                ..call(Stranger, Method::POST, path.into(), Status(403))
+            },
+        ],
+        ("post", "/v1/images") => vec![
+            Call {
+                body: octets.clone(),
+                ..call(
+                    Viewer,
+                    Method::POST,
+                    format!("{path}?name=anything:v1"),
+                    Status(403),
+                )
+            },
+            Call {
+                body: octets,
+                ..call(
+                    Stranger,
+                    Method::POST,
+                    format!("{path}?name={}-2", owned.image),
+                    Status(403),
+                )
+            },
+        ],
+        ("get", "/v1/instances/{name}")
+        | ("get", "/v1/instances/{name}/console")
+        | ("get", "/v1/instances/{name}/stats") => {
+            let verb = path
+                .trim_start_matches("/v1/instances/{name}")
+                .trim_start_matches('/');
+            vec![call(Stranger, Method::GET, instance(verb), Status(404))]
+        }
+        ("delete", "/v1/instances/{name}")
+        | ("post", "/v1/instances/{name}/start")
+        | ("post", "/v1/instances/{name}/stop")
+        | ("post", "/v1/instances/{name}/restart") => {
+            let verb = path
+                .trim_start_matches("/v1/instances/{name}")
+                .trim_start_matches('/');
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            vec![
+                call(Viewer, m.clone(), instance(verb), Status(403)),
+                call(Stranger, m, instance(verb), Status(404)),
+            ]
+        }
+        ("get", "/v1/images/{reference}") | ("head", "/v1/images/{reference}") => {
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            images
+                .into_iter()
+                .map(|p| call(Stranger, m.clone(), p, Status(404)))
+                .collect()
+        }
+        ("delete", "/v1/images/{reference}") => images
+            .into_iter()
+            .flat_map(|p| {
+                [
+                    call(Viewer, Method::DELETE, p.clone(), Status(403)),
+                    call(Stranger, Method::DELETE, p, Status(404)),
+                ]
+            })
+            .collect(),
+        _ => return None,
+    })
+}
+
+#[test]
+fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
+    let s = serve_with(Setup::default());
+    let token = |name: &str, role, prefix: Option<&str>| {
+        s.tokens
+            .create(name, role, prefix, &Quota::default())
+            .unwrap()
+    };
+    let admin = token("root", Role::Admin, None);
+    let owner = token("alice", Role::Operator, Some("alice-"));
+    let viewer = token("watcher", Role::Viewer, None);
+    let stranger = token("mallory", Role::Operator, Some("mallory-"));
+    let alice = s.client(Some(&owner));
+    alice.create_instance(&s.spec("alice-web")).unwrap();
+    let image = rhyzomesrv::images::inspect::testdata::virtio_image(&["service"], 1);
+    let uploaded = alice
+        .upload_image(
+            std::io::Cursor::new(image.clone()),
+            image.len() as u64,
+            None,
+            Some("alice-img:v1"),
+        )
+        .unwrap();
+    let owned = Owned {
+        instance: "alice-web",
+        image: "alice-img:v1",
+        digest: uploaded.image.digest.clone(),
+        spec: serde_json::to_vec(&s.spec("alice-x")).unwrap(),
+        upload: rhyzomesrv::images::inspect::testdata::virtio_image(&["service"], 2),
+    };
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    // The event stream: another tenant's stream carries nothing of the owner's. The owner's
+    // event comes first; the stranger's own event after it proves the stream delivered.
+    let mut events = http
+        .get(format!("{}/v1/events", s.url))
+        .bearer_auth(&stranger)
+        .send()
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    alice.stop_instance("alice-web").unwrap();
+    s.client(Some(&stranger))
+        .create_instance(&s.spec("mallory-probe"))
+        .unwrap();
+    let mut seen = String::new();
+    let mut chunk = [0u8; 4096];
+    while !seen.contains("mallory-probe") {
+        let n = events
+            .read(&mut chunk)
+            .expect("the stream delivers its own events");
+        assert!(n > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    assert!(
+        !seen.contains("alice-"),
+        "another tenant's event leaked: {seen}"
+    );
+    drop(events);
+
+    let root = s.client(Some(&admin));
+    let snapshot = || {
+        let instances = serde_json::to_value(root.list_instances().unwrap()).unwrap();
+        let images = serde_json::to_value(root.list_images().unwrap()).unwrap();
+        (instances, images, s.backend.list().unwrap().len())
+    };
+    let before = snapshot();
+
+    let document: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../openapi/rhyzome.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut operations = 0;
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("a path item").keys() {
+            operations += 1;
+            let calls = calls_for(method, path, &owned).unwrap_or_else(|| {
+                panic!(
+                    "{method} {path} is in the API document, but this test does not know how \
+                     to call it: add it to calls_for, with who must be refused"
+                )
+            });
+            let mutating = !matches!(method.as_str(), "get" | "head");
+            let named = path.contains('{');
+            if mutating {
+                assert!(
+                    calls.iter().any(|c| c.who == Who::Viewer),
+                    "{method} {path} changes something: a viewer must be tried"
+                );
+            }
+            if named {
+                assert!(
+                    calls.iter().any(|c| c.who == Who::Stranger),
+                    "{method} {path} names a resource: another tenant must be tried"
+                );
+            }
+            for call in calls {
+                let bearer = match call.who {
+                    Who::Viewer => &viewer,
+                    Who::Stranger => &stranger,
+                };
+                let mut req = http
+                    .request(call.method.clone(), format!("{}{}", s.url, call.path))
+                    .bearer_auth(bearer);
+                if let Some((content_type, body)) = &call.body {
+                    req = req
+                        .header(reqwest::header::CONTENT_TYPE, *content_type)
+                        .body(body.clone());
+                }
+                let response = req.send().unwrap();
+                let status = response.status().as_u16();
+                let text = response.text().unwrap();
+                let what = format!("{call:?} answered {status}: {text}");
+                match call.expect {
+                    Expect::Status(code) => assert_eq!(status, code, "{what}"),
+                    Expect::Hides => {
+                        assert_eq!(status, 200, "{what}");
+                        assert!(!text.contains("alice-"), "{what}");
+                        let hex = owned.digest.trim_start_matches("sha256:");
+                        assert!(!text.contains(hex), "{what}");
+                    }
+                    Expect::Public => assert_eq!(status, 200, "{what}"),
+                }
+            }
+        }
+    }
+    assert!(
+        operations >= 15,
+        "only {operations} operations in the document"
+    );
+    // Nothing the refused calls asked for happened.
+    assert_eq!(snapshot(), before);
+}

@@ -119,6 +119,19 @@ impl Caller {
         }
     }
 
+    /// The daemon itself, its tests and tools, calling the service directly: full rights.
+    /// The HTTP layer never produces it (it only yields [`Caller::anonymous`],
+    /// [`Caller::local`] and token callers), and the name cannot clash with a token's, since
+    /// token names have no ':'.
+    pub fn internal() -> Caller {
+        Caller {
+            name: "internal:daemon".into(),
+            role: Role::Admin,
+            prefix: None,
+            quota: Quota::default(),
+        }
+    }
+
     pub fn require(&self, role: Role, action: &'static str) -> Result<(), AuthError> {
         if self.role >= role {
             Ok(())

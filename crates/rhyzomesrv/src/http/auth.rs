@@ -15,7 +15,7 @@ use super::local_socket::LocalPeer;
 use super::streams::Credential;
 use crate::auth::rate::RateLimiter;
 use crate::auth::tokens::TokenStore;
-use crate::auth::{AuthError, Caller, Role};
+use crate::auth::{AuthError, Caller};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
@@ -222,22 +222,4 @@ fn entry(
         "status": status.as_u16(),
         "outcome": if status.is_success() { "ok" } else { "refused" },
     })
-}
-
-/// Instances outside the caller's prefix do not exist for it.
-pub fn visible(caller: &Caller, name: &str) -> Result<(), ApiError> {
-    if caller.sees(name) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("instance {name:?} not found"),
-        ))
-    }
-}
-
-/// The caller must hold `role` to `action`.
-pub fn require(caller: &Caller, role: Role, action: &'static str) -> Result<(), ApiError> {
-    caller.require(role, action).map_err(ApiError::from)
 }

@@ -98,10 +98,9 @@ async fn next_event(
     caller: &Caller,
 ) -> SseEvent {
     loop {
-        return match svc.events().next(cursor).await {
+        return match svc.next_event(caller, cursor).await {
             Item::Event { id, event } => {
-                let wanted = filter.is_none_or(|f| f == event.instance);
-                if !wanted || !caller.sees(&event.instance) {
+                if filter.is_some_and(|f| f != event.instance) {
                     continue;
                 }
                 SseEvent::default()

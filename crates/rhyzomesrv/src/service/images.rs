@@ -10,6 +10,7 @@
 //! digest, and a create resolves its image under the read lock until its record is written, so
 //! a delete cannot slip between the two.
 
+use super::authz::{authorize, Action};
 use super::{blocking, mac_for_name, now_rfc3339, Service, ServiceError};
 use crate::auth::{Caller, Role};
 use crate::images::ImageError;
@@ -142,6 +143,7 @@ impl Service {
         B: AsRef<[u8]>,
         E: std::fmt::Display,
     {
+        authorize(caller, Action::UploadImages)?;
         let mut body = body;
         let checked =
             (|| {
@@ -297,6 +299,7 @@ impl Service {
     /// Deletes the image a reference names, unless an instance boots it. A tenant's delete
     /// removes its own names; the image itself goes when no name of another tenant remains.
     pub async fn delete_image(&self, reference: &str, caller: &Caller) -> Result<(), ServiceError> {
+        authorize(caller, Action::DeleteImages)?;
         let _gc = self.blob_gc.write().await;
         let sha = self.resolve_image(caller, "reference", reference)?;
         let row = self

@@ -15,6 +15,7 @@
 //! `GET /v1/events`; lifecycle notices from the hypervisor and due restarts wake the
 //! reconciler through an unbounded channel.
 
+pub mod authz;
 pub mod event_log;
 pub mod images;
 pub mod locks;
@@ -22,13 +23,14 @@ pub mod ownership;
 pub mod reconcile;
 pub mod restart;
 
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
 use crate::backend::{self, BackendError, Hypervisor, InterfaceKind, Notice};
 use crate::config::Config;
 use crate::console;
 use crate::domain_xml::{self, DomainDefinition, Nic};
 use crate::kernels::{KernelError, KernelStore};
 use crate::store::{Desired, InstanceRecord, Observed, Store, StoreError};
+use authz::{authorize, Action};
 use rhyzome_api::validate::{self, FieldError};
 use rhyzome_api::{
     Event, Instance, InstanceSpec, InstanceState, NetworkAttachment, NetworkMode, RestartMode,
@@ -206,6 +208,25 @@ impl Service {
     /// The recent state changes, and the way to wait for the next.
     pub fn events(&self) -> &event_log::EventLog {
         &self.events
+    }
+
+    /// The next item of `cursor` that `caller` may see: events of instances outside its
+    /// prefix are skipped.
+    pub async fn next_event(
+        &self,
+        caller: &Caller,
+        cursor: &mut event_log::Cursor,
+    ) -> event_log::Item {
+        loop {
+            match self.events.next(cursor).await {
+                event_log::Item::Event { event, .. }
+                    if authorize(caller, Action::ReadInstance(&event.instance)).is_err() =>
+                {
+                    continue
+                }
+                item => return item,
+            }
+        }
     }
 
     fn publish(
@@ -438,18 +459,13 @@ impl Service {
         })
     }
 
-    /// Creates an instance on behalf of nobody in particular (authentication off).
-    pub async fn create(&self, spec: InstanceSpec) -> Result<Instance, ServiceError> {
-        self.create_as(spec, &Caller::anonymous()).await
-    }
-
     /// Creates an instance for `caller`, within its role, name prefix and quota.
-    pub async fn create_as(
+    pub async fn create(
         &self,
         spec: InstanceSpec,
         caller: &Caller,
     ) -> Result<Instance, ServiceError> {
-        caller.require(Role::Operator, "create instances")?;
+        authorize(caller, Action::CreateInstances)?;
         let valid = self.validate_spec(&spec)?;
         caller.may_name(&spec.name)?;
         // Quota check and insert must not interleave with another create of the same owner,
@@ -830,7 +846,14 @@ impl Service {
         }
     }
 
-    pub fn list(&self) -> Result<Vec<Instance>, ServiceError> {
+    /// The instances `caller` may see, ordered by name.
+    pub fn list(&self, caller: &Caller) -> Result<Vec<Instance>, ServiceError> {
+        let mut all = self.list_all()?;
+        all.retain(|i| authorize(caller, Action::ReadInstance(&i.name)).is_ok());
+        Ok(all)
+    }
+
+    fn list_all(&self) -> Result<Vec<Instance>, ServiceError> {
         let mut images = self.store.all_instance_images()?;
         let mut nics = self.store.all_instance_nics()?;
         Ok(self
@@ -845,8 +868,17 @@ impl Service {
             .collect())
     }
 
-    /// The whole listing as `InstanceList` JSON, reused until the store changes.
-    pub fn list_json(&self) -> Result<bytes::Bytes, ServiceError> {
+    /// [`list`](Self::list) as `InstanceList` JSON. Everyone without a prefix sees the same
+    /// list: its serialisation is reused until the store changes.
+    pub fn list_json(&self, caller: &Caller) -> Result<bytes::Bytes, ServiceError> {
+        if caller.prefix.is_some() {
+            let list = rhyzome_api::InstanceList {
+                instances: self.list(caller)?,
+            };
+            return serde_json::to_vec(&list)
+                .map(bytes::Bytes::from)
+                .map_err(|e| ServiceError::Internal(e.to_string()));
+        }
         // Read the generation first: a write that lands while the listing is built makes the
         // cached copy newer than its stamp, never older, so it is rebuilt on the next call.
         let generation = self.store.generation();
@@ -861,7 +893,7 @@ impl Service {
             }
         }
         let list = rhyzome_api::InstanceList {
-            instances: self.list()?,
+            instances: self.list_all()?,
         };
         let bytes = bytes::Bytes::from(
             serde_json::to_vec(&list).map_err(|e| ServiceError::Internal(e.to_string()))?,
@@ -871,13 +903,23 @@ impl Service {
         Ok(bytes)
     }
 
-    pub fn get(&self, name: &str) -> Result<Instance, ServiceError> {
+    pub fn get(&self, caller: &Caller, name: &str) -> Result<Instance, ServiceError> {
+        authorize(caller, Action::ReadInstance(name))?;
+        self.instance(name)
+    }
+
+    fn instance(&self, name: &str) -> Result<Instance, ServiceError> {
         self.get_record(name).map(|r| self.to_api(&r))
     }
 
     /// What a running instance uses now: CPU time, memory, and each NIC's counters.
-    pub async fn stats(&self, name: &str) -> Result<rhyzome_api::InstanceStats, ServiceError> {
-        let i = self.get(name)?;
+    pub async fn stats(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<rhyzome_api::InstanceStats, ServiceError> {
+        authorize(caller, Action::ReadInstance(name))?;
+        let i = self.instance(name)?;
         let not_running = |state: InstanceState| ServiceError::Conflict {
             field: None,
             message: format!("instance {name:?} is {state}; statistics exist only while it runs"),
@@ -918,7 +960,8 @@ impl Service {
         })
     }
 
-    pub async fn delete(&self, name: &str) -> Result<(), ServiceError> {
+    pub async fn delete(&self, caller: &Caller, name: &str) -> Result<(), ServiceError> {
+        authorize(caller, Action::ChangeInstance(name, "delete instances"))?;
         let _guard = self.locks.lock(name).await;
         let r = self.get_record(name)?;
         self.forget(&r).await?;
@@ -926,7 +969,8 @@ impl Service {
         Ok(())
     }
 
-    pub async fn start(&self, name: &str) -> Result<Instance, ServiceError> {
+    pub async fn start(&self, caller: &Caller, name: &str) -> Result<Instance, ServiceError> {
+        authorize(caller, Action::ChangeInstance(name, "start instances"))?;
         let _guard = self.locks.lock(name).await;
         let r = self.get_record(name)?;
         self.store.set_desired(&r.id, Desired::Running)?;
@@ -941,10 +985,11 @@ impl Service {
         if !running {
             self.start_domain(&r).await?;
         }
-        self.get(name)
+        self.instance(name)
     }
 
-    pub async fn stop(&self, name: &str) -> Result<Instance, ServiceError> {
+    pub async fn stop(&self, caller: &Caller, name: &str) -> Result<Instance, ServiceError> {
+        authorize(caller, Action::ChangeInstance(name, "stop instances"))?;
         let _guard = self.locks.lock(name).await;
         let r = self.get_record(name)?;
         self.store.set_desired(&r.id, Desired::Stopped)?;
@@ -952,10 +997,11 @@ impl Service {
         self.destroy_domain(&r).await?;
         self.observe(&r, InstanceState::Stopped, None, None)?;
         tracing::info!(instance = %name, "instance stopped");
-        self.get(name)
+        self.instance(name)
     }
 
-    pub async fn restart(&self, name: &str) -> Result<Instance, ServiceError> {
+    pub async fn restart(&self, caller: &Caller, name: &str) -> Result<Instance, ServiceError> {
+        authorize(caller, Action::ChangeInstance(name, "restart instances"))?;
         let _guard = self.locks.lock(name).await;
         let r = self.get_record(name)?;
         self.store.set_desired(&r.id, Desired::Running)?;
@@ -963,7 +1009,7 @@ impl Service {
         self.destroy_domain(&r).await?;
         self.start_domain(&r).await?;
         tracing::info!(instance = %name, "instance restarted");
-        self.get(name)
+        self.instance(name)
     }
 
     /// Console output: every run so far, or only the current run, at most the last
@@ -972,9 +1018,11 @@ impl Service {
     /// continues.
     pub async fn console(
         &self,
+        caller: &Caller,
         name: &str,
         q: &rhyzome_api::ConsoleQuery,
     ) -> Result<(Vec<u8>, u64), ServiceError> {
+        authorize(caller, Action::ReadInstance(name))?;
         let r = self.get_record(name)?;
         let path = console::log_path(&self.config.state_dir, &r.id);
         let mut start = if q.current_run.unwrap_or(false) {
@@ -1034,13 +1082,16 @@ impl Service {
     }
 
     /// Console output written after `offset`, with the new end; `None` once the instance is
-    /// gone.
+    /// gone (or was never `caller`'s to read).
     pub async fn console_after(
         &self,
+        caller: &Caller,
         name: &str,
         offset: u64,
     ) -> Result<Option<(Vec<u8>, u64)>, ServiceError> {
-        let r = match self.get_record(name) {
+        let found =
+            authorize(caller, Action::ReadInstance(name)).and_then(|()| self.get_record(name));
+        let r = match found {
             Ok(r) => r,
             Err(ServiceError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),

@@ -40,8 +40,16 @@ async fn two_daemons_with_one_hostname_leave_each_other_s_guests_alone() {
     let backend = Arc::new(FakeBackend::new());
     let a = daemon_on(&backend);
     let b = daemon_on(&backend);
-    let guest_a = a.service.create(spec(&a, "web-a")).await.unwrap();
-    let guest_b = b.service.create(spec(&b, "web-b")).await.unwrap();
+    let guest_a = a
+        .service
+        .create(spec(&a, "web-a"), &Caller::internal())
+        .await
+        .unwrap();
+    let guest_b = b
+        .service
+        .create(spec(&b, "web-b"), &Caller::internal())
+        .await
+        .unwrap();
     // Each daemon's start-up pass, then a steady one.
     for d in [&a, &b, &a, &b] {
         let report = d.service.recover().await.unwrap();
@@ -55,7 +63,10 @@ async fn two_daemons_with_one_hostname_leave_each_other_s_guests_alone() {
             guest.name
         );
         assert_eq!(
-            d.service.get(&guest.name).unwrap().state,
+            d.service
+                .get(&Caller::internal(), &guest.name)
+                .unwrap()
+                .state,
             InstanceState::Running
         );
     }
@@ -78,7 +89,11 @@ async fn an_old_style_domain_is_adopted_by_its_owner_and_ignored_by_a_stranger()
     let backend = Arc::new(FakeBackend::new());
     let owner = daemon_on(&backend);
     let stranger = daemon_on(&backend);
-    let i = owner.service.create(spec(&owner, "old")).await.unwrap();
+    let i = owner
+        .service
+        .create(spec(&owner, "old"), &Caller::internal())
+        .await
+        .unwrap();
     // As if the domain had been made before the upgrade, and the daemon had died meanwhile.
     let xml = legacy(&backend.xml(&i.id).unwrap(), &owner.service.daemon_id);
     backend.inject(backend.status(&i.id).unwrap().unwrap(), &xml);
@@ -110,7 +125,7 @@ async fn an_old_style_domain_is_adopted_by_its_owner_and_ignored_by_a_stranger()
     assert_eq!((report.adopted, report.started), (1, 0), "{report:?}");
     assert_eq!(backend.creates(), 1, "adopted, not rebooted");
     assert_eq!(
-        owner.service.get("old").unwrap().state,
+        owner.service.get(&Caller::internal(), "old").unwrap().state,
         InstanceState::Running
     );
     // The owner leaves alone an old-style domain its database does not have, too.
@@ -132,15 +147,26 @@ async fn a_name_held_by_another_daemon_is_a_409_that_names_it() {
     let backend = Arc::new(FakeBackend::new());
     let a = daemon_on(&backend);
     let b = daemon_on(&backend);
-    let held = a.service.create(spec(&a, "web")).await.unwrap();
-    let err = b.service.create(spec(&b, "web")).await.unwrap_err();
+    let held = a
+        .service
+        .create(spec(&a, "web"), &Caller::internal())
+        .await
+        .unwrap();
+    let err = b
+        .service
+        .create(spec(&b, "web"), &Caller::internal())
+        .await
+        .unwrap_err();
     let ServiceError::Conflict { field, message } = &err else {
         panic!("not a conflict: {err:?}");
     };
     assert_eq!(*field, Some("name"));
     assert!(message.contains(&a.service.daemon_id), "{message}");
     assert!(message.contains("rhyzome-web"), "{message}");
-    assert!(b.service.list().unwrap().is_empty(), "nothing left behind");
+    assert!(
+        b.service.list(&Caller::internal()).unwrap().is_empty(),
+        "nothing left behind"
+    );
     assert!(backend.status(&held.id).unwrap().is_some(), "{}", held.name);
     // Another tool's domain with that name is named too.
     backend.inject(
@@ -151,7 +177,11 @@ async fn a_name_held_by_another_daemon_is_a_409_that_names_it() {
         },
         "<domain/>",
     );
-    let err = b.service.create(spec(&b, "db")).await.unwrap_err();
+    let err = b
+        .service
+        .create(spec(&b, "db"), &Caller::internal())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("another tool"), "{err}");
 }
 
@@ -159,11 +189,15 @@ async fn a_name_held_by_another_daemon_is_a_409_that_names_it() {
 async fn a_guest_destroyed_by_someone_else_says_so_and_the_daemon_s_own_destroys_do_not() {
     let backend = Arc::new(FakeBackend::new());
     let d = daemon_on(&backend);
-    let i = d.service.create(spec(&d, "a")).await.unwrap();
+    let i = d
+        .service
+        .create(spec(&d, "a"), &Caller::internal())
+        .await
+        .unwrap();
     backend.destroy_outside(&i.id);
     let report = d.service.reconcile_once().await.unwrap();
     assert_eq!(report.destroyed_outside, 1, "{report:?}");
-    let got = d.service.get("a").unwrap();
+    let got = d.service.get(&Caller::internal(), "a").unwrap();
     assert_eq!(got.state, InstanceState::Stopped);
     assert_eq!(
         got.last_error.as_deref(),
@@ -175,23 +209,27 @@ async fn a_guest_destroyed_by_someone_else_says_so_and_the_daemon_s_own_destroys
         "it is not restarted behind the back of whoever stopped it"
     );
     // A restart destroys the domain too; the run after it ends by itself.
-    d.service.start("a").await.unwrap();
-    d.service.restart("a").await.unwrap();
+    d.service.start(&Caller::internal(), "a").await.unwrap();
+    d.service.restart(&Caller::internal(), "a").await.unwrap();
     let log = console::log_path(&d.service.config.state_dir, &i.id);
     std::fs::write(&log, "Solo5: solo5_exit(0) called\n").unwrap();
     backend.vanish(&i.id);
     d.service.reconcile_once().await.unwrap();
-    let got = d.service.get("a").unwrap();
+    let got = d.service.get(&Caller::internal(), "a").unwrap();
     assert_eq!((got.state, got.exit_code), (InstanceState::Exited, Some(0)));
     assert_eq!(got.last_error, None);
     // Stopping and deleting are the daemon's own destroys as well.
-    d.service.start("a").await.unwrap();
-    d.service.stop("a").await.unwrap();
-    d.service.start("a").await.unwrap();
+    d.service.start(&Caller::internal(), "a").await.unwrap();
+    d.service.stop(&Caller::internal(), "a").await.unwrap();
+    d.service.start(&Caller::internal(), "a").await.unwrap();
     backend.vanish(&i.id);
     d.service.reconcile_once().await.unwrap();
     assert_ne!(
-        d.service.get("a").unwrap().last_error.as_deref(),
+        d.service
+            .get(&Caller::internal(), "a")
+            .unwrap()
+            .last_error
+            .as_deref(),
         Some(ownership::DESTROYED_OUTSIDE)
     );
 }
@@ -200,16 +238,20 @@ async fn a_guest_destroyed_by_someone_else_says_so_and_the_daemon_s_own_destroys
 async fn the_event_of_the_daemon_s_own_destroy_may_arrive_after_the_next_start() {
     let backend = Arc::new(FakeBackend::new());
     let d = daemon_on(&backend);
-    let i = d.service.create(spec(&d, "a")).await.unwrap();
+    let i = d
+        .service
+        .create(spec(&d, "a"), &Caller::internal())
+        .await
+        .unwrap();
     backend.defer_notices();
-    d.service.restart("a").await.unwrap();
+    d.service.restart(&Caller::internal(), "a").await.unwrap();
     // The restart's destroy is announced only now, after the new run started.
     backend.deliver_notices();
     let log = console::log_path(&d.service.config.state_dir, &i.id);
     std::fs::write(&log, "Solo5: solo5_exit(4) called\n").unwrap();
     backend.vanish(&i.id);
     d.service.reconcile_once().await.unwrap();
-    let got = d.service.get("a").unwrap();
+    let got = d.service.get(&Caller::internal(), "a").unwrap();
     assert_eq!(
         (got.state, got.exit_code, got.last_error),
         (InstanceState::Exited, Some(4), None)

@@ -53,7 +53,11 @@ fn spec(f: &Fixture, name: &str) -> InstanceSpec {
 #[tokio::test]
 async fn create_applies_defaults_and_runs() {
     let f = fixture();
-    let i = f.service.create(spec(&f, "a")).await.unwrap();
+    let i = f
+        .service
+        .create(spec(&f, "a"), &Caller::internal())
+        .await
+        .unwrap();
     assert_eq!(i.state, InstanceState::Running);
     assert_eq!(i.memory_mib, 32);
     assert_eq!(i.vcpus, 1);
@@ -68,7 +72,7 @@ async fn create_applies_defaults_and_runs() {
         "{xml}"
     );
     assert!(xml.contains(&format!("sha256-{}", i.kernel_sha256)));
-    assert_eq!(f.service.list().unwrap(), vec![i]);
+    assert_eq!(f.service.list(&Caller::internal()).unwrap(), vec![i]);
 }
 
 #[test]
@@ -142,7 +146,7 @@ async fn invalid_specs_create_nothing() {
         ),
     ];
     for (s, field) in cases {
-        match f.service.create(s).await {
+        match f.service.create(s, &Caller::internal()).await {
             Err(ServiceError::Invalid(e)) => assert_eq!(e.field, field),
             other => panic!("{field}: expected a field error, got {other:?}"),
         }
@@ -154,17 +158,20 @@ async fn invalid_specs_create_nothing() {
     ] {
         match f
             .service
-            .create(InstanceSpec {
-                kernel: kernel.into(),
-                ..spec(&f, "x")
-            })
+            .create(
+                InstanceSpec {
+                    kernel: kernel.into(),
+                    ..spec(&f, "x")
+                },
+                &Caller::internal(),
+            )
             .await
         {
             Err(ServiceError::Kernel(e)) => assert!(e.to_string().contains(why), "{e}"),
             other => panic!("{kernel}: expected a kernel error, got {other:?}"),
         }
     }
-    assert!(f.service.list().unwrap().is_empty());
+    assert!(f.service.list(&Caller::internal()).unwrap().is_empty());
     assert_eq!(f.backend.creates(), 0);
 }
 
@@ -174,21 +181,24 @@ async fn a_refused_domain_is_rolled_back() {
     f.backend.fail_next_create(BackendError::Rejected {
         message: "Cannot get interface MTU on 'br0': No such device".into(),
     });
-    match f.service.create(spec(&f, "a")).await {
+    match f.service.create(spec(&f, "a"), &Caller::internal()).await {
         Err(ServiceError::Invalid(e)) => {
             assert_eq!(e.field, "network.bridge");
             assert!(e.message.contains("No such device"), "{}", e.message);
         }
         other => panic!("expected a bridge error, got {other:?}"),
     }
-    assert!(f.service.list().unwrap().is_empty());
+    assert!(f.service.list(&Caller::internal()).unwrap().is_empty());
     // No kernel blob is left behind either.
     let blobs = std::fs::read_dir(f.state_dir.join("blobs"))
         .unwrap()
         .count();
     assert_eq!(blobs, 0);
     // The name is free again.
-    f.service.create(spec(&f, "a")).await.unwrap();
+    f.service
+        .create(spec(&f, "a"), &Caller::internal())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -198,7 +208,9 @@ async fn concurrent_creates_of_one_name_give_one_instance() {
     for _ in 0..8 {
         let svc = f.service.clone();
         let s = spec(&f, "same");
-        tasks.push(tokio::spawn(async move { svc.create(s).await }));
+        tasks.push(tokio::spawn(async move {
+            svc.create(s, &Caller::internal()).await
+        }));
     }
     let mut ok = 0;
     let mut conflicts = 0;
@@ -227,9 +239,13 @@ async fn duplicate_macs_conflict() {
         }),
         ..spec(&f, name)
     };
-    let a = f.service.create(with_mac("a")).await.unwrap();
+    let a = f
+        .service
+        .create(with_mac("a"), &Caller::internal())
+        .await
+        .unwrap();
     assert_eq!(a.network.unwrap().mac, "02:00:00:00:00:aa");
-    match f.service.create(with_mac("b")).await {
+    match f.service.create(with_mac("b"), &Caller::internal()).await {
         Err(ServiceError::Conflict { field, .. }) => assert_eq!(field, Some("network.mac")),
         other => panic!("expected a MAC conflict, got {other:?}"),
     }
@@ -238,29 +254,36 @@ async fn duplicate_macs_conflict() {
 #[tokio::test]
 async fn lifecycle_verbs_change_desired_and_observed_state() {
     let f = fixture();
-    let i = f.service.create(spec(&f, "a")).await.unwrap();
-    let s = f.service.stop("a").await.unwrap();
+    let i = f
+        .service
+        .create(spec(&f, "a"), &Caller::internal())
+        .await
+        .unwrap();
+    let s = f.service.stop(&Caller::internal(), "a").await.unwrap();
     assert_eq!(
         (s.state, s.desired_state),
         (InstanceState::Stopped, rhyzome_api::DesiredState::Stopped)
     );
     assert!(f.backend.status(&i.id).unwrap().is_none());
-    let s = f.service.start("a").await.unwrap();
+    let s = f.service.start(&Caller::internal(), "a").await.unwrap();
     assert_eq!(s.state, InstanceState::Running);
     // Starting a running instance changes nothing.
-    f.service.start("a").await.unwrap();
+    f.service.start(&Caller::internal(), "a").await.unwrap();
     assert_eq!(f.backend.creates(), 2);
-    f.service.restart("a").await.unwrap();
+    f.service.restart(&Caller::internal(), "a").await.unwrap();
     assert_eq!(f.backend.creates(), 3);
-    f.service.delete("a").await.unwrap();
-    assert!(matches!(f.service.get("a"), Err(ServiceError::NotFound(_))));
+    f.service.delete(&Caller::internal(), "a").await.unwrap();
+    assert!(matches!(
+        f.service.get(&Caller::internal(), "a"),
+        Err(ServiceError::NotFound(_))
+    ));
     assert!(f.backend.list().unwrap().is_empty());
     assert!(matches!(
-        f.service.delete("a").await,
+        f.service.delete(&Caller::internal(), "a").await,
         Err(ServiceError::NotFound(_))
     ));
     assert!(matches!(
-        f.service.start("nope").await,
+        f.service.start(&Caller::internal(), "nope").await,
         Err(ServiceError::NotFound(_))
     ));
 }
@@ -268,16 +291,20 @@ async fn lifecycle_verbs_change_desired_and_observed_state() {
 #[tokio::test]
 async fn a_vanished_domain_is_recorded_with_its_exit_code() {
     let f = fixture();
-    let i = f.service.create(spec(&f, "a")).await.unwrap();
+    let i = f
+        .service
+        .create(spec(&f, "a"), &Caller::internal())
+        .await
+        .unwrap();
     let log = console::log_path(&f.state_dir, &i.id);
     std::fs::write(&log, "boot\nSolo5: solo5_exit(3) called\n").unwrap();
     f.backend.vanish(&i.id);
     let report = f.service.reconcile_once().await.unwrap();
     assert_eq!(report.ended, 1);
-    let got = f.service.get("a").unwrap();
+    let got = f.service.get(&Caller::internal(), "a").unwrap();
     assert_eq!((got.state, got.exit_code), (InstanceState::Exited, Some(3)));
     // A restart starts a new run: the old exit line no longer counts.
-    f.service.restart("a").await.unwrap();
+    f.service.restart(&Caller::internal(), "a").await.unwrap();
     std::fs::OpenOptions::new()
         .append(true)
         .open(&log)
@@ -285,7 +312,7 @@ async fn a_vanished_domain_is_recorded_with_its_exit_code() {
         .unwrap();
     f.backend.vanish(&i.id);
     f.service.reconcile_once().await.unwrap();
-    let got = f.service.get("a").unwrap();
+    let got = f.service.get(&Caller::internal(), "a").unwrap();
     assert_eq!((got.state, got.exit_code), (InstanceState::Crashed, None));
     // Settled instances cost nothing on the next pass.
     assert_eq!(
@@ -326,7 +353,11 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
     };
     f.service.store.insert(&pending).unwrap();
     // A delete interrupted after it was recorded.
-    let doomed = f.service.create(spec(&f, "doomed")).await.unwrap();
+    let doomed = f
+        .service
+        .create(spec(&f, "doomed"), &Caller::internal())
+        .await
+        .unwrap();
     f.service
         .store
         .set_desired(&doomed.id, Desired::Deleted)
@@ -371,14 +402,14 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
     assert_eq!(report.errors, 0, "{report:?}");
     let names: Vec<String> = f
         .service
-        .list()
+        .list(&Caller::internal())
         .unwrap()
         .into_iter()
         .map(|i| i.name)
         .collect();
     assert_eq!(names, vec!["pending"]);
     assert_eq!(
-        f.service.get("pending").unwrap().state,
+        f.service.get(&Caller::internal(), "pending").unwrap().state,
         InstanceState::Running
     );
     let mut left: Vec<String> = f
@@ -398,7 +429,11 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
 #[tokio::test]
 async fn reconcile_adopts_running_domains_and_enforces_stops() {
     let f = fixture();
-    let i = f.service.create(spec(&f, "a")).await.unwrap();
+    let i = f
+        .service
+        .create(spec(&f, "a"), &Caller::internal())
+        .await
+        .unwrap();
     // Pretend the daemon had recorded a failure although the guest runs.
     f.service
         .store
@@ -413,10 +448,13 @@ async fn reconcile_adopts_running_domains_and_enforces_stops() {
         )
         .unwrap();
     assert_eq!(f.service.reconcile_once().await.unwrap().adopted, 1);
-    assert_eq!(f.service.get("a").unwrap().state, InstanceState::Running);
+    assert_eq!(
+        f.service.get(&Caller::internal(), "a").unwrap().state,
+        InstanceState::Running
+    );
     assert_eq!(f.backend.creates(), 1, "adoption does not reboot the guest");
     // A stopped instance whose domain was started behind the daemon's back is stopped again.
-    f.service.stop("a").await.unwrap();
+    f.service.stop(&Caller::internal(), "a").await.unwrap();
     let def = f
         .service
         .definition(&f.service.store.by_name("a").unwrap().unwrap())
@@ -436,7 +474,7 @@ fn with_restart(f: &Fixture, name: &str, policy: rhyzome_api::RestartPolicy) -> 
 /// Makes the guest of `name` end with `console_tail` as its last words, as libvirt would
 /// report a powered-off transient domain.
 fn end_run(f: &Fixture, name: &str, console_tail: &str) {
-    let i = f.service.get(name).unwrap();
+    let i = f.service.get(&Caller::internal(), name).unwrap();
     let log = console::log_path(&f.state_dir, &i.id);
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -450,13 +488,16 @@ fn end_run(f: &Fixture, name: &str, console_tail: &str) {
 async fn settle(f: &Fixture, name: &str, want: InstanceState) -> Instance {
     for _ in 0..200 {
         f.service.reconcile_once().await.unwrap();
-        let i = f.service.get(name).unwrap();
+        let i = f.service.get(&Caller::internal(), name).unwrap();
         if i.state == want {
             return i;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    panic!("{name} never became {want}: {:?}", f.service.get(name));
+    panic!(
+        "{name} never became {want}: {:?}",
+        f.service.get(&Caller::internal(), name)
+    );
 }
 
 #[tokio::test]
@@ -468,12 +509,12 @@ async fn on_failure_restarts_after_a_back_off_and_gives_up_on_a_loop() {
         exit_codes: None,
     };
     f.service
-        .create(with_restart(&f, "a", policy))
+        .create(with_restart(&f, "a", policy), &Caller::internal())
         .await
         .unwrap();
     end_run(&f, "a", "Solo5: solo5_exit(3) called\n");
     f.service.reconcile_once().await.unwrap();
-    let ended = f.service.get("a").unwrap();
+    let ended = f.service.get(&Caller::internal(), "a").unwrap();
     assert_eq!(
         (ended.state, ended.exit_code, ended.restart_count),
         (InstanceState::Exited, Some(3), 1)
@@ -488,7 +529,13 @@ async fn on_failure_restarts_after_a_back_off_and_gives_up_on_a_loop() {
 
     end_run(&f, "a", "Solo5: ABORT: x.c:1: Fatal trap\n");
     settle(&f, "a", InstanceState::Running).await;
-    assert_eq!(f.service.get("a").unwrap().restart_count, 2);
+    assert_eq!(
+        f.service
+            .get(&Caller::internal(), "a")
+            .unwrap()
+            .restart_count,
+        2
+    );
     end_run(&f, "a", "Solo5: solo5_exit(1) called\n");
     let failed = settle(&f, "a", InstanceState::Failed).await;
     assert!(
@@ -502,7 +549,7 @@ async fn on_failure_restarts_after_a_back_off_and_gives_up_on_a_loop() {
     assert_eq!(failed.exit_code, Some(1));
     assert_eq!(f.backend.creates(), 3, "no restart after giving up");
     // A person's start ends the loop's bookkeeping.
-    let again = f.service.start("a").await.unwrap();
+    let again = f.service.start(&Caller::internal(), "a").await.unwrap();
     assert_eq!(
         (again.state, again.restart_count),
         (InstanceState::Running, 0)
@@ -518,12 +565,12 @@ async fn exit_code_filters_and_clean_exits_are_respected() {
         exit_codes: Some(vec![7]),
     };
     f.service
-        .create(with_restart(&f, "filtered", only_7))
+        .create(with_restart(&f, "filtered", only_7), &Caller::internal())
         .await
         .unwrap();
     end_run(&f, "filtered", "Solo5: solo5_exit(3) called\n");
     f.service.reconcile_once().await.unwrap();
-    let i = f.service.get("filtered").unwrap();
+    let i = f.service.get(&Caller::internal(), "filtered").unwrap();
     assert_eq!(
         (i.state, i.exit_code, i.next_restart_at),
         (InstanceState::Exited, Some(3), None)
@@ -534,19 +581,22 @@ async fn exit_code_filters_and_clean_exits_are_respected() {
         ..Default::default()
     };
     f.service
-        .create(with_restart(&f, "always", always))
+        .create(with_restart(&f, "always", always), &Caller::internal())
         .await
         .unwrap();
     end_run(&f, "always", "Solo5: solo5_exit(0) called\n");
     settle(&f, "always", InstanceState::Running).await;
 
-    f.service.create(spec(&f, "never")).await.unwrap();
+    f.service
+        .create(spec(&f, "never"), &Caller::internal())
+        .await
+        .unwrap();
     end_run(&f, "never", "Solo5: ABORT: x\n");
     f.service.reconcile_once().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     f.service.reconcile_once().await.unwrap();
     assert_eq!(
-        f.service.get("never").unwrap().state,
+        f.service.get(&Caller::internal(), "never").unwrap().state,
         InstanceState::Crashed
     );
 }
@@ -561,7 +611,10 @@ async fn bad_restart_policies_are_refused() {
     };
     match f
         .service
-        .create(with_restart(&f, "a", codes_without_on_failure))
+        .create(
+            with_restart(&f, "a", codes_without_on_failure),
+            &Caller::internal(),
+        )
         .await
     {
         Err(ServiceError::Invalid(e)) => assert_eq!(e.field, "restart.exit_codes"),
@@ -572,7 +625,11 @@ async fn bad_restart_policies_are_refused() {
         max_retries: Some(20_000),
         exit_codes: None,
     };
-    match f.service.create(with_restart(&f, "a", empty)).await {
+    match f
+        .service
+        .create(with_restart(&f, "a", empty), &Caller::internal())
+        .await
+    {
         Err(ServiceError::Invalid(e)) => assert_eq!(e.field, "restart.max_retries"),
         other => panic!("{other:?}"),
     }
@@ -583,10 +640,13 @@ async fn state_changes_are_published_as_events() {
     let f = fixture();
     let log = f.service.events();
     let mut cursor = log.cursor(None).unwrap();
-    f.service.create(spec(&f, "a")).await.unwrap();
+    f.service
+        .create(spec(&f, "a"), &Caller::internal())
+        .await
+        .unwrap();
     end_run(&f, "a", "Solo5: solo5_exit(4) called\n");
     f.service.reconcile_once().await.unwrap();
-    f.service.delete("a").await.unwrap();
+    f.service.delete(&Caller::internal(), "a").await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 4 {
         match log.next(&mut cursor).await {
@@ -615,12 +675,15 @@ async fn lifecycle_notices_wake_the_reconciler() {
     let f = fixture();
     // The periodic pass is an hour away: only the notice can bring the news.
     tokio::spawn(f.service.clone().run_reconciler());
-    f.service.create(spec(&f, "a")).await.unwrap();
+    f.service
+        .create(spec(&f, "a"), &Caller::internal())
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     end_run(&f, "a", "Solo5: solo5_exit(9) called\n");
     let mut state = None;
     for _ in 0..100 {
-        let i = f.service.get("a").unwrap();
+        let i = f.service.get(&Caller::internal(), "a").unwrap();
         if i.state == InstanceState::Exited {
             state = i.exit_code;
             break;
@@ -641,16 +704,19 @@ async fn after_a_host_loss_autostart_instances_return_in_priority_order() {
         ("scratch", 0, false),
     ] {
         f.service
-            .create(InstanceSpec {
-                startup_priority: Some(priority),
-                autostart: Some(autostart),
-                ..spec(&f, name)
-            })
+            .create(
+                InstanceSpec {
+                    startup_priority: Some(priority),
+                    autostart: Some(autostart),
+                    ..spec(&f, name)
+                },
+                &Caller::internal(),
+            )
             .await
             .unwrap();
     }
     // The host goes down: every guest vanishes, the daemon with them.
-    for i in f.service.list().unwrap() {
+    for i in f.service.list(&Caller::internal()).unwrap() {
         f.backend.vanish(&i.id);
     }
     let before = f.backend.created_names().len();
@@ -668,12 +734,12 @@ async fn after_a_host_loss_autostart_instances_return_in_priority_order() {
         "{order:?}"
     );
     assert!(pos("cache") < pos("web"), "{order:?}");
-    let scratch = f.service.get("scratch").unwrap();
+    let scratch = f.service.get(&Caller::internal(), "scratch").unwrap();
     assert_eq!(scratch.state, InstanceState::Exited);
     assert!(scratch.last_error.unwrap().contains("vanished"));
     for n in ["db", "web", "cache", "router"] {
         assert_eq!(
-            f.service.get(n).unwrap().state,
+            f.service.get(&Caller::internal(), n).unwrap().state,
             InstanceState::Running,
             "{n}"
         );
@@ -687,32 +753,39 @@ async fn the_cached_listing_follows_every_change() {
         let l: rhyzome_api::InstanceList = serde_json::from_slice(&b).unwrap();
         l.instances.into_iter().map(|i| (i.name, i.state)).collect()
     };
-    assert!(decode(f.service.list_json().unwrap()).is_empty());
-    f.service.create(spec(&f, "a")).await.unwrap();
+    assert!(decode(f.service.list_json(&Caller::internal()).unwrap()).is_empty());
+    f.service
+        .create(spec(&f, "a"), &Caller::internal())
+        .await
+        .unwrap();
     assert_eq!(
-        decode(f.service.list_json().unwrap()),
+        decode(f.service.list_json(&Caller::internal()).unwrap()),
         vec![("a".into(), InstanceState::Running)]
     );
     // Unchanged store: the very same bytes.
     let (x, y) = (
-        f.service.list_json().unwrap(),
-        f.service.list_json().unwrap(),
+        f.service.list_json(&Caller::internal()).unwrap(),
+        f.service.list_json(&Caller::internal()).unwrap(),
     );
     assert_eq!(x.as_ptr(), y.as_ptr());
     end_run(&f, "a", "Solo5: solo5_exit(2) called\n");
     f.service.reconcile_once().await.unwrap();
     assert_eq!(
-        decode(f.service.list_json().unwrap()),
+        decode(f.service.list_json(&Caller::internal()).unwrap()),
         vec![("a".into(), InstanceState::Exited)]
     );
-    f.service.delete("a").await.unwrap();
-    assert!(decode(f.service.list_json().unwrap()).is_empty());
+    f.service.delete(&Caller::internal(), "a").await.unwrap();
+    assert!(decode(f.service.list_json(&Caller::internal()).unwrap()).is_empty());
 }
 
 #[tokio::test]
 async fn since_returns_the_output_written_after_a_time() {
     let f = fixture();
-    let i = f.service.create(spec(&f, "a")).await.unwrap();
+    let i = f
+        .service
+        .create(spec(&f, "a"), &Caller::internal())
+        .await
+        .unwrap();
     let log = console::log_path(&f.state_dir, &i.id);
     std::fs::write(&log, "old\n").unwrap();
     f.service.reconcile_once().await.unwrap();
@@ -729,12 +802,27 @@ async fn since_returns_the_output_written_after_a_time() {
         since: Some(since.into()),
         ..Default::default()
     };
-    assert_eq!(f.service.console("a", &q(&t)).await.unwrap().0, b"new\n");
     assert_eq!(
-        f.service.console("a", &q("1h")).await.unwrap().0,
+        f.service
+            .console(&Caller::internal(), "a", &q(&t))
+            .await
+            .unwrap()
+            .0,
+        b"new\n"
+    );
+    assert_eq!(
+        f.service
+            .console(&Caller::internal(), "a", &q("1h"))
+            .await
+            .unwrap()
+            .0,
         b"old\nnew\n"
     );
-    match f.service.console("a", &q("last tuesday")).await {
+    match f
+        .service
+        .console(&Caller::internal(), "a", &q("last tuesday"))
+        .await
+    {
         Err(ServiceError::Invalid(e)) => assert_eq!(e.field, "since"),
         other => panic!("{other:?}"),
     }

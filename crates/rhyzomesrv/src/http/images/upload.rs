@@ -1,11 +1,12 @@
 //! `POST /v1/images`: the body is streamed to disk (never buffered whole), hashed on the way,
 //! checked against a digest the client may send, inspected, and committed atomically.
 
-use crate::auth::{Caller, Role};
-use crate::http::auth::require;
+use crate::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::AppState;
+use crate::service::authz::Action;
 use crate::service::images::{drain, ExpectedDigest};
+use crate::service::Service;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -51,7 +52,7 @@ pub async fn upload_image(
     body: Body,
 ) -> Result<(StatusCode, Json<ImageUpload>), ApiError> {
     let mut stream = body.into_data_stream();
-    let checked = check_request(&caller, &uri, &headers);
+    let checked = check_request(&svc, &caller, &uri, &headers);
     let (q, expected) = match checked {
         Ok(v) => v,
         Err(e) => {
@@ -76,11 +77,12 @@ pub async fn upload_image(
 
 /// Checks role, query and digest header before the body is read.
 fn check_request(
+    svc: &Service,
     caller: &Caller,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<(UploadQuery, Option<ExpectedDigest>), ApiError> {
-    require(caller, Role::Operator, "upload images")?;
+    svc.authorize(caller, Action::UploadImages)?;
     let q = Query::<UploadQuery>::try_from_uri(uri)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?
         .0;

@@ -1,10 +1,10 @@
 //! `GET /v1/instances/{name}/console`.
 
 use crate::auth::Caller;
-use crate::http::auth::visible;
 use crate::http::error::ApiError;
 use crate::http::streams::{Credential, Streams};
 use crate::http::AppState;
+use crate::service::authz::Action;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -50,7 +50,10 @@ pub async fn get_console(
     Path(name): Path<String>,
     query: Result<Query<ConsoleQuery>, QueryRejection>,
 ) -> Result<Response, Response> {
-    visible(&caller, &name).map_err(IntoResponse::into_response)?;
+    // Before the query and the stream slot: an instance the caller may not read is not
+    // found, whatever else is wrong with the request.
+    svc.authorize(&caller, Action::ReadInstance(&name))
+        .map_err(|e| ApiError::from(e).into_response())?;
     let Query(query) = query.map_err(|rej| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", rej.body_text()).into_response()
     })?;
@@ -66,7 +69,7 @@ pub async fn get_console(
         None
     };
     let (bytes, end) = svc
-        .console(&name, &query)
+        .console(&caller, &name, &query)
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
     let body_offset = end - bytes.len() as u64;
@@ -81,12 +84,13 @@ pub async fn get_console(
         return Ok((headers, bytes).into_response());
     };
     let first = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(bytes)) });
-    let rest = futures_util::stream::unfold((svc, name, end), |(svc, name, offset)| async move {
+    let state = (svc, caller, name, end);
+    let rest = futures_util::stream::unfold(state, |(svc, caller, name, offset)| async move {
         loop {
             tokio::time::sleep(FOLLOW_POLL).await;
-            match svc.console_after(&name, offset).await {
+            match svc.console_after(&caller, &name, offset).await {
                 Ok(Some((bytes, end))) if !bytes.is_empty() => {
-                    return Some((Ok(Bytes::from(bytes)), (svc, name, end)));
+                    return Some((Ok(Bytes::from(bytes)), (svc, caller, name, end)));
                 }
                 Ok(Some(_)) => continue,
                 Ok(None) | Err(_) => return None,

@@ -35,6 +35,6 @@ pub async fn create_instance(
     Extension(caller): Extension<Caller>,
     ApiJson(spec): ApiJson<InstanceSpec>,
 ) -> Result<(StatusCode, Json<Instance>), ApiError> {
-    let instance = svc.create_as(spec, &caller).await?;
+    let instance = svc.create(spec, &caller).await?;
     Ok((StatusCode::CREATED, Json(instance)))
 }

@@ -1,7 +1,6 @@
 //! `GET /v1/instances/{name}`.
 
 use crate::auth::Caller;
-use crate::http::auth::visible;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use axum::extract::{Path, State};
@@ -22,6 +21,5 @@ pub async fn get_instance(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Instance>, ApiError> {
-    visible(&caller, &name)?;
-    Ok(Json(svc.get(&name)?))
+    Ok(Json(svc.get(&caller, &name)?))
 }

@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use axum::Json;
 use rhyzome_api::{ErrorBody, InstanceList};
 
 /// List the instances the caller may see, ordered by name. Served from the daemon's store (no libvirt call).
@@ -21,12 +20,6 @@ pub async fn list_instances(
     State(svc): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    if caller.prefix.is_none() {
-        // Everyone without a prefix sees the same list: serve the cached serialisation.
-        let json = svc.list_json()?;
-        return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
-    }
-    let mut instances = svc.list()?;
-    instances.retain(|i| caller.sees(&i.name));
-    Ok(Json(InstanceList { instances }).into_response())
+    let json = svc.list_json(&caller)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }

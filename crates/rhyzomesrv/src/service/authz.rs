@@ -1,0 +1,61 @@
+//! Authorization: what a caller may do, decided here and nowhere else.
+//!
+//! Every public [`Service`] operation takes the [`Caller`] and asks [`Service::authorize`]
+//! before it touches anything; HTTP handlers only translate requests into those calls. The
+//! rules: instances and images outside a caller's name prefix do not exist for it (404, so
+//! that tenants cannot probe each other's names), and changing anything needs the operator
+//! role (403). A few handlers also call `authorize` themselves, before work that must not be
+//! spent on a refused request (reading an upload body, taking a stream slot); the operation
+//! then checks again, which is cheap.
+//!
+//! Internal callers (tests, the test harness, benchmarks) pass [`Caller::internal`], which
+//! the HTTP layer never produces.
+
+use super::{Service, ServiceError};
+use crate::auth::{Caller, Role};
+
+/// What a caller asks to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Action<'a> {
+    /// Read the named instance: its record, statistics, console or events.
+    ReadInstance(&'a str),
+    /// Change the named instance; the verb names the refused action in the error.
+    ChangeInstance(&'a str, &'static str),
+    /// Create instances (the new name's prefix is checked once the spec is valid).
+    CreateInstances,
+    /// Upload images (the name's prefix is checked with the upload's other fields).
+    UploadImages,
+    /// Delete images (images outside the prefix are not found by the lookup itself).
+    DeleteImages,
+}
+
+impl Service {
+    /// Whether `caller` may do `action`: not found before forbidden, so that a tenant learns
+    /// nothing about another tenant's names.
+    pub fn authorize(&self, caller: &Caller, action: Action<'_>) -> Result<(), ServiceError> {
+        authorize(caller, action)
+    }
+}
+
+pub(super) fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), ServiceError> {
+    let change = match action {
+        Action::ReadInstance(name) => return visible(caller, name),
+        Action::ChangeInstance(name, verb) => {
+            visible(caller, name)?;
+            verb
+        }
+        Action::CreateInstances => "create instances",
+        Action::UploadImages => "upload images",
+        Action::DeleteImages => "delete images",
+    };
+    Ok(caller.require(Role::Operator, change)?)
+}
+
+/// Instances outside the caller's prefix do not exist for it.
+fn visible(caller: &Caller, name: &str) -> Result<(), ServiceError> {
+    if caller.sees(name) {
+        Ok(())
+    } else {
+        Err(ServiceError::NotFound(name.to_string()))
+    }
+}
