@@ -21,7 +21,7 @@ enum Release {
     V2ConsoleInode,
     /// 507f34f: the daemon's identity, version 3.
     V3Identity,
-    /// The image and token tables in the versioned schema, version 4; the first fixture
+    /// 521474b: the image and token tables in the versioned schema, version 4; the first fixture
     /// with image rows.
     V4VersionedImages,
 }
@@ -43,7 +43,7 @@ impl Release {
             Release::V1Owners => "v1-a97e89b.db",
             Release::V2ConsoleInode => "v2-7064ff9.db",
             Release::V3Identity => "v3-507f34f.db",
-            Release::V4VersionedImages => "v4-storemap.db",
+            Release::V4VersionedImages => "v4-521474b.db",
         }
     }
 
