@@ -21,18 +21,22 @@ enum Release {
     V2ConsoleInode,
     /// 507f34f: the daemon's identity, version 3.
     V3Identity,
-    /// 521474b: the image and token tables in the versioned schema, version 4; the first fixture
-    /// with image rows.
+    /// ef5693a: the last version 3 (the release before 521474b), whose image tables were
+    /// made outside the versioned schema, with `image_tags.tagged_at`; the first fixture with
+    /// image rows.
+    V3TaggedImages,
+    /// 521474b: the image and token tables in the versioned schema, version 4.
     V4VersionedImages,
 }
 
 impl Release {
-    const ALL: [Release; 6] = [
+    const ALL: [Release; 7] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
         Release::V2ConsoleInode,
         Release::V3Identity,
+        Release::V3TaggedImages,
         Release::V4VersionedImages,
     ];
 
@@ -43,6 +47,7 @@ impl Release {
             Release::V1Owners => "v1-a97e89b.db",
             Release::V2ConsoleInode => "v2-7064ff9.db",
             Release::V3Identity => "v3-507f34f.db",
+            Release::V3TaggedImages => "v3-ef5693a.db",
             Release::V4VersionedImages => "v4-521474b.db",
         }
     }
@@ -60,6 +65,9 @@ impl Release {
             Release::V3Identity => {
                 Some("rhz_0d8aec808e94ed31df2bbef917d5698e21dab86252ab6d6ba7dc83fbe97bcddf")
             }
+            Release::V3TaggedImages => {
+                Some("rhz_4c68740ec42d9bf3b4e3f147b0308001fb5db1648d67aa1c169f05c7e23007a8")
+            }
             Release::V4VersionedImages => {
                 Some("rhz_cd0c2594e6a866d7f3dabc883ee0788ae4a0704885a6fbc60fef3175f14eeb37")
             }
@@ -71,6 +79,7 @@ impl Release {
     fn daemon_id(self) -> Option<&'static str> {
         match self {
             Release::V3Identity => Some("8905d27a-6dc7-4efe-83c4-8fd875d6bc75"),
+            Release::V3TaggedImages => Some("620a840e-25f6-4f84-b1cc-897d0110dc1b"),
             Release::V4VersionedImages => Some("fac7523b-f9f2-46a8-a987-43f060ff057d"),
             _ => None,
         }
@@ -186,10 +195,10 @@ fn expected_batch(release: Release) -> InstanceRecord {
 }
 
 /// The image `web` boots and the rows that say so, for the releases whose generator made
-/// them (none before version 4: their image tables are empty, or absent before a97e89b).
+/// them (none before ef5693a: their image tables are empty, or absent before a97e89b).
 fn check_images(store: &Store, release: Release) {
     let web = "11111111-1111-4111-8111-111111111111";
-    if release < Release::V4VersionedImages {
+    if release < Release::V3TaggedImages {
         assert!(store.images().unwrap().is_empty(), "{release:?}");
         assert_eq!(store.instance_image(web).unwrap(), None, "{release:?}");
         assert!(store.instance_nics(web).unwrap().is_empty(), "{release:?}");
