@@ -7,11 +7,12 @@
 //! hold the lock only for microseconds. Uniqueness of names and MACs is enforced by the schema,
 //! which makes concurrent creates race-free without extra locking.
 
-use rhyzome_api::{DesiredState, InstanceState, RestartMode, RestartPolicy};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rhyzome_api::{DesiredState, InstanceState, RestartPolicy};
+use rusqlite::{named_params, params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::Mutex;
 
+mod encoding;
 pub mod images;
 #[cfg(test)]
 mod upgrade_tests;
@@ -127,17 +128,47 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
-/// How a database of each older version becomes the current one, in order: the statements
-/// that take version N to N + 1 are `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[
+/// One step of the schema, from version N to N + 1.
+enum Migration {
+    /// Statements that make the change.
+    Sql(&'static str),
+    /// A change that depends on what the database holds.
+    Code(fn(&Connection) -> Result<(), StoreError>),
+}
+
+/// How a database of each older version becomes the current one, in order: the step that
+/// takes version N to N + 1 is `MIGRATIONS[N - 1]`. Every schema change is one of these;
+/// nothing creates or alters a table outside them.
+const MIGRATIONS: &[Migration] = &[
     // 1 -> 2: the console log's inode at the start of a run.
-    "ALTER TABLE instances ADD COLUMN console_inode INTEGER;",
+    Migration::Sql("ALTER TABLE instances ADD COLUMN console_inode INTEGER;"),
     // 2 -> 3: the daemon's identity, which marks the domains it creates (filled in by
     // `Store::init`, like a new database's).
-    DAEMON_TABLE,
+    Migration::Sql(DAEMON_TABLE),
+    // 3 -> 4: the image and token tables join the versioned schema.
+    Migration::Code(adopt_unversioned_tables),
 ];
+
+/// Until version 4 the image tables and the token table were created on every open with
+/// `IF NOT EXISTS`, and `image_tags.tagged_at` was added when missing, whatever the
+/// version. A database of versions 1 to 3 may therefore have all of them, some, or none,
+/// with or without `tagged_at`; this brings each case to the same tables.
+fn adopt_unversioned_tables(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(&IMAGE_TABLES.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))?;
+    conn.execute_batch(&TOKENS_TABLE.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))?;
+    let has_tagged_at: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('image_tags') WHERE name = 'tagged_at'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_tagged_at {
+        // Names given before names had a time keep NULL: the image's own time is shown.
+        conn.execute_batch("ALTER TABLE image_tags ADD COLUMN tagged_at TEXT;")?;
+    }
+    Ok(())
+}
 
 /// One row: the identity of the daemon that owns this database.
 const DAEMON_TABLE: &str = "
@@ -189,6 +220,52 @@ const VERSION_1_RELEASES: &[Version1Release] = &[
     },
 ];
 
+/// The image metadata and what instances boot from images (see [`images`]). Rows of an
+/// instance go with it (`ON DELETE CASCADE`).
+const IMAGE_TABLES: &str = "
+CREATE TABLE images (
+    sha256      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    uploaded_at TEXT NOT NULL,
+    inspection  TEXT NOT NULL
+);
+CREATE TABLE image_tags (
+    name   TEXT NOT NULL,
+    tag    TEXT NOT NULL,
+    sha256 TEXT NOT NULL REFERENCES images(sha256) ON DELETE CASCADE,
+    tagged_at TEXT,
+    PRIMARY KEY (name, tag)
+);
+CREATE TABLE instance_images (
+    instance_id TEXT PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,
+    image       TEXT NOT NULL
+);
+CREATE TABLE instance_nics (
+    instance_id TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,
+    device      TEXT NOT NULL,
+    bridge      TEXT NOT NULL,
+    mac         TEXT NOT NULL UNIQUE,
+    pci_slot    INTEGER NOT NULL,
+    PRIMARY KEY (instance_id, idx)
+);
+";
+
+/// The bearer tokens, read and written by `auth::tokens` through its own connection; their
+/// schema is versioned here with the rest of the database.
+const TOKENS_TABLE: &str = "
+CREATE TABLE tokens (
+    name       TEXT PRIMARY KEY,
+    hash       TEXT NOT NULL UNIQUE,
+    role       TEXT NOT NULL,
+    prefix     TEXT,
+    quota      TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+";
+
+/// The instances table of a new database (older ones reach the same columns through the
+/// migrations).
 const SCHEMA: &str = "
 CREATE TABLE instances (
     id                TEXT PRIMARY KEY,
@@ -220,16 +297,52 @@ CREATE TABLE instances (
 );
 ";
 
-const COLUMNS: &str = "id, name, kernel, kernel_sha256, kernel_parameters, memory_mib, vcpus, \
-     bridge, mac, desired, state, exit_code, last_error, created_at, started_at, console_offset, \
-     state_changed_at, restart_mode, restart_max, restart_exit_codes, restart_count, \
-     next_restart_at_ms, startup_priority, autostart, owner";
+/// Every column of `instances`: each write of a whole record and each read name them from
+/// this one list, and bind and read them by name (`:column`), so no write or read depends
+/// on the position of a column.
+const INSTANCE_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "kernel",
+    "kernel_sha256",
+    "kernel_parameters",
+    "memory_mib",
+    "vcpus",
+    "bridge",
+    "mac",
+    "desired",
+    "state",
+    "exit_code",
+    "last_error",
+    "created_at",
+    "started_at",
+    "console_offset",
+    "console_inode",
+    "state_changed_at",
+    "restart_mode",
+    "restart_max",
+    "restart_exit_codes",
+    "restart_count",
+    "next_restart_at_ms",
+    "startup_priority",
+    "autostart",
+    "owner",
+];
 
-/// What is read back: the inserted columns, and those only later writes set.
-const SELECT_COLUMNS: &str = "id, name, kernel, kernel_sha256, kernel_parameters, memory_mib, \
-     vcpus, bridge, mac, desired, state, exit_code, last_error, created_at, started_at, \
-     console_offset, state_changed_at, restart_mode, restart_max, restart_exit_codes, \
-     restart_count, next_restart_at_ms, startup_priority, autostart, owner, console_inode";
+/// `SELECT <every column> FROM instances`, to which a read adds its condition.
+fn select_instances() -> String {
+    format!("SELECT {} FROM instances", INSTANCE_COLUMNS.join(", "))
+}
+
+/// `INSERT INTO instances (<every column>) VALUES (:<every column>)`.
+fn insert_instance() -> String {
+    let placeholders: Vec<String> = INSTANCE_COLUMNS.iter().map(|c| format!(":{c}")).collect();
+    format!(
+        "INSERT INTO instances ({}) VALUES ({})",
+        INSTANCE_COLUMNS.join(", "),
+        placeholders.join(", ")
+    )
+}
 
 /// Opens (creating it and `state_dir` if needed) the daemon's database file, configured as
 /// every connection to it must be. Other stores of the daemon (tokens) open their own
@@ -276,7 +389,8 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
 }
 
 /// Brings a version 1 database of any of the three releases that wrote version 1 to the last
-/// of them (see [`VERSION_1_RELEASES`]), in one transaction; refuses a table no release made.
+/// of them (see [`VERSION_1_RELEASES`]), inside the caller's transaction; refuses a table no
+/// release made.
 fn complete_version_1(conn: &Connection) -> Result<(), StoreError> {
     let columns: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('instances')")?
@@ -290,17 +404,59 @@ fn complete_version_1(conn: &Connection) -> Result<(), StoreError> {
         .ok_or_else(|| StoreError::UnknownVersion1 {
             columns: columns.join(", "),
         })?;
-    let tx = conn.unchecked_transaction()?;
     for release in &VERSION_1_RELEASES[first_release..] {
-        tx.execute_batch(release.to_next)?;
+        conn.execute_batch(release.to_next)?;
     }
-    tx.commit()?;
     if first_release + 1 < VERSION_1_RELEASES.len() {
         tracing::info!(
             columns = columns.len(),
             "database of an early version 1 release completed to the last version 1"
         );
     }
+    Ok(())
+}
+
+/// Creates the schema of a new database, or brings an older one to the current version, in
+/// one transaction: a crash leaves the old version or the new one. The transaction takes the
+/// write lock before it reads the version, so two processes opening one database at once
+/// (the daemon and `rhyzomesrv token`) migrate it once. Every connection to the database
+/// calls this before using it.
+pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let version: i32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if version == 0 {
+        tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(DAEMON_TABLE)?;
+        // Not plain IMAGE_TABLES and TOKENS_TABLE: before version 4, `rhyzomesrv token`
+        // run before the daemon's first start left a version 0 database with a tokens table.
+        adopt_unversioned_tables(&tx)?;
+    } else if (1..SCHEMA_VERSION).contains(&version) {
+        if version == 1 {
+            complete_version_1(&tx)?;
+        }
+        for (from, step) in MIGRATIONS.iter().enumerate().skip(version as usize - 1) {
+            match step {
+                Migration::Sql(sql) => tx.execute_batch(sql)?,
+                Migration::Code(step) => step(&tx)?,
+            }
+            tracing::info!(from = from + 1, to = from + 2, "database schema migrated");
+        }
+    } else if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    } else {
+        return Err(StoreError::Corrupt {
+            what: "schema version",
+            value: version.to_string(),
+        });
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -337,36 +493,7 @@ impl Store {
 
     fn init(conn: Connection) -> Result<Store, StoreError> {
         configure(&conn)?;
-        let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version == 0 {
-            conn.execute_batch(SCHEMA)?;
-            conn.execute_batch(DAEMON_TABLE)?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        } else if (1..SCHEMA_VERSION).contains(&version) {
-            if version == 1 {
-                complete_version_1(&conn)?;
-            }
-            // Each step and its version bump in one transaction: a crash leaves the old
-            // version or the new one.
-            for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize - 1) {
-                let tx = conn.unchecked_transaction()?;
-                tx.execute_batch(sql)?;
-                tx.pragma_update(None, "user_version", from as i32 + 2)?;
-                tx.commit()?;
-                tracing::info!(from = from + 1, to = from + 2, "database schema migrated");
-            }
-        } else if version > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                found: version,
-                known: SCHEMA_VERSION,
-            });
-        } else if version != SCHEMA_VERSION {
-            return Err(StoreError::Corrupt {
-                what: "schema version",
-                value: version.to_string(),
-            });
-        }
-        images::init_schema(&conn)?;
+        migrate(&conn)?;
         let daemon_id = daemon_identity(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
@@ -422,37 +549,35 @@ impl Store {
             }
         }
         let res = tx.execute(
-            &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"),
-            params![
-                r.id,
-                r.name,
-                r.kernel,
-                r.kernel_sha256,
-                r.kernel_parameters,
-                r.memory_mib,
-                r.vcpus,
-                r.bridge,
-                r.mac,
-                r.desired.as_str(),
-                r.state.as_str(),
-                r.exit_code,
-                r.last_error,
-                r.created_at,
-                r.started_at,
-                r.console_offset as i64,
-                r.state_changed_at,
-                r.restart.policy.as_str(),
-                r.restart.max_retries,
-                r.restart
-                    .exit_codes
-                    .as_ref()
-                    .map(|c| serde_json::to_string(c).expect("integers serialise")),
-                r.restart_count,
-                r.next_restart_at_ms,
-                r.startup_priority,
-                r.autostart,
-                r.owner,
-            ],
+            &insert_instance(),
+            named_params! {
+                ":id": r.id,
+                ":name": r.name,
+                ":kernel": r.kernel,
+                ":kernel_sha256": r.kernel_sha256,
+                ":kernel_parameters": r.kernel_parameters,
+                ":memory_mib": r.memory_mib,
+                ":vcpus": r.vcpus,
+                ":bridge": r.bridge,
+                ":mac": r.mac,
+                ":desired": r.desired.as_str(),
+                ":state": encoding::state_to_sql(r.state),
+                ":exit_code": r.exit_code,
+                ":last_error": r.last_error,
+                ":created_at": r.created_at,
+                ":started_at": r.started_at,
+                ":console_offset": r.console_offset as i64,
+                ":console_inode": r.console_inode.map(|i| i as i64),
+                ":state_changed_at": r.state_changed_at,
+                ":restart_mode": encoding::restart_mode_to_sql(r.restart.policy),
+                ":restart_max": r.restart.max_retries,
+                ":restart_exit_codes": encoding::exit_codes_to_sql(r.restart.exit_codes.as_ref()),
+                ":restart_count": r.restart_count,
+                ":next_restart_at_ms": r.next_restart_at_ms,
+                ":startup_priority": r.startup_priority,
+                ":autostart": r.autostart,
+                ":owner": r.owner,
+            },
         );
         match res {
             Ok(_) => {}
@@ -477,9 +602,7 @@ impl Store {
     /// Every record, including those being deleted, ordered by name.
     pub fn all(&self) -> Result<Vec<InstanceRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {SELECT_COLUMNS} FROM instances ORDER BY name"
-        ))?;
+        let mut stmt = conn.prepare_cached(&format!("{} ORDER BY name", select_instances()))?;
         let rows = stmt.query_map([], row_to_record)?;
         rows.map(|r| r?).collect()
     }
@@ -495,9 +618,7 @@ impl Store {
 
     pub fn by_name(&self, name: &str) -> Result<Option<InstanceRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {SELECT_COLUMNS} FROM instances WHERE name = ?1"
-        ))?;
+        let mut stmt = conn.prepare_cached(&format!("{} WHERE name = ?1", select_instances()))?;
         stmt.query_row([name], row_to_record)
             .optional()?
             .transpose()
@@ -516,7 +637,13 @@ impl Store {
         self.conn().execute(
             "UPDATE instances SET state = ?2, exit_code = ?3, last_error = ?4, \
              state_changed_at = ?5 WHERE id = ?1",
-            params![id, o.state.as_str(), o.exit_code, o.last_error, at],
+            params![
+                id,
+                encoding::state_to_sql(o.state),
+                o.exit_code,
+                o.last_error,
+                at
+            ],
         )?;
         Ok(())
     }
@@ -581,66 +708,56 @@ impl Store {
     }
 }
 
+/// Reads a row of [`select_instances`] by column name. Values the store cannot decode are
+/// `Corrupt` (the inner error); SQLite's own errors are the outer one.
 fn row_to_record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StoreError>> {
-    let desired: String = row.get(9)?;
-    let state: String = row.get(10)?;
-    let desired = match Desired::parse(&desired) {
+    let desired: String = row.get("desired")?;
+    let state: String = row.get("state")?;
+    let mode: String = row.get("restart_mode")?;
+    let codes: Option<String> = row.get("restart_exit_codes")?;
+    let decoded = (|| {
+        Ok::<_, StoreError>((
+            Desired::parse(&desired)?,
+            encoding::state_from_sql(state)?,
+            encoding::restart_mode_from_sql(mode)?,
+            encoding::exit_codes_from_sql(codes)?,
+        ))
+    })();
+    let (desired, state, policy, exit_codes) = match decoded {
         Ok(d) => d,
         Err(e) => return Ok(Err(e)),
     };
-    let Some(state) = InstanceState::parse(&state) else {
-        return Ok(Err(StoreError::Corrupt {
-            what: "state",
-            value: state,
-        }));
-    };
-    let mode: String = row.get(17)?;
-    let Some(policy) = RestartMode::parse(&mode) else {
-        return Ok(Err(StoreError::Corrupt {
-            what: "restart mode",
-            value: mode,
-        }));
-    };
-    let codes: Option<String> = row.get(19)?;
-    let exit_codes = match codes.map(|c| serde_json::from_str::<Vec<i32>>(&c).map_err(|_| c)) {
-        None => None,
-        Some(Ok(c)) => Some(c),
-        Some(Err(c)) => {
-            return Ok(Err(StoreError::Corrupt {
-                what: "restart exit codes",
-                value: c,
-            }))
-        }
-    };
     Ok(Ok(InstanceRecord {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        kernel: row.get(2)?,
-        kernel_sha256: row.get(3)?,
-        kernel_parameters: row.get(4)?,
-        memory_mib: row.get(5)?,
-        vcpus: row.get(6)?,
-        bridge: row.get(7)?,
-        mac: row.get(8)?,
+        id: row.get("id")?,
+        name: row.get("name")?,
+        kernel: row.get("kernel")?,
+        kernel_sha256: row.get("kernel_sha256")?,
+        kernel_parameters: row.get("kernel_parameters")?,
+        memory_mib: row.get("memory_mib")?,
+        vcpus: row.get("vcpus")?,
+        bridge: row.get("bridge")?,
+        mac: row.get("mac")?,
         desired,
         state,
-        exit_code: row.get(11)?,
-        last_error: row.get(12)?,
-        created_at: row.get(13)?,
-        started_at: row.get(14)?,
-        console_offset: row.get::<_, i64>(15)? as u64,
-        state_changed_at: row.get(16)?,
+        exit_code: row.get("exit_code")?,
+        last_error: row.get("last_error")?,
+        created_at: row.get("created_at")?,
+        started_at: row.get("started_at")?,
+        console_offset: row.get::<_, i64>("console_offset")? as u64,
+        console_inode: row
+            .get::<_, Option<i64>>("console_inode")?
+            .map(|i| i as u64),
+        state_changed_at: row.get("state_changed_at")?,
         restart: RestartPolicy {
             policy,
-            max_retries: row.get(18)?,
+            max_retries: row.get("restart_max")?,
             exit_codes,
         },
-        restart_count: row.get(20)?,
-        next_restart_at_ms: row.get(21)?,
-        startup_priority: row.get(22)?,
-        autostart: row.get(23)?,
-        console_inode: row.get::<_, Option<i64>>(25)?.map(|i| i as u64),
-        owner: row.get(24)?,
+        restart_count: row.get("restart_count")?,
+        next_restart_at_ms: row.get("next_restart_at_ms")?,
+        startup_priority: row.get("startup_priority")?,
+        autostart: row.get("autostart")?,
+        owner: row.get("owner")?,
     }))
 }
 
@@ -669,7 +786,7 @@ pub(crate) mod tests {
             console_inode: None,
             state_changed_at: "2026-01-01T00:00:00Z".into(),
             restart: RestartPolicy {
-                policy: RestartMode::OnFailure,
+                policy: rhyzome_api::RestartMode::OnFailure,
                 max_retries: Some(3),
                 exit_codes: Some(vec![1, 2]),
             },
@@ -770,6 +887,46 @@ pub(crate) mod tests {
         assert!(g1 > g0);
         s.set_restart(&r.id, 1, None).unwrap();
         assert!(s.generation() > g1);
+    }
+
+    /// Every field survives a write and a read, each with a value no other field has, so a
+    /// column written or read under another's name cannot go unnoticed.
+    #[test]
+    fn every_column_is_written_and_read_under_its_own_name() {
+        let s = Store::in_memory().unwrap();
+        let r = InstanceRecord {
+            id: "id-1".into(),
+            name: "name-2".into(),
+            kernel: "kernel-3".into(),
+            kernel_sha256: "sha-4".into(),
+            kernel_parameters: "params-5".into(),
+            memory_mib: 6,
+            vcpus: 7,
+            bridge: Some("bridge-8".into()),
+            mac: Some("mac-9".into()),
+            desired: Desired::Stopped,
+            state: InstanceState::Crashed,
+            exit_code: Some(12),
+            last_error: Some("error-13".into()),
+            created_at: "created-14".into(),
+            started_at: Some("started-15".into()),
+            console_offset: 16,
+            console_inode: Some(17),
+            state_changed_at: "changed-18".into(),
+            restart: RestartPolicy {
+                policy: rhyzome_api::RestartMode::Always,
+                max_retries: Some(20),
+                exit_codes: Some(vec![21, 22]),
+            },
+            restart_count: 23,
+            next_restart_at_ms: Some(24),
+            startup_priority: 25,
+            autostart: true,
+            owner: "owner-27".into(),
+        };
+        s.insert(&r).unwrap();
+        assert_eq!(s.by_name("name-2").unwrap(), Some(r.clone()));
+        assert_eq!(s.all().unwrap(), [r]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Bearer tokens, kept as SHA-256 hashes in the daemon's SQLite database (table `tokens`).
+//! Bearer tokens, kept as SHA-256 hashes in the daemon's SQLite database (table `tokens`,
+//! whose schema the store's migrations own).
 //!
 //! A token is `rhz_` followed by 64 hex digits of kernel randomness; it is shown once, when
 //! created, and only its hash is stored, so a copy of the database grants nothing. Lookups go
@@ -45,17 +46,6 @@ pub struct TokenStore {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tokens (
-    name       TEXT PRIMARY KEY,
-    hash       TEXT NOT NULL UNIQUE,
-    role       TEXT NOT NULL,
-    prefix     TEXT,
-    quota      TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-";
-
 fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -63,7 +53,9 @@ fn hash(token: &str) -> String {
 impl TokenStore {
     pub fn open(state_dir: &Path) -> Result<TokenStore, TokenError> {
         let conn = crate::store::open_database(state_dir)?;
-        conn.execute_batch(SCHEMA)?;
+        // The table is part of the store's versioned schema; this creates or migrates it
+        // when the token command runs before the daemon ever opened the database.
+        crate::store::migrate(&conn)?;
         Ok(TokenStore {
             conn: Mutex::new(conn),
         })

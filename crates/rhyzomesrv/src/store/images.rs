@@ -1,9 +1,10 @@
 //! Image metadata and the per-instance facts that came with images (which image an instance
 //! was created from, its extra NICs), in the same SQLite database as instances.
 //!
-//! These tables are created with `IF NOT EXISTS` on every open, so databases made before
-//! images existed gain them without a schema-version bump. Rows of an instance are removed
-//! with it (`ON DELETE CASCADE`). The same connection mutex as [`Store`] serialises access.
+//! The tables are part of the versioned schema (`IMAGE_TABLES` in the parent module, since
+//! version 4). Each table's columns are listed once here and read by name. Rows of an
+//! instance are removed with it (`ON DELETE CASCADE`). The same connection mutex as
+//! [`Store`] serialises access.
 //!
 //! Content is stored once, whoever uploads it; each name (`image_tags` row) records when it
 //! was given (`tagged_at`), so that a tenant is shown the time of its own upload, never
@@ -11,37 +12,23 @@
 
 use super::{Store, StoreError};
 use rhyzome_api::ImageInspection;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{named_params, params, OptionalExtension};
 use std::collections::HashSet;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS images (
-    sha256      TEXT PRIMARY KEY,
-    size        INTEGER NOT NULL,
-    uploaded_at TEXT NOT NULL,
-    inspection  TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS image_tags (
-    name   TEXT NOT NULL,
-    tag    TEXT NOT NULL,
-    sha256 TEXT NOT NULL REFERENCES images(sha256) ON DELETE CASCADE,
-    tagged_at TEXT,
-    PRIMARY KEY (name, tag)
-);
-CREATE TABLE IF NOT EXISTS instance_images (
-    instance_id TEXT PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,
-    image       TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS instance_nics (
-    instance_id TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
-    idx         INTEGER NOT NULL,
-    device      TEXT NOT NULL,
-    bridge      TEXT NOT NULL,
-    mac         TEXT NOT NULL UNIQUE,
-    pci_slot    INTEGER NOT NULL,
-    PRIMARY KEY (instance_id, idx)
-);
-";
+/// The columns of `images`, in every write and read of a whole image.
+const IMAGE_COLUMNS: &str = "sha256, size, uploaded_at, inspection";
+
+/// The columns of `instance_nics` that make a [`NicRow`].
+const NIC_COLUMNS: &str = "device, bridge, mac, pci_slot";
+
+fn nic_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NicRow> {
+    Ok(NicRow {
+        device: r.get("device")?,
+        bridge: r.get("bridge")?,
+        mac: r.get("mac")?,
+        pci_slot: r.get("pci_slot")?,
+    })
+}
 
 /// Writes what an instance boots, inside the caller's transaction (see
 /// [`Store::insert_with_boot`]).
@@ -59,24 +46,19 @@ pub(super) fn write_boot(
     }
     for (i, n) in nics.iter().enumerate() {
         tx.execute(
-            "INSERT INTO instance_nics (instance_id, idx, device, bridge, mac, pci_slot) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![instance_id, i as i64, n.device, n.bridge, n.mac, n.pci_slot],
+            &format!(
+                "INSERT INTO instance_nics (instance_id, idx, {NIC_COLUMNS}) \
+                 VALUES (:instance_id, :idx, :device, :bridge, :mac, :pci_slot)"
+            ),
+            named_params! {
+                ":instance_id": instance_id,
+                ":idx": i as i64,
+                ":device": n.device,
+                ":bridge": n.bridge,
+                ":mac": n.mac,
+                ":pci_slot": n.pci_slot,
+            },
         )?;
-    }
-    Ok(())
-}
-
-pub(super) fn init_schema(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(SCHEMA)?;
-    // Databases from before names had a time gain the column (NULL: the image's own time).
-    let has_tagged_at: bool = conn.query_row(
-        "SELECT count(*) FROM pragma_table_info('image_tags') WHERE name = 'tagged_at'",
-        [],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
-    )?;
-    if !has_tagged_at {
-        conn.execute_batch("ALTER TABLE image_tags ADD COLUMN tagged_at TEXT;")?;
     }
     Ok(())
 }
@@ -112,11 +94,17 @@ impl Store {
         uploaded_at: &str,
         inspection: &ImageInspection,
     ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(inspection).expect("inspection serialises");
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO images (sha256, size, uploaded_at, inspection) \
-             VALUES (?1, ?2, ?3, ?4)",
-            params![sha256, size as i64, uploaded_at, json],
+            &format!(
+                "INSERT OR IGNORE INTO images ({IMAGE_COLUMNS}) \
+                 VALUES (:sha256, :size, :uploaded_at, :inspection)"
+            ),
+            named_params! {
+                ":sha256": sha256,
+                ":size": size as i64,
+                ":uploaded_at": uploaded_at,
+                ":inspection": super::encoding::inspection_to_sql(inspection),
+            },
         )?;
         Ok(n == 1)
     }
@@ -131,11 +119,17 @@ impl Store {
         at: &str,
     ) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO image_tags (name, tag, sha256, tagged_at) VALUES (?1, ?2, ?3, ?4) \
+            "INSERT INTO image_tags (name, tag, sha256, tagged_at) \
+             VALUES (:name, :tag, :sha256, :tagged_at) \
              ON CONFLICT (name, tag) DO UPDATE SET sha256 = excluded.sha256, \
              tagged_at = CASE WHEN image_tags.sha256 = excluded.sha256 \
                  THEN image_tags.tagged_at ELSE excluded.tagged_at END",
-            params![name, tag, sha256, at],
+            named_params! {
+                ":name": name,
+                ":tag": tag,
+                ":sha256": sha256,
+                ":tagged_at": at,
+            },
         )?;
         Ok(())
     }
@@ -170,34 +164,33 @@ impl Store {
 
     fn images_where(&self, sha256: Option<&str>) -> Result<Vec<ImageRow>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT sha256, size, uploaded_at, inspection FROM images \
-             WHERE ?1 IS NULL OR sha256 = ?1 ORDER BY uploaded_at DESC, sha256",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM images \
+             WHERE ?1 IS NULL OR sha256 = ?1 ORDER BY uploaded_at DESC, sha256"
+        ))?;
         let rows = stmt
             .query_map([sha256], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
+                    r.get::<_, String>("sha256")?,
+                    r.get::<_, i64>("size")?,
+                    r.get::<_, String>("uploaded_at")?,
+                    r.get::<_, String>("inspection")?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut tags = conn.prepare_cached(
-            "SELECT name || ':' || tag, tagged_at FROM image_tags WHERE sha256 = ?1 \
-             ORDER BY name, tag",
+            "SELECT name || ':' || tag AS reference, tagged_at FROM image_tags \
+             WHERE sha256 = ?1 ORDER BY name, tag",
         )?;
         let mut out = Vec::with_capacity(rows.len());
         for (sha256, size, uploaded_at, inspection) in rows {
-            let inspection =
-                serde_json::from_str(&inspection).map_err(|_| StoreError::Corrupt {
-                    what: "image inspection",
-                    value: inspection.clone(),
-                })?;
+            let inspection = super::encoding::inspection_from_sql(inspection)?;
             let named = tags
                 .query_map([&sha256], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                    Ok((
+                        r.get::<_, String>("reference")?,
+                        r.get::<_, Option<String>>("tagged_at")?,
+                    ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             let tagged_at = named
@@ -261,7 +254,7 @@ impl Store {
     ) -> Result<std::collections::HashMap<String, String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT instance_id, image FROM instance_images")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map([], |r| Ok((r.get("instance_id")?, r.get("image")?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -270,20 +263,11 @@ impl Store {
         &self,
     ) -> Result<std::collections::HashMap<String, Vec<NicRow>>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT instance_id, device, bridge, mac, pci_slot FROM instance_nics \
-             ORDER BY instance_id, idx",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT instance_id, {NIC_COLUMNS} FROM instance_nics ORDER BY instance_id, idx"
+        ))?;
         let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                NicRow {
-                    device: r.get(1)?,
-                    bridge: r.get(2)?,
-                    mac: r.get(3)?,
-                    pci_slot: r.get(4)?,
-                },
-            ))
+            Ok((r.get::<_, String>("instance_id")?, nic_from_row(r)?))
         })?;
         let mut out: std::collections::HashMap<String, Vec<NicRow>> = Default::default();
         for row in rows {
@@ -296,18 +280,10 @@ impl Store {
     /// The NICs of an instance with several, in PCI slot order; empty otherwise.
     pub fn instance_nics(&self, instance_id: &str) -> Result<Vec<NicRow>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT device, bridge, mac, pci_slot FROM instance_nics WHERE instance_id = ?1 \
-             ORDER BY idx",
-        )?;
-        let rows = stmt.query_map([instance_id], |r| {
-            Ok(NicRow {
-                device: r.get(0)?,
-                bridge: r.get(1)?,
-                mac: r.get(2)?,
-                pci_slot: r.get(3)?,
-            })
-        })?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {NIC_COLUMNS} FROM instance_nics WHERE instance_id = ?1 ORDER BY idx"
+        ))?;
+        let rows = stmt.query_map([instance_id], nic_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

@@ -5,6 +5,7 @@
 use super::tests::record;
 use super::*;
 use crate::auth::{tokens::TokenStore, Quota, Role};
+use rhyzome_api::RestartMode;
 use std::path::{Path, PathBuf};
 
 /// The schemas released, oldest first; three of them were all marked version 1.
@@ -20,15 +21,23 @@ enum Release {
     V2ConsoleInode,
     /// 507f34f: the daemon's identity, version 3.
     V3Identity,
+    /// ef5693a: the last version 3 (the release before 521474b), whose image tables were
+    /// made outside the versioned schema, with `image_tags.tagged_at`; the first fixture with
+    /// image rows.
+    V3TaggedImages,
+    /// 521474b: the image and token tables in the versioned schema, version 4.
+    V4VersionedImages,
 }
 
 impl Release {
-    const ALL: [Release; 5] = [
+    const ALL: [Release; 7] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
         Release::V2ConsoleInode,
         Release::V3Identity,
+        Release::V3TaggedImages,
+        Release::V4VersionedImages,
     ];
 
     fn fixture(self) -> &'static str {
@@ -38,6 +47,8 @@ impl Release {
             Release::V1Owners => "v1-a97e89b.db",
             Release::V2ConsoleInode => "v2-7064ff9.db",
             Release::V3Identity => "v3-507f34f.db",
+            Release::V3TaggedImages => "v3-ef5693a.db",
+            Release::V4VersionedImages => "v4-521474b.db",
         }
     }
 
@@ -54,6 +65,12 @@ impl Release {
             Release::V3Identity => {
                 Some("rhz_0d8aec808e94ed31df2bbef917d5698e21dab86252ab6d6ba7dc83fbe97bcddf")
             }
+            Release::V3TaggedImages => {
+                Some("rhz_4c68740ec42d9bf3b4e3f147b0308001fb5db1648d67aa1c169f05c7e23007a8")
+            }
+            Release::V4VersionedImages => {
+                Some("rhz_cd0c2594e6a866d7f3dabc883ee0788ae4a0704885a6fbc60fef3175f14eeb37")
+            }
         }
     }
 
@@ -62,6 +79,8 @@ impl Release {
     fn daemon_id(self) -> Option<&'static str> {
         match self {
             Release::V3Identity => Some("8905d27a-6dc7-4efe-83c4-8fd875d6bc75"),
+            Release::V3TaggedImages => Some("620a840e-25f6-4f84-b1cc-897d0110dc1b"),
+            Release::V4VersionedImages => Some("fac7523b-f9f2-46a8-a987-43f060ff057d"),
             _ => None,
         }
     }
@@ -175,6 +194,86 @@ fn expected_batch(release: Release) -> InstanceRecord {
     batch
 }
 
+/// The image `web` boots and the rows that say so, for the releases whose generator made
+/// them (none before ef5693a: their image tables are empty, or absent before a97e89b).
+fn check_images(store: &Store, release: Release) {
+    let web = "11111111-1111-4111-8111-111111111111";
+    if release < Release::V3TaggedImages {
+        assert!(store.images().unwrap().is_empty(), "{release:?}");
+        assert_eq!(store.instance_image(web).unwrap(), None, "{release:?}");
+        assert!(store.instance_nics(web).unwrap().is_empty(), "{release:?}");
+        return;
+    }
+    let sha256 = "aa".repeat(32);
+    let image = store.image(&sha256).unwrap().expect("the image of `web`");
+    assert_eq!(
+        (image.size, image.uploaded_at.as_str()),
+        (4096, "2026-11-27T06:39:00Z"),
+        "{release:?}"
+    );
+    assert_eq!(image.names, ["a-web:1.0", "a-web:latest"], "{release:?}");
+    assert_eq!(
+        image.tagged_at,
+        [
+            ("a-web:1.0".to_string(), "2026-11-27T06:39:01Z".to_string()),
+            (
+                "a-web:latest".to_string(),
+                "2026-11-27T06:39:02Z".to_string()
+            ),
+        ]
+        .into(),
+        "{release:?}"
+    );
+    assert_eq!(
+        image.inspection,
+        rhyzome_api::ImageInspection {
+            format: rhyzome_api::ImageFormat::Multiboot,
+            elf_class: Some(64),
+            multiboot_aout_kludge: Some(true),
+            description: "64-bit ELF, multiboot v1 with a.out kludge".into(),
+            solo5: Some(rhyzome_api::Solo5Info {
+                abi_target: Some("virtio".into()),
+                abi_version: Some(2),
+                manifest: Some(rhyzome_api::Solo5Manifest {
+                    version: 1,
+                    devices: ["service", "admin"]
+                        .map(|name| rhyzome_api::ManifestDevice {
+                            name: name.into(),
+                            kind: "NET_BASIC".into(),
+                        })
+                        .into(),
+                }),
+            }),
+            problem: None,
+        },
+        "{release:?}"
+    );
+    assert_eq!(
+        store.resolve_tag("a-web", "latest").unwrap(),
+        Some(sha256.clone())
+    );
+    assert_eq!(
+        store.instance_image(web).unwrap().as_deref(),
+        Some("a-web:1.0"),
+        "{release:?}"
+    );
+    let nic = |device: &str, mac: &str, pci_slot| images::NicRow {
+        device: device.into(),
+        bridge: "br0".into(),
+        mac: mac.into(),
+        pci_slot,
+    };
+    assert_eq!(
+        store.instance_nics(web).unwrap(),
+        [
+            nic("service", "02:00:00:00:00:01", 3),
+            nic("admin", "02:00:00:00:00:04", 4)
+        ],
+        "{release:?}"
+    );
+    assert_eq!(store.instances_booting(&sha256).unwrap(), ["gone", "web"]);
+}
+
 fn user_version(store: &Store) -> i32 {
     store
         .conn()
@@ -255,6 +354,7 @@ fn every_released_database_migrates_and_serves_its_records() {
             Some(expected_batch(release)),
             "{release:?}"
         );
+        check_images(&store, release);
         let visible: Vec<String> = store
             .visible()
             .unwrap()
@@ -292,6 +392,18 @@ fn every_released_database_migrates_and_serves_its_records() {
             store.insert(&record("clash", "02:00:00:00:00:01")),
             Err(StoreError::MacTaken(_))
         ));
+        // A tag given today keeps its time on the migrated image tables.
+        store
+            .insert_image("cc", 1, "2026-12-01T00:00:00Z", &new_inspection())
+            .unwrap();
+        store
+            .tag_image("a-new", "1", "cc", "2026-12-01T00:00:01Z")
+            .unwrap();
+        assert_eq!(
+            store.image("cc").unwrap().unwrap().tagged_at,
+            [("a-new:1".to_string(), "2026-12-01T00:00:01Z".to_string())].into(),
+            "{release:?}"
+        );
         drop(store);
         // Opening again finds the current version and changes nothing.
         let again = Store::open(dir.path()).unwrap();
@@ -325,6 +437,47 @@ fn every_released_database_migrates_and_serves_its_records() {
             }
         }
     }
+}
+
+fn new_inspection() -> rhyzome_api::ImageInspection {
+    rhyzome_api::ImageInspection {
+        format: rhyzome_api::ImageFormat::Elf,
+        elf_class: Some(32),
+        multiboot_aout_kludge: None,
+        description: "32-bit ELF".into(),
+        solo5: None,
+        problem: Some("no multiboot header".into()),
+    }
+}
+
+/// Before version 4, `rhyzomesrv token create` run before the daemon's first start made the
+/// tokens table in a database still at version 0; the daemon must adopt it, token and all.
+#[test]
+fn a_version_0_database_with_only_tokens_is_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = open_database(dir.path()).unwrap();
+        conn.execute_batch(TOKENS_TABLE).unwrap();
+        conn.execute(
+            "INSERT INTO tokens (name, hash, role, prefix, quota, created_at) \
+             VALUES ('alice', 'h', 'operator', NULL, '{}', 't')",
+            [],
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(user_version(&store), SCHEMA_VERSION);
+    let fresh = Store::in_memory().unwrap();
+    assert_eq!(schema_of(&store), schema_of(&fresh));
+    let names: Vec<String> = store
+        .conn()
+        .prepare("SELECT name FROM tokens")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(names, ["alice"]);
 }
 
 /// From now on each schema change adds the fixture its release makes (see the README).
