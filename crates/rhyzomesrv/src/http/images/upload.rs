@@ -4,10 +4,11 @@
 use crate::auth::{Caller, Role};
 use crate::http::auth::require;
 use crate::http::error::ApiError;
+use crate::http::query::ApiQuery;
 use crate::http::AppState;
 use crate::service::images::{drain, ExpectedDigest};
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::{Extension, Json};
 use rhyzome_api::images::SHA256_HEADER;
@@ -81,9 +82,7 @@ fn check_request(
     headers: &HeaderMap,
 ) -> Result<(UploadQuery, Option<ExpectedDigest>), ApiError> {
     require(caller, Role::Operator, "upload images")?;
-    let q = Query::<UploadQuery>::try_from_uri(uri)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?
-        .0;
+    let ApiQuery(q) = ApiQuery::<UploadQuery>::try_from_uri(uri)?;
     let header_digest = headers
         .get(SHA256_HEADER)
         .map(|v| {
