@@ -47,6 +47,9 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
             })
         }
     };
+    if let Some(restart) = &restart {
+        rhyzome_api::validate::validate_restart_policy(restart)?;
+    }
     let client = ctx.client()?;
     // A local file is pushed first (nothing is sent if the server has it) and booted by digest.
     let image = match (&a.kernel_file, a.image) {
