@@ -4,6 +4,10 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// The help heading of the options every command takes, so that a command's `--help` shows
+/// them apart from its own.
+const GLOBAL_OPTIONS: &str = "Global options";
+
 #[derive(Parser)]
 #[command(
     name = "rhyzomectl",
@@ -13,22 +17,25 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub struct Cli {
     /// Base URL of the rhyzomesrv API, or its local socket as unix:///PATH [default: the
     /// configured server, else http://127.0.0.1:8080].
-    #[arg(long, global = true, env = "RHYZOME_SERVER")]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS, env = "RHYZOME_SERVER")]
     pub server: Option<String>,
     /// Named server from the client configuration file (see `rhyzomectl config`).
-    #[arg(long, global = true, env = "RHYZOME_CONTEXT")]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS, env = "RHYZOME_CONTEXT")]
     pub context: Option<String>,
     /// API token (rhz_...).
-    #[arg(long, global = true, env = "RHYZOME_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS, env = "RHYZOME_TOKEN",
+          hide_env_values = true)]
     pub token: Option<String>,
     /// PEM file of the CA (or self-signed certificate) to trust for https.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
     /// Trust only the server certificate with this SHA-256 fingerprint (sha256:...).
-    #[arg(long, global = true, value_name = "FP", conflicts_with = "ca")]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS, value_name = "FP",
+          conflicts_with = "ca")]
     pub fingerprint: Option<String>,
     /// Output format.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    #[arg(long, short = 'o', global = true, help_heading = GLOBAL_OPTIONS, value_enum,
+          default_value_t = Output::Table)]
     pub output: Output,
     #[command(subcommand)]
     pub command: Command,

@@ -242,6 +242,27 @@ fn every_verb_has_help_and_completions_generate() {
 }
 
 #[test]
+fn global_options_have_a_heading_of_their_own() {
+    let help = stdout(&ctl(&["instance", "create", "--help"]));
+    let (own, global) = help
+        .split_once("\nGlobal options:\n")
+        .unwrap_or_else(|| panic!("no \"Global options:\" heading: {help}"));
+    for flag in [
+        "--server",
+        "--context",
+        "--token",
+        "--ca",
+        "--fingerprint",
+        "--output",
+    ] {
+        assert!(global.contains(flag), "{flag} under Global options: {help}");
+        assert!(!own.contains(flag), "{flag} among create's options: {help}");
+    }
+    assert!(own.contains("--kernel-parameters"), "{help}");
+    assert!(!global.contains("--kernel-parameters"), "{help}");
+}
+
+#[test]
 fn manual_pages_are_generated_from_the_commands() {
     let dir = tempfile::tempdir().unwrap();
     let out = ctl(&["man", "--out-dir", dir.path().to_str().unwrap()]);
