@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The format and lint checks: `cargo fmt --check` and `cargo clippy -D warnings` over the whole
-# workspace. Kept apart from scripts/test.sh because they need rustfmt and clippy, which
-# rustup provides and Debian's cargo-web/rustc-web do not. CI (.ci/run) runs both scripts.
+# workspace. The root Cargo.toml's [workspace.lints] denies warnings too, so a plain
+# `cargo clippy` fails on the same things; `-D warnings` stays here so that this script does
+# not depend on every crate opting in. Kept apart from scripts/test.sh because they need
+# rustfmt and clippy, which rustup provides and Debian's cargo-web/rustc-web do not. CI
+# (.ci/run) runs both scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -2,7 +2,7 @@
 //! is sent and the daemon gives the same answer when a request comes from elsewhere. Checks
 //! that need the server (kernel paths, bridges) live in the daemon.
 
-use crate::MAX_KERNEL_PARAMETERS_BYTES;
+use crate::{RestartMode, RestartPolicy, MAX_KERNEL_PARAMETERS_BYTES};
 
 /// A field that failed a check, with the reason in words a person understands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,6 +162,50 @@ pub fn format_mac(mac: [u8; 6]) -> String {
         .join(":")
 }
 
+/// The most consecutive restarts a policy may allow.
+pub const MAX_RESTART_RETRIES: u32 = 10_000;
+
+/// The most exit codes an on_failure policy may list.
+pub const MAX_RESTART_EXIT_CODES: usize = 256;
+
+/// A restart policy's fields must fit its mode: `max_retries` bounds restarts, so it means
+/// nothing with `never`; `exit_codes` say which exits are failures, so only `on_failure`
+/// takes them.
+pub fn validate_restart_policy(restart: &RestartPolicy) -> Result<(), FieldError> {
+    if let Some(max) = restart.max_retries {
+        if max > MAX_RESTART_RETRIES {
+            return Err(FieldError::new(
+                "restart.max_retries",
+                format!("is {max}; at most {MAX_RESTART_RETRIES} are allowed"),
+            ));
+        }
+    }
+    if restart.policy == RestartMode::Never && restart.max_retries.is_some() {
+        return Err(FieldError::new(
+            "restart.max_retries",
+            "only applies to the on_failure and always policies",
+        ));
+    }
+    if let Some(codes) = &restart.exit_codes {
+        if restart.policy != RestartMode::OnFailure {
+            return Err(FieldError::new(
+                "restart.exit_codes",
+                "only applies to the on_failure policy",
+            ));
+        }
+        if codes.is_empty() || codes.len() > MAX_RESTART_EXIT_CODES {
+            return Err(FieldError::new(
+                "restart.exit_codes",
+                format!(
+                    "has {} codes; give 1 to {MAX_RESTART_EXIT_CODES}",
+                    codes.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The value of `--ipv4` in a MirageOS-style command line (`--ipv4 A/N` or `--ipv4=A/N`).
 pub fn ipv4_from_parameters(params: &str) -> Option<String> {
     let mut words = params.split_whitespace();
@@ -248,5 +292,52 @@ mod tests {
             Some("10.0.0.2/24")
         );
         assert_eq!(ipv4_from_parameters("--ipv4-gateway=1.2.3.4"), None);
+    }
+
+    #[test]
+    fn restart_fields_fit_the_policy() {
+        let policy = |policy, max_retries, exit_codes| RestartPolicy {
+            policy,
+            max_retries,
+            exit_codes,
+        };
+        let field = |p: RestartPolicy| validate_restart_policy(&p).map_err(|e| e.field);
+        assert_eq!(field(policy(RestartMode::Never, None, None)), Ok(()));
+        assert_eq!(
+            field(policy(RestartMode::Always, Some(10_000), None)),
+            Ok(())
+        );
+        assert_eq!(
+            field(policy(RestartMode::OnFailure, Some(3), Some(vec![1, 2]))),
+            Ok(())
+        );
+        for (bad, name) in [
+            (
+                policy(RestartMode::Always, Some(10_001), None),
+                "restart.max_retries",
+            ),
+            (
+                policy(RestartMode::Never, Some(1), None),
+                "restart.max_retries",
+            ),
+            (
+                policy(RestartMode::Always, None, Some(vec![1])),
+                "restart.exit_codes",
+            ),
+            (
+                policy(RestartMode::Never, None, Some(vec![1])),
+                "restart.exit_codes",
+            ),
+            (
+                policy(RestartMode::OnFailure, None, Some(vec![])),
+                "restart.exit_codes",
+            ),
+            (
+                policy(RestartMode::OnFailure, None, Some(vec![1; 257])),
+                "restart.exit_codes",
+            ),
+        ] {
+            assert_eq!(field(bad.clone()), Err(name.into()), "{bad:?}");
+        }
     }
 }

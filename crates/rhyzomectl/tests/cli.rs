@@ -175,6 +175,36 @@ fn errors_are_messages_and_a_nonzero_exit() {
         "/k",
     ]);
     assert!(failure(&out).contains("name: contains 'A'"));
+    // The restart policy's rules too (rhyzome_api::validate, shared with the daemon).
+    for (policy, codes, message) in [
+        (
+            "always",
+            "1",
+            "restart.exit_codes: only applies to the on_failure policy",
+        ),
+        (
+            "on-failure:10001",
+            "1",
+            "restart.max_retries: is 10001; at most 10000 are allowed",
+        ),
+    ] {
+        let out = ctl(&[
+            "--server",
+            "http://127.0.0.1:1",
+            "instance",
+            "create",
+            "--name",
+            "a",
+            "--kernel",
+            "/k",
+            "--restart",
+            policy,
+            "--restart-exit-codes",
+            codes,
+        ]);
+        let err = failure(&out);
+        assert!(err.contains(message), "{policy}: {err}");
+    }
 
     let out = ctl(&["--server", "http://127.0.0.1:1", "instance", "list"]);
     assert!(failure(&out).contains("cannot reach http://127.0.0.1:1"));
@@ -209,6 +239,27 @@ fn every_verb_has_help_and_completions_generate() {
         let script = stdout(&ctl(&["completions", shell]));
         assert!(script.contains(marker), "{shell}: {script}");
     }
+}
+
+#[test]
+fn global_options_have_a_heading_of_their_own() {
+    let help = stdout(&ctl(&["instance", "create", "--help"]));
+    let (own, global) = help
+        .split_once("\nGlobal options:\n")
+        .unwrap_or_else(|| panic!("no \"Global options:\" heading: {help}"));
+    for flag in [
+        "--server",
+        "--context",
+        "--token",
+        "--ca",
+        "--fingerprint",
+        "--output",
+    ] {
+        assert!(global.contains(flag), "{flag} under Global options: {help}");
+        assert!(!own.contains(flag), "{flag} among create's options: {help}");
+    }
+    assert!(own.contains("--kernel-parameters"), "{help}");
+    assert!(!global.contains("--kernel-parameters"), "{help}");
 }
 
 #[test]

@@ -14,7 +14,8 @@
 //! - [`daemon`]: wiring it all together and serving;
 //! - [`systemd`], [`reload`], [`logging`]: running as a systemd service (readiness, watchdog,
 //!   SIGHUP reload, the journal);
-//! - [`testing`]: a whole daemon over the fake hypervisor, for tests and benchmarks.
+//! - `testing` (with the `testing` feature, which test builds turn on): a whole daemon over the
+//!   fake hypervisor, for tests and benchmarks.
 
 pub mod auth;
 pub mod backend;
@@ -31,5 +32,6 @@ pub mod reload;
 pub mod service;
 pub mod store;
 pub mod systemd;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tls;

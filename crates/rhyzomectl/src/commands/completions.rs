@@ -3,7 +3,19 @@
 //! drift from the commands.
 
 use anyhow::Context;
-use clap::CommandFactory;
+use clap::{Args, CommandFactory};
+
+#[derive(Args)]
+pub struct CompletionsArgs {
+    /// Shell to generate completions for.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+pub struct ManArgs {
+    #[arg(long)]
+    pub out_dir: std::path::PathBuf,
+}
 
 pub fn run(shell: clap_complete::Shell) -> anyhow::Result<()> {
     let mut cmd = crate::cli::Cli::command();

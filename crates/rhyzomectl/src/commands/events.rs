@@ -1,7 +1,15 @@
 //! `rhyzomectl events [--instance NAME]`.
 
 use super::Context;
+use clap::Args;
 use std::io::Write;
+
+#[derive(Args)]
+pub struct EventsArgs {
+    /// Only this instance's events.
+    #[arg(long)]
+    pub instance: Option<String>,
+}
 
 pub fn run(ctx: &Context, instance: Option<&str>) -> anyhow::Result<()> {
     let events = ctx.client()?.events(instance)?;

@@ -1,11 +1,11 @@
 //! Dispatch from parsed arguments to one module per noun/verb.
 
-mod completions;
-mod config;
-mod events;
-mod image;
+pub mod completions;
+pub mod config;
+pub mod events;
+pub mod image;
 mod info;
-mod instance;
+pub mod instance;
 
 use crate::cli::{Cli, Command};
 use crate::profile::Profiles;
@@ -16,17 +16,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config(cmd) => return config::run(cmd, &globals),
         // Needs no server, nor the client configuration.
-        Command::Man { out_dir } => return completions::man(&out_dir),
+        Command::Man(a) => return completions::man(&a.out_dir),
         _ => {}
     }
     let ctx = Context::resolve(&cli)?;
     match cli.command {
-        Command::Config(_) | Command::Man { .. } => unreachable!("handled above"),
+        Command::Config(_) | Command::Man(_) => unreachable!("handled above"),
         Command::Instance(cmd) => instance::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Info => info::run(&ctx),
-        Command::Events { instance } => events::run(&ctx, instance.as_deref()),
-        Command::Completions { shell } => completions::run(shell),
+        Command::Events(a) => events::run(&ctx, a.instance.as_deref()),
+        Command::Completions(a) => completions::run(a.shell),
     }
 }
 

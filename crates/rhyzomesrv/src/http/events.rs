@@ -5,8 +5,7 @@ use super::streams::{Credential, Streams};
 use super::AppState;
 use crate::auth::Caller;
 use crate::service::event_log::{Cursor, Item};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +16,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use super::error::ApiError;
+use super::query::ApiQuery;
 
 /// The request header a reconnecting client names its last event with.
 pub const LAST_EVENT_ID: &str = "Last-Event-ID";
@@ -55,11 +55,8 @@ pub async fn get_events(
     Extension(streams): Extension<Arc<Streams>>,
     Extension(credential): Extension<Credential>,
     headers: HeaderMap,
-    query: Result<Query<EventsQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, Response> {
-    let Query(query) = query.map_err(|rej| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", rej.body_text()).into_response()
-    })?;
     let bad_id = |message: String| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", message)
             .with_field(LAST_EVENT_ID)

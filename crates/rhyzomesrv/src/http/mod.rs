@@ -14,6 +14,7 @@ pub mod instances;
 pub mod json;
 pub mod local_socket;
 pub mod openapi;
+pub mod query;
 pub mod server;
 pub mod streams;
 

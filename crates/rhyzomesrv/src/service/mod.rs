@@ -33,8 +33,8 @@ use crate::store::{Desired, InstanceRecord, Observed, Store, StoreError};
 use authz::{authorize, Action};
 use rhyzome_api::validate::{self, FieldError};
 use rhyzome_api::{
-    Event, Instance, InstanceSpec, InstanceState, NetworkAttachment, NetworkMode, RestartMode,
-    RestartPolicy, ServerInfo, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS,
+    Event, Instance, InstanceSpec, InstanceState, NetworkAttachment, NetworkMode, RestartPolicy,
+    ServerInfo, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS,
 };
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -422,34 +422,7 @@ impl Service {
             }
         };
         let restart = spec.restart.clone().unwrap_or_default();
-        if let Some(max) = restart.max_retries {
-            if max > 10_000 {
-                return Err(FieldError::new(
-                    "restart.max_retries",
-                    format!("is {max}; at most 10000 are allowed"),
-                ));
-            }
-        }
-        if restart.policy == RestartMode::Never && restart.max_retries.is_some() {
-            return Err(FieldError::new(
-                "restart.max_retries",
-                "only applies to the on_failure and always policies",
-            ));
-        }
-        if let Some(codes) = &restart.exit_codes {
-            if restart.policy != RestartMode::OnFailure {
-                return Err(FieldError::new(
-                    "restart.exit_codes",
-                    "only applies to the on_failure policy",
-                ));
-            }
-            if codes.is_empty() || codes.len() > 256 {
-                return Err(FieldError::new(
-                    "restart.exit_codes",
-                    format!("has {} codes; give 1 to 256", codes.len()),
-                ));
-            }
-        }
+        validate::validate_restart_policy(&restart)?;
         Ok(ValidSpec {
             memory_mib,
             vcpus,

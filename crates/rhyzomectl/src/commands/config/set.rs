@@ -1,7 +1,19 @@
 //! `rhyzomectl --server URL [--token T] [--ca FILE | --fingerprint FP] config set NAME [--use]`.
 
-use crate::cli::{ConfigSetArgs, Globals};
+use crate::cli::Globals;
 use crate::profile::{Profile, Profiles};
+use clap::Args;
+
+/// The entry's values are the global options: `rhyzomectl --server URL --token T
+/// [--ca FILE | --fingerprint FP] config set NAME`, or after the name.
+#[derive(Args)]
+pub struct ConfigSetArgs {
+    /// Name of the server entry.
+    pub name: String,
+    /// Also make it the default.
+    #[arg(long = "use")]
+    pub use_it: bool,
+}
 
 pub fn run(a: ConfigSetArgs, g: &Globals) -> anyhow::Result<()> {
     let Some(server) = g.server.clone() else {

@@ -1,6 +1,12 @@
 //! `rhyzomectl config use NAME`.
 
 use crate::profile::Profiles;
+use clap::Args;
+
+#[derive(Args)]
+pub struct UseArgs {
+    pub name: String,
+}
 
 pub fn run(name: &str) -> anyhow::Result<()> {
     let mut profiles = Profiles::load()?;

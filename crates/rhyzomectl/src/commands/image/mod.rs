@@ -3,18 +3,33 @@
 mod list;
 mod progress;
 pub mod push;
-mod rm;
-mod show;
+pub mod rm;
+pub mod show;
 
 use super::Context;
-use crate::cli::ImageCommand;
+use clap::Subcommand;
+use push::ImagePushArgs;
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Upload an image (skipped when the server already has the same content).
+    Push(ImagePushArgs),
+    /// List images.
+    #[command(alias = "ls")]
+    List,
+    /// Show an image and what inspection found in it (kind, Solo5 target, manifest).
+    Show(show::ShowArgs),
+    /// Delete images (refused while an instance boots one).
+    #[command(alias = "delete")]
+    Rm(rm::RmArgs),
+}
 
 pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
         ImageCommand::Push(a) => push::run(ctx, &a),
         ImageCommand::List => list::run(ctx),
-        ImageCommand::Show { reference } => show::run(ctx, &reference),
-        ImageCommand::Rm { references } => rm::run(ctx, &references),
+        ImageCommand::Show(a) => show::run(ctx, &a.reference),
+        ImageCommand::Rm(a) => rm::run(ctx, &a.references),
     }
 }
 

@@ -2,10 +2,22 @@
 
 use super::progress::Bar;
 use super::Context;
-use crate::cli::ImagePushArgs;
 use crate::output;
+use clap::Args;
 use rhyzome_api::client::{Client, PushOutcome};
 use std::path::Path;
+
+#[derive(Args)]
+pub struct ImagePushArgs {
+    /// The image file, e.g. a Solo5 virtio unikernel (`*.virtio`).
+    pub file: std::path::PathBuf,
+    /// Name it NAME[:TAG] (the tag defaults to `latest`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
 
 pub fn run(ctx: &Context, a: &ImagePushArgs) -> anyhow::Result<()> {
     if let Some(n) = &a.name {

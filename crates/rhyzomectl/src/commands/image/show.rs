@@ -2,6 +2,13 @@
 
 use super::Context;
 use crate::output;
+use clap::Args;
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// NAME[:TAG] or sha256:HEX.
+    pub reference: String,
+}
 
 pub fn run(ctx: &Context, reference: &str) -> anyhow::Result<()> {
     let i = ctx.client()?.get_image(reference)?;

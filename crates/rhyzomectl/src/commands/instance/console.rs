@@ -4,11 +4,32 @@
 //! deleted.
 
 use super::Context;
-use crate::cli::ConsoleArgs;
+use clap::Args;
 use rhyzome_api::client::{is_not_found, pause_before_reconnect};
 use rhyzome_api::ConsoleQuery;
 use std::io::{Read, Write};
 use std::time::Instant;
+
+#[derive(Args)]
+pub struct ConsoleArgs {
+    /// Instance name.
+    pub name: String,
+    /// Keep printing new output as it arrives (until the instance is deleted or Ctrl-C).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u64>,
+    /// Only the last N bytes.
+    #[arg(long, value_name = "N")]
+    pub tail_bytes: Option<u64>,
+    /// Only the output of the current (or last) run.
+    #[arg(long)]
+    pub current_run: bool,
+    /// Only output since a time (RFC 3339) or for a duration back from now (10m, 90s, 2h).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+}
 
 pub fn run(ctx: &Context, a: &ConsoleArgs) -> anyhow::Result<()> {
     let q = ConsoleQuery {

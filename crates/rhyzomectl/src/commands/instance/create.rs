@@ -2,10 +2,76 @@
 //! concurrently from templated names and kernel parameters.
 
 use super::Context;
-use crate::cli::CreateArgs;
 use crate::output;
 use crate::template::Template;
+use clap::Args;
 use rhyzome_api::{Instance, InstanceSpec, NetworkMode, NetworkSpec, RestartMode, RestartPolicy};
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Instance name: 1 to 63 characters of a-z, 0-9 and '-'.
+    #[arg(long)]
+    pub name: String,
+    /// Path of the unikernel image on the server (inside its KernelDirs).
+    #[arg(long, required_unless_present_any = ["image", "kernel_file"], conflicts_with_all = ["image", "kernel_file"])]
+    pub kernel: Option<String>,
+    /// Boot an uploaded image: NAME[:TAG] or sha256:HEX.
+    #[arg(long, conflicts_with = "kernel_file")]
+    pub image: Option<String>,
+    /// Boot this local file: it is uploaded first unless the server already has it.
+    #[arg(long, value_name = "FILE")]
+    pub kernel_file: Option<std::path::PathBuf>,
+    /// For images whose manifest declares several network devices: the bridge of a device,
+    /// DEVICE=BRIDGE (repeat for each device).
+    #[arg(long = "net", value_name = "DEVICE=BRIDGE", value_parser = parse_net,
+          conflicts_with_all = ["bridge", "mac", "no_network"])]
+    pub nets: Vec<(String, String)>,
+    /// Command line for the unikernel, e.g. "--ipv4 192.168.100.43/24".
+    #[arg(long, allow_hyphen_values = true, default_value = "")]
+    pub kernel_parameters: String,
+    /// Guest memory in MiB [server default: 32].
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u32>,
+    /// Virtual CPUs [server default: 1].
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    /// Bridge to join [server default: its BridgeInterface].
+    #[arg(long, conflicts_with = "no_network")]
+    pub bridge: Option<String>,
+    /// MAC address of the NIC [default: derived from the name].
+    #[arg(long, conflicts_with = "no_network")]
+    pub mac: Option<String>,
+    /// Give the instance no network device.
+    #[arg(long)]
+    pub no_network: bool,
+    /// Restart policy: never, on-failure[:MAX_RETRIES] or always[:MAX_RETRIES].
+    #[arg(long, value_name = "POLICY", value_parser = parse_restart)]
+    pub restart: Option<(rhyzome_api::RestartMode, Option<u32>)>,
+    /// With --restart on-failure: the exit codes that count as failure (default: all but 0).
+    #[arg(
+        long,
+        value_name = "CODES",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
+    pub restart_exit_codes: Option<Vec<i32>>,
+    /// Start-up order when the daemon (re)starts guests; lower first [default: 0].
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub startup_priority: Option<i32>,
+    /// Start the instance again when the daemon finds it gone without an exit (host reboot).
+    #[arg(long)]
+    pub autostart: bool,
+    /// A test bed: create N instances, NAME-1 to NAME-N, or NAME as a template with {i} (the
+    /// index, from 1), {i+K} or {i-K}. --kernel-parameters takes the same placeholders, e.g.
+    /// "--ipv4 192.168.100.{i+9}/24"; {{ and }} are literal braces.
+    #[arg(long, value_name = "N", conflicts_with = "mac",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub count: Option<u32>,
+    /// With --count: how many creates are in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 16, requires = "count",
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+}
 
 pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
     // Refuse what the server would refuse, without a round trip. With --count, every name and
@@ -47,6 +113,9 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
             })
         }
     };
+    if let Some(restart) = &restart {
+        rhyzome_api::validate::validate_restart_policy(restart)?;
+    }
     let client = ctx.client()?;
     // A local file is pushed first (nothing is sent if the server has it) and booted by digest.
     let image = match (&a.kernel_file, a.image) {
@@ -153,4 +222,66 @@ fn expand(name: &str, parameters: &str, count: u32) -> anyhow::Result<Vec<(Strin
     (1..=u64::from(count))
         .map(|i| Ok((name_template.expand(i)?, parameters.expand(i)?)))
         .collect()
+}
+
+/// `DEVICE=BRIDGE`.
+fn parse_net(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((d, b)) if !d.is_empty() && !b.is_empty() => Ok((d.to_string(), b.to_string())),
+        _ => Err(format!("{s:?}: expected DEVICE=BRIDGE, e.g. service=br0")),
+    }
+}
+
+/// `never`, `on-failure[:N]`, `always[:N]`.
+fn parse_restart(s: &str) -> Result<(rhyzome_api::RestartMode, Option<u32>), String> {
+    use rhyzome_api::RestartMode;
+    let (mode, max) = match s.split_once(':') {
+        Some((m, n)) => (
+            m,
+            Some(n.parse::<u32>().map_err(|_| {
+                format!("{n:?} is not a number of retries (expected e.g. on-failure:5)")
+            })?),
+        ),
+        None => (s, None),
+    };
+    let mode = match mode {
+        "never" | "no" => RestartMode::Never,
+        "on-failure" | "on_failure" => RestartMode::OnFailure,
+        "always" => RestartMode::Always,
+        _ => {
+            return Err(format!(
+                "{mode:?} is not a restart policy: use never, on-failure[:N] or always[:N]"
+            ))
+        }
+    };
+    if mode == RestartMode::Never && max.is_some() {
+        return Err("never takes no retry count".into());
+    }
+    Ok((mode, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhyzome_api::RestartMode;
+
+    #[test]
+    fn restart_policies_parse() {
+        assert_eq!(parse_restart("never"), Ok((RestartMode::Never, None)));
+        assert_eq!(
+            parse_restart("on-failure"),
+            Ok((RestartMode::OnFailure, None))
+        );
+        assert_eq!(
+            parse_restart("on-failure:3"),
+            Ok((RestartMode::OnFailure, Some(3)))
+        );
+        assert_eq!(
+            parse_restart("always:10"),
+            Ok((RestartMode::Always, Some(10)))
+        );
+        assert!(parse_restart("sometimes").is_err());
+        assert!(parse_restart("on-failure:x").is_err());
+        assert!(parse_restart("never:2").is_err());
+    }
 }

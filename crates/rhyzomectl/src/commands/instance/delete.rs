@@ -2,7 +2,24 @@
 //! several deletes in flight at once.
 
 use super::Context;
-use crate::cli::DeleteArgs;
+use clap::Args;
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// Instance names.
+    #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+    pub names: Vec<String>,
+    /// Delete every instance whose name starts with PREFIX (a whole test bed).
+    #[arg(long, value_parser = non_empty_prefix)]
+    pub prefix: Option<String>,
+    /// With --prefix: only list what would be deleted.
+    #[arg(long, requires = "prefix")]
+    pub dry_run: bool,
+    /// How many deletes are in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+}
 
 /// Deletes every name even if one fails, then fails if any did.
 pub fn run(ctx: &Context, a: &DeleteArgs) -> anyhow::Result<()> {
@@ -43,4 +60,12 @@ pub fn run(ctx: &Context, a: &DeleteArgs) -> anyhow::Result<()> {
         anyhow::bail!("{failed} of {} instances could not be deleted", names.len());
     }
     Ok(())
+}
+
+fn non_empty_prefix(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("an empty prefix would match every instance; name them instead".into())
+    } else {
+        Ok(s.to_string())
+    }
 }

@@ -2,8 +2,16 @@
 
 use super::Context;
 use crate::output;
+use clap::Args;
 use rhyzome_api::client::{Client, ClientError};
 use rhyzome_api::Instance;
+
+#[derive(Args)]
+pub struct NamesArgs {
+    /// Instance names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
 
 #[derive(Clone, Copy)]
 pub enum Verb {

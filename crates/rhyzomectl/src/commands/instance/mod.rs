@@ -1,23 +1,51 @@
 //! `rhyzomectl instance VERB`.
 
-mod console;
-mod create;
-mod delete;
-mod lifecycle;
+pub mod console;
+pub mod create;
+pub mod delete;
+pub mod lifecycle;
 mod list;
-mod show;
-mod stats;
+pub mod show;
+pub mod stats;
 
 use super::Context;
-use crate::cli::InstanceCommand;
+use clap::Subcommand;
+use console::ConsoleArgs;
+use create::CreateArgs;
+use delete::DeleteArgs;
+use lifecycle::NamesArgs;
+
+#[derive(Subcommand)]
+pub enum InstanceCommand {
+    /// Create an instance and boot it (or a test bed of them, with --count).
+    Create(Box<CreateArgs>),
+    /// List instances.
+    #[command(alias = "ls")]
+    List,
+    /// Show one instance in detail.
+    Show(show::ShowArgs),
+    /// Print the serial console output recorded so far.
+    Console(ConsoleArgs),
+    /// CPU time, memory and network counters of a running instance.
+    Stats(stats::StatsArgs),
+    /// Start stopped or ended instances.
+    Start(NamesArgs),
+    /// Stop instances (their guests are destroyed).
+    Stop(NamesArgs),
+    /// Restart instances.
+    Restart(NamesArgs),
+    /// Delete instances, their guests and console logs.
+    #[command(alias = "rm")]
+    Delete(DeleteArgs),
+}
 
 pub fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<()> {
     match cmd {
         InstanceCommand::Create(args) => create::run(ctx, *args),
         InstanceCommand::List => list::run(ctx),
-        InstanceCommand::Show { name } => show::run(ctx, &name),
+        InstanceCommand::Show(a) => show::run(ctx, &a.name),
         InstanceCommand::Console(args) => console::run(ctx, &args),
-        InstanceCommand::Stats { name } => stats::run(ctx, &name),
+        InstanceCommand::Stats(a) => stats::run(ctx, &a.name),
         InstanceCommand::Start(a) => lifecycle::run(ctx, lifecycle::Verb::Start, &a.names),
         InstanceCommand::Stop(a) => lifecycle::run(ctx, lifecycle::Verb::Stop, &a.names),
         InstanceCommand::Restart(a) => lifecycle::run(ctx, lifecycle::Verb::Restart, &a.names),

@@ -2,6 +2,13 @@
 
 use super::Context;
 use crate::output;
+use clap::Args;
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// Instance name.
+    pub name: String,
+}
 
 pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
     let i = ctx.client()?.get_instance(name)?;

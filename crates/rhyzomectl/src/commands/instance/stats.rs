@@ -2,6 +2,13 @@
 
 use super::Context;
 use crate::output;
+use clap::Args;
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Instance name.
+    pub name: String,
+}
 
 pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
     let s = ctx.client()?.instance_stats(name)?;

@@ -3,12 +3,13 @@
 
 use crate::auth::Caller;
 use crate::http::error::ApiError;
+use crate::http::query::ApiQuery;
 use crate::http::AppState;
 use crate::service::authz::Action;
 use crate::service::images::{drain, ExpectedDigest};
 use crate::service::Service;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::{Extension, Json};
 use rhyzome_api::images::SHA256_HEADER;
@@ -83,9 +84,7 @@ fn check_request(
     headers: &HeaderMap,
 ) -> Result<(UploadQuery, Option<ExpectedDigest>), ApiError> {
     svc.authorize(caller, Action::UploadImages)?;
-    let q = Query::<UploadQuery>::try_from_uri(uri)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?
-        .0;
+    let ApiQuery(q) = ApiQuery::<UploadQuery>::try_from_uri(uri)?;
     let header_digest = headers
         .get(SHA256_HEADER)
         .map(|v| {

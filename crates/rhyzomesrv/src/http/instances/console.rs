@@ -2,13 +2,13 @@
 
 use crate::auth::Caller;
 use crate::http::error::ApiError;
+use crate::http::query::ApiQuery;
 use crate::http::streams::{Credential, Streams};
 use crate::http::AppState;
 use crate::service::authz::Action;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::StreamExt;
@@ -48,15 +48,14 @@ pub async fn get_console(
     Extension(streams): Extension<Arc<Streams>>,
     Extension(credential): Extension<Credential>,
     Path(name): Path<String>,
-    query: Result<Query<ConsoleQuery>, QueryRejection>,
+    // Decoded after the visibility check, so that a hidden instance stays hidden.
+    query: Result<ApiQuery<ConsoleQuery>, ApiError>,
 ) -> Result<Response, Response> {
     // Before the query and the stream slot: an instance the caller may not read is not
     // found, whatever else is wrong with the request.
     svc.authorize(&caller, Action::ReadInstance(&name))
         .map_err(|e| ApiError::from(e).into_response())?;
-    let Query(query) = query.map_err(|rej| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", rej.body_text()).into_response()
-    })?;
+    let ApiQuery(query) = query.map_err(IntoResponse::into_response)?;
     let follow = query.follow.unwrap_or(false);
     // Admitted before the log is read, so that a refused follower costs nothing.
     let guard = if follow {
