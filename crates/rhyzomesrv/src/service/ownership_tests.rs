@@ -26,6 +26,16 @@ fn daemon_on(backend: &Arc<FakeBackend>) -> Daemon {
     }
 }
 
+impl Daemon {
+    /// Creates instance `name` of the test kernel, as the daemon itself would.
+    async fn create(&self, name: &str) -> Instance {
+        self.service
+            .create(spec(self, name), &Caller::internal())
+            .await
+            .unwrap()
+    }
+}
+
 fn spec(d: &Daemon, name: &str) -> InstanceSpec {
     InstanceSpec {
         name: name.into(),
@@ -40,16 +50,8 @@ async fn two_daemons_with_one_hostname_leave_each_other_s_guests_alone() {
     let backend = Arc::new(FakeBackend::new());
     let a = daemon_on(&backend);
     let b = daemon_on(&backend);
-    let guest_a = a
-        .service
-        .create(spec(&a, "web-a"), &Caller::internal())
-        .await
-        .unwrap();
-    let guest_b = b
-        .service
-        .create(spec(&b, "web-b"), &Caller::internal())
-        .await
-        .unwrap();
+    let guest_a = a.create("web-a").await;
+    let guest_b = b.create("web-b").await;
     // Each daemon's start-up pass, then a steady one.
     for d in [&a, &b, &a, &b] {
         let report = d.service.recover().await.unwrap();
@@ -89,11 +91,7 @@ async fn an_old_style_domain_is_adopted_by_its_owner_and_ignored_by_a_stranger()
     let backend = Arc::new(FakeBackend::new());
     let owner = daemon_on(&backend);
     let stranger = daemon_on(&backend);
-    let i = owner
-        .service
-        .create(spec(&owner, "old"), &Caller::internal())
-        .await
-        .unwrap();
+    let i = owner.create("old").await;
     // As if the domain had been made before the upgrade, and the daemon had died meanwhile.
     let xml = legacy(&backend.xml(&i.id).unwrap(), &owner.service.daemon_id);
     backend.inject(backend.status(&i.id).unwrap().unwrap(), &xml);
@@ -147,11 +145,7 @@ async fn a_name_held_by_another_daemon_is_a_409_that_names_it() {
     let backend = Arc::new(FakeBackend::new());
     let a = daemon_on(&backend);
     let b = daemon_on(&backend);
-    let held = a
-        .service
-        .create(spec(&a, "web"), &Caller::internal())
-        .await
-        .unwrap();
+    let held = a.create("web").await;
     let err = b
         .service
         .create(spec(&b, "web"), &Caller::internal())
@@ -189,11 +183,7 @@ async fn a_name_held_by_another_daemon_is_a_409_that_names_it() {
 async fn a_guest_destroyed_by_someone_else_says_so_and_the_daemon_s_own_destroys_do_not() {
     let backend = Arc::new(FakeBackend::new());
     let d = daemon_on(&backend);
-    let i = d
-        .service
-        .create(spec(&d, "a"), &Caller::internal())
-        .await
-        .unwrap();
+    let i = d.create("a").await;
     backend.destroy_outside(&i.id);
     let report = d.service.reconcile_once().await.unwrap();
     assert_eq!(report.destroyed_outside, 1, "{report:?}");
@@ -238,11 +228,7 @@ async fn a_guest_destroyed_by_someone_else_says_so_and_the_daemon_s_own_destroys
 async fn the_event_of_the_daemon_s_own_destroy_may_arrive_after_the_next_start() {
     let backend = Arc::new(FakeBackend::new());
     let d = daemon_on(&backend);
-    let i = d
-        .service
-        .create(spec(&d, "a"), &Caller::internal())
-        .await
-        .unwrap();
+    let i = d.create("a").await;
     backend.defer_notices();
     d.service.restart(&Caller::internal(), "a").await.unwrap();
     // The restart's destroy is announced only now, after the new run started.
