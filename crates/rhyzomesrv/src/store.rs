@@ -14,6 +14,7 @@ use std::sync::Mutex;
 
 mod encoding;
 pub mod images;
+pub mod networks;
 #[cfg(test)]
 mod upgrade_tests;
 
@@ -25,6 +26,8 @@ pub enum StoreError {
     NameTaken(String),
     #[error("the MAC address {0} is already used by another instance")]
     MacTaken(String),
+    #[error(transparent)]
+    Address(#[from] networks::AddressRefusal),
     #[error("database holds an unknown {what} {value:?}")]
     Corrupt { what: &'static str, value: String },
     #[error(
@@ -128,7 +131,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 4;
+const SCHEMA_VERSION: i32 = 5;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -149,6 +152,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(DAEMON_TABLE),
     // 3 -> 4: the image and token tables join the versioned schema.
     Migration::Code(adopt_unversioned_tables),
+    // 4 -> 5: managed networks and the addresses given out on them (issue 13).
+    // NOTE for the merge: planned as 5 -> 6, after the NIC attachment list of issue 12; if
+    // that lands first, this step moves after it unchanged.
+    Migration::Sql(NETWORK_TABLES),
 ];
 
 /// Until version 4 the image tables and the token table were created on every open with
@@ -248,6 +255,32 @@ CREATE TABLE instance_nics (
     mac         TEXT NOT NULL UNIQUE,
     pci_slot    INTEGER NOT NULL,
     PRIMARY KEY (instance_id, idx)
+);
+";
+
+/// Managed networks, and the address each NIC of an instance got on one (see [`networks`]).
+/// Addresses are stored as integers so that "lowest free" is an order, and are unique per
+/// network; an address goes with its instance, and a network cannot go while it has any.
+const NETWORK_TABLES: &str = "
+CREATE TABLE networks (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    subnet     TEXT NOT NULL,
+    gateway    TEXT NOT NULL,
+    mode       TEXT NOT NULL,
+    dhcp       INTEGER NOT NULL,
+    bridge     TEXT NOT NULL UNIQUE,
+    owner      TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE network_addresses (
+    network_id  TEXT NOT NULL REFERENCES networks(id),
+    instance_id TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+    device      TEXT NOT NULL,
+    address     INTEGER NOT NULL,
+    mac         TEXT NOT NULL,
+    PRIMARY KEY (instance_id, device),
+    UNIQUE (network_id, address)
 );
 ";
 
@@ -433,6 +466,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         // Not plain IMAGE_TABLES and TOKENS_TABLE: before version 4, `rhyzomesrv token`
         // run before the daemon's first start left a version 0 database with a tokens table.
         adopt_unversioned_tables(&tx)?;
+        tx.execute_batch(NETWORK_TABLES)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
             complete_version_1(&tx)?;

@@ -19,6 +19,7 @@ pub mod authz;
 pub mod event_log;
 pub mod images;
 pub mod locks;
+pub mod networks;
 pub mod ownership;
 pub mod reconcile;
 pub mod restart;
@@ -45,6 +46,8 @@ pub enum ServiceError {
     Invalid(#[from] FieldError),
     #[error("instance {0:?} not found")]
     NotFound(String),
+    #[error("network {0:?} not found")]
+    NetworkNotFound(String),
     #[error("{message}")]
     Conflict {
         field: Option<&'static str>,
@@ -1128,6 +1131,8 @@ fn name_taken(existing: &InstanceRecord) -> ServiceError {
     }
 }
 
+#[cfg(test)]
+mod network_tests;
 #[cfg(test)]
 mod ownership_tests;
 #[cfg(test)]

@@ -27,10 +27,13 @@ enum Release {
     V3TaggedImages,
     /// 521474b: the image and token tables in the versioned schema, version 4.
     V4VersionedImages,
+    /// Managed networks and their addresses, version 5 (provisional name until its commit
+    /// is known; see the README).
+    V5Networks,
 }
 
 impl Release {
-    const ALL: [Release; 7] = [
+    const ALL: [Release; 8] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -38,6 +41,7 @@ impl Release {
         Release::V3Identity,
         Release::V3TaggedImages,
         Release::V4VersionedImages,
+        Release::V5Networks,
     ];
 
     fn fixture(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Release {
             Release::V3Identity => "v3-507f34f.db",
             Release::V3TaggedImages => "v3-ef5693a.db",
             Release::V4VersionedImages => "v4-521474b.db",
+            Release::V5Networks => "v5-networks.db",
         }
     }
 
@@ -71,6 +76,9 @@ impl Release {
             Release::V4VersionedImages => {
                 Some("rhz_cd0c2594e6a866d7f3dabc883ee0788ae4a0704885a6fbc60fef3175f14eeb37")
             }
+            Release::V5Networks => {
+                Some("rhz_be11f94ee67131a65846e11d60e2066326da9d8d8a0040317adbf6e436c690b4")
+            }
         }
     }
 
@@ -81,6 +89,7 @@ impl Release {
             Release::V3Identity => Some("8905d27a-6dc7-4efe-83c4-8fd875d6bc75"),
             Release::V3TaggedImages => Some("620a840e-25f6-4f84-b1cc-897d0110dc1b"),
             Release::V4VersionedImages => Some("fac7523b-f9f2-46a8-a987-43f060ff057d"),
+            Release::V5Networks => Some("ecfee7b9-4429-4a3a-860e-325c34e2ea36"),
             _ => None,
         }
     }
@@ -274,6 +283,61 @@ fn check_images(store: &Store, release: Release) {
     assert_eq!(store.instances_booting(&sha256).unwrap(), ["gone", "web"]);
 }
 
+/// The managed network `lab` and the address of `web` on it, for the releases that made
+/// them; then a network and an address given out by today's code.
+fn check_networks(store: &Store, release: Release) {
+    use super::networks::{allocate, AddressRequest, NetworkRecord};
+    use rhyzome_api::networks::Ipv4Subnet;
+    let web = "11111111-1111-4111-8111-111111111111";
+    let lab = NetworkRecord {
+        id: "44444444-4444-4444-8444-444444444444".into(),
+        name: "lab".into(),
+        subnet: Ipv4Subnet::parse("10.20.0.0/24").unwrap(),
+        gateway: "10.20.0.1".parse().unwrap(),
+        mode: rhyzome_api::ForwardMode::Nat,
+        dhcp: true,
+        bridge: "rzn-0123456789".into(),
+        owner: "alice".into(),
+        created_at: "2026-11-27T06:38:00Z".into(),
+    };
+    if release < Release::V5Networks {
+        assert!(store.networks().unwrap().is_empty(), "{release:?}");
+        store.insert_network(&lab).unwrap();
+    } else {
+        assert_eq!(store.networks().unwrap(), std::slice::from_ref(&lab), "{release:?}");
+        let given = store.instance_addresses(web).unwrap();
+        assert_eq!(
+            given
+                .iter()
+                .map(|a| (a.device.as_str(), a.ip.to_string(), a.mac.as_str()))
+                .collect::<Vec<_>>(),
+            [("service", "10.20.0.2".to_string(), "02:00:00:00:00:01")],
+            "{release:?}"
+        );
+    }
+    // Today's allocation on the migrated tables: the next free address.
+    let mut conn = store.conn();
+    let tx = conn.transaction().unwrap();
+    let request = AddressRequest {
+        network_id: lab.id.clone(),
+        device: "admin".into(),
+        mac: "02:00:00:00:00:04".into(),
+        requested: None,
+    };
+    let got = allocate(&tx, web, &[request]).unwrap();
+    tx.commit().unwrap();
+    let expected = if release < Release::V5Networks {
+        "10.20.0.2"
+    } else {
+        "10.20.0.3"
+    };
+    assert_eq!(
+        got,
+        [expected.parse::<std::net::Ipv4Addr>().unwrap()],
+        "{release:?}"
+    );
+}
+
 fn user_version(store: &Store) -> i32 {
     store
         .conn()
@@ -355,6 +419,7 @@ fn every_released_database_migrates_and_serves_its_records() {
             "{release:?}"
         );
         check_images(&store, release);
+        check_networks(&store, release);
         let visible: Vec<String> = store
             .visible()
             .unwrap()

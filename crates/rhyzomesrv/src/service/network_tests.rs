@@ -1,0 +1,291 @@
+//! Managed networks against the fake backend: validation and overlap refusals that leave
+//! nothing, ownership between two daemons on one hypervisor, and start-up recovery.
+
+use super::*;
+use crate::backend::fake::FakeBackend;
+use crate::backend::network::{libvirt_network_name, HostRoute, NetworkMark, NetworkStatus};
+use rhyzome_api::networks::Ipv4Subnet;
+use rhyzome_api::{ForwardMode, NetworkCreate};
+
+struct Daemon {
+    _dir: tempfile::TempDir,
+    service: Arc<Service>,
+}
+
+fn daemon_on(backend: &Arc<FakeBackend>) -> Daemon {
+    let (dir, config, _kernel) = crate::testing::fake_setup(&serde_json::json!({
+        "DomainType": "test",
+        "ReconcileIntervalSeconds": 3600,
+    }));
+    let store = Store::open(&config.state_dir).unwrap();
+    Daemon {
+        _dir: dir,
+        service: Service::new(config, "test", store, backend.clone()),
+    }
+}
+
+fn request(name: &str, subnet: &str) -> NetworkCreate {
+    NetworkCreate {
+        name: name.into(),
+        subnet: subnet.into(),
+        gateway: None,
+        mode: None,
+        dhcp: None,
+    }
+}
+
+fn invalid_field(e: ServiceError) -> String {
+    match e {
+        ServiceError::Invalid(f) => f.field.into_owned(),
+        other => panic!("expected a field error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_network_is_recorded_defined_started_and_removed() {
+    let backend = Arc::new(FakeBackend::new());
+    let d = daemon_on(&backend);
+    let caller = Caller::internal();
+    let mut req = request("lab", "10.20.0.0/24");
+    req.mode = Some(ForwardMode::Nat);
+    let n = d.service.create_network(req, &caller).await.unwrap();
+    assert_eq!(n.gateway, "10.20.0.1");
+    assert_eq!(n.addresses_free, 253);
+    assert!(n.active);
+    assert!(
+        n.bridge.len() <= 15 && n.bridge.starts_with("rzn-"),
+        "{}",
+        n.bridge
+    );
+    let (def, active) = backend.network_definition("rhyzome-lab").expect("defined");
+    assert!(active);
+    assert_eq!(def.mode, ForwardMode::Nat);
+    assert_eq!(def.mark.daemon, d.service.daemon_id);
+    assert_eq!(
+        d.service.list_networks(&caller).await.unwrap(),
+        vec![n.clone()]
+    );
+    // The same name again is a conflict.
+    let again = d
+        .service
+        .create_network(request("lab", "10.30.0.0/24"), &caller)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            again,
+            ServiceError::Conflict {
+                field: Some("name"),
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    d.service.delete_network(&caller, "lab").await.unwrap();
+    assert!(backend.network_definition("rhyzome-lab").is_none());
+    assert!(d.service.list_networks(&caller).await.unwrap().is_empty());
+    assert!(matches!(
+        d.service.get_network(&caller, "lab").await,
+        Err(ServiceError::NetworkNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn refused_creates_name_their_field_and_leave_nothing() {
+    let backend = Arc::new(FakeBackend::new());
+    backend.set_host_routes(vec![HostRoute {
+        interface: "rzbr0".into(),
+        subnet: Ipv4Subnet::parse("192.168.100.0/24").unwrap(),
+    }]);
+    backend.inject_network(NetworkStatus {
+        libvirt_name: "default".into(),
+        active: false,
+        mark: None,
+        subnets: vec![Ipv4Subnet::parse("192.168.122.0/24").unwrap()],
+        bridge: Some("virbr0".into()),
+        hosts: Vec::new(),
+    });
+    let d = daemon_on(&backend);
+    let caller = Caller::internal();
+    d.service
+        .create_network(request("first", "10.20.0.0/16"), &caller)
+        .await
+        .unwrap();
+    let mut bad_gateway = request("b", "10.50.0.0/24");
+    bad_gateway.gateway = Some("10.51.0.1".into());
+    for (req, field) in [
+        // Inside a managed network.
+        (request("a", "10.20.5.0/24"), "subnet"),
+        // Around the host's own address (libvirt's check would miss a wider subnet).
+        (request("a", "192.168.0.0/16"), "subnet"),
+        // Another tool's libvirt network, even a stopped one.
+        (request("a", "192.168.122.0/25"), "subnet"),
+        (bad_gateway, "gateway"),
+        (request("a", "10.60.0.0/31"), "subnet"),
+        (request("Not_Valid", "10.60.0.0/24"), "name"),
+    ] {
+        let e = d.service.create_network(req, &caller).await.unwrap_err();
+        assert_eq!(invalid_field(e), field);
+    }
+    // libvirt's own refusal at start is a 422 on the subnet too, and is undone.
+    backend.fail_next_network_start(BackendError::Rejected {
+        message: "internal error: Network is already in use by interface eth9".into(),
+    });
+    let e = d
+        .service
+        .create_network(request("late", "10.70.0.0/24"), &caller)
+        .await
+        .unwrap_err();
+    assert_eq!(invalid_field(e), "subnet");
+    let left: Vec<String> = backend
+        .networks()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.libvirt_name)
+        .collect();
+    assert_eq!(
+        left,
+        vec!["rhyzome-first".to_string(), "default".to_string()]
+    );
+    let names: Vec<String> = d
+        .service
+        .list_networks(&caller)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, vec!["first"]);
+}
+
+#[tokio::test]
+async fn a_daemon_never_removes_another_daemon_s_network() {
+    let backend = Arc::new(FakeBackend::new());
+    let a = daemon_on(&backend);
+    let b = daemon_on(&backend);
+    let caller = Caller::internal();
+    a.service
+        .create_network(request("shared", "10.20.0.0/24"), &caller)
+        .await
+        .unwrap();
+    // b cannot take the name (libvirt's network names are shared by both daemons)...
+    let e = b
+        .service
+        .create_network(request("shared", "10.30.0.0/24"), &caller)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ServiceError::Conflict {
+                field: Some("name"),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // ...nor an overlapping subnet...
+    let e = b
+        .service
+        .create_network(request("other", "10.20.0.128/25"), &caller)
+        .await
+        .unwrap_err();
+    assert_eq!(invalid_field(e), "subnet");
+    // ...and its start-up and steady passes leave a's network alone, as does a's own pass.
+    for d in [&b, &a, &b] {
+        d.service.recover().await.unwrap();
+        d.service.reconcile_once().await.unwrap();
+    }
+    let (def, active) = backend
+        .network_definition("rhyzome-shared")
+        .expect("still there");
+    assert!(active);
+    assert_eq!(def.mark.daemon, a.service.daemon_id);
+    // A foreign network marked by a third daemon under rhyzome's prefix is not removed either.
+    backend.inject_network(NetworkStatus {
+        libvirt_name: libvirt_network_name("third"),
+        active: true,
+        mark: Some(NetworkMark {
+            daemon: "another-daemon".into(),
+            name: "third".into(),
+        }),
+        subnets: vec![Ipv4Subnet::parse("10.99.0.0/24").unwrap()],
+        bridge: Some("rzn-x".into()),
+        hosts: Vec::new(),
+    });
+    a.service.recover().await.unwrap();
+    assert!(backend
+        .network(&libvirt_network_name("third"))
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn start_up_brings_back_a_lost_network_and_removes_unclaimed_own_ones() {
+    let backend = Arc::new(FakeBackend::new());
+    let d = daemon_on(&backend);
+    let caller = Caller::internal();
+    d.service
+        .create_network(request("lab", "10.20.0.0/24"), &caller)
+        .await
+        .unwrap();
+    backend.lose_networks();
+    assert!(!d.service.get_network(&caller, "lab").await.unwrap().active);
+    d.service.recover().await.unwrap();
+    let n = d.service.get_network(&caller, "lab").await.unwrap();
+    assert!(n.active, "{n:?}");
+    // One of this daemon's networks that no record claims (a delete cut short).
+    let stray = d
+        .service
+        .network_definition(&crate::store::networks::NetworkRecord {
+            name: "stray".into(),
+            bridge: "rzn-stray".into(),
+            subnet: Ipv4Subnet::parse("10.21.0.0/24").unwrap(),
+            ..d.service.store.network_by_name("lab").unwrap().unwrap()
+        });
+    backend.define_network(&stray.unwrap()).unwrap();
+    d.service.reconcile_once().await.unwrap();
+    assert!(backend.network_definition("rhyzome-stray").is_none());
+    assert!(backend.network_definition("rhyzome-lab").is_some());
+}
+
+#[tokio::test]
+async fn tenants_see_and_change_only_their_own_networks() {
+    let backend = Arc::new(FakeBackend::new());
+    let d = daemon_on(&backend);
+    let mut alice = Caller::internal();
+    alice.name = "alice".into();
+    alice.prefix = Some("alice-".into());
+    let mut mallory = alice.clone();
+    mallory.name = "mallory".into();
+    mallory.prefix = Some("mallory-".into());
+    d.service
+        .create_network(request("alice-net", "10.20.0.0/24"), &alice)
+        .await
+        .unwrap();
+    assert!(matches!(
+        d.service
+            .create_network(request("alice-two", "10.30.0.0/24"), &mallory)
+            .await,
+        Err(ServiceError::Auth(_))
+    ));
+    assert!(d.service.list_networks(&mallory).await.unwrap().is_empty());
+    assert!(matches!(
+        d.service.get_network(&mallory, "alice-net").await,
+        Err(ServiceError::NetworkNotFound(_))
+    ));
+    assert!(matches!(
+        d.service.delete_network(&mallory, "alice-net").await,
+        Err(ServiceError::NetworkNotFound(_))
+    ));
+    // An overlap with another tenant's network does not name it.
+    let e = d
+        .service
+        .create_network(request("mallory-net", "10.20.0.0/25"), &mallory)
+        .await
+        .unwrap_err();
+    match e {
+        ServiceError::Invalid(f) => assert!(!f.message.contains("alice"), "{}", f.message),
+        other => panic!("{other:?}"),
+    }
+}
