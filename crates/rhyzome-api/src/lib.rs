@@ -9,6 +9,7 @@
 
 pub mod images;
 pub mod networks;
+pub mod placeholders;
 pub mod types;
 pub mod validate;
 

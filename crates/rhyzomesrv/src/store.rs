@@ -569,6 +569,19 @@ impl Store {
         image: Option<&str>,
         nics: &[images::NicRow],
     ) -> Result<(), StoreError> {
+        self.insert_with_addresses(r, image, nics, &[]).map(|_| ())
+    }
+
+    /// [`Self::insert_with_boot`], and the addresses of `addresses` given out to the new
+    /// instance in the same transaction (the lowest free ones unless asked for), which are
+    /// returned in order. A refused address leaves nothing written.
+    pub fn insert_with_addresses(
+        &self,
+        r: &InstanceRecord,
+        image: Option<&str>,
+        nics: &[images::NicRow],
+        addresses: &[networks::AddressRequest],
+    ) -> Result<Vec<std::net::Ipv4Addr>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for mac in r.mac.iter().chain(nics.iter().map(|n| &n.mac)) {
@@ -629,8 +642,9 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         images::write_boot(&tx, &r.id, image, nics)?;
+        let given = networks::allocate(&tx, &r.id, addresses)?;
         tx.commit()?;
-        Ok(())
+        Ok(given)
     }
 
     /// Every record, including those being deleted, ordered by name.

@@ -268,6 +268,7 @@ fn roles_prefixes_and_quotas_are_enforced_and_refusals_change_nothing() {
             mode: rhyzome_api::NetworkMode::Bridge,
             bridge: Some("br1".into()),
             mac: None,
+            ..Default::default()
         }),
         ..s.spec("alice-br1")
     };

@@ -338,7 +338,7 @@ impl Service {
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
             kernel: self.kernels.blob_path(&r.kernel_sha256),
-            cmdline: r.kernel_parameters.clone(),
+            cmdline: self.expanded_parameters(r)?,
             nic: match (&r.bridge, &r.mac) {
                 (Some(bridge), Some(mac)) => Some(Nic {
                     bridge: bridge.clone(),

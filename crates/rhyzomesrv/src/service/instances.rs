@@ -34,6 +34,27 @@ impl Service {
         nics: Vec<crate::store::images::NicRow>,
     ) -> Instance {
         let devices = self.devices_of(r, &nics);
+        let addresses = self.store.instance_addresses(&r.id).unwrap_or_default();
+        let prefixes: std::collections::BTreeMap<String, u8> = self
+            .store
+            .networks()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| (n.name, n.subnet.prefix()))
+            .collect();
+        let cidr = |a: &crate::store::networks::AddressRow| {
+            format!(
+                "{}/{}",
+                a.ip,
+                prefixes.get(&a.network).copied().unwrap_or(32)
+            )
+        };
+        let address_of = |device: &str| addresses.iter().find(|a| a.device == device);
+        let single = (nics.is_empty()).then(|| addresses.first()).flatten();
+        let kernel_parameters_expanded = self.expanded_parameters(r).unwrap_or_else(|e| {
+            tracing::warn!(instance = %r.name, error = %e, "cannot fill in the kernel parameters");
+            r.kernel_parameters.clone()
+        });
         Instance {
             id: r.id.clone(),
             name: r.name.clone(),
@@ -44,6 +65,8 @@ impl Service {
             interfaces: nics
                 .into_iter()
                 .map(|n| rhyzome_api::InterfaceAttachment {
+                    network: address_of(&n.device).map(|a| a.network.clone()),
+                    ipv4: address_of(&n.device).map(cidr),
                     device: n.device,
                     bridge: n.bridge,
                     mac: n.mac,
@@ -51,13 +74,18 @@ impl Service {
                 })
                 .collect(),
             kernel_parameters: r.kernel_parameters.clone(),
+            kernel_parameters_expanded,
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
             network: match (&r.bridge, &r.mac) {
                 (Some(bridge), Some(mac)) => Some(NetworkAttachment {
                     bridge: bridge.clone(),
                     mac: mac.clone(),
-                    ipv4: validate::ipv4_from_parameters(&r.kernel_parameters),
+                    ipv4: match single {
+                        Some(a) => Some(cidr(a)),
+                        None => validate::ipv4_from_parameters(&r.kernel_parameters),
+                    },
+                    network: single.map(|a| a.network.clone()),
                 }),
                 _ => None,
             },
@@ -89,26 +117,51 @@ impl Service {
         if spec.kernel.is_empty() && spec.image.is_none() {
             return Err(FieldError::new("kernel", "must not be empty"));
         }
-        let network = spec.network.clone().unwrap_or(rhyzome_api::NetworkSpec {
-            mode: NetworkMode::Bridge,
-            bridge: None,
-            mac: None,
-        });
+        let template = rhyzome_api::placeholders::Template::parse(&spec.kernel_parameters)?;
+        let network = spec.network.clone().unwrap_or_default();
+        let network_name =
+            match (&network.name, &network.bridge) {
+                (Some(_), Some(_)) => return Err(FieldError::new(
+                    "network.bridge",
+                    "must not be set with network.name: a managed network brings its own bridge",
+                )),
+                (Some(name), None) => {
+                    validate::validate_name(name)
+                        .map_err(|e| FieldError::new("network.name", e.message))?;
+                    Some(name.clone())
+                }
+                (None, _) => None,
+            };
+        let requested_ip = match (&network.ipv4, &network_name) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(FieldError::new(
+                    "network.ipv4",
+                    "needs network.name: only managed networks give addresses",
+                ))
+            }
+            (Some(ip), Some(_)) => Some(ip.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                FieldError::new("network.ipv4", format!("{ip:?} is not an IPv4 address"))
+            })?),
+        };
         let (bridge, mac) = match network.mode {
             NetworkMode::None => {
-                if network.bridge.is_some() || network.mac.is_some() {
+                if network.bridge.is_some() || network.mac.is_some() || network.name.is_some() {
                     return Err(FieldError::new(
                         "network.mode",
-                        "is \"none\", so network.bridge and network.mac must not be set",
+                        "is \"none\", so network.bridge, network.mac and network.name must not be set",
                     ));
                 }
                 (None, None)
             }
             NetworkMode::Bridge => {
+                // A managed network's bridge is resolved with the network.
                 let bridge = network
                     .bridge
                     .unwrap_or_else(|| self.config.bridge_interface.clone());
-                validate::validate_bridge(&bridge)?;
+                if network_name.is_none() {
+                    validate::validate_bridge(&bridge)?;
+                }
                 let mac = match network.mac {
                     Some(m) => validate::format_mac(validate::parse_mac(&m)?),
                     None => mac_for_name(&spec.name),
@@ -124,6 +177,9 @@ impl Service {
             bridge,
             mac,
             restart,
+            network_name,
+            requested_ip,
+            template,
         })
     }
 
@@ -186,8 +242,28 @@ impl Service {
         caller: &Caller,
     ) -> Result<(InstanceRecord, Vec<crate::store::images::NicRow>), ServiceError> {
         let boot = self.resolve_boot(spec, caller).await?;
-        let (nics, bridge, mac) =
-            self.plan_devices(spec, &boot, valid.bridge, valid.mac, caller)?;
+        let (planned_spec, managed_bridge, managed) = self.resolve_managed(
+            spec,
+            valid.network_name.as_deref(),
+            valid.requested_ip,
+            caller,
+        )?;
+        let (nics, bridge, mac) = self.plan_devices(
+            &planned_spec,
+            &boot,
+            managed_bridge.or(valid.bridge),
+            valid.mac,
+            caller,
+        )?;
+        let requests = Self::address_requests(&managed, &boot, &nics, mac.as_deref());
+        Self::check_placeholders(
+            &valid.template,
+            &spec.name,
+            &nics,
+            mac.as_deref(),
+            &requests,
+            &boot,
+        )?;
         self.check_bridges(bridge_attachments(bridge.as_deref(), &nics))
             .await?;
         let record = InstanceRecord {
@@ -218,19 +294,33 @@ impl Service {
         };
         self.remember_manifest(&record.kernel_sha256, &boot.inspection);
         match self
-            .store
-            .insert_with_boot(&record, boot.image.as_deref(), &nics)
+            .insert_with_addresses(&record, boot.image.as_deref(), &nics, &requests)
+            .await
         {
-            Ok(()) => Ok((record, nics)),
-            Err(StoreError::NameTaken(name)) => Err(ServiceError::Conflict {
+            Ok(()) => {}
+            Err(e) => return Err(e),
+        }
+        // With the real addresses: the expanded text must fit too.
+        if let Err(e) = self.expanded_parameters(&record) {
+            self.update_dhcp_entries(&record.id, false).await;
+            self.store.remove(&record.id)?;
+            return Err(e);
+        }
+        Ok((record, nics))
+    }
+
+    /// Maps the store's refusal of a new record to the field at fault.
+    pub(super) fn explain_insert_error(e: StoreError) -> ServiceError {
+        match e {
+            StoreError::NameTaken(name) => ServiceError::Conflict {
                 field: Some("name"),
                 message: format!("an instance named {name:?} already exists"),
-            }),
-            Err(StoreError::MacTaken(mac)) => Err(ServiceError::Conflict {
+            },
+            StoreError::MacTaken(mac) => ServiceError::Conflict {
                 field: Some("network.mac"),
                 message: format!("{mac} is already used by another instance"),
-            }),
-            Err(e) => Err(e.into()),
+            },
+            e => e.into(),
         }
     }
 
@@ -357,6 +447,8 @@ impl Service {
                 }
             }
         }
+        // The record's addresses go with it; their DHCP entries first.
+        self.update_dhcp_entries(&r.id, false).await;
         self.store.remove(&r.id)?;
         self.publish(r, "deleted", None, None);
         self.collect_garbage().await;
@@ -518,6 +610,10 @@ pub(super) struct ValidSpec {
     bridge: Option<String>,
     mac: Option<String>,
     restart: RestartPolicy,
+    /// The managed network of the single NIC (`network.name`) and the address asked for.
+    network_name: Option<String>,
+    requested_ip: Option<std::net::Ipv4Addr>,
+    template: rhyzome_api::placeholders::Template,
 }
 
 fn name_taken(existing: &InstanceRecord) -> ServiceError {

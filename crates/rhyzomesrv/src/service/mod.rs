@@ -19,6 +19,7 @@
 //! `GET /v1/events`; lifecycle notices from the hypervisor and due restarts wake the
 //! reconciler through an unbounded channel.
 
+pub mod addresses;
 pub mod authz;
 pub mod boot_plan;
 pub mod console;

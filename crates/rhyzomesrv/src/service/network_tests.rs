@@ -5,22 +5,34 @@ use super::*;
 use crate::backend::fake::FakeBackend;
 use crate::backend::network::{libvirt_network_name, HostRoute, NetworkMark, NetworkStatus};
 use rhyzome_api::networks::Ipv4Subnet;
-use rhyzome_api::{ForwardMode, NetworkCreate};
+use rhyzome_api::{ForwardMode, Instance, InstanceSpec, NetworkCreate};
 
 struct Daemon {
     _dir: tempfile::TempDir,
+    kernel: String,
     service: Arc<Service>,
 }
 
 fn daemon_on(backend: &Arc<FakeBackend>) -> Daemon {
-    let (dir, config, _kernel) = crate::testing::fake_setup(&serde_json::json!({
+    let (dir, config, kernel) = crate::testing::fake_setup(&serde_json::json!({
         "DomainType": "test",
         "ReconcileIntervalSeconds": 3600,
     }));
     let store = Store::open(&config.state_dir).unwrap();
     Daemon {
         _dir: dir,
+        kernel,
         service: Service::new(config, "test", store, backend.clone()),
+    }
+}
+
+impl Daemon {
+    /// Creates the managed network `name` on `subnet` as the internal caller.
+    async fn network(&self, name: &str, subnet: &str) -> rhyzome_api::Network {
+        self.service
+            .create_network(request(name, subnet), &Caller::internal())
+            .await
+            .unwrap()
     }
 }
 
@@ -107,10 +119,7 @@ async fn refused_creates_name_their_field_and_leave_nothing() {
     });
     let d = daemon_on(&backend);
     let caller = Caller::internal();
-    d.service
-        .create_network(request("first", "10.20.0.0/16"), &caller)
-        .await
-        .unwrap();
+    d.network("first", "10.20.0.0/16").await;
     let mut bad_gateway = request("b", "10.50.0.0/24");
     bad_gateway.gateway = Some("10.51.0.1".into());
     for (req, field) in [
@@ -164,10 +173,7 @@ async fn a_daemon_never_removes_another_daemon_s_network() {
     let a = daemon_on(&backend);
     let b = daemon_on(&backend);
     let caller = Caller::internal();
-    a.service
-        .create_network(request("shared", "10.20.0.0/24"), &caller)
-        .await
-        .unwrap();
+    a.network("shared", "10.20.0.0/24").await;
     // b cannot take the name (libvirt's network names are shared by both daemons)...
     let e = b
         .service
@@ -225,10 +231,7 @@ async fn start_up_brings_back_a_lost_network_and_removes_unclaimed_own_ones() {
     let backend = Arc::new(FakeBackend::new());
     let d = daemon_on(&backend);
     let caller = Caller::internal();
-    d.service
-        .create_network(request("lab", "10.20.0.0/24"), &caller)
-        .await
-        .unwrap();
+    d.network("lab", "10.20.0.0/24").await;
     backend.lose_networks();
     assert!(!d.service.get_network(&caller, "lab").await.unwrap().active);
     d.service.recover().await.unwrap();
@@ -288,4 +291,239 @@ async fn tenants_see_and_change_only_their_own_networks() {
         ServiceError::Invalid(f) => assert!(!f.message.contains("alice"), "{}", f.message),
         other => panic!("{other:?}"),
     }
+}
+
+/// An instance of the test kernel on the managed network `network`.
+fn on_network(
+    d: &Daemon,
+    name: &str,
+    network: &str,
+    ip: Option<&str>,
+    params: &str,
+) -> InstanceSpec {
+    InstanceSpec {
+        name: name.into(),
+        kernel: d.kernel.clone(),
+        kernel_parameters: params.into(),
+        network: Some(rhyzome_api::NetworkSpec {
+            name: Some(network.into()),
+            ipv4: ip.map(str::to_string),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ipv4(i: &Instance) -> String {
+    i.network
+        .as_ref()
+        .and_then(|n| n.ipv4.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn addresses_are_the_lowest_free_or_asked_for_and_never_shared() {
+    let backend = Arc::new(FakeBackend::new());
+    let d = daemon_on(&backend);
+    let caller = Caller::internal();
+    d.network("lab", "10.20.0.0/24").await;
+    let a = d
+        .service
+        .create(on_network(&d, "a", "lab", None, ""), &caller)
+        .await
+        .unwrap();
+    let b = d
+        .service
+        .create(on_network(&d, "b", "lab", None, ""), &caller)
+        .await
+        .unwrap();
+    let c = d
+        .service
+        .create(on_network(&d, "c", "lab", Some("10.20.0.10"), ""), &caller)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ipv4(&a), ipv4(&b), ipv4(&c)),
+        (
+            "10.20.0.2/24".into(),
+            "10.20.0.3/24".into(),
+            "10.20.0.10/24".into()
+        )
+    );
+    assert_eq!(a.network.as_ref().unwrap().network.as_deref(), Some("lab"));
+    assert_eq!(
+        a.network.as_ref().unwrap().bridge,
+        d.service.get_network(&caller, "lab").await.unwrap().bridge
+    );
+    for (ip, conflict, field) in [
+        ("10.20.0.10", true, "network.ipv4"),
+        ("10.20.1.5", false, "network.ipv4"),
+        ("10.20.0.1", false, "network.ipv4"),
+        ("10.20.0.255", false, "network.ipv4"),
+    ] {
+        let e = d
+            .service
+            .create(on_network(&d, "x", "lab", Some(ip), ""), &caller)
+            .await
+            .unwrap_err();
+        match (conflict, e) {
+            (true, ServiceError::Conflict { field: Some(f), .. }) => assert_eq!(f, field),
+            (false, ServiceError::Invalid(f)) => assert_eq!(f.field, field),
+            (_, other) => panic!("{ip}: {other:?}"),
+        }
+        assert!(
+            d.service.store.by_name("x").unwrap().is_none(),
+            "{ip} left a record"
+        );
+    }
+    let e = d
+        .service
+        .create(on_network(&d, "x", "nowhere", None, ""), &caller)
+        .await
+        .unwrap_err();
+    assert_eq!(invalid_field(e), "network.name");
+    // Reused only after release: a's address goes to the next create once a is deleted.
+    let e2 = d
+        .service
+        .create(on_network(&d, "e", "lab", None, ""), &caller)
+        .await
+        .unwrap();
+    assert_eq!(ipv4(&e2), "10.20.0.4/24");
+    d.service.delete(&caller, "a").await.unwrap();
+    let f = d
+        .service
+        .create(on_network(&d, "f", "lab", None, ""), &caller)
+        .await
+        .unwrap();
+    assert_eq!(ipv4(&f), "10.20.0.2/24");
+    // Sticky across a restart.
+    d.service.restart(&caller, "f").await.unwrap();
+    assert_eq!(ipv4(&d.service.get(&caller, "f").unwrap()), "10.20.0.2/24");
+    // In use: the network cannot go.
+    let e = d.service.delete_network(&caller, "lab").await.unwrap_err();
+    assert!(matches!(e, ServiceError::Conflict { .. }), "{e:?}");
+    let shown = d.service.get_network(&caller, "lab").await.unwrap();
+    assert_eq!(shown.addresses_in_use, 4);
+    assert_eq!(shown.addresses_free, 253 - 4);
+}
+
+#[tokio::test]
+async fn a_full_subnet_is_a_409_and_concurrent_creates_get_distinct_addresses() {
+    let backend = Arc::new(FakeBackend::new());
+    let d = daemon_on(&backend);
+    let caller = Caller::internal();
+    d.network("tiny", "10.30.0.0/30").await;
+    d.service
+        .create(on_network(&d, "t1", "tiny", None, ""), &caller)
+        .await
+        .unwrap();
+    let e = d
+        .service
+        .create(on_network(&d, "t2", "tiny", None, ""), &caller)
+        .await
+        .unwrap_err();
+    match e {
+        ServiceError::Conflict { message, .. } => {
+            assert!(message.contains("no free address"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    d.network("wide", "10.31.0.0/24").await;
+    let creates = (0..20).map(|i| {
+        let service = d.service.clone();
+        let spec = on_network(&d, &format!("w{i}"), "wide", None, "--ipv4={cidr}");
+        tokio::spawn(async move { service.create(spec, &Caller::internal()).await })
+    });
+    let mut got: Vec<String> = Vec::new();
+    for handle in creates {
+        got.push(ipv4(&handle.await.unwrap().unwrap()));
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 20, "{got:?}");
+}
+
+#[tokio::test]
+async fn placeholders_are_filled_in_from_the_instance_s_own_address() {
+    let backend = Arc::new(FakeBackend::new());
+    let d = daemon_on(&backend);
+    let caller = Caller::internal();
+    let mut req = request("lab", "10.20.0.0/24");
+    req.dhcp = Some(true);
+    d.service.create_network(req, &caller).await.unwrap();
+    let template = "--ipv4={cidr} --ipv4-gateway={gateway} --id={name} --mac={mac} {{x}}";
+    let i = d
+        .service
+        .create(on_network(&d, "web", "lab", None, template), &caller)
+        .await
+        .unwrap();
+    let mac = i.network.as_ref().unwrap().mac.clone();
+    let expanded =
+        format!("--ipv4=10.20.0.2/24 --ipv4-gateway=10.20.0.1 --id=web --mac={mac} {{x}}");
+    assert_eq!(i.kernel_parameters, template);
+    assert_eq!(i.kernel_parameters_expanded, expanded);
+    let xml = backend.xml(&i.id).unwrap();
+    assert!(
+        xml.contains(&format!("<cmdline>{expanded}</cmdline>")),
+        "{xml}"
+    );
+    // The DHCP entry is in the network's definition, and goes with the instance.
+    let (def, _) = backend.network_definition("rhyzome-lab").unwrap();
+    assert_eq!(def.hosts.len(), 1);
+    assert_eq!(
+        (def.hosts[0].mac.as_str(), def.hosts[0].ip.to_string()),
+        (mac.as_str(), "10.20.0.2".to_string())
+    );
+    d.service.delete(&caller, "web").await.unwrap();
+    assert!(backend
+        .network_definition("rhyzome-lab")
+        .unwrap()
+        .0
+        .hosts
+        .is_empty());
+
+    // Unknown or valueless placeholders are 422s naming them, and leave nothing.
+    for (spec, named) in [
+        (
+            on_network(&d, "bad", "lab", None, "--ipv4={ipv6}"),
+            "{ipv6}",
+        ),
+        (
+            InstanceSpec {
+                name: "bad".into(),
+                kernel: d.kernel.clone(),
+                kernel_parameters: "--ipv4={cidr}".into(),
+                ..Default::default()
+            },
+            "{cidr}",
+        ),
+        (
+            on_network(&d, "bad", "lab", None, "{service.ip}"),
+            "{service.ip}",
+        ),
+    ] {
+        let e = d.service.create(spec, &caller).await.unwrap_err();
+        match e {
+            ServiceError::Invalid(f) => {
+                assert_eq!(f.field, "kernel_parameters");
+                assert!(f.message.contains(named), "{}", f.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(d.service.store.by_name("bad").unwrap().is_none());
+    }
+    assert!(backend
+        .network_definition("rhyzome-lab")
+        .unwrap()
+        .0
+        .hosts
+        .is_empty());
+    assert_eq!(
+        d.service
+            .get_network(&caller, "lab")
+            .await
+            .unwrap()
+            .addresses_in_use,
+        0
+    );
 }

@@ -331,17 +331,24 @@ impl Service {
             )
             .collect();
         for (host, present) in changes {
-            let backend = self.backend.clone();
-            let libvirt_name = status.libvirt_name.clone();
-            match blocking(move || backend.set_dhcp_host(&libvirt_name, &host, present)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(network = %record.name, error = %e, "cannot update a DHCP entry")
-                }
-                Err(e) => {
-                    tracing::warn!(network = %record.name, error = %e, "cannot update a DHCP entry")
-                }
-            }
+            self.set_dhcp_entry(&record.name, host, present).await;
+        }
+    }
+
+    /// Adds or removes one DHCP entry of the managed network `network`; a failure is logged,
+    /// as the next reconcile pass corrects the entries from the store.
+    pub(super) async fn set_dhcp_entry(&self, network: &str, host: DhcpHost, present: bool) {
+        let backend = self.backend.clone();
+        let libvirt_name = libvirt_network_name(network);
+        let done = blocking(move || {
+            backend
+                .set_dhcp_host(&libvirt_name, &host, present)
+                .map_err(ServiceError::Backend)
+        })
+        .await
+        .and_then(|r| r);
+        if let Err(e) = done {
+            tracing::warn!(network = %network, error = %e, "cannot update a DHCP entry");
         }
     }
 

@@ -132,6 +132,7 @@ async fn invalid_specs_create_nothing() {
                     mode: NetworkMode::Bridge,
                     bridge: Some("br0\"/><x".into()),
                     mac: None,
+                    ..Default::default()
                 }),
                 ..spec(&f, "x")
             },
@@ -143,6 +144,7 @@ async fn invalid_specs_create_nothing() {
                     mode: NetworkMode::None,
                     bridge: Some("br0".into()),
                     mac: None,
+                    ..Default::default()
                 }),
                 ..spec(&f, "x")
             },
@@ -240,6 +242,7 @@ async fn duplicate_macs_conflict() {
             mode: NetworkMode::Bridge,
             bridge: None,
             mac: Some("02:00:00:00:00:AA".into()),
+            ..Default::default()
         }),
         ..spec(&f, name)
     };

@@ -42,7 +42,7 @@ pub struct AddressRow {
     pub mac: String,
 }
 
-/// An address to give out with an instance's insert (see [`Store::insert_with_boot`]).
+/// An address to give out with an instance's insert (see [`Store::insert_with_addresses`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressRequest {
     pub network_id: String,
@@ -110,7 +110,6 @@ pub enum AddressRefusal {
 }
 
 /// Gives out the addresses of `requests` to `instance_id`, inside the caller's transaction.
-#[allow(dead_code)] // Instances take addresses in the next commit.
 pub(super) fn allocate(
     tx: &rusqlite::Transaction<'_>,
     instance_id: &str,

@@ -304,7 +304,11 @@ fn check_networks(store: &Store, release: Release) {
         assert!(store.networks().unwrap().is_empty(), "{release:?}");
         store.insert_network(&lab).unwrap();
     } else {
-        assert_eq!(store.networks().unwrap(), std::slice::from_ref(&lab), "{release:?}");
+        assert_eq!(
+            store.networks().unwrap(),
+            std::slice::from_ref(&lab),
+            "{release:?}"
+        );
         let given = store.instance_addresses(web).unwrap();
         assert_eq!(
             given

@@ -189,3 +189,77 @@ fn a_lost_network_comes_back_and_others_networks_are_left_alone() {
     let removed = virsh(&["net-destroy", stranger]);
     assert!(removed.status.success(), "{removed:?}");
 }
+
+#[test]
+fn twenty_concurrent_creates_get_distinct_addresses_and_a_released_one_is_reused() {
+    let d = Daemon::start("e2e-n5");
+    d.client
+        .create_network(&request("e2e-n5-lab", "10.66.0.0/24"))
+        .unwrap();
+    d.ctl_ok(&[
+        "instance",
+        "create",
+        "--name",
+        "e2e-n5-g{i}",
+        "--count",
+        "20",
+        "--parallel",
+        "20",
+        "--kernel",
+        &d.kernel(),
+        "--network",
+        "e2e-n5-lab",
+        "--kernel-parameters",
+        "--ipv4={cidr} --ipv4-gateway={gateway}",
+    ]);
+    let address = |name: &str| {
+        d.client
+            .get_instance(name)
+            .unwrap()
+            .network
+            .and_then(|n| n.ipv4)
+            .unwrap()
+    };
+    let mut all: Vec<String> = (1..=20).map(|i| address(&format!("e2e-n5-g{i}"))).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 20, "{all:?}");
+    let first = address("e2e-n5-g1");
+    // Held until released: a new instance gets another address...
+    let before = d
+        .client
+        .create_instance(&on_network(&d, "e2e-n5-x", "e2e-n5-lab"))
+        .unwrap();
+    assert!(!all.contains(before.network.as_ref().unwrap().ipv4.as_ref().unwrap()));
+    // ...and once g1 is deleted, its address is free for the next one (the lowest free).
+    d.client.delete_instance("e2e-n5-g1").unwrap();
+    let after = d
+        .client
+        .create_instance(&on_network(&d, "e2e-n5-y", "e2e-n5-lab"))
+        .unwrap();
+    assert_eq!(after.network.unwrap().ipv4.unwrap(), first);
+    // An address asked for that is taken is a 409; the gateway a 422.
+    let mut taken = on_network(&d, "e2e-n5-z", "e2e-n5-lab");
+    taken.network.as_mut().unwrap().ipv4 = Some(first.trim_end_matches("/24").into());
+    assert_eq!(refusal(d.client.create_instance(&taken)).0, 409);
+    taken.network.as_mut().unwrap().ipv4 = Some("10.66.0.1".into());
+    let (status, field, _) = refusal(d.client.create_instance(&taken));
+    assert_eq!((status, field.as_deref()), (422, Some("network.ipv4")));
+    assert!(!d.has_domain("e2e-n5-z"));
+    // In use: the network stays, with its bridge.
+    assert_eq!(refusal(d.client.delete_network("e2e-n5-lab")).0, 409);
+    assert_eq!(lab_network("rhyzome-e2e-n5-lab"), Some(true));
+}
+
+fn on_network(d: &Daemon, name: &str, network: &str) -> rhyzome_api::InstanceSpec {
+    rhyzome_api::InstanceSpec {
+        name: name.into(),
+        kernel: d.kernel(),
+        kernel_parameters: "--ipv4={cidr} --ipv4-gateway={gateway}".into(),
+        network: Some(rhyzome_api::NetworkSpec {
+            name: Some(network.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
