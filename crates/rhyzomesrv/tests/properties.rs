@@ -5,7 +5,8 @@ use proptest::prelude::*;
 use quick_xml::events::Event;
 use rhyzome_api::validate;
 use rhyzome_api::InstanceSpec;
-use rhyzomesrv::domain_xml::{render, DomainDefinition, Nic};
+use rhyzomesrv::backend::libvirt::domain_xml::render;
+use rhyzomesrv::backend::{DomainDefinition, Nic};
 use rhyzomesrv::http::json::decode;
 
 /// Element names the domain XML may contain; anything else came from user input.

@@ -8,9 +8,8 @@
 
 use super::{blocking, Service, ServiceError};
 use crate::auth::{Caller, Role};
-use crate::backend::{self, InterfaceKind};
+use crate::backend::{self, DomainDefinition, InterfaceKind, Nic};
 use crate::console;
-use crate::domain_xml::{DomainDefinition, Nic};
 use crate::images::ImageError;
 use crate::store::images::NicRow;
 use crate::store::InstanceRecord;
@@ -115,7 +114,7 @@ pub(super) fn bridge_attachments(
 
 impl Service {
     /// Resolves what a create boots: imports a server path, or looks up an image. The caller
-    /// holds the blob-GC read lock until the instance's record is written. Refuses images that
+    /// holds a blob-store pin until the instance's record is written. Refuses images that
     /// libvirt cannot run, saying why.
     pub(super) async fn resolve_boot(
         &self,
@@ -337,7 +336,7 @@ impl Service {
             daemon_id: self.daemon_id.clone(),
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
-            kernel: self.kernels.blob_path(&r.kernel_sha256),
+            kernel: self.blobs.path(&r.kernel_sha256),
             cmdline: r.kernel_parameters.clone(),
             nic: match (&r.bridge, &r.mac) {
                 (Some(bridge), Some(mac)) => Some(Nic {
@@ -433,7 +432,7 @@ impl Service {
         {
             return Ok(m.clone());
         }
-        let file = std::fs::File::open(self.kernels.blob_path(sha256))?;
+        let file = std::fs::File::open(self.blobs.path(sha256))?;
         let inspection = crate::images::inspect::inspect(&file)?;
         self.remember_manifest(sha256, &inspection);
         Ok(manifest_of(&inspection).cloned())

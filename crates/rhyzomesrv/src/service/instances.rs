@@ -12,7 +12,6 @@ use super::{blocking, ms_to_rfc3339, now_rfc3339, ownership, Service, ServiceErr
 use crate::auth::Caller;
 use crate::backend::{self, BackendError};
 use crate::console;
-use crate::domain_xml;
 use crate::store::{Desired, InstanceRecord, StoreError};
 use rhyzome_api::validate::{self, FieldError};
 use rhyzome_api::{
@@ -146,7 +145,7 @@ impl Service {
         if let Some(existing) = self.store.by_name(&spec.name)? {
             return Err(name_taken(&existing));
         }
-        let gc_guard = self.blob_gc.read().await;
+        let gc_guard = self.blobs.pin().await;
         let recorded = self.record_instance(&spec, valid, caller).await;
         drop(gc_guard);
         let (record, nics) = match recorded {
@@ -266,7 +265,6 @@ impl Service {
     /// Starts the domain of `r` and records the outcome. The caller holds the name lock.
     pub(super) async fn start_domain(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
         let def = self.definition(r)?;
-        let xml = domain_xml::render(&def).map_err(|e| ServiceError::Internal(e.to_string()))?;
         console::prepare_log(&def.console_log)
             .map_err(|e| ServiceError::Internal(format!("{}: {e}", def.console_log.display())))?;
         self.store.set_started(
@@ -280,7 +278,7 @@ impl Service {
         let backend = self.backend.clone();
         let started = std::time::Instant::now();
         let domain_name = def.domain_name.clone();
-        match blocking(move || backend.create(&def, &xml)).await? {
+        match blocking(move || backend.create(&def)).await? {
             Ok(()) => {
                 tracing::info!(instance = %r.name, elapsed_ms = started.elapsed().as_millis() as u64, "domain started");
                 self.observe(r, InstanceState::Running, None, None)
@@ -365,7 +363,7 @@ impl Service {
 
     /// Removes kernel blobs that no instance uses any more.
     pub(super) async fn collect_garbage(&self) {
-        let _gc = self.blob_gc.write().await;
+        let exclusive = self.blobs.exclusive().await;
         // Blobs of stored images stay even when no instance boots them.
         let referenced = match self
             .store
@@ -379,7 +377,7 @@ impl Service {
                 return;
             }
         };
-        match self.kernels.collect_garbage(&referenced) {
+        match self.blobs.collect_garbage(&exclusive, &referenced) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed unused kernel blobs"),
             Err(e) => tracing::warn!(error = %e, "kernel blob garbage collection failed"),
