@@ -424,6 +424,35 @@ fn each_manifest_network_device_gets_a_nic_in_order() {
         .collect();
     assert_eq!(devices, [("service", "br0", 3), ("admin", "br1", 4)]);
     assert_ne!(i.interfaces[0].mac, i.interfaces[1].mac);
+    // The one ordered list says the same, and `network` is its first entry.
+    let attachments: Vec<(Option<&str>, &str, &str, Option<u8>)> = i
+        .attachments
+        .iter()
+        .map(|a| {
+            (
+                a.device.as_deref(),
+                a.bridge.as_str(),
+                a.mac.as_str(),
+                a.pci_slot,
+            )
+        })
+        .collect();
+    assert_eq!(
+        attachments,
+        [
+            (
+                Some("service"),
+                "br0",
+                i.interfaces[0].mac.as_str(),
+                Some(3)
+            ),
+            (Some("admin"), "br1", i.interfaces[1].mac.as_str(), Some(4)),
+        ]
+    );
+    assert_eq!(
+        i.network.as_ref().map(|n| n.mac.as_str()),
+        Some(i.interfaces[0].mac.as_str())
+    );
     let def = s.backend.definition(&i.id).unwrap();
     let nics: Vec<(&str, Option<u8>)> = def
         .nics
@@ -697,9 +726,10 @@ fn an_image_without_network_devices_gets_no_nic_and_network_options_are_refused(
         .unwrap();
     assert_eq!(i.network, None);
     assert!(i.interfaces.is_empty());
+    assert!(i.attachments.is_empty());
     assert_devices(&i, rhyzome_api::DeviceSource::Manifest, 0, "declares none");
     let def = s.backend.definition(&i.id).unwrap();
-    assert!(def.nic.is_none() && def.nics.is_empty(), "{def:?}");
+    assert!(def.nics.is_empty(), "{def:?}");
     // Asking for no network is not asking for one.
     let mut spec = s.image_spec("hello2", "hello");
     spec.network = Some(rhyzome_api::NetworkSpec {
@@ -790,10 +820,12 @@ fn devices_say_whether_they_come_from_the_manifest_or_the_default() {
     );
     assert_eq!(plain.network.unwrap().bridge, "br0");
     let def = s.backend.definition(&plain.id).unwrap();
-    assert_eq!(
-        (def.nic.map(|n| n.bridge), def.nics.len()),
-        (Some("br0".to_string()), 0)
-    );
+    let nics: Vec<(&str, Option<u8>)> = def
+        .nics
+        .iter()
+        .map(|n| (n.bridge.as_str(), n.pci_slot))
+        .collect();
+    assert_eq!(nics, [("br0", None)]);
     // The list says the same.
     let listed = s.client.list_instances().unwrap();
     let by_name = |n: &str| listed.iter().find(|i| i.name == n).unwrap().devices.clone();

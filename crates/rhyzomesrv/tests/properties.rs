@@ -69,12 +69,11 @@ fn definition(name: String, cmdline: String, hostname: String) -> DomainDefiniti
         vcpus: 1,
         kernel: "/var/lib/rhyzome/blobs/sha256-00".into(),
         cmdline,
-        nic: Some(Nic {
+        nics: vec![Nic {
             bridge: "br0".into(),
             mac: "02:00:00:00:00:01".into(),
             pci_slot: None,
-        }),
-        nics: Vec::new(),
+        }],
         console_log: "/var/lib/rhyzome/consoles/x.log".into(),
     }
 }

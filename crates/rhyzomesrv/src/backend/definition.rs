@@ -20,10 +20,9 @@ pub struct DomainDefinition {
     pub vcpus: u32,
     pub kernel: PathBuf,
     pub cmdline: String,
-    pub nic: Option<Nic>,
     pub console_log: PathBuf,
-    /// Several NICs, for images whose Solo5 manifest declares several network devices;
-    /// when not empty, used instead of `nic`.
+    /// Every NIC, in the instance's order (the order of its attachments); empty for an
+    /// instance without a network.
     pub nics: Vec<Nic>,
 }
 

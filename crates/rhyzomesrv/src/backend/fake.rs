@@ -258,11 +258,7 @@ fn check(def: &DomainDefinition) -> Result<(), BackendError> {
     if def.kernel.as_os_str().is_empty() || def.memory_mib == 0 || def.vcpus == 0 {
         return refuse(format!("incomplete definition of {:?}", def.domain_name));
     }
-    let nics: Vec<&super::Nic> = if def.nics.is_empty() {
-        def.nic.iter().collect()
-    } else {
-        def.nics.iter().collect()
-    };
+    let nics = &def.nics;
     for (i, nic) in nics.iter().enumerate() {
         if nics[..i].iter().any(|n| n.mac == nic.mac) {
             return refuse(format!("MAC {} is used twice", nic.mac));
@@ -298,7 +294,6 @@ mod tests {
             vcpus: 1,
             kernel: "/blobs/sha256-00".into(),
             cmdline: String::new(),
-            nic: None,
             console_log: "/consoles/a.log".into(),
             nics: vec![nic(0), nic(1)],
         }

@@ -70,6 +70,17 @@ async fn create_applies_defaults_and_runs() {
     // 02 and the first five bytes of SHA-256("rhyzome-mac:a") (see mac_for_name).
     assert_eq!(net.mac, "02:43:3b:00:3f:b0");
     assert_eq!(net.ipv4.as_deref(), Some("10.0.0.2/24"));
+    // `network` is the shorthand of a one-element list: the instance's only attachment.
+    assert_eq!(
+        i.attachments,
+        [rhyzome_api::NicAttachment {
+            device: None,
+            bridge: "br0".into(),
+            mac: "02:43:3b:00:3f:b0".into(),
+            pci_slot: None,
+        }]
+    );
+    assert!(i.interfaces.is_empty());
     let def = f.backend.definition(&i.id).unwrap();
     assert_eq!(def.cmdline, "--ipv4 10.0.0.2/24");
     assert_eq!(
@@ -339,8 +350,7 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
         kernel_parameters: String::new(),
         memory_mib: 32,
         vcpus: 1,
-        bridge: None,
-        mac: None,
+        attachments: Vec::new(),
         desired: Desired::Running,
         state: InstanceState::Pending,
         exit_code: None,
@@ -372,7 +382,7 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
     let mine = DomainDefinition {
         uuid: "22222222-2222-2222-2222-222222222222".into(),
         domain_name: "rhyzome-ghost".into(),
-        ..f.service.definition(&pending).unwrap()
+        ..f.service.definition(&pending)
     }
     .mark();
     f.backend.inject(
@@ -466,8 +476,7 @@ async fn reconcile_adopts_running_domains_and_enforces_stops() {
     f.service.stop(&Caller::internal(), "a").await.unwrap();
     let def = f
         .service
-        .definition(&f.service.store.by_name("a").unwrap().unwrap())
-        .unwrap();
+        .definition(&f.service.store.by_name("a").unwrap().unwrap());
     f.backend.create(&def).unwrap();
     assert_eq!(f.service.reconcile_once().await.unwrap().stopped, 1);
     assert!(f.backend.status(&i.id).unwrap().is_none());

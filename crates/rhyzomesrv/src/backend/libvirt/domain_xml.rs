@@ -9,7 +9,7 @@
 //! the serial console in a file, and none of the devices a unikernel never uses (USB, balloon,
 //! graphics), each of which costs boot time. Pure functions; no I/O.
 
-use crate::backend::{DomainDefinition, DomainMark, Nic};
+use crate::backend::{DomainDefinition, DomainMark};
 use quick_xml::events::BytesText;
 use quick_xml::Writer;
 use std::path::PathBuf;
@@ -112,12 +112,7 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
             text_element(w, "on_reboot", "destroy")?;
             text_element(w, "on_crash", "destroy")?;
             w.create_element("devices").write_inner_content(|w| {
-                let nics: Vec<&Nic> = if def.nics.is_empty() {
-                    def.nic.iter().collect()
-                } else {
-                    def.nics.iter().collect()
-                };
-                for nic in nics {
+                for nic in &def.nics {
                     let slot = nic.pci_slot.map(|s| format!("0x{s:02x}"));
                     w.create_element("interface")
                         .with_attribute(("type", "bridge"))
@@ -238,13 +233,12 @@ mod tests {
             vcpus: 1,
             kernel: "/var/lib/rhyzome/blobs/sha256-ab".into(),
             cmdline: "--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24".into(),
-            nic: Some(Nic {
+            nics: vec![Nic {
                 bridge: "br0".into(),
                 mac: "02:52:01:02:03:04".into(),
                 pci_slot: None,
-            }),
+            }],
             console_log: "/var/lib/rhyzome/consoles/x.log".into(),
-            nics: Vec::new(),
         }
     }
 
@@ -329,7 +323,7 @@ mod tests {
     #[test]
     fn no_network_means_no_interface() {
         let mut d = sample();
-        d.nic = None;
+        d.nics.clear();
         assert!(!render(&d).unwrap().contains("<interface"));
     }
 
