@@ -29,7 +29,8 @@ enum Release {
     /// 521474b: the image and token tables in the versioned schema, version 4. Its store code
     /// is that of every later commit until version 5.
     V4VersionedImages,
-    /// The NICs of an instance as one ordered list (`instance_attachments`), version 5.
+    /// 5a67253: the NICs of an instance as one ordered list (`instance_attachments`),
+    /// version 5.
     V5Attachments,
 }
 
@@ -54,7 +55,7 @@ impl Release {
             Release::V3Identity => "v3-507f34f.db",
             Release::V3TaggedImages => "v3-ef5693a.db",
             Release::V4VersionedImages => "v4-521474b.db",
-            Release::V5Attachments => "v5-attachments.db",
+            Release::V5Attachments => "v5-5a67253.db",
         }
     }
 
