@@ -101,8 +101,9 @@ pub struct Network {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NetworkAddress {
     pub instance: String,
-    /// The manifest device of the NIC (`network` for an instance's single NIC).
-    pub device: String,
+    /// The manifest device of the NIC; absent for an instance's single NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     pub ip: String,
     pub mac: String,
 }

@@ -2,27 +2,24 @@
 //! (IPAM), the DHCP entries that mirror them, and the kernel-parameter placeholders filled in
 //! from them.
 //!
-//! An address is given out in the transaction that inserts the instance
+//! A NIC on a managed network is an attachment with the network's bridge, its `network` and
+//! its `address` (`store::attachments::Attachment`), so the domain XML is the same as for a
+//! host bridge. The address is given in the transaction that inserts the instance
 //! ([`crate::store::Store::insert_with_addresses`]), so concurrent creates never share one; it
 //! stays with the instance (across restarts, daemon restarts and host reboots, as it lives in
-//! the store) and goes with its record. The NICs keep the bridge of their network, so the
-//! domain XML is the same as for a host bridge.
+//! the store) and goes with its record.
 
-use super::boot_plan::Boot;
 use super::{Service, ServiceError};
 use crate::auth::Caller;
 use crate::backend::network::DhcpHost;
-use crate::store::images::NicRow;
-use crate::store::networks::{AddressRefusal, AddressRequest, NetworkRecord};
+use crate::store::attachments::Attachment;
+use crate::store::networks::{AddressRefusal, NetworkRecord};
 use crate::store::{InstanceRecord, StoreError};
 use rhyzome_api::placeholders::{Address, NicValues, Template, Values};
 use rhyzome_api::validate::FieldError;
 use rhyzome_api::InstanceSpec;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-
-/// The device name of an instance's single NIC when its image names none.
-pub const SINGLE_NIC_DEVICE: &str = "network";
 
 /// The managed networks a create asked for, resolved.
 #[derive(Debug, Default)]
@@ -36,8 +33,8 @@ pub(super) struct ManagedAttachments {
 impl Service {
     /// Resolves `network.name` (which must be a managed network the caller sees) and the
     /// values of `nets` that name one (a managed network wins over a host bridge of the same
-    /// name). Returns the spec with each managed network replaced by its bridge, for the
-    /// device planning that follows.
+    /// name). Returns the spec with each managed network replaced by its bridge, and the
+    /// single NIC's bridge, for the device planning that follows.
     pub(super) fn resolve_managed(
         &self,
         spec: &InstanceSpec,
@@ -75,62 +72,37 @@ impl Service {
         Ok((spec, bridge, managed))
     }
 
-    /// The address requests of a planned create: the single NIC's, or one per multi-NIC
-    /// device on a managed network.
-    pub(super) fn address_requests(
-        managed: &ManagedAttachments,
-        boot: &Boot,
-        nics: &[NicRow],
-        mac: Option<&str>,
-    ) -> Vec<AddressRequest> {
-        let mut requests = Vec::new();
-        if let (Some((network, requested)), true, Some(mac)) =
-            (&managed.single, nics.is_empty(), mac)
-        {
-            requests.push(AddressRequest {
-                network_id: network.id.clone(),
-                device: single_device(boot),
-                mac: mac.to_string(),
-                requested: *requested,
-            });
-        }
-        for nic in nics {
-            if let Some(network) = managed.devices.get(&nic.device) {
-                requests.push(AddressRequest {
-                    network_id: network.id.clone(),
-                    device: nic.device.clone(),
-                    mac: nic.mac.clone(),
-                    requested: None,
-                });
+    /// Marks the planned attachments that are on managed networks: the single NIC with
+    /// `network.name`'s network (and the address asked for), each device with its own.
+    pub(super) fn join_networks(managed: &ManagedAttachments, attachments: &mut [Attachment]) {
+        for a in attachments.iter_mut() {
+            let joined = match &a.device {
+                None => managed.single.as_ref().map(|(n, ip)| (n, *ip)),
+                Some(device) => managed.devices.get(device).map(|n| (n, None)),
+            };
+            if let Some((network, requested)) = joined {
+                a.network = Some(network.id.clone());
+                a.address = requested;
             }
         }
-        requests
     }
 
     /// Checks before anything is written that every placeholder of `template` will have a
-    /// value: `requests` are the addresses about to be given (their values do not matter yet).
+    /// value (the planned attachments say which NICs will have addresses).
     pub(super) fn check_placeholders(
         template: &Template,
         name: &str,
-        nics: &[NicRow],
-        mac: Option<&str>,
-        requests: &[AddressRequest],
-        boot: &Boot,
+        attachments: &[Attachment],
     ) -> Result<(), FieldError> {
-        let planned = Address {
-            ip: Ipv4Addr::UNSPECIFIED,
-            prefix: 0,
-            gateway: Ipv4Addr::UNSPECIFIED,
+        let planned = |a: &Attachment| {
+            a.network.as_ref().map(|_| Address {
+                ip: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+                gateway: Ipv4Addr::UNSPECIFIED,
+            })
         };
-        let with = |device: &str| {
-            requests
-                .iter()
-                .any(|r| r.device == device)
-                .then(|| planned.clone())
-        };
-        let values = values_of(name, nics, mac, &single_device(boot), with);
         // Only "has a value" is checked here: lengths are checked with the real addresses.
-        match template.expand(&values) {
+        match template.expand(&values_of(name, attachments, planned)) {
             Err(e) if e.message.contains("has no value") => Err(e),
             _ => Ok(()),
         }
@@ -143,62 +115,36 @@ impl Service {
         let Ok(template) = Template::parse(&r.kernel_parameters) else {
             return Ok(r.kernel_parameters.clone());
         };
-        let values = self.placeholder_values(r)?;
-        Ok(template.expand(&values)?)
-    }
-
-    fn placeholder_values(&self, r: &InstanceRecord) -> Result<Values, ServiceError> {
-        let nics = self.store.instance_nics(&r.id)?;
-        let addresses = self.store.instance_addresses(&r.id)?;
-        let networks: BTreeMap<String, NetworkRecord> = self
+        let networks: HashMap<String, NetworkRecord> = self
             .store
             .networks()?
             .into_iter()
-            .map(|n| (n.name.clone(), n))
+            .map(|n| (n.id.clone(), n))
             .collect();
-        // A single NIC's address row names the device it was given under.
-        let single = match (nics.is_empty(), addresses.first()) {
-            (true, Some(a)) => a.device.clone(),
-            _ => SINGLE_NIC_DEVICE.to_string(),
-        };
-        let address_of = |device: &str| {
-            let a = addresses.iter().find(|a| a.device == device)?;
-            let n = networks.get(&a.network)?;
+        let address_of = |a: &Attachment| {
+            let n = networks.get(a.network.as_ref()?)?;
             Some(Address {
-                ip: a.ip,
+                ip: a.address?,
                 prefix: n.subnet.prefix(),
                 gateway: n.gateway,
             })
         };
-        Ok(values_of(
-            &r.name,
-            &nics,
-            r.mac.as_deref(),
-            &single,
-            address_of,
-        ))
+        Ok(template.expand(&values_of(&r.name, &r.attachments, address_of))?)
     }
 
-    /// Gives out the addresses of a create: inserts the record with them, and adds the DHCP
-    /// entries of networks that run DHCP. An address refused is a 409 (taken, subnet full)
-    /// or a 422 (outside the subnet, the gateway) naming the field.
+    /// Inserts `record`, giving its NICs on managed networks their addresses, and adds the
+    /// DHCP entries of networks that run DHCP. Returns the record with the addresses given.
+    /// An address refused is a 409 (taken, subnet full) or a 422 (outside the subnet, the
+    /// gateway) naming the field.
     pub(super) async fn insert_with_addresses(
         &self,
-        record: &InstanceRecord,
+        mut record: InstanceRecord,
         image: Option<&str>,
-        nics: &[NicRow],
-        requests: &[AddressRequest],
-    ) -> Result<(), ServiceError> {
-        let field = if nics.is_empty() {
-            "network.ipv4"
-        } else {
-            "nets"
-        };
-        match self
-            .store
-            .insert_with_addresses(record, image, nics, requests)
-        {
-            Ok(_) => {}
+    ) -> Result<InstanceRecord, ServiceError> {
+        let single = record.attachments.iter().all(|a| a.device.is_none());
+        let field = if single { "network.ipv4" } else { "nets" };
+        match self.store.insert_with_addresses(&record, image) {
+            Ok(attachments) => record.attachments = attachments,
             Err(StoreError::Address(refusal)) => {
                 let message = refusal.to_string();
                 return Err(match refusal {
@@ -219,76 +165,54 @@ impl Service {
             }
             Err(e) => return Err(Self::explain_insert_error(e)),
         }
-        self.update_dhcp_entries(&record.id, true).await;
-        Ok(())
+        self.update_dhcp_entries(&record, true).await;
+        Ok(record)
     }
 
-    /// Adds (`present`) or removes the DHCP entries of the instance `id`'s addresses on
-    /// networks that run DHCP. A failure is logged: the networks' reconcile pass corrects the
-    /// entries from the store.
-    pub(super) async fn update_dhcp_entries(&self, instance_id: &str, present: bool) {
-        let addresses = match self.store.instance_addresses(instance_id) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the instance's addresses");
-                return;
-            }
-        };
-        for a in addresses {
-            let dhcp = matches!(self.store.network_by_name(&a.network), Ok(Some(n)) if n.dhcp);
-            if !dhcp {
+    /// Adds (`present`) or removes the DHCP entries of `r`'s addresses on networks that run
+    /// DHCP. A failure is logged: the networks' reconcile pass corrects the entries from the
+    /// store.
+    pub(super) async fn update_dhcp_entries(&self, r: &InstanceRecord, present: bool) {
+        for a in &r.attachments {
+            let (Some(network_id), Some(ip)) = (&a.network, a.address) else {
                 continue;
-            }
-            let host = DhcpHost {
-                mac: a.mac,
-                ip: a.ip,
             };
-            self.set_dhcp_entry(&a.network, host, present).await;
+            let network = match self.store.network_by_id(network_id) {
+                Ok(Some(n)) if n.dhcp => n,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a network");
+                    continue;
+                }
+            };
+            let host = DhcpHost {
+                mac: a.mac.clone(),
+                ip,
+            };
+            self.set_dhcp_entry(&network.name, host, present).await;
         }
     }
 }
 
-/// The device name an instance's single NIC is known by: its image's one network device, or
-/// [`SINGLE_NIC_DEVICE`].
-fn single_device(boot: &Boot) -> String {
-    super::boot_plan::manifest_of(&boot.inspection)
-        .map(|m| m.net_devices())
-        .filter(|d| d.len() == 1)
-        .map(|d| d[0].to_string())
-        .unwrap_or_else(|| SINGLE_NIC_DEVICE.to_string())
-}
-
+/// What the placeholders of an instance with these attachments can take.
 fn values_of(
     name: &str,
-    nics: &[NicRow],
-    mac: Option<&str>,
-    single_device: &str,
-    address_of: impl Fn(&str) -> Option<Address>,
+    attachments: &[Attachment],
+    address_of: impl Fn(&Attachment) -> Option<Address>,
 ) -> Values {
-    let mut values = Values {
-        name: name.to_string(),
-        ..Default::default()
+    let nic = |a: &Attachment| NicValues {
+        mac: a.mac.clone(),
+        address: address_of(a),
     };
-    if nics.is_empty() {
-        if let Some(mac) = mac {
-            let nic = NicValues {
-                mac: mac.to_string(),
-                address: address_of(single_device),
-            };
-            values
-                .devices
-                .insert(single_device.to_string(), nic.clone());
-            values.single = Some(nic);
-        }
+    Values {
+        name: name.to_string(),
+        single: match attachments {
+            [only] => Some(nic(only)),
+            _ => None,
+        },
+        devices: attachments
+            .iter()
+            .filter_map(|a| Some((a.device.clone()?, nic(a))))
+            .collect(),
     }
-    for n in nics {
-        values.devices.insert(
-            n.device.clone(),
-            NicValues {
-                mac: n.mac.clone(),
-                address: address_of(&n.device),
-            },
-        );
-    }
-    values
 }

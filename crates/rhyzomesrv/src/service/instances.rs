@@ -7,12 +7,11 @@
 //! it resolves its boot source and writes its record.
 
 use super::authz::{authorize, Action};
-use super::boot_plan::{bridge_attachments, mac_for_name};
+use super::boot_plan::{bridge_fields, mac_for_name};
 use super::{blocking, ms_to_rfc3339, now_rfc3339, ownership, Service, ServiceError};
 use crate::auth::Caller;
 use crate::backend::{self, BackendError};
 use crate::console;
-use crate::domain_xml;
 use crate::store::{Desired, InstanceRecord, StoreError};
 use rhyzome_api::validate::{self, FieldError};
 use rhyzome_api::{
@@ -23,34 +22,28 @@ use rhyzome_api::{
 impl Service {
     pub(super) fn to_api(&self, r: &InstanceRecord) -> Instance {
         let image = self.store.instance_image(&r.id).ok().flatten();
-        let nics = self.store.instance_nics(&r.id).unwrap_or_default();
-        self.to_api_with(r, image, nics)
+        self.to_api_with(r, image)
     }
 
-    pub(super) fn to_api_with(
-        &self,
-        r: &InstanceRecord,
-        image: Option<String>,
-        nics: Vec<crate::store::images::NicRow>,
-    ) -> Instance {
-        let devices = self.devices_of(r, &nics);
-        let addresses = self.store.instance_addresses(&r.id).unwrap_or_default();
-        let prefixes: std::collections::BTreeMap<String, u8> = self
+    /// The API's view of `r`: its NICs as the one ordered `attachments`, and, as older
+    /// clients read them, the first as `network` and those for manifest devices as
+    /// `interfaces`.
+    pub(super) fn to_api_with(&self, r: &InstanceRecord, image: Option<String>) -> Instance {
+        let devices = self.devices_of(r);
+        // Each attachment's managed network (name, prefix), for its `A.B.C.D/N`.
+        let networks: std::collections::HashMap<String, (String, u8)> = self
             .store
             .networks()
             .unwrap_or_default()
             .into_iter()
-            .map(|n| (n.name, n.subnet.prefix()))
+            .map(|n| (n.id, (n.name, n.subnet.prefix())))
             .collect();
-        let cidr = |a: &crate::store::networks::AddressRow| {
-            format!(
-                "{}/{}",
-                a.ip,
-                prefixes.get(&a.network).copied().unwrap_or(32)
-            )
+        let network_of = |a: &crate::store::attachments::Attachment| {
+            a.network.as_ref().and_then(|id| networks.get(id))
         };
-        let address_of = |device: &str| addresses.iter().find(|a| a.device == device);
-        let single = (nics.is_empty()).then(|| addresses.first()).flatten();
+        let cidr_of = |a: &crate::store::attachments::Attachment| {
+            Some(format!("{}/{}", a.address?, network_of(a)?.1))
+        };
         let kernel_parameters_expanded = self.expanded_parameters(r).unwrap_or_else(|e| {
             tracing::warn!(instance = %r.name, error = %e, "cannot fill in the kernel parameters");
             r.kernel_parameters.clone()
@@ -62,33 +55,42 @@ impl Service {
             kernel: r.kernel.clone(),
             kernel_sha256: r.kernel_sha256.clone(),
             image,
-            interfaces: nics
-                .into_iter()
-                .map(|n| rhyzome_api::InterfaceAttachment {
-                    network: address_of(&n.device).map(|a| a.network.clone()),
-                    ipv4: address_of(&n.device).map(cidr),
-                    device: n.device,
-                    bridge: n.bridge,
-                    mac: n.mac,
-                    pci_slot: n.pci_slot,
+            attachments: r
+                .attachments
+                .iter()
+                .map(|a| rhyzome_api::NicAttachment {
+                    device: a.device.clone(),
+                    bridge: a.bridge.clone(),
+                    mac: a.mac.clone(),
+                    pci_slot: a.pci_slot,
+                    network: network_of(a).map(|n| n.0.clone()),
+                    ipv4: cidr_of(a),
+                })
+                .collect(),
+            interfaces: r
+                .attachments
+                .iter()
+                .filter_map(|a| {
+                    Some(rhyzome_api::InterfaceAttachment {
+                        device: a.device.clone()?,
+                        bridge: a.bridge.clone(),
+                        mac: a.mac.clone(),
+                        pci_slot: a.pci_slot?,
+                        network: network_of(a).map(|n| n.0.clone()),
+                        ipv4: cidr_of(a),
+                    })
                 })
                 .collect(),
             kernel_parameters: r.kernel_parameters.clone(),
             kernel_parameters_expanded,
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
-            network: match (&r.bridge, &r.mac) {
-                (Some(bridge), Some(mac)) => Some(NetworkAttachment {
-                    bridge: bridge.clone(),
-                    mac: mac.clone(),
-                    ipv4: match single {
-                        Some(a) => Some(cidr(a)),
-                        None => validate::ipv4_from_parameters(&r.kernel_parameters),
-                    },
-                    network: single.map(|a| a.network.clone()),
-                }),
-                _ => None,
-            },
+            network: r.attachments.first().map(|a| NetworkAttachment {
+                bridge: a.bridge.clone(),
+                mac: a.mac.clone(),
+                ipv4: cidr_of(a).or_else(|| validate::ipv4_from_parameters(&r.kernel_parameters)),
+                network: network_of(a).map(|n| n.0.clone()),
+            }),
             devices,
             state: r.state,
             desired_state: r.desired.to_api(),
@@ -149,7 +151,8 @@ impl Service {
                 if network.bridge.is_some() || network.mac.is_some() || network.name.is_some() {
                     return Err(FieldError::new(
                         "network.mode",
-                        "is \"none\", so network.bridge, network.mac and network.name must not be set",
+                        "is \"none\", so network.bridge, network.mac and network.name must not \
+                         be set",
                     ));
                 }
                 (None, None)
@@ -202,10 +205,10 @@ impl Service {
         if let Some(existing) = self.store.by_name(&spec.name)? {
             return Err(name_taken(&existing));
         }
-        let gc_guard = self.blob_gc.read().await;
+        let gc_guard = self.blobs.pin().await;
         let recorded = self.record_instance(&spec, valid, caller).await;
         drop(gc_guard);
-        let (record, nics) = match recorded {
+        let record = match recorded {
             Ok(recorded) => recorded,
             Err(e) => {
                 // The kernel may have been copied into the blob store already; a refused
@@ -224,7 +227,7 @@ impl Service {
                 // A create that cannot start leaves nothing behind: the client sees the error
                 // and may fix the request and try again under the same name.
                 tracing::warn!(instance = %record.name, error = %e, "create failed; rolling back");
-                let e = self.explain_start_error(&record, &nics, e);
+                let e = self.explain_start_error(&record, e);
                 self.forget(&record).await?;
                 return Err(e);
             }
@@ -240,7 +243,7 @@ impl Service {
         spec: &InstanceSpec,
         valid: ValidSpec,
         caller: &Caller,
-    ) -> Result<(InstanceRecord, Vec<crate::store::images::NicRow>), ServiceError> {
+    ) -> Result<InstanceRecord, ServiceError> {
         let boot = self.resolve_boot(spec, caller).await?;
         let (planned_spec, managed_bridge, managed) = self.resolve_managed(
             spec,
@@ -248,24 +251,16 @@ impl Service {
             valid.requested_ip,
             caller,
         )?;
-        let (nics, bridge, mac) = self.plan_devices(
+        let mut attachments = self.plan_devices(
             &planned_spec,
             &boot,
             managed_bridge.or(valid.bridge),
             valid.mac,
             caller,
         )?;
-        let requests = Self::address_requests(&managed, &boot, &nics, mac.as_deref());
-        Self::check_placeholders(
-            &valid.template,
-            &spec.name,
-            &nics,
-            mac.as_deref(),
-            &requests,
-            &boot,
-        )?;
-        self.check_bridges(bridge_attachments(bridge.as_deref(), &nics))
-            .await?;
+        Self::join_networks(&managed, &mut attachments);
+        Self::check_placeholders(&valid.template, &spec.name, &attachments)?;
+        self.check_bridges(bridge_fields(&attachments)).await?;
         let record = InstanceRecord {
             id: uuid::Uuid::new_v4().to_string(),
             name: spec.name.clone(),
@@ -274,8 +269,7 @@ impl Service {
             kernel_parameters: spec.kernel_parameters.clone(),
             memory_mib: valid.memory_mib,
             vcpus: valid.vcpus,
-            bridge,
-            mac,
+            attachments,
             desired: Desired::Running,
             state: InstanceState::Pending,
             exit_code: None,
@@ -293,20 +287,16 @@ impl Service {
             owner: caller.name.clone(),
         };
         self.remember_manifest(&record.kernel_sha256, &boot.inspection);
-        match self
-            .insert_with_addresses(&record, boot.image.as_deref(), &nics, &requests)
-            .await
-        {
-            Ok(()) => {}
-            Err(e) => return Err(e),
-        }
+        let record = self
+            .insert_with_addresses(record, boot.image.as_deref())
+            .await?;
         // With the real addresses: the expanded text must fit too.
         if let Err(e) = self.expanded_parameters(&record) {
-            self.update_dhcp_entries(&record.id, false).await;
+            self.update_dhcp_entries(&record, false).await;
             self.store.remove(&record.id)?;
             return Err(e);
         }
-        Ok((record, nics))
+        Ok(record)
     }
 
     /// Maps the store's refusal of a new record to the field at fault.
@@ -326,19 +316,13 @@ impl Service {
 
     /// Turns libvirt's refusal to start a guest into an error that names the request field
     /// when the request is at fault: the bridge libvirt names (`Cannot get interface MTU on
-    /// 'br9'`), or the only bridge when it names none. `nics` are the planned NICs of a
-    /// multi-NIC image (empty otherwise). A domain name held by someone else is already a 409
-    /// from [`Self::start_domain`].
-    pub(super) fn explain_start_error(
-        &self,
-        r: &InstanceRecord,
-        nics: &[crate::store::images::NicRow],
-        e: ServiceError,
-    ) -> ServiceError {
+    /// 'br9'`), or the only bridge when it names none. A domain name held by someone else is
+    /// already a 409 from [`Self::start_domain`].
+    pub(super) fn explain_start_error(&self, r: &InstanceRecord, e: ServiceError) -> ServiceError {
         let ServiceError::Backend(BackendError::Rejected { message }) = &e else {
             return e;
         };
-        let attachments = bridge_attachments(r.bridge.as_deref(), nics);
+        let attachments = bridge_fields(&r.attachments);
         let named = attachments
             .iter()
             .find(|(_, bridge)| message.contains(&format!("'{bridge}'")));
@@ -356,7 +340,6 @@ impl Service {
     /// Starts the domain of `r` and records the outcome. The caller holds the name lock.
     pub(super) async fn start_domain(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
         let def = self.definition(r)?;
-        let xml = domain_xml::render(&def).map_err(|e| ServiceError::Internal(e.to_string()))?;
         console::prepare_log(&def.console_log)
             .map_err(|e| ServiceError::Internal(format!("{}: {e}", def.console_log.display())))?;
         self.store.set_started(
@@ -370,7 +353,7 @@ impl Service {
         let backend = self.backend.clone();
         let started = std::time::Instant::now();
         let domain_name = def.domain_name.clone();
-        match blocking(move || backend.create(&def, &xml)).await? {
+        match blocking(move || backend.create(&def)).await? {
             Ok(()) => {
                 tracing::info!(instance = %r.name, elapsed_ms = started.elapsed().as_millis() as u64, "domain started");
                 self.observe(r, InstanceState::Running, None, None)
@@ -448,7 +431,7 @@ impl Service {
             }
         }
         // The record's addresses go with it; their DHCP entries first.
-        self.update_dhcp_entries(&r.id, false).await;
+        self.update_dhcp_entries(r, false).await;
         self.store.remove(&r.id)?;
         self.publish(r, "deleted", None, None);
         self.collect_garbage().await;
@@ -457,7 +440,7 @@ impl Service {
 
     /// Removes kernel blobs that no instance uses any more.
     pub(super) async fn collect_garbage(&self) {
-        let _gc = self.blob_gc.write().await;
+        let exclusive = self.blobs.exclusive().await;
         // Blobs of stored images stay even when no instance boots them.
         let referenced = match self
             .store
@@ -471,7 +454,7 @@ impl Service {
                 return;
             }
         };
-        match self.kernels.collect_garbage(&referenced) {
+        match self.blobs.collect_garbage(&exclusive, &referenced) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed unused kernel blobs"),
             Err(e) => tracing::warn!(error = %e, "kernel blob garbage collection failed"),
@@ -494,15 +477,13 @@ impl Service {
 
     pub(super) fn list_all(&self) -> Result<Vec<Instance>, ServiceError> {
         let mut images = self.store.all_instance_images()?;
-        let mut nics = self.store.all_instance_nics()?;
         Ok(self
             .store
             .visible()?
             .iter()
             .map(|r| {
                 let image = images.remove(&r.id);
-                let nics = nics.remove(&r.id).unwrap_or_default();
-                self.to_api_with(r, image, nics)
+                self.to_api_with(r, image)
             })
             .collect())
     }

@@ -133,7 +133,7 @@ impl Service {
             self.store
                 .all()?
                 .into_iter()
-                .filter(|r| r.bridge.as_deref() == Some(record.bridge.as_str()))
+                .filter(|r| r.attachments.iter().any(|a| a.bridge == record.bridge))
                 .map(|r| r.name),
         );
         users.sort();

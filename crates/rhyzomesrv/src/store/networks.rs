@@ -1,12 +1,14 @@
 //! Managed networks and the addresses given out on them, in the same SQLite database as
-//! instances (`NETWORK_TABLES` in the parent module).
+//! instances (`NETWORK_TABLES` in the parent module). An address is part of an instance's NIC
+//! attachment (`instance_attachments.network_id` and `.address`).
 //!
 //! Address allocation is race-free by construction: the lowest free address is chosen and
-//! inserted inside the transaction that inserts the instance (one connection behind a mutex,
-//! so transactions never interleave), and `UNIQUE (network_id, address)` refuses a duplicate
-//! even if that ever changed. An address row goes with its instance (`ON DELETE CASCADE`);
-//! a network with addresses cannot be removed (the foreign key refuses it).
+//! written inside the transaction that inserts the instance (one connection behind a mutex,
+//! so transactions never interleave), and a unique index on `(network_id, address)` refuses a
+//! duplicate even if that ever changed. An address goes with its instance (`ON DELETE
+//! CASCADE`); a network an attachment names cannot be removed (the foreign key refuses it).
 
+use super::attachments::Attachment;
 use super::{encoding, Store, StoreError};
 use rhyzome_api::networks::Ipv4Subnet;
 use rhyzome_api::ForwardMode;
@@ -37,19 +39,10 @@ pub struct AddressRow {
     pub network: String,
     pub instance_id: String,
     pub instance: String,
-    pub device: String,
+    /// The manifest device of the NIC; `None` for an instance's single NIC.
+    pub device: Option<String>,
     pub ip: Ipv4Addr,
     pub mac: String,
-}
-
-/// An address to give out with an instance's insert (see [`Store::insert_with_addresses`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AddressRequest {
-    pub network_id: String,
-    pub device: String,
-    pub mac: String,
-    /// The address asked for; `None`: the lowest free one.
-    pub requested: Option<Ipv4Addr>,
 }
 
 fn network_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NetworkRecord, StoreError>> {
@@ -109,32 +102,43 @@ pub enum AddressRefusal {
     NoNetwork(String),
 }
 
-/// Gives out the addresses of `requests` to `instance_id`, inside the caller's transaction.
+/// Gives each attachment on a managed network its address, inside the caller's transaction:
+/// the one it asks for, checked, or the lowest free host address that is not the gateway.
 pub(super) fn allocate(
     tx: &rusqlite::Transaction<'_>,
-    instance_id: &str,
-    requests: &[AddressRequest],
-) -> Result<Vec<Ipv4Addr>, StoreError> {
-    let mut given = Vec::with_capacity(requests.len());
-    for req in requests {
+    attachments: &[Attachment],
+) -> Result<Vec<Attachment>, StoreError> {
+    let mut given: Vec<Attachment> = Vec::with_capacity(attachments.len());
+    for a in attachments {
+        let Some(network_id) = &a.network else {
+            given.push(a.clone());
+            continue;
+        };
         let network = tx
             .query_row(
                 &format!("SELECT {NETWORK_COLUMNS} FROM networks WHERE id = ?1"),
-                [&req.network_id],
+                [network_id],
                 network_from_row,
             )
             .optional()?
             .transpose()?
-            .ok_or_else(|| {
-                StoreError::Address(AddressRefusal::NoNetwork(req.network_id.clone()))
-            })?;
-        let used: HashSet<u32> = {
-            let mut stmt =
-                tx.prepare_cached("SELECT address FROM network_addresses WHERE network_id = ?1")?;
+            .ok_or_else(|| StoreError::Address(AddressRefusal::NoNetwork(network_id.clone())))?;
+        let mut used: HashSet<u32> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT address FROM instance_attachments \
+                 WHERE network_id = ?1 AND address IS NOT NULL",
+            )?;
             let rows = stmt.query_map([&network.id], |r| r.get::<_, u32>(0))?;
             rows.collect::<Result<_, _>>()?
         };
-        let ip = match req.requested {
+        // Earlier NICs of this same instance.
+        used.extend(
+            given
+                .iter()
+                .filter(|g| g.network.as_ref() == Some(network_id))
+                .filter_map(|g| g.address.map(u32::from)),
+        );
+        let ip = match a.address {
             Some(ip) => {
                 let refusal = if !network.subnet.is_host(ip) {
                     Some(AddressRefusal::Outside {
@@ -171,38 +175,17 @@ pub(super) fn allocate(
                     })
                 })?,
         };
-        let res = tx.execute(
-            "INSERT INTO network_addresses (network_id, instance_id, device, address, mac) \
-             VALUES (:network_id, :instance_id, :device, :address, :mac)",
-            named_params! {
-                ":network_id": network.id,
-                ":instance_id": instance_id,
-                ":device": req.device,
-                ":address": u32::from(ip),
-                ":mac": req.mac,
-            },
-        );
-        match res {
-            Ok(_) => given.push(ip),
-            // The schema's word is final, whatever the check above saw.
-            Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation
-                    && msg.contains("network_addresses.address") =>
-            {
-                return Err(StoreError::Address(AddressRefusal::Taken {
-                    network: network.name.clone(),
-                    ip,
-                }));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        given.push(Attachment {
+            address: Some(ip),
+            ..a.clone()
+        });
     }
     Ok(given)
 }
 
 /// `SELECT` of address rows with their network's and instance's names.
 const SELECT_ADDRESSES: &str = "SELECT n.name AS network, a.instance_id, i.name AS instance, \
-     a.device, a.address, a.mac FROM network_addresses a \
+     a.device, a.address, a.mac FROM instance_attachments a \
      JOIN networks n ON n.id = a.network_id JOIN instances i ON i.id = a.instance_id";
 
 impl Store {
@@ -258,6 +241,17 @@ impl Store {
             .transpose()
     }
 
+    pub fn network_by_id(&self, id: &str) -> Result<Option<NetworkRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {NETWORK_COLUMNS} FROM networks WHERE id = ?1"),
+                [id],
+                network_from_row,
+            )
+            .optional()?
+            .transpose()
+    }
+
     /// Removes a network record; refused (by the schema) while addresses are given out on it.
     pub fn remove_network(&self, id: &str) -> Result<(), StoreError> {
         self.conn()
@@ -275,11 +269,11 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The addresses of the instance `instance_id`, by device.
+    /// The addresses of the instance `instance_id`, in NIC order.
     pub fn instance_addresses(&self, instance_id: &str) -> Result<Vec<AddressRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "{SELECT_ADDRESSES} WHERE a.instance_id = ?1 ORDER BY a.device"
+            "{SELECT_ADDRESSES} WHERE a.instance_id = ?1 ORDER BY a.idx"
         ))?;
         let rows = stmt.query_map([instance_id], address_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)

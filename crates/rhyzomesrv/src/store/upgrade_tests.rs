@@ -2,6 +2,7 @@
 //! by that release's own store code (`tests/fixtures/databases`, see its README), and each one
 //! must open, migrate to the current schema and serve its records with their values.
 
+use super::attachments::{self, Attachment};
 use super::tests::record;
 use super::*;
 use crate::auth::{tokens::TokenStore, Quota, Role};
@@ -25,15 +26,19 @@ enum Release {
     /// made outside the versioned schema, with `image_tags.tagged_at`; the first fixture with
     /// image rows.
     V3TaggedImages,
-    /// 521474b: the image and token tables in the versioned schema, version 4.
+    /// 521474b: the image and token tables in the versioned schema, version 4. Its store code
+    /// is that of every later commit until version 5.
     V4VersionedImages,
-    /// Managed networks and their addresses, version 5 (provisional name until its commit
-    /// is known; see the README).
-    V5Networks,
+    /// 5a67253: the NICs of an instance as one ordered list (`instance_attachments`),
+    /// version 5.
+    V5Attachments,
+    /// Managed networks, and an attachment's network and address, version 6 (provisional
+    /// name until its commit is known; see the README).
+    V6Networks,
 }
 
 impl Release {
-    const ALL: [Release; 8] = [
+    const ALL: [Release; 9] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -41,7 +46,8 @@ impl Release {
         Release::V3Identity,
         Release::V3TaggedImages,
         Release::V4VersionedImages,
-        Release::V5Networks,
+        Release::V5Attachments,
+        Release::V6Networks,
     ];
 
     fn fixture(self) -> &'static str {
@@ -53,7 +59,8 @@ impl Release {
             Release::V3Identity => "v3-507f34f.db",
             Release::V3TaggedImages => "v3-ef5693a.db",
             Release::V4VersionedImages => "v4-521474b.db",
-            Release::V5Networks => "v5-networks.db",
+            Release::V5Attachments => "v5-5a67253.db",
+            Release::V6Networks => "v6-networks.db",
         }
     }
 
@@ -76,9 +83,10 @@ impl Release {
             Release::V4VersionedImages => {
                 Some("rhz_cd0c2594e6a866d7f3dabc883ee0788ae4a0704885a6fbc60fef3175f14eeb37")
             }
-            Release::V5Networks => {
-                Some("rhz_be11f94ee67131a65846e11d60e2066326da9d8d8a0040317adbf6e436c690b4")
+            Release::V5Attachments => {
+                Some("rhz_157ef0f4ae305c7de9c6ebf88f54137e23d7dcc70990c950641d3a3b36a6d352")
             }
+            Release::V6Networks => Some(V6_TOKEN),
         }
     }
 
@@ -89,11 +97,16 @@ impl Release {
             Release::V3Identity => Some("8905d27a-6dc7-4efe-83c4-8fd875d6bc75"),
             Release::V3TaggedImages => Some("620a840e-25f6-4f84-b1cc-897d0110dc1b"),
             Release::V4VersionedImages => Some("fac7523b-f9f2-46a8-a987-43f060ff057d"),
-            Release::V5Networks => Some("ecfee7b9-4429-4a3a-860e-325c34e2ea36"),
+            Release::V5Attachments => Some("d2617cd6-e047-4550-8ec5-f903d53d2da2"),
+            Release::V6Networks => Some(V6_DAEMON),
             _ => None,
         }
     }
 }
+
+/// What the generator of version 6's fixture printed.
+const V6_TOKEN: &str = "rhz_aa189016c00eaed88a616047a16e196373fec2c706d97fd3da6eed485b60a57c";
+const V6_DAEMON: &str = "a22751c2-970a-46cd-9261-c25ce5ab75ef";
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/databases")
@@ -121,8 +134,7 @@ fn expected_web(release: Release) -> InstanceRecord {
         kernel_parameters: "--ipv4 10.0.0.2/24".into(),
         memory_mib: 32,
         vcpus: 1,
-        bridge: Some("br0".into()),
-        mac: Some("02:00:00:00:00:01".into()),
+        attachments: vec![single_nic("02:00:00:00:00:01")],
         desired: Desired::Running,
         state: InstanceState::Running,
         exit_code: None,
@@ -158,7 +170,48 @@ fn expected_web(release: Release) -> InstanceRecord {
     if release >= Release::V2ConsoleInode {
         web.console_inode = Some(4242);
     }
+    expected_web_nics(release, &mut web);
+    if release >= Release::V6Networks {
+        // Its `service` NIC is on the managed network `lab`, with the first address.
+        web.attachments[0].bridge = "rzn-0123456789".into();
+        web.attachments[0].network = Some(LAB_ID.into());
+        web.attachments[0].address = Some(std::net::Ipv4Addr::new(10, 20, 0, 2));
+    }
     web
+}
+
+/// The id of the managed network of version 6's fixture.
+const LAB_ID: &str = "44444444-4444-4444-8444-444444444444";
+
+/// `web` before version 6 changed its first NIC.
+fn expected_web_nics(release: Release, web: &mut InstanceRecord) {
+    if release >= Release::V3TaggedImages {
+        // It boots an image with two network devices: a NIC for each, at fixed slots.
+        let nic = |device: &str, mac: &str, pci_slot| Attachment {
+            device: Some(device.into()),
+            bridge: "br0".into(),
+            mac: mac.into(),
+            pci_slot: Some(pci_slot),
+            network: None,
+            address: None,
+        };
+        web.attachments = vec![
+            nic("service", "02:00:00:00:00:01", 3),
+            nic("admin", "02:00:00:00:00:04", 4),
+        ];
+    }
+}
+
+/// The NIC of an instance with one: no manifest device, no fixed slot.
+fn single_nic(mac: &str) -> Attachment {
+    Attachment {
+        device: None,
+        bridge: "br0".into(),
+        mac: mac.into(),
+        pci_slot: None,
+        network: None,
+        address: None,
+    }
 }
 
 /// The record `batch`, which exited with code 3.
@@ -171,8 +224,7 @@ fn expected_batch(release: Release) -> InstanceRecord {
         kernel_parameters: String::new(),
         memory_mib: 64,
         vcpus: 2,
-        bridge: None,
-        mac: None,
+        attachments: Vec::new(),
         desired: Desired::Stopped,
         state: InstanceState::Exited,
         exit_code: Some(3),
@@ -210,7 +262,6 @@ fn check_images(store: &Store, release: Release) {
     if release < Release::V3TaggedImages {
         assert!(store.images().unwrap().is_empty(), "{release:?}");
         assert_eq!(store.instance_image(web).unwrap(), None, "{release:?}");
-        assert!(store.instance_nics(web).unwrap().is_empty(), "{release:?}");
         return;
     }
     let sha256 = "aa".repeat(32);
@@ -266,31 +317,16 @@ fn check_images(store: &Store, release: Release) {
         Some("a-web:1.0"),
         "{release:?}"
     );
-    let nic = |device: &str, mac: &str, pci_slot| images::NicRow {
-        device: device.into(),
-        bridge: "br0".into(),
-        mac: mac.into(),
-        pci_slot,
-    };
-    assert_eq!(
-        store.instance_nics(web).unwrap(),
-        [
-            nic("service", "02:00:00:00:00:01", 3),
-            nic("admin", "02:00:00:00:00:04", 4)
-        ],
-        "{release:?}"
-    );
     assert_eq!(store.instances_booting(&sha256).unwrap(), ["gone", "web"]);
 }
 
-/// The managed network `lab` and the address of `web` on it, for the releases that made
-/// them; then a network and an address given out by today's code.
+/// The managed network `lab`, for the releases that made it, and a network and an address
+/// given out by today's code on the migrated tables.
 fn check_networks(store: &Store, release: Release) {
-    use super::networks::{allocate, AddressRequest, NetworkRecord};
+    use super::networks::NetworkRecord;
     use rhyzome_api::networks::Ipv4Subnet;
-    let web = "11111111-1111-4111-8111-111111111111";
     let lab = NetworkRecord {
-        id: "44444444-4444-4444-8444-444444444444".into(),
+        id: LAB_ID.into(),
         name: "lab".into(),
         subnet: Ipv4Subnet::parse("10.20.0.0/24").unwrap(),
         gateway: "10.20.0.1".parse().unwrap(),
@@ -300,45 +336,37 @@ fn check_networks(store: &Store, release: Release) {
         owner: "alice".into(),
         created_at: "2026-11-27T06:38:00Z".into(),
     };
-    if release < Release::V5Networks {
+    let taken = if release < Release::V6Networks {
         assert!(store.networks().unwrap().is_empty(), "{release:?}");
         store.insert_network(&lab).unwrap();
+        0
     } else {
         assert_eq!(
             store.networks().unwrap(),
             std::slice::from_ref(&lab),
             "{release:?}"
         );
-        let given = store.instance_addresses(web).unwrap();
+        let given = store.network_addresses("lab").unwrap();
         assert_eq!(
             given
                 .iter()
-                .map(|a| (a.device.as_str(), a.ip.to_string(), a.mac.as_str()))
+                .map(|a| (a.instance.as_str(), a.device.as_deref(), a.ip.to_string()))
                 .collect::<Vec<_>>(),
-            [("service", "10.20.0.2".to_string(), "02:00:00:00:00:01")],
+            [("web", Some("service"), "10.20.0.2".to_string())],
             "{release:?}"
         );
-    }
+        1
+    };
     // Today's allocation on the migrated tables: the next free address.
-    let mut conn = store.conn();
-    let tx = conn.transaction().unwrap();
-    let request = AddressRequest {
-        network_id: lab.id.clone(),
-        device: "admin".into(),
-        mac: "02:00:00:00:00:04".into(),
-        requested: None,
-    };
-    let got = allocate(&tx, web, &[request]).unwrap();
-    tx.commit().unwrap();
-    let expected = if release < Release::V5Networks {
-        "10.20.0.2"
-    } else {
-        "10.20.0.3"
-    };
+    let mut on_lab = record("on-lab", "02:00:00:00:00:0a");
+    on_lab.attachments[0].bridge = lab.bridge.clone();
+    on_lab.attachments[0].network = Some(LAB_ID.into());
+    let written = store.insert_with_addresses(&on_lab, None).unwrap();
+    let expected = std::net::Ipv4Addr::new(10, 20, 0, 2 + taken);
+    assert_eq!(written[0].address, Some(expected), "{release:?}");
     assert_eq!(
-        got,
-        [expected.parse::<std::net::Ipv4Addr>().unwrap()],
-        "{release:?}"
+        store.by_name("on-lab").unwrap().unwrap().attachments[0].address,
+        Some(expected)
     );
 }
 
@@ -423,7 +451,6 @@ fn every_released_database_migrates_and_serves_its_records() {
             "{release:?}"
         );
         check_images(&store, release);
-        check_networks(&store, release);
         let visible: Vec<String> = store
             .visible()
             .unwrap()
@@ -433,10 +460,11 @@ fn every_released_database_migrates_and_serves_its_records() {
         assert_eq!(visible, ["batch", "web"], "{release:?}: `gone` was deleted");
         let gone = store.all().unwrap().into_iter().find(|r| r.name == "gone");
         assert_eq!(
-            gone.map(|r| (r.id, r.desired)),
+            gone.map(|r| (r.id, r.desired, r.attachments)),
             Some((
                 "33333333-3333-4333-8333-333333333333".into(),
-                Desired::Deleted
+                Desired::Deleted,
+                vec![single_nic("02:00:00:00:00:03")]
             )),
             "{release:?}"
         );
@@ -457,10 +485,25 @@ fn every_released_database_migrates_and_serves_its_records() {
         let got = store.by_name("new").unwrap().unwrap();
         assert_eq!((got.console_offset, got.console_inode), (7, Some(9)));
         assert_eq!(got.owner, "alice");
-        assert!(matches!(
-            store.insert(&record("clash", "02:00:00:00:00:01")),
-            Err(StoreError::MacTaken(_))
-        ));
+        // Every old NIC's MAC is taken: a single NIC's, a deleted instance's, and a NIC of
+        // a multi-NIC instance (from the releases with images).
+        for taken in [
+            "02:00:00:00:00:01",
+            "02:00:00:00:00:03",
+            "02:00:00:00:00:04",
+        ] {
+            let clash = store.insert(&record("clash", taken));
+            if taken.ends_with('4') && release < Release::V3TaggedImages {
+                clash.unwrap();
+                store.remove("id-clash").unwrap();
+                continue;
+            }
+            assert!(
+                matches!(clash, Err(StoreError::MacTaken(ref m)) if m == taken),
+                "{release:?}: {taken}: {clash:?}"
+            );
+        }
+        assert_eq!(store.by_name("clash").unwrap(), None, "{release:?}");
         // A tag given today keeps its time on the migrated image tables.
         store
             .insert_image("cc", 1, "2026-12-01T00:00:00Z", &new_inspection())
@@ -473,6 +516,7 @@ fn every_released_database_migrates_and_serves_its_records() {
             [("a-new:1".to_string(), "2026-12-01T00:00:01Z".to_string())].into(),
             "{release:?}"
         );
+        check_networks(&store, release);
         drop(store);
         // Opening again finds the current version and changes nothing.
         let again = Store::open(dir.path()).unwrap();
@@ -482,6 +526,15 @@ fn every_released_database_migrates_and_serves_its_records() {
             daemon_id,
             "{release:?}: the identity lasts"
         );
+        // The rebuilt tables still refer to the instances: rows go with their instance.
+        let web = expected_web(release);
+        again.remove(&web.id).unwrap();
+        assert_eq!(
+            attachments::of_instance(&again.conn(), &web.id).unwrap(),
+            [],
+            "{release:?}"
+        );
+        assert_eq!(again.instance_image(&web.id).unwrap(), None, "{release:?}");
 
         match release.alice_token() {
             None => assert!(!tokens.any().unwrap(), "{release:?} had no tokens"),

@@ -263,3 +263,77 @@ fn on_network(d: &Daemon, name: &str, network: &str) -> rhyzome_api::InstanceSpe
         ..Default::default()
     }
 }
+
+#[test]
+fn a_device_of_a_two_nic_image_joins_a_managed_network_by_name() {
+    let d = Daemon::start("e2e-n6");
+    d.client
+        .create_network(&request("e2e-n6-lab", "10.67.0.0/24"))
+        .unwrap();
+    let file = rhyzome_testkernel::kernel_path_2nic();
+    let admin = format!("admin={}", crate::harness::bridge2());
+    let create = |name: &str, parameters: &str| {
+        d.ctl(&[
+            "instance",
+            "create",
+            "--name",
+            name,
+            "--kernel-file",
+            file.to_str().unwrap(),
+            "--net",
+            "service=e2e-n6-lab",
+            "--net",
+            &admin,
+            "--kernel-parameters",
+            parameters,
+        ])
+    };
+    // The admin NIC is on a host bridge: it has no address to fill in.
+    let out = create(
+        "e2e-n6-bad",
+        "--ipv4={service.cidr} --admin-ipv4={admin.cidr}",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("{admin.cidr}"), "{err}");
+    assert!(!d.has_domain("e2e-n6-bad"));
+
+    let out = create(
+        "e2e-n6-a",
+        "--ipv4={service.cidr} --ipv4-gateway={service.gateway} --admin-ipv4=192.168.101.198/24",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.wait_for_console("e2e-n6-a", rhyzome_testkernel::READY_LINE, 1);
+    let i = d.client.get_instance("e2e-n6-a").unwrap();
+    let service = &i.attachments[0];
+    assert_eq!(
+        (
+            service.device.as_deref(),
+            service.network.as_deref(),
+            service.ipv4.as_deref()
+        ),
+        (Some("service"), Some("e2e-n6-lab"), Some("10.67.0.2/24"))
+    );
+    assert_eq!(
+        (
+            i.attachments[1].network.as_ref(),
+            i.attachments[1].ipv4.as_ref()
+        ),
+        (None, None)
+    );
+    assert!(i
+        .kernel_parameters_expanded
+        .starts_with("--ipv4=10.67.0.2/24 --ipv4-gateway=10.67.0.1 "));
+    assert!(
+        crate::harness::ping(
+            "10.67.0.2".parse().unwrap(),
+            std::time::Duration::from_secs(30)
+        ),
+        "no ping reply on the managed network:\n{}",
+        d.log()
+    );
+}

@@ -43,7 +43,7 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
                 vec![
                     a.ip.clone(),
                     a.instance.clone(),
-                    a.device.clone(),
+                    a.device.clone().unwrap_or_else(|| "-".into()),
                     a.mac.clone(),
                 ]
             })
