@@ -32,8 +32,7 @@ enum Release {
     /// 5a67253: the NICs of an instance as one ordered list (`instance_attachments`),
     /// version 5.
     V5Attachments,
-    /// Managed networks, and an attachment's network and address, version 6 (provisional
-    /// name until its commit is known; see the README).
+    /// c9a9443: managed networks, and an attachment's network and address, version 6.
     V6Networks,
 }
 
@@ -60,7 +59,7 @@ impl Release {
             Release::V3TaggedImages => "v3-ef5693a.db",
             Release::V4VersionedImages => "v4-521474b.db",
             Release::V5Attachments => "v5-5a67253.db",
-            Release::V6Networks => "v6-networks.db",
+            Release::V6Networks => "v6-c9a9443.db",
         }
     }
 
