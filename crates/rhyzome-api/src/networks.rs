@@ -21,12 +21,18 @@ pub struct NetworkCreate {
     )]
     pub name: String,
     /// IPv4 subnet in CIDR notation, its network address with a prefix of 8 to 30.
-    #[schema(example = "10.20.0.0/24")]
+    #[schema(
+        example = "10.20.0.0/24",
+        pattern = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/([89]|[12][0-9]|30)$"
+    )]
     pub subnet: String,
     /// The host's address on the network, which guests use as their gateway; default: the
     /// subnet's first address.
     #[serde(default)]
-    #[schema(example = "10.20.0.1")]
+    #[schema(
+        example = "10.20.0.1",
+        pattern = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"
+    )]
     pub gateway: Option<String>,
     /// `isolated` (default), `nat` or `route`.
     #[serde(default)]
