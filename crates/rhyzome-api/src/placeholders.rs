@@ -61,6 +61,63 @@ pub fn parse_placeholder(inner: &str) -> Option<Placeholder> {
     }
 }
 
+/// A piece of text written with brace placeholders, as both the daemon's templates and the
+/// CLI's `{i}` templates read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token {
+    Text(String),
+    /// `{{` or `}}`: one literal brace.
+    Brace(char),
+    /// The inside of `{...}`.
+    Placeholder(String),
+}
+
+/// A brace without its partner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BraceError {
+    #[error("has a '{{' without its '}}'; write {{{{ for a literal brace")]
+    Unclosed,
+    #[error("has a '}}' without its '{{'; write }}}} for a literal brace")]
+    Unopened,
+}
+
+/// Splits `text` into literal text, doubled braces and `{...}` placeholders.
+pub fn tokenize(text: &str) -> Result<Vec<Token>, BraceError> {
+    let mut tokens = Vec::new();
+    let mut literal = String::new();
+    let mut chars = text.chars().peekable();
+    fn flush(literal: &mut String, tokens: &mut Vec<Token>) {
+        if !literal.is_empty() {
+            tokens.push(Token::Text(std::mem::take(literal)));
+        }
+    }
+    while let Some(c) = chars.next() {
+        match c {
+            '{' | '}' if chars.peek() == Some(&c) => {
+                chars.next();
+                flush(&mut literal, &mut tokens);
+                tokens.push(Token::Brace(c));
+            }
+            '}' => return Err(BraceError::Unopened),
+            '{' => {
+                let mut inner = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => inner.push(c),
+                        None => return Err(BraceError::Unclosed),
+                    }
+                }
+                flush(&mut literal, &mut tokens);
+                tokens.push(Token::Placeholder(inner));
+            }
+            c => literal.push(c),
+        }
+    }
+    flush(&mut literal, &mut tokens);
+    Ok(tokens)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),
@@ -104,37 +161,12 @@ impl Template {
     pub fn parse(text: &str) -> Result<Template, FieldError> {
         let mut pieces = Vec::new();
         let mut literal = String::new();
-        let mut chars = text.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '{' if chars.peek() == Some(&'{') => {
-                    chars.next();
-                    literal.push('{');
-                }
-                '}' if chars.peek() == Some(&'}') => {
-                    chars.next();
-                    literal.push('}');
-                }
-                '}' => {
-                    return Err(FieldError::new(
-                        FIELD,
-                        "has a '}' without its '{'; write }} for a literal brace",
-                    ))
-                }
-                '{' => {
-                    let mut inner = String::new();
-                    loop {
-                        match chars.next() {
-                            Some('}') => break,
-                            Some(c) => inner.push(c),
-                            None => {
-                                return Err(FieldError::new(
-                                    FIELD,
-                                    "has a '{' without its '}'; write {{ for a literal brace",
-                                ))
-                            }
-                        }
-                    }
+        let brace_error = |e: BraceError| FieldError::new(FIELD, e.to_string());
+        for token in tokenize(text).map_err(brace_error)? {
+            match token {
+                Token::Text(t) => literal.push_str(&t),
+                Token::Brace(b) => literal.push(b),
+                Token::Placeholder(inner) => {
                     let placeholder = parse_placeholder(&inner).ok_or_else(|| {
                         FieldError::new(
                             FIELD,
@@ -150,7 +182,6 @@ impl Template {
                     }
                     pieces.push(Piece::Placeholder(placeholder, inner));
                 }
-                c => literal.push(c),
             }
         }
         if !literal.is_empty() {

@@ -63,29 +63,18 @@ impl Template {
                 brace.to_string()
             }
         };
+        use rhyzome_api::placeholders::{tokenize, BraceError, Token};
         let mut parts = Vec::new();
         let mut literal = String::new();
-        let mut chars = text.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '{' if chars.peek() == Some(&'{') => {
-                    chars.next();
-                    literal.push_str(&literal_brace('{'));
-                }
-                '}' if chars.peek() == Some(&'}') => {
-                    chars.next();
-                    literal.push_str(&literal_brace('}'));
-                }
-                '}' => return Err(TemplateError::Unopened { what }),
-                '{' => {
-                    let mut inner = String::new();
-                    loop {
-                        match chars.next() {
-                            Some('}') => break,
-                            Some(c) => inner.push(c),
-                            None => return Err(TemplateError::Unclosed { what }),
-                        }
-                    }
+        let tokens = tokenize(text).map_err(|e| match e {
+            BraceError::Unclosed => TemplateError::Unclosed { what },
+            BraceError::Unopened => TemplateError::Unopened { what },
+        })?;
+        for token in tokens {
+            match token {
+                Token::Text(t) => literal.push_str(&t),
+                Token::Brace(b) => literal.push_str(&literal_brace(b)),
+                Token::Placeholder(inner) => {
                     let Some(offset) = parse_placeholder(&inner) else {
                         if pass_server_placeholders
                             && rhyzome_api::placeholders::parse_placeholder(&inner).is_some()
@@ -100,7 +89,6 @@ impl Template {
                     }
                     parts.push(Part::Index(offset));
                 }
-                c => literal.push(c),
             }
         }
         if !literal.is_empty() {
