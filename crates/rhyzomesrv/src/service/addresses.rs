@@ -87,6 +87,24 @@ impl Service {
         }
     }
 
+    /// Checks the host bridges of `attachments` against the bridges `caller`'s token may use.
+    /// A NIC on a managed network is not checked here: the caller sees that network (its
+    /// name prefix), which is what lets it use the network's bridge.
+    pub(super) fn check_host_bridges(
+        attachments: &[Attachment],
+        caller: &Caller,
+    ) -> Result<(), ServiceError> {
+        for a in attachments.iter().filter(|a| a.network.is_none()) {
+            let field = if a.device.is_some() {
+                "nets"
+            } else {
+                "network.bridge"
+            };
+            caller.check_bridge(&a.bridge, field)?;
+        }
+        Ok(())
+    }
+
     /// Checks before anything is written that every placeholder of `template` will have a
     /// value (the planned attachments say which NICs will have addresses).
     pub(super) fn check_placeholders(

@@ -348,14 +348,14 @@ impl Service {
 
     /// The NICs of a create, in order: those of a multi-NIC image, or the single NIC (bridge
     /// and MAC) of `network`, or none when the image's Solo5 manifest declares no network
-    /// device. Refuses what the manifest rules out, and bridges the caller may not use.
+    /// device. Refuses what the manifest rules out; which bridges the caller may use is
+    /// checked once the NICs on managed networks are known (`Service::check_host_bridges`).
     pub(super) fn plan_devices(
         &self,
         spec: &InstanceSpec,
         boot: &Boot,
         bridge: Option<String>,
         mac: Option<String>,
-        caller: &Caller,
     ) -> Result<Vec<Attachment>, ServiceError> {
         let manifest = manifest_of(&boot.inspection);
         if let Some(m) = manifest {
@@ -366,16 +366,12 @@ impl Service {
             Self::check_manifest(spec, m, field, what)?;
         }
         let nics = self.plan_nics(spec, &boot.inspection)?;
-        for nic in &nics {
-            caller.check_bridge(&nic.bridge, "nets")?;
-        }
         if !nics.is_empty() || manifest.is_some_and(|m| m.net_devices().is_empty()) {
             return Ok(nics);
         }
         let (Some(bridge), Some(mac)) = (bridge, mac) else {
             return Ok(Vec::new()); // `network.mode` none.
         };
-        caller.check_bridge(&bridge, "network.bridge")?;
         Ok(vec![Attachment {
             device: None,
             bridge,

@@ -256,9 +256,9 @@ impl Service {
             &boot,
             managed_bridge.or(valid.bridge),
             valid.mac,
-            caller,
         )?;
         Self::join_networks(&managed, &mut attachments);
+        Self::check_host_bridges(&attachments, caller)?;
         Self::check_placeholders(&valid.template, &spec.name, &attachments)?;
         self.check_bridges(bridge_fields(&attachments)).await?;
         let record = InstanceRecord {

@@ -524,3 +524,30 @@ async fn placeholders_are_filled_in_from_the_instance_s_own_address() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_token_limited_to_some_bridges_may_still_use_the_managed_networks_it_sees() {
+    let backend = Arc::new(FakeBackend::new());
+    let d = daemon_on(&backend);
+    d.network("alice-lab", "10.20.0.0/24").await;
+    let mut alice = Caller::internal();
+    alice.name = "alice".into();
+    alice.prefix = Some("alice-".into());
+    alice.quota.bridges = Some(vec!["br0".into()]);
+    let i = d
+        .service
+        .create(on_network(&d, "alice-a", "alice-lab", None, ""), &alice)
+        .await
+        .unwrap();
+    assert_eq!(ipv4(&i), "10.20.0.2/24");
+    // Host bridges stay limited to the token's list.
+    let mut elsewhere = on_network(&d, "alice-b", "alice-lab", None, "");
+    elsewhere.network = Some(rhyzome_api::NetworkSpec {
+        bridge: Some("br9".into()),
+        ..Default::default()
+    });
+    assert!(matches!(
+        d.service.create(elsewhere, &alice).await,
+        Err(ServiceError::Auth(_))
+    ));
+}
