@@ -603,6 +603,12 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
             call(Viewer, Method::GET, path.into(), Public),
             call(Stranger, Method::GET, path.into(), Public),
         ],
+        // The node's metrics cover every tenant's instances: a viewer of the whole node may
+        // read them, a token limited to a prefix may not.
+        ("get", "/metrics") => vec![
+            call(Viewer, Method::GET, path.into(), Public),
+            call(Stranger, Method::GET, path.into(), Status(403)),
+        ],
         // Checked separately, on a live stream: see the test.
         ("get", "/v1/events") => vec![],
         ("get", "/v1/instances") | ("get", "/v1/images") => {

@@ -2,8 +2,8 @@
 //! can be told to fail, but runs nothing. A mutex guards its map; calls are instantaneous.
 
 use super::{
-    BackendError, DomainStats, DomainStatus, Hypervisor, InterfaceKind, NicCounters, Notice,
-    NoticeSink,
+    BackendError, DomainCounters, DomainStats, DomainStatus, Hypervisor, InterfaceKind,
+    NicCounters, Notice, NoticeSink,
 };
 use crate::domain_xml::{DomainDefinition, DomainMark};
 use std::collections::BTreeMap;
@@ -26,6 +26,10 @@ struct FakeState {
     deferred: Option<Vec<Notice>>,
     /// Interfaces the fake host was told about; any other is `Unknown`.
     interfaces: BTreeMap<String, InterfaceKind>,
+    /// Counters set by [`FakeBackend::set_counters`], by UUID.
+    counters: BTreeMap<String, DomainCounters>,
+    /// Makes `all_counters` fail, as a libvirt that went away would.
+    counters_fail: Option<BackendError>,
 }
 
 impl FakeBackend {
@@ -115,6 +119,17 @@ impl FakeBackend {
         self.state().domains.get(uuid).map(|(_, x)| x.clone())
     }
 
+    /// What `all_counters` reports for the domain with this UUID while it exists (its
+    /// `uuid` and `name` are the domain's own).
+    pub fn set_counters(&self, uuid: &str, counters: DomainCounters) {
+        self.state().counters.insert(uuid.to_string(), counters);
+    }
+
+    /// Makes `all_counters` fail with `err` (or succeed again, with `None`).
+    pub fn fail_counters(&self, err: Option<BackendError>) {
+        self.state().counters_fail = err;
+    }
+
     pub fn creates(&self) -> usize {
         self.state().creates
     }
@@ -192,6 +207,23 @@ impl Hypervisor for FakeBackend {
                 rss_kib: None,
                 nics: vec![NicCounters::default(); macs.len()],
             }))
+    }
+
+    /// The counters set with [`FakeBackend::set_counters`], else zeros, for every domain.
+    fn all_counters(&self) -> Result<Vec<DomainCounters>, BackendError> {
+        let s = self.state();
+        if let Some(e) = &s.counters_fail {
+            return Err(e.clone());
+        }
+        Ok(s.domains
+            .values()
+            .filter(|(d, _)| d.name.starts_with(super::DOMAIN_PREFIX))
+            .map(|(d, _)| DomainCounters {
+                uuid: d.uuid.clone(),
+                name: d.name.clone(),
+                ..s.counters.get(&d.uuid).cloned().unwrap_or_default()
+            })
+            .collect())
     }
 
     fn interface_kind(&self, name: &str) -> Result<InterfaceKind, BackendError> {

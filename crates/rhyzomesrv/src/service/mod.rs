@@ -19,6 +19,7 @@ pub mod authz;
 pub mod event_log;
 pub mod images;
 pub mod locks;
+pub mod metrics;
 pub mod ownership;
 pub mod reconcile;
 pub mod restart;
@@ -97,6 +98,8 @@ pub struct Service {
     /// not be looked at (nor logged) again.
     left_alone: std::sync::Mutex<std::collections::HashSet<String>>,
     wake_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
+    /// Counted as things happen; read by `GET /metrics` ([`metrics`]).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Runs blocking work off the async runtime.
@@ -202,6 +205,7 @@ impl Service {
             destroys,
             left_alone: Default::default(),
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
+            metrics: Default::default(),
         })
     }
 
@@ -236,6 +240,7 @@ impl Service {
         exit_code: Option<i32>,
         reason: Option<String>,
     ) {
+        self.metrics.state_changed(state);
         self.events.publish(Event {
             time: now_rfc3339(),
             instance: r.name.clone(),

@@ -10,11 +10,12 @@
 //! the watcher is re-subscribed and told [`Notice::Reconnected`] so it can catch up on what
 //! it missed.
 
+pub mod bulk;
 pub mod events;
 
 use super::{
-    BackendError, DomainStats, DomainStatus, Hypervisor, InterfaceKind, NicCounters, Notice,
-    NoticeSink, DOMAIN_PREFIX,
+    BackendError, DomainCounters, DomainStats, DomainStatus, Hypervisor, InterfaceKind,
+    NicCounters, Notice, NoticeSink, DOMAIN_PREFIX,
 };
 use crate::config::DomainTypeSetting;
 use crate::domain_xml::{
@@ -335,6 +336,10 @@ impl Hypervisor for LibvirtBackend {
                 nics,
             }))
         })
+    }
+
+    fn all_counters(&self) -> Result<Vec<DomainCounters>, BackendError> {
+        self.idempotent(bulk::all_counters)
     }
 
     /// Asks libvirt's interface driver (the udev backend on Debian), which sees the network

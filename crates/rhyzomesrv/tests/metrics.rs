@@ -1,0 +1,371 @@
+//! `GET /metrics` over the fake hypervisor: the exposition is parsed back with a Prometheus
+//! text parser (`openmetrics-parser`) and its values and labels are checked, not string-matched.
+
+use rhyzome_api::client::Client;
+use rhyzome_api::InstanceSpec;
+use rhyzomesrv::auth::{Quota, Role};
+use rhyzomesrv::backend::counters::{BlockCounters, InterfaceCounters};
+use rhyzomesrv::backend::{BackendError, DomainCounters, DomainStatus};
+use rhyzomesrv::testing::{TestServer, TestServerOptions};
+use std::collections::HashMap;
+
+fn spec(srv: &TestServer, name: &str) -> InstanceSpec {
+    InstanceSpec {
+        name: name.into(),
+        kernel: srv.kernel.clone(),
+        ..Default::default()
+    }
+}
+
+/// One parsed sample: its family's name, its labels, and its value (a histogram's is its
+/// count of observations).
+#[derive(Debug)]
+struct Sample {
+    metric: String,
+    labels: HashMap<String, String>,
+    value: f64,
+    histogram: bool,
+}
+
+/// GETs `/metrics` and parses it with a grammar-based Prometheus text parser
+/// (`openmetrics-parser`); panics unless it is a 200 in that format.
+fn scrape(srv: &TestServer, token: Option<&str>) -> Vec<Sample> {
+    let mut req = reqwest::blocking::Client::new().get(format!("{}/metrics", srv.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    parse(&resp.text().unwrap())
+}
+
+fn parse(text: &str) -> Vec<Sample> {
+    use openmetrics_parser::{MetricNumber, PrometheusValue};
+    let exposition = openmetrics_parser::prometheus::parse_prometheus(text)
+        .unwrap_or_else(|e| panic!("not the Prometheus text format: {e:?}\n{text}"));
+    let mut out = Vec::new();
+    for (name, family) in &exposition.families {
+        for sample in family.iter_samples() {
+            let labels = sample_labels(family, sample)
+                .unwrap_or_else(|| panic!("{name}: labels do not match the family's"));
+            let (value, histogram) = match &sample.value {
+                PrometheusValue::Unknown(n) | PrometheusValue::Gauge(n) => (n.as_f64(), false),
+                PrometheusValue::Counter(c) => (c.value.as_f64(), false),
+                PrometheusValue::Histogram(h) => (
+                    h.count.map(|c| c as f64).unwrap_or_else(|| {
+                        h.buckets
+                            .last()
+                            .map_or(0.0, |b| MetricNumber::as_f64(&b.count))
+                    }),
+                    true,
+                ),
+                PrometheusValue::Summary(_) => panic!("{name}: no summaries are exported"),
+            };
+            out.push(Sample {
+                metric: name.clone(),
+                labels,
+                value,
+                histogram,
+            });
+        }
+    }
+    out
+}
+
+fn sample_labels<T, V>(
+    family: &openmetrics_parser::MetricFamily<T, V>,
+    sample: &openmetrics_parser::Sample<V>,
+) -> Option<HashMap<String, String>>
+where
+    T: Clone,
+    V: openmetrics_parser::RenderableMetricValue + Clone,
+{
+    let names = family.get_label_names();
+    let set = sample.get_labelset().ok()?;
+    let values: Vec<String> = set.iter_values().cloned().collect();
+    Some(names.iter().cloned().zip(values).collect())
+}
+
+/// The samples of `metric` whose labels include all of `labels`.
+fn samples<'a>(s: &'a [Sample], metric: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    s.iter()
+        .filter(|x| {
+            x.metric == metric
+                && labels
+                    .iter()
+                    .all(|(k, v)| x.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
+/// The one value of `metric` with these labels.
+fn value(s: &[Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = samples(s, metric, labels);
+    assert_eq!(found.len(), 1, "{metric}{labels:?}: {found:?}");
+    found[0].value
+}
+
+#[test]
+fn owned_domains_are_reported_under_the_exporters_names_and_labels() {
+    let srv = TestServer::start();
+    let client = Client::new(&srv.url).unwrap();
+    let web = client.create_instance(&spec(&srv, "web")).unwrap();
+    client.create_instance(&spec(&srv, "db")).unwrap();
+    srv.backend.set_counters(
+        &web.id,
+        DomainCounters {
+            cpu_time_ns: 2_500_000_000,
+            memory_kib: 32 * 1024,
+            max_memory_kib: 64 * 1024,
+            vcpus: 2,
+            interfaces: vec![InterfaceCounters {
+                target_device: "vnet3".into(),
+                rx_bytes: 1000,
+                rx_packets: 10,
+                rx_errors: 1,
+                rx_drops: 2,
+                tx_bytes: 2000,
+                tx_packets: 20,
+                tx_errors: 3,
+                tx_drops: 4,
+            }],
+            blocks: vec![BlockCounters {
+                target_device: "vda".into(),
+                read_bytes: 4096,
+                read_requests: 1,
+                write_bytes: 8192,
+                write_requests: 2,
+            }],
+            ..Default::default()
+        },
+    );
+    // A domain with rhyzome's name prefix that this daemon does not own.
+    srv.backend.inject(
+        DomainStatus {
+            uuid: "00000000-0000-4000-8000-0000000000ff".into(),
+            name: "rhyzome-foreign".into(),
+            active: true,
+        },
+        "<domain/>",
+    );
+
+    let s = scrape(&srv, None);
+    let web_labels = [("domain", "rhyzome-web"), ("instance", "web")];
+    assert_eq!(
+        value(
+            &s,
+            "libvirt_domain_info_cpu_time_seconds_total",
+            &web_labels
+        ),
+        2.5
+    );
+    assert_eq!(
+        value(&s, "libvirt_domain_info_memory_usage_bytes", &web_labels),
+        (32 << 20) as f64
+    );
+    assert_eq!(
+        value(&s, "libvirt_domain_info_maximum_memory_bytes", &web_labels),
+        (64 << 20) as f64
+    );
+    assert_eq!(
+        value(&s, "libvirt_domain_info_virtual_cpus", &web_labels),
+        2.0
+    );
+    let nic = [
+        ("domain", "rhyzome-web"),
+        ("instance", "web"),
+        ("target_device", "vnet3"),
+        ("source_bridge", "br0"),
+    ];
+    for (metric, expected) in [
+        ("receive_bytes", 1000.0),
+        ("receive_packets", 10.0),
+        ("receive_errors", 1.0),
+        ("receive_drops", 2.0),
+        ("transmit_bytes", 2000.0),
+        ("transmit_packets", 20.0),
+        ("transmit_errors", 3.0),
+        ("transmit_drops", 4.0),
+    ] {
+        let name = format!("libvirt_domain_interface_stats_{metric}_total");
+        assert_eq!(value(&s, &name, &nic), expected, "{name}");
+    }
+    let disk = [("instance", "web"), ("target_device", "vda")];
+    for (metric, expected) in [
+        ("read_bytes", 4096.0),
+        ("read_requests", 1.0),
+        ("write_bytes", 8192.0),
+        ("write_requests", 2.0),
+    ] {
+        let name = format!("libvirt_domain_block_stats_{metric}_total");
+        assert_eq!(value(&s, &name, &disk), expected, "{name}");
+    }
+    // The other instance's domain is there, with zeros from the fake.
+    assert_eq!(
+        value(
+            &s,
+            "libvirt_domain_info_cpu_time_seconds_total",
+            &[("instance", "db")]
+        ),
+        0.0
+    );
+    // The foreign domain is nowhere.
+    assert!(
+        s.iter()
+            .all(|x| x.labels.get("domain").map(String::as_str) != Some("rhyzome-foreign")),
+        "a domain this daemon does not own was reported"
+    );
+    assert_eq!(
+        samples(&s, "libvirt_domain_info_cpu_time_seconds_total", &[]).len(),
+        2
+    );
+    assert_eq!(value(&s, "rhyzome_libvirt_up", &[]), 1.0);
+}
+
+#[test]
+fn instances_by_state_restarts_and_state_changes_follow_the_store() {
+    let srv = TestServer::start();
+    let client = Client::new(&srv.url).unwrap();
+    for name in ["a", "b", "c"] {
+        client.create_instance(&spec(&srv, name)).unwrap();
+    }
+    client.stop_instance("c").unwrap();
+    let s = scrape(&srv, None);
+    assert_eq!(value(&s, "rhyzome_instances", &[("state", "running")]), 2.0);
+    assert_eq!(value(&s, "rhyzome_instances", &[("state", "stopped")]), 1.0);
+    // Every state is listed, so that series do not come and go.
+    assert_eq!(value(&s, "rhyzome_instances", &[("state", "crashed")]), 0.0);
+    assert_eq!(samples(&s, "rhyzome_instances", &[]).len(), 7);
+    assert_eq!(
+        value(
+            &s,
+            "rhyzome_instance_state_changes_total",
+            &[("to", "running")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            "rhyzome_instance_state_changes_total",
+            &[("to", "stopped")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&s, "rhyzome_instance_restarts_total", &[("instance", "a")]),
+        0.0
+    );
+    // The stopped instance has no domain, so no domain series.
+    assert!(samples(&s, "libvirt_domain_info_virtual_cpus", &[("instance", "c")]).is_empty());
+    // Three successful creates were timed.
+    let creates = samples(&s, "rhyzome_create_duration_seconds", &[]);
+    assert!(creates[0].histogram, "{creates:?}");
+    assert_eq!(creates[0].value, 3.0, "{creates:?}");
+    assert!(value(&s, "process_resident_memory_bytes", &[]) > 1e6);
+    assert!(value(&s, "process_open_fds", &[]) >= 3.0);
+}
+
+#[test]
+fn requests_are_timed_by_route_template_never_by_raw_path() {
+    let srv = TestServer::start();
+    let client = Client::new(&srv.url).unwrap();
+    client.create_instance(&spec(&srv, "web")).unwrap();
+    client.get_instance("web").unwrap();
+    client.get_instance("web").unwrap();
+    let http = reqwest::blocking::Client::new();
+    assert_eq!(
+        http.get(format!("{}/v1/instances/nosuch", srv.url))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.get(format!("{}/random/attacker/path", srv.url))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    let s = scrape(&srv, None);
+    let histogram = |labels: &[(&str, &str)]| {
+        let found = samples(&s, "rhyzome_http_request_duration_seconds", labels);
+        assert_eq!(found.len(), 1, "{labels:?}: {found:?}");
+        assert!(found[0].histogram, "{found:?}");
+        found[0].value
+    };
+    let named = [("route", "/v1/instances/{name}"), ("method", "GET")];
+    assert_eq!(histogram(&[named[0], named[1], ("status", "200")]), 2.0);
+    assert_eq!(histogram(&[named[0], named[1], ("status", "404")]), 1.0);
+    assert_eq!(
+        histogram(&[
+            ("route", "/v1/instances"),
+            ("method", "POST"),
+            ("status", "201")
+        ]),
+        1.0
+    );
+    assert_eq!(histogram(&[("route", "unmatched"), ("status", "404")]), 1.0);
+    for sample in &s {
+        let route = sample.labels.get("route").map_or("", String::as_str);
+        assert!(
+            !route.contains("web") && !route.contains("nosuch") && !route.contains("attacker"),
+            "a raw path became a label: {sample:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_libvirt_is_reported_not_fatal() {
+    let srv = TestServer::start();
+    let client = Client::new(&srv.url).unwrap();
+    client.create_instance(&spec(&srv, "web")).unwrap();
+    srv.backend
+        .fail_counters(Some(BackendError::Unavailable("gone".into())));
+    let s = scrape(&srv, None);
+    assert_eq!(value(&s, "rhyzome_libvirt_up", &[]), 0.0);
+    assert_eq!(value(&s, "rhyzome_instances", &[("state", "running")]), 1.0);
+    assert!(samples(&s, "libvirt_domain_info_virtual_cpus", &[]).is_empty());
+    srv.backend.fail_counters(None);
+    assert_eq!(value(&scrape(&srv, None), "rhyzome_libvirt_up", &[]), 1.0);
+}
+
+#[test]
+fn metrics_follow_authentication_and_refuse_tenant_tokens() {
+    let srv = TestServer::start_with(TestServerOptions {
+        auth: true,
+        ..Default::default()
+    });
+    let tokens = srv.tokens();
+    let viewer = tokens
+        .create("prometheus", Role::Viewer, None, &Quota::default())
+        .unwrap();
+    let tenant = tokens
+        .create("alice", Role::Operator, Some("alice-"), &Quota::default())
+        .unwrap();
+    let http = reqwest::blocking::Client::new();
+    let get = |token: Option<&str>| {
+        let mut req = http.get(format!("{}/metrics", srv.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap())
+    };
+    assert_eq!(get(None).0, 401);
+    assert_eq!(get(Some("rhz_not_a_token")).0, 401);
+    let (status, body) = get(Some(&tenant));
+    assert_eq!(status, 403, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["field"], "token", "{body}");
+    assert_eq!(
+        value(&scrape(&srv, Some(&viewer)), "rhyzome_libvirt_up", &[]),
+        1.0
+    );
+}
