@@ -10,6 +10,7 @@ mod devices;
 mod harness;
 mod images;
 mod lifecycle;
+mod metrics;
 mod ownership;
 mod recovery;
 mod restarts;
