@@ -71,14 +71,21 @@ impl Service {
                 let nics = self.store.all_instance_nics()?;
                 domains = owned
                     .into_iter()
-                    .map(|(r, counters)| DomainSample {
-                        instance: r.name.clone(),
-                        image: images.get(&r.id).cloned(),
-                        bridges: match nics.get(&r.id) {
-                            Some(rows) => rows.iter().map(|n| n.bridge.clone()).collect(),
-                            None => r.bridge.iter().cloned().collect(),
-                        },
-                        counters,
+                    .map(|(r, mut counters)| {
+                        // libvirt is not asked for vCPUs (see backend/libvirt/bulk.rs): the
+                        // domain runs with the instance's.
+                        if counters.vcpus == 0 {
+                            counters.vcpus = u64::from(r.vcpus);
+                        }
+                        DomainSample {
+                            instance: r.name.clone(),
+                            image: images.get(&r.id).cloned(),
+                            bridges: match nics.get(&r.id) {
+                                Some(rows) => rows.iter().map(|n| n.bridge.clone()).collect(),
+                                None => r.bridge.iter().cloned().collect(),
+                            },
+                            counters,
+                        }
                     })
                     .collect();
             }
