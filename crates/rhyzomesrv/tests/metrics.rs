@@ -140,7 +140,11 @@ fn owned_domains_are_reported_under_the_exporters_names_and_labels() {
     );
     // A domain whose vCPUs libvirt did not report has the instance's own.
     assert_eq!(
-        value(&s, "libvirt_domain_info_virtual_cpus", &[("instance", "db")]),
+        value(
+            &s,
+            "libvirt_domain_info_virtual_cpus",
+            &[("instance", "db")]
+        ),
         1.0
     );
     // The foreign domain is nowhere.

@@ -6,6 +6,7 @@
 //! Handlers are thin: they extract, call the [`Service`], and map its errors to [`ApiError`].
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod images;
@@ -175,8 +176,10 @@ pub fn router_with_auth(service: Arc<Service>, auth: Arc<auth::Authenticator>) -
             request_metrics,
             metrics::record_request,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(service)
+        // After the API's layers: the dashboard's static assets need no token.
+        .merge(dashboard::router())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
 }
 
 /// One span per request, at INFO so that its fields go with every event logged while it is

@@ -1,0 +1,158 @@
+//! The dashboard (`/ui`) in a real browser (headless Chromium through chromedriver) over the
+//! fake hypervisor, with authentication on: the token is asked for, a wrong one is refused
+//! with a clear message, the token never appears in the URL, the table is live, and the
+//! server's field errors appear next to their field. The same page on real libvirt, with a
+//! real guest's console, is `tests/e2e/dashboard.rs`.
+
+#[path = "common/browser.rs"]
+mod browser;
+
+use browser::Browser;
+use rhyzome_api::client::{Client, ClientOptions};
+use rhyzome_api::InstanceSpec;
+use rhyzomesrv::auth::{Quota, Role};
+use rhyzomesrv::testing::{TestServer, TestServerOptions};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[test]
+fn assets_are_served_with_a_strict_content_security_policy_and_no_token() {
+    let srv = TestServer::start_with(TestServerOptions {
+        auth: true,
+        ..Default::default()
+    });
+    srv.tokens()
+        .create("root", Role::Admin, None, &Quota::default())
+        .unwrap();
+    let http = reqwest::blocking::Client::new();
+    for (path, kind) in [
+        ("/ui", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let resp = http.get(format!("{}{path}", srv.url)).send().unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = resp.headers();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+    }
+    // The API itself still needs the token.
+    assert_eq!(
+        http.get(format!("{}/v1/instances", srv.url))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[test]
+fn a_browser_signs_in_sees_live_state_and_field_errors() {
+    let srv = TestServer::start_with(TestServerOptions {
+        auth: true,
+        ..Default::default()
+    });
+    let token = srv
+        .tokens()
+        .create("ops", Role::Operator, None, &Quota::default())
+        .unwrap();
+    let api = Client::with_options(
+        &srv.url,
+        ClientOptions {
+            token: Some(token.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    api.create_instance(&InstanceSpec {
+        name: "web-1".into(),
+        kernel: srv.kernel.clone(),
+        kernel_parameters: "--ipv4=10.0.0.5/24".into(),
+        ..Default::default()
+    })
+    .unwrap();
+
+    let b = Browser::start();
+    b.goto(&format!("{}/ui", srv.url));
+    b.wait_text("#login-error", WAIT, |t| t.contains("needs a token"));
+    b.type_into("#token", "rhz_wrong");
+    b.click("#login-form button");
+    b.wait_text("#login-error", WAIT, |t| {
+        t.contains("refused this token") && t.contains("not valid")
+    });
+    assert_eq!(
+        b.eval(
+            "return [document.getElementById('view-instances').hidden, \
+             document.querySelectorAll('#instances tbody tr').length]",
+            serde_json::json!([])
+        ),
+        serde_json::json!([true, 0]),
+        "instances shown without a valid token"
+    );
+    b.type_into("#token", &token);
+    b.click("#login-form button");
+    let row = b.wait_text("tr[data-name='web-1']", WAIT, |t| t.contains("running"));
+    assert!(row.contains("10.0.0.5"), "{row}");
+    assert!(!b.url().contains(&token), "the token is in the URL");
+    assert_eq!(
+        b.eval(
+            "return sessionStorage.getItem('rhyzome-token')",
+            serde_json::json!([])
+        ),
+        serde_json::json!(token)
+    );
+    b.wait_text("#live", WAIT, |t| t == "live");
+
+    // A change made elsewhere arrives through the event stream, without a reload.
+    b.eval(
+        "window.notReloaded = true; return true",
+        serde_json::json!([]),
+    );
+    api.stop_instance("web-1").unwrap();
+    b.wait_text("tr[data-name='web-1']", WAIT, |t| t.contains("stopped"));
+    // Stop and start from the page.
+    b.click("tr[data-name='web-1'] button[data-action='start']");
+    b.wait_text("tr[data-name='web-1']", WAIT, |t| t.contains("running"));
+    assert_eq!(
+        api.get_instance("web-1").unwrap().state,
+        rhyzome_api::InstanceState::Running
+    );
+    assert_eq!(
+        b.eval("return window.notReloaded === true", serde_json::json!([])),
+        serde_json::json!(true),
+        "the page reloaded"
+    );
+
+    // The create form: the server's error lands next to the field it names.
+    b.goto(&format!("{}/ui#/create", srv.url));
+    b.type_into("#f-name", "Bad Name!");
+    b.type_into("#f-kernel", &srv.kernel);
+    b.click("#create-submit");
+    let error = b.wait_text("[data-error='name']", WAIT, |t| !t.is_empty());
+    assert!(error.contains("only lowercase letters"), "{error}");
+    assert!(b.text("#create-error").is_empty());
+    // A good one appears in the table.
+    b.type_into("#f-name", "web-2");
+    b.click("#create-submit");
+    b.wait_text("tr[data-name='web-2']", WAIT, |t| t.contains("running"));
+    assert!(api.get_instance("web-2").is_ok());
+
+    // Delete asks first.
+    b.click("tr[data-name='web-2'] button[data-action='delete']");
+    b.accept_alert();
+    let deadline = std::time::Instant::now() + WAIT;
+    while api.get_instance("web-2").is_ok() {
+        assert!(std::time::Instant::now() < deadline, "not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.wait_text("#instances tbody", WAIT, |t| !t.contains("web-2"));
+}
