@@ -303,3 +303,57 @@ fn metrics_follow_authentication_and_refuse_tenant_tokens() {
         1.0
     );
 }
+
+/// Every metric family named in the exposition's `# TYPE` lines.
+fn exported_families(srv: &TestServer) -> std::collections::BTreeSet<String> {
+    let text = reqwest::blocking::get(format!("{}/metrics", srv.url))
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_shipped_grafana_dashboard_parses_and_uses_only_exported_metrics() {
+    let srv = TestServer::start();
+    let client = Client::new(&srv.url).unwrap();
+    client.create_instance(&spec(&srv, "web")).unwrap();
+    let exported = exported_families(&srv);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/grafana-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("valid JSON");
+    let mut used = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("an expr");
+            // Metric names: identifiers with one of the exported prefixes.
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !["libvirt_", "rhyzome_", "process_"]
+                    .iter()
+                    .any(|p| word.starts_with(p))
+                {
+                    continue;
+                }
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| word.strip_suffix(s))
+                    .filter(|f| exported.contains(*f))
+                    .unwrap_or(word);
+                assert!(
+                    exported.contains(family),
+                    "panel {:?} uses {word}, which /metrics does not export; it exports {exported:?}",
+                    panel["title"]
+                );
+                used += 1;
+            }
+        }
+    }
+    assert!(used >= 12, "only {used} metric references found");
+}
