@@ -11,7 +11,9 @@
 #    of the same domains (one bulk call too, plus virsh's own start and connection), and the
 #    per-domain calls it replaces (`virsh domstats DOMAIN` once per domain, in one virsh
 #    session).
-# Builds with the dev profile (what the tests use); a release build is faster still.
+# BENCH_PROFILE=release builds with the release profile minus its fat LTO (as in the figures
+# of docs/benchmarks.md; the full profile only makes it smaller); the default is the dev
+# profile the tests use, which is several times slower.
 # Removes its daemon's guests (through the daemon) and its temporary directory on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,15 +21,23 @@ real=${1:-20}
 : "${RHYZOME_LAB_NETNS:?export RHYZOME_LAB_NETNS (scripts/lab.sh up first)}"
 eval "$(scripts/lab.sh env)"
 
-cargo build -q -p rhyzomesrv --example bench_metrics --bin rhyzomesrv
-cargo build -q -p rhyzomectl
+if [ "${BENCH_PROFILE:-dev}" = release ]; then
+    export CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+    cargo build -q --release -p rhyzomesrv --example bench_metrics --bin rhyzomesrv
+    cargo build -q --release -p rhyzomectl
+    bin=target/release
+else
+    cargo build -q -p rhyzomesrv --example bench_metrics --bin rhyzomesrv
+    cargo build -q -p rhyzomectl
+    bin=target/debug
+fi
 
 kernel=testkernel/build/testkernel.elf
 [ -f "$kernel" ] || { echo "no $kernel: build the test kernel (cargo test -p rhyzome-testkernel builds it)" >&2; exit 1; }
 
 echo "== fake hypervisor (rhyzome's share)"
 for n in ${BENCH_FAKE_SIZES:-100 500}; do
-    target/debug/examples/bench_metrics --instances "$n" --scrapes 200
+    $bin/examples/bench_metrics --instances "$n" --scrapes 200
 done
 
 work=$(mktemp -d /tmp/rhyzome-bench-metrics.XXXXXX)
@@ -35,7 +45,7 @@ daemon=
 cleanup() {
     if [ -n "$daemon" ]; then
         for i in $(seq 1 "$real"); do
-            target/debug/rhyzomectl --server "$server" instance delete "benchm-$i" >/dev/null 2>&1 || true
+            $bin/rhyzomectl --server "$server" instance delete "benchm-$i" >/dev/null 2>&1 || true
         done
         kill "$daemon" 2>/dev/null || true
         wait "$daemon" 2>/dev/null || true
@@ -52,11 +62,11 @@ cat > "$work/rhyzome.conf" <<CONF
  "DomainType": "qemu", "LibvirtURI": "$RHYZOME_LAB_URI", "StateDir": "$work/state",
  "KernelDirs": ["$work/kernels"]}
 CONF
-target/debug/rhyzomesrv --config "$work/rhyzome.conf" > "$work/daemon.log" 2>&1 &
+$bin/rhyzomesrv --config "$work/rhyzome.conf" > "$work/daemon.log" 2>&1 &
 daemon=$!
 for _ in $(seq 100); do curl -sf "$server/v1/info" >/dev/null && break; sleep 0.1; done
 for i in $(seq 1 "$real"); do
-    target/debug/rhyzomectl --server "$server" instance create --name "benchm-$i" \
+    $bin/rhyzomectl --server "$server" instance create --name "benchm-$i" \
         --kernel "$work/kernels/unikernel.virtio" \
         --kernel-parameters "--ipv4=192.168.100.$((i + 10))/24" >/dev/null
 done

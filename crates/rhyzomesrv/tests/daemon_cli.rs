@@ -152,7 +152,7 @@ fn tokens_are_managed_from_the_command_line_and_protect_a_public_bind() {
     assert!(token.starts_with("rhz_"), "{token}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("first token"));
     let bad = d.run(&["token", "create", "--name", "x", "--role", "root"]);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("use viewer, operator or admin"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("use metrics, viewer, operator or admin"));
     let list = String::from_utf8(d.run(&["token", "list"]).stdout).unwrap();
     assert!(list.contains("admin") && !list.contains(&token), "{list}");
 

@@ -11,10 +11,12 @@ use axum::response::IntoResponse;
 use axum::Extension;
 use std::sync::Arc;
 
-/// The node's metrics in the Prometheus text format: this daemon's instances, their domains'
+/// Prometheus metrics of this node and its guests.
+///
+/// In the Prometheus text format: this daemon's instances, their domains'
 /// CPU, memory, network and disk counters (named as the libvirt exporters name them), and
 /// the daemon's own request, reconcile and process figures. Any token without a name prefix
-/// may read them.
+/// may read them, including one with the `metrics` role, which may read nothing else.
 #[utoipa::path(get, path = "/metrics", tag = "server",
     responses(
         (status = 200, description = "Prometheus text exposition (format 0.0.4)",

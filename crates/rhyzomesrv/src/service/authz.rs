@@ -29,8 +29,12 @@ pub enum Action<'a> {
     /// Delete images (images outside the prefix are not found by the lookup itself).
     DeleteImages,
     /// Read the node's metrics (`GET /metrics`): every instance's counters, so only a token
-    /// without a name prefix may; any role will do.
+    /// without a name prefix may; any role will do, `metrics` included.
     ReadMetrics,
+    /// Any request but `GET /metrics`: the `metrics` role may make none. Checked by the
+    /// authentication middleware for every request, so that no endpoint, present or future,
+    /// is open to a Prometheus token by omission.
+    UseApi,
 }
 
 impl Service {
@@ -41,10 +45,11 @@ impl Service {
     }
 }
 
-pub(super) fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), ServiceError> {
+pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), ServiceError> {
     let change = match action {
         Action::ReadInstance(name) => return visible(caller, name),
         Action::ReadMetrics => return whole_node(caller),
+        Action::UseApi => return Ok(caller.require(Role::Viewer, "use the API beyond /metrics")?),
         Action::ChangeInstance(name, verb) => {
             visible(caller, name)?;
             verb
