@@ -756,14 +756,7 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
     };
     let before = snapshot();
 
-    let document: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../openapi/rhyzome.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let document = api_document();
     let mut operations = 0;
     for (path, item) in document["paths"].as_object().expect("paths") {
         for method in item.as_object().expect("a path item").keys() {
@@ -841,14 +834,7 @@ fn a_metrics_token_reads_metrics_and_nothing_else() {
         .create_instance(&s.spec("web"))
         .unwrap();
     let http = reqwest::blocking::Client::new();
-    let document: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../openapi/rhyzome.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let document = api_document();
     let mut refused = 0;
     for (path, item) in document["paths"].as_object().expect("paths") {
         let concrete = path
@@ -878,4 +864,16 @@ fn a_metrics_token_reads_metrics_and_nothing_else() {
         s.client(Some(&admin)).get_instance("web").unwrap().state,
         rhyzome_api::InstanceState::Running
     );
+}
+
+/// The committed OpenAPI document, which the walks above go through operation by operation.
+fn api_document() -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../openapi/rhyzome.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap()
 }

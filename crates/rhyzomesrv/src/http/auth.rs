@@ -152,18 +152,21 @@ pub async fn authenticate(
     };
     // The `metrics` role may read /metrics and nothing else; refused here, before any
     // handler, so that no endpoint is open to it by omission (the rule is authz.rs's).
+    let audit_refusal = |e: &ApiError| {
+        auth.audit(&entry(
+            Some(&caller),
+            peer.as_deref(),
+            &method,
+            &path,
+            e.status,
+        ))
+    };
     let reads_metrics = matches!(method, Method::GET | Method::HEAD) && path == "/metrics";
     if !reads_metrics {
         if let Err(e) = crate::service::authz::authorize(&caller, Action::UseApi) {
             let e = ApiError::from(e);
             if mutating {
-                auth.audit(&entry(
-                    Some(&caller),
-                    peer.as_deref(),
-                    &method,
-                    &path,
-                    e.status,
-                ));
+                audit_refusal(&e);
             }
             return e.into_response();
         }
@@ -181,13 +184,7 @@ pub async fn authenticate(
                 caller: caller.name.clone(),
             }
             .into();
-            auth.audit(&entry(
-                Some(&caller),
-                peer.as_deref(),
-                &method,
-                &path,
-                e.status,
-            ));
+            audit_refusal(&e);
             // Whole seconds, rounded up: when a retry will succeed.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut response = e.into_response();
