@@ -32,6 +32,23 @@ pub async fn get_metrics(
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text))
 }
 
+/// The router of `MetricsBind`: `GET /metrics` alone, without authentication (the address is
+/// loopback, checked by the configuration), as a caller with the `metrics` role, so that
+/// nothing else could be reached through it even if a route were added by mistake.
+pub fn unauthenticated_router(service: AppState) -> axum::Router {
+    let caller = Caller {
+        // Not a token's name: those have no ':'.
+        name: "listener:MetricsBind".into(),
+        role: crate::auth::Role::Metrics,
+        prefix: None,
+        quota: Default::default(),
+    };
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(get_metrics))
+        .layer(Extension(caller))
+        .with_state(service)
+}
+
 /// Times a request to its response head and records it under its route template; requests
 /// that matched no route share the route `unmatched`, so that arbitrary paths cannot make
 /// new series.
