@@ -302,6 +302,7 @@ function openInstance(name) {
       state.samples.push({ t: Date.now(), s });
       if (state.samples.length > SERIES) state.samples.shift();
       drawCharts();
+      renderInstance();
     } catch (e) {
       // A stopped instance has no statistics (409/404): the charts keep what they had.
     }
