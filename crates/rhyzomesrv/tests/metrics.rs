@@ -75,7 +75,7 @@ fn owned_domains_are_reported_under_the_exporters_names_and_labels() {
             name: "rhyzome-foreign".into(),
             active: true,
         },
-        "<domain/>",
+        None,
     );
 
     let s = scrape(&srv, None);

@@ -2,7 +2,7 @@
 //! hypervisor call), its instances by state and their restarts, and the process's figures.
 //!
 //! Concurrency: the bulk call and the `/proc` reads run on the blocking pool; the store is
-//! read with three short statements; no instance lock is taken, so a scrape never waits for
+//! read with two short statements; no instance lock is taken, so a scrape never waits for
 //! (or holds up) a create, a stop or the reconciler.
 
 use super::authz::{authorize, Action};
@@ -68,7 +68,6 @@ impl Service {
                 .collect();
             if !owned.is_empty() {
                 let images = self.store.all_instance_images()?;
-                let nics = self.store.all_instance_nics()?;
                 domains = owned
                     .into_iter()
                     .map(|(r, mut counters)| {
@@ -80,10 +79,7 @@ impl Service {
                         DomainSample {
                             instance: r.name.clone(),
                             image: images.get(&r.id).cloned(),
-                            bridges: match nics.get(&r.id) {
-                                Some(rows) => rows.iter().map(|n| n.bridge.clone()).collect(),
-                                None => r.bridge.iter().cloned().collect(),
-                            },
+                            bridges: r.attachments.iter().map(|a| a.bridge.clone()).collect(),
                             counters,
                         }
                     })
