@@ -156,3 +156,48 @@ fn a_browser_signs_in_sees_live_state_and_field_errors() {
     }
     b.wait_text("#instances tbody", WAIT, |t| !t.contains("web-2"));
 }
+
+#[test]
+fn the_test_bed_page_shows_a_ten_node_bed_coming_and_going_live() {
+    let srv = TestServer::start();
+    let api = Client::new(&srv.url).unwrap();
+    let spec = |name: &str| InstanceSpec {
+        name: name.into(),
+        kernel: srv.kernel.clone(),
+        ..Default::default()
+    };
+    for i in 1..=10 {
+        api.create_instance(&spec(&format!("bed-node-{i}")))
+            .unwrap();
+    }
+    api.create_instance(&spec("web")).unwrap();
+
+    let b = Browser::start();
+    b.goto(&format!("{}/ui#/beds", srv.url));
+    let bed = ".bed[data-group='bed-node']";
+    b.wait_text(&format!("{bed} .summary"), WAIT, |t| {
+        t == "10 running of 10"
+    });
+    let running = || {
+        b.eval(
+            "return document.querySelectorAll(arguments[0]).length",
+            serde_json::json!([format!("{bed} .node.running")]),
+        )
+    };
+    assert_eq!(running(), serde_json::json!(10));
+    // A lone instance is not a bed.
+    assert_eq!(
+        b.eval(
+            "return document.querySelectorAll('.bed').length",
+            serde_json::json!([])
+        ),
+        serde_json::json!(1)
+    );
+    // Live: a node stopped elsewhere turns grey without a reload.
+    api.stop_instance("bed-node-3").unwrap();
+    b.wait_text(&format!("{bed} .summary"), WAIT, |t| t == "9 running of 10");
+    assert_eq!(running(), serde_json::json!(9));
+    if let Ok(dir) = std::env::var("RHYZOME_SCREENSHOTS") {
+        b.screenshot(&std::path::Path::new(&dir).join("testbed.png"));
+    }
+}

@@ -120,7 +120,7 @@ async function signIn() {
 }
 
 function showOnly(id) {
-  for (const s of ['login', 'view-instances', 'view-instance', 'view-create']) $(s).hidden = s !== id;
+  for (const s of ['login', 'view-instances', 'view-instance', 'view-beds', 'view-create']) $(s).hidden = s !== id;
 }
 
 // ---- live data: the instance list and the event stream --------------------------------
@@ -217,6 +217,9 @@ function route() {
     state.view = { kind: 'instance', name: decodeURIComponent(hash.slice('#/instances/'.length)) };
     showOnly('view-instance');
     openInstance(state.view.name);
+  } else if (hash === '#/beds') {
+    state.view = { kind: 'beds' };
+    showOnly('view-beds');
   } else if (hash === '#/create') {
     state.view = { kind: 'create' };
     showOnly('view-create');
@@ -233,6 +236,45 @@ function render() {
   if (!state.view) return;
   if (state.view.kind === 'instances') renderInstances();
   if (state.view.kind === 'instance') renderInstance();
+  if (state.view.kind === 'beds') renderBeds();
+}
+
+// ---- test beds --------------------------------------------------------------------------
+
+// The group of a node named like `rhyzomectl instance create --count` names them: the name
+// without its trailing number (`bed-node-17` -> `bed-node`).
+function groupOf(name) {
+  const m = /^(.*?)-?\d+$/.exec(name);
+  return m && m[1] ? m[1] : null;
+}
+
+function renderBeds() {
+  const groups = new Map();
+  for (const i of state.instances.values()) {
+    const g = groupOf(i.name);
+    if (!g) continue;
+    if (!groups.has(g)) groups.set(g, []);
+    groups.get(g).push(i);
+  }
+  const natural = (a, b) => a.name.localeCompare(b.name, undefined, { numeric: true });
+  const cards = [...groups.entries()]
+    .filter(([, nodes]) => nodes.length >= 2)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([group, nodes]) => {
+      nodes.sort(natural);
+      const running = nodes.filter((n) => n.state === 'running').length;
+      const failed = nodes.filter((n) => n.state === 'crashed' || n.state === 'failed').length;
+      const summary = running + ' running of ' + nodes.length + (failed ? ', ' + failed + ' failed' : '');
+      return el('div', { class: 'bed', 'data-group': group },
+        el('div', { class: 'bar' }, el('h2', { text: group }), el('span', { class: 'summary', text: summary })),
+        el('progress', { max: String(nodes.length), value: String(running) }),
+        el('div', { class: 'nodes' }, ...nodes.map((n) => el('a', {
+          class: 'node ' + n.state, href: '#/instances/' + encodeURIComponent(n.name),
+          title: n.name + ': ' + n.state, 'data-name': n.name,
+        }))));
+    });
+  $('beds').replaceChildren(...cards);
+  $('beds-empty').hidden = cards.length > 0;
 }
 
 // ---- the instance table -----------------------------------------------------------------
