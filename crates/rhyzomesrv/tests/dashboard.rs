@@ -201,3 +201,37 @@ fn the_test_bed_page_shows_a_ten_node_bed_coming_and_going_live() {
         b.screenshot(&std::path::Path::new(&dir).join("testbed.png"));
     }
 }
+
+#[test]
+fn an_image_uploaded_from_the_page_is_listed_and_a_bad_name_is_shown_next_to_its_field() {
+    let srv = TestServer::start();
+    let image = rhyzomesrv::images::inspect::testdata::virtio_image(&["service"], 1);
+    let file = srv.dir.path().join("app.virtio");
+    std::fs::write(&file, &image).unwrap();
+
+    let b = Browser::start();
+    b.goto(&format!("{}/ui#/images", srv.url));
+    b.choose_file("#u-file", &file);
+    b.type_into("#u-name", "Bad Name");
+    b.click("#upload-submit");
+    let error = b.wait_text("[data-error='upload-name']", WAIT, |t| !t.is_empty());
+    assert!(error.contains("\"Bad Name\": the name must"), "{error}");
+    assert!(b.text("#upload-error").is_empty());
+
+    b.type_into("#u-name", "app:v1");
+    b.click("#upload-submit");
+    b.wait_text("#upload-status", WAIT, |t| t.starts_with("stored sha256:"));
+    b.wait_text("#images tbody", WAIT, |t| t.contains("app:v1"));
+    assert_eq!(
+        b.eval(
+            "return document.getElementById('upload-progress').value",
+            serde_json::json!([])
+        )
+        .as_f64(),
+        Some(1.0),
+        "the progress bar is not full"
+    );
+    let listed = Client::new(&srv.url).unwrap().list_images().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].size, image.len() as u64);
+}

@@ -191,6 +191,16 @@ impl Browser {
         );
     }
 
+    /// Chooses `path` in the file input `css`.
+    pub fn choose_file(&self, css: &str, path: &std::path::Path) {
+        let e = self.wait_for(css, Duration::from_secs(10));
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            Some(json!({"text": path.display().to_string()})),
+        );
+    }
+
     pub fn click(&self, css: &str) {
         let e = self.wait_for(css, Duration::from_secs(10));
         self.call(

@@ -120,7 +120,7 @@ async function signIn() {
 }
 
 function showOnly(id) {
-  for (const s of ['login', 'view-instances', 'view-instance', 'view-beds', 'view-create']) $(s).hidden = s !== id;
+  for (const s of ['login', 'view-instances', 'view-instance', 'view-beds', 'view-images', 'view-create']) $(s).hidden = s !== id;
 }
 
 // ---- live data: the instance list and the event stream --------------------------------
@@ -217,6 +217,10 @@ function route() {
     state.view = { kind: 'instance', name: decodeURIComponent(hash.slice('#/instances/'.length)) };
     showOnly('view-instance');
     openInstance(state.view.name);
+  } else if (hash === '#/images') {
+    state.view = { kind: 'images' };
+    showOnly('view-images');
+    loadImages();
   } else if (hash === '#/beds') {
     state.view = { kind: 'beds' };
     showOnly('view-beds');
@@ -237,6 +241,64 @@ function render() {
   if (state.view.kind === 'instances') renderInstances();
   if (state.view.kind === 'instance') renderInstance();
   if (state.view.kind === 'beds') renderBeds();
+}
+
+// ---- images -----------------------------------------------------------------------------
+
+async function loadImages() {
+  $('images-error').textContent = '';
+  try {
+    const list = (await call('GET', '/v1/images')).images;
+    $('images').tBodies[0].replaceChildren(...list.map((i) => el('tr', { 'data-digest': i.digest },
+      el('td', { class: 'names', text: i.names.join(', ') }),
+      el('td', { text: (i.inspection && i.inspection.format) || '' }),
+      el('td', { text: bytes(i.size) }),
+      el('td', { class: 'digest', text: i.digest.slice(0, 19) + '…', title: i.digest }),
+      el('td', { text: i.uploaded_at }))));
+  } catch (e) {
+    $('images-error').textContent = e.message;
+  }
+}
+
+// XMLHttpRequest rather than fetch: only it reports upload progress.
+function setupUpload() {
+  $('upload-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    $('upload-error').textContent = '';
+    for (const e of document.querySelectorAll('#upload-form [data-error]')) e.textContent = '';
+    const file = $('u-file').files[0];
+    if (!file) { $('upload-error').textContent = 'Choose a file first.'; return; }
+    const q = new URLSearchParams();
+    if ($('u-name').value.trim()) q.set('name', $('u-name').value.trim());
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', '/v1/images' + (q.toString() ? '?' + q : ''));
+    if (state.token) xhr.setRequestHeader('Authorization', 'Bearer ' + state.token);
+    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    const bar = $('upload-progress');
+    bar.hidden = false;
+    bar.value = 0;
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable) {
+        bar.value = e.loaded / e.total;
+        $('upload-status').textContent = bytes(e.loaded) + ' of ' + bytes(e.total);
+      }
+    };
+    xhr.onload = () => {
+      let body = {};
+      try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
+      if (xhr.status >= 200 && xhr.status < 300) {
+        bar.value = 1;
+        $('upload-status').textContent = (body.created ? 'stored ' : 'already stored ') + body.image.digest;
+        loadImages();
+      } else {
+        const slot = body.field === 'name' ? document.querySelector('[data-error="upload-name"]') : null;
+        (slot || $('upload-error')).textContent = body.message || ('HTTP ' + xhr.status);
+        $('upload-status').textContent = '';
+      }
+    };
+    xhr.onerror = () => { $('upload-error').textContent = 'The upload failed (connection lost).'; };
+    xhr.send(file);
+  });
 }
 
 // ---- test beds --------------------------------------------------------------------------
@@ -506,5 +568,6 @@ document.addEventListener('DOMContentLoaded', () => {
   $('filter-text').addEventListener('input', render);
   $('filter-state').addEventListener('change', render);
   setupCreate();
+  setupUpload();
   start();
 });
