@@ -877,3 +877,23 @@ fn api_document() -> serde_json::Value {
     )
     .unwrap()
 }
+
+#[test]
+fn info_says_who_the_caller_is() {
+    let s = serve_with(Setup::default());
+    let tenant = s
+        .tokens
+        .create("alice", Role::Operator, Some("alice-"), &Quota::default())
+        .unwrap();
+    let me = s.client(Some(&tenant)).info().unwrap().caller.unwrap();
+    assert_eq!(
+        (me.name.as_str(), me.role.as_str(), me.prefix.as_deref()),
+        ("alice", "operator", Some("alice-"))
+    );
+    let viewer = s
+        .tokens
+        .create("watcher", Role::Viewer, None, &Quota::default())
+        .unwrap();
+    let me = s.client(Some(&viewer)).info().unwrap().caller.unwrap();
+    assert_eq!((me.role.as_str(), me.prefix), ("viewer", None));
+}

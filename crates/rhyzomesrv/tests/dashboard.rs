@@ -235,3 +235,55 @@ fn an_image_uploaded_from_the_page_is_listed_and_a_bad_name_is_shown_next_to_its
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].size, image.len() as u64);
 }
+
+#[test]
+fn a_viewer_is_offered_nothing_that_changes_and_a_metrics_token_is_turned_away() {
+    let srv = TestServer::start_with(TestServerOptions {
+        auth: true,
+        ..Default::default()
+    });
+    let tokens = srv.tokens();
+    let admin = tokens
+        .create("root", Role::Admin, None, &Quota::default())
+        .unwrap();
+    let viewer = tokens
+        .create("watcher", Role::Viewer, None, &Quota::default())
+        .unwrap();
+    let prometheus = tokens
+        .create("prometheus", Role::Metrics, None, &Quota::default())
+        .unwrap();
+    Client::with_options(
+        &srv.url,
+        ClientOptions {
+            token: Some(admin),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .create_instance(&InstanceSpec {
+        name: "web-1".into(),
+        kernel: srv.kernel.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+
+    let b = Browser::start();
+    b.goto(&format!("{}/ui", srv.url));
+    b.type_into("#token", &prometheus);
+    b.click("#login-form button");
+    b.wait_text("#login-error", WAIT, |t| {
+        t.contains("may not use the dashboard") && t.contains("metrics role")
+    });
+
+    b.type_into("#token", &viewer);
+    b.click("#login-form button");
+    b.wait_text("tr[data-name='web-1']", WAIT, |t| t.contains("running"));
+    b.wait_text("#server", WAIT, |t| t.contains("watcher (viewer)"));
+    let offered = b.eval(
+        "return [document.querySelectorAll('#instances button').length, \
+         document.getElementById('nav-create').hidden, \
+         document.getElementById('upload-form').hidden]",
+        serde_json::json!([]),
+    );
+    assert_eq!(offered, serde_json::json!([0, true, true]));
+}

@@ -277,7 +277,8 @@ impl Service {
         &self.config
     }
 
-    pub fn info(&self) -> ServerInfo {
+    /// What this daemon is, and who `caller` is to it.
+    pub fn info(&self, caller: &Caller) -> ServerInfo {
         ServerInfo {
             hostname: self.config.hostname.clone(),
             daemon_id: self.daemon_id.clone(),
@@ -285,6 +286,11 @@ impl Service {
             domain_type: self.domain_type.to_string(),
             libvirt_uri: self.backend.uri(),
             default_bridge: self.config.bridge_interface.clone(),
+            caller: Some(rhyzome_api::CallerInfo {
+                name: caller.name.clone(),
+                role: caller.role.as_str().to_string(),
+                prefix: caller.prefix.clone(),
+            }),
         }
     }
 }

@@ -96,15 +96,23 @@ async function start() {
 async function signIn() {
   $('login-error').textContent = '';
   try {
+    const server = await call('GET', '/v1/info');
+    state.me = server.caller || null;
     const info = await call('GET', '/v1/instances');
     if (state.token) sessionStorage.setItem(TOKEN_KEY, state.token);
+    applyRole(server);
     $('logout').hidden = !state.token;
     $('login').hidden = true;
     setInstances(info.instances);
     openStream();
     route();
   } catch (e) {
-    if (e.status === 401) {
+    if (e.status === 403) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showOnly('login');
+      $('login-error').textContent = 'This token may not use the dashboard: ' + e.message;
+      state.token = '';
+    } else if (e.status === 401) {
       sessionStorage.removeItem(TOKEN_KEY);
       showOnly('login');
       $('login-error').textContent = state.token
@@ -117,6 +125,19 @@ async function signIn() {
       $('login-error').textContent = 'Cannot reach the API: ' + e.message;
     }
   }
+}
+
+// Offers only what the token allows: viewers (and tenants' read-only tokens) get no buttons
+// that would change anything. The server decides anyway; this only avoids offering refusals.
+function canChange() {
+  return !state.me || state.me.role === 'operator' || state.me.role === 'admin';
+}
+
+function applyRole(server) {
+  const who = state.me ? state.me.name + ' (' + state.me.role + (state.me.prefix ? ', ' + state.me.prefix + '*' : '') + ')' : '';
+  $('server').textContent = server.hostname + ' · ' + location.host + (who ? ' · ' + who : '');
+  $('nav-create').hidden = !canChange();
+  $('upload-form').hidden = !canChange();
 }
 
 function showOnly(id) {
@@ -342,6 +363,7 @@ function renderBeds() {
 // ---- the instance table -----------------------------------------------------------------
 
 function actionButtons(i) {
+  if (!canChange()) return el('span', { class: 'actions muted', text: '' });
   const act = (label, verb, cls) => el('button', {
     class: 'small ' + (cls || ''), text: label, 'data-action': verb,
     onclick: (ev) => { ev.preventDefault(); act_(i.name, verb); },
