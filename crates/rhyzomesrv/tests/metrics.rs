@@ -357,3 +357,32 @@ fn the_shipped_grafana_dashboard_parses_and_uses_only_exported_metrics() {
     }
     assert!(used >= 12, "only {used} metric references found");
 }
+
+#[test]
+fn a_slow_scrape_holds_up_no_other_request() {
+    let srv = TestServer::start();
+    let client = Client::new(&srv.url).unwrap();
+    client.create_instance(&spec(&srv, "web")).unwrap();
+    srv.backend.slow_counters(std::time::Duration::from_secs(2));
+    // Several scrapes at once, more than the runtime has worker threads here.
+    let url = format!("{}/metrics", srv.url);
+    let scrapes: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || reqwest::blocking::get(url).unwrap().status())
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    client.get_instance("web").unwrap();
+    client.create_instance(&spec(&srv, "db")).unwrap();
+    client.stop_instance("web").unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(1000),
+        "requests waited for the scrapes: {took:?}"
+    );
+    for s in scrapes {
+        assert_eq!(s.join().unwrap(), 200);
+    }
+}

@@ -39,6 +39,8 @@ struct FakeState {
     counters: BTreeMap<String, DomainCounters>,
     /// Makes `all_counters` fail, as a libvirt that went away would.
     counters_fail: Option<BackendError>,
+    /// How long `all_counters` takes, as a busy libvirt would (outside the lock).
+    counters_delay: std::time::Duration,
 }
 
 impl FakeBackend {
@@ -149,6 +151,11 @@ impl FakeBackend {
         self.state().counters_fail = err;
     }
 
+    /// Makes `all_counters` take `delay` before it answers.
+    pub fn slow_counters(&self, delay: std::time::Duration) {
+        self.state().counters_delay = delay;
+    }
+
     pub fn creates(&self) -> usize {
         self.state().creates
     }
@@ -234,6 +241,8 @@ impl Hypervisor for FakeBackend {
 
     /// The counters set with [`FakeBackend::set_counters`], else zeros, for every domain.
     fn all_counters(&self) -> Result<Vec<DomainCounters>, BackendError> {
+        let delay = self.state().counters_delay;
+        std::thread::sleep(delay);
         let s = self.state();
         if let Some(e) = &s.counters_fail {
             return Err(e.clone());

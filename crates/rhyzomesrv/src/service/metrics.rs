@@ -1,9 +1,9 @@
 //! What a metrics scrape reads: the counters of this daemon's own running domains (one bulk
 //! hypervisor call), its instances by state and their restarts, and the process's figures.
 //!
-//! Concurrency: the bulk call and the `/proc` reads run on the blocking pool; the store is
-//! read with two short statements; no instance lock is taken, so a scrape never waits for
-//! (or holds up) a create, a stop or the reconciler.
+//! Concurrency: the bulk call, the `/proc` reads and the writing of the exposition run on
+//! the blocking pool; the store is read with two short statements; no instance lock is
+//! taken, so a scrape never waits for (or holds up) a create, a stop or the reconciler.
 
 use super::authz::{authorize, Action};
 use super::{blocking, Service, ServiceError};
@@ -86,12 +86,16 @@ impl Service {
                     .collect();
             }
         }
-        Ok(self.metrics.render(Scrape {
+        // Writing the text takes milliseconds at hundreds of domains (docs/benchmarks.md):
+        // off the async runtime too, so that API requests never wait behind it.
+        let metrics = self.metrics.clone();
+        let scrape = Scrape {
             libvirt_up,
             instances_by_state,
             restarts,
             domains,
             process,
-        }))
+        };
+        blocking(move || metrics.render(scrape)).await
     }
 }
