@@ -287,3 +287,44 @@ fn a_viewer_is_offered_nothing_that_changes_and_a_metrics_token_is_turned_away()
     );
     assert_eq!(offered, serde_json::json!([0, true, true]));
 }
+
+#[test]
+fn every_page_fits_a_phone_screen_without_sideways_scrolling() {
+    let srv = TestServer::start();
+    let api = Client::new(&srv.url).unwrap();
+    for i in 1..=3 {
+        api.create_instance(&InstanceSpec {
+            name: format!("phone-node-{i}"),
+            kernel: srv.kernel.clone(),
+            kernel_parameters: format!("--ipv4=10.0.0.{i}/24"),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    let b = Browser::start();
+    b.resize(390, 844);
+    for (page, ready) in [
+        ("#/", "tr[data-name='phone-node-1']"),
+        ("#/instances/phone-node-1", "#instance-details"),
+        ("#/create", "#f-name"),
+        ("#/images", "#upload-form"),
+        ("#/beds", ".bed"),
+    ] {
+        b.goto(&format!("{}/ui{page}", srv.url));
+        b.wait_for(ready, WAIT);
+        let widths = b.eval(
+            "return [document.documentElement.scrollWidth, window.innerWidth]",
+            serde_json::json!([]),
+        );
+        let (page_width, screen) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+        assert!(
+            page_width <= screen,
+            "{page} is {page_width} px wide on a {screen} px screen"
+        );
+        if page == "#/" {
+            if let Ok(dir) = std::env::var("RHYZOME_SCREENSHOTS") {
+                b.screenshot(&std::path::Path::new(&dir).join("phone.png"));
+            }
+        }
+    }
+}

@@ -191,6 +191,15 @@ impl Browser {
         );
     }
 
+    /// Resizes the window (the viewport of a phone, say).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        );
+    }
+
     /// Chooses `path` in the file input `css`.
     pub fn choose_file(&self, css: &str, path: &std::path::Path) {
         let e = self.wait_for(css, Duration::from_secs(10));
