@@ -15,6 +15,8 @@ pub struct Browser {
     driver: Child,
     base: String,
     http: reqwest::blocking::Client,
+    /// Chromium's profile, removed when the browser is dropped.
+    _profile: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -59,7 +61,10 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let profile = std::env::temp_dir().join(format!("rhyzome-chromium-{port}"));
+        let profile = tempfile::Builder::new()
+            .prefix("rhyzome-chromium-")
+            .tempdir()
+            .expect("a profile directory");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -67,7 +72,7 @@ impl Browser {
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--window-size=1280,800",
                          "--no-first-run", "--disable-extensions",
-                         format!("--user-data-dir={}", profile.display())]
+                         format!("--user-data-dir={}", profile.path().display())]
             }
         }}});
         let resp: Value = http
@@ -84,6 +89,7 @@ impl Browser {
             driver,
             base: format!("{root}/session/{session}"),
             http,
+            _profile: profile,
         }
     }
 
