@@ -7,11 +7,13 @@
 //! `tokio::task::spawn_blocking`. Implementations are `Send + Sync` and may be called from
 //! several threads at once.
 
+pub mod counters;
 pub mod definition;
 pub mod fake;
 pub mod libvirt;
 pub mod network;
 
+pub use counters::DomainCounters;
 pub use definition::{DomainDefinition, DomainMark, Nic};
 use network::{DhcpHost, HostRoute, NetworkDefinition, NetworkStatus};
 
@@ -143,6 +145,11 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// The routes of the hypervisor's host (in the network namespace libvirtd runs in), or
     /// `None` when they cannot be looked at (a remote or fictional host).
     fn host_routes(&self) -> Result<Option<Vec<HostRoute>>, BackendError>;
+    /// The counters of every running domain whose name carries rhyzome's prefix, in one call
+    /// (libvirt's `virConnectGetAllDomainStats`), so that a metrics scrape costs one RPC
+    /// whatever the number of guests. Which of them are this daemon's is the caller's to
+    /// decide.
+    fn all_counters(&self) -> Result<Vec<DomainCounters>, BackendError>;
 }
 
 /// What [`Hypervisor::remove_network`] did.

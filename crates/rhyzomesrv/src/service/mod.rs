@@ -28,6 +28,7 @@ pub mod event_log;
 pub mod images;
 pub mod instances;
 pub mod locks;
+pub mod metrics;
 pub mod networks;
 pub mod ownership;
 pub mod reconcile;
@@ -108,6 +109,8 @@ pub struct Service {
     /// not be looked at (nor logged) again.
     left_alone: std::sync::Mutex<std::collections::HashSet<String>>,
     wake_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
+    /// Counted as things happen; read by `GET /metrics` ([`metrics`]).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Runs blocking work off the async runtime.
@@ -199,6 +202,7 @@ impl Service {
             destroys,
             left_alone: Default::default(),
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
+            metrics: Default::default(),
         })
     }
 
@@ -233,6 +237,7 @@ impl Service {
         exit_code: Option<i32>,
         reason: Option<String>,
     ) {
+        self.metrics.state_changed(state);
         self.events.publish(Event {
             time: now_rfc3339(),
             instance: r.name.clone(),
@@ -276,7 +281,8 @@ impl Service {
         &self.config
     }
 
-    pub fn info(&self) -> ServerInfo {
+    /// What this daemon is, and who `caller` is to it.
+    pub fn info(&self, caller: &Caller) -> ServerInfo {
         ServerInfo {
             hostname: self.config.hostname.clone(),
             daemon_id: self.daemon_id.clone(),
@@ -284,6 +290,11 @@ impl Service {
             domain_type: self.domain_type.to_string(),
             libvirt_uri: self.backend.uri(),
             default_bridge: self.config.bridge_interface.clone(),
+            caller: Some(rhyzome_api::CallerInfo {
+                name: caller.name.clone(),
+                role: caller.role.as_str().to_string(),
+                prefix: caller.prefix.clone(),
+            }),
         }
     }
 }

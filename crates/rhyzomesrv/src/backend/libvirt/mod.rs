@@ -10,6 +10,7 @@
 //! the watcher is re-subscribed and told [`Notice::Reconnected`] so it can catch up on what
 //! it missed.
 
+pub mod bulk;
 pub mod domain_xml;
 pub mod events;
 pub mod host;
@@ -17,8 +18,8 @@ pub mod network_xml;
 
 use super::network::{DhcpHost, HostRoute, NetworkDefinition, NetworkStatus};
 use super::{
-    BackendError, DomainStats, DomainStatus, Hypervisor, InterfaceKind, NetworkRemoval,
-    NicCounters, Notice, NoticeSink, DOMAIN_PREFIX,
+    BackendError, DomainCounters, DomainStats, DomainStatus, Hypervisor, InterfaceKind,
+    NetworkRemoval, NicCounters, Notice, NoticeSink, DOMAIN_PREFIX,
 };
 use super::{DomainDefinition, DomainMark};
 use crate::config::DomainTypeSetting;
@@ -370,6 +371,10 @@ impl Hypervisor for LibvirtBackend {
                 nics,
             }))
         })
+    }
+
+    fn all_counters(&self) -> Result<Vec<DomainCounters>, BackendError> {
+        self.idempotent(bulk::all_counters)
     }
 
     /// Asks libvirt's interface driver (the udev backend on Debian), which sees the network
