@@ -15,6 +15,7 @@ use std::sync::Mutex;
 pub mod attachments;
 mod encoding;
 pub mod images;
+pub mod networks;
 #[cfg(test)]
 mod upgrade_tests;
 
@@ -26,6 +27,8 @@ pub enum StoreError {
     NameTaken(String),
     #[error("the MAC address {0} is already used by another instance")]
     MacTaken(String),
+    #[error(transparent)]
+    Address(#[from] networks::AddressRefusal),
     #[error("database holds an unknown {what} {value:?}")]
     Corrupt { what: &'static str, value: String },
     #[error(
@@ -128,7 +131,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 5;
+const SCHEMA_VERSION: i32 = 6;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -151,6 +154,8 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Code(version_4_tables),
     // 4 -> 5: one ordered list of NICs per instance.
     Migration::Code(fold_nics_into_attachments),
+    // 5 -> 6: managed networks, and the network and address of each attachment on one.
+    Migration::Sql(NETWORK_TABLES),
 ];
 
 /// 3 -> 4: the tables made outside the versioned schema until then, and `instance_nics`,
@@ -352,6 +357,27 @@ CREATE TABLE instance_images (
 );
 ";
 
+/// Managed networks, and the network and address of each attachment on one (see
+/// [`networks`]). Addresses are stored as integers so that "lowest free" is an order; the
+/// unique index keeps them unique per network (SQLite lets several rows have no network). An
+/// address goes with its attachment, and a network cannot go while an attachment names it.
+const NETWORK_TABLES: &str = "
+CREATE TABLE networks (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    subnet     TEXT NOT NULL,
+    gateway    TEXT NOT NULL,
+    mode       TEXT NOT NULL,
+    dhcp       INTEGER NOT NULL,
+    bridge     TEXT NOT NULL UNIQUE,
+    owner      TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+ALTER TABLE instance_attachments ADD COLUMN network_id TEXT REFERENCES networks(id);
+ALTER TABLE instance_attachments ADD COLUMN address INTEGER;
+CREATE UNIQUE INDEX instance_attachments_address ON instance_attachments (network_id, address);
+";
+
 /// The bearer tokens, read and written by `auth::tokens` through its own connection; their
 /// schema is versioned here with the rest of the database.
 const TOKENS_TABLE: &str = "
@@ -531,6 +557,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         // run before the daemon's first start left a version 0 database with a tokens table.
         adopt_unversioned_tables(&tx)?;
         tx.execute_batch(attachments::TABLE)?;
+        tx.execute_batch(NETWORK_TABLES)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
             complete_version_1(&tx)?;
@@ -631,6 +658,17 @@ impl Store {
         r: &InstanceRecord,
         image: Option<&str>,
     ) -> Result<(), StoreError> {
+        self.insert_with_addresses(r, image).map(|_| ())
+    }
+
+    /// [`Self::insert_with_boot`], giving each attachment on a managed network its address in
+    /// the same transaction (the one it asks for, else the lowest free one), and returning
+    /// the attachments as written. A refused address leaves nothing written.
+    pub fn insert_with_addresses(
+        &self,
+        r: &InstanceRecord,
+        image: Option<&str>,
+    ) -> Result<Vec<attachments::Attachment>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let res = tx.execute(
@@ -675,10 +713,11 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
-        attachments::write(&tx, &r.id, &r.attachments)?;
+        let attachments = networks::allocate(&tx, &r.attachments)?;
+        attachments::write(&tx, &r.id, &attachments)?;
         images::write_boot(&tx, &r.id, image)?;
         tx.commit()?;
-        Ok(())
+        Ok(attachments)
     }
 
     /// Every record, including those being deleted, ordered by name.
@@ -872,6 +911,8 @@ pub(crate) mod tests {
                 bridge: "br0".into(),
                 mac: mac.into(),
                 pci_slot: None,
+                network: None,
+                address: None,
             }],
             desired: Desired::Running,
             state: InstanceState::Pending,
@@ -1005,12 +1046,16 @@ pub(crate) mod tests {
                     bridge: "bridge-8".into(),
                     mac: "mac-9".into(),
                     pci_slot: None,
+                    network: None,
+                    address: None,
                 },
                 attachments::Attachment {
                     device: Some("device-28".into()),
                     bridge: "bridge-29".into(),
                     mac: "mac-30".into(),
                     pci_slot: Some(31),
+                    network: None,
+                    address: None,
                 },
             ],
             desired: Desired::Stopped,
