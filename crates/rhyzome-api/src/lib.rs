@@ -10,6 +10,7 @@
 pub mod images;
 pub mod networks;
 pub mod placeholders;
+pub mod testbed;
 pub mod types;
 pub mod validate;
 
