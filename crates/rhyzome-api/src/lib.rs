@@ -24,6 +24,9 @@ pub use images::{
     Solo5Manifest, UploadQuery,
 };
 pub use networks::{ForwardMode, Network, NetworkAddress, NetworkCreate, NetworkList};
+pub use testbed::{
+    ChangeKind, Testbed, TestbedApply, TestbedChange, TestbedGroupStatus, TestbedList, TestbedPlan,
+};
 pub use types::*;
 
 /// Path prefix of every API route.

@@ -995,5 +995,100 @@ fn join(ips: &[Ipv4Addr]) -> String {
         .join(",")
 }
 
+// ---------------------------------------------------------------------------------------------
+// Wire types of `/v1/testbeds`.
+
+/// `POST /v1/testbeds`: a test-bed file to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestbedApply {
+    /// The TOML text of the file, at most 64 KiB (see `docs/testbeds.md`).
+    #[schema(
+        example = "name = \"demo\"\n[[groups]]\nname = \"a\"\ncount = 2\nkernel = \"/var/lib/rhyzome/kernels/node.virtio\"\n"
+    )]
+    pub file: String,
+    /// Only compute and return the plan; change nothing.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+/// What applying a file does to one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Create,
+    Replace,
+    Delete,
+}
+
+/// One change of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TestbedChange {
+    pub group: String,
+    pub instance: String,
+    pub action: ChangeKind,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// The answer to an apply: what it will do (or, with `dry_run`, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TestbedPlan {
+    pub name: String,
+    /// Whether the file changes anything; `false` means "no changes".
+    pub changed: bool,
+    pub dry_run: bool,
+    /// Managed networks the bed will create.
+    pub networks_created: Vec<String>,
+    /// Instance changes, in start order.
+    pub changes: Vec<TestbedChange>,
+}
+
+/// One group of a bed, as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TestbedGroupStatus {
+    pub name: String,
+    /// Instances the file asks for.
+    pub desired: u32,
+    /// Instances that exist.
+    pub created: u32,
+    pub running: u32,
+    /// Running instances that passed the group's readiness check.
+    pub ready: u32,
+    pub exited: u32,
+    /// Crashed or failed.
+    pub failed: u32,
+    /// Milliseconds from the bed's last apply until the last instance became ready, once all
+    /// are.
+    pub ms_to_ready: Option<u64>,
+}
+
+/// A test bed and its groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Testbed {
+    pub name: String,
+    pub seed: u64,
+    /// The token that applied it.
+    pub owner: String,
+    /// `present`, or `deleting` while a destroy is carried out.
+    pub desired: String,
+    /// RFC 3339 time of the last apply that changed something.
+    pub applied_at: String,
+    /// Whether every group has all its instances ready.
+    pub ready: bool,
+    /// Networks the bed owns.
+    pub networks: Vec<String>,
+    /// In start order.
+    pub groups: Vec<TestbedGroupStatus>,
+    /// The last error the daemon met while converging, if any.
+    pub last_error: Option<String>,
+}
+
+/// `GET /v1/testbeds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TestbedList {
+    pub testbeds: Vec<Testbed>,
+}
+
 #[cfg(test)]
 mod tests;

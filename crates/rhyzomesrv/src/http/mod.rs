@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod query;
 pub mod server;
 pub mod streams;
+pub mod testbeds;
 
 use crate::service::Service;
 use axum::extract::DefaultBodyLimit;
@@ -48,6 +49,7 @@ pub type AppState = Arc<Service>;
         (name = "instances", description = "Unikernel instances and their lifecycle"),
         (name = "images", description = "Uploaded unikernel images"),
         (name = "networks", description = "Managed networks and the addresses on them"),
+        (name = "testbeds", description = "Test beds: groups of instances applied from one file"),
         (name = "server", description = "The daemon itself"),
     ),
     components(schemas(rhyzome_api::ErrorBody)),
@@ -110,6 +112,14 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(
             networks::get::get_network,
             networks::delete::delete_network
+        ))
+        .routes(routes!(
+            testbeds::apply::apply_testbed,
+            testbeds::list::list_testbeds
+        ))
+        .routes(routes!(
+            testbeds::get::get_testbed,
+            testbeds::delete::delete_testbed
         ))
         .routes(routes!(events::get_events))
         .routes(routes!(info::get_info))

@@ -2,7 +2,8 @@
 //! [`Service`] struct over store, backend, event log and locks; errors; the blocking and time
 //! helpers); each noun has its own file: [`instances`] (create, get, list, delete, start,
 //! stop, restart, garbage collection), [`boot_plan`] (kernel or image, devices, NICs, the
-//! domain definition), [`images`], [`console`] and [`stats`].
+//! domain definition), [`images`], [`console`], [`stats`] and [`testbeds`] (test beds applied
+//! from a file and converged by a driver task per bed).
 //!
 //! Every mutation is first written to the [`Store`] (desired state), then carried out on the
 //! [`Hypervisor`], then the observed outcome is recorded. If the daemon dies in between, the
@@ -34,6 +35,7 @@ pub mod ownership;
 pub mod reconcile;
 pub mod restart;
 pub mod stats;
+pub mod testbeds;
 
 pub use boot_plan::mac_for_name;
 
@@ -56,6 +58,8 @@ pub enum ServiceError {
     NotFound(String),
     #[error("network {0:?} not found")]
     NetworkNotFound(String),
+    #[error("test bed {0:?} not found")]
+    TestbedNotFound(String),
     #[error("{message}")]
     Conflict {
         field: Option<&'static str>,
@@ -111,6 +115,8 @@ pub struct Service {
     wake_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
     /// Counted as things happen; read by `GET /metrics` ([`metrics`]).
     metrics: Arc<crate::metrics::Metrics>,
+    /// Test beds a driver task is converging (see [`testbeds`]), so there is one per bed.
+    testbed_drivers: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Runs blocking work off the async runtime.
@@ -203,6 +209,7 @@ impl Service {
             left_alone: Default::default(),
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
             metrics: Default::default(),
+            testbed_drivers: Default::default(),
         })
     }
 

@@ -34,10 +34,12 @@ enum Release {
     V5Attachments,
     /// c9a9443: managed networks, and an attachment's network and address, version 6.
     V6Networks,
+    /// The `testbeds` branch: test beds, their members and networks, version 7.
+    V7Testbeds,
 }
 
 impl Release {
-    const ALL: [Release; 9] = [
+    const ALL: [Release; 10] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -47,6 +49,7 @@ impl Release {
         Release::V4VersionedImages,
         Release::V5Attachments,
         Release::V6Networks,
+        Release::V7Testbeds,
     ];
 
     fn fixture(self) -> &'static str {
@@ -60,6 +63,7 @@ impl Release {
             Release::V4VersionedImages => "v4-521474b.db",
             Release::V5Attachments => "v5-5a67253.db",
             Release::V6Networks => "v6-c9a9443.db",
+            Release::V7Testbeds => V7_FIXTURE,
         }
     }
 
@@ -86,6 +90,7 @@ impl Release {
                 Some("rhz_157ef0f4ae305c7de9c6ebf88f54137e23d7dcc70990c950641d3a3b36a6d352")
             }
             Release::V6Networks => Some(V6_TOKEN),
+            Release::V7Testbeds => Some(V7_TOKEN),
         }
     }
 
@@ -98,6 +103,7 @@ impl Release {
             Release::V4VersionedImages => Some("fac7523b-f9f2-46a8-a987-43f060ff057d"),
             Release::V5Attachments => Some("d2617cd6-e047-4550-8ec5-f903d53d2da2"),
             Release::V6Networks => Some(V6_DAEMON),
+            Release::V7Testbeds => Some(V7_DAEMON),
             _ => None,
         }
     }
@@ -106,6 +112,47 @@ impl Release {
 /// What the generator of version 6's fixture printed.
 const V6_TOKEN: &str = "rhz_aa189016c00eaed88a616047a16e196373fec2c706d97fd3da6eed485b60a57c";
 const V6_DAEMON: &str = "a22751c2-970a-46cd-9261-c25ce5ab75ef";
+
+/// Version 7's fixture and what its generator printed.
+const V7_FIXTURE: &str = "v7-testbeds.db";
+const V7_TOKEN: &str = "V7_TOKEN_PENDING";
+const V7_DAEMON: &str = "V7_DAEMON_PENDING";
+
+/// The test bed `exp` of version 7's fixture, for the releases that made it; older ones
+/// have none and take one with today's code.
+fn check_testbeds(store: &Store, release: Release) {
+    use super::testbeds::{MemberRecord, TestbedRecord};
+    let exp = TestbedRecord {
+        name: "exp".into(),
+        owner: "alice".into(),
+        owner_prefix: Some("a-".into()),
+        file: "name = \"exp\"\n".into(),
+        desired: "present".into(),
+        applied_at: "2026-11-27T06:43:00Z".into(),
+        applied_ms: 1_795_000_100_000,
+        last_error: None,
+    };
+    let web = MemberRecord {
+        group: "g".into(),
+        index: 0,
+        instance: "web".into(),
+        spec: "{}".into(),
+        ready_ms: Some(1_795_000_100_500),
+    };
+    if release < Release::V7Testbeds {
+        assert!(store.testbeds().unwrap().is_empty(), "{release:?}");
+        store.put_testbed(&exp).unwrap();
+        store.put_testbed_network("exp", "lab").unwrap();
+        store.put_testbed_member("exp", &web).unwrap();
+    }
+    assert_eq!(store.testbeds().unwrap(), vec![exp], "{release:?}");
+    assert_eq!(store.testbed_networks("exp").unwrap(), vec!["lab"]);
+    assert_eq!(store.testbed_members("exp").unwrap(), vec![web]);
+    // Removing the bed takes its rows with it.
+    store.remove_testbed("exp").unwrap();
+    assert!(store.testbed_members("exp").unwrap().is_empty());
+    assert!(store.testbed_networks("exp").unwrap().is_empty());
+}
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/databases")
@@ -516,6 +563,7 @@ fn every_released_database_migrates_and_serves_its_records() {
             "{release:?}"
         );
         check_networks(&store, release);
+        check_testbeds(&store, release);
         drop(store);
         // Opening again finds the current version and changes nothing.
         let again = Store::open(dir.path()).unwrap();
