@@ -34,7 +34,7 @@ enum Release {
     V5Attachments,
     /// c9a9443: managed networks, and an attachment's network and address, version 6.
     V6Networks,
-    /// The `testbeds` branch: test beds, their members and networks, version 7.
+    /// f029109 (branch `testbeds`): test beds, their members and networks, version 7.
     V7Testbeds,
 }
 
@@ -114,9 +114,9 @@ const V6_TOKEN: &str = "rhz_aa189016c00eaed88a616047a16e196373fec2c706d97fd3da6e
 const V6_DAEMON: &str = "a22751c2-970a-46cd-9261-c25ce5ab75ef";
 
 /// Version 7's fixture and what its generator printed.
-const V7_FIXTURE: &str = "v7-testbeds.db";
-const V7_TOKEN: &str = "V7_TOKEN_PENDING";
-const V7_DAEMON: &str = "V7_DAEMON_PENDING";
+const V7_FIXTURE: &str = "v7-f029109.db";
+const V7_TOKEN: &str = "rhz_e73e111a9041664b47f358293ef7636b3f336f8c7b72cc1305c5ef98f28e3a30";
+const V7_DAEMON: &str = "1bb1198d-d41c-4ae9-8dc3-2de747b8d343";
 
 /// The test bed `exp` of version 7's fixture, for the releases that made it; older ones
 /// have none and take one with today's code.
