@@ -228,7 +228,20 @@ impl Client {
     }
 
     pub fn list_instances(&self) -> Result<Vec<Instance>, ClientError> {
-        let list: InstanceList = self.json(self.http.get(self.url("/instances")))?;
+        self.list_instances_matching(None)
+    }
+
+    /// The instances carrying every label of `selector` (`key=value[,key=value...]`), or all
+    /// of them without one.
+    pub fn list_instances_matching(
+        &self,
+        selector: Option<&str>,
+    ) -> Result<Vec<Instance>, ClientError> {
+        let path = match selector {
+            Some(s) => format!("/instances?selector={}", percent_encode(s)),
+            None => "/instances".to_string(),
+        };
+        let list: InstanceList = self.json(self.http.get(self.url(&path)))?;
         Ok(list.instances)
     }
 

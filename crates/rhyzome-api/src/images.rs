@@ -176,6 +176,8 @@ pub(crate) struct InstanceSpecWire {
     startup_priority: Option<i32>,
     #[serde(default)]
     autostart: Option<bool>,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 /// An optional struct that must be written as a JSON object or `null`: serde's derived
@@ -225,6 +227,7 @@ impl TryFrom<InstanceSpecWire> for crate::InstanceSpec {
             restart: w.restart,
             startup_priority: w.startup_priority,
             autostart: w.autostart,
+            labels: w.labels,
         })
     }
 }

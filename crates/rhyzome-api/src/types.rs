@@ -64,6 +64,12 @@ pub struct InstanceSpec {
     /// host reboot, for example). Default `false`.
     #[serde(default)]
     pub autostart: Option<bool>,
+    /// Labels (`{"group": "eu"}`) that select the instance for `GET /v1/instances?selector=`
+    /// and for network partitions. Keys: 1 to 63 characters of `[a-z0-9._-]`, starting and
+    /// ending with a letter or digit; values: 0 to 63 characters of `[A-Za-z0-9._-]`; at most
+    /// 32 labels.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// When an instance that ended by itself is started again.
@@ -339,6 +345,9 @@ pub struct Instance {
     pub autostart: bool,
     /// The token that created it (`anonymous` while authentication is off).
     pub owner: String,
+    /// Its labels, as given at creation.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A change of an instance's state, as streamed by `GET /v1/events`.
@@ -412,6 +421,16 @@ impl std::fmt::Display for ErrorBody {
             None => f.write_str(&self.message),
         }
     }
+}
+
+/// Query of `GET /v1/instances`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceListQuery {
+    /// Only instances carrying every one of these labels: `key=value[,key=value...]`.
+    #[serde(default)]
+    pub selector: Option<String>,
 }
 
 /// Query of `GET /v1/instances/{name}/console`.

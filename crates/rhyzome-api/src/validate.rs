@@ -206,6 +206,116 @@ pub fn validate_restart_policy(restart: &RestartPolicy) -> Result<(), FieldError
     Ok(())
 }
 
+/// The most labels an instance may carry.
+pub const MAX_LABELS: usize = 32;
+
+/// A label key: 1 to 63 characters of `[a-z0-9._-]`, starting and ending with a letter or a
+/// digit, so that it is safe in a selector (`k=v,k2=v2`), a file, or a log line.
+pub fn validate_label_key(key: &str) -> Result<(), FieldError> {
+    let field = "labels";
+    if key.is_empty() || key.len() > 63 {
+        return Err(FieldError::new(
+            field,
+            format!("key {key:?} is {} characters long; give 1 to 63", key.len()),
+        ));
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(FieldError::new(
+            field,
+            format!("key {key:?} contains {c:?}; only a-z, 0-9, '.', '_' and '-' are allowed"),
+        ));
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alnum(key.chars().next()) || !alnum(key.chars().last()) {
+        return Err(FieldError::new(
+            field,
+            format!("key {key:?} must start and end with a letter or a digit"),
+        ));
+    }
+    Ok(())
+}
+
+/// A label value: 0 to 63 characters of `[A-Za-z0-9._-]`. The field is `labels.<key>` (the
+/// key was checked first, so it is safe to name).
+pub fn validate_label_value(key: &str, value: &str) -> Result<(), FieldError> {
+    let field = || format!("labels.{key}");
+    if value.len() > 63 {
+        return Err(FieldError::new(
+            field(),
+            format!("is {} characters long; at most 63 are allowed", value.len()),
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(FieldError::new(
+            field(),
+            format!("contains {c:?}; only A-Z, a-z, 0-9, '.', '_' and '-' are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Every label of an instance.
+pub fn validate_labels(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<(), FieldError> {
+    if labels.len() > MAX_LABELS {
+        return Err(FieldError::new(
+            "labels",
+            format!(
+                "has {} labels; at most {MAX_LABELS} are allowed",
+                labels.len()
+            ),
+        ));
+    }
+    for (key, value) in labels {
+        validate_label_key(key)?;
+        validate_label_value(key, value)?;
+    }
+    Ok(())
+}
+
+/// Parses `KEY=VALUE` (the CLI's `--label`), checking both parts.
+pub fn parse_label(s: &str) -> Result<(String, String), FieldError> {
+    let Some((key, value)) = s.split_once('=') else {
+        return Err(FieldError::new("labels", format!("{s:?} is not KEY=VALUE")));
+    };
+    validate_label_key(key)?;
+    validate_label_value(key, value)?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// A label selector, `key=value[,key=value...]`: an instance matches when it carries every
+/// pair. Errors name the field `field` (`selector` in a query, `between` for partitions).
+pub fn parse_selector(
+    s: &str,
+    field: &'static str,
+) -> Result<std::collections::BTreeMap<String, String>, FieldError> {
+    let mut pairs = std::collections::BTreeMap::new();
+    for term in s.split(',') {
+        let (key, value) = parse_label(term).map_err(|e| {
+            FieldError::new(field, format!("{}: {}", term.escape_debug(), e.message))
+        })?;
+        if pairs.insert(key.clone(), value).is_some() {
+            return Err(FieldError::new(field, format!("names {key:?} twice")));
+        }
+    }
+    Ok(pairs)
+}
+
+/// Whether `labels` carry every pair of `selector`.
+pub fn selector_matches(
+    selector: &std::collections::BTreeMap<String, String>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// The value of `--ipv4` in a MirageOS-style command line (`--ipv4 A/N` or `--ipv4=A/N`).
 pub fn ipv4_from_parameters(params: &str) -> Option<String> {
     let mut words = params.split_whitespace();
@@ -223,6 +333,45 @@ pub fn ipv4_from_parameters(params: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_and_selectors_are_checked_and_matched() {
+        assert_eq!(
+            parse_label("group=eu"),
+            Ok(("group".to_string(), "eu".to_string()))
+        );
+        assert_eq!(parse_label("empty="), Ok(("empty".into(), String::new())));
+        for bad in [
+            "noequals", "=v", "Group=eu", "-g=eu", "g=e u", "g=<x>", "g=\u{e9}",
+        ] {
+            let e = parse_label(bad).unwrap_err();
+            assert!(e.field.starts_with("labels"), "{bad}: {e}");
+        }
+        let too_many: std::collections::BTreeMap<_, _> = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        assert_eq!(validate_labels(&too_many).unwrap_err().field, "labels");
+        let long_value = [("k".to_string(), "v".repeat(64))].into();
+        assert_eq!(validate_labels(&long_value).unwrap_err().field, "labels.k");
+
+        let sel = parse_selector("group=eu,testbed=t1", "selector").unwrap();
+        let labels = [
+            ("group".to_string(), "eu".to_string()),
+            ("testbed".to_string(), "t1".to_string()),
+            ("x".to_string(), "y".to_string()),
+        ]
+        .into();
+        assert!(selector_matches(&sel, &labels));
+        let other = parse_selector("group=us", "selector").unwrap();
+        assert!(!selector_matches(&other, &labels));
+        for bad in ["", "group", "group=eu,", "a=1,a=2", "g=eu;rm"] {
+            assert_eq!(
+                parse_selector(bad, "selector").unwrap_err().field,
+                "selector",
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn names_are_dns_labels() {

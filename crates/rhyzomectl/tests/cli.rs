@@ -779,3 +779,61 @@ fn tls_trust_by_ca_or_fingerprint_from_flags_and_from_config_set() {
     let out = with_config(&["--context", "with-ca", "instance", "list"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn labels_are_given_with_label_and_select_with_selector() {
+    let s = serve();
+    let kernel = s.kernel.clone();
+    for (name, group) in [("eu1", "eu"), ("us1", "us")] {
+        let label = format!("group={group}");
+        stdout(&ctl(&[
+            "--server",
+            &s.url,
+            "instance",
+            "create",
+            "--name",
+            name,
+            "--kernel",
+            &kernel,
+            "--label",
+            &label,
+            "--label",
+            "testbed=t1",
+        ]));
+    }
+    let list = stdout(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "list",
+        "--selector",
+        "group=eu",
+    ]));
+    assert!(list.contains("eu1") && !list.contains("us1"), "{list}");
+    assert!(list.contains("group=eu,testbed=t1"), "{list}");
+    let show = stdout(&ctl(&["--server", &s.url, "instance", "show", "us1"]));
+    assert!(show.contains("group=us,testbed=t1"), "{show}");
+    // A bad label is a usage error, refused by clap before anything is sent.
+    let refused = ctl(&[
+        "--server", &s.url, "instance", "create", "--name", "x", "--kernel", &kernel, "--label",
+        "Bad=1",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("--label"), "{message}");
+    assert!(
+        stdout(&ctl(&["--server", &s.url, "instance", "list"]))
+            .lines()
+            .count()
+            == 3
+    );
+    let refused = failure(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "list",
+        "--selector",
+        "group",
+    ]));
+    assert!(refused.contains("selector"), "{refused}");
+}

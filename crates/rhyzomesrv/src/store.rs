@@ -15,6 +15,7 @@ use std::sync::Mutex;
 pub mod attachments;
 mod encoding;
 pub mod images;
+pub mod labels;
 #[cfg(test)]
 mod upgrade_tests;
 
@@ -96,6 +97,8 @@ pub struct InstanceRecord {
     pub vcpus: u32,
     /// Its NICs, in order; empty when the instance has no network.
     pub attachments: Vec<attachments::Attachment>,
+    /// Its labels (`group=eu`), given at creation.
+    pub labels: labels::Labels,
     pub desired: Desired,
     pub state: InstanceState,
     pub exit_code: Option<i32>,
@@ -128,7 +131,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 5;
+const SCHEMA_VERSION: i32 = 6;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -151,6 +154,9 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Code(version_4_tables),
     // 4 -> 5: one ordered list of NICs per instance.
     Migration::Code(fold_nics_into_attachments),
+    // 5 -> 6: instance labels (issue 14; renumbered by whoever merges it after other
+    // branches' migrations).
+    Migration::Sql(labels::TABLE),
 ];
 
 /// 3 -> 4: the tables made outside the versioned schema until then, and `instance_nics`,
@@ -531,6 +537,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         // run before the daemon's first start left a version 0 database with a tokens table.
         adopt_unversioned_tables(&tx)?;
         tx.execute_batch(attachments::TABLE)?;
+        tx.execute_batch(labels::TABLE)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
             complete_version_1(&tx)?;
@@ -676,6 +683,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         attachments::write(&tx, &r.id, &r.attachments)?;
+        labels::write(&tx, &r.id, &r.labels)?;
         images::write_boot(&tx, &r.id, image)?;
         tx.commit()?;
         Ok(())
@@ -688,8 +696,10 @@ impl Store {
         let rows = stmt.query_map([], row_to_record)?;
         let mut records: Vec<InstanceRecord> = rows.map(|r| r?).collect::<Result<_, _>>()?;
         let mut attachments = attachments::of_all(&conn)?;
+        let mut labels = labels::of_all(&conn)?;
         for r in &mut records {
             r.attachments = attachments.remove(&r.id).unwrap_or_default();
+            r.labels = labels.remove(&r.id).unwrap_or_default();
         }
         Ok(records)
     }
@@ -714,6 +724,7 @@ impl Store {
             return Ok(None);
         };
         r.attachments = attachments::of_instance(&conn, &r.id)?;
+        r.labels = labels::of_instance(&conn, &r.id)?;
         Ok(Some(r))
     }
 
@@ -830,6 +841,7 @@ fn row_to_record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Store
         vcpus: row.get("vcpus")?,
         // Another table: the reads that return records fill them in.
         attachments: Vec::new(),
+        labels: labels::Labels::new(),
         desired,
         state,
         exit_code: row.get("exit_code")?,
@@ -873,6 +885,7 @@ pub(crate) mod tests {
                 mac: mac.into(),
                 pci_slot: None,
             }],
+            labels: [("group".to_string(), "eu".to_string())].into(),
             desired: Desired::Running,
             state: InstanceState::Pending,
             exit_code: None,
@@ -933,6 +946,8 @@ pub(crate) mod tests {
         assert_eq!((got.restart_count, got.next_restart_at_ms), (2, Some(1234)));
         assert_eq!(got.restart, r.restart);
         assert_eq!((got.startup_priority, got.autostart), (-2, true));
+        assert_eq!(got.labels, r.labels);
+        assert_eq!(s.all().unwrap()[0].labels, r.labels);
         assert_eq!(s.usage_of("alice").unwrap(), (1, 32));
         assert_eq!(s.usage_of("bob").unwrap(), (0, 0));
     }
@@ -1013,6 +1028,11 @@ pub(crate) mod tests {
                     pci_slot: Some(31),
                 },
             ],
+            labels: [
+                ("key-32".to_string(), "value-33".to_string()),
+                ("key-34".to_string(), "value-35".to_string()),
+            ]
+            .into(),
             desired: Desired::Stopped,
             state: InstanceState::Crashed,
             exit_code: Some(12),

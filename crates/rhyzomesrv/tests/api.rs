@@ -568,3 +568,60 @@ fn console_counts_beyond_the_documented_range_are_refused() {
         );
     }
 }
+
+/// Labels are stored, shown, and select instances through `?selector=`; a bad label is a 422
+/// naming it and creates nothing, a bad selector a 422 naming `selector`.
+#[test]
+fn labels_are_kept_and_select_instances() {
+    let s = serve();
+    let labelled = |name: &str, group: &str| InstanceSpec {
+        labels: [
+            ("group".to_string(), group.to_string()),
+            ("testbed".to_string(), "t1".to_string()),
+        ]
+        .into(),
+        ..s.spec(name)
+    };
+    s.client.create_instance(&labelled("eu1", "eu")).unwrap();
+    s.client.create_instance(&labelled("eu2", "eu")).unwrap();
+    s.client.create_instance(&labelled("us1", "us")).unwrap();
+    s.client.create_instance(&s.spec("plain")).unwrap();
+
+    let got = s.client.get_instance("eu1").unwrap();
+    assert_eq!(got.labels.get("group").map(String::as_str), Some("eu"));
+    let names = |selector: Option<&str>| -> Vec<String> {
+        s.client
+            .list_instances_matching(selector)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect()
+    };
+    assert_eq!(names(Some("group=eu")), ["eu1", "eu2"]);
+    assert_eq!(names(Some("group=us,testbed=t1")), ["us1"]);
+    assert_eq!(names(Some("group=asia")), Vec::<String>::new());
+    assert_eq!(names(None).len(), 4);
+
+    for bad in ["group", "group=eu,,", "Group=eu", "a=1,a=2"] {
+        let (status, body) = api_error(s.client.list_instances_matching(Some(bad)).unwrap_err());
+        assert_eq!(
+            (status, body.field.as_deref()),
+            (422, Some("selector")),
+            "{bad}"
+        );
+    }
+    let bad_labels: Vec<(&str, &str, &str)> = vec![
+        ("Group", "eu", "labels"),
+        ("group", "e u", "labels.group"),
+        ("-x", "eu", "labels"),
+    ];
+    for (key, value, field) in bad_labels {
+        let spec = InstanceSpec {
+            labels: [(key.to_string(), value.to_string())].into(),
+            ..s.spec("refused")
+        };
+        let (status, body) = api_error(s.client.create_instance(&spec).unwrap_err());
+        assert_eq!((status, body.field.as_deref()), (422, Some(field)), "{key}");
+    }
+    assert!(s.client.get_instance("refused").is_err());
+}

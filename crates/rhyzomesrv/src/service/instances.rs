@@ -78,6 +78,7 @@ impl Service {
             restart: r.restart.clone(),
             restart_count: r.restart_count,
             next_restart_at: r.next_restart_at_ms.map(ms_to_rfc3339),
+            labels: r.labels.clone(),
             startup_priority: r.startup_priority,
             autostart: r.autostart,
             owner: r.owner.clone(),
@@ -124,6 +125,7 @@ impl Service {
         };
         let restart = spec.restart.clone().unwrap_or_default();
         validate::validate_restart_policy(&restart)?;
+        validate::validate_labels(&spec.labels)?;
         Ok(ValidSpec {
             memory_mib,
             vcpus,
@@ -203,6 +205,7 @@ impl Service {
             memory_mib: valid.memory_mib,
             vcpus: valid.vcpus,
             attachments,
+            labels: spec.labels.clone(),
             desired: Desired::Running,
             state: InstanceState::Pending,
             exit_code: None,
@@ -406,13 +409,23 @@ impl Service {
             .collect())
     }
 
-    /// [`list`](Self::list) as `InstanceList` JSON. Everyone without a prefix sees the same
+    /// [`list`](Self::list) as `InstanceList` JSON, only the instances matching `selector`
+    /// (`key=value[,...]`) when one is given. Everyone without a prefix sees the same full
     /// list: its serialisation is reused until the store changes.
-    pub fn list_json(&self, caller: &Caller) -> Result<bytes::Bytes, ServiceError> {
-        if caller.prefix.is_some() {
-            let list = rhyzome_api::InstanceList {
-                instances: self.list(caller)?,
-            };
+    pub fn list_json(
+        &self,
+        caller: &Caller,
+        selector: Option<&str>,
+    ) -> Result<bytes::Bytes, ServiceError> {
+        let selector = selector
+            .map(|s| validate::parse_selector(s, "selector"))
+            .transpose()?;
+        if caller.prefix.is_some() || selector.is_some() {
+            let mut instances = self.list(caller)?;
+            if let Some(selector) = &selector {
+                instances.retain(|i| validate::selector_matches(selector, &i.labels));
+            }
+            let list = rhyzome_api::InstanceList { instances };
             return serde_json::to_vec(&list)
                 .map(bytes::Bytes::from)
                 .map_err(|e| ServiceError::Internal(e.to_string()));

@@ -61,6 +61,10 @@ pub struct CreateArgs {
     /// Start the instance again when the daemon finds it gone without an exit (host reboot).
     #[arg(long)]
     pub autostart: bool,
+    /// A label, KEY=VALUE (repeat for more), e.g. --label group=eu --label testbed=t1; it
+    /// selects the instance in `instance list --selector` and in network partitions.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// A test bed: create N instances, NAME-1 to NAME-N, or NAME as a template with {i} (the
     /// index, from 1), {i+K} or {i-K}. --kernel-parameters takes the same placeholders, e.g.
     /// "--ipv4 192.168.100.{i+9}/24"; {{ and }} are literal braces.
@@ -137,6 +141,7 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
         restart,
         startup_priority: a.startup_priority,
         autostart: a.autostart.then_some(true),
+        labels: a.labels.into_iter().collect(),
     };
     if a.count.is_none() {
         let instance = client.create_instance(&template)?;
@@ -258,6 +263,10 @@ fn parse_restart(s: &str) -> Result<(rhyzome_api::RestartMode, Option<u32>), Str
         return Err("never takes no retry count".into());
     }
     Ok((mode, max))
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    rhyzome_api::validate::parse_label(s).map_err(|e| e.message)
 }
 
 #[cfg(test)]

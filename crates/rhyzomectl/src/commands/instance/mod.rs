@@ -21,7 +21,7 @@ pub enum InstanceCommand {
     Create(Box<CreateArgs>),
     /// List instances.
     #[command(alias = "ls")]
-    List,
+    List(list::ListArgs),
     /// Show one instance in detail.
     Show(show::ShowArgs),
     /// Print the serial console output recorded so far.
@@ -42,7 +42,7 @@ pub enum InstanceCommand {
 pub fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<()> {
     match cmd {
         InstanceCommand::Create(args) => create::run(ctx, *args),
-        InstanceCommand::List => list::run(ctx),
+        InstanceCommand::List(a) => list::run(ctx, &a),
         InstanceCommand::Show(a) => show::run(ctx, &a.name),
         InstanceCommand::Console(args) => console::run(ctx, &args),
         InstanceCommand::Stats(a) => stats::run(ctx, &a.name),

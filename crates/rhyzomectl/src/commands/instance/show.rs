@@ -49,6 +49,7 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         ("next restart", opt(&i.next_restart_at)),
         ("startup priority", i.startup_priority.to_string()),
         ("autostart", i.autostart.to_string()),
+        ("labels", output::labels(&i.labels)),
         ("state changed", i.state_changed_at.clone()),
         ("created", i.created_at.clone()),
         ("started", opt(&i.started_at)),
