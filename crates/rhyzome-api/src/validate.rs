@@ -316,6 +316,157 @@ pub fn selector_matches(
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The longest latency or jitter accepted, in milliseconds.
+pub const MAX_DELAY_MS: f64 = 60_000.0;
+/// The lowest and highest rates accepted, in bits per second.
+pub const MIN_RATE_BPS: i64 = 1_000;
+pub const MAX_RATE_BPS: i64 = 100_000_000_000;
+
+/// Checks each set field of `c`; a field at fault is named `{prefix}{field}`
+/// (`conditions.latency_ms`).
+pub fn validate_conditions(c: &crate::LinkConditions, prefix: &str) -> Result<(), FieldError> {
+    let err =
+        |name: &str, message: String| Err(FieldError::new(format!("{prefix}{name}"), message));
+    for (name, value) in [("latency_ms", c.latency_ms), ("jitter_ms", c.jitter_ms)] {
+        if let Some(v) = value {
+            if !(0.0..=MAX_DELAY_MS).contains(&v) {
+                return err(
+                    name,
+                    format!("is {v}; give 0 to {MAX_DELAY_MS} milliseconds"),
+                );
+            }
+        }
+    }
+    for (name, value) in [
+        ("loss_percent", c.loss_percent),
+        ("loss_correlation_percent", c.loss_correlation_percent),
+    ] {
+        if let Some(v) = value {
+            if !(0.0..=100.0).contains(&v) {
+                return err(name, format!("is {v}; give a percentage from 0 to 100"));
+            }
+        }
+    }
+    if let Some(v) = c.rate_bps {
+        if !(MIN_RATE_BPS..=MAX_RATE_BPS).contains(&v) {
+            return err(
+                "rate_bps",
+                format!("is {v}; give {MIN_RATE_BPS} to {MAX_RATE_BPS} bits per second"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Parses the text form of link conditions, as the CLI takes them:
+/// `latency=40ms,jitter=5ms,loss=1%,rate=10mbit` (commas or spaces between terms). Durations
+/// take `us`, `ms` or `s`; `loss` is `P%` or `P%/C%` (C the correlation); `rate` is bits per
+/// second with an optional `k`, `m` or `g` (powers of 1000) and an optional `bit`; `down`
+/// and `up` cut and restore the link. A term at fault is named by the API field it sets.
+pub fn parse_conditions(text: &str) -> Result<crate::LinkConditions, FieldError> {
+    let mut c = crate::LinkConditions::default();
+    for term in text.split([',', ' ']).filter(|t| !t.is_empty()) {
+        let (key, value) = term.split_once('=').unwrap_or((term, ""));
+        match key {
+            "latency" => c.latency_ms = Some(parse_millis("latency_ms", value)?),
+            "jitter" => c.jitter_ms = Some(parse_millis("jitter_ms", value)?),
+            "loss" => {
+                let (loss, correlation) = match value.split_once('/') {
+                    Some((l, corr)) => (l, Some(corr)),
+                    None => (value, None),
+                };
+                c.loss_percent = Some(parse_percent("loss_percent", loss)?);
+                if let Some(corr) = correlation {
+                    c.loss_correlation_percent =
+                        Some(parse_percent("loss_correlation_percent", corr)?);
+                }
+            }
+            "loss-correlation" => {
+                c.loss_correlation_percent = Some(parse_percent("loss_correlation_percent", value)?)
+            }
+            "rate" => c.rate_bps = Some(parse_rate(value)?),
+            "down" if value.is_empty() || value == "true" => c.down = Some(true),
+            "up" if value.is_empty() => c.down = Some(false),
+            "down" => c.down = Some(value != "false"),
+            _ => {
+                return Err(FieldError::new(
+                    "conditions",
+                    format!(
+                        "{:?} is not one of latency=, jitter=, loss=, loss-correlation=, rate=, down, up",
+                        term
+                    ),
+                ))
+            }
+        }
+    }
+    validate_conditions(&c, "")?;
+    Ok(c)
+}
+
+fn parse_number(field: &'static str, text: &str, what: &str) -> Result<f64, FieldError> {
+    let v: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| FieldError::new(field, format!("{text:?} is not {what}")))?;
+    if !v.is_finite() {
+        return Err(FieldError::new(field, format!("{text:?} is not {what}")));
+    }
+    Ok(v)
+}
+
+fn parse_millis(field: &'static str, text: &str) -> Result<f64, FieldError> {
+    let what = "a duration such as 40ms, 500us or 1s";
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else if text == "0" {
+        (text, 0.0)
+    } else {
+        return Err(FieldError::new(field, format!("{text:?} is not {what}")));
+    };
+    let v = parse_number(field, number, what)? * scale;
+    if v < 0.0 {
+        return Err(FieldError::new(field, format!("{text:?} is negative")));
+    }
+    Ok(v)
+}
+
+fn parse_percent(field: &'static str, text: &str) -> Result<f64, FieldError> {
+    let number = text.strip_suffix('%').unwrap_or(text);
+    let v = parse_number(field, number, "a percentage such as 1% or 0.5%")?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(FieldError::new(
+            field,
+            format!("{text:?} is not from 0% to 100%"),
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_rate(text: &str) -> Result<i64, FieldError> {
+    let field = "rate_bps";
+    let what = "a rate such as 10mbit, 512kbit or 1g";
+    let lower = text.to_ascii_lowercase();
+    let number = lower.strip_suffix("bit").unwrap_or(&lower);
+    let (number, scale) = match number.chars().last() {
+        Some('k') => (&number[..number.len() - 1], 1e3),
+        Some('m') => (&number[..number.len() - 1], 1e6),
+        Some('g') => (&number[..number.len() - 1], 1e9),
+        _ => (number, 1.0),
+    };
+    let v = parse_number(field, number, what)? * scale;
+    if v < MIN_RATE_BPS as f64 || v > MAX_RATE_BPS as f64 {
+        return Err(FieldError::new(
+            field,
+            format!("{text:?} is outside {MIN_RATE_BPS}bit to 100gbit"),
+        ));
+    }
+    Ok(v.round() as i64)
+}
+
 /// The value of `--ipv4` in a MirageOS-style command line (`--ipv4 A/N` or `--ipv4=A/N`).
 pub fn ipv4_from_parameters(params: &str) -> Option<String> {
     let mut words = params.split_whitespace();
@@ -333,6 +484,55 @@ pub fn ipv4_from_parameters(params: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditions_parse_from_text_and_bad_ones_name_their_field() {
+        let c = parse_conditions("latency=40ms,jitter=5ms,loss=1%,rate=10mbit").unwrap();
+        assert_eq!(
+            c,
+            crate::LinkConditions {
+                latency_ms: Some(40.0),
+                jitter_ms: Some(5.0),
+                loss_percent: Some(1.0),
+                rate_bps: Some(10_000_000),
+                ..Default::default()
+            }
+        );
+        let c = parse_conditions("latency=1s loss=30%/25% rate=512k down").unwrap();
+        assert_eq!(c.latency_ms, Some(1000.0));
+        assert_eq!(c.loss_correlation_percent, Some(25.0));
+        assert_eq!(c.rate_bps, Some(512_000));
+        assert_eq!(c.down, Some(true));
+        assert_eq!(parse_conditions("up").unwrap().down, Some(false));
+        assert_eq!(
+            parse_conditions("latency=500us").unwrap().latency_ms,
+            Some(0.5)
+        );
+        // The text form reads back what Display writes.
+        assert_eq!(parse_conditions(&c.to_string()).unwrap(), c);
+        for (bad, field) in [
+            ("latency=-1ms", "latency_ms"),
+            ("latency=40", "latency_ms"),
+            ("latency=2h", "latency_ms"),
+            ("jitter=NaNms", "jitter_ms"),
+            ("loss=120%", "loss_percent"),
+            ("loss=1%/101%", "loss_correlation_percent"),
+            ("rate=0", "rate_bps"),
+            ("rate=fast", "rate_bps"),
+            ("latency=61s", "latency_ms"),
+            ("colour=blue", "conditions"),
+        ] {
+            assert_eq!(parse_conditions(bad).unwrap_err().field, field, "{bad}");
+        }
+        let bad = crate::LinkConditions {
+            latency_ms: Some(-1.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_conditions(&bad, "conditions.").unwrap_err().field,
+            "conditions.latency_ms"
+        );
+    }
 
     #[test]
     fn labels_and_selectors_are_checked_and_matched() {
