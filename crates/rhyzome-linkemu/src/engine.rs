@@ -92,6 +92,7 @@ impl Emulator {
             .map_err(io("control socket"))?;
         let udp = UdpSocket::bind(state.listen).map_err(io(format!("bind {}", state.listen)))?;
         udp.set_nonblocking(true).map_err(io("udp socket"))?;
+        enlarge_buffers(&udp);
         let tap = match &state.tap {
             Some(t) => Some(Tap::open(&t.name, t.address, t.prefix_len)?),
             None => None,
@@ -479,6 +480,31 @@ impl Emulator {
                     )
                 })
                 .collect(),
+        }
+    }
+}
+
+/// Room for bursts: with the default 208 KiB a burst of small frames arriving while the
+/// emulator waits for a core (two cores shared by many guests) is dropped by the kernel
+/// before the emulator sees it. Best effort: `SO_RCVBUFFORCE` needs CAP_NET_ADMIN, and
+/// without it the kernel's `rmem_max` caps `SO_RCVBUF`.
+fn enlarge_buffers(udp: &UdpSocket) {
+    const BYTES: libc::c_int = 4 << 20;
+    for option in [
+        libc::SO_RCVBUFFORCE,
+        libc::SO_RCVBUF,
+        libc::SO_SNDBUFFORCE,
+        libc::SO_SNDBUF,
+    ] {
+        // SAFETY: setsockopt with a c_int value of the right size on a socket we own.
+        unsafe {
+            libc::setsockopt(
+                udp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                &BYTES as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
         }
     }
 }

@@ -15,5 +15,6 @@ pub mod link;
 pub mod protocol;
 pub mod rng;
 pub mod state;
+pub mod supervise;
 pub mod switch;
 pub mod tap;
