@@ -11,7 +11,7 @@ pub mod definition;
 pub mod fake;
 pub mod libvirt;
 
-pub use definition::{DomainDefinition, DomainMark, Nic};
+pub use definition::{DomainDefinition, DomainMark, EmulatedPort, Nic};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {

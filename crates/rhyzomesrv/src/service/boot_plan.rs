@@ -339,6 +339,8 @@ impl Service {
                     bridge: a.bridge.clone(),
                     mac: a.mac.clone(),
                     pci_slot: a.pci_slot,
+                    emulated: None,
+                    rate_bps: None,
                 })
                 .collect(),
         }
