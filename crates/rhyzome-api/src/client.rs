@@ -283,6 +283,22 @@ impl Client {
         )
     }
 
+    /// Replaces the link conditions of every NIC of an instance.
+    pub fn set_instance_link(
+        &self,
+        name: &str,
+        conditions: &crate::LinkConditions,
+    ) -> Result<Instance, ClientError> {
+        let body = crate::InstanceLink {
+            conditions: *conditions,
+        };
+        self.json(
+            self.http
+                .put(self.url(&Self::instance_path(name, "/link")))
+                .json(&body),
+        )
+    }
+
     /// The console output recorded so far, or its last `tail_bytes` bytes.
     pub fn console(&self, name: &str, tail_bytes: Option<u64>) -> Result<Vec<u8>, ClientError> {
         let q = ConsoleQuery {

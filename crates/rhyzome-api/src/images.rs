@@ -178,6 +178,8 @@ pub(crate) struct InstanceSpecWire {
     autostart: Option<bool>,
     #[serde(default)]
     labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "object_only")]
+    link: Option<crate::LinkConditions>,
 }
 
 /// An optional struct that must be written as a JSON object or `null`: serde's derived
@@ -228,6 +230,7 @@ impl TryFrom<InstanceSpecWire> for crate::InstanceSpec {
             startup_priority: w.startup_priority,
             autostart: w.autostart,
             labels: w.labels,
+            link: w.link,
         })
     }
 }

@@ -70,6 +70,10 @@ pub struct InstanceSpec {
     /// 32 labels.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Link conditions of every NIC of the instance (see `LinkConditions`). On a plain
+    /// network only `rate_bps` can be honoured; the others need an emulated network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkConditions>,
 }
 
 /// When an instance that ended by itself is started again.
@@ -243,6 +247,9 @@ pub struct NicAttachment {
     /// absent when libvirt chooses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_slot: Option<u8>,
+    /// The link conditions set on this NIC; absent when none is.
+    #[serde(default, skip_serializing_if = "LinkConditions::is_empty")]
+    pub conditions: LinkConditions,
 }
 
 /// One NIC of an instance whose image declares several network devices.
@@ -474,6 +481,14 @@ fn byte_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::
     }
 }
 
+/// `PUT /v1/instances/{name}/link`: the conditions of every NIC of the instance, replacing
+/// those set before (an empty object clears them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceLink {
+    pub conditions: LinkConditions,
+}
+
 /// Link conditions of a NIC, or a network's defaults for its NICs. They apply to the frames
 /// a NIC sends into the network, so a round trip between two NICs carries both NICs'
 /// latency. An absent field is not set here: a NIC's absent field takes the network's
@@ -508,6 +523,11 @@ pub struct LinkConditions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down: Option<bool>,
 }
+
+/// Equality is total: the fields are finite (JSON has no NaN, and `validate_conditions` and
+/// `parse_conditions` refuse non-finite values), so the types that hold conditions can stay
+/// `Eq` like the rest of the API.
+impl Eq for LinkConditions {}
 
 impl LinkConditions {
     /// `self`, with each field it leaves unset taken from `defaults`.

@@ -837,3 +837,57 @@ fn labels_are_given_with_label_and_select_with_selector() {
     ]));
     assert!(refused.contains("selector"), "{refused}");
 }
+
+#[test]
+fn link_conditions_are_given_at_create_and_changed_with_instance_link() {
+    let s = serve();
+    let kernel = s.kernel.clone();
+    stdout(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "create",
+        "--name",
+        "shaped",
+        "--kernel",
+        &kernel,
+        "--link",
+        "rate=10mbit",
+    ]));
+    let show = stdout(&ctl(&["--server", &s.url, "instance", "show", "shaped"]));
+    assert!(show.contains("rate=10000000bit"), "{show}");
+    // A plain network: latency is refused with the server's reason.
+    let refused = failure(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "link",
+        "shaped",
+        "latency=80ms",
+    ]));
+    assert!(refused.contains("emulated network"), "{refused}");
+    // Terms given change those conditions and keep the rest.
+    let changed = stdout(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "link",
+        "shaped",
+        "rate=1mbit",
+    ]));
+    assert_eq!(changed.trim(), "shaped: rate=1000000bit");
+    let cleared = stdout(&ctl(&[
+        "--server", &s.url, "instance", "link", "shaped", "--clear",
+    ]));
+    assert_eq!(cleared.trim(), "shaped: -");
+    // Bad terms are refused before anything is sent.
+    let bad = failure(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "link",
+        "shaped",
+        "loss=120%",
+    ]));
+    assert!(bad.contains("loss_percent"), "{bad}");
+}

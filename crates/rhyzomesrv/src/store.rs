@@ -154,10 +154,26 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Code(version_4_tables),
     // 4 -> 5: one ordered list of NICs per instance.
     Migration::Code(fold_nics_into_attachments),
-    // 5 -> 6: instance labels (issue 14; renumbered by whoever merges it after other
-    // branches' migrations).
-    Migration::Sql(labels::TABLE),
+    // 5 -> 6: instance labels, and link conditions on attachments (issue 14; renumbered by
+    // whoever merges it after other branches' migrations).
+    Migration::Sql(LABELS_AND_LINK_CONDITIONS),
 ];
+
+/// 5 -> 6 (also run on a new database after the version 5 tables).
+const LABELS_AND_LINK_CONDITIONS: &str = "
+CREATE TABLE instance_labels (
+    instance_id TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+    key         TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    PRIMARY KEY (instance_id, key)
+);
+ALTER TABLE instance_attachments ADD COLUMN latency_ms REAL;
+ALTER TABLE instance_attachments ADD COLUMN jitter_ms REAL;
+ALTER TABLE instance_attachments ADD COLUMN loss_percent REAL;
+ALTER TABLE instance_attachments ADD COLUMN loss_correlation_percent REAL;
+ALTER TABLE instance_attachments ADD COLUMN rate_bps INTEGER;
+ALTER TABLE instance_attachments ADD COLUMN down INTEGER;
+";
 
 /// 3 -> 4: the tables made outside the versioned schema until then, and `instance_nics`,
 /// which version 5 folds into `instance_attachments`.
@@ -537,7 +553,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         // run before the daemon's first start left a version 0 database with a tokens table.
         adopt_unversioned_tables(&tx)?;
         tx.execute_batch(attachments::TABLE)?;
-        tx.execute_batch(labels::TABLE)?;
+        tx.execute_batch(LABELS_AND_LINK_CONDITIONS)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
             complete_version_1(&tx)?;
@@ -773,6 +789,22 @@ impl Store {
         Ok(())
     }
 
+    /// Sets the link conditions of every NIC of an instance, in one transaction.
+    pub fn set_link_conditions(
+        &self,
+        id: &str,
+        conditions: &rhyzome_api::LinkConditions,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let count = attachments::of_instance(&tx, id)?.len();
+        for idx in 0..count {
+            attachments::set_conditions(&tx, id, idx, conditions)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Records the restart policy's bookkeeping.
     pub fn set_restart(
         &self,
@@ -884,6 +916,7 @@ pub(crate) mod tests {
                 bridge: "br0".into(),
                 mac: mac.into(),
                 pci_slot: None,
+                conditions: Default::default(),
             }],
             labels: [("group".to_string(), "eu".to_string())].into(),
             desired: Desired::Running,
@@ -1020,12 +1053,21 @@ pub(crate) mod tests {
                     bridge: "bridge-8".into(),
                     mac: "mac-9".into(),
                     pci_slot: None,
+                    conditions: Default::default(),
                 },
                 attachments::Attachment {
                     device: Some("device-28".into()),
                     bridge: "bridge-29".into(),
                     mac: "mac-30".into(),
                     pci_slot: Some(31),
+                    conditions: rhyzome_api::LinkConditions {
+                        latency_ms: Some(36.0),
+                        jitter_ms: Some(37.0),
+                        loss_percent: Some(38.0),
+                        loss_correlation_percent: Some(39.0),
+                        rate_bps: Some(40_000),
+                        down: Some(true),
+                    },
                 },
             ],
             labels: [

@@ -660,6 +660,19 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
                 call(Stranger, m, instance(verb), Status(404)),
             ]
         }
+        ("put", "/v1/instances/{name}/link") => {
+            let body = json(br#"{"conditions": {"rate_bps": 1000000}}"#);
+            vec![
+                Call {
+                    body: body.clone(),
+                    ..call(Viewer, Method::PUT, instance("link"), Status(403))
+                },
+                Call {
+                    body,
+                    ..call(Stranger, Method::PUT, instance("link"), Status(404))
+                },
+            ]
+        }
         ("get", "/v1/images/{reference}") | ("head", "/v1/images/{reference}") => {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             images

@@ -313,6 +313,7 @@ impl Service {
                 // Names cannot contain '/', so these never equal a single-NIC instance's MAC.
                 mac: mac_for_name(&format!("{}/{dev}", spec.name)),
                 pci_slot: Some(FIRST_NIC_SLOT + i as u8),
+                conditions: Default::default(),
             });
         }
         Ok(out)
@@ -340,7 +341,7 @@ impl Service {
                     mac: a.mac.clone(),
                     pci_slot: a.pci_slot,
                     emulated: None,
-                    rate_bps: None,
+                    rate_bps: a.conditions.rate_bps.map(|r| r as u64),
                 })
                 .collect(),
         }
@@ -381,6 +382,7 @@ impl Service {
             bridge,
             mac,
             pci_slot: None,
+            conditions: Default::default(),
         }])
     }
 

@@ -45,6 +45,7 @@ impl Service {
                     bridge: a.bridge.clone(),
                     mac: a.mac.clone(),
                     pci_slot: a.pci_slot,
+                    conditions: a.conditions,
                 })
                 .collect(),
             interfaces: r
@@ -126,6 +127,9 @@ impl Service {
         let restart = spec.restart.clone().unwrap_or_default();
         validate::validate_restart_policy(&restart)?;
         validate::validate_labels(&spec.labels)?;
+        if let Some(link) = &spec.link {
+            super::links::check_plain_link(link, "link.")?;
+        }
         Ok(ValidSpec {
             memory_mib,
             vcpus,
@@ -194,7 +198,10 @@ impl Service {
         caller: &Caller,
     ) -> Result<InstanceRecord, ServiceError> {
         let boot = self.resolve_boot(spec, caller).await?;
-        let attachments = self.plan_devices(spec, &boot, valid.bridge, valid.mac, caller)?;
+        let mut attachments = self.plan_devices(spec, &boot, valid.bridge, valid.mac, caller)?;
+        for a in &mut attachments {
+            a.conditions = spec.link.unwrap_or_default();
+        }
         self.check_bridges(bridge_fields(&attachments)).await?;
         let record = InstanceRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -245,6 +252,21 @@ impl Service {
         let ServiceError::Backend(BackendError::Rejected { message }) = &e else {
             return e;
         };
+        // libvirt shapes a plain NIC's rate with tc (police, htb, sfq); a kernel without
+        // those modules fails the start with tc's message.
+        if message.contains("tc ")
+            && r.attachments
+                .iter()
+                .any(|a| a.conditions.rate_bps.is_some())
+        {
+            return ServiceError::Invalid(FieldError::new(
+                "link.rate_bps",
+                format!(
+                    "this host cannot shape rate on a plain network (libvirt's tc failed: \
+                     {message}); use an emulated network"
+                ),
+            ));
+        }
         let attachments = bridge_fields(&r.attachments);
         let named = attachments
             .iter()

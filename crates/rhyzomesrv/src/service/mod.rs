@@ -26,6 +26,7 @@ pub mod console;
 pub mod event_log;
 pub mod images;
 pub mod instances;
+pub mod links;
 pub mod locks;
 pub mod ownership;
 pub mod reconcile;

@@ -78,6 +78,7 @@ async fn create_applies_defaults_and_runs() {
             bridge: "br0".into(),
             mac: "02:43:3b:00:3f:b0".into(),
             pci_slot: None,
+            conditions: Default::default(),
         }]
     );
     assert!(i.interfaces.is_empty());

@@ -1,5 +1,5 @@
 //! The labels of instances (`group=eu`, `testbed=t1`), in the table `instance_labels`
-//! (since the labels migration). Labels are given at creation and select instances for
+//! (made by migration 5 -> 6, `LABELS_AND_LINK_CONDITIONS` in `store.rs`). Labels are given at creation and select instances for
 //! `instance list --selector` and, later, for network partitions. Rows go with their instance
 //! (`ON DELETE CASCADE`); the same connection mutex as [`super::Store`] serialises access.
 
@@ -9,16 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 
 /// An instance's labels, by key (at most one value per key, kept in key order).
 pub type Labels = BTreeMap<String, String>;
-
-/// The table, made by the labels migration.
-pub(super) const TABLE: &str = "
-CREATE TABLE instance_labels (
-    instance_id TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
-    key         TEXT NOT NULL,
-    value       TEXT NOT NULL,
-    PRIMARY KEY (instance_id, key)
-);
-";
 
 /// Writes the labels of a new instance inside the caller's transaction.
 pub(super) fn write(

@@ -32,7 +32,8 @@ enum Release {
     /// 5a67253: the NICs of an instance as one ordered list (`instance_attachments`),
     /// version 5.
     V5Attachments,
-    /// The labels of instances (`instance_labels`), version 6 on this branch (issue 14);
+    /// The labels of instances (`instance_labels`) and link conditions on attachments,
+    /// version 6 on this branch (issue 14);
     /// made by its own commit's store code, provisional name until it is merged.
     V6Labels,
 }
@@ -87,7 +88,7 @@ impl Release {
                 Some("rhz_157ef0f4ae305c7de9c6ebf88f54137e23d7dcc70990c950641d3a3b36a6d352")
             }
             Release::V6Labels => {
-                Some("rhz_23857a8785c1a629ea0e178080cd8914c6ce078c26a25d14314bc1a9ee49d4c3")
+                Some("rhz_a1ed1cbf3ba39d773a56da99ac4bd998452a84079494b2944a16923868eedb28")
             }
         }
     }
@@ -100,7 +101,7 @@ impl Release {
             Release::V3TaggedImages => Some("620a840e-25f6-4f84-b1cc-897d0110dc1b"),
             Release::V4VersionedImages => Some("fac7523b-f9f2-46a8-a987-43f060ff057d"),
             Release::V5Attachments => Some("d2617cd6-e047-4550-8ec5-f903d53d2da2"),
-            Release::V6Labels => Some("01e6eb17-1e01-4a37-a41b-b1fbb163f732"),
+            Release::V6Labels => Some("d2de73bf-9a8a-479c-b20f-9a48f10acd3e"),
             _ => None,
         }
     }
@@ -179,6 +180,7 @@ fn expected_web(release: Release) -> InstanceRecord {
     if release >= Release::V3TaggedImages {
         // It boots an image with two network devices: a NIC for each, at fixed slots.
         let nic = |device: &str, mac: &str, pci_slot| Attachment {
+            conditions: Default::default(),
             device: Some(device.into()),
             bridge: "br0".into(),
             mac: mac.into(),
@@ -188,6 +190,9 @@ fn expected_web(release: Release) -> InstanceRecord {
             nic("service", "02:00:00:00:00:01", 3),
             nic("admin", "02:00:00:00:00:04", 4),
         ];
+    }
+    if release >= Release::V6Labels {
+        web.attachments[0].conditions.rate_bps = Some(10_000_000);
     }
     web
 }
@@ -199,6 +204,7 @@ fn single_nic(mac: &str) -> Attachment {
         bridge: "br0".into(),
         mac: mac.into(),
         pci_slot: None,
+        conditions: Default::default(),
     }
 }
 

@@ -10,6 +10,7 @@ mod devices;
 mod harness;
 mod images;
 mod lifecycle;
+mod links;
 mod ownership;
 mod recovery;
 mod restarts;
