@@ -1322,7 +1322,14 @@ def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss,
     A(json.dumps(args.daemon_config, indent=2))
     A("```")
     A("")
-    Path(path).write_text("\n".join(L) + "\n")
+    text = "\n".join(L) + "\n"
+    # Sections measured by other scripts (bench/metrics.sh) are kept, between their markers,
+    # before the findings.
+    old = Path(path).read_text() if Path(path).exists() else ""
+    kept = re.search(r"<!-- metrics:.*?<!-- /metrics -->\n\n", old, re.S)
+    if kept:
+        text = text.replace("## Findings", kept.group(0) + "## Findings", 1)
+    Path(path).write_text(text)
 
 
 # ----------------------------------------------------------------------------- main

@@ -28,6 +28,7 @@ pub mod images;
 pub mod instances;
 pub mod links;
 pub mod locks;
+pub mod metrics;
 pub mod ownership;
 pub mod reconcile;
 pub mod restart;
@@ -105,6 +106,8 @@ pub struct Service {
     /// not be looked at (nor logged) again.
     left_alone: std::sync::Mutex<std::collections::HashSet<String>>,
     wake_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
+    /// Counted as things happen; read by `GET /metrics` ([`metrics`]).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Runs blocking work off the async runtime.
@@ -196,6 +199,7 @@ impl Service {
             destroys,
             left_alone: Default::default(),
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
+            metrics: Default::default(),
         })
     }
 
@@ -230,6 +234,7 @@ impl Service {
         exit_code: Option<i32>,
         reason: Option<String>,
     ) {
+        self.metrics.state_changed(state);
         self.events.publish(Event {
             time: now_rfc3339(),
             instance: r.name.clone(),
@@ -273,7 +278,8 @@ impl Service {
         &self.config
     }
 
-    pub fn info(&self) -> ServerInfo {
+    /// What this daemon is, and who `caller` is to it.
+    pub fn info(&self, caller: &Caller) -> ServerInfo {
         ServerInfo {
             hostname: self.config.hostname.clone(),
             daemon_id: self.daemon_id.clone(),
@@ -281,6 +287,11 @@ impl Service {
             domain_type: self.domain_type.to_string(),
             libvirt_uri: self.backend.uri(),
             default_bridge: self.config.bridge_interface.clone(),
+            caller: Some(rhyzome_api::CallerInfo {
+                name: caller.name.clone(),
+                role: caller.role.as_str().to_string(),
+                prefix: caller.prefix.clone(),
+            }),
         }
     }
 }

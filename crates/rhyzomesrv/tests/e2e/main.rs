@@ -6,11 +6,13 @@
 //! never skipped. Each test uses its own daemon, state directory, instance names and guest
 //! addresses, so they can run in parallel.
 
+mod dashboard;
 mod devices;
 mod harness;
 mod images;
 mod lifecycle;
 mod links;
+mod metrics;
 mod ownership;
 mod recovery;
 mod restarts;
