@@ -87,6 +87,12 @@ impl Emulator {
         let _ = std::fs::remove_file(control_path);
         let control = UnixListener::bind(control_path)
             .map_err(io(format!("bind {}", control_path.display())))?;
+        // Whoever can connect can change every link of the network: the owner only.
+        std::fs::set_permissions(
+            control_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(io(format!("chmod {}", control_path.display())))?;
         control
             .set_nonblocking(true)
             .map_err(io("control socket"))?;

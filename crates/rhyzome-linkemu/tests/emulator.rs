@@ -163,6 +163,11 @@ fn switches_shapes_partitions_and_restores_its_state_after_a_kill() {
     let mut state = state_of(listen, &[("n1", &n1), ("n2", &n2), ("n3", &n3)]);
     state.save(&dir.path().join("net.json")).unwrap();
     let emulator = Emulator::start(dir.path());
+    // Whoever can connect can change every link: the control socket is the owner's only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&emulator.control).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
 
     // Flooded until learned, then unicast to the one port.
     n1.send(listen, BROADCAST, 1);
