@@ -362,6 +362,8 @@ pub struct Instance {
 pub struct Event {
     /// RFC 3339 time of the change.
     pub time: String,
+    /// The instance's name; `network:NAME` for an event of a network (state
+    /// `emulator_restarted`: its link emulator had died and was started again).
     pub instance: String,
     /// The new state; `deleted` when the instance is gone.
     pub state: String,

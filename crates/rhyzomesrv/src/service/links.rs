@@ -5,9 +5,21 @@
 //! network (`rhyzome-linkemu`, see docs/architecture.md), which comes with managed networks,
 //! and are refused with a 422 that says so. Conditions are stored on the attachments, so a
 //! restart or a daemon restart keeps them. A change holds the instance's name lock.
+//!
+//! Emulators: each one has a directory under `StateDir/emulators` (see
+//! `rhyzome_linkemu::supervise`) and runs detached from the daemon. [`Service::run_link_supervision`]
+//! looks at every one each second: one that answers is left alone (after a daemon restart,
+//! that is its adoption), one that does not is started again from its own state file, and
+//! that restart is published as an event of `network:NAME`. Checks run on the blocking pool,
+//! one network after another.
 
 use super::authz::{authorize, Action};
-use super::{Service, ServiceError};
+use super::{blocking, now_rfc3339, Service, ServiceError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often emulators are checked: the longest a dead one goes unnoticed.
+pub const SUPERVISION_INTERVAL: Duration = Duration::from_secs(1);
 use crate::auth::Caller;
 use rhyzome_api::validate::{self, FieldError};
 use rhyzome_api::{Instance, InstanceLink, LinkConditions};
@@ -61,5 +73,53 @@ impl Service {
         self.store.set_link_conditions(&r.id, &link.conditions)?;
         tracing::info!(instance = %name, conditions = %link.conditions, "link conditions set");
         self.instance(name)
+    }
+}
+
+impl Service {
+    /// Checks every emulator once: adopts the live ones, restarts the dead ones (an event
+    /// each). Returns the networks whose emulator was restarted.
+    pub async fn supervise_emulators(&self) -> Vec<String> {
+        let supervisor = self.emulators.clone();
+        let Ok(networks) = blocking(move || supervisor.known()).await else {
+            return Vec::new();
+        };
+        let mut restarted = Vec::new();
+        for network in networks {
+            let supervisor = self.emulators.clone();
+            let name = network.clone();
+            match blocking(move || supervisor.revive(&name)).await {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(pid))) => {
+                    tracing::warn!(network = %network, pid, "link emulator was not answering; restarted it from its state file");
+                    self.events.publish(rhyzome_api::Event {
+                        time: now_rfc3339(),
+                        instance: format!("network:{network}"),
+                        state: "emulator_restarted".into(),
+                        exit_code: None,
+                        reason: Some(format!(
+                            "the link emulator of network {network} was not answering; restarted (pid {pid}) with its saved conditions"
+                        )),
+                        restart_count: 0,
+                    });
+                    restarted.push(network);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(network = %network, error = %e, "link emulator could not be restarted")
+                }
+                Err(e) => {
+                    tracing::error!(network = %network, error = %e, "link emulator check failed")
+                }
+            }
+        }
+        restarted
+    }
+
+    /// Supervises the emulators every [`SUPERVISION_INTERVAL`], for the daemon's life.
+    pub async fn run_link_supervision(self: Arc<Self>) {
+        loop {
+            self.supervise_emulators().await;
+            tokio::time::sleep(SUPERVISION_INTERVAL).await;
+        }
     }
 }

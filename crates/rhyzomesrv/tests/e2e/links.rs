@@ -47,3 +47,125 @@ fn a_plain_network_refuses_what_it_cannot_shape_and_leaves_nothing() {
     assert!(!d.has_domain("link-b"));
     assert!(d.client.get_instance("link-b").is_err());
 }
+
+/// `rhyzome-linkemu`, built next to this test binary (by `cargo build --workspace`).
+fn emulator_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("rhyzome-linkemu");
+    assert!(
+        binary.exists(),
+        "{} is missing; build the workspace first (cargo build --workspace)",
+        binary.display()
+    );
+    binary
+}
+
+/// Stops the test's emulator through its own control socket, whatever happens.
+struct StopEmulator(rhyzome_linkemu::supervise::Supervisor);
+
+impl Drop for StopEmulator {
+    fn drop(&mut self) {
+        let _ = self.0.stop("wan");
+    }
+}
+
+/// The daemon supervises the emulators under `StateDir/emulators`: it starts one that does
+/// not answer (from the state file the network code writes), restarts it with an event when
+/// it is killed, and adopts it, without a restart, when the daemon itself restarts. The
+/// emulator runs in the lab's network namespace (`LinkEmulatorNetns`), where its tap appears.
+#[test]
+fn the_daemon_starts_restarts_and_adopts_link_emulators() {
+    let netns = crate::harness::netns();
+    let mut d = Daemon::start_with(
+        "emu",
+        serde_json::json!({
+            "LinkEmulator": emulator_binary(),
+            "LinkEmulatorNetns": format!("/run/netns/{netns}"),
+        }),
+    );
+    let emulators = d.dir.path().join("state/emulators");
+    let supervisor = rhyzome_linkemu::supervise::Supervisor::new(
+        emulators.clone(),
+        emulator_binary(),
+        Some(format!("/run/netns/{netns}").into()),
+    );
+    let id = std::process::id() % 200;
+    let tap = format!("rzemu-e{id}");
+    let state = rhyzome_linkemu::state::NetworkState {
+        listen: format!("127.0.0.1:{}", 44_000 + id).parse().unwrap(),
+        tap: Some(rhyzome_linkemu::state::TapSpec {
+            name: tap.clone(),
+            address: std::net::Ipv4Addr::new(10, 232, id as u8, 1),
+            prefix_len: 24,
+            conditions: Default::default(),
+        }),
+        seed: 1,
+        ports: Default::default(),
+        partitions: Vec::new(),
+    };
+    std::fs::create_dir_all(emulators.join("wan")).unwrap();
+    state.save(&emulators.join("wan/state.json")).unwrap();
+    let _stop = StopEmulator(rhyzome_linkemu::supervise::Supervisor::new(
+        emulators.clone(),
+        emulator_binary(),
+        None,
+    ));
+    let mut events = d.client.events(None).unwrap();
+
+    let answering = |not: Option<u32>| -> u32 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Ok(stats) = supervisor.stats("wan") {
+                if Some(stats.pid) != not {
+                    return stats.pid;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no emulator answered\n{}",
+                d.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let first = answering(None);
+    let link = std::process::Command::new("ip")
+        .args(["-n", &netns, "addr", "show", &tap])
+        .output()
+        .unwrap();
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains(&format!("10.232.{id}.1/24")), "{link}");
+
+    // Killed: restarted within the supervision interval, with an event.
+    unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) };
+    let killed = std::time::Instant::now();
+    let second = answering(Some(first));
+    eprintln!(
+        "emulator {first} killed; {second} answering after {:?}",
+        killed.elapsed()
+    );
+    assert!(killed.elapsed() < std::time::Duration::from_secs(3));
+    let event = events
+        .find(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.instance == "network:wan" && e.state == "emulator_restarted")
+        })
+        .expect("an event for the restart")
+        .unwrap();
+    assert!(event.reason.unwrap().contains("network wan"));
+    assert_eq!(supervisor.state("wan").unwrap(), state);
+
+    // The daemon restarts: the emulator keeps running and is adopted, not restarted.
+    d.restart();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(supervisor.stats("wan").unwrap().pid, second);
+    // Started twice in all: when the state file appeared, and after the kill; not after
+    // the daemon's restart.
+    let starts = d.log().matches("restarted it from its state file").count();
+    assert_eq!(starts, 2, "{}", d.log());
+}
