@@ -1323,12 +1323,12 @@ def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss,
     A("```")
     A("")
     text = "\n".join(L) + "\n"
-    # Sections measured by other scripts (bench/metrics.sh) are kept, between their markers,
-    # before the findings.
+    # Sections measured by other scripts (bench/metrics.sh, bench/networks.py) are kept,
+    # between their markers (`<!-- NAME: ... -->` to `<!-- /NAME -->`), before the findings.
     old = Path(path).read_text() if Path(path).exists() else ""
-    kept = re.search(r"<!-- metrics:.*?<!-- /metrics -->\n\n", old, re.S)
+    kept = "".join(m.group(0) for m in re.finditer(r"<!-- (\w+):.*?<!-- /\1 -->\n\n", old, re.S))
     if kept:
-        text = text.replace("## Findings", kept.group(0) + "## Findings", 1)
+        text = text.replace("## Findings", kept + "## Findings", 1)
     Path(path).write_text(text)
 
 

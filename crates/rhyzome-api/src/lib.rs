@@ -8,6 +8,8 @@
 //! client. Nothing here holds state or spawns threads.
 
 pub mod images;
+pub mod networks;
+pub mod placeholders;
 pub mod types;
 pub mod validate;
 
@@ -20,6 +22,7 @@ pub use images::{
     Image, ImageFormat, ImageInspection, ImageList, ImageUpload, ManifestDevice, Solo5Info,
     Solo5Manifest, UploadQuery,
 };
+pub use networks::{ForwardMode, Network, NetworkAddress, NetworkCreate, NetworkList};
 pub use types::*;
 
 /// Path prefix of every API route.

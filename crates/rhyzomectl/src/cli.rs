@@ -76,6 +76,9 @@ pub enum Command {
     /// Manage uploaded unikernel images.
     #[command(subcommand)]
     Image(crate::commands::image::ImageCommand),
+    /// Manage networks whose addresses the daemon gives out.
+    #[command(subcommand)]
+    Network(crate::commands::network::NetworkCommand),
     /// Show what the daemon is and how it runs guests.
     Info,
     /// Print instance state changes as they happen (until interrupted).

@@ -6,6 +6,7 @@ pub mod events;
 pub mod image;
 mod info;
 pub mod instance;
+pub mod network;
 
 use crate::cli::{Cli, Command};
 use crate::profile::Profiles;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(_) | Command::Man(_) => unreachable!("handled above"),
         Command::Instance(cmd) => instance::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
+        Command::Network(cmd) => network::run(&ctx, cmd),
         Command::Info => info::run(&ctx),
         Command::Events(a) => events::run(&ctx, a.instance.as_deref()),
         Command::Completions(a) => completions::run(a.shell),

@@ -314,14 +314,16 @@ impl Service {
                 mac: mac_for_name(&format!("{}/{dev}", spec.name)),
                 pci_slot: Some(FIRST_NIC_SLOT + i as u8),
                 conditions: Default::default(),
+                network: None,
+                address: None,
             });
         }
         Ok(out)
     }
 
     /// What the hypervisor is asked to run for `r`: its blob, command line and NICs in order.
-    pub(super) fn definition(&self, r: &InstanceRecord) -> DomainDefinition {
-        DomainDefinition {
+    pub(super) fn definition(&self, r: &InstanceRecord) -> Result<DomainDefinition, ServiceError> {
+        Ok(DomainDefinition {
             domain_type: self.domain_type,
             domain_name: backend::domain_name(&r.name),
             uuid: r.id.clone(),
@@ -331,7 +333,7 @@ impl Service {
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
             kernel: self.blobs.path(&r.kernel_sha256),
-            cmdline: r.kernel_parameters.clone(),
+            cmdline: self.expanded_parameters(r)?,
             console_log: console::log_path(&self.config.state_dir, &r.id),
             nics: r
                 .attachments
@@ -344,19 +346,19 @@ impl Service {
                     rate_bps: a.conditions.rate_bps.map(|r| r as u64),
                 })
                 .collect(),
-        }
+        })
     }
 
     /// The NICs of a create, in order: those of a multi-NIC image, or the single NIC (bridge
     /// and MAC) of `network`, or none when the image's Solo5 manifest declares no network
-    /// device. Refuses what the manifest rules out, and bridges the caller may not use.
+    /// device. Refuses what the manifest rules out; which bridges the caller may use is
+    /// checked once the NICs on managed networks are known (`Service::check_host_bridges`).
     pub(super) fn plan_devices(
         &self,
         spec: &InstanceSpec,
         boot: &Boot,
         bridge: Option<String>,
         mac: Option<String>,
-        caller: &Caller,
     ) -> Result<Vec<Attachment>, ServiceError> {
         let manifest = manifest_of(&boot.inspection);
         if let Some(m) = manifest {
@@ -367,22 +369,20 @@ impl Service {
             Self::check_manifest(spec, m, field, what)?;
         }
         let nics = self.plan_nics(spec, &boot.inspection)?;
-        for nic in &nics {
-            caller.check_bridge(&nic.bridge, "nets")?;
-        }
         if !nics.is_empty() || manifest.is_some_and(|m| m.net_devices().is_empty()) {
             return Ok(nics);
         }
         let (Some(bridge), Some(mac)) = (bridge, mac) else {
             return Ok(Vec::new()); // `network.mode` none.
         };
-        caller.check_bridge(&bridge, "network.bridge")?;
         Ok(vec![Attachment {
             device: None,
             bridge,
             mac,
             pci_slot: None,
             conditions: Default::default(),
+            network: None,
+            address: None,
         }])
     }
 

@@ -79,6 +79,8 @@ async fn create_applies_defaults_and_runs() {
             mac: "02:43:3b:00:3f:b0".into(),
             pci_slot: None,
             conditions: Default::default(),
+            network: None,
+            ipv4: None,
         }]
     );
     assert!(i.interfaces.is_empty());
@@ -146,6 +148,7 @@ async fn invalid_specs_create_nothing() {
                     mode: NetworkMode::Bridge,
                     bridge: Some("br0\"/><x".into()),
                     mac: None,
+                    ..Default::default()
                 }),
                 ..spec(&f, "x")
             },
@@ -157,6 +160,7 @@ async fn invalid_specs_create_nothing() {
                     mode: NetworkMode::None,
                     bridge: Some("br0".into()),
                     mac: None,
+                    ..Default::default()
                 }),
                 ..spec(&f, "x")
             },
@@ -254,6 +258,7 @@ async fn duplicate_macs_conflict() {
             mode: NetworkMode::Bridge,
             bridge: None,
             mac: Some("02:00:00:00:00:AA".into()),
+            ..Default::default()
         }),
         ..spec(&f, name)
     };
@@ -384,7 +389,7 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
     let mine = DomainDefinition {
         uuid: "22222222-2222-2222-2222-222222222222".into(),
         domain_name: "rhyzome-ghost".into(),
-        ..f.service.definition(&pending)
+        ..f.service.definition(&pending).unwrap()
     }
     .mark();
     f.backend.inject(
@@ -478,7 +483,8 @@ async fn reconcile_adopts_running_domains_and_enforces_stops() {
     f.service.stop(&Caller::internal(), "a").await.unwrap();
     let def = f
         .service
-        .definition(&f.service.store.by_name("a").unwrap().unwrap());
+        .definition(&f.service.store.by_name("a").unwrap().unwrap())
+        .unwrap();
     f.backend.create(&def).unwrap();
     assert_eq!(f.service.reconcile_once().await.unwrap().stopped, 1);
     assert!(f.backend.status(&i.id).unwrap().is_none());

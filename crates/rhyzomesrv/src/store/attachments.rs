@@ -24,8 +24,14 @@ pub struct Attachment {
     pub mac: String,
     /// Fixed PCI slot on bus 0; `None` lets libvirt choose.
     pub pci_slot: Option<u8>,
-    /// The link conditions set on this NIC (since version 6; empty before).
+    /// The link conditions set on this NIC (since version 7; empty before).
     pub conditions: LinkConditions,
+    /// The managed network (its id) whose bridge this is, when the NIC is on one (since
+    /// version 6).
+    pub network: Option<String>,
+    /// Its address on that network. Before the insert, an address asked for (or `None` for
+    /// the lowest free one); as stored, the address given.
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 /// The table of a new database; older ones reach it through migration 4 -> 5.
@@ -42,8 +48,8 @@ CREATE TABLE instance_attachments (
 ";
 
 /// The columns that make an [`Attachment`], in every write and read.
-const COLUMNS: &str = "device, bridge, mac, pci_slot, latency_ms, jitter_ms, loss_percent, \
-                       loss_correlation_percent, rate_bps, down";
+const COLUMNS: &str = "device, bridge, mac, pci_slot, network_id, address, latency_ms, jitter_ms, \
+                       loss_percent, loss_correlation_percent, rate_bps, down";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Attachment> {
     Ok(Attachment {
@@ -51,6 +57,10 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Attachment> {
         bridge: r.get("bridge")?,
         mac: r.get("mac")?,
         pci_slot: r.get("pci_slot")?,
+        network: r.get("network_id")?,
+        address: r
+            .get::<_, Option<u32>>("address")?
+            .map(std::net::Ipv4Addr::from),
         conditions: LinkConditions {
             latency_ms: r.get("latency_ms")?,
             jitter_ms: r.get("jitter_ms")?,
@@ -73,8 +83,9 @@ pub(super) fn write(
         let res = tx.execute(
             &format!(
                 "INSERT INTO instance_attachments (instance_id, idx, {COLUMNS}) \
-                 VALUES (:instance_id, :idx, :device, :bridge, :mac, :pci_slot, :latency_ms, \
-                 :jitter_ms, :loss_percent, :loss_correlation_percent, :rate_bps, :down)"
+                 VALUES (:instance_id, :idx, :device, :bridge, :mac, :pci_slot, :network_id, \
+                 :address, :latency_ms, :jitter_ms, :loss_percent, :loss_correlation_percent, \
+                 :rate_bps, :down)"
             ),
             named_params! {
                 ":instance_id": instance_id,
@@ -83,6 +94,8 @@ pub(super) fn write(
                 ":bridge": a.bridge,
                 ":mac": a.mac,
                 ":pci_slot": a.pci_slot,
+                ":network_id": a.network,
+                ":address": a.address.map(u32::from),
                 ":latency_ms": a.conditions.latency_ms,
                 ":jitter_ms": a.conditions.jitter_ms,
                 ":loss_percent": a.conditions.loss_percent,

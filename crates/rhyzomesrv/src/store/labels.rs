@@ -1,5 +1,5 @@
 //! The labels of instances (`group=eu`, `testbed=t1`), in the table `instance_labels`
-//! (made by migration 5 -> 6, `LABELS_AND_LINK_CONDITIONS` in `store.rs`). Labels are given at creation and select instances for
+//! (made by migration 6 -> 7, `LABELS_AND_LINK_CONDITIONS` in `store.rs`). Labels are given at creation and select instances for
 //! `instance list --selector` and, later, for network partitions. Rows go with their instance
 //! (`ON DELETE CASCADE`); the same connection mutex as [`super::Store`] serialises access.
 

@@ -13,6 +13,7 @@ mod images;
 mod lifecycle;
 mod links;
 mod metrics;
+mod networks;
 mod ownership;
 mod recovery;
 mod restarts;
