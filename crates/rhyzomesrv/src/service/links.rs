@@ -1,6 +1,6 @@
 //! Link conditions of instances' NICs (issue 14): latency, jitter, loss, rate, down.
 //!
-//! Today every NIC is on a plain network (a host bridge), where only `rate` can be honoured,
+//! Today every NIC is on a plain network (a host bridge, or a managed network without emulation), where only `rate` can be honoured,
 //! by libvirt's `<bandwidth>` when the domain starts; the other conditions need an emulated
 //! network (`rhyzome-linkemu`, see docs/architecture.md), which comes with managed networks,
 //! and are refused with a 422 that says so. Conditions are stored on the attachments, so a
@@ -40,7 +40,7 @@ pub(super) fn check_plain_link(c: &LinkConditions, prefix: &str) -> Result<(), F
     if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
         return Err(FieldError::new(
             format!("{prefix}{field}"),
-            "a plain network (a host bridge) can only shape rate: latency, jitter, loss \
+            "a plain network (a host bridge, or a managed network without emulation) can only shape rate: latency, jitter, loss \
              and down need an emulated network (rhyzomectl network create --emulated)",
         ));
     }
