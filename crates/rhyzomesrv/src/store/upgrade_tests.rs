@@ -65,7 +65,7 @@ impl Release {
             Release::V4VersionedImages => "v4-521474b.db",
             Release::V5Attachments => "v5-5a67253.db",
             Release::V6Networks => "v6-c9a9443.db",
-            Release::V7Labels => "v7-labels.db",
+            Release::V7Labels => "v7-6dc4867.db",
         }
     }
 
@@ -114,7 +114,7 @@ impl Release {
 /// What the generator of version 6's fixture printed.
 const V6_TOKEN: &str = "rhz_aa189016c00eaed88a616047a16e196373fec2c706d97fd3da6eed485b60a57c";
 const V6_DAEMON: &str = "a22751c2-970a-46cd-9261-c25ce5ab75ef";
-/// Printed by the generator of `v7-labels.db` (generators/labels.rs.txt).
+/// Printed by the generator of `v7-6dc4867.db` (generators/6dc4867.rs.txt).
 const V7_TOKEN: &str = "rhz_3548362620002aa3282b8a9f7e7e30b510266d5878cd7801db50fb84ef97d099";
 const V7_DAEMON: &str = "4417eedf-c621-488b-922a-41170e1247e7";
 
