@@ -203,7 +203,7 @@ pub struct Bed {
     pub groups: Vec<Group>,
 }
 
-/// One instance of a planned bed.
+/// One instance of a planned bed; its spec carries the labels `testbed=NAME` and `group=G`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedInstance {
     pub group: String,
@@ -411,8 +411,8 @@ pub fn parse_bed(text: &str, link_conditions: bool) -> Result<Bed, BedErrors> {
     if let Err(e) = validate_name(raw.name.get_ref()) {
         errors.push(src.span(&raw.name, format!("name {}", e.message)));
     }
-    let no_links = "link conditions are not available on this server (they come with issue 14); \
-                    remove this key";
+    let no_links = "link conditions in test beds need emulated networks, which this server does \
+                    not wire to its link emulator yet; remove this key";
 
     let mut networks = Vec::new();
     let mut subnets: BTreeMap<String, (Ipv4Subnet, Ipv4Addr)> = BTreeMap::new();
@@ -964,6 +964,11 @@ impl Bed {
                         vcpus: g.vcpus,
                         network,
                         restart: Some(g.restart.clone()),
+                        labels: [
+                            ("testbed".to_string(), self.name.clone()),
+                            ("group".to_string(), g.name.clone()),
+                        ]
+                        .into(),
                         ..Default::default()
                     },
                 });

@@ -104,6 +104,8 @@ fn the_plan_fills_in_bed_placeholders_and_leaves_the_server_s() {
     assert_eq!(plan.start_order, vec!["seed", "nodes"]);
     let seed = &plan.instances["seed"][0].spec;
     assert_eq!(seed.name, "gossip-seed-0");
+    assert_eq!(seed.labels["testbed"], "gossip");
+    assert_eq!(seed.labels["group"], "seed");
     assert_eq!(
         seed.kernel_parameters,
         "--ipv4={cidr} --ipv4-gateway={gateway} --role=seed"

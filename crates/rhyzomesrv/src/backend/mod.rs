@@ -14,7 +14,7 @@ pub mod libvirt;
 pub mod network;
 
 pub use counters::DomainCounters;
-pub use definition::{DomainDefinition, DomainMark, Nic};
+pub use definition::{DomainDefinition, DomainMark, EmulatedPort, Nic};
 use network::{DhcpHost, HostRoute, NetworkDefinition, NetworkStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -132,6 +132,8 @@ async fn apply_converges_and_the_same_file_again_changes_nothing() {
         "--ipv4=10.62.0.2/24 --role=seed"
     );
     let node = d.service.get(&Caller::internal(), "bed-nodes-0").unwrap();
+    assert_eq!(node.labels["testbed"], "bed");
+    assert_eq!(node.labels["group"], "nodes");
     assert!(
         node.kernel_parameters_expanded
             .starts_with("--ipv4=10.62.0.3/24 --peers=10.62.0.4,10.62.0.2"),

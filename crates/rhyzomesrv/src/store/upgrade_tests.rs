@@ -34,12 +34,16 @@ enum Release {
     V5Attachments,
     /// c9a9443: managed networks, and an attachment's network and address, version 6.
     V6Networks,
-    /// f029109 (branch `testbeds`): test beds, their members and networks, version 7.
-    V7Testbeds,
+    /// The labels of instances (`instance_labels`) and link conditions on attachments,
+    /// version 7 on this branch (issue 14); made by its own commit's store code,
+    /// provisional name until it is merged.
+    V7Labels,
+    /// The `testbeds` branch: test beds, their members and networks, version 8.
+    V8Testbeds,
 }
 
 impl Release {
-    const ALL: [Release; 10] = [
+    const ALL: [Release; 11] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -49,7 +53,8 @@ impl Release {
         Release::V4VersionedImages,
         Release::V5Attachments,
         Release::V6Networks,
-        Release::V7Testbeds,
+        Release::V7Labels,
+        Release::V8Testbeds,
     ];
 
     fn fixture(self) -> &'static str {
@@ -63,7 +68,8 @@ impl Release {
             Release::V4VersionedImages => "v4-521474b.db",
             Release::V5Attachments => "v5-5a67253.db",
             Release::V6Networks => "v6-c9a9443.db",
-            Release::V7Testbeds => V7_FIXTURE,
+            Release::V7Labels => "v7-6dc4867.db",
+            Release::V8Testbeds => V8_FIXTURE,
         }
     }
 
@@ -90,7 +96,8 @@ impl Release {
                 Some("rhz_157ef0f4ae305c7de9c6ebf88f54137e23d7dcc70990c950641d3a3b36a6d352")
             }
             Release::V6Networks => Some(V6_TOKEN),
-            Release::V7Testbeds => Some(V7_TOKEN),
+            Release::V7Labels => Some(V7_TOKEN),
+            Release::V8Testbeds => Some(V8_TOKEN),
         }
     }
 
@@ -103,7 +110,8 @@ impl Release {
             Release::V4VersionedImages => Some("fac7523b-f9f2-46a8-a987-43f060ff057d"),
             Release::V5Attachments => Some("d2617cd6-e047-4550-8ec5-f903d53d2da2"),
             Release::V6Networks => Some(V6_DAEMON),
-            Release::V7Testbeds => Some(V7_DAEMON),
+            Release::V7Labels => Some(V7_DAEMON),
+            Release::V8Testbeds => Some(V8_DAEMON),
             _ => None,
         }
     }
@@ -112,13 +120,16 @@ impl Release {
 /// What the generator of version 6's fixture printed.
 const V6_TOKEN: &str = "rhz_aa189016c00eaed88a616047a16e196373fec2c706d97fd3da6eed485b60a57c";
 const V6_DAEMON: &str = "a22751c2-970a-46cd-9261-c25ce5ab75ef";
+/// Printed by the generator of `v7-6dc4867.db` (generators/6dc4867.rs.txt).
+const V7_TOKEN: &str = "rhz_3548362620002aa3282b8a9f7e7e30b510266d5878cd7801db50fb84ef97d099";
+const V7_DAEMON: &str = "4417eedf-c621-488b-922a-41170e1247e7";
 
-/// Version 7's fixture and what its generator printed.
-const V7_FIXTURE: &str = "v7-f029109.db";
-const V7_TOKEN: &str = "rhz_e73e111a9041664b47f358293ef7636b3f336f8c7b72cc1305c5ef98f28e3a30";
-const V7_DAEMON: &str = "1bb1198d-d41c-4ae9-8dc3-2de747b8d343";
+/// Version 8's fixture and what its generator printed.
+const V8_FIXTURE: &str = "v8-testbeds.db";
+const V8_TOKEN: &str = "V8_TOKEN_PENDING";
+const V8_DAEMON: &str = "V8_DAEMON_PENDING";
 
-/// The test bed `exp` of version 7's fixture, for the releases that made it; older ones
+/// The test bed `exp` of version 8's fixture, for the releases that made it; older ones
 /// have none and take one with today's code.
 fn check_testbeds(store: &Store, release: Release) {
     use super::testbeds::{MemberRecord, TestbedRecord};
@@ -139,7 +150,7 @@ fn check_testbeds(store: &Store, release: Release) {
         spec: "{}".into(),
         ready_ms: Some(1_795_000_100_500),
     };
-    if release < Release::V7Testbeds {
+    if release < Release::V8Testbeds {
         assert!(store.testbeds().unwrap().is_empty(), "{release:?}");
         store.put_testbed(&exp).unwrap();
         store.put_testbed_network("exp", "lab").unwrap();
@@ -181,6 +192,7 @@ fn expected_web(release: Release) -> InstanceRecord {
         memory_mib: 32,
         vcpus: 1,
         attachments: vec![single_nic("02:00:00:00:00:01")],
+        labels: Default::default(),
         desired: Desired::Running,
         state: InstanceState::Running,
         exit_code: None,
@@ -223,6 +235,14 @@ fn expected_web(release: Release) -> InstanceRecord {
         web.attachments[0].network = Some(LAB_ID.into());
         web.attachments[0].address = Some(std::net::Ipv4Addr::new(10, 20, 0, 2));
     }
+    if release >= Release::V7Labels {
+        web.labels = [
+            ("group".to_string(), "eu".to_string()),
+            ("testbed".to_string(), "t1".to_string()),
+        ]
+        .into();
+        web.attachments[0].conditions.rate_bps = Some(10_000_000);
+    }
     web
 }
 
@@ -234,6 +254,7 @@ fn expected_web_nics(release: Release, web: &mut InstanceRecord) {
     if release >= Release::V3TaggedImages {
         // It boots an image with two network devices: a NIC for each, at fixed slots.
         let nic = |device: &str, mac: &str, pci_slot| Attachment {
+            conditions: Default::default(),
             device: Some(device.into()),
             bridge: "br0".into(),
             mac: mac.into(),
@@ -257,6 +278,7 @@ fn single_nic(mac: &str) -> Attachment {
         pci_slot: None,
         network: None,
         address: None,
+        conditions: Default::default(),
     }
 }
 
@@ -271,6 +293,7 @@ fn expected_batch(release: Release) -> InstanceRecord {
         memory_mib: 64,
         vcpus: 2,
         attachments: Vec::new(),
+        labels: Default::default(),
         desired: Desired::Stopped,
         state: InstanceState::Exited,
         exit_code: Some(3),
