@@ -38,7 +38,7 @@ enum Release {
     /// version 7 on this branch (issue 14); made by its own commit's store code,
     /// provisional name until it is merged.
     V7Labels,
-    /// The `testbeds` branch: test beds, their members and networks, version 8.
+    /// ba47bb3 (branch `testbeds`): test beds, their members and networks, version 8.
     V8Testbeds,
 }
 
@@ -125,9 +125,9 @@ const V7_TOKEN: &str = "rhz_3548362620002aa3282b8a9f7e7e30b510266d5878cd7801db50
 const V7_DAEMON: &str = "4417eedf-c621-488b-922a-41170e1247e7";
 
 /// Version 8's fixture and what its generator printed.
-const V8_FIXTURE: &str = "v8-testbeds.db";
-const V8_TOKEN: &str = "V8_TOKEN_PENDING";
-const V8_DAEMON: &str = "V8_DAEMON_PENDING";
+const V8_FIXTURE: &str = "v8-ba47bb3.db";
+const V8_TOKEN: &str = "rhz_07051538b1e4dc2848a390ee41327205aa6b1af50812b710648e04c2b92148e9";
+const V8_DAEMON: &str = "95f1635a-8a30-498c-9a12-67441b506500";
 
 /// The test bed `exp` of version 8's fixture, for the releases that made it; older ones
 /// have none and take one with today's code.
