@@ -19,4 +19,5 @@ mod recovery;
 mod restarts;
 mod seed;
 mod testbed;
+mod testbeds;
 mod unprivileged;
