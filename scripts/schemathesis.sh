@@ -106,6 +106,11 @@ seed_network() {
 #   honoured depends on the network the instance's NICs are on, which no schema can express:
 #   a plain network (every NIC here) refuses latency, jitter, loss and down with a documented
 #   422 naming the field. tests/api.rs covers what is accepted and refused.
+# - positive_data_acceptance on POST /v1/testbeds: its `file` is TOML text whose grammar,
+#   keys, placeholders and cross-references (groups named in `after`, networks named by
+#   groups) no JSON Schema can state; a file that breaks them is a documented 422 naming
+#   `file` with the line and column. rhyzome-api's testbed tests, the service's and the e2e
+#   test cover what is accepted and refused.
 # - in the pass without a token, the document's bearer requirement is removed: with no
 #   token the daemon is open by design (see the bearer scheme's description); the second
 #   pass, with a token, checks the requirement (ignored_auth, missing headers).
@@ -136,6 +141,10 @@ checks.positive_data_acceptance.enabled = false
 [[operations]]
 include-path = "/v1/instances/{name}/link"
 include-method = "PUT"
+checks.positive_data_acceptance.enabled = false
+[[operations]]
+include-path = "/v1/testbeds"
+include-method = "POST"
 checks.positive_data_acceptance.enabled = false
 $1
 TOML
