@@ -248,6 +248,37 @@ create "placeholder without a network" 422 "$admin" "{\"name\": \"p\", \"kernel\
 create "the gateway asked for" 422 "$alice" "{\"name\": \"alice-q\", \"kernel\": \"$K\", \"network\": {\"name\": \"alice-pn\", \"ipv4\": \"10.93.0.1\"}}"
 probe "delete alice's network" 204 -X DELETE -H "Authorization: Bearer $alice" "$base/v1/networks/alice-pn"
 
+echo "==> test beds"
+# bed NAME EXPECTED TOKEN TOML: a test-bed apply; a refused file must create nothing (the
+# clean-up below checks that no instance, network or domain remains).
+bed() {
+  local body
+  body=$(python3 -c 'import json,sys; print(json.dumps({"file": sys.argv[1]}))' "$4")
+  probe "$1" "$2" -X POST -H "Authorization: Bearer $3" -H 'Content-Type: application/json' \
+    --data-binary "$body" "$base/v1/testbeds"
+}
+bed "viewer applies a bed" 403 "$viewer" "name = \"tb\"
+[[groups]]
+name = \"g\"
+count = 1
+kernel = \"$K\""
+bed "bob names alice's prefix" 403 "$bob" "name = \"alice-tb\"
+[[groups]]
+name = \"g\"
+count = 1
+kernel = \"$K\""
+bed "unknown key in a bed" 422 "$admin" "name = \"tb\"
+colour = 1"
+body_has "unknown key in a bed" 'line 2, column 1'
+bed "bed group with XML in its parameters and a bad placeholder" 422 "$admin" "name = \"tb\"
+[[groups]]
+name = \"g\"
+count = 2
+kernel = \"$K\"
+kernel_parameters = \"</cmdline><devices/> {peers:g:5}\""
+body_has "bed group with XML in its parameters and a bad placeholder" 'line 6, column 43'
+probe "bob reads a bed that is not there" 404 -H "Authorization: Bearer $bob" "$base/v1/testbeds/alice-tb"
+
 echo "==> clean-up, then nothing may remain"
 for n in meta alice-web; do
   probe "delete $n" 204 -X DELETE -H "Authorization: Bearer $admin" "$base/v1/instances/$n"
