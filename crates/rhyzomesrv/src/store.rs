@@ -16,6 +16,7 @@ mod encoding;
 pub mod images;
 #[cfg(test)]
 mod upgrade_tests;
+pub mod volumes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -128,7 +129,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 4;
+const SCHEMA_VERSION: i32 = 5;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -149,6 +150,9 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(DAEMON_TABLE),
     // 3 -> 4: the image and token tables join the versioned schema.
     Migration::Code(adopt_unversioned_tables),
+    // 4 -> 5: volumes, the libvirt volumes being made, and what instances attach. (Planned
+    // as version 8 once the networks and NIC-list migrations land; renumbered at merge.)
+    Migration::Sql(volumes::VOLUME_TABLES),
 ];
 
 /// Until version 4 the image tables and the token table were created on every open with
@@ -433,6 +437,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         // Not plain IMAGE_TABLES and TOKENS_TABLE: before version 4, `rhyzomesrv token`
         // run before the daemon's first start left a version 0 database with a tokens table.
         adopt_unversioned_tables(&tx)?;
+        tx.execute_batch(volumes::VOLUME_TABLES)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
             complete_version_1(&tx)?;

@@ -12,6 +12,8 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub struct FakeBackend {
     inner: Mutex<FakeState>,
+    /// Storage pools and their volumes (see `fake_storage.rs`).
+    pub(super) storage: Mutex<super::fake_storage::FakeStorage>,
 }
 
 #[derive(Default)]

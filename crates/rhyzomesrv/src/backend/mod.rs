@@ -7,7 +7,10 @@
 //! several threads at once.
 
 pub mod fake;
+mod fake_storage;
 pub mod libvirt;
+pub mod storage;
+pub mod storage_xml;
 
 use crate::domain_xml::{DomainDefinition, DomainMark};
 
@@ -84,7 +87,7 @@ pub type NoticeSink = std::sync::Arc<dyn Fn(Notice) + Send + Sync>;
 
 /// Domains are transient: a domain exists while its guest runs and disappears when the guest
 /// powers off or is destroyed. The daemon's store, not libvirt, remembers instances.
-pub trait Hypervisor: Send + Sync + 'static {
+pub trait Hypervisor: storage::Storage + Send + Sync + 'static {
     /// Human-readable identity, for logs (`qemu:///system`).
     fn uri(&self) -> String;
     /// Creates and starts a transient domain.

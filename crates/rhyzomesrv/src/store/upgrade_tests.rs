@@ -27,10 +27,13 @@ enum Release {
     V3TaggedImages,
     /// 521474b: the image and token tables in the versioned schema, version 4.
     V4VersionedImages,
+    /// The volumes branch: volume tables, version 5 (provisional name: the fixture is renamed
+    /// to its commit, and the version renumbered, when it is merged).
+    V5Volumes,
 }
 
 impl Release {
-    const ALL: [Release; 7] = [
+    const ALL: [Release; 8] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -38,6 +41,7 @@ impl Release {
         Release::V3Identity,
         Release::V3TaggedImages,
         Release::V4VersionedImages,
+        Release::V5Volumes,
     ];
 
     fn fixture(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Release {
             Release::V3Identity => "v3-507f34f.db",
             Release::V3TaggedImages => "v3-ef5693a.db",
             Release::V4VersionedImages => "v4-521474b.db",
+            Release::V5Volumes => "v5-volumes.db",
         }
     }
 
@@ -71,6 +76,9 @@ impl Release {
             Release::V4VersionedImages => {
                 Some("rhz_cd0c2594e6a866d7f3dabc883ee0788ae4a0704885a6fbc60fef3175f14eeb37")
             }
+            Release::V5Volumes => {
+                Some("rhz_c1818b2a9e3b026aee3c9c590c49b920c023c8ef3dfb92477b23f569003ef5b9")
+            }
         }
     }
 
@@ -81,6 +89,7 @@ impl Release {
             Release::V3Identity => Some("8905d27a-6dc7-4efe-83c4-8fd875d6bc75"),
             Release::V3TaggedImages => Some("620a840e-25f6-4f84-b1cc-897d0110dc1b"),
             Release::V4VersionedImages => Some("fac7523b-f9f2-46a8-a987-43f060ff057d"),
+            Release::V5Volumes => Some("b6681254-4cb5-492d-83c0-badba137d1a8"),
             _ => None,
         }
     }
@@ -319,6 +328,30 @@ fn schema_of(store: &Store) -> Vec<String> {
     schema
 }
 
+/// No release before volumes had any; every migrated database records new ones and their
+/// pending libvirt volumes.
+fn check_volumes(store: &Store, release: Release) {
+    assert!(store.volumes().unwrap().is_empty(), "{release:?}");
+    store
+        .insert_pending_volume("pool", "rhyzome-vol-x")
+        .unwrap();
+    store
+        .insert_volume(&crate::store::volumes::VolumeRow {
+            id: "vol-1".into(),
+            name: "data".into(),
+            owner: "alice".into(),
+            pool: "pool".into(),
+            libvirt_name: "rhyzome-vol-x".into(),
+            format: "raw".into(),
+            capacity: 1 << 20,
+            base_id: None,
+            created_at: "2026-12-01T00:00:00Z".into(),
+        })
+        .unwrap();
+    assert!(store.abandoned_volumes().unwrap().is_empty(), "{release:?}");
+    assert_eq!(store.volumes().unwrap().len(), 1, "{release:?}");
+}
+
 #[test]
 fn every_released_database_migrates_and_serves_its_records() {
     // What today's daemon creates: the store's tables and the tokens'.
@@ -355,6 +388,7 @@ fn every_released_database_migrates_and_serves_its_records() {
             "{release:?}"
         );
         check_images(&store, release);
+        check_volumes(&store, release);
         let visible: Vec<String> = store
             .visible()
             .unwrap()

@@ -11,6 +11,7 @@
 //! it missed.
 
 pub mod events;
+mod storage;
 
 use super::{
     BackendError, DomainStats, DomainStatus, Hypervisor, InterfaceKind, NicCounters, Notice,
