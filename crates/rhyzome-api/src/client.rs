@@ -62,6 +62,7 @@ impl ClientError {
 }
 
 mod images;
+mod volumes;
 pub use images::{Progress, ProgressPhase, PushOutcome};
 
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@
 pub mod images;
 pub mod types;
 pub mod validate;
+pub mod volumes;
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -21,6 +22,10 @@ pub use images::{
     Solo5Manifest, UploadQuery,
 };
 pub use types::*;
+pub use volumes::{
+    Volume, VolumeFormat, VolumeList, VolumeResize, VolumeSpec, VolumeUploadQuery, VolumeUploaded,
+    VolumeUse,
+};
 
 /// Path prefix of every API route.
 pub const API_PREFIX: &str = "/v1";

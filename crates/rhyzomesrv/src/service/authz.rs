@@ -27,6 +27,14 @@ pub enum Action<'a> {
     UploadImages,
     /// Delete images (images outside the prefix are not found by the lookup itself).
     DeleteImages,
+    /// List volumes (those outside the prefix are left out by the listing itself).
+    ListVolumes,
+    /// Read the named volume: its record or its content.
+    ReadVolume(&'a str),
+    /// Change the named volume; the verb names the refused action in the error.
+    ChangeVolume(&'a str, &'static str),
+    /// Create volumes (the new name's prefix is checked once the spec is valid).
+    CreateVolumes,
 }
 
 impl Service {
@@ -47,6 +55,13 @@ pub(super) fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), Servi
         Action::CreateInstances => "create instances",
         Action::UploadImages => "upload images",
         Action::DeleteImages => "delete images",
+        Action::ListVolumes => return Ok(()),
+        Action::ReadVolume(name) => return visible_volume(caller, name),
+        Action::ChangeVolume(name, verb) => {
+            visible_volume(caller, name)?;
+            verb
+        }
+        Action::CreateVolumes => "create volumes",
     };
     Ok(caller.require(Role::Operator, change)?)
 }
@@ -57,5 +72,14 @@ fn visible(caller: &Caller, name: &str) -> Result<(), ServiceError> {
         Ok(())
     } else {
         Err(ServiceError::NotFound(name.to_string()))
+    }
+}
+
+/// Volumes outside the caller's prefix do not exist for it.
+fn visible_volume(caller: &Caller, name: &str) -> Result<(), ServiceError> {
+    if caller.sees(name) {
+        Ok(())
+    } else {
+        Err(super::volumes::VolumeError::NotFound(name.to_string()).into())
     }
 }

@@ -22,6 +22,7 @@ pub mod locks;
 pub mod ownership;
 pub mod reconcile;
 pub mod restart;
+pub mod volumes;
 
 use crate::auth::Caller;
 use crate::backend::{self, BackendError, Hypervisor, InterfaceKind, Notice};
@@ -64,6 +65,8 @@ pub enum ServiceError {
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     Image(#[from] crate::images::ImageError),
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -97,6 +100,8 @@ pub struct Service {
     /// not be looked at (nor logged) again.
     left_alone: std::sync::Mutex<std::collections::HashSet<String>>,
     wake_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
+    /// The name of the storage pool volumes live in, once it was made or found.
+    volume_pool: tokio::sync::OnceCell<String>,
 }
 
 /// Runs blocking work off the async runtime.
@@ -202,6 +207,7 @@ impl Service {
             destroys,
             left_alone: Default::default(),
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
+            volume_pool: tokio::sync::OnceCell::new(),
         })
     }
 

@@ -397,6 +397,9 @@ impl Service {
     pub async fn recover(&self) -> Result<ReconcileReport, ServiceError> {
         let report = self.reconcile(Pass::Startup).await?;
         self.collect_garbage().await;
+        if let Err(e) = self.recover_volumes().await {
+            tracing::warn!(error = %e, "cannot check the volume pool; volume requests will retry");
+        }
         Ok(report)
     }
 

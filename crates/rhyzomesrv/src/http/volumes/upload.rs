@@ -1,0 +1,94 @@
+//! `PUT /v1/volumes/{name}/content`: the body replaces a raw volume's content, streamed
+//! through libvirt into a fresh volume that takes the old one's place only when complete and
+//! matching the expected digest.
+
+use crate::auth::Caller;
+use crate::http::error::ApiError;
+use crate::http::query::ApiQuery;
+use crate::http::AppState;
+use crate::service::authz::Action;
+use crate::service::volumes::ExpectedVolumeDigest;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::{Extension, Json};
+use rhyzome_api::images::SHA256_HEADER;
+use rhyzome_api::{ErrorBody, VolumeUploadQuery, VolumeUploaded};
+
+/// Upload a volume's content.
+///
+/// The body (`application/octet-stream`) is written from the first byte; it may be shorter
+/// than the volume (the rest reads as zeros) but not longer, nor longer than
+/// `MaxVolumeUploadBytes`. Raw volumes only; refused while the volume is attached or has
+/// clones. A broken, oversized or mismatching upload leaves the volume as it was.
+#[utoipa::path(put, path = "/v1/volumes/{name}/content", tag = "volumes",
+    params(
+        super::VolumeNamePath,
+        VolumeUploadQuery,
+        ("X-Rhyzome-Sha256" = Option<String>, Header,
+            pattern = "^(sha256:)?[0-9a-fA-F]{64}$",
+            description = "Expected SHA-256 of the body (like the `sha256` query parameter)"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The volume's new content"),
+    responses(
+        (status = 200, description = "Stored", body = VolumeUploaded),
+        (status = 400, description = "Bad query, or the upload ended early (volume unchanged)", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
+        (status = 403, description = "The role may not upload", body = ErrorBody),
+        (status = 404, description = "No such volume", body = ErrorBody),
+        (status = 409, description = "Attached, has clones, or not raw", body = ErrorBody),
+        (status = 413, description = "Larger than the volume or MaxVolumeUploadBytes", body = ErrorBody),
+        (status = 422, description = "Digest mismatch (`field` names where the digest came from) or malformed digest", body = ErrorBody),
+        (status = 502, description = "libvirt refused", body = ErrorBody),
+        (status = 503, description = "libvirt is unavailable", body = ErrorBody),
+    ))]
+pub async fn upload_volume(
+    State(svc): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<VolumeUploaded>), ApiError> {
+    svc.authorize(&caller, Action::ChangeVolume(&name, "upload to"))?;
+    let ApiQuery(q) = ApiQuery::<VolumeUploadQuery>::try_from_uri(&uri)?;
+    let header_digest = headers
+        .get(SHA256_HEADER)
+        .map(|v| {
+            v.to_str().map(str::to_string).map_err(|_| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    "is not ASCII",
+                )
+                .with_field(SHA256_HEADER)
+            })
+        })
+        .transpose()?;
+    let expected = match (q.sha256, header_digest) {
+        (Some(a), Some(b))
+            if a.trim_start_matches("sha256:") != b.trim_start_matches("sha256:") =>
+        {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "differs from the sha256 query parameter",
+            )
+            .with_field(SHA256_HEADER))
+        }
+        (Some(value), _) => Some(ExpectedVolumeDigest {
+            field: "sha256",
+            value,
+        }),
+        (None, Some(value)) => Some(ExpectedVolumeDigest {
+            field: SHA256_HEADER,
+            value,
+        }),
+        (None, None) => None,
+    };
+    let uploaded = svc
+        .upload_volume(&name, body.into_data_stream(), expected, &caller)
+        .await?;
+    Ok((StatusCode::OK, Json(uploaded)))
+}
