@@ -120,7 +120,7 @@ pub fn validate_size(field: &'static str, bytes: u64) -> Result<(), FieldError> 
     if bytes == 0 {
         return Err(FieldError::new(field, "must be more than 0 bytes"));
     }
-    if bytes % SECTOR_BYTES != 0 {
+    if !bytes.is_multiple_of(SECTOR_BYTES) {
         return Err(FieldError::new(
             field,
             format!("is {bytes} bytes, not a multiple of {SECTOR_BYTES} (the sector size)"),
