@@ -16,3 +16,4 @@ mod restarts;
 mod seed;
 mod testbed;
 mod unprivileged;
+mod volumes;

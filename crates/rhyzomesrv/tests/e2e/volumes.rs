@@ -1,0 +1,197 @@
+//! Volumes on the lab's real libvirt storage driver: the daemon's own `dir` pool, streamed
+//! upload and download through libvirt streams, copy-on-write clones, refusals that leave
+//! the pool as it was, and data that outlives a daemon restart.
+
+use crate::harness::{virsh, Daemon};
+use rhyzome_api::client::ClientError;
+use rhyzome_api::{VolumeFormat, VolumeSpec};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+fn spec(name: &str, size: u64) -> VolumeSpec {
+    VolumeSpec {
+        name: name.into(),
+        size_bytes: Some(size),
+        ..Default::default()
+    }
+}
+
+fn status_of(e: ClientError) -> (u16, Option<String>) {
+    match e {
+        ClientError::Api { status, body } => (status, body.field),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+/// The libvirt volumes in the daemon's pool, as `virsh` lists them.
+fn pool_volumes(d: &Daemon) -> Vec<String> {
+    let out = virsh(&["vol-list", "--pool", &d.volume_pool()]);
+    assert!(
+        out.status.success(),
+        "vol-list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
+        .collect()
+}
+
+fn sha(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn volumes_live_in_the_daemons_own_pool_and_stream_through_libvirt() {
+    let mut d = Daemon::start("vols");
+    let v = d.client.create_volume(&spec("data", 64 << 20)).unwrap();
+    assert_eq!((v.size_bytes, v.format), (64 << 20, VolumeFormat::Raw));
+    // The pool is libvirt's, persistent, autostarted, in the state directory.
+    let info =
+        String::from_utf8_lossy(&virsh(&["pool-dumpxml", &d.volume_pool()]).stdout).to_string();
+    assert!(
+        info.contains(&format!(
+            "<path>{}/state/volumes</path>",
+            d.dir.path().display()
+        )),
+        "{info}"
+    );
+    let autostart =
+        String::from_utf8_lossy(&virsh(&["pool-info", &d.volume_pool()]).stdout).to_string();
+    assert!(autostart.contains("Persistent:     yes"), "{autostart}");
+    let libvirt = pool_volumes(&d);
+    assert_eq!(libvirt.len(), 1, "{libvirt:?}");
+    assert!(libvirt[0].starts_with("rhyzome-vol-"));
+
+    // Upload and download: the same bytes.
+    let body = pattern(3 << 20, 5);
+    let file = d.dir.path().join("upload.img");
+    std::fs::write(&file, &body).unwrap();
+    let uploaded = d
+        .client
+        .upload_volume("data", &file, &mut |_, _, _| {})
+        .unwrap();
+    assert_eq!(
+        (uploaded.bytes, uploaded.sha256.clone()),
+        (3 << 20, sha(&body))
+    );
+    let mut got = Vec::new();
+    d.client
+        .download_volume("data", &mut got, &mut |_| {})
+        .unwrap();
+    assert_eq!(got.len(), 64 << 20);
+    assert_eq!(sha(&got[..body.len()]), sha(&body));
+    assert!(got[body.len()..].iter().all(|b| *b == 0));
+    let after_upload = pool_volumes(&d);
+    assert_eq!(after_upload.len(), 1, "the old content is deleted");
+
+    // A mismatching digest changes nothing and leaves nothing.
+    let (status, field) = status_of(
+        d.client
+            .upload_volume_content(
+                "data",
+                std::io::Cursor::new(pattern(4096, 9)),
+                4096,
+                Some(&sha(b"other")),
+            )
+            .unwrap_err(),
+    );
+    assert_eq!((status, field.as_deref()), (422, Some("X-Rhyzome-Sha256")));
+    assert_eq!(pool_volumes(&d), after_upload);
+    // Bad sizes: each names the field and leaves nothing.
+    for size in [0, 1000, 1 << 60] {
+        let (status, field) = status_of(d.client.create_volume(&spec("bad", size)).unwrap_err());
+        assert_eq!(
+            (status, field.as_deref()),
+            (422, Some("size_bytes")),
+            "{size}"
+        );
+    }
+    assert_eq!(pool_volumes(&d), after_upload);
+
+    // The data outlives the daemon.
+    d.restart();
+    let mut again = Vec::new();
+    d.client
+        .download_volume("data", &mut again, &mut |_| {})
+        .unwrap();
+    assert_eq!(sha(&again), sha(&got));
+    let shown = d.client.get_volume("data").unwrap();
+    assert_eq!(shown.size_bytes, 64 << 20);
+
+    // Grow only.
+    assert_eq!(
+        d.client
+            .resize_volume("data", 128 << 20)
+            .unwrap()
+            .size_bytes,
+        128 << 20
+    );
+    let (status, _) = status_of(d.client.resize_volume("data", 64 << 20).unwrap_err());
+    assert_eq!(status, 422);
+
+    d.client.delete_volume("data").unwrap();
+    assert!(pool_volumes(&d).is_empty());
+}
+
+#[test]
+fn twenty_clones_of_a_64_mib_base_are_quick_and_independent() {
+    let d = Daemon::start("clones");
+    d.client.create_volume(&spec("base", 64 << 20)).unwrap();
+    let base_content = pattern(1 << 20, 1);
+    d.client
+        .upload_volume_content(
+            "base",
+            std::io::Cursor::new(base_content.clone()),
+            base_content.len() as u64,
+            None,
+        )
+        .unwrap();
+    let started = Instant::now();
+    for i in 0..20 {
+        d.client
+            .create_volume(&VolumeSpec {
+                name: format!("node-{i}"),
+                clone: Some("base".into()),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let took = started.elapsed();
+    eprintln!("20 clones of a 64 MiB base: {took:?}");
+    assert!(took < Duration::from_secs(2), "20 clones took {took:?}");
+    let base = d.client.get_volume("base").unwrap();
+    assert_eq!(base.clones.len(), 20);
+    // Each clone is a qcow2 child: small, and it reads its base.
+    let clone = d.client.get_volume("node-3").unwrap();
+    assert_eq!(
+        (clone.format, clone.size_bytes, clone.base.as_deref()),
+        (VolumeFormat::Qcow2, 64 << 20, Some("base"))
+    );
+    assert!(
+        clone.allocation_bytes < 4 << 20,
+        "a fresh clone costs almost nothing: {}",
+        clone.allocation_bytes
+    );
+    // The base cannot change under its clones.
+    assert_eq!(
+        status_of(d.client.delete_volume("base").unwrap_err()).0,
+        409
+    );
+    for i in 0..20 {
+        d.client.delete_volume(&format!("node-{i}")).unwrap();
+    }
+    d.client.delete_volume("base").unwrap();
+    assert!(pool_volumes(&d).is_empty());
+}
