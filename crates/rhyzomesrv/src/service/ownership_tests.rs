@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::backend::fake::FakeBackend;
+use crate::console;
+use rhyzome_api::{Instance, InstanceSpec};
 
 /// One daemon: its own state directory (so its own store and identity), on a shared backend.
 struct Daemon {

@@ -3,7 +3,11 @@
 use super::*;
 use crate::backend::fake::FakeBackend;
 use crate::backend::DomainStatus;
+use crate::console;
+use crate::domain_xml::DomainDefinition;
+use crate::store::Desired;
 use rhyzome_api::RestartMode;
+use rhyzome_api::{Instance, InstanceSpec, NetworkMode};
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -1,0 +1,536 @@
+//! Instances: create (validation, quota, recording, rollback), reading them back as API
+//! values (get, list and the list cache), delete, start, stop, restart, starting and
+//! destroying their domains, and collecting the kernel blobs no instance uses any more.
+//!
+//! Concurrency: every operation on one instance holds its name lock; create also holds its
+//! owner's lock from the quota check to the insert, and a read guard on blob collection while
+//! it resolves its boot source and writes its record.
+
+use super::authz::{authorize, Action};
+use super::boot_plan::{bridge_attachments, mac_for_name};
+use super::{blocking, ms_to_rfc3339, now_rfc3339, ownership, Service, ServiceError};
+use crate::auth::Caller;
+use crate::backend::{self, BackendError};
+use crate::console;
+use crate::domain_xml;
+use crate::store::{Desired, InstanceRecord, StoreError};
+use rhyzome_api::validate::{self, FieldError};
+use rhyzome_api::{
+    Instance, InstanceSpec, InstanceState, NetworkAttachment, NetworkMode, RestartPolicy,
+    DEFAULT_MEMORY_MIB, DEFAULT_VCPUS,
+};
+
+impl Service {
+    pub(super) fn to_api(&self, r: &InstanceRecord) -> Instance {
+        let image = self.store.instance_image(&r.id).ok().flatten();
+        let nics = self.store.instance_nics(&r.id).unwrap_or_default();
+        self.to_api_with(r, image, nics)
+    }
+
+    pub(super) fn to_api_with(
+        &self,
+        r: &InstanceRecord,
+        image: Option<String>,
+        nics: Vec<crate::store::images::NicRow>,
+    ) -> Instance {
+        let devices = self.devices_of(r, &nics);
+        Instance {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            domain_name: backend::domain_name(&r.name),
+            kernel: r.kernel.clone(),
+            kernel_sha256: r.kernel_sha256.clone(),
+            image,
+            interfaces: nics
+                .into_iter()
+                .map(|n| rhyzome_api::InterfaceAttachment {
+                    device: n.device,
+                    bridge: n.bridge,
+                    mac: n.mac,
+                    pci_slot: n.pci_slot,
+                })
+                .collect(),
+            kernel_parameters: r.kernel_parameters.clone(),
+            memory_mib: r.memory_mib,
+            vcpus: r.vcpus,
+            network: match (&r.bridge, &r.mac) {
+                (Some(bridge), Some(mac)) => Some(NetworkAttachment {
+                    bridge: bridge.clone(),
+                    mac: mac.clone(),
+                    ipv4: validate::ipv4_from_parameters(&r.kernel_parameters),
+                }),
+                _ => None,
+            },
+            devices,
+            state: r.state,
+            desired_state: r.desired.to_api(),
+            exit_code: r.exit_code,
+            last_error: r.last_error.clone(),
+            created_at: r.created_at.clone(),
+            started_at: r.started_at.clone(),
+            state_changed_at: r.state_changed_at.clone(),
+            restart: r.restart.clone(),
+            restart_count: r.restart_count,
+            next_restart_at: r.next_restart_at_ms.map(ms_to_rfc3339),
+            startup_priority: r.startup_priority,
+            autostart: r.autostart,
+            owner: r.owner.clone(),
+        }
+    }
+
+    /// Checks a spec and fills in defaults; touches nothing.
+    pub(super) fn validate_spec(&self, spec: &InstanceSpec) -> Result<ValidSpec, FieldError> {
+        validate::validate_name(&spec.name)?;
+        validate::validate_kernel_parameters(&spec.kernel_parameters)?;
+        let memory_mib = spec.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+        validate::validate_memory_mib(memory_mib)?;
+        let vcpus = spec.vcpus.unwrap_or(DEFAULT_VCPUS);
+        validate::validate_vcpus(vcpus)?;
+        if spec.kernel.is_empty() && spec.image.is_none() {
+            return Err(FieldError::new("kernel", "must not be empty"));
+        }
+        let network = spec.network.clone().unwrap_or(rhyzome_api::NetworkSpec {
+            mode: NetworkMode::Bridge,
+            bridge: None,
+            mac: None,
+        });
+        let (bridge, mac) = match network.mode {
+            NetworkMode::None => {
+                if network.bridge.is_some() || network.mac.is_some() {
+                    return Err(FieldError::new(
+                        "network.mode",
+                        "is \"none\", so network.bridge and network.mac must not be set",
+                    ));
+                }
+                (None, None)
+            }
+            NetworkMode::Bridge => {
+                let bridge = network
+                    .bridge
+                    .unwrap_or_else(|| self.config.bridge_interface.clone());
+                validate::validate_bridge(&bridge)?;
+                let mac = match network.mac {
+                    Some(m) => validate::format_mac(validate::parse_mac(&m)?),
+                    None => mac_for_name(&spec.name),
+                };
+                (Some(bridge), Some(mac))
+            }
+        };
+        let restart = spec.restart.clone().unwrap_or_default();
+        validate::validate_restart_policy(&restart)?;
+        Ok(ValidSpec {
+            memory_mib,
+            vcpus,
+            bridge,
+            mac,
+            restart,
+        })
+    }
+
+    /// Creates an instance for `caller`, within its role, name prefix and quota.
+    pub async fn create(
+        &self,
+        spec: InstanceSpec,
+        caller: &Caller,
+    ) -> Result<Instance, ServiceError> {
+        authorize(caller, Action::CreateInstances)?;
+        let valid = self.validate_spec(&spec)?;
+        caller.may_name(&spec.name)?;
+        // Quota check and insert must not interleave with another create of the same owner,
+        // or two creates could each see room for one more. Names cannot contain ':', so the
+        // owner's lock never collides with an instance's.
+        let owner_guard = self.locks.lock(&format!("owner:{}", caller.name)).await;
+        // Bridges are checked once the NICs are planned: an image may declare several.
+        caller.check_quota(valid.memory_mib, None, self.store.usage_of(&caller.name)?)?;
+        let _guard = self.locks.lock(&spec.name).await;
+        if let Some(existing) = self.store.by_name(&spec.name)? {
+            return Err(name_taken(&existing));
+        }
+        let gc_guard = self.blob_gc.read().await;
+        let recorded = self.record_instance(&spec, valid, caller).await;
+        drop(gc_guard);
+        let (record, nics) = match recorded {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                // The kernel may have been copied into the blob store already; a refused
+                // create leaves nothing behind.
+                self.collect_garbage().await;
+                return Err(e);
+            }
+        };
+        // The record now counts against the quota; starting the guest (the slow part) need
+        // not hold up the owner's other creates.
+        drop(owner_guard);
+        tracing::info!(instance = %record.name, id = %record.id, "instance accepted");
+        match self.start_domain(&record).await {
+            Ok(()) => {}
+            Err(e) => {
+                // A create that cannot start leaves nothing behind: the client sees the error
+                // and may fix the request and try again under the same name.
+                tracing::warn!(instance = %record.name, error = %e, "create failed; rolling back");
+                let e = self.explain_start_error(&record, &nics, e);
+                self.forget(&record).await?;
+                return Err(e);
+            }
+        }
+        self.get_record(&record.name).map(|r| self.to_api(&r))
+    }
+
+    /// Resolves what `spec` boots (copying a kernel into the blob store), plans its devices,
+    /// checks its bridges against `caller`'s quota and the libvirt host, and inserts its
+    /// record. The caller holds the owner and name locks and a read guard on blob collection.
+    pub(super) async fn record_instance(
+        &self,
+        spec: &InstanceSpec,
+        valid: ValidSpec,
+        caller: &Caller,
+    ) -> Result<(InstanceRecord, Vec<crate::store::images::NicRow>), ServiceError> {
+        let boot = self.resolve_boot(spec, caller).await?;
+        let (nics, bridge, mac) =
+            self.plan_devices(spec, &boot, valid.bridge, valid.mac, caller)?;
+        self.check_bridges(bridge_attachments(bridge.as_deref(), &nics))
+            .await?;
+        let record = InstanceRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: spec.name.clone(),
+            kernel: spec.kernel.clone(),
+            kernel_sha256: boot.sha256,
+            kernel_parameters: spec.kernel_parameters.clone(),
+            memory_mib: valid.memory_mib,
+            vcpus: valid.vcpus,
+            bridge,
+            mac,
+            desired: Desired::Running,
+            state: InstanceState::Pending,
+            exit_code: None,
+            last_error: None,
+            created_at: now_rfc3339(),
+            started_at: None,
+            console_offset: 0,
+            console_inode: None,
+            state_changed_at: now_rfc3339(),
+            restart: valid.restart,
+            restart_count: 0,
+            next_restart_at_ms: None,
+            startup_priority: spec.startup_priority.unwrap_or(0),
+            autostart: spec.autostart.unwrap_or(false),
+            owner: caller.name.clone(),
+        };
+        self.remember_manifest(&record.kernel_sha256, &boot.inspection);
+        match self
+            .store
+            .insert_with_boot(&record, boot.image.as_deref(), &nics)
+        {
+            Ok(()) => Ok((record, nics)),
+            Err(StoreError::NameTaken(name)) => Err(ServiceError::Conflict {
+                field: Some("name"),
+                message: format!("an instance named {name:?} already exists"),
+            }),
+            Err(StoreError::MacTaken(mac)) => Err(ServiceError::Conflict {
+                field: Some("network.mac"),
+                message: format!("{mac} is already used by another instance"),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Turns libvirt's refusal to start a guest into an error that names the request field
+    /// when the request is at fault: the bridge libvirt names (`Cannot get interface MTU on
+    /// 'br9'`), or the only bridge when it names none. `nics` are the planned NICs of a
+    /// multi-NIC image (empty otherwise). A domain name held by someone else is already a 409
+    /// from [`Self::start_domain`].
+    pub(super) fn explain_start_error(
+        &self,
+        r: &InstanceRecord,
+        nics: &[crate::store::images::NicRow],
+        e: ServiceError,
+    ) -> ServiceError {
+        let ServiceError::Backend(BackendError::Rejected { message }) = &e else {
+            return e;
+        };
+        let attachments = bridge_attachments(r.bridge.as_deref(), nics);
+        let named = attachments
+            .iter()
+            .find(|(_, bridge)| message.contains(&format!("'{bridge}'")));
+        let only =
+            (attachments.len() == 1 && message.contains("No such device")).then(|| &attachments[0]);
+        match named.or(only) {
+            Some((field, bridge)) => ServiceError::Invalid(FieldError::new(
+                field.clone(),
+                format!("bridge {bridge:?} cannot be used on the server: {message}"),
+            )),
+            None => e,
+        }
+    }
+
+    /// Starts the domain of `r` and records the outcome. The caller holds the name lock.
+    pub(super) async fn start_domain(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
+        let def = self.definition(r)?;
+        let xml = domain_xml::render(&def).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        console::prepare_log(&def.console_log)
+            .map_err(|e| ServiceError::Internal(format!("{}: {e}", def.console_log.display())))?;
+        self.store.set_started(
+            &r.id,
+            &now_rfc3339(),
+            console::log_position(&def.console_log),
+        )?;
+        self.publish(r, InstanceState::Starting.as_str(), None, None);
+        // A new run: how an earlier one ended no longer matters.
+        self.destroys.take_outside(&r.id);
+        let backend = self.backend.clone();
+        let started = std::time::Instant::now();
+        let domain_name = def.domain_name.clone();
+        match blocking(move || backend.create(&def, &xml)).await? {
+            Ok(()) => {
+                tracing::info!(instance = %r.name, elapsed_ms = started.elapsed().as_millis() as u64, "domain started");
+                self.observe(r, InstanceState::Running, None, None)
+            }
+            Err(e) => {
+                let e = match &e {
+                    BackendError::Rejected { .. } => self
+                        .name_held_by_another(r, &domain_name)
+                        .await
+                        .unwrap_or(ServiceError::Backend(e)),
+                    _ => ServiceError::Backend(e),
+                };
+                self.observe(r, InstanceState::Failed, None, Some(e.to_string()))?;
+                Err(e)
+            }
+        }
+    }
+
+    /// After libvirt refused a domain: the 409 to answer when the refusal is that another
+    /// domain (another daemon's, or another tool's) already has its name. Domain names are
+    /// `rhyzome-<instance>` whichever daemon makes them, so two daemons on one libvirt share
+    /// one name space.
+    pub(super) async fn name_held_by_another(
+        &self,
+        r: &InstanceRecord,
+        domain_name: &str,
+    ) -> Option<ServiceError> {
+        let backend = self.backend.clone();
+        let name = domain_name.to_string();
+        let (uuid, mark) = match blocking(move || backend.named(&name)).await {
+            Ok(Ok(Some(held))) => held,
+            Ok(Ok(None)) => return None,
+            Ok(Err(e)) => {
+                tracing::warn!(domain = %domain_name, error = %e, "cannot find out who holds a domain name");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        if uuid == r.id {
+            return None;
+        }
+        Some(ServiceError::Conflict {
+            field: Some("name"),
+            message: format!(
+                "the libvirt domain {domain_name:?} already exists on {}: it belongs to {}; \
+                 choose another instance name",
+                self.backend.uri(),
+                ownership::describe_holder(mark.as_ref()),
+            ),
+        })
+    }
+
+    pub(super) async fn destroy_domain(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
+        let backend = self.backend.clone();
+        let id = r.id.clone();
+        // Announced first: libvirt's event may arrive before the call returns.
+        self.destroys.expect(&r.id);
+        let destroyed = blocking(move || backend.destroy(&id)).await;
+        if !matches!(destroyed, Ok(Ok(true))) {
+            self.destroys.cancel(&r.id);
+        }
+        destroyed?.map_err(ServiceError::Backend)?;
+        Ok(())
+    }
+
+    /// Removes an instance's domain, console and record. The caller holds the name lock.
+    pub(super) async fn forget(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
+        self.store.set_desired(&r.id, Desired::Deleted)?;
+        self.destroy_domain(r).await?;
+        for log in console::log_files(&self.config.state_dir, &r.id) {
+            if let Err(e) = std::fs::remove_file(&log) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %log.display(), error = %e, "cannot remove console log");
+                }
+            }
+        }
+        self.store.remove(&r.id)?;
+        self.publish(r, "deleted", None, None);
+        self.collect_garbage().await;
+        Ok(())
+    }
+
+    /// Removes kernel blobs that no instance uses any more.
+    pub(super) async fn collect_garbage(&self) {
+        let _gc = self.blob_gc.write().await;
+        // Blobs of stored images stay even when no instance boots them.
+        let referenced = match self
+            .store
+            .referenced_kernels()
+            .map_err(ServiceError::from)
+            .and_then(|k| Ok(k.into_iter().chain(self.image_blobs()?).collect()))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list referenced kernels");
+                return;
+            }
+        };
+        match self.kernels.collect_garbage(&referenced) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed unused kernel blobs"),
+            Err(e) => tracing::warn!(error = %e, "kernel blob garbage collection failed"),
+        }
+    }
+
+    pub(super) fn get_record(&self, name: &str) -> Result<InstanceRecord, ServiceError> {
+        match self.store.by_name(name)? {
+            Some(r) if r.desired != Desired::Deleted => Ok(r),
+            _ => Err(ServiceError::NotFound(name.to_string())),
+        }
+    }
+
+    /// The instances `caller` may see, ordered by name.
+    pub fn list(&self, caller: &Caller) -> Result<Vec<Instance>, ServiceError> {
+        let mut all = self.list_all()?;
+        all.retain(|i| authorize(caller, Action::ReadInstance(&i.name)).is_ok());
+        Ok(all)
+    }
+
+    pub(super) fn list_all(&self) -> Result<Vec<Instance>, ServiceError> {
+        let mut images = self.store.all_instance_images()?;
+        let mut nics = self.store.all_instance_nics()?;
+        Ok(self
+            .store
+            .visible()?
+            .iter()
+            .map(|r| {
+                let image = images.remove(&r.id);
+                let nics = nics.remove(&r.id).unwrap_or_default();
+                self.to_api_with(r, image, nics)
+            })
+            .collect())
+    }
+
+    /// [`list`](Self::list) as `InstanceList` JSON. Everyone without a prefix sees the same
+    /// list: its serialisation is reused until the store changes.
+    pub fn list_json(&self, caller: &Caller) -> Result<bytes::Bytes, ServiceError> {
+        if caller.prefix.is_some() {
+            let list = rhyzome_api::InstanceList {
+                instances: self.list(caller)?,
+            };
+            return serde_json::to_vec(&list)
+                .map(bytes::Bytes::from)
+                .map_err(|e| ServiceError::Internal(e.to_string()));
+        }
+        // Read the generation first: a write that lands while the listing is built makes the
+        // cached copy newer than its stamp, never older, so it is rebuilt on the next call.
+        let generation = self.store.generation();
+        if let Some((g, bytes)) = self
+            .list_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            if *g == generation {
+                return Ok(bytes.clone());
+            }
+        }
+        let list = rhyzome_api::InstanceList {
+            instances: self.list_all()?,
+        };
+        let bytes = bytes::Bytes::from(
+            serde_json::to_vec(&list).map_err(|e| ServiceError::Internal(e.to_string()))?,
+        );
+        *self.list_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((generation, bytes.clone()));
+        Ok(bytes)
+    }
+
+    pub fn get(&self, caller: &Caller, name: &str) -> Result<Instance, ServiceError> {
+        authorize(caller, Action::ReadInstance(name))?;
+        self.instance(name)
+    }
+
+    pub(super) fn instance(&self, name: &str) -> Result<Instance, ServiceError> {
+        self.get_record(name).map(|r| self.to_api(&r))
+    }
+
+    pub async fn delete(&self, caller: &Caller, name: &str) -> Result<(), ServiceError> {
+        authorize(caller, Action::ChangeInstance(name, "delete instances"))?;
+        let _guard = self.locks.lock(name).await;
+        let r = self.get_record(name)?;
+        self.forget(&r).await?;
+        tracing::info!(instance = %name, "instance deleted");
+        Ok(())
+    }
+
+    pub async fn start(&self, caller: &Caller, name: &str) -> Result<Instance, ServiceError> {
+        authorize(caller, Action::ChangeInstance(name, "start instances"))?;
+        let _guard = self.locks.lock(name).await;
+        let r = self.get_record(name)?;
+        self.store.set_desired(&r.id, Desired::Running)?;
+        // A person starting it by hand ends any restart loop's bookkeeping.
+        self.store.set_restart(&r.id, 0, None)?;
+        let backend = self.backend.clone();
+        let id = r.id.clone();
+        let running = blocking(move || backend.status(&id))
+            .await?
+            .map_err(ServiceError::Backend)?
+            .is_some_and(|d| d.active);
+        if !running {
+            self.start_domain(&r).await?;
+        }
+        self.instance(name)
+    }
+
+    pub async fn stop(&self, caller: &Caller, name: &str) -> Result<Instance, ServiceError> {
+        authorize(caller, Action::ChangeInstance(name, "stop instances"))?;
+        let _guard = self.locks.lock(name).await;
+        let r = self.get_record(name)?;
+        self.store.set_desired(&r.id, Desired::Stopped)?;
+        self.store.set_restart(&r.id, 0, None)?;
+        self.destroy_domain(&r).await?;
+        self.observe(&r, InstanceState::Stopped, None, None)?;
+        tracing::info!(instance = %name, "instance stopped");
+        self.instance(name)
+    }
+
+    pub async fn restart(&self, caller: &Caller, name: &str) -> Result<Instance, ServiceError> {
+        authorize(caller, Action::ChangeInstance(name, "restart instances"))?;
+        let _guard = self.locks.lock(name).await;
+        let r = self.get_record(name)?;
+        self.store.set_desired(&r.id, Desired::Running)?;
+        self.store.set_restart(&r.id, 0, None)?;
+        self.destroy_domain(&r).await?;
+        self.start_domain(&r).await?;
+        tracing::info!(instance = %name, "instance restarted");
+        self.instance(name)
+    }
+}
+
+pub(super) struct ValidSpec {
+    memory_mib: u32,
+    vcpus: u32,
+    bridge: Option<String>,
+    mac: Option<String>,
+    restart: RestartPolicy,
+}
+
+fn name_taken(existing: &InstanceRecord) -> ServiceError {
+    let message = if existing.desired == Desired::Deleted {
+        format!(
+            "an instance named {:?} is being deleted; try again in a moment",
+            existing.name
+        )
+    } else {
+        format!("an instance named {:?} already exists", existing.name)
+    };
+    ServiceError::Conflict {
+        field: Some("name"),
+        message,
+    }
+}
