@@ -35,6 +35,9 @@ use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
+/// How much of an oversized body is read before the refusal is answered.
+const DRAIN_BEFORE_REFUSING: u64 = 1 << 20;
+
 /// Prefix of the libvirt volumes the daemon makes.
 pub const LIBVIRT_VOLUME_PREFIX: &str = "rhyzome-vol-";
 
@@ -527,28 +530,39 @@ impl Service {
     ) -> Result<VolumeUploaded, ServiceError>
     where
         S: Stream<Item = Result<B, E>> + Unpin,
-        B: Into<Bytes>,
+        B: Into<Bytes> + AsRef<[u8]>,
         E: std::fmt::Display,
     {
-        authorize(caller, Action::ChangeVolume(name, "upload to"))?;
-        let expected = match expected {
-            Some(e) => Some((
-                e.field,
-                rhyzome_api::images::parse_digest(e.field, &e.value)?,
-            )),
-            None => None,
-        };
-        let _guard = self.locks.lock(&lock_key(name)).await;
-        let row = self.visible_volume(name, caller)?;
-        if row.format != "raw" {
-            // A qcow2 file names its own backing file: an uploaded one could make the guest
-            // read any file on the host.
-            return Err(VolumeError::Unsupported(
-                "uploads go to raw volumes only: a qcow2 file from a client could name any host file as its backing file",
-            )
-            .into());
+        let mut body = body;
+        let checked = async {
+            authorize(caller, Action::ChangeVolume(name, "upload to"))?;
+            let expected = match expected {
+                Some(e) => Some((e.field, rhyzome_api::images::parse_digest(e.field, &e.value)?)),
+                None => None,
+            };
+            let guard = self.locks.lock(&lock_key(name)).await;
+            let row = self.visible_volume(name, caller)?;
+            if row.format != "raw" {
+                // A qcow2 file names its own backing file: an uploaded one could make the
+                // guest read any file on the host.
+                return Err(VolumeError::Unsupported(
+                    "uploads go to raw volumes only: a qcow2 file from a client could name any host file as its backing file",
+                )
+                .into());
+            }
+            self.check_unused(&row, "content cannot change under a guest or a clone")?;
+            Ok::<_, ServiceError>((expected, guard, row))
         }
-        self.check_unused(&row, "content cannot change under a guest or a clone")?;
+        .await;
+        let (expected, _guard, row) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                // Read the body (within bounds) before refusing, so the client hears the
+                // answer instead of a reset connection.
+                crate::images::drain(&mut body, DRAIN_BEFORE_REFUSING).await;
+                return Err(e);
+            }
+        };
         let limit = row.capacity.min(self.config.max_volume_upload_bytes);
         let what = if limit == row.capacity {
             "the volume's size"
@@ -635,9 +649,14 @@ impl Service {
         });
         let mut seen = 0u64;
         let mut refused: Option<Transfer> = None;
-        while let Some(chunk) = body.next().await {
-            let item = match chunk {
-                Ok(c) => {
+        let mut ended = false;
+        loop {
+            let item = match body.next().await {
+                None => {
+                    ended = true;
+                    break;
+                }
+                Some(Ok(c)) => {
                     let c: Bytes = c.into();
                     seen += c.len() as u64;
                     if seen > limit {
@@ -647,17 +666,30 @@ impl Service {
                         Ok(c)
                     }
                 }
-                Err(e) => {
+                Some(Err(e)) => {
+                    ended = true;
                     refused = Some(Transfer::Client(e.to_string()));
                     Err(e.to_string())
                 }
             };
             let stop = item.is_err();
+            // A closed channel: libvirt's side failed; its error is the answer.
             if tx.send(item).await.is_err() || stop {
                 break;
             }
         }
         drop(tx);
+        if !ended {
+            // Read on a little, so that a client still sending hears the answer rather than
+            // a reset connection (as image uploads do).
+            let mut drained = 0u64;
+            while drained < DRAIN_BEFORE_REFUSING {
+                match body.next().await {
+                    Some(Ok(c)) => drained += c.into().len() as u64,
+                    _ => break,
+                }
+            }
+        }
         let (sent, bytes, sha256) = writer
             .await
             .map_err(|e| Transfer::Service(ServiceError::Internal(format!("upload task: {e}"))))?;

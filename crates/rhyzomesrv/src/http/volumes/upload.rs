@@ -6,8 +6,10 @@ use crate::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::query::ApiQuery;
 use crate::http::AppState;
+use crate::images::drain;
 use crate::service::authz::Action;
 use crate::service::volumes::ExpectedVolumeDigest;
+use crate::service::Service;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -51,8 +53,29 @@ pub async fn upload_volume(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<VolumeUploaded>), ApiError> {
-    svc.authorize(&caller, Action::ChangeVolume(&name, "upload to"))?;
-    let ApiQuery(q) = ApiQuery::<VolumeUploadQuery>::try_from_uri(&uri)?;
+    let mut stream = body.into_data_stream();
+    let expected = match check_request(&svc, &caller, &name, &uri, &headers) {
+        Ok(expected) => expected,
+        Err(e) => {
+            // Read the body (within bounds) first, so the client hears the refusal.
+            drain(&mut stream, 1 << 20).await;
+            return Err(e);
+        }
+    };
+    let uploaded = svc.upload_volume(&name, stream, expected, &caller).await?;
+    Ok((StatusCode::OK, Json(uploaded)))
+}
+
+/// Checks role, query and digest header before the body is read.
+fn check_request(
+    svc: &Service,
+    caller: &Caller,
+    name: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Option<ExpectedVolumeDigest>, ApiError> {
+    svc.authorize(caller, Action::ChangeVolume(name, "upload to"))?;
+    let ApiQuery(q) = ApiQuery::<VolumeUploadQuery>::try_from_uri(uri)?;
     let header_digest = headers
         .get(SHA256_HEADER)
         .map(|v| {
@@ -87,8 +110,5 @@ pub async fn upload_volume(
         }),
         (None, None) => None,
     };
-    let uploaded = svc
-        .upload_volume(&name, body.into_data_stream(), expected, &caller)
-        .await?;
-    Ok((StatusCode::OK, Json(uploaded)))
+    Ok(expected)
 }
