@@ -76,6 +76,9 @@ pub enum Command {
     /// Manage uploaded unikernel images.
     #[command(subcommand)]
     Image(crate::commands::image::ImageCommand),
+    /// Manage volumes: block storage that outlives instances.
+    #[command(subcommand)]
+    Volume(crate::commands::volume::VolumeCommand),
     /// Show what the daemon is and how it runs guests.
     Info,
     /// Print instance state changes as they happen (until interrupted).

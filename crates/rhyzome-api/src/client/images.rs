@@ -26,6 +26,7 @@ pub type Progress<'a> = &'a mut (dyn FnMut(ProgressPhase, u64, u64) + Send);
 pub enum ProgressPhase {
     Hashing,
     Uploading,
+    Downloading,
 }
 
 fn image_path(reference: &str) -> String {
