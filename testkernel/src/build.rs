@@ -54,6 +54,16 @@ pub fn kernel_path_block() -> PathBuf {
     built_kernel("testkernel-block.elf")
 }
 
+/// Like [`kernel_path`] (same build), for `testkernel/build/testkernel-storage.elf`:
+/// the same kernel, whose Solo5 manifest declares only the block device `storage` (no
+/// network device), driven by `--blk-write=SECTOR:TEXT` and `--blk-read=SECTOR`.
+///
+/// # Panics
+/// As [`kernel_path`].
+pub fn kernel_path_storage() -> PathBuf {
+    built_kernel("testkernel-storage.elf")
+}
+
 /// Runs the build once per process (one make builds every image) and returns
 /// `build/<file>`.
 fn built_kernel(file: &str) -> PathBuf {
