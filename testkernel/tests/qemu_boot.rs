@@ -660,7 +660,10 @@ fn block_writes_persist_and_a_read_only_disk_refuses_them() {
         first.contains(&format!("{BLOCK_CAPACITY_PREFIX}2048 sectors read_only=0")),
         "{first}"
     );
-    assert!(first.contains(&format!("{BLOCK_WRITE_PREFIX}7 ok")), "{first}");
+    assert!(
+        first.contains(&format!("{BLOCK_WRITE_PREFIX}7 ok")),
+        "{first}"
+    );
     let second = boot(false, "--blk-write=8:refused --blk-read=7 --exit-after=10");
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(second.contains("read_only=1"), "{second}");

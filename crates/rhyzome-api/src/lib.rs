@@ -23,8 +23,8 @@ pub use images::{
 };
 pub use types::*;
 pub use volumes::{
-    Volume, VolumeFormat, VolumeList, VolumeResize, VolumeSpec, VolumeUploadQuery, VolumeUploaded,
-    VolumeUse,
+    Volume, VolumeAttachment, VolumeFormat, VolumeList, VolumeMount, VolumeResize, VolumeSpec,
+    VolumeUploadQuery, VolumeUploaded, VolumeUse,
 };
 
 /// Path prefix of every API route.

@@ -47,6 +47,52 @@ pub struct VolumeSpec {
     pub clone: Option<String>,
 }
 
+/// A volume given to a block device at create time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// The volume's name.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub volume: String,
+    /// Attach it read-only (the guest's writes fail); default read-write.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A volume attached to an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VolumeAttachment {
+    /// The manifest's block device.
+    pub device: String,
+    pub volume: String,
+    pub read_only: bool,
+}
+
+/// Parses the CLI's `DEVICE=VOLUME[:ro]`.
+pub fn parse_volume_arg(s: &str) -> Result<(String, VolumeMount), String> {
+    let (device, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected DEVICE=VOLUME[:ro]"))?;
+    let (volume, read_only) = match rest.split_once(':') {
+        None => (rest, false),
+        Some((v, "ro")) => (v, true),
+        Some((v, "rw")) => (v, false),
+        Some((_, other)) => {
+            return Err(format!("{s:?}: unknown mode {other:?} (use :ro or :rw)"));
+        }
+    };
+    if device.is_empty() || volume.is_empty() {
+        return Err(format!("{s:?}: expected DEVICE=VOLUME[:ro]"));
+    }
+    Ok((
+        device.to_string(),
+        VolumeMount {
+            volume: volume.to_string(),
+            read_only,
+        },
+    ))
+}
+
 /// `POST /v1/volumes/{name}/resize`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

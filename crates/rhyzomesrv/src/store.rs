@@ -527,11 +527,11 @@ impl Store {
     }
 
     pub fn insert(&self, r: &InstanceRecord) -> Result<(), StoreError> {
-        self.insert_with_boot(r, None, &[])
+        self.insert_with_boot(r, None, &[], &[])
     }
 
     /// Inserts a record together with what it boots (the image reference it was created
-    /// from, its NICs when the image declares several) in one transaction, so a crash cannot
+    /// from, its NICs when the image declares several, its volumes) in one transaction, so a crash cannot
     /// leave a record whose guest would boot with the wrong devices. MACs must be unique
     /// across single-NIC instances and the NICs of multi-NIC ones.
     pub fn insert_with_boot(
@@ -539,6 +539,7 @@ impl Store {
         r: &InstanceRecord,
         image: Option<&str>,
         nics: &[images::NicRow],
+        volumes: &[volumes::AttachmentRow],
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -600,6 +601,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         images::write_boot(&tx, &r.id, image, nics)?;
+        volumes::write_attachments(&tx, &r.id, volumes)?;
         tx.commit()?;
         Ok(())
     }

@@ -74,6 +74,7 @@ fn definition(name: String, cmdline: String, hostname: String) -> DomainDefiniti
             pci_slot: None,
         }),
         nics: Vec::new(),
+        disks: Vec::new(),
         console_log: "/var/lib/rhyzome/consoles/x.log".into(),
     }
 }

@@ -3,7 +3,7 @@
 //! it was. (The same on real libvirt: `tests/e2e/volumes.rs`.)
 
 use rhyzome_api::client::{Client, ClientError};
-use rhyzome_api::{VolumeFormat, VolumeSpec};
+use rhyzome_api::{InstanceSpec, VolumeFormat, VolumeMount, VolumeSpec};
 use rhyzomesrv::testing::{TestServer, TestServerOptions};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -297,4 +297,176 @@ fn volumes_only_grow() {
     let grown = s.client.resize_volume("data", 128 << 10).unwrap();
     assert_eq!(grown.size_bytes, 128 << 10);
     assert_eq!(s.client.get_volume("data").unwrap().size_bytes, 128 << 10);
+}
+
+/// An image declaring `devices` ((name, kind): 1 block, 2 network), uploaded as `name`.
+fn upload_image(s: &Server, name: &str, devices: &[(&str, u32)], salt: u8) {
+    use rhyzomesrv::images::inspect::testdata::{abi_note, elf64, manifest_note};
+    let mut notes = abi_note(3);
+    notes.extend(manifest_note(devices));
+    let mut img = elf64(&notes, true);
+    img.push(salt);
+    s.client
+        .upload_image(
+            std::io::Cursor::new(img.clone()),
+            img.len() as u64,
+            None,
+            Some(name),
+        )
+        .unwrap();
+}
+
+fn with_volumes(name: &str, image: &str, volumes: &[(&str, &str, bool)]) -> InstanceSpec {
+    InstanceSpec {
+        name: name.into(),
+        image: Some(image.into()),
+        network: Some(rhyzome_api::NetworkSpec {
+            mode: rhyzome_api::NetworkMode::None,
+            bridge: None,
+            mac: None,
+        }),
+        volumes: Some(
+            volumes
+                .iter()
+                .map(|(dev, vol, ro)| {
+                    (
+                        dev.to_string(),
+                        VolumeMount {
+                            volume: vol.to_string(),
+                            read_only: *ro,
+                        },
+                    )
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn volumes_follow_the_manifest_in_order_after_the_nics() {
+    let s = serve();
+    upload_image(&s, "multi", &[("service", 2), ("logs", 1), ("data", 1)], 1);
+    s.client.create_volume(&spec("v-logs", 1 << 20)).unwrap();
+    s.client.create_volume(&spec("v-data", 1 << 20)).unwrap();
+    let mut one = with_volumes(
+        "one",
+        "multi",
+        &[("data", "v-data", false), ("logs", "v-logs", true)],
+    );
+    one.network = None;
+    let created = s.client.create_instance(&one).unwrap();
+    assert_eq!(
+        created
+            .volumes
+            .iter()
+            .map(|v| (v.device.as_str(), v.volume.as_str(), v.read_only))
+            .collect::<Vec<_>>(),
+        [("logs", "v-logs", true), ("data", "v-data", false)],
+        "manifest order"
+    );
+    let xml = s.srv.backend.xml(&created.id).unwrap();
+    let logs = xml.find("slot=\"0x04\"").expect("logs after the NIC");
+    let data = xml.find("slot=\"0x05\"").expect("data next");
+    assert!(logs < data, "{xml}");
+    assert_eq!(xml.matches("<readonly/>").count(), 1, "{xml}");
+    let shown = s.client.get_volume("v-logs").unwrap();
+    assert_eq!(
+        (
+            shown.attached[0].instance.as_str(),
+            shown.attached[0].read_only
+        ),
+        ("one", true)
+    );
+
+    // Missing, extra, unknown: 422 naming the device; nothing created.
+    for (volumes, field) in [
+        (vec![("logs", "v-logs", true)], "volumes.data"),
+        (
+            vec![
+                ("logs", "v-logs", true),
+                ("data", "v-data", true),
+                ("extra", "v-data", true),
+            ],
+            "volumes.extra",
+        ),
+        (
+            vec![("logs", "v-logs", true), ("data", "nothing", true)],
+            "volumes.data",
+        ),
+    ] {
+        let mut spec = with_volumes("two", "multi", &volumes);
+        spec.network = None;
+        let (status, body) = api_error(s.client.create_instance(&spec).unwrap_err());
+        assert_eq!(
+            (status, body.field.as_deref()),
+            (422, Some(field)),
+            "{body:?}"
+        );
+    }
+    upload_image(&s, "plain", &[("service", 2)], 2);
+    let mut spec = with_volumes("two", "plain", &[("data", "v-data", true)]);
+    spec.network = None;
+    let (status, body) = api_error(s.client.create_instance(&spec).unwrap_err());
+    assert_eq!((status, body.field.as_deref()), (422, Some("volumes.data")));
+    assert_eq!(s.client.list_instances().unwrap().len(), 1);
+}
+
+#[test]
+fn read_write_goes_to_one_instance_read_only_to_many() {
+    let s = serve();
+    upload_image(&s, "store", &[("storage", 1)], 3);
+    s.client.create_volume(&spec("shared", 1 << 20)).unwrap();
+    s.client.create_volume(&spec("own", 1 << 20)).unwrap();
+    for i in 0..3 {
+        s.client
+            .create_instance(&with_volumes(
+                &format!("reader-{i}"),
+                "store",
+                &[("storage", "shared", true)],
+            ))
+            .unwrap();
+    }
+    let (status, body) = api_error(
+        s.client
+            .create_instance(&with_volumes(
+                "writer",
+                "store",
+                &[("storage", "shared", false)],
+            ))
+            .unwrap_err(),
+    );
+    assert_eq!(status, 409, "{body:?}");
+    assert!(
+        body.message.contains("read-only to reader-0"),
+        "{}",
+        body.message
+    );
+    s.client
+        .create_instance(&with_volumes("w1", "store", &[("storage", "own", false)]))
+        .unwrap();
+    for ro in [false, true] {
+        let (status, body) = api_error(
+            s.client
+                .create_instance(&with_volumes("w2", "store", &[("storage", "own", ro)]))
+                .unwrap_err(),
+        );
+        assert_eq!(status, 409, "{body:?}");
+    }
+    // Attached volumes cannot go, grow or change; the instance's deletion keeps the volume.
+    assert_eq!(api_error(s.client.delete_volume("own").unwrap_err()).0, 409);
+    assert_eq!(
+        api_error(s.client.resize_volume("own", 2 << 20).unwrap_err()).0,
+        409
+    );
+    assert_eq!(api_error(s.upload("own", b"x", None).unwrap_err()).0, 409);
+    s.client.delete_instance("w1").unwrap();
+    assert!(s.client.get_volume("own").unwrap().attached.is_empty());
+    s.client
+        .create_instance(&with_volumes("w2", "store", &[("storage", "own", false)]))
+        .unwrap();
+    assert_eq!(
+        s.client.get_volume("own").unwrap().attached[0].instance,
+        "w2"
+    );
 }

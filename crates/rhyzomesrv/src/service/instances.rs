@@ -50,6 +50,7 @@ impl Service {
                     pci_slot: n.pci_slot,
                 })
                 .collect(),
+            volumes: self.attachments_of(&r.id),
             kernel_parameters: r.kernel_parameters.clone(),
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
@@ -188,6 +189,16 @@ impl Service {
         let boot = self.resolve_boot(spec, caller).await?;
         let (nics, bridge, mac) =
             self.plan_devices(spec, &boot, valid.bridge, valid.mac, caller)?;
+        // Held until the record (with its attachments) is written.
+        let _volume_guards = self.lock_requested_volumes(spec).await;
+        let block_devices = super::boot_plan::manifest_of(&boot.inspection)
+            .map(|m| m.block_devices())
+            .unwrap_or_default();
+        let volumes: Vec<crate::store::volumes::AttachmentRow> = self
+            .plan_volumes(spec, &block_devices, caller)?
+            .into_iter()
+            .map(|p| p.attachment)
+            .collect();
         self.check_bridges(bridge_attachments(bridge.as_deref(), &nics))
             .await?;
         let record = InstanceRecord {
@@ -219,7 +230,7 @@ impl Service {
         self.remember_manifest(&record.kernel_sha256, &boot.inspection);
         match self
             .store
-            .insert_with_boot(&record, boot.image.as_deref(), &nics)
+            .insert_with_boot(&record, boot.image.as_deref(), &nics, &volumes)
         {
             Ok(()) => Ok((record, nics)),
             Err(StoreError::NameTaken(name)) => Err(ServiceError::Conflict {

@@ -24,13 +24,16 @@ use super::{blocking, now_rfc3339, Service, ServiceError};
 use crate::auth::Caller;
 use crate::backend::storage::{NewVolume, PoolSpec, VolumeFormat as BackendFormat};
 use crate::backend::Hypervisor;
-use crate::store::volumes::VolumeRow;
+use crate::domain_xml::Disk;
+use crate::store::volumes::{AttachmentRow, VolumeRow};
 use crate::store::StoreError;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use rhyzome_api::validate::{validate_name, FieldError};
 use rhyzome_api::volumes::validate_size;
-use rhyzome_api::{Volume, VolumeFormat, VolumeSpec, VolumeUploaded, VolumeUse};
+use rhyzome_api::{
+    InstanceSpec, Volume, VolumeAttachment, VolumeFormat, VolumeSpec, VolumeUploaded, VolumeUse,
+};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -726,6 +729,214 @@ impl Service {
         Ok(futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         }))
+    }
+}
+
+/// A volume planned for a block device of a new instance.
+pub(super) struct PlannedVolume {
+    pub attachment: AttachmentRow,
+}
+
+impl Service {
+    /// Locks the volumes `spec` asks for (sorted, so two creates cannot deadlock), for the
+    /// time from planning to the insert of the record: another create cannot attach one of
+    /// them read-write meanwhile, nor a delete remove it.
+    pub(super) async fn lock_requested_volumes(
+        &self,
+        spec: &InstanceSpec,
+    ) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let mut names: Vec<&str> = spec
+            .volumes
+            .iter()
+            .flat_map(|m| m.values().map(|v| v.volume.as_str()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut guards = Vec::new();
+        for name in names {
+            guards.push(self.locks.lock(&lock_key(name)).await);
+        }
+        guards
+    }
+
+    /// The volumes of a new instance: one per block device of its manifest (`block_devices`,
+    /// in manifest order), as `spec.volumes` maps them. A missing, an extra or an unknown one
+    /// is a 422 naming the device (`volumes.DEVICE`); sharing that breaks the rule (read-write
+    /// to one instance at a time, or read-only to any number) is a 409. The caller holds the
+    /// volumes' locks ([`Self::lock_requested_volumes`]).
+    pub(super) fn plan_volumes(
+        &self,
+        spec: &InstanceSpec,
+        block_devices: &[&str],
+        caller: &Caller,
+    ) -> Result<Vec<PlannedVolume>, ServiceError> {
+        let asked = spec.volumes.clone().unwrap_or_default();
+        let field = |dev: &str| format!("volumes.{dev}");
+        if block_devices.is_empty() {
+            if let Some(dev) = asked.keys().next() {
+                return Err(FieldError::new(
+                    field(dev),
+                    format!(
+                        "the image declares no block device, so it takes no volume \
+                         (asked for device {dev:?})"
+                    ),
+                )
+                .into());
+            }
+            return Ok(Vec::new());
+        }
+        if let Some(unknown) = asked.keys().find(|k| !block_devices.contains(&k.as_str())) {
+            return Err(FieldError::new(
+                field(unknown),
+                format!(
+                    "the image has no block device {unknown:?}; its block devices are {}",
+                    block_devices.join(", ")
+                ),
+            )
+            .into());
+        }
+        for (i, d) in block_devices.iter().enumerate() {
+            if block_devices[..i].contains(d) {
+                return Err(FieldError::new(
+                    "image",
+                    format!("declares the block device {d:?} twice; Solo5 needs unique names"),
+                )
+                .into());
+            }
+        }
+        let mut planned: Vec<(PlannedVolume, String)> = Vec::new();
+        for dev in block_devices {
+            let mount = asked.get(*dev).ok_or_else(|| {
+                FieldError::new(
+                    field(dev),
+                    format!(
+                        "the image declares the block device {dev:?}; give it a volume \
+                         (CLI: --volume {dev}=NAME[:ro])"
+                    ),
+                )
+            })?;
+            validate_name(&mount.volume)
+                .map_err(|e| FieldError::new(field(dev), format!("volume {}", e.message)))?;
+            let row = self
+                .visible_volume(&mount.volume, caller)
+                .map_err(|e| match e {
+                    ServiceError::Volume(VolumeError::NotFound(n)) => {
+                        FieldError::new(field(dev), format!("no volume named {n:?}")).into()
+                    }
+                    other => other,
+                })?;
+            let how = |ro: bool| if ro { "read-only" } else { "read-write" };
+            let mut users: Vec<(String, bool)> = self
+                .store
+                .users_of_volume(&row.id)?
+                .into_iter()
+                .map(|u| (u.instance, u.read_only))
+                .collect();
+            // The same volume on two devices of this instance counts too.
+            users.extend(
+                planned
+                    .iter()
+                    .filter(|(p, _)| p.attachment.volume_id == row.id)
+                    .map(|(p, _)| (spec.name.clone(), p.attachment.read_only)),
+            );
+            if let Some((other, other_ro)) = users
+                .iter()
+                .find(|(_, other_ro)| !mount.read_only || !*other_ro)
+            {
+                return Err(ServiceError::Conflict {
+                    field: Some("volumes"),
+                    message: format!(
+                        "volume {:?} is attached {} to {other}; a volume is attached \
+                         read-write to one instance at a time, or read-only to any number, \
+                         so it cannot also be attached {} as {dev:?}",
+                        row.name,
+                        how(*other_ro),
+                        how(mount.read_only)
+                    ),
+                });
+            }
+            if !mount.read_only {
+                let clones = self.store.clones_of(&row.id)?;
+                if !clones.is_empty() {
+                    return Err(ServiceError::Conflict {
+                        field: Some("volumes"),
+                        message: format!(
+                            "volume {:?} is the base of {}; writing it would corrupt them, \
+                             so it can only be attached read-only",
+                            row.name,
+                            clones.join(", ")
+                        ),
+                    });
+                }
+            }
+            planned.push((
+                PlannedVolume {
+                    attachment: AttachmentRow {
+                        device: dev.to_string(),
+                        volume_id: row.id.clone(),
+                        read_only: mount.read_only,
+                    },
+                },
+                row.name,
+            ));
+        }
+        Ok(planned.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// The disks of an instance's domain, in manifest order, at fixed PCI slots from
+    /// `first_slot` (after its NICs).
+    pub(super) fn disks_of(
+        &self,
+        instance_id: &str,
+        first_slot: u8,
+    ) -> Result<Vec<Disk>, ServiceError> {
+        let mut disks = Vec::new();
+        for (i, a) in self
+            .store
+            .instance_volumes(instance_id)?
+            .into_iter()
+            .enumerate()
+        {
+            // A missing row would give a guest without the disk its image needs.
+            let row = self.store.volume_by_id(&a.volume_id)?.ok_or_else(|| {
+                ServiceError::Internal(format!("volume {} of an instance is gone", a.volume_id))
+            })?;
+            disks.push(Disk {
+                pool: row.pool,
+                volume: row.libvirt_name,
+                format: if row.format == "qcow2" {
+                    "qcow2"
+                } else {
+                    "raw"
+                },
+                read_only: a.read_only,
+                pci_slot: first_slot + i as u8,
+            });
+        }
+        Ok(disks)
+    }
+
+    /// An instance's volumes as the API shows them.
+    pub(super) fn attachments_of(&self, instance_id: &str) -> Vec<VolumeAttachment> {
+        let rows = match self.store.instance_volumes(instance_id) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read an instance's volumes");
+                return Vec::new();
+            }
+        };
+        rows.into_iter()
+            .map(|a| VolumeAttachment {
+                volume: self
+                    .store
+                    .volume_by_id(&a.volume_id)
+                    .ok()
+                    .flatten()
+                    .map_or(a.volume_id.clone(), |v| v.name),
+                device: a.device,
+                read_only: a.read_only,
+            })
+            .collect()
     }
 }
 

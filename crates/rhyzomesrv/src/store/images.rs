@@ -369,8 +369,13 @@ mod tests {
             mac: format!("02:00:00:00:01:0{slot}"),
             pci_slot: slot,
         };
-        s.insert_with_boot(&r, Some("web:1.0"), &[nic("service", 3), nic("admin", 4)])
-            .unwrap();
+        s.insert_with_boot(
+            &r,
+            Some("web:1.0"),
+            &[nic("service", 3), nic("admin", 4)],
+            &[],
+        )
+        .unwrap();
         assert_eq!(s.instances_booting("aa").unwrap(), ["a"]);
         // A MAC of another instance's extra NIC is taken, as is its first one.
         for taken in ["02:00:00:00:01:04", "02:00:00:00:01:03"] {

@@ -106,6 +106,23 @@ fn name_taken(e: rusqlite::Error, name: &str) -> StoreError {
     }
 }
 
+/// Writes an instance's attachments, inside the caller's transaction (see
+/// [`Store::insert_with_boot`]).
+pub(super) fn write_attachments(
+    tx: &rusqlite::Transaction<'_>,
+    instance_id: &str,
+    attachments: &[AttachmentRow],
+) -> Result<(), StoreError> {
+    for (i, a) in attachments.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO instance_volumes (instance_id, idx, device, volume_id, read_only) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![instance_id, i as i64, a.device, a.volume_id, a.read_only],
+        )?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Records that the daemon is about to create `libvirt_name` in `pool`.
     pub fn insert_pending_volume(&self, pool: &str, libvirt_name: &str) -> Result<(), StoreError> {

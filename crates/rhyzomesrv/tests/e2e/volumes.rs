@@ -1,11 +1,15 @@
 //! Volumes on the lab's real libvirt storage driver: the daemon's own `dir` pool, streamed
 //! upload and download through libvirt streams, copy-on-write clones, refusals that leave
-//! the pool as it was, and data that outlives a daemon restart.
+//! the pool as it was, and data that outlives a daemon restart; volumes attached to the test
+//! kernel's block device: data surviving restart, delete-and-create and a daemon restart,
+//! read-only sharing, and the 409s.
 
-use crate::harness::{virsh, Daemon};
+use crate::harness::{udp, virsh, Daemon};
 use rhyzome_api::client::ClientError;
-use rhyzome_api::{VolumeFormat, VolumeSpec};
+use rhyzome_api::{InstanceSpec, VolumeFormat, VolumeMount, VolumeSpec};
+use rhyzome_testkernel::READY_LINE;
 use sha2::{Digest, Sha256};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 fn spec(name: &str, size: u64) -> VolumeSpec {
@@ -194,4 +198,167 @@ fn twenty_clones_of_a_64_mib_base_are_quick_and_independent() {
     }
     d.client.delete_volume("base").unwrap();
     assert!(pool_volumes(&d).is_empty());
+}
+
+fn mount(volume: &str, read_only: bool) -> Option<std::collections::BTreeMap<String, VolumeMount>> {
+    Some(
+        [(
+            "storage".to_string(),
+            VolumeMount {
+                volume: volume.into(),
+                read_only,
+            },
+        )]
+        .into(),
+    )
+}
+
+fn push(d: &Daemon, path: &std::path::Path, name: &str) {
+    d.client
+        .push_image(path, Some(name), &mut |_, _, _| {})
+        .unwrap_or_else(|e| panic!("push {name}: {e}"));
+}
+
+const READ_1: &str = "rhyzome-testkernel: block read sector=1 text=";
+
+#[test]
+fn data_survives_restart_delete_and_create_and_a_daemon_restart() {
+    let mut d = Daemon::start("volkeep");
+    d.client.create_volume(&spec("data", 16 << 20)).unwrap();
+    push(&d, &rhyzome_testkernel::kernel_path_block(), "blk");
+    let ip = Ipv4Addr::new(192, 168, 100, 150);
+    let store = InstanceSpec {
+        name: "store".into(),
+        image: Some("blk".into()),
+        kernel_parameters: format!("--ipv4={ip}/24 --blk-read=1"),
+        volumes: mount("data", false),
+        ..Default::default()
+    };
+    let created = d.client.create_instance(&store).unwrap();
+    assert_eq!(created.volumes.len(), 1);
+    let console = d.wait_for_console("store", READY_LINE, 1);
+    assert!(console.contains(&format!("{READ_1}\"\"")), "{console}");
+    assert!(
+        console.contains("block capacity=32768 sectors read_only=0"),
+        "{console}"
+    );
+    let reply = udp(ip, "blk-write 1 first-run");
+    assert!(reply.contains("block write sector=1 ok"), "{reply}");
+
+    // Restart: the guest reads what it wrote.
+    d.client.restart_instance("store").unwrap();
+    let console = d.wait_for_console("store", READY_LINE, 2);
+    assert!(
+        console.contains(&format!("{READ_1}\"first-run\"")),
+        "{console}"
+    );
+
+    // Delete and create with the same volume.
+    d.client.delete_instance("store").unwrap();
+    assert!(d.client.get_volume("data").unwrap().attached.is_empty());
+    d.client.create_instance(&store).unwrap();
+    let console = d.wait_for_console("store", READY_LINE, 1);
+    assert!(
+        console.contains(&format!("{READ_1}\"first-run\"")),
+        "{console}"
+    );
+    let reply = udp(ip, "blk-write 1 before-daemon-restart");
+    assert!(reply.contains("ok"), "{reply}");
+
+    // The daemon dies and comes back; the instance restarts from its record.
+    d.restart();
+    d.client.restart_instance("store").unwrap();
+    let console = d.wait_for_console("store", READ_1, 2);
+    assert!(
+        console.contains(&format!("{READ_1}\"before-daemon-restart\"")),
+        "{console}"
+    );
+    d.client.delete_instance("store").unwrap();
+    d.client.delete_volume("data").unwrap();
+}
+
+#[test]
+fn a_read_only_volume_serves_three_readers_and_their_writes_fail() {
+    let d = Daemon::start("volro");
+    d.client.create_volume(&spec("golden", 1 << 20)).unwrap();
+    let mut content = vec![0u8; 4096];
+    content[512..523].copy_from_slice(b"golden-data");
+    d.client
+        .upload_volume_content(
+            "golden",
+            std::io::Cursor::new(content.clone()),
+            content.len() as u64,
+            None,
+        )
+        .unwrap();
+    push(&d, &rhyzome_testkernel::kernel_path_storage(), "reader");
+    let reader = |name: &str, read_only: bool| InstanceSpec {
+        name: name.into(),
+        image: Some("reader".into()),
+        kernel_parameters: "--blk-write=2:mine --blk-read=1".into(),
+        volumes: mount("golden", read_only),
+        ..Default::default()
+    };
+    for i in 0..3 {
+        d.client
+            .create_instance(&reader(&format!("reader-{i}"), true))
+            .unwrap();
+    }
+    for i in 0..3 {
+        let name = format!("reader-{i}");
+        let console = d.wait_for_console(&name, READ_1, 1);
+        assert!(
+            console.contains(&format!("{READ_1}\"golden-data\"")),
+            "{console}"
+        );
+        assert!(
+            console.contains("block write sector=2 error=SOLO5_R_EUNSPEC"),
+            "{console}"
+        );
+        assert!(console.contains("read_only=1"), "{console}");
+    }
+    // Read-write next to readers, and removal while attached: 409.
+    let (status, _) = status_of(
+        d.client
+            .create_instance(&reader("writer", false))
+            .unwrap_err(),
+    );
+    assert_eq!(status, 409);
+    assert_eq!(
+        status_of(d.client.delete_volume("golden").unwrap_err()).0,
+        409
+    );
+    for i in 0..3 {
+        d.client.delete_instance(&format!("reader-{i}")).unwrap();
+    }
+    let mut after = Vec::new();
+    d.client
+        .download_volume("golden", &mut after, &mut |_| {})
+        .unwrap();
+    assert_eq!(&after[..4096], &content[..], "no reader changed the volume");
+    d.client.delete_volume("golden").unwrap();
+}
+
+#[test]
+fn a_volume_attached_read_write_twice_is_refused() {
+    let d = Daemon::start("volrw");
+    d.client.create_volume(&spec("solo", 1 << 20)).unwrap();
+    push(&d, &rhyzome_testkernel::kernel_path_storage(), "st");
+    let spec_for = |name: &str| InstanceSpec {
+        name: name.into(),
+        image: Some("st".into()),
+        kernel_parameters: "--blk-read=1".into(),
+        volumes: mount("solo", false),
+        ..Default::default()
+    };
+    d.client.create_instance(&spec_for("first")).unwrap();
+    d.wait_for_console("first", READ_1, 1);
+    let (status, _) = status_of(d.client.create_instance(&spec_for("second")).unwrap_err());
+    assert_eq!(status, 409);
+    assert!(
+        d.client.get_instance("second").is_err(),
+        "nothing left of the refusal"
+    );
+    d.client.delete_instance("first").unwrap();
+    d.client.delete_volume("solo").unwrap();
 }
