@@ -108,7 +108,6 @@ fn disk_target(i: usize) -> String {
 }
 
 fn write_disk(w: &mut W, i: usize, disk: &Disk) -> std::io::Result<()> {
-    let slot = format!("0x{:02x}", disk.pci_slot);
     let target = disk_target(i);
     w.create_element("disk")
         .with_attribute(("type", "volume"))
@@ -131,15 +130,22 @@ fn write_disk(w: &mut W, i: usize, disk: &Disk) -> std::io::Result<()> {
             if disk.read_only {
                 w.create_element("readonly").write_empty()?;
             }
-            w.create_element("address")
-                .with_attribute(("type", "pci"))
-                .with_attribute(("domain", "0x0000"))
-                .with_attribute(("bus", "0x00"))
-                .with_attribute(("slot", slot.as_str()))
-                .with_attribute(("function", "0x0"))
-                .write_empty()?;
+            write_pci_address(w, disk.pci_slot)?;
             Ok::<_, std::io::Error>(())
         })?;
+    Ok(())
+}
+
+/// A fixed address on PCI bus 0: Solo5 binds devices of a kind in PCI order.
+fn write_pci_address(w: &mut W, slot: u8) -> std::io::Result<()> {
+    let slot = format!("0x{slot:02x}");
+    w.create_element("address")
+        .with_attribute(("type", "pci"))
+        .with_attribute(("domain", "0x0000"))
+        .with_attribute(("bus", "0x00"))
+        .with_attribute(("slot", slot.as_str()))
+        .with_attribute(("function", "0x0"))
+        .write_empty()?;
     Ok(())
 }
 
@@ -208,7 +214,6 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
                     def.nics.iter().collect()
                 };
                 for nic in nics {
-                    let slot = nic.pci_slot.map(|s| format!("0x{s:02x}"));
                     w.create_element("interface")
                         .with_attribute(("type", "bridge"))
                         .write_inner_content(|w| {
@@ -223,14 +228,8 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
                             w.create_element("model")
                                 .with_attribute(("type", "virtio-transitional"))
                                 .write_empty()?;
-                            if let Some(slot) = &slot {
-                                w.create_element("address")
-                                    .with_attribute(("type", "pci"))
-                                    .with_attribute(("domain", "0x0000"))
-                                    .with_attribute(("bus", "0x00"))
-                                    .with_attribute(("slot", slot.as_str()))
-                                    .with_attribute(("function", "0x0"))
-                                    .write_empty()?;
+                            if let Some(slot) = nic.pci_slot {
+                                write_pci_address(w, slot)?;
                             }
                             Ok::<_, std::io::Error>(())
                         })?;
