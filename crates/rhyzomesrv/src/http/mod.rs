@@ -6,6 +6,7 @@
 //! Handlers are thin: they extract, call the [`Service`], and map its errors to [`ApiError`].
 
 pub mod auth;
+pub mod digest;
 pub mod error;
 pub mod events;
 pub mod images;

@@ -155,12 +155,6 @@ impl Write for ChannelWriter {
     }
 }
 
-/// An expected digest and where it came from (for the error's `field`).
-pub struct ExpectedVolumeDigest {
-    pub field: &'static str,
-    pub value: String,
-}
-
 impl Service {
     /// The pool volumes live in, made or checked on first use.
     pub(super) fn pool_spec(&self) -> PoolSpec {
@@ -528,7 +522,7 @@ impl Service {
         &self,
         name: &str,
         body: S,
-        expected: Option<ExpectedVolumeDigest>,
+        expected: Option<super::images::ExpectedDigest>,
         caller: &Caller,
     ) -> Result<VolumeUploaded, ServiceError>
     where

@@ -8,13 +8,12 @@ use crate::http::query::ApiQuery;
 use crate::http::AppState;
 use crate::images::drain;
 use crate::service::authz::Action;
-use crate::service::volumes::ExpectedVolumeDigest;
+use crate::service::images::ExpectedDigest;
 use crate::service::Service;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::{Extension, Json};
-use rhyzome_api::images::SHA256_HEADER;
 use rhyzome_api::{ErrorBody, VolumeUploadQuery, VolumeUploaded};
 
 /// Upload a volume's content.
@@ -73,42 +72,8 @@ fn check_request(
     name: &str,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<Option<ExpectedVolumeDigest>, ApiError> {
+) -> Result<Option<ExpectedDigest>, ApiError> {
     svc.authorize(caller, Action::ChangeVolume(name, "upload to"))?;
     let ApiQuery(q) = ApiQuery::<VolumeUploadQuery>::try_from_uri(uri)?;
-    let header_digest = headers
-        .get(SHA256_HEADER)
-        .map(|v| {
-            v.to_str().map(str::to_string).map_err(|_| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_field",
-                    "is not ASCII",
-                )
-                .with_field(SHA256_HEADER)
-            })
-        })
-        .transpose()?;
-    let expected = match (q.sha256, header_digest) {
-        (Some(a), Some(b))
-            if a.trim_start_matches("sha256:") != b.trim_start_matches("sha256:") =>
-        {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                "differs from the sha256 query parameter",
-            )
-            .with_field(SHA256_HEADER))
-        }
-        (Some(value), _) => Some(ExpectedVolumeDigest {
-            field: "sha256",
-            value,
-        }),
-        (None, Some(value)) => Some(ExpectedVolumeDigest {
-            field: SHA256_HEADER,
-            value,
-        }),
-        (None, None) => None,
-    };
-    Ok(expected)
+    crate::http::digest::expected(q.sha256, headers)
 }
