@@ -191,6 +191,18 @@ fn an_upload_is_downloaded_byte_for_byte() {
 }
 
 #[test]
+fn a_download_libvirt_refuses_to_start_is_an_error_status_not_a_broken_body() {
+    let s = serve();
+    s.client.create_volume(&spec("data", 1 << 20)).unwrap();
+    s.srv.backend.fail_next_download();
+    let resp = reqwest::blocking::get(format!("{}/v1/volumes/data/content", s.srv.url)).unwrap();
+    assert_eq!(resp.status().as_u16(), 502);
+    let body: rhyzome_api::ErrorBody = resp.json().unwrap();
+    assert!(body.message.contains("not supported"), "{body:?}");
+    assert_eq!(s.download("data").len(), 1 << 20, "the next download works");
+}
+
+#[test]
 fn a_refused_upload_leaves_the_volume_as_it_was_and_nothing_behind() {
     let s = serve_with(serde_json::json!({"MaxVolumeUploadBytes": 600_000}));
     s.client.create_volume(&spec("data", 1 << 20)).unwrap();

@@ -19,6 +19,8 @@ pub struct FakeStorage {
     volumes: BTreeMap<(String, String), FakeVolume>,
     /// Makes the next upload fail after this many bytes.
     fail_upload_after: Option<u64>,
+    /// Makes the next download fail before its first byte.
+    fail_next_download: bool,
 }
 
 struct FakeVolume {
@@ -60,6 +62,12 @@ impl FakeBackend {
     /// Names of the pools that exist.
     pub fn pool_names(&self) -> Vec<String> {
         self.storage().pools.keys().cloned().collect()
+    }
+
+    /// Makes the next download fail before its first byte, as a driver without storage
+    /// streams does (libvirt's test driver).
+    pub fn fail_next_download(&self) {
+        self.storage().fail_next_download = true;
     }
 
     /// Makes the next upload fail after `bytes` bytes, as a broken libvirt stream would.
@@ -224,6 +232,12 @@ impl Storage for FakeBackend {
     ) -> Result<u64, BackendError> {
         let (content, capacity, format) = {
             let mut s = self.storage();
+            if std::mem::take(&mut s.fail_next_download) {
+                return Err(BackendError::Other(
+                    "this function is not supported by the connection driver: virStorageVolDownload"
+                        .into(),
+                ));
+            }
             let v = s.volume_mut(pool, name)?;
             (v.content.clone(), v.capacity, v.format)
         };

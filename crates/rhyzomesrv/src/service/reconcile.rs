@@ -395,11 +395,12 @@ impl Service {
     /// The start-up pass: reconcile (bringing back `autostart` guests that vanished while the
     /// daemon was down, in start-up priority order), then drop unused kernel blobs.
     pub async fn recover(&self) -> Result<ReconcileReport, ServiceError> {
-        let report = self.reconcile(Pass::Startup).await?;
-        self.collect_garbage().await;
+        // Before the guests: those with volumes need the pool active.
         if let Err(e) = self.recover_volumes().await {
             tracing::warn!(error = %e, "cannot check the volume pool; volume requests will retry");
         }
+        let report = self.reconcile(Pass::Startup).await?;
+        self.collect_garbage().await;
         Ok(report)
     }
 

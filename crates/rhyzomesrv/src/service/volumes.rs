@@ -23,7 +23,7 @@ use super::authz::{authorize, Action};
 use super::{blocking, now_rfc3339, Service, ServiceError};
 use crate::auth::Caller;
 use crate::backend::storage::{NewVolume, PoolSpec, VolumeFormat as BackendFormat};
-use crate::backend::Hypervisor;
+use crate::backend::{BackendError, Hypervisor};
 use crate::domain_xml::Disk;
 use crate::store::volumes::{AttachmentRow, VolumeRow};
 use crate::store::StoreError;
@@ -139,7 +139,7 @@ impl Read for ChannelReader {
 
 /// Hands a download to the async side, chunk by chunk; fails once the client went away.
 struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, BackendError>>,
 }
 
 impl Write for ChannelWriter {
@@ -706,7 +706,7 @@ impl Service {
     {
         authorize(caller, Action::ReadVolume(name))?;
         let row = self.visible_volume(name, caller)?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, BackendError>>(8);
         let backend: Arc<dyn Hypervisor> = self.backend.clone();
         let name = name.to_string();
         tokio::task::spawn_blocking(move || {
@@ -715,14 +715,24 @@ impl Service {
                 Ok(bytes) => tracing::info!(volume = %name, bytes, "volume downloaded"),
                 Err(e) => {
                     tracing::warn!(volume = %name, error = %e, "volume download failed");
-                    // Ends the response with an error: the client sees a truncated body.
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    let _ = tx.blocking_send(Err(e));
                 }
             }
         });
-        Ok(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }))
+        // Wait for the first chunk: a download libvirt refuses to start (or an empty volume)
+        // is answered with its own status, not with a 200 whose body breaks.
+        let first = match rx.recv().await {
+            Some(Ok(chunk)) => Some(chunk),
+            Some(Err(e)) => return Err(ServiceError::Backend(e)),
+            None => None,
+        };
+        let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| {
+                // Midway, only ending the body early can say it failed.
+                (item.map_err(|e| std::io::Error::other(e.to_string())), rx)
+            })
+        });
+        Ok(futures_util::stream::iter(first.map(Ok)).chain(rest))
     }
 }
 
