@@ -230,6 +230,21 @@ pub struct NicStats {
     pub tx_packets: u64,
 }
 
+/// One NIC of an instance, as an entry of its ordered `attachments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NicAttachment {
+    /// The Solo5 manifest device the NIC serves, for an image that declares several network
+    /// devices; absent for an instance's single NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    pub bridge: String,
+    pub mac: String,
+    /// Fixed PCI slot on bus 0 (Solo5 assigns NICs to manifest devices in PCI slot order);
+    /// absent when libvirt chooses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_slot: Option<u8>,
+}
+
 /// One NIC of an instance whose image declares several network devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InterfaceAttachment {
@@ -289,6 +304,11 @@ pub struct Instance {
     /// The image reference the instance was created from (`null` for a server path kernel).
     #[serde(default)]
     pub image: Option<String>,
+    /// Every NIC of the instance, in order (for an image with several network devices,
+    /// manifest and PCI slot order); empty without a network. `network` and `interfaces`
+    /// say the same for older clients.
+    #[serde(default)]
+    pub attachments: Vec<NicAttachment>,
     /// Every NIC when the image's manifest declares several network devices, in manifest
     /// (and PCI slot) order; empty otherwise (`network` describes the single NIC).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -299,7 +319,7 @@ pub struct Instance {
     pub kernel_parameters: String,
     pub memory_mib: u32,
     pub vcpus: u32,
-    /// `null` when the instance has no network.
+    /// The first NIC (of `attachments`); `null` when the instance has no network.
     pub network: Option<NetworkAttachment>,
     /// Which devices the instance got, and why: those its image's Solo5 manifest declares,
     /// or, for a kernel without one, the default NIC. `null` only from daemons that predate

@@ -2,18 +2,19 @@
 //!
 //! A requested path is opened once; the check that it lies inside `KernelDirs` is made on the
 //! path of the file actually opened (read back from `/proc/self/fd`), and that same open file
-//! is copied into a content-addressed blob (`StateDir/blobs/sha256-<hex>`). So a symlink swapped
+//! is copied into a content-addressed blob ([`BlobStore`], `StateDir/blobs`). So a symlink swapped
 //! after the check cannot make the daemon boot something else, and an instance keeps booting
 //! the image it was created with even if the original file changes or moves. Blobs are written
 //! to a temporary file, fsynced and renamed, so a crash never leaves a torn image.
 //! All functions block on file I/O; async callers use `spawn_blocking`.
 
+use crate::blobs::BlobStore;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Largest kernel image accepted. Solo5 unikernels are a few MiB; Linux kernels tens.
 pub const MAX_KERNEL_BYTES: u64 = 256 << 20;
@@ -72,12 +73,6 @@ impl KernelError {
     }
 }
 
-/// Where the blob with this digest lives in `blob_dir`; the one spelling of blob names, which
-/// garbage collection (below) relies on.
-pub fn blob_path(blob_dir: &Path, sha256: &str) -> PathBuf {
-    blob_dir.join(format!("sha256-{sha256}"))
-}
-
 /// A kernel imported into the blob store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKernel {
@@ -87,20 +82,16 @@ pub struct StoredKernel {
 
 pub struct KernelStore {
     allowed: Vec<PathBuf>,
-    blob_dir: PathBuf,
+    blobs: Arc<BlobStore>,
 }
 
 impl KernelStore {
-    pub fn new(allowed: Vec<PathBuf>, blob_dir: PathBuf) -> Self {
-        KernelStore { allowed, blob_dir }
-    }
-
-    pub fn blob_path(&self, sha256: &str) -> PathBuf {
-        blob_path(&self.blob_dir, sha256)
+    pub fn new(allowed: Vec<PathBuf>, blobs: Arc<BlobStore>) -> Self {
+        KernelStore { allowed, blobs }
     }
 
     /// Opens `requested`, checks that it is a kernel inside `KernelDirs`, and copies it into
-    /// the blob store.
+    /// the blob store. The caller holds a [`crate::blobs::Pin`] until the blob is referenced.
     pub fn import(&self, requested: &str) -> Result<StoredKernel, KernelError> {
         let path = Path::new(requested);
         if !path.is_absolute() {
@@ -167,15 +158,10 @@ impl KernelStore {
         file: &mut File,
     ) -> Result<StoredKernel, KernelError> {
         let store_err = |source: std::io::Error| KernelError::Store {
-            dir: self.blob_dir.clone(),
+            dir: self.blobs.dir().to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(&self.blob_dir).map_err(store_err)?;
-        let tmp_path = self.blob_dir.join(format!(
-            ".incoming-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
+        let tmp_path = self.blobs.incoming_path().map_err(store_err)?;
         let result = (|| {
             let mut tmp = File::create(&tmp_path).map_err(store_err)?;
             let mut hasher = Sha256::new();
@@ -211,42 +197,15 @@ impl KernelStore {
             if !looks_like_kernel(&head) {
                 return Err(KernelError::NotAKernel(requested.to_string()));
             }
-            tmp.sync_all().map_err(store_err)?;
+            drop(tmp);
             let sha256 = hex::encode(hasher.finalize());
-            let path = self.blob_path(&sha256);
-            std::fs::rename(&tmp_path, &path).map_err(store_err)?;
-            File::open(&self.blob_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(store_err)?;
+            self.blobs.commit(&tmp_path, &sha256).map_err(store_err)?;
+            let path = self.blobs.path(&sha256);
             Ok(StoredKernel { sha256, path })
         })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp_path);
-        }
+        // Gone unless committed: a failure, or a blob that was already there.
+        let _ = std::fs::remove_file(&tmp_path);
         result
-    }
-
-    /// Removes blobs that no instance boots any more, and leftovers of interrupted imports.
-    pub fn collect_garbage(&self, referenced: &HashSet<String>) -> std::io::Result<usize> {
-        let entries = match std::fs::read_dir(&self.blob_dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
-        };
-        let mut removed = 0;
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let keep = match name.strip_prefix("sha256-") {
-                Some(digest) => referenced.contains(digest),
-                None => !name.starts_with(".incoming-"),
-            };
-            if !keep {
-                std::fs::remove_file(entry.path())?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 }
 
@@ -270,7 +229,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("kernels")).unwrap();
         let store = KernelStore::new(
             vec![dir.path().join("kernels")],
-            dir.path().join("state/blobs"),
+            Arc::new(BlobStore::new(dir.path().join("state/blobs"))),
         );
         (dir, store)
     }
@@ -343,8 +302,8 @@ mod tests {
         assert!(leftovers.is_empty());
     }
 
-    #[test]
-    fn garbage_collection_keeps_referenced_blobs() {
+    #[tokio::test]
+    async fn garbage_collection_keeps_referenced_blobs() {
         let (dir, store) = setup();
         let a = store
             .import(&elf(&dir.path().join("kernels"), "a", b"a"))
@@ -352,8 +311,9 @@ mod tests {
         let b = store
             .import(&elf(&dir.path().join("kernels"), "b", b"b"))
             .unwrap();
-        let keep: HashSet<String> = [a.sha256.clone()].into();
-        assert_eq!(store.collect_garbage(&keep).unwrap(), 1);
+        let keep: std::collections::HashSet<String> = [a.sha256.clone()].into();
+        let exclusive = store.blobs.exclusive().await;
+        assert_eq!(store.blobs.collect_garbage(&exclusive, &keep).unwrap(), 1);
         assert!(a.path.exists());
         assert!(!b.path.exists());
     }

@@ -7,8 +7,10 @@
 //! - [`http`]: the `/v1` API, one module per operation, and its OpenAPI document;
 //! - [`service`]: what each operation does, and the [`service::reconcile`]r;
 //! - [`store`]: desired and observed state in SQLite;
-//! - [`backend`]: the hypervisor boundary (libvirt, and a fake for tests);
-//! - [`domain_xml`], [`kernels`], [`console`]: domain definitions, kernel images, console logs;
+//! - [`backend`]: the hypervisor boundary: typed domain definitions, libvirt (which renders
+//!   them as XML), and a fake for tests;
+//! - [`blobs`], [`kernels`], [`console`]: the content-addressed blob store, kernel images,
+//!   console logs;
 //! - [`images`]: uploaded images in the blob store, and their inspection;
 //! - [`tls`]: HTTPS certificates;
 //! - [`daemon`]: wiring it all together and serving;
@@ -19,10 +21,10 @@
 
 pub mod auth;
 pub mod backend;
+pub mod blobs;
 pub mod config;
 pub mod console;
 pub mod daemon;
-pub mod domain_xml;
 pub mod files;
 pub mod http;
 pub mod images;

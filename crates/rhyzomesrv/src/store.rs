@@ -12,6 +12,7 @@ use rusqlite::{named_params, params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::Mutex;
 
+pub mod attachments;
 mod encoding;
 pub mod images;
 #[cfg(test)]
@@ -94,9 +95,8 @@ pub struct InstanceRecord {
     pub kernel_parameters: String,
     pub memory_mib: u32,
     pub vcpus: u32,
-    /// `None` when the instance has no network.
-    pub bridge: Option<String>,
-    pub mac: Option<String>,
+    /// Its NICs, in order; empty when the instance has no network.
+    pub attachments: Vec<attachments::Attachment>,
     pub desired: Desired,
     pub state: InstanceState,
     pub exit_code: Option<i32>,
@@ -129,7 +129,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 5;
+const SCHEMA_VERSION: i32 = 6;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -149,11 +149,121 @@ const MIGRATIONS: &[Migration] = &[
     // `Store::init`, like a new database's).
     Migration::Sql(DAEMON_TABLE),
     // 3 -> 4: the image and token tables join the versioned schema.
-    Migration::Code(adopt_unversioned_tables),
-    // 4 -> 5: volumes, the libvirt volumes being made, and what instances attach. (Planned
-    // as version 8 once the networks and NIC-list migrations land; renumbered at merge.)
+    Migration::Code(version_4_tables),
+    // 4 -> 5: one ordered list of NICs per instance.
+    Migration::Code(fold_nics_into_attachments),
+    // 5 -> 6: volumes, the libvirt volumes being made, and what instances attach. (Planned
+    // as version 8 once the networks and metrics migrations land; renumbered at merge.)
     Migration::Sql(volumes::VOLUME_TABLES),
 ];
+
+/// 3 -> 4: the tables made outside the versioned schema until then, and `instance_nics`,
+/// which version 5 folds into `instance_attachments`.
+fn version_4_tables(conn: &Connection) -> Result<(), StoreError> {
+    adopt_unversioned_tables(conn)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS instance_nics (
+            instance_id TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+            idx         INTEGER NOT NULL,
+            device      TEXT NOT NULL,
+            bridge      TEXT NOT NULL,
+            mac         TEXT NOT NULL UNIQUE,
+            pci_slot    INTEGER NOT NULL,
+            PRIMARY KEY (instance_id, idx)
+        );",
+    )?;
+    Ok(())
+}
+
+/// 4 -> 5: the single NIC of `instances.bridge/mac` and the several of `instance_nics` become
+/// one ordered list, `instance_attachments`, where one `UNIQUE` constraint keeps MACs apart.
+/// An instance with `instance_nics` rows keeps those (its `instances.mac` repeated the
+/// first); one without keeps its single NIC, with no device and no fixed slot.
+///
+/// SQLite cannot drop a `UNIQUE` column, so `instances` is rebuilt without `bridge` and
+/// `mac`. Dropping the old table would cascade to the tables that reference it, so those are
+/// rebuilt too, referring to the new table, before the old ones go; renaming the new table
+/// then renames those references with it. The statements are frozen here: later versions
+/// change the schema with their own migrations.
+fn fold_nics_into_attachments(conn: &Connection) -> Result<(), StoreError> {
+    let half: i64 = conn.query_row(
+        "SELECT count(*) FROM instances WHERE (bridge IS NULL) != (mac IS NULL)",
+        [],
+        |r| r.get(0),
+    )?;
+    if half > 0 {
+        return Err(StoreError::Corrupt {
+            what: "instances with a bridge but no MAC, or a MAC but no bridge",
+            value: half.to_string(),
+        });
+    }
+    conn.execute_batch(
+        "CREATE TABLE instances_v5 (
+            id                TEXT PRIMARY KEY,
+            name              TEXT NOT NULL UNIQUE,
+            kernel            TEXT NOT NULL,
+            kernel_sha256     TEXT NOT NULL,
+            kernel_parameters TEXT NOT NULL,
+            memory_mib        INTEGER NOT NULL,
+            vcpus             INTEGER NOT NULL,
+            desired           TEXT NOT NULL,
+            state             TEXT NOT NULL,
+            exit_code         INTEGER,
+            last_error        TEXT,
+            created_at        TEXT NOT NULL,
+            started_at        TEXT,
+            console_offset    INTEGER NOT NULL DEFAULT 0,
+            state_changed_at  TEXT NOT NULL,
+            restart_mode      TEXT NOT NULL DEFAULT 'never',
+            restart_max       INTEGER,
+            restart_exit_codes TEXT,
+            restart_count     INTEGER NOT NULL DEFAULT 0,
+            next_restart_at_ms INTEGER,
+            startup_priority  INTEGER NOT NULL DEFAULT 0,
+            autostart         INTEGER NOT NULL DEFAULT 0,
+            owner             TEXT NOT NULL DEFAULT 'anonymous',
+            console_inode     INTEGER
+        );
+        INSERT INTO instances_v5 (id, name, kernel, kernel_sha256, kernel_parameters,
+            memory_mib, vcpus, desired, state, exit_code, last_error, created_at, started_at,
+            console_offset, state_changed_at, restart_mode, restart_max, restart_exit_codes,
+            restart_count, next_restart_at_ms, startup_priority, autostart, owner,
+            console_inode)
+        SELECT id, name, kernel, kernel_sha256, kernel_parameters,
+            memory_mib, vcpus, desired, state, exit_code, last_error, created_at, started_at,
+            console_offset, state_changed_at, restart_mode, restart_max, restart_exit_codes,
+            restart_count, next_restart_at_ms, startup_priority, autostart, owner,
+            console_inode
+        FROM instances;
+        CREATE TABLE instance_attachments (
+            instance_id TEXT NOT NULL REFERENCES instances_v5(id) ON DELETE CASCADE,
+            idx         INTEGER NOT NULL,
+            device      TEXT,
+            bridge      TEXT NOT NULL,
+            mac         TEXT NOT NULL UNIQUE,
+            pci_slot    INTEGER,
+            PRIMARY KEY (instance_id, idx)
+        );
+        INSERT INTO instance_attachments (instance_id, idx, device, bridge, mac, pci_slot)
+            SELECT instance_id, idx, device, bridge, mac, pci_slot FROM instance_nics;
+        INSERT INTO instance_attachments (instance_id, idx, device, bridge, mac, pci_slot)
+            SELECT id, 0, NULL, bridge, mac, NULL FROM instances
+            WHERE mac IS NOT NULL
+              AND id NOT IN (SELECT instance_id FROM instance_nics);
+        CREATE TABLE instance_images_v5 (
+            instance_id TEXT PRIMARY KEY REFERENCES instances_v5(id) ON DELETE CASCADE,
+            image       TEXT NOT NULL
+        );
+        INSERT INTO instance_images_v5 (instance_id, image)
+            SELECT instance_id, image FROM instance_images;
+        DROP TABLE instance_nics;
+        DROP TABLE instance_images;
+        DROP TABLE instances;
+        ALTER TABLE instances_v5 RENAME TO instances;
+        ALTER TABLE instance_images_v5 RENAME TO instance_images;",
+    )?;
+    Ok(())
+}
 
 /// Until version 4 the image tables and the token table were created on every open with
 /// `IF NOT EXISTS`, and `image_tags.tagged_at` was added when missing, whatever the
@@ -244,15 +354,6 @@ CREATE TABLE instance_images (
     instance_id TEXT PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,
     image       TEXT NOT NULL
 );
-CREATE TABLE instance_nics (
-    instance_id TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
-    idx         INTEGER NOT NULL,
-    device      TEXT NOT NULL,
-    bridge      TEXT NOT NULL,
-    mac         TEXT NOT NULL UNIQUE,
-    pci_slot    INTEGER NOT NULL,
-    PRIMARY KEY (instance_id, idx)
-);
 ";
 
 /// The bearer tokens, read and written by `auth::tokens` through its own connection; their
@@ -279,8 +380,6 @@ CREATE TABLE instances (
     kernel_parameters TEXT NOT NULL,
     memory_mib        INTEGER NOT NULL,
     vcpus             INTEGER NOT NULL,
-    bridge            TEXT,
-    mac               TEXT UNIQUE,
     desired           TEXT NOT NULL,
     state             TEXT NOT NULL,
     exit_code         INTEGER,
@@ -312,8 +411,6 @@ const INSTANCE_COLUMNS: &[&str] = &[
     "kernel_parameters",
     "memory_mib",
     "vcpus",
-    "bridge",
-    "mac",
     "desired",
     "state",
     "exit_code",
@@ -437,6 +534,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         // Not plain IMAGE_TABLES and TOKENS_TABLE: before version 4, `rhyzomesrv token`
         // run before the daemon's first start left a version 0 database with a tokens table.
         adopt_unversioned_tables(&tx)?;
+        tx.execute_batch(attachments::TABLE)?;
         tx.execute_batch(volumes::VOLUME_TABLES)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
@@ -527,33 +625,20 @@ impl Store {
     }
 
     pub fn insert(&self, r: &InstanceRecord) -> Result<(), StoreError> {
-        self.insert_with_boot(r, None, &[], &[])
+        self.insert_with_boot(r, None, &[])
     }
 
-    /// Inserts a record together with what it boots (the image reference it was created
-    /// from, its NICs when the image declares several, its volumes) in one transaction, so a crash cannot
-    /// leave a record whose guest would boot with the wrong devices. MACs must be unique
-    /// across single-NIC instances and the NICs of multi-NIC ones.
+    /// Inserts a record with its NIC attachments, the image reference it was created from and
+    /// its volumes in one transaction, so a crash cannot leave a record whose guest would boot
+    /// with the wrong devices. A MAC any NIC already has is [`StoreError::MacTaken`].
     pub fn insert_with_boot(
         &self,
         r: &InstanceRecord,
         image: Option<&str>,
-        nics: &[images::NicRow],
         volumes: &[volumes::AttachmentRow],
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for mac in r.mac.iter().chain(nics.iter().map(|n| &n.mac)) {
-            let used: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM instances WHERE mac = ?1) \
-                 OR EXISTS (SELECT 1 FROM instance_nics WHERE mac = ?1)",
-                [mac],
-                |row| row.get(0),
-            )?;
-            if used {
-                return Err(StoreError::MacTaken(mac.clone()));
-            }
-        }
         let res = tx.execute(
             &insert_instance(),
             named_params! {
@@ -564,8 +649,6 @@ impl Store {
                 ":kernel_parameters": r.kernel_parameters,
                 ":memory_mib": r.memory_mib,
                 ":vcpus": r.vcpus,
-                ":bridge": r.bridge,
-                ":mac": r.mac,
                 ":desired": r.desired.as_str(),
                 ":state": encoding::state_to_sql(r.state),
                 ":exit_code": r.exit_code,
@@ -592,15 +675,14 @@ impl Store {
             {
                 return Err(if msg.contains("instances.name") {
                     StoreError::NameTaken(r.name.clone())
-                } else if msg.contains("instances.mac") {
-                    StoreError::MacTaken(r.mac.clone().unwrap_or_default())
                 } else {
                     rusqlite::Error::SqliteFailure(e, Some(msg)).into()
                 });
             }
             Err(e) => return Err(e.into()),
         }
-        images::write_boot(&tx, &r.id, image, nics)?;
+        attachments::write(&tx, &r.id, &r.attachments)?;
+        images::write_boot(&tx, &r.id, image)?;
         volumes::write_attachments(&tx, &r.id, volumes)?;
         tx.commit()?;
         Ok(())
@@ -611,7 +693,12 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{} ORDER BY name", select_instances()))?;
         let rows = stmt.query_map([], row_to_record)?;
-        rows.map(|r| r?).collect()
+        let mut records: Vec<InstanceRecord> = rows.map(|r| r?).collect::<Result<_, _>>()?;
+        let mut attachments = attachments::of_all(&conn)?;
+        for r in &mut records {
+            r.attachments = attachments.remove(&r.id).unwrap_or_default();
+        }
+        Ok(records)
     }
 
     /// Records clients can see (not being deleted), ordered by name.
@@ -626,9 +713,15 @@ impl Store {
     pub fn by_name(&self, name: &str) -> Result<Option<InstanceRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{} WHERE name = ?1", select_instances()))?;
-        stmt.query_row([name], row_to_record)
+        let Some(mut r) = stmt
+            .query_row([name], row_to_record)
             .optional()?
-            .transpose()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        r.attachments = attachments::of_instance(&conn, &r.id)?;
+        Ok(Some(r))
     }
 
     pub fn set_desired(&self, id: &str, desired: Desired) -> Result<(), StoreError> {
@@ -742,8 +835,8 @@ fn row_to_record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Store
         kernel_parameters: row.get("kernel_parameters")?,
         memory_mib: row.get("memory_mib")?,
         vcpus: row.get("vcpus")?,
-        bridge: row.get("bridge")?,
-        mac: row.get("mac")?,
+        // Another table: the reads that return records fill them in.
+        attachments: Vec::new(),
         desired,
         state,
         exit_code: row.get("exit_code")?,
@@ -781,8 +874,12 @@ pub(crate) mod tests {
             kernel_parameters: "--ipv4 10.0.0.2/24".into(),
             memory_mib: 32,
             vcpus: 1,
-            bridge: Some("br0".into()),
-            mac: Some(mac.into()),
+            attachments: vec![attachments::Attachment {
+                device: None,
+                bridge: "br0".into(),
+                mac: mac.into(),
+                pci_slot: None,
+            }],
             desired: Desired::Running,
             state: InstanceState::Pending,
             exit_code: None,
@@ -909,8 +1006,20 @@ pub(crate) mod tests {
             kernel_parameters: "params-5".into(),
             memory_mib: 6,
             vcpus: 7,
-            bridge: Some("bridge-8".into()),
-            mac: Some("mac-9".into()),
+            attachments: vec![
+                attachments::Attachment {
+                    device: None,
+                    bridge: "bridge-8".into(),
+                    mac: "mac-9".into(),
+                    pci_slot: None,
+                },
+                attachments::Attachment {
+                    device: Some("device-28".into()),
+                    bridge: "bridge-29".into(),
+                    mac: "mac-30".into(),
+                    pci_slot: Some(31),
+                },
+            ],
             desired: Desired::Stopped,
             state: InstanceState::Crashed,
             exit_code: Some(12),

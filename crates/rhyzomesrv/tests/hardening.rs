@@ -653,7 +653,7 @@ fn a_domain_name_taken_by_someone_else_is_a_conflict_not_a_libvirt_failure() {
             name: "rhyzome-taken".into(),
             active: true,
         },
-        "<domain/>",
+        None,
     );
     let (status, body) = api_error(c.create_instance(&spec(&s, "taken")));
     assert_eq!(

@@ -424,14 +424,42 @@ fn each_manifest_network_device_gets_a_nic_in_order() {
         .collect();
     assert_eq!(devices, [("service", "br0", 3), ("admin", "br1", 4)]);
     assert_ne!(i.interfaces[0].mac, i.interfaces[1].mac);
-    let xml = s.backend.xml(&i.id).unwrap();
-    let service = xml.find("bridge=\"br0\"").unwrap();
-    let admin = xml.find("bridge=\"br1\"").unwrap();
-    assert!(service < admin, "{xml}");
-    assert!(
-        xml.contains("slot=\"0x03\"") && xml.contains("slot=\"0x04\""),
-        "{xml}"
+    // The one ordered list says the same, and `network` is its first entry.
+    let attachments: Vec<(Option<&str>, &str, &str, Option<u8>)> = i
+        .attachments
+        .iter()
+        .map(|a| {
+            (
+                a.device.as_deref(),
+                a.bridge.as_str(),
+                a.mac.as_str(),
+                a.pci_slot,
+            )
+        })
+        .collect();
+    assert_eq!(
+        attachments,
+        [
+            (
+                Some("service"),
+                "br0",
+                i.interfaces[0].mac.as_str(),
+                Some(3)
+            ),
+            (Some("admin"), "br1", i.interfaces[1].mac.as_str(), Some(4)),
+        ]
     );
+    assert_eq!(
+        i.network.as_ref().map(|n| n.mac.as_str()),
+        Some(i.interfaces[0].mac.as_str())
+    );
+    let def = s.backend.definition(&i.id).unwrap();
+    let nics: Vec<(&str, Option<u8>)> = def
+        .nics
+        .iter()
+        .map(|n| (n.bridge.as_str(), n.pci_slot))
+        .collect();
+    assert_eq!(nics, [("br0", Some(3)), ("br1", Some(4))], "{def:?}");
     // MACs are a function of (instance, device): the same after a re-create.
     let macs: Vec<String> = i.interfaces.iter().map(|n| n.mac.clone()).collect();
     s.client.delete_instance("rt").unwrap();
@@ -698,9 +726,10 @@ fn an_image_without_network_devices_gets_no_nic_and_network_options_are_refused(
         .unwrap();
     assert_eq!(i.network, None);
     assert!(i.interfaces.is_empty());
+    assert!(i.attachments.is_empty());
     assert_devices(&i, rhyzome_api::DeviceSource::Manifest, 0, "declares none");
-    let xml = s.backend.xml(&i.id).unwrap();
-    assert!(!xml.contains("<interface"), "{xml}");
+    let def = s.backend.definition(&i.id).unwrap();
+    assert!(def.nics.is_empty(), "{def:?}");
     // Asking for no network is not asking for one.
     let mut spec = s.image_spec("hello2", "hello");
     spec.network = Some(rhyzome_api::NetworkSpec {
@@ -791,14 +820,13 @@ fn devices_say_whether_they_come_from_the_manifest_or_the_default() {
         "no Solo5 manifest",
     );
     assert_eq!(plain.network.unwrap().bridge, "br0");
-    assert_eq!(
-        s.backend
-            .xml(&plain.id)
-            .unwrap()
-            .matches("<interface")
-            .count(),
-        1
-    );
+    let def = s.backend.definition(&plain.id).unwrap();
+    let nics: Vec<(&str, Option<u8>)> = def
+        .nics
+        .iter()
+        .map(|n| (n.bridge.as_str(), n.pci_slot))
+        .collect();
+    assert_eq!(nics, [("br0", None)]);
     // The list says the same.
     let listed = s.client.list_instances().unwrap();
     let by_name = |n: &str| listed.iter().find(|i| i.name == n).unwrap().devices.clone();

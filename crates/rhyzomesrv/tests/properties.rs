@@ -5,7 +5,8 @@ use proptest::prelude::*;
 use quick_xml::events::Event;
 use rhyzome_api::validate;
 use rhyzome_api::InstanceSpec;
-use rhyzomesrv::domain_xml::{render, DomainDefinition, Nic};
+use rhyzomesrv::backend::libvirt::domain_xml::render;
+use rhyzomesrv::backend::{DomainDefinition, Nic};
 use rhyzomesrv::http::json::decode;
 
 /// Element names the domain XML may contain; anything else came from user input.
@@ -68,12 +69,11 @@ fn definition(name: String, cmdline: String, hostname: String) -> DomainDefiniti
         vcpus: 1,
         kernel: "/var/lib/rhyzome/blobs/sha256-00".into(),
         cmdline,
-        nic: Some(Nic {
+        nics: vec![Nic {
             bridge: "br0".into(),
             mac: "02:00:00:00:00:01".into(),
             pci_slot: None,
-        }),
-        nics: Vec::new(),
+        }],
         disks: Vec::new(),
         console_log: "/var/lib/rhyzome/consoles/x.log".into(),
     }

@@ -377,11 +377,20 @@ fn volumes_follow_the_manifest_in_order_after_the_nics() {
         [("logs", "v-logs", true), ("data", "v-data", false)],
         "manifest order"
     );
-    let xml = s.srv.backend.xml(&created.id).unwrap();
-    let logs = xml.find("slot=\"0x04\"").expect("logs after the NIC");
-    let data = xml.find("slot=\"0x05\"").expect("data next");
-    assert!(logs < data, "{xml}");
-    assert_eq!(xml.matches("<readonly/>").count(), 1, "{xml}");
+    let def = s.srv.backend.definition(&created.id).unwrap();
+    assert_eq!(def.nics.len(), 1);
+    assert_eq!(
+        def.disks
+            .iter()
+            .map(|d| (d.pci_slot, d.read_only, d.format))
+            .collect::<Vec<_>>(),
+        [(4, true, "raw"), (5, false, "raw")],
+        "in manifest order, at fixed slots after the NIC's"
+    );
+    assert!(def
+        .disks
+        .iter()
+        .all(|d| d.volume.starts_with("rhyzome-vol-")));
     let shown = s.client.get_volume("v-logs").unwrap();
     assert_eq!(
         (

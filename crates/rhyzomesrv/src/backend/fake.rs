@@ -1,11 +1,12 @@
-//! In-memory [`Hypervisor`] for unit tests of the service. It records what it was asked and
-//! can be told to fail, but runs nothing. A mutex guards its map; calls are instantaneous.
+//! In-memory [`Hypervisor`] for unit tests of the service. It checks and keeps the typed
+//! definitions it is given (tests assert on them, not on XML), can be told to fail, but runs
+//! nothing. A mutex guards its map; calls are instantaneous.
 
 use super::{
     BackendError, DomainStats, DomainStatus, Hypervisor, InterfaceKind, NicCounters, Notice,
     NoticeSink,
 };
-use crate::domain_xml::{DomainDefinition, DomainMark};
+use super::{DomainDefinition, DomainMark};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -16,9 +17,17 @@ pub struct FakeBackend {
     pub(super) storage: Mutex<super::fake_storage::FakeStorage>,
 }
 
+/// What the fake knows of a domain: the definition it was created from (none for one
+/// injected behind the daemon's back) and the mark libvirt would read from its metadata.
+#[derive(Clone)]
+struct FakeDomain {
+    definition: Option<DomainDefinition>,
+    mark: Option<DomainMark>,
+}
+
 #[derive(Default)]
 struct FakeState {
-    domains: BTreeMap<String, (DomainStatus, String)>,
+    domains: BTreeMap<String, (DomainStatus, FakeDomain)>,
     fail_next_create: Option<BackendError>,
     creates: usize,
     created_names: Vec<String>,
@@ -106,15 +115,25 @@ impl FakeBackend {
         removed
     }
 
-    /// Adds a domain behind the daemon's back, as another tool would.
-    pub fn inject(&self, status: DomainStatus, xml: &str) {
+    /// Adds a domain behind the daemon's back, as another tool (`mark: None`), another
+    /// daemon or an older release would.
+    pub fn inject(&self, status: DomainStatus, mark: Option<DomainMark>) {
+        let domain = FakeDomain {
+            definition: None,
+            mark,
+        };
         self.state()
             .domains
-            .insert(status.uuid.clone(), (status, xml.to_string()));
+            .insert(status.uuid.clone(), (status, domain));
     }
 
-    pub fn xml(&self, uuid: &str) -> Option<String> {
-        self.state().domains.get(uuid).map(|(_, x)| x.clone())
+    /// The definition the domain with this UUID was created from (`None` for an injected or
+    /// missing one).
+    pub fn definition(&self, uuid: &str) -> Option<DomainDefinition> {
+        self.state()
+            .domains
+            .get(uuid)
+            .and_then(|(_, d)| d.definition.clone())
     }
 
     pub fn creates(&self) -> usize {
@@ -137,11 +156,12 @@ impl Hypervisor for FakeBackend {
         "fake:///".into()
     }
 
-    fn create(&self, def: &DomainDefinition, xml: &str) -> Result<(), BackendError> {
+    fn create(&self, def: &DomainDefinition) -> Result<(), BackendError> {
         let mut s = self.state();
         if let Some(e) = s.fail_next_create.take() {
             return Err(e);
         }
+        check(def)?;
         if s.domains.contains_key(&def.uuid)
             || s.domains.values().any(|(d, _)| d.name == def.domain_name)
         {
@@ -159,7 +179,10 @@ impl Hypervisor for FakeBackend {
                     name: def.domain_name.clone(),
                     active: true,
                 },
-                xml.to_string(),
+                FakeDomain {
+                    definition: Some(def.clone()),
+                    mark: Some(def.mark()),
+                },
             ),
         );
         Ok(())
@@ -210,7 +233,7 @@ impl Hypervisor for FakeBackend {
             .state()
             .domains
             .get(uuid)
-            .and_then(|(_, xml)| crate::domain_xml::mark_from_domain_xml(xml)))
+            .and_then(|(_, d)| d.mark.clone()))
     }
 
     fn named(&self, name: &str) -> Result<Option<(String, Option<DomainMark>)>, BackendError> {
@@ -219,6 +242,86 @@ impl Hypervisor for FakeBackend {
             .domains
             .values()
             .find(|(d, _)| d.name == name)
-            .map(|(d, xml)| (d.uuid.clone(), crate::domain_xml::mark_from_domain_xml(xml))))
+            .map(|(status, d)| (status.uuid.clone(), d.mark.clone())))
+    }
+}
+
+/// What libvirt would refuse, or what no definition of the service may contain: a domain
+/// name without rhyzome's prefix, no kernel, two NICs with one MAC or one PCI slot, or a slot
+/// outside bus 0's free slots (3 to 31).
+fn check(def: &DomainDefinition) -> Result<(), BackendError> {
+    let refuse = |message: String| Err(BackendError::Rejected { message });
+    if !def.domain_name.starts_with(super::DOMAIN_PREFIX) {
+        return refuse(format!(
+            "domain name {:?} lacks the prefix",
+            def.domain_name
+        ));
+    }
+    if def.kernel.as_os_str().is_empty() || def.memory_mib == 0 || def.vcpus == 0 {
+        return refuse(format!("incomplete definition of {:?}", def.domain_name));
+    }
+    let nics = &def.nics;
+    for (i, nic) in nics.iter().enumerate() {
+        if nics[..i].iter().any(|n| n.mac == nic.mac) {
+            return refuse(format!("MAC {} is used twice", nic.mac));
+        }
+        if let Some(slot) = nic.pci_slot {
+            if !(3..=31).contains(&slot) || nics[..i].iter().any(|n| n.pci_slot == Some(slot)) {
+                return refuse(format!("PCI slot {slot} is taken or out of range"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Nic;
+
+    fn definition() -> DomainDefinition {
+        let nic = |i: u8| Nic {
+            bridge: format!("br{i}"),
+            mac: format!("02:00:00:00:00:0{i}"),
+            pci_slot: Some(3 + i),
+        };
+        DomainDefinition {
+            domain_type: "test",
+            domain_name: "rhyzome-a".into(),
+            uuid: "11111111-1111-1111-1111-111111111111".into(),
+            instance_name: "a".into(),
+            hostname: "h".into(),
+            daemon_id: "d".into(),
+            memory_mib: 32,
+            vcpus: 1,
+            kernel: "/blobs/sha256-00".into(),
+            cmdline: String::new(),
+            console_log: "/consoles/a.log".into(),
+            nics: vec![nic(0), nic(1)],
+            disks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn definitions_are_checked_and_kept() {
+        let fake = FakeBackend::new();
+        let mut twice = definition();
+        twice.nics[1].mac = twice.nics[0].mac.clone();
+        let mut slot = definition();
+        slot.nics[1].pci_slot = Some(3);
+        let mut unprefixed = definition();
+        unprefixed.domain_name = "a".into();
+        for bad in [twice, slot, unprefixed] {
+            assert!(
+                matches!(fake.create(&bad), Err(BackendError::Rejected { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(fake.creates(), 0);
+        let good = definition();
+        fake.create(&good).unwrap();
+        let kept = fake.definition(&good.uuid).unwrap();
+        assert_eq!(kept.nics.len(), 2);
+        assert_eq!(fake.mark(&good.uuid).unwrap(), Some(good.mark()));
     }
 }

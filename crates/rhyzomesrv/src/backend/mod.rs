@@ -1,18 +1,20 @@
 //! The hypervisor boundary. The service talks to a [`Hypervisor`]; [`libvirt::LibvirtBackend`]
 //! drives real libvirt through the `virt` crate, and [`fake::FakeBackend`] keeps domains in
-//! memory for fast tests of service logic.
+//! memory for fast tests of service logic. The service describes a domain with a typed
+//! [`DomainDefinition`]; rendering it (libvirt XML) is the backend's business.
 //!
 //! Every method blocks (libvirt calls are synchronous RPCs), so async callers run them on
 //! `tokio::task::spawn_blocking`. Implementations are `Send + Sync` and may be called from
 //! several threads at once.
 
+pub mod definition;
 pub mod fake;
 mod fake_storage;
 pub mod libvirt;
 pub mod storage;
 pub mod storage_xml;
 
-use crate::domain_xml::{DomainDefinition, DomainMark};
+pub use definition::{Disk, DomainDefinition, DomainMark, Nic};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
@@ -90,8 +92,8 @@ pub type NoticeSink = std::sync::Arc<dyn Fn(Notice) + Send + Sync>;
 pub trait Hypervisor: storage::Storage + Send + Sync + 'static {
     /// Human-readable identity, for logs (`qemu:///system`).
     fn uri(&self) -> String;
-    /// Creates and starts a transient domain.
-    fn create(&self, def: &DomainDefinition, xml: &str) -> Result<(), BackendError>;
+    /// Creates and starts a transient domain as `def` describes it.
+    fn create(&self, def: &DomainDefinition) -> Result<(), BackendError>;
     /// Destroys the domain with this UUID; `Ok(false)` when there was none.
     fn destroy(&self, uuid: &str) -> Result<bool, BackendError>;
     /// The active domains whose names carry rhyzome's prefix.

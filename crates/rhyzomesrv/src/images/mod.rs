@@ -1,5 +1,5 @@
 //! Uploaded images: the bytes go into the same content-addressed blob store as server-side
-//! kernels (`StateDir/blobs/sha256-<hex>`, see [`crate::kernels`]); what is known about them
+//! kernels ([`crate::blobs::BlobStore`], `StateDir/blobs`); what is known about them
 //! (size, upload time, names, inspection) is a row in SQLite ([`crate::store::images`]).
 //!
 //! An upload streams into a private file under `StateDir/uploads/`, hashing as it goes, and is
@@ -15,11 +15,13 @@
 
 pub mod inspect;
 
+use crate::blobs::BlobStore;
 use futures_util::{Stream, StreamExt};
 use rhyzome_api::ImageInspection;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,18 +104,18 @@ impl PendingUpload {
     }
 }
 
-/// Where uploads are received and blobs are kept.
+/// Where uploads are received, and the blob store they end in.
 pub struct ImageFiles {
     upload_dir: PathBuf,
-    blob_dir: PathBuf,
+    blobs: Arc<BlobStore>,
     max_bytes: u64,
 }
 
 impl ImageFiles {
-    pub fn new(state_dir: &Path, blob_dir: PathBuf, max_bytes: u64) -> Self {
+    pub fn new(state_dir: &Path, blobs: Arc<BlobStore>, max_bytes: u64) -> Self {
         ImageFiles {
             upload_dir: state_dir.join("uploads"),
-            blob_dir,
+            blobs,
             max_bytes,
         }
     }
@@ -210,37 +212,16 @@ impl ImageFiles {
     }
 
     /// Makes a received upload a blob: fsync, rename into the blob directory, fsync the
-    /// directory. Returns whether the blob is new. Blocks. The caller holds the blob-GC read
-    /// lock and records the image row before releasing it.
+    /// directory. Returns whether the blob is new. Blocks. The caller holds a blob-store pin
+    /// ([`crate::blobs::Pin`]) and records the image row before releasing it.
     pub fn commit(&self, mut pending: PendingUpload) -> Result<bool, ImageError> {
-        let target = crate::kernels::blob_path(&self.blob_dir, &pending.sha256);
-        if target.exists() {
-            return Ok(false); // Deduplicated; the drop removes the temporary copy.
-        }
-        std::fs::create_dir_all(&self.blob_dir).map_err(self.io(&self.blob_dir))?;
-        File::open(&pending.path)
-            .and_then(|f| f.sync_all())
-            .map_err(self.io(&self.upload_dir))?;
-        std::fs::rename(&pending.path, &target).map_err(self.io(&self.blob_dir))?;
-        pending.committed = true;
-        File::open(&self.blob_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(self.io(&self.blob_dir))?;
-        Ok(true)
-    }
-
-    pub fn blob_exists(&self, sha256: &str) -> bool {
-        crate::kernels::blob_path(&self.blob_dir, sha256).exists()
-    }
-
-    /// Removes a blob (the caller holds the blob-GC write lock and has checked no instance
-    /// boots it).
-    pub fn remove_blob(&self, sha256: &str) -> Result<(), ImageError> {
-        match std::fs::remove_file(crate::kernels::blob_path(&self.blob_dir, sha256)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.io(&self.blob_dir)(e)),
-        }
+        // A blob already there is deduplicated; the drop removes the temporary copy.
+        let new = self
+            .blobs
+            .commit(&pending.path, &pending.sha256)
+            .map_err(self.io(self.blobs.dir()))?;
+        pending.committed = new;
+        Ok(new)
     }
 }
 
@@ -249,7 +230,7 @@ mod tests {
     use super::*;
 
     fn files(dir: &Path, max: u64) -> ImageFiles {
-        ImageFiles::new(dir, dir.join("blobs"), max)
+        ImageFiles::new(dir, Arc::new(BlobStore::new(dir.join("blobs"))), max)
     }
 
     fn chunks(
@@ -272,7 +253,7 @@ mod tests {
         );
         let sha = p.sha256.clone();
         assert!(f.commit(p).unwrap());
-        assert!(f.blob_exists(&sha));
+        assert!(f.blobs.exists(&sha));
         let again = f
             .receive(chunks(vec![Ok(b"abc".to_vec())]), None)
             .await

@@ -8,11 +8,10 @@
 
 use super::{blocking, Service, ServiceError};
 use crate::auth::{Caller, Role};
-use crate::backend::{self, InterfaceKind};
+use crate::backend::{self, DomainDefinition, InterfaceKind, Nic};
 use crate::console;
-use crate::domain_xml::{DomainDefinition, Nic};
 use crate::images::ImageError;
-use crate::store::images::NicRow;
+use crate::store::attachments::Attachment;
 use crate::store::InstanceRecord;
 use rhyzome_api::validate::{self, FieldError};
 use rhyzome_api::{
@@ -95,27 +94,21 @@ pub fn mac_for_name(name: &str) -> String {
     validate::format_mac(mac)
 }
 
-/// The bridges an instance joins, each with the request field that chose it: the NICs of a
-/// multi-NIC image (`nets.DEVICE`), or its one bridge (`network.bridge`).
-pub(super) fn bridge_attachments(
-    bridge: Option<&str>,
-    nics: &[crate::store::images::NicRow],
-) -> Vec<(String, String)> {
-    if nics.is_empty() {
-        bridge
-            .map(|b| ("network.bridge".to_string(), b.to_string()))
-            .into_iter()
-            .collect()
-    } else {
-        nics.iter()
-            .map(|n| (format!("nets.{}", n.device), n.bridge.clone()))
-            .collect()
-    }
+/// The bridges an instance joins, each with the request field that chose it: a NIC for a
+/// manifest device (`nets.DEVICE`), or the single NIC (`network.bridge`).
+pub(super) fn bridge_fields(attachments: &[Attachment]) -> Vec<(String, String)> {
+    attachments
+        .iter()
+        .map(|a| match &a.device {
+            Some(device) => (format!("nets.{device}"), a.bridge.clone()),
+            None => ("network.bridge".to_string(), a.bridge.clone()),
+        })
+        .collect()
 }
 
 impl Service {
     /// Resolves what a create boots: imports a server path, or looks up an image. The caller
-    /// holds the blob-GC read lock until the instance's record is written. Refuses images that
+    /// holds a blob-store pin until the instance's record is written. Refuses images that
     /// libvirt cannot run, saying why.
     pub(super) async fn resolve_boot(
         &self,
@@ -234,7 +227,7 @@ impl Service {
         &self,
         spec: &InstanceSpec,
         inspection: &ImageInspection,
-    ) -> Result<Vec<NicRow>, FieldError> {
+    ) -> Result<Vec<Attachment>, FieldError> {
         let devices: Vec<&str> = manifest_of(inspection)
             .map(|m| m.net_devices())
             .unwrap_or_default();
@@ -301,28 +294,23 @@ impl Service {
             })?;
             validate::validate_bridge(bridge)
                 .map_err(|e| FieldError::new("nets", format!("{dev}: {}", e.message)))?;
-            out.push(NicRow {
-                device: dev.to_string(),
+            out.push(Attachment {
+                device: Some(dev.to_string()),
                 bridge: bridge.clone(),
                 // Names cannot contain '/', so these never equal a single-NIC instance's MAC.
                 mac: mac_for_name(&format!("{}/{dev}", spec.name)),
-                pci_slot: FIRST_NIC_SLOT + i as u8,
+                pci_slot: Some(FIRST_NIC_SLOT + i as u8),
             });
         }
         Ok(out)
     }
 
+    /// What the hypervisor is asked to run for `r`: its blob, command line, NICs and disks in
+    /// order. Disks follow the NICs: Solo5 binds each kind in PCI order, and a fixed slot keeps
+    /// libvirt's allocator from reordering them.
     pub(super) fn definition(&self, r: &InstanceRecord) -> Result<DomainDefinition, ServiceError> {
-        // A store error must not quietly yield a guest with fewer NICs than its image needs.
-        let nics = self.store.instance_nics(&r.id)?;
-        // Disks follow the NICs: Solo5 binds each kind in PCI order, and a fixed slot keeps
-        // libvirt's allocator from reordering them.
-        let nic_count = if nics.is_empty() {
-            u8::from(r.bridge.is_some())
-        } else {
-            nics.len() as u8
-        };
-        let disks = self.disks_of(&r.id, FIRST_NIC_SLOT + nic_count)?;
+        // A store error must not quietly yield a guest without the disks its image needs.
+        let disks = self.disks_of(&r.id, FIRST_NIC_SLOT + r.attachments.len() as u8)?;
         Ok(DomainDefinition {
             domain_type: self.domain_type,
             domain_name: backend::domain_name(&r.name),
@@ -332,35 +320,25 @@ impl Service {
             daemon_id: self.daemon_id.clone(),
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
-            kernel: self.kernels.blob_path(&r.kernel_sha256),
+            kernel: self.blobs.path(&r.kernel_sha256),
             cmdline: r.kernel_parameters.clone(),
-            nic: match (&r.bridge, &r.mac) {
-                (Some(bridge), Some(mac)) => Some(Nic {
-                    bridge: bridge.clone(),
-                    mac: mac.clone(),
-                    pci_slot: None,
-                }),
-                _ => None,
-            },
             console_log: console::log_path(&self.config.state_dir, &r.id),
-            // An image with several network devices: every NIC at a fixed slot, in manifest
-            // order (then `nic` is not used).
-            nics: nics
-                .into_iter()
-                .map(|n| Nic {
-                    bridge: n.bridge,
-                    mac: n.mac,
-                    pci_slot: Some(n.pci_slot),
+            nics: r
+                .attachments
+                .iter()
+                .map(|a| Nic {
+                    bridge: a.bridge.clone(),
+                    mac: a.mac.clone(),
+                    pci_slot: a.pci_slot,
                 })
                 .collect(),
             disks,
         })
     }
 
-    /// The devices of a create: the NICs of a multi-NIC image, or the single NIC (bridge and
-    /// MAC) of `network`, or none when the image's Solo5 manifest declares no network device.
-    /// Refuses what the manifest rules out, and bridges the caller may not use.
-    #[allow(clippy::type_complexity)]
+    /// The NICs of a create, in order: those of a multi-NIC image, or the single NIC (bridge
+    /// and MAC) of `network`, or none when the image's Solo5 manifest declares no network
+    /// device. Refuses what the manifest rules out, and bridges the caller may not use.
     pub(super) fn plan_devices(
         &self,
         spec: &InstanceSpec,
@@ -368,14 +346,7 @@ impl Service {
         bridge: Option<String>,
         mac: Option<String>,
         caller: &Caller,
-    ) -> Result<
-        (
-            Vec<crate::store::images::NicRow>,
-            Option<String>,
-            Option<String>,
-        ),
-        ServiceError,
-    > {
+    ) -> Result<Vec<Attachment>, ServiceError> {
         let manifest = manifest_of(&boot.inspection);
         if let Some(m) = manifest {
             let what = match &boot.image {
@@ -388,17 +359,19 @@ impl Service {
         for nic in &nics {
             caller.check_bridge(&nic.bridge, "nets")?;
         }
-        let (bridge, mac) = match nics.first() {
-            Some(first) => (Some(first.bridge.clone()), Some(first.mac.clone())),
-            None if manifest.is_some_and(|m| m.net_devices().is_empty()) => (None, None),
-            None => {
-                if let Some(bridge) = &bridge {
-                    caller.check_bridge(bridge, "network.bridge")?;
-                }
-                (bridge, mac)
-            }
+        if !nics.is_empty() || manifest.is_some_and(|m| m.net_devices().is_empty()) {
+            return Ok(nics);
+        }
+        let (Some(bridge), Some(mac)) = (bridge, mac) else {
+            return Ok(Vec::new()); // `network.mode` none.
         };
-        Ok((nics, bridge, mac))
+        caller.check_bridge(&bridge, "network.bridge")?;
+        Ok(vec![Attachment {
+            device: None,
+            bridge,
+            mac,
+            pci_slot: None,
+        }])
     }
 
     /// Keeps what the manifest of blob `sha256` says, for [`Self::devices_of`]. Blobs are
@@ -429,18 +402,14 @@ impl Service {
         {
             return Ok(m.clone());
         }
-        let file = std::fs::File::open(self.kernels.blob_path(sha256))?;
+        let file = std::fs::File::open(self.blobs.path(sha256))?;
         let inspection = crate::images::inspect::inspect(&file)?;
         self.remember_manifest(sha256, &inspection);
         Ok(manifest_of(&inspection).cloned())
     }
 
     /// Which devices `r` got and why; `None` (with a warning) when its blob cannot be read.
-    pub(super) fn devices_of(
-        &self,
-        r: &InstanceRecord,
-        nics: &[crate::store::images::NicRow],
-    ) -> Option<rhyzome_api::DeviceSelection> {
+    pub(super) fn devices_of(&self, r: &InstanceRecord) -> Option<rhyzome_api::DeviceSelection> {
         let manifest = match self.manifest_of_blob(&r.kernel_sha256) {
             Ok(m) => m,
             Err(e) => {
@@ -448,11 +417,12 @@ impl Service {
                 return None;
             }
         };
-        let names: Vec<String> = match (nics, &r.bridge) {
-            ([], Some(bridge)) => vec![bridge.clone()],
-            ([], None) => Vec::new(),
-            (nics, _) => nics.iter().map(|n| n.device.clone()).collect(),
-        };
+        // A NIC for a manifest device is named by its device, the single NIC by its bridge.
+        let names: Vec<String> = r
+            .attachments
+            .iter()
+            .map(|a| a.device.clone().unwrap_or_else(|| a.bridge.clone()))
+            .collect();
         Some(device_selection(manifest.as_ref(), &names))
     }
 

@@ -2,11 +2,11 @@
 //! garbage collection keeps. What a create takes from an image is in [`super::boot_plan`].
 //!
 //! Concurrency: an upload streams without locks; only its commit (rename into the blob store
-//! and the metadata row) holds the service's blob-GC lock for reading, like a kernel import,
-//! so a garbage collection or an image delete (which hold it for writing) never sees a blob
-//! without its row. An image delete checks, under that write lock, that no instance boots the
-//! digest, and a create resolves its image under the read lock until its record is written, so
-//! a delete cannot slip between the two.
+//! and the metadata row) holds a pin on the [`crate::blobs::BlobStore`], like a kernel import,
+//! so a garbage collection or an image delete (which hold its exclusive guard) never sees a
+//! blob without its row. An image delete checks, under that exclusive guard, that no instance
+//! boots the digest, and a create resolves its image under a pin until its record is written,
+//! so a delete cannot slip between the two.
 
 use super::authz::{authorize, Action};
 use super::{blocking, now_rfc3339, Service, ServiceError};
@@ -111,7 +111,7 @@ impl Service {
         };
         // Naming an image the server already has needs no body: the client checked with HEAD.
         if let (Some((_, sha)), Some(0)) = (&expected, declared) {
-            let _gc = self.blob_gc.read().await;
+            let _pin = self.blobs.pin().await;
             // A tenant proves it has the content by sending it, unless the image is already
             // one of its own: a digest alone must not open another tenant's image.
             if self
@@ -157,7 +157,7 @@ impl Service {
         }
         let sha256 = pending.sha256.clone();
         let size = pending.size;
-        let _gc = self.blob_gc.read().await;
+        let _pin = self.blobs.pin().await;
         let files = self.images.clone();
         let new_blob = blocking(move || files.commit(pending)).await??;
         // Storage is shared, visibility is not: content another tenant stored is new to this
@@ -232,7 +232,7 @@ impl Service {
     /// removes its own names; the image itself goes when no name of another tenant remains.
     pub async fn delete_image(&self, reference: &str, caller: &Caller) -> Result<(), ServiceError> {
         authorize(caller, Action::DeleteImages)?;
-        let _gc = self.blob_gc.write().await;
+        let exclusive = self.blobs.exclusive().await;
         let sha = self.resolve_image(caller, "reference", reference)?;
         let row = self
             .store
@@ -268,7 +268,12 @@ impl Service {
             .into());
         }
         self.store.delete_image(&sha)?;
-        self.images.remove_blob(&sha)?;
+        self.blobs
+            .remove(&exclusive, &sha)
+            .map_err(|source| ImageError::Io {
+                dir: self.blobs.dir().to_path_buf(),
+                source,
+            })?;
         tracing::info!(sha256 = %sha, reference, "image deleted");
         Ok(())
     }

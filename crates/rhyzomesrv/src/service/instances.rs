@@ -7,12 +7,11 @@
 //! it resolves its boot source and writes its record.
 
 use super::authz::{authorize, Action};
-use super::boot_plan::{bridge_attachments, mac_for_name};
+use super::boot_plan::{bridge_fields, mac_for_name};
 use super::{blocking, ms_to_rfc3339, now_rfc3339, ownership, Service, ServiceError};
 use crate::auth::Caller;
 use crate::backend::{self, BackendError};
 use crate::console;
-use crate::domain_xml;
 use crate::store::{Desired, InstanceRecord, StoreError};
 use rhyzome_api::validate::{self, FieldError};
 use rhyzome_api::{
@@ -23,17 +22,14 @@ use rhyzome_api::{
 impl Service {
     pub(super) fn to_api(&self, r: &InstanceRecord) -> Instance {
         let image = self.store.instance_image(&r.id).ok().flatten();
-        let nics = self.store.instance_nics(&r.id).unwrap_or_default();
-        self.to_api_with(r, image, nics)
+        self.to_api_with(r, image)
     }
 
-    pub(super) fn to_api_with(
-        &self,
-        r: &InstanceRecord,
-        image: Option<String>,
-        nics: Vec<crate::store::images::NicRow>,
-    ) -> Instance {
-        let devices = self.devices_of(r, &nics);
+    /// The API's view of `r`: its NICs as the one ordered `attachments`, and, as older
+    /// clients read them, the first as `network` and those for manifest devices as
+    /// `interfaces`.
+    pub(super) fn to_api_with(&self, r: &InstanceRecord, image: Option<String>) -> Instance {
+        let devices = self.devices_of(r);
         Instance {
             id: r.id.clone(),
             name: r.name.clone(),
@@ -41,27 +37,37 @@ impl Service {
             kernel: r.kernel.clone(),
             kernel_sha256: r.kernel_sha256.clone(),
             image,
-            interfaces: nics
-                .into_iter()
-                .map(|n| rhyzome_api::InterfaceAttachment {
-                    device: n.device,
-                    bridge: n.bridge,
-                    mac: n.mac,
-                    pci_slot: n.pci_slot,
+            attachments: r
+                .attachments
+                .iter()
+                .map(|a| rhyzome_api::NicAttachment {
+                    device: a.device.clone(),
+                    bridge: a.bridge.clone(),
+                    mac: a.mac.clone(),
+                    pci_slot: a.pci_slot,
+                })
+                .collect(),
+            interfaces: r
+                .attachments
+                .iter()
+                .filter_map(|a| {
+                    Some(rhyzome_api::InterfaceAttachment {
+                        device: a.device.clone()?,
+                        bridge: a.bridge.clone(),
+                        mac: a.mac.clone(),
+                        pci_slot: a.pci_slot?,
+                    })
                 })
                 .collect(),
             volumes: self.attachments_of(&r.id),
             kernel_parameters: r.kernel_parameters.clone(),
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
-            network: match (&r.bridge, &r.mac) {
-                (Some(bridge), Some(mac)) => Some(NetworkAttachment {
-                    bridge: bridge.clone(),
-                    mac: mac.clone(),
-                    ipv4: validate::ipv4_from_parameters(&r.kernel_parameters),
-                }),
-                _ => None,
-            },
+            network: r.attachments.first().map(|a| NetworkAttachment {
+                bridge: a.bridge.clone(),
+                mac: a.mac.clone(),
+                ipv4: validate::ipv4_from_parameters(&r.kernel_parameters),
+            }),
             devices,
             state: r.state,
             desired_state: r.desired.to_api(),
@@ -147,10 +153,10 @@ impl Service {
         if let Some(existing) = self.store.by_name(&spec.name)? {
             return Err(name_taken(&existing));
         }
-        let gc_guard = self.blob_gc.read().await;
+        let gc_guard = self.blobs.pin().await;
         let recorded = self.record_instance(&spec, valid, caller).await;
         drop(gc_guard);
-        let (record, nics) = match recorded {
+        let record = match recorded {
             Ok(recorded) => recorded,
             Err(e) => {
                 // The kernel may have been copied into the blob store already; a refused
@@ -169,7 +175,7 @@ impl Service {
                 // A create that cannot start leaves nothing behind: the client sees the error
                 // and may fix the request and try again under the same name.
                 tracing::warn!(instance = %record.name, error = %e, "create failed; rolling back");
-                let e = self.explain_start_error(&record, &nics, e);
+                let e = self.explain_start_error(&record, e);
                 self.forget(&record).await?;
                 return Err(e);
             }
@@ -185,11 +191,10 @@ impl Service {
         spec: &InstanceSpec,
         valid: ValidSpec,
         caller: &Caller,
-    ) -> Result<(InstanceRecord, Vec<crate::store::images::NicRow>), ServiceError> {
+    ) -> Result<InstanceRecord, ServiceError> {
         let boot = self.resolve_boot(spec, caller).await?;
-        let (nics, bridge, mac) =
-            self.plan_devices(spec, &boot, valid.bridge, valid.mac, caller)?;
-        // Held until the record (with its attachments) is written.
+        let attachments = self.plan_devices(spec, &boot, valid.bridge, valid.mac, caller)?;
+        // Held until the record (with its volumes) is written.
         let _volume_guards = self.lock_requested_volumes(spec).await;
         let block_devices = super::boot_plan::manifest_of(&boot.inspection)
             .map(|m| m.block_devices())
@@ -199,8 +204,7 @@ impl Service {
             .into_iter()
             .map(|p| p.attachment)
             .collect();
-        self.check_bridges(bridge_attachments(bridge.as_deref(), &nics))
-            .await?;
+        self.check_bridges(bridge_fields(&attachments)).await?;
         let record = InstanceRecord {
             id: uuid::Uuid::new_v4().to_string(),
             name: spec.name.clone(),
@@ -209,8 +213,7 @@ impl Service {
             kernel_parameters: spec.kernel_parameters.clone(),
             memory_mib: valid.memory_mib,
             vcpus: valid.vcpus,
-            bridge,
-            mac,
+            attachments,
             desired: Desired::Running,
             state: InstanceState::Pending,
             exit_code: None,
@@ -230,9 +233,9 @@ impl Service {
         self.remember_manifest(&record.kernel_sha256, &boot.inspection);
         match self
             .store
-            .insert_with_boot(&record, boot.image.as_deref(), &nics, &volumes)
+            .insert_with_boot(&record, boot.image.as_deref(), &volumes)
         {
-            Ok(()) => Ok((record, nics)),
+            Ok(()) => Ok(record),
             Err(StoreError::NameTaken(name)) => Err(ServiceError::Conflict {
                 field: Some("name"),
                 message: format!("an instance named {name:?} already exists"),
@@ -247,19 +250,13 @@ impl Service {
 
     /// Turns libvirt's refusal to start a guest into an error that names the request field
     /// when the request is at fault: the bridge libvirt names (`Cannot get interface MTU on
-    /// 'br9'`), or the only bridge when it names none. `nics` are the planned NICs of a
-    /// multi-NIC image (empty otherwise). A domain name held by someone else is already a 409
-    /// from [`Self::start_domain`].
-    pub(super) fn explain_start_error(
-        &self,
-        r: &InstanceRecord,
-        nics: &[crate::store::images::NicRow],
-        e: ServiceError,
-    ) -> ServiceError {
+    /// 'br9'`), or the only bridge when it names none. A domain name held by someone else is
+    /// already a 409 from [`Self::start_domain`].
+    pub(super) fn explain_start_error(&self, r: &InstanceRecord, e: ServiceError) -> ServiceError {
         let ServiceError::Backend(BackendError::Rejected { message }) = &e else {
             return e;
         };
-        let attachments = bridge_attachments(r.bridge.as_deref(), nics);
+        let attachments = bridge_fields(&r.attachments);
         let named = attachments
             .iter()
             .find(|(_, bridge)| message.contains(&format!("'{bridge}'")));
@@ -277,7 +274,6 @@ impl Service {
     /// Starts the domain of `r` and records the outcome. The caller holds the name lock.
     pub(super) async fn start_domain(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
         let def = self.definition(r)?;
-        let xml = domain_xml::render(&def).map_err(|e| ServiceError::Internal(e.to_string()))?;
         console::prepare_log(&def.console_log)
             .map_err(|e| ServiceError::Internal(format!("{}: {e}", def.console_log.display())))?;
         self.store.set_started(
@@ -291,7 +287,7 @@ impl Service {
         let backend = self.backend.clone();
         let started = std::time::Instant::now();
         let domain_name = def.domain_name.clone();
-        match blocking(move || backend.create(&def, &xml)).await? {
+        match blocking(move || backend.create(&def)).await? {
             Ok(()) => {
                 tracing::info!(instance = %r.name, elapsed_ms = started.elapsed().as_millis() as u64, "domain started");
                 self.observe(r, InstanceState::Running, None, None)
@@ -376,7 +372,7 @@ impl Service {
 
     /// Removes kernel blobs that no instance uses any more.
     pub(super) async fn collect_garbage(&self) {
-        let _gc = self.blob_gc.write().await;
+        let exclusive = self.blobs.exclusive().await;
         // Blobs of stored images stay even when no instance boots them.
         let referenced = match self
             .store
@@ -390,7 +386,7 @@ impl Service {
                 return;
             }
         };
-        match self.kernels.collect_garbage(&referenced) {
+        match self.blobs.collect_garbage(&exclusive, &referenced) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed unused kernel blobs"),
             Err(e) => tracing::warn!(error = %e, "kernel blob garbage collection failed"),
@@ -413,15 +409,13 @@ impl Service {
 
     pub(super) fn list_all(&self) -> Result<Vec<Instance>, ServiceError> {
         let mut images = self.store.all_instance_images()?;
-        let mut nics = self.store.all_instance_nics()?;
         Ok(self
             .store
             .visible()?
             .iter()
             .map(|r| {
                 let image = images.remove(&r.id);
-                let nics = nics.remove(&r.id).unwrap_or_default();
-                self.to_api_with(r, image, nics)
+                self.to_api_with(r, image)
             })
             .collect())
     }

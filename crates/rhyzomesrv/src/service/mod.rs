@@ -12,7 +12,8 @@
 //! Operations on one instance are serialised by a per-name async lock ([`locks::NameLocks`]);
 //! different instances proceed in parallel. Blocking work (libvirt calls, file copies) runs
 //! on tokio's blocking pool. Kernel imports and blob garbage collection exclude each other
-//! through `blob_gc`, so a collection never removes a blob a create is about to reference;
+//! through the [`BlobStore`]'s lock (imports and creates hold a pin, collection an exclusive
+//! guard), so a collection never removes a blob a create is about to reference;
 //! a create refused after its kernel was copied runs a collection before it answers, so a
 //! refusal leaves no blob behind.
 //! Every state change is numbered and kept in a bounded log ([`Service::events`]) for
@@ -36,6 +37,7 @@ pub use boot_plan::mac_for_name;
 
 use crate::auth::Caller;
 use crate::backend::{BackendError, Hypervisor, Notice};
+use crate::blobs::BlobStore;
 use crate::config::Config;
 use crate::kernels::{KernelError, KernelStore};
 use crate::store::{InstanceRecord, Observed, Store, StoreError};
@@ -85,7 +87,8 @@ pub struct Service {
     kernels: Arc<KernelStore>,
     images: Arc<crate::images::ImageFiles>,
     locks: locks::NameLocks,
-    blob_gc: tokio::sync::RwLock<()>,
+    /// `StateDir/blobs`, shared with `kernels` and `images`.
+    blobs: Arc<BlobStore>,
     events: event_log::EventLog,
     /// The serialised full listing and the store generation it was made at: a test bed polls
     /// `GET /v1/instances` often, and between writes the answer does not change.
@@ -148,13 +151,11 @@ impl Service {
         store: Store,
         backend: Arc<dyn Hypervisor>,
     ) -> Arc<Service> {
-        let kernels = Arc::new(KernelStore::new(
-            config.kernel_dirs.clone(),
-            config.state_dir.join("blobs"),
-        ));
+        let blobs = Arc::new(BlobStore::new(config.state_dir.join("blobs")));
+        let kernels = Arc::new(KernelStore::new(config.kernel_dirs.clone(), blobs.clone()));
         let images = Arc::new(crate::images::ImageFiles::new(
             &config.state_dir,
-            config.state_dir.join("blobs"),
+            blobs.clone(),
             config.max_image_bytes,
         ));
         images.clean_uploads();
@@ -190,7 +191,7 @@ impl Service {
             kernels,
             images,
             locks: locks::NameLocks::default(),
-            blob_gc: tokio::sync::RwLock::new(()),
+            blobs,
             events: event_log::EventLog::default(),
             list_cache: std::sync::Mutex::new(None),
             console_index: Default::default(),

@@ -13,7 +13,7 @@
 //! destroys before it makes them. Its two sets are shared by the event sink (libvirt's event
 //! thread) and the service, behind one mutex held for a set operation only.
 
-use crate::domain_xml::DomainMark;
+use crate::backend::DomainMark;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 

@@ -22,11 +22,7 @@ impl Service {
         if i.state != InstanceState::Running {
             return Err(not_running(i.state));
         }
-        let macs: Vec<String> = if i.interfaces.is_empty() {
-            i.network.iter().map(|n| n.mac.clone()).collect()
-        } else {
-            i.interfaces.iter().map(|n| n.mac.clone()).collect()
-        };
+        let macs: Vec<String> = i.attachments.iter().map(|a| a.mac.clone()).collect();
         let backend = self.backend.clone();
         let (id, asked) = (i.id.clone(), macs.clone());
         let Some(s) = blocking(move || backend.stats(&id, &asked))

@@ -3,8 +3,8 @@
 use super::*;
 use crate::backend::fake::FakeBackend;
 use crate::backend::DomainStatus;
+use crate::backend::{DomainDefinition, DomainMark};
 use crate::console;
-use crate::domain_xml::DomainDefinition;
 use crate::store::Desired;
 use rhyzome_api::RestartMode;
 use rhyzome_api::{Instance, InstanceSpec, NetworkMode};
@@ -70,12 +70,25 @@ async fn create_applies_defaults_and_runs() {
     // 02 and the first five bytes of SHA-256("rhyzome-mac:a") (see mac_for_name).
     assert_eq!(net.mac, "02:43:3b:00:3f:b0");
     assert_eq!(net.ipv4.as_deref(), Some("10.0.0.2/24"));
-    let xml = f.backend.xml(&i.id).unwrap();
-    assert!(
-        xml.contains("<cmdline>--ipv4 10.0.0.2/24</cmdline>"),
-        "{xml}"
+    // `network` is the shorthand of a one-element list: the instance's only attachment.
+    assert_eq!(
+        i.attachments,
+        [rhyzome_api::NicAttachment {
+            device: None,
+            bridge: "br0".into(),
+            mac: "02:43:3b:00:3f:b0".into(),
+            pci_slot: None,
+        }]
     );
-    assert!(xml.contains(&format!("sha256-{}", i.kernel_sha256)));
+    assert!(i.interfaces.is_empty());
+    let def = f.backend.definition(&i.id).unwrap();
+    assert_eq!(def.cmdline, "--ipv4 10.0.0.2/24");
+    assert_eq!(
+        def.kernel,
+        f.state_dir
+            .join("blobs")
+            .join(format!("sha256-{}", i.kernel_sha256))
+    );
     assert_eq!(f.service.list(&Caller::internal()).unwrap(), vec![i]);
 }
 
@@ -337,8 +350,7 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
         kernel_parameters: String::new(),
         memory_mib: 32,
         vcpus: 1,
-        bridge: None,
-        mac: None,
+        attachments: Vec::new(),
         desired: Desired::Running,
         state: InstanceState::Pending,
         exit_code: None,
@@ -367,19 +379,19 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
         .set_desired(&doomed.id, Desired::Deleted)
         .unwrap();
     // Domains nobody claims: one marked by this daemon, one by another, one unmarked.
-    let mine = crate::domain_xml::render(&DomainDefinition {
+    let mine = DomainDefinition {
         uuid: "22222222-2222-2222-2222-222222222222".into(),
         domain_name: "rhyzome-ghost".into(),
         ..f.service.definition(&pending).unwrap()
-    })
-    .unwrap();
+    }
+    .mark();
     f.backend.inject(
         DomainStatus {
             uuid: "22222222-2222-2222-2222-222222222222".into(),
             name: "rhyzome-ghost".into(),
             active: true,
         },
-        &mine,
+        Some(mine.clone()),
     );
     f.backend.inject(
         DomainStatus {
@@ -388,7 +400,10 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
             active: true,
         },
         // Same host, another daemon: the identity decides, not the host.
-        &mine.replace(&f.service.daemon_id, "another-daemon"),
+        Some(DomainMark {
+            daemon: Some("another-daemon".into()),
+            ..mine
+        }),
     );
     f.backend.inject(
         DomainStatus {
@@ -396,7 +411,7 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
             name: "rhyzome-unmarked".into(),
             active: true,
         },
-        "<domain/>",
+        None,
     );
     let report = f.service.reconcile_once().await.unwrap();
     assert_eq!(report.started, 1, "{report:?}");
@@ -463,7 +478,7 @@ async fn reconcile_adopts_running_domains_and_enforces_stops() {
         .service
         .definition(&f.service.store.by_name("a").unwrap().unwrap())
         .unwrap();
-    f.backend.create(&def, "<domain/>").unwrap();
+    f.backend.create(&def).unwrap();
     assert_eq!(f.service.reconcile_once().await.unwrap().stopped, 1);
     assert!(f.backend.status(&i.id).unwrap().is_none());
 }

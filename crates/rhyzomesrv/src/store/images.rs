@@ -1,5 +1,6 @@
-//! Image metadata and the per-instance facts that came with images (which image an instance
-//! was created from, its extra NICs), in the same SQLite database as instances.
+//! Image metadata and which image an instance was created from, in the same SQLite database
+//! as instances. (An instance's NICs, whether its image declares them or not, are
+//! [`super::attachments`].)
 //!
 //! The tables are part of the versioned schema (`IMAGE_TABLES` in the parent module, since
 //! version 4). Each table's columns are listed once here and read by name. Rows of an
@@ -18,46 +19,17 @@ use std::collections::HashSet;
 /// The columns of `images`, in every write and read of a whole image.
 const IMAGE_COLUMNS: &str = "sha256, size, uploaded_at, inspection";
 
-/// The columns of `instance_nics` that make a [`NicRow`].
-const NIC_COLUMNS: &str = "device, bridge, mac, pci_slot";
-
-fn nic_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NicRow> {
-    Ok(NicRow {
-        device: r.get("device")?,
-        bridge: r.get("bridge")?,
-        mac: r.get("mac")?,
-        pci_slot: r.get("pci_slot")?,
-    })
-}
-
-/// Writes what an instance boots, inside the caller's transaction (see
+/// Writes which image an instance boots, inside the caller's transaction (see
 /// [`Store::insert_with_boot`]).
 pub(super) fn write_boot(
     tx: &rusqlite::Transaction<'_>,
     instance_id: &str,
     image: Option<&str>,
-    nics: &[NicRow],
 ) -> Result<(), StoreError> {
     if let Some(image) = image {
         tx.execute(
             "INSERT OR REPLACE INTO instance_images (instance_id, image) VALUES (?1, ?2)",
             [instance_id, image],
-        )?;
-    }
-    for (i, n) in nics.iter().enumerate() {
-        tx.execute(
-            &format!(
-                "INSERT INTO instance_nics (instance_id, idx, {NIC_COLUMNS}) \
-                 VALUES (:instance_id, :idx, :device, :bridge, :mac, :pci_slot)"
-            ),
-            named_params! {
-                ":instance_id": instance_id,
-                ":idx": i as i64,
-                ":device": n.device,
-                ":bridge": n.bridge,
-                ":mac": n.mac,
-                ":pci_slot": n.pci_slot,
-            },
         )?;
     }
     Ok(())
@@ -74,15 +46,6 @@ pub struct ImageRow {
     pub names: Vec<String>,
     /// When each name was given, by `name:tag` (absent for names from older databases).
     pub tagged_at: std::collections::HashMap<String, String>,
-}
-
-/// A NIC of an instance whose image declares several network devices.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NicRow {
-    pub device: String,
-    pub bridge: String,
-    pub mac: String,
-    pub pci_slot: u8,
 }
 
 impl Store {
@@ -257,35 +220,6 @@ impl Store {
         let rows = stmt.query_map([], |r| Ok((r.get("instance_id")?, r.get("image")?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// The NICs of every multi-NIC instance, by instance id, in PCI slot order.
-    pub fn all_instance_nics(
-        &self,
-    ) -> Result<std::collections::HashMap<String, Vec<NicRow>>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT instance_id, {NIC_COLUMNS} FROM instance_nics ORDER BY instance_id, idx"
-        ))?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>("instance_id")?, nic_from_row(r)?))
-        })?;
-        let mut out: std::collections::HashMap<String, Vec<NicRow>> = Default::default();
-        for row in rows {
-            let (id, nic) = row?;
-            out.entry(id).or_default().push(nic);
-        }
-        Ok(out)
-    }
-
-    /// The NICs of an instance with several, in PCI slot order; empty otherwise.
-    pub fn instance_nics(&self, instance_id: &str) -> Result<Vec<NicRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {NIC_COLUMNS} FROM instance_nics WHERE instance_id = ?1 ORDER BY idx"
-        ))?;
-        let rows = stmt.query_map([instance_id], nic_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
 }
 
 #[cfg(test)]
@@ -363,19 +297,14 @@ mod tests {
 
         let mut r = crate::store::tests::record("a", "02:00:00:00:01:03");
         r.kernel_sha256 = "aa".into();
-        let nic = |d: &str, slot| NicRow {
-            device: d.into(),
+        let nic = |d: &str, slot| crate::store::attachments::Attachment {
+            device: Some(d.into()),
             bridge: "br0".into(),
             mac: format!("02:00:00:00:01:0{slot}"),
-            pci_slot: slot,
+            pci_slot: Some(slot),
         };
-        s.insert_with_boot(
-            &r,
-            Some("web:1.0"),
-            &[nic("service", 3), nic("admin", 4)],
-            &[],
-        )
-        .unwrap();
+        r.attachments = vec![nic("service", 3), nic("admin", 4)];
+        s.insert_with_boot(&r, Some("web:1.0"), &[]).unwrap();
         assert_eq!(s.instances_booting("aa").unwrap(), ["a"]);
         // A MAC of another instance's extra NIC is taken, as is its first one.
         for taken in ["02:00:00:00:01:04", "02:00:00:00:01:03"] {
@@ -384,9 +313,16 @@ mod tests {
             assert!(matches!(s.insert(&other), Err(StoreError::MacTaken(m)) if m == taken));
         }
         assert_eq!(s.instance_image(&r.id).unwrap().as_deref(), Some("web:1.0"));
-        assert_eq!(s.instance_nics(&r.id).unwrap()[1].device, "admin");
+        assert_eq!(
+            s.by_name("a").unwrap().unwrap().attachments[1]
+                .device
+                .as_deref(),
+            Some("admin")
+        );
         s.remove(&r.id).unwrap();
-        assert!(s.instance_nics(&r.id).unwrap().is_empty());
+        assert!(crate::store::attachments::of_instance(&s.conn(), &r.id)
+            .unwrap()
+            .is_empty());
         assert_eq!(s.instance_image(&r.id).unwrap(), None);
     }
 }

@@ -2,6 +2,7 @@
 //! by that release's own store code (`tests/fixtures/databases`, see its README), and each one
 //! must open, migrate to the current schema and serve its records with their values.
 
+use super::attachments::{self, Attachment};
 use super::tests::record;
 use super::*;
 use crate::auth::{tokens::TokenStore, Quota, Role};
@@ -25,15 +26,19 @@ enum Release {
     /// made outside the versioned schema, with `image_tags.tagged_at`; the first fixture with
     /// image rows.
     V3TaggedImages,
-    /// 521474b: the image and token tables in the versioned schema, version 4.
+    /// 521474b: the image and token tables in the versioned schema, version 4. Its store code
+    /// is that of every later commit until version 5.
     V4VersionedImages,
-    /// The volumes branch: volume tables, version 5 (provisional name: the fixture is renamed
+    /// 5a67253: the NICs of an instance as one ordered list (`instance_attachments`),
+    /// version 5.
+    V5Attachments,
+    /// The volumes branch: volume tables, version 6 (provisional name: the fixture is renamed
     /// to its commit, and the version renumbered, when it is merged).
-    V5Volumes,
+    V6Volumes,
 }
 
 impl Release {
-    const ALL: [Release; 8] = [
+    const ALL: [Release; 9] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -41,7 +46,8 @@ impl Release {
         Release::V3Identity,
         Release::V3TaggedImages,
         Release::V4VersionedImages,
-        Release::V5Volumes,
+        Release::V5Attachments,
+        Release::V6Volumes,
     ];
 
     fn fixture(self) -> &'static str {
@@ -53,7 +59,8 @@ impl Release {
             Release::V3Identity => "v3-507f34f.db",
             Release::V3TaggedImages => "v3-ef5693a.db",
             Release::V4VersionedImages => "v4-521474b.db",
-            Release::V5Volumes => "v5-volumes.db",
+            Release::V5Attachments => "v5-5a67253.db",
+            Release::V6Volumes => "v6-volumes.db",
         }
     }
 
@@ -76,8 +83,11 @@ impl Release {
             Release::V4VersionedImages => {
                 Some("rhz_cd0c2594e6a866d7f3dabc883ee0788ae4a0704885a6fbc60fef3175f14eeb37")
             }
-            Release::V5Volumes => {
-                Some("rhz_c1818b2a9e3b026aee3c9c590c49b920c023c8ef3dfb92477b23f569003ef5b9")
+            Release::V5Attachments => {
+                Some("rhz_157ef0f4ae305c7de9c6ebf88f54137e23d7dcc70990c950641d3a3b36a6d352")
+            }
+            Release::V6Volumes => {
+                Some("rhz_7cb1df048d7b52389583a16941f9e91a368da1fc46b50ac192051773e63d07ce")
             }
         }
     }
@@ -89,7 +99,8 @@ impl Release {
             Release::V3Identity => Some("8905d27a-6dc7-4efe-83c4-8fd875d6bc75"),
             Release::V3TaggedImages => Some("620a840e-25f6-4f84-b1cc-897d0110dc1b"),
             Release::V4VersionedImages => Some("fac7523b-f9f2-46a8-a987-43f060ff057d"),
-            Release::V5Volumes => Some("b6681254-4cb5-492d-83c0-badba137d1a8"),
+            Release::V5Attachments => Some("d2617cd6-e047-4550-8ec5-f903d53d2da2"),
+            Release::V6Volumes => Some("7577dcbe-6752-4bd1-a9bb-bf6ae5ea1ffa"),
             _ => None,
         }
     }
@@ -121,8 +132,7 @@ fn expected_web(release: Release) -> InstanceRecord {
         kernel_parameters: "--ipv4 10.0.0.2/24".into(),
         memory_mib: 32,
         vcpus: 1,
-        bridge: Some("br0".into()),
-        mac: Some("02:00:00:00:00:01".into()),
+        attachments: vec![single_nic("02:00:00:00:00:01")],
         desired: Desired::Running,
         state: InstanceState::Running,
         exit_code: None,
@@ -158,7 +168,30 @@ fn expected_web(release: Release) -> InstanceRecord {
     if release >= Release::V2ConsoleInode {
         web.console_inode = Some(4242);
     }
+    if release >= Release::V3TaggedImages {
+        // It boots an image with two network devices: a NIC for each, at fixed slots.
+        let nic = |device: &str, mac: &str, pci_slot| Attachment {
+            device: Some(device.into()),
+            bridge: "br0".into(),
+            mac: mac.into(),
+            pci_slot: Some(pci_slot),
+        };
+        web.attachments = vec![
+            nic("service", "02:00:00:00:00:01", 3),
+            nic("admin", "02:00:00:00:00:04", 4),
+        ];
+    }
     web
+}
+
+/// The NIC of an instance with one: no manifest device, no fixed slot.
+fn single_nic(mac: &str) -> Attachment {
+    Attachment {
+        device: None,
+        bridge: "br0".into(),
+        mac: mac.into(),
+        pci_slot: None,
+    }
 }
 
 /// The record `batch`, which exited with code 3.
@@ -171,8 +204,7 @@ fn expected_batch(release: Release) -> InstanceRecord {
         kernel_parameters: String::new(),
         memory_mib: 64,
         vcpus: 2,
-        bridge: None,
-        mac: None,
+        attachments: Vec::new(),
         desired: Desired::Stopped,
         state: InstanceState::Exited,
         exit_code: Some(3),
@@ -210,7 +242,6 @@ fn check_images(store: &Store, release: Release) {
     if release < Release::V3TaggedImages {
         assert!(store.images().unwrap().is_empty(), "{release:?}");
         assert_eq!(store.instance_image(web).unwrap(), None, "{release:?}");
-        assert!(store.instance_nics(web).unwrap().is_empty(), "{release:?}");
         return;
     }
     let sha256 = "aa".repeat(32);
@@ -264,20 +295,6 @@ fn check_images(store: &Store, release: Release) {
     assert_eq!(
         store.instance_image(web).unwrap().as_deref(),
         Some("a-web:1.0"),
-        "{release:?}"
-    );
-    let nic = |device: &str, mac: &str, pci_slot| images::NicRow {
-        device: device.into(),
-        bridge: "br0".into(),
-        mac: mac.into(),
-        pci_slot,
-    };
-    assert_eq!(
-        store.instance_nics(web).unwrap(),
-        [
-            nic("service", "02:00:00:00:00:01", 3),
-            nic("admin", "02:00:00:00:00:04", 4)
-        ],
         "{release:?}"
     );
     assert_eq!(store.instances_booting(&sha256).unwrap(), ["gone", "web"]);
@@ -398,10 +415,11 @@ fn every_released_database_migrates_and_serves_its_records() {
         assert_eq!(visible, ["batch", "web"], "{release:?}: `gone` was deleted");
         let gone = store.all().unwrap().into_iter().find(|r| r.name == "gone");
         assert_eq!(
-            gone.map(|r| (r.id, r.desired)),
+            gone.map(|r| (r.id, r.desired, r.attachments)),
             Some((
                 "33333333-3333-4333-8333-333333333333".into(),
-                Desired::Deleted
+                Desired::Deleted,
+                vec![single_nic("02:00:00:00:00:03")]
             )),
             "{release:?}"
         );
@@ -422,10 +440,25 @@ fn every_released_database_migrates_and_serves_its_records() {
         let got = store.by_name("new").unwrap().unwrap();
         assert_eq!((got.console_offset, got.console_inode), (7, Some(9)));
         assert_eq!(got.owner, "alice");
-        assert!(matches!(
-            store.insert(&record("clash", "02:00:00:00:00:01")),
-            Err(StoreError::MacTaken(_))
-        ));
+        // Every old NIC's MAC is taken: a single NIC's, a deleted instance's, and a NIC of
+        // a multi-NIC instance (from the releases with images).
+        for taken in [
+            "02:00:00:00:00:01",
+            "02:00:00:00:00:03",
+            "02:00:00:00:00:04",
+        ] {
+            let clash = store.insert(&record("clash", taken));
+            if taken.ends_with('4') && release < Release::V3TaggedImages {
+                clash.unwrap();
+                store.remove("id-clash").unwrap();
+                continue;
+            }
+            assert!(
+                matches!(clash, Err(StoreError::MacTaken(ref m)) if m == taken),
+                "{release:?}: {taken}: {clash:?}"
+            );
+        }
+        assert_eq!(store.by_name("clash").unwrap(), None, "{release:?}");
         // A tag given today keeps its time on the migrated image tables.
         store
             .insert_image("cc", 1, "2026-12-01T00:00:00Z", &new_inspection())
@@ -447,6 +480,15 @@ fn every_released_database_migrates_and_serves_its_records() {
             daemon_id,
             "{release:?}: the identity lasts"
         );
+        // The rebuilt tables still refer to the instances: rows go with their instance.
+        let web = expected_web(release);
+        again.remove(&web.id).unwrap();
+        assert_eq!(
+            attachments::of_instance(&again.conn(), &web.id).unwrap(),
+            [],
+            "{release:?}"
+        );
+        assert_eq!(again.instance_image(&web.id).unwrap(), None, "{release:?}");
 
         match release.alice_token() {
             None => assert!(!tokens.any().unwrap(), "{release:?} had no tokens"),

@@ -10,6 +10,7 @@
 //! the watcher is re-subscribed and told [`Notice::Reconnected`] so it can catch up on what
 //! it missed.
 
+pub mod domain_xml;
 pub mod events;
 mod storage;
 
@@ -17,10 +18,9 @@ use super::{
     BackendError, DomainStats, DomainStatus, Hypervisor, InterfaceKind, NicCounters, Notice,
     NoticeSink, DOMAIN_PREFIX,
 };
+use super::{DomainDefinition, DomainMark};
 use crate::config::DomainTypeSetting;
-use crate::domain_xml::{
-    DomainDefinition, DomainMark, MarkVersion, LEGACY_METADATA_NAMESPACE, METADATA_NAMESPACE,
-};
+use domain_xml::{MarkVersion, LEGACY_METADATA_NAMESPACE, METADATA_NAMESPACE};
 use std::ffi::c_int;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -234,9 +234,10 @@ impl Hypervisor for LibvirtBackend {
         Ok(())
     }
 
-    fn create(&self, _def: &DomainDefinition, xml: &str) -> Result<(), BackendError> {
+    fn create(&self, def: &DomainDefinition) -> Result<(), BackendError> {
+        let xml = domain_xml::render(def).map_err(|e| BackendError::Other(e.to_string()))?;
         let conn = self.connection()?;
-        match conn.create_domain_xml(xml, 0) {
+        match conn.create_domain_xml(&xml, 0) {
             Ok(_domain) => Ok(()),
             Err(e) => {
                 if is_connection_error(&e, &conn) {
@@ -382,7 +383,7 @@ fn read_mark(d: &Domain) -> Result<Option<DomainMark>, VirtError> {
         (LEGACY_METADATA_NAMESPACE, MarkVersion::Legacy),
     ] {
         match d.metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(namespace), 0) {
-            Ok(xml) => return Ok(crate::domain_xml::mark_from_metadata(&xml, version)),
+            Ok(xml) => return Ok(domain_xml::mark_from_metadata(&xml, version)),
             Err(e)
                 if matches!(
                     e.code(),

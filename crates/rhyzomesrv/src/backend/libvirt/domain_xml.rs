@@ -1,4 +1,6 @@
-//! Renders the libvirt domain XML of an instance.
+//! Renders the libvirt domain XML of a [`DomainDefinition`], and reads rhyzome's mark back
+//! from libvirt's `<metadata>`. Only the libvirt backend speaks XML; the service hands it the
+//! typed definition.
 //!
 //! The document is written with an XML writer that escapes every text and attribute value, so
 //! user strings (names, kernel parameters) cannot add elements. The shape follows what Solo5
@@ -7,6 +9,7 @@
 //! the serial console in a file, and none of the devices a unikernel never uses (USB, balloon,
 //! graphics), each of which costs boot time. Pure functions; no I/O.
 
+use crate::backend::{Disk, DomainDefinition, DomainMark};
 use quick_xml::events::BytesText;
 use quick_xml::Writer;
 use std::path::PathBuf;
@@ -33,52 +36,6 @@ pub enum DomainXmlError {
     Write(#[from] std::io::Error),
     #[error("{what} is not valid UTF-8: {path}")]
     NonUtf8Path { what: &'static str, path: PathBuf },
-}
-
-/// Everything that goes into one domain definition.
-#[derive(Debug, Clone)]
-pub struct DomainDefinition {
-    /// `kvm`, `qemu` or `test`.
-    pub domain_type: &'static str,
-    pub domain_name: String,
-    pub uuid: String,
-    pub instance_name: String,
-    pub hostname: String,
-    /// Identity of the daemon that creates the domain ([`crate::store::Store::daemon_id`]).
-    pub daemon_id: String,
-    pub memory_mib: u32,
-    pub vcpus: u32,
-    pub kernel: PathBuf,
-    pub cmdline: String,
-    pub nic: Option<Nic>,
-    pub console_log: PathBuf,
-    /// Several NICs, for images whose Solo5 manifest declares several network devices;
-    /// when not empty, used instead of `nic`.
-    pub nics: Vec<Nic>,
-    /// Block devices, in manifest order (Solo5 binds them in PCI order).
-    pub disks: Vec<Disk>,
-}
-
-/// A virtio-blk disk backed by a libvirt storage volume.
-#[derive(Debug, Clone)]
-pub struct Disk {
-    pub pool: String,
-    /// The libvirt volume's name in `pool`.
-    pub volume: String,
-    /// `raw` or `qcow2`.
-    pub format: &'static str,
-    pub read_only: bool,
-    /// Fixed PCI slot on bus 0, after the NICs'.
-    pub pci_slot: u8,
-}
-
-#[derive(Debug, Clone)]
-pub struct Nic {
-    pub bridge: String,
-    pub mac: String,
-    /// Fixed PCI slot on bus 0: Solo5 binds NICs to manifest devices in PCI slot order, so a
-    /// multi-NIC guest must not leave the order to libvirt's allocator.
-    pub pci_slot: Option<u8>,
 }
 
 type W = Writer<Vec<u8>>;
@@ -208,12 +165,7 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
             text_element(w, "on_reboot", "destroy")?;
             text_element(w, "on_crash", "destroy")?;
             w.create_element("devices").write_inner_content(|w| {
-                let nics: Vec<&Nic> = if def.nics.is_empty() {
-                    def.nic.iter().collect()
-                } else {
-                    def.nics.iter().collect()
-                };
-                for nic in nics {
+                for nic in &def.nics {
                     w.create_element("interface")
                         .with_attribute(("type", "bridge"))
                         .write_inner_content(|w| {
@@ -265,29 +217,6 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
     Ok(String::from_utf8(bytes).expect("XML writer output is UTF-8"))
 }
 
-/// Rhyzome's mark on a domain, read back from its `<metadata>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainMark {
-    /// The identity of the daemon that made the domain; `None` for a domain made by a
-    /// release before identities ([`LEGACY_METADATA_NAMESPACE`]).
-    pub daemon: Option<String>,
-    /// The `Hostname` of that daemon (informational: several daemons may share one).
-    pub host: String,
-}
-
-impl std::fmt::Display for DomainMark {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.daemon {
-            Some(daemon) => write!(f, "rhyzome daemon {daemon} (host {:?})", self.host),
-            None => write!(
-                f,
-                "a rhyzome daemon of a release without identities (host {:?})",
-                self.host
-            ),
-        }
-    }
-}
-
 /// Which of rhyzome's metadata namespaces a libvirt `<metadata>` element was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkVersion {
@@ -322,23 +251,24 @@ pub fn mark_from_metadata(xml: &str, version: MarkVersion) -> Option<DomainMark>
     }
 }
 
-/// The mark recorded in a whole domain XML document (its `<metadata>` element), if any; the
-/// current namespace wins over the legacy one.
-pub fn mark_from_domain_xml(xml: &str) -> Option<DomainMark> {
-    if xml.contains(METADATA_NAMESPACE) {
-        mark_from_metadata(xml, MarkVersion::Current)
-    } else if xml.contains(LEGACY_METADATA_NAMESPACE) {
-        mark_from_metadata(xml, MarkVersion::Legacy)
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Nic;
     use quick_xml::events::Event;
     use quick_xml::Reader;
+
+    /// The mark recorded in a whole domain XML document (its `<metadata>` element), if any; the
+    /// current namespace wins over the legacy one.
+    fn mark_from_domain_xml(xml: &str) -> Option<DomainMark> {
+        if xml.contains(METADATA_NAMESPACE) {
+            mark_from_metadata(xml, MarkVersion::Current)
+        } else if xml.contains(LEGACY_METADATA_NAMESPACE) {
+            mark_from_metadata(xml, MarkVersion::Legacy)
+        } else {
+            None
+        }
+    }
 
     fn sample() -> DomainDefinition {
         DomainDefinition {
@@ -352,13 +282,12 @@ mod tests {
             vcpus: 1,
             kernel: "/var/lib/rhyzome/blobs/sha256-ab".into(),
             cmdline: "--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24".into(),
-            nic: Some(Nic {
+            nics: vec![Nic {
                 bridge: "br0".into(),
                 mac: "02:52:01:02:03:04".into(),
                 pci_slot: None,
-            }),
+            }],
             console_log: "/var/lib/rhyzome/consoles/x.log".into(),
-            nics: Vec::new(),
             disks: Vec::new(),
         }
     }
@@ -444,7 +373,7 @@ mod tests {
     #[test]
     fn no_network_means_no_interface() {
         let mut d = sample();
-        d.nic = None;
+        d.nics.clear();
         assert!(!render(&d).unwrap().contains("<interface"));
     }
 

@@ -1,0 +1,115 @@
+//! The NICs of instances: one ordered list of attachments per instance, in the table
+//! `instance_attachments` (since version 5; before it, a single NIC lived in
+//! `instances.bridge/mac` and several in `instance_nics`). Each entry joins a bridge with a
+//! MAC, optionally for a Solo5 manifest device at a fixed PCI slot.
+//!
+//! MACs are unique over the whole table (a `UNIQUE` constraint, not a check by hand), so no
+//! two NICs of any instances share one. Rows go with their instance (`ON DELETE CASCADE`).
+//! The same connection mutex as [`super::Store`] serialises access; each table's columns are
+//! listed once here and read by name.
+
+use super::StoreError;
+use rusqlite::{named_params, Connection, Row};
+use std::collections::HashMap;
+
+/// One NIC of an instance, as stored. Later kinds of attachment (a managed network, an
+/// address, link conditions) are more fields of this one row type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The Solo5 manifest device the NIC serves (images with several network devices);
+    /// `None` for an instance's single NIC.
+    pub device: Option<String>,
+    pub bridge: String,
+    pub mac: String,
+    /// Fixed PCI slot on bus 0; `None` lets libvirt choose.
+    pub pci_slot: Option<u8>,
+}
+
+/// The table of a new database; older ones reach it through migration 4 -> 5.
+pub(super) const TABLE: &str = "
+CREATE TABLE instance_attachments (
+    instance_id TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,
+    device      TEXT,
+    bridge      TEXT NOT NULL,
+    mac         TEXT NOT NULL UNIQUE,
+    pci_slot    INTEGER,
+    PRIMARY KEY (instance_id, idx)
+);
+";
+
+/// The columns that make an [`Attachment`], in every write and read.
+const COLUMNS: &str = "device, bridge, mac, pci_slot";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Attachment> {
+    Ok(Attachment {
+        device: r.get("device")?,
+        bridge: r.get("bridge")?,
+        mac: r.get("mac")?,
+        pci_slot: r.get("pci_slot")?,
+    })
+}
+
+/// Writes the attachments of a new instance, in order, inside the caller's transaction. A MAC
+/// some NIC already has is [`StoreError::MacTaken`].
+pub(super) fn write(
+    tx: &rusqlite::Transaction<'_>,
+    instance_id: &str,
+    attachments: &[Attachment],
+) -> Result<(), StoreError> {
+    for (idx, a) in attachments.iter().enumerate() {
+        let res = tx.execute(
+            &format!(
+                "INSERT INTO instance_attachments (instance_id, idx, {COLUMNS}) \
+                 VALUES (:instance_id, :idx, :device, :bridge, :mac, :pci_slot)"
+            ),
+            named_params! {
+                ":instance_id": instance_id,
+                ":idx": idx as i64,
+                ":device": a.device,
+                ":bridge": a.bridge,
+                ":mac": a.mac,
+                ":pci_slot": a.pci_slot,
+            },
+        );
+        match res {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation
+                    && msg.contains("instance_attachments.mac") =>
+            {
+                return Err(StoreError::MacTaken(a.mac.clone()))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The attachments of one instance, in order.
+pub(super) fn of_instance(
+    conn: &Connection,
+    instance_id: &str,
+) -> Result<Vec<Attachment>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM instance_attachments WHERE instance_id = ?1 ORDER BY idx"
+    ))?;
+    let rows = stmt.query_map([instance_id], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The attachments of every instance that has any, by instance id, each list in order.
+pub(super) fn of_all(conn: &Connection) -> Result<HashMap<String, Vec<Attachment>>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT instance_id, {COLUMNS} FROM instance_attachments ORDER BY instance_id, idx"
+    ))?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>("instance_id")?, from_row(r)?))
+    })?;
+    let mut out: HashMap<String, Vec<Attachment>> = HashMap::new();
+    for row in rows {
+        let (id, a) = row?;
+        out.entry(id).or_default().push(a);
+    }
+    Ok(out)
+}
