@@ -92,8 +92,19 @@ int vblk_init(const struct pci_dev *d)
 {
     uint32_t features, h = 2166136261u;
     uint8_t s0[VBLK_SECTOR];
-    if (present)
-        return 0; /* only the first disk */
+    if (present) {
+        /* Only the first disk is driven; the others' sizes are printed so that tests
+         * can tell which volume Solo5 would bind to which manifest device. */
+        static int others;
+        uint16_t other_io;
+        uint64_t other_capacity;
+        if (virtio_legacy_begin(d, &other_io, &features) < 0)
+            return -1;
+        other_capacity = (uint64_t)inl((uint16_t)(other_io + 0x14)) |
+                         ((uint64_t)inl((uint16_t)(other_io + 0x18)) << 32);
+        kprintf(TK "block%d capacity=%llu sectors\n", ++others, other_capacity);
+        return 0;
+    }
     if (virtio_legacy_begin(d, &io, &features) < 0)
         return -1;
     outl((uint16_t)(io + 0x04), 0); /* no optional features */

@@ -362,3 +362,52 @@ fn a_volume_attached_read_write_twice_is_refused() {
     d.client.delete_instance("first").unwrap();
     d.client.delete_volume("solo").unwrap();
 }
+
+#[test]
+fn several_block_devices_get_their_volumes_in_manifest_order() {
+    let d = Daemon::start("volorder");
+    // Different sizes tell the disks apart in the guest.
+    d.client.create_volume(&spec("st", 16 << 20)).unwrap();
+    d.client.create_volume(&spec("lg", 32 << 20)).unwrap();
+    push(&d, &rhyzome_testkernel::kernel_path_2blk(), "two-disks");
+    // The request's map is sorted by name (logs before storage); the manifest says storage
+    // first, and Solo5 binds block devices in PCI order.
+    let mut volumes = mount("st", false).unwrap();
+    volumes.insert(
+        "logs".into(),
+        VolumeMount {
+            volume: "lg".into(),
+            read_only: true,
+        },
+    );
+    let created = d
+        .client
+        .create_instance(&InstanceSpec {
+            name: "two".into(),
+            image: Some("two-disks".into()),
+            kernel_parameters: "--blk-read=0".into(),
+            volumes: Some(volumes),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        created
+            .volumes
+            .iter()
+            .map(|v| v.device.as_str())
+            .collect::<Vec<_>>(),
+        ["storage", "logs"]
+    );
+    let console = d.wait_for_console("two", READY_LINE, 1);
+    assert!(
+        console.contains("block capacity=32768 sectors read_only=0"),
+        "the first disk is storage's 16 MiB volume:\n{console}"
+    );
+    assert!(
+        console.contains("block1 capacity=65536 sectors"),
+        "the second is logs' 32 MiB volume:\n{console}"
+    );
+    d.client.delete_instance("two").unwrap();
+    d.client.delete_volume("st").unwrap();
+    d.client.delete_volume("lg").unwrap();
+}
