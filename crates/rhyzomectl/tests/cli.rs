@@ -229,6 +229,12 @@ fn every_verb_has_help_and_completions_generate() {
         let out = stdout(&ctl(&["instance", verb, "--help"]));
         assert!(out.contains("Usage: rhyzomectl instance"), "{verb}: {out}");
     }
+    for verb in [
+        "create", "list", "show", "upload", "download", "resize", "rm",
+    ] {
+        let out = stdout(&ctl(&["volume", verb, "--help"]));
+        assert!(out.contains("Usage: rhyzomectl volume"), "{verb}: {out}");
+    }
     let bash = stdout(&ctl(&["completions", "bash"]));
     assert!(bash.contains("rhyzomectl"));
     assert!(bash.contains("--kernel-parameters"));
