@@ -63,6 +63,20 @@ fn vol_info(vol: &StorageVol) -> Result<VolumeInfo, VirtError> {
     })
 }
 
+/// Reads until `buf` is full or the source ends; the byte count.
+fn fill(source: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match source.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 fn missing_volume(name: &str) -> BackendError {
     BackendError::Other(format!("storage volume {name:?} does not exist"))
 }
@@ -172,10 +186,11 @@ impl Storage for LibvirtBackend {
         let mut buf = vec![0u8; CHUNK];
         let mut total = 0u64;
         loop {
-            let n = match source.read(&mut buf) {
+            // Whole messages: an HTTP body arrives in chunks of a few KiB, and one libvirt
+            // message per chunk would cost a round of RPC work each.
+            let n = match fill(source, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let _ = stream.abort();
                     return Err(BackendError::Other(format!("upload source: {e}")));
