@@ -1506,8 +1506,8 @@ def volume_section(v):
     A(f"| the same file, `virsh vol-upload` | {rate(v['virsh_upload_s'])} |")
     A(f"| download {mib} MiB, `GET /v1/volumes/NAME/content` | {rate(v['download_s'])} |")
     A(f"| the same volume size, `virsh vol-download` | {rate(v['virsh_download_s'])} |")
-    A(f"| create to ready, test kernel with a {v['volume_mb']} MiB volume (`--blk-read=1`) | {ms(median(v['boot_with_volume_s']))} |")
-    A(f"| create to ready, the same kernel without a block device | {ms(median(v['boot_without_s']))} |")
+    A(f"| create to ready, `testkernel-block.elf` (NIC + block device) with a {v['volume_mb']} MiB volume, reading a sector at boot | {ms(median(v['boot_with_volume_s']))} |")
+    A(f"| create to ready, `testkernel.elf` (the same code, NIC only), no volume | {ms(median(v['boot_without_s']))} |")
     A("")
     A(f"Upload then download gave the same bytes: {'yes' if v['round_trip_identical'] else '**no**'}. "
       "Transfers alternate API and virsh on the same file in the same run; both go through "
