@@ -1511,7 +1511,10 @@ def volume_section(v):
     A("")
     A(f"Upload then download gave the same bytes: {'yes' if v['round_trip_identical'] else '**no**'}. "
       "Transfers alternate API and virsh on the same file in the same run; both go through "
-      "libvirt streams to the same kind of pool. Only this section: "
+      "libvirt streams to the same kind of pool. The API's upload is the slower: the body "
+      "crosses HTTP (this client, Python's http.client, writes it in 8 KiB pieces), is hashed "
+      "for the digest check, and is handed to libvirt's stream through a channel, into a fresh "
+      "volume. Only this section: "
       "`bench/run.sh --only volumes` rewrites it in place.")
     A("")
     return L
