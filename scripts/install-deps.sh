@@ -33,7 +33,15 @@ else
   log "detected $release; Rhyzome is tested on Debian 12 (bookworm) only, continuing without the bookworm-specific pins"
 fi
 
+# `--browser` adds Chromium and its WebDriver, for the dashboard's browser tests
+# (scripts/test.sh asks for them; running Rhyzome does not need them).
+browser=()
+if [ "${1:-}" = --browser ]; then
+  browser=(chromium chromium-driver)
+fi
+
 packages=(
+  "${browser[@]}"
   qemu-system-x86 "$qemu_utils"
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   pkg-config gcc make gcc-multilib binutils

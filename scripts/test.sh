@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+# With Chromium and chromedriver: the dashboard is tested in a real browser.
+scripts/install-deps.sh --browser
 make -s -C testkernel/kernel
 # The machine's own libvirt (or one started to stand in for an operator's, with a guest): the
 # suite must leave it exactly as it was; checked at the end.

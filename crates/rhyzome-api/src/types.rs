@@ -400,6 +400,22 @@ pub struct ServerInfo {
     pub domain_type: String,
     pub libvirt_uri: String,
     pub default_bridge: String,
+    /// Who asked, so that a client (the dashboard) offers only what its token allows. Absent
+    /// from daemons before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<CallerInfo>,
+}
+
+/// The caller of `GET /v1/info` as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CallerInfo {
+    /// The token's name; `anonymous` while no token exists, `local:uid=N` on the local socket.
+    pub name: String,
+    /// `metrics`, `viewer`, `operator` or `admin`.
+    pub role: String,
+    /// The name prefix the token is limited to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
 }
 
 /// Every error response has this body.

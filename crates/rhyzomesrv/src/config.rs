@@ -56,6 +56,8 @@ struct RawConfig {
     hostname: Option<String>,
     #[serde(rename = "Bind")]
     bind: Option<String>,
+    #[serde(rename = "MetricsBind")]
+    metrics_bind: Option<String>,
     #[serde(rename = "LibvirtURI")]
     libvirt_uri: Option<String>,
     #[serde(rename = "DomainType")]
@@ -112,6 +114,8 @@ pub struct Config {
     /// `Bind` as written, for messages.
     pub bind: String,
     pub bind_addr: SocketAddr,
+    /// `MetricsBind`: a loopback address serving `GET /metrics` alone, without a token.
+    pub metrics_bind: Option<SocketAddr>,
     pub libvirt_uri: String,
     pub domain_type: DomainTypeSetting,
     pub state_dir: PathBuf,
@@ -220,6 +224,23 @@ impl Config {
         }
         let bind = raw.bind.unwrap_or_else(|| DEFAULT_BIND.into());
         let bind_addr = parse_bind(&bind).map_err(|m| invalid("Bind", m))?;
+        let metrics_bind = match raw.metrics_bind {
+            None => None,
+            Some(text) => {
+                let addr = parse_bind(&text).map_err(|m| invalid("MetricsBind", m))?;
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(
+                        "MetricsBind",
+                        format!(
+                            "{text:?} is not a loopback address: it serves /metrics without a \
+                             token, so only this host may reach it (a scraper elsewhere uses a \
+                             token with the metrics role on Bind)"
+                        ),
+                    ));
+                }
+                Some(addr)
+            }
+        };
         let libvirt_uri = raw.libvirt_uri.unwrap_or_else(|| "qemu:///system".into());
         let state_dir = raw
             .state_dir
@@ -329,6 +350,7 @@ impl Config {
             hostname,
             bind,
             bind_addr,
+            metrics_bind,
             libvirt_uri,
             domain_type: raw.domain_type.unwrap_or_default(),
             state_dir,

@@ -104,6 +104,17 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Dae
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| DaemonError::Bind { bind, source })?;
+    let metrics_listener = match config.metrics_bind {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Bind {
+                    bind: addr.to_string(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let socket = config.socket.clone();
     let (local, _socket_file) = match socket.as_ref().map(crate::http::local_socket::bind) {
         Some(bound) => {
@@ -116,6 +127,15 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Dae
     let report = service.recover().await?;
     tracing::info!(?report, "start-up reconciliation done");
     let reconciler = tokio::spawn(service.clone().run_reconciler());
+    let metrics_server = metrics_listener.map(|listener| {
+        tracing::info!(address = ?listener.local_addr().ok(), "serving /metrics without a token (MetricsBind)");
+        let router = crate::http::metrics::unauthenticated_router(service.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the MetricsBind listener failed");
+            }
+        })
+    });
     tracing::info!(
         address = %listener.local_addr().map_err(DaemonError::Serve)?,
         tls = tls.is_some(),
@@ -149,7 +169,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Dae
     )
     .await;
     crate::systemd::notify_stopping();
-    for task in [reload, watchdog].into_iter().flatten() {
+    for task in [reload, watchdog, metrics_server].into_iter().flatten() {
         task.abort();
     }
     reconciler.abort();

@@ -30,6 +30,7 @@ pub mod http;
 pub mod images;
 pub mod kernels;
 pub mod logging;
+pub mod metrics;
 pub mod reload;
 pub mod service;
 pub mod store;

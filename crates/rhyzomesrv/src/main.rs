@@ -53,7 +53,8 @@ enum TokenCommand {
         /// Name of the token (who holds it).
         #[arg(long)]
         name: String,
-        /// viewer (read), operator (create/delete within quota) or admin (everything).
+        /// metrics (GET /metrics only), viewer (read), operator (create/delete within quota)
+        /// or admin (everything).
         #[arg(long, default_value = "operator")]
         role: String,
         /// Scope the token to instances whose names start with this prefix.
@@ -177,8 +178,9 @@ fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
             max_instance_memory_mib,
             bridges,
         } => {
-            let role = Role::parse(&role)
-                .with_context(|| format!("--role {role:?}: use viewer, operator or admin"))?;
+            let role = Role::parse(&role).with_context(|| {
+                format!("--role {role:?}: use metrics, viewer, operator or admin")
+            })?;
             if let Some(p) = &prefix {
                 rhyzome_api::validate::validate_name(p.trim_end_matches('-'))
                     .map_err(|e| anyhow::anyhow!("--prefix {p:?}: {}", e.message))?;

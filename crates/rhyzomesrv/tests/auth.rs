@@ -604,6 +604,12 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
             call(Viewer, Method::GET, path.into(), Public),
             call(Stranger, Method::GET, path.into(), Public),
         ],
+        // The node's metrics cover every tenant's instances: a viewer of the whole node may
+        // read them, a token limited to a prefix may not.
+        ("get", "/metrics") => vec![
+            call(Viewer, Method::GET, path.into(), Public),
+            call(Stranger, Method::GET, path.into(), Status(403)),
+        ],
         // Checked separately, on a live stream: see the test.
         ("get", "/v1/events") => vec![],
         ("get", "/v1/instances") | ("get", "/v1/images") | ("get", "/v1/volumes") => {
@@ -816,14 +822,7 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
     };
     let before = snapshot();
 
-    let document: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../openapi/rhyzome.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let document = api_document();
     let mut operations = 0;
     for (path, item) in document["paths"].as_object().expect("paths") {
         for method in item.as_object().expect("a path item").keys() {
@@ -884,4 +883,83 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
     );
     // Nothing the refused calls asked for happened.
     assert_eq!(snapshot(), before);
+}
+
+#[test]
+fn a_metrics_token_reads_metrics_and_nothing_else() {
+    let s = serve_with(Setup::default());
+    let admin = s
+        .tokens
+        .create("root", Role::Admin, None, &Quota::default())
+        .unwrap();
+    let prometheus = s
+        .tokens
+        .create("prometheus", Role::Metrics, None, &Quota::default())
+        .unwrap();
+    s.client(Some(&admin))
+        .create_instance(&s.spec("web"))
+        .unwrap();
+    let http = reqwest::blocking::Client::new();
+    let document = api_document();
+    let mut refused = 0;
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        let concrete = path
+            .replace("{name}", "web")
+            .replace("{reference}", "anything:v1");
+        for method in item.as_object().expect("a path item").keys() {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = http
+                .request(m, format!("{}{concrete}", s.url))
+                .bearer_auth(&prometheus)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body("{}")
+                .send()
+                .unwrap();
+            let status = response.status().as_u16();
+            if (method.as_str(), path.as_str()) == ("get", "/metrics") {
+                assert_eq!(status, 200, "{method} {path}");
+                continue;
+            }
+            assert_eq!(status, 403, "{method} {path}: {:?}", response.text());
+            refused += 1;
+        }
+    }
+    assert!(refused >= 15, "only {refused} operations tried");
+    // Nothing changed: the instance still runs.
+    assert_eq!(
+        s.client(Some(&admin)).get_instance("web").unwrap().state,
+        rhyzome_api::InstanceState::Running
+    );
+}
+
+/// The committed OpenAPI document, which the walks above go through operation by operation.
+fn api_document() -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../openapi/rhyzome.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn info_says_who_the_caller_is() {
+    let s = serve_with(Setup::default());
+    let tenant = s
+        .tokens
+        .create("alice", Role::Operator, Some("alice-"), &Quota::default())
+        .unwrap();
+    let me = s.client(Some(&tenant)).info().unwrap().caller.unwrap();
+    assert_eq!(
+        (me.name.as_str(), me.role.as_str(), me.prefix.as_deref()),
+        ("alice", "operator", Some("alice-"))
+    );
+    let viewer = s
+        .tokens
+        .create("watcher", Role::Viewer, None, &Quota::default())
+        .unwrap();
+    let me = s.client(Some(&viewer)).info().unwrap().caller.unwrap();
+    assert_eq!((me.role.as_str(), me.prefix), ("viewer", None));
 }

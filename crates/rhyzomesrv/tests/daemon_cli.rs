@@ -152,7 +152,7 @@ fn tokens_are_managed_from_the_command_line_and_protect_a_public_bind() {
     assert!(token.starts_with("rhz_"), "{token}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("first token"));
     let bad = d.run(&["token", "create", "--name", "x", "--role", "root"]);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("use viewer, operator or admin"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("use metrics, viewer, operator or admin"));
     let list = String::from_utf8(d.run(&["token", "list"]).stdout).unwrap();
     assert!(list.contains("admin") && !list.contains(&token), "{list}");
 
@@ -709,4 +709,42 @@ fn a_local_caller_outside_the_sockets_owner_and_group_is_refused() {
     );
     assert!(text.contains("\"domain_type\":\"test\""), "{text}");
     terminate(child);
+}
+
+#[test]
+fn metrics_bind_serves_metrics_alone_without_a_token_on_loopback() {
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = setup(serde_json::json!({"MetricsBind": format!("127.0.0.1:{metrics_port}")}));
+    assert!(d
+        .run(&["token", "create", "--name", "admin", "--role", "admin"])
+        .status
+        .success());
+    let mut child = d.spawn();
+    wait_up(&d.client("http", ClientOptions::default()), &mut child);
+    let get = |port: u16, path: &str| {
+        let resp = reqwest::blocking::get(format!("http://127.0.0.1:{port}{path}")).unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    };
+    let (status, body) = get(metrics_port, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("rhyzome_libvirt_up 1"), "{body}");
+    // Nothing else there, and the API's own /metrics still needs the token.
+    assert_eq!(get(metrics_port, "/v1/instances").0, 404);
+    assert_eq!(get(metrics_port, "/ui").0, 404);
+    assert_eq!(get(d.port, "/metrics").0, 401);
+    terminate(child);
+
+    // Beyond loopback it is refused, naming the key.
+    let public = setup(serde_json::json!({"MetricsBind": "0.0.0.0:9110"}));
+    let out = public.run(&["check-config"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MetricsBind") && err.contains("not a loopback address"),
+        "{err}"
+    );
 }

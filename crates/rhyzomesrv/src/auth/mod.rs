@@ -41,6 +41,8 @@ pub enum AuthError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Read `GET /metrics` and nothing else: the token a Prometheus server keeps in a file.
+    Metrics,
     /// Read instances, consoles and events.
     Viewer,
     /// Also create, start, stop, restart and delete instances and images, within the quota.
@@ -52,6 +54,7 @@ pub enum Role {
 impl Role {
     pub fn parse(s: &str) -> Option<Role> {
         match s {
+            "metrics" => Some(Role::Metrics),
             "viewer" => Some(Role::Viewer),
             "operator" => Some(Role::Operator),
             "admin" => Some(Role::Admin),
@@ -61,6 +64,7 @@ impl Role {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Metrics => "metrics",
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",

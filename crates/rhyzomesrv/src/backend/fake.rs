@@ -3,8 +3,8 @@
 //! nothing. A mutex guards its map; calls are instantaneous.
 
 use super::{
-    BackendError, DomainStats, DomainStatus, Hypervisor, InterfaceKind, NicCounters, Notice,
-    NoticeSink,
+    BackendError, DomainCounters, DomainStats, DomainStatus, Hypervisor, InterfaceKind,
+    NicCounters, Notice, NoticeSink,
 };
 use super::{DomainDefinition, DomainMark};
 use std::collections::BTreeMap;
@@ -37,6 +37,12 @@ struct FakeState {
     deferred: Option<Vec<Notice>>,
     /// Interfaces the fake host was told about; any other is `Unknown`.
     interfaces: BTreeMap<String, InterfaceKind>,
+    /// Counters set by [`FakeBackend::set_counters`], by UUID.
+    counters: BTreeMap<String, DomainCounters>,
+    /// Makes `all_counters` fail, as a libvirt that went away would.
+    counters_fail: Option<BackendError>,
+    /// How long `all_counters` takes, as a busy libvirt would (outside the lock).
+    counters_delay: std::time::Duration,
 }
 
 impl FakeBackend {
@@ -136,6 +142,22 @@ impl FakeBackend {
             .and_then(|(_, d)| d.definition.clone())
     }
 
+    /// What `all_counters` reports for the domain with this UUID while it exists (its
+    /// `uuid` and `name` are the domain's own).
+    pub fn set_counters(&self, uuid: &str, counters: DomainCounters) {
+        self.state().counters.insert(uuid.to_string(), counters);
+    }
+
+    /// Makes `all_counters` fail with `err` (or succeed again, with `None`).
+    pub fn fail_counters(&self, err: Option<BackendError>) {
+        self.state().counters_fail = err;
+    }
+
+    /// Makes `all_counters` take `delay` before it answers.
+    pub fn slow_counters(&self, delay: std::time::Duration) {
+        self.state().counters_delay = delay;
+    }
+
     pub fn creates(&self) -> usize {
         self.state().creates
     }
@@ -217,6 +239,25 @@ impl Hypervisor for FakeBackend {
                 rss_kib: None,
                 nics: vec![NicCounters::default(); macs.len()],
             }))
+    }
+
+    /// The counters set with [`FakeBackend::set_counters`], else zeros, for every domain.
+    fn all_counters(&self) -> Result<Vec<DomainCounters>, BackendError> {
+        let delay = self.state().counters_delay;
+        std::thread::sleep(delay);
+        let s = self.state();
+        if let Some(e) = &s.counters_fail {
+            return Err(e.clone());
+        }
+        Ok(s.domains
+            .values()
+            .filter(|(d, _)| d.name.starts_with(super::DOMAIN_PREFIX))
+            .map(|(d, _)| DomainCounters {
+                uuid: d.uuid.clone(),
+                name: d.name.clone(),
+                ..s.counters.get(&d.uuid).cloned().unwrap_or_default()
+            })
+            .collect())
     }
 
     fn interface_kind(&self, name: &str) -> Result<InterfaceKind, BackendError> {

@@ -7,6 +7,7 @@
 //! `tokio::task::spawn_blocking`. Implementations are `Send + Sync` and may be called from
 //! several threads at once.
 
+pub mod counters;
 pub mod definition;
 pub mod fake;
 mod fake_storage;
@@ -14,6 +15,7 @@ pub mod libvirt;
 pub mod storage;
 pub mod storage_xml;
 
+pub use counters::DomainCounters;
 pub use definition::{Disk, DomainDefinition, DomainMark, Nic};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +117,11 @@ pub trait Hypervisor: storage::Storage + Send + Sync + 'static {
     /// CPU, memory and the counters of the NICs with these MACs, of the running domain with
     /// this UUID; `None` when it does not run.
     fn stats(&self, uuid: &str, macs: &[String]) -> Result<Option<DomainStats>, BackendError>;
+    /// The counters of every running domain whose name carries rhyzome's prefix, in one call
+    /// (libvirt's `virConnectGetAllDomainStats`), so that a metrics scrape costs one RPC
+    /// whatever the number of guests. Which of them are this daemon's is the caller's to
+    /// decide.
+    fn all_counters(&self) -> Result<Vec<DomainCounters>, BackendError>;
 }
 
 /// Prefix of every domain name rhyzome creates.

@@ -16,6 +16,7 @@ use super::streams::Credential;
 use crate::auth::rate::RateLimiter;
 use crate::auth::tokens::TokenStore;
 use crate::auth::{AuthError, Caller};
+use crate::service::authz::Action;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
@@ -149,6 +150,27 @@ pub async fn authenticate(
             return e.into_response();
         }
     };
+    // The `metrics` role may read /metrics and nothing else; refused here, before any
+    // handler, so that no endpoint is open to it by omission (the rule is authz.rs's).
+    let audit_refusal = |e: &ApiError| {
+        auth.audit(&entry(
+            Some(&caller),
+            peer.as_deref(),
+            &method,
+            &path,
+            e.status,
+        ))
+    };
+    let reads_metrics = matches!(method, Method::GET | Method::HEAD) && path == "/metrics";
+    if !reads_metrics {
+        if let Err(e) = crate::service::authz::authorize(&caller, Action::UseApi) {
+            let e = ApiError::from(e);
+            if mutating {
+                audit_refusal(&e);
+            }
+            return e.into_response();
+        }
+    }
     // Whom rate limits and stream limits count against; anonymous callers are told apart by
     // address.
     let key = match &peer {
@@ -162,13 +184,7 @@ pub async fn authenticate(
                 caller: caller.name.clone(),
             }
             .into();
-            auth.audit(&entry(
-                Some(&caller),
-                peer.as_deref(),
-                &method,
-                &path,
-                e.status,
-            ));
+            audit_refusal(&e);
             // Whole seconds, rounded up: when a retry will succeed.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut response = e.into_response();

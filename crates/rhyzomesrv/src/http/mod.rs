@@ -6,6 +6,7 @@
 //! Handlers are thin: they extract, call the [`Service`], and map its errors to [`ApiError`].
 
 pub mod auth;
+pub mod dashboard;
 pub mod digest;
 pub mod error;
 pub mod events;
@@ -14,6 +15,7 @@ pub mod info;
 pub mod instances;
 pub mod json;
 pub mod local_socket;
+pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod server;
@@ -115,6 +117,7 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(events::get_events))
         .routes(routes!(info::get_info))
         .routes(routes!(openapi::get_openapi))
+        .routes(routes!(metrics::get_metrics))
         .split_for_parts()
 }
 
@@ -165,6 +168,7 @@ pub fn router(service: Arc<Service>) -> Router {
 /// The API behind `auth`.
 pub fn router_with_auth(service: Arc<Service>, auth: Arc<auth::Authenticator>) -> Router {
     let (router, _) = api_router();
+    let request_metrics = service.metrics().clone();
     let timeout = service.config().request_timeout;
     let streams = streams::Streams::new(
         auth.clone(),
@@ -176,7 +180,7 @@ pub fn router_with_auth(service: Arc<Service>, auth: Arc<auth::Authenticator>) -
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such route; the API lives under /v1",
+                "no such route; the API lives under /v1 (metrics at /metrics)",
             )
         })
         .method_not_allowed_fallback(|| async {
@@ -195,8 +199,14 @@ pub fn router_with_auth(service: Arc<Service>, auth: Arc<auth::Authenticator>) -
             request_timeout(timeout, req, next)
         }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(axum::middleware::from_fn_with_state(
+            request_metrics,
+            metrics::record_request,
+        ))
         .with_state(service)
+        // After the API's layers: the dashboard's static assets need no token.
+        .merge(dashboard::router())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
 }
 
 /// One span per request, at INFO so that its fields go with every event logged while it is

@@ -13,6 +13,7 @@
 
 use super::{Service, ServiceError};
 use crate::auth::{Caller, Role};
+use rhyzome_api::validate::FieldError;
 
 /// What a caller asks to do.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +28,13 @@ pub enum Action<'a> {
     UploadImages,
     /// Delete images (images outside the prefix are not found by the lookup itself).
     DeleteImages,
+    /// Read the node's metrics (`GET /metrics`): every instance's counters, so only a token
+    /// without a name prefix may; any role will do, `metrics` included.
+    ReadMetrics,
+    /// Any request but `GET /metrics`: the `metrics` role may make none. Checked by the
+    /// authentication middleware for every request, so that no endpoint, present or future,
+    /// is open to a Prometheus token by omission.
+    UseApi,
     /// List volumes (those outside the prefix are left out by the listing itself).
     ListVolumes,
     /// Read the named volume: its record or its content.
@@ -45,9 +53,11 @@ impl Service {
     }
 }
 
-pub(super) fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), ServiceError> {
+pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), ServiceError> {
     let change = match action {
         Action::ReadInstance(name) => return visible(caller, name),
+        Action::ReadMetrics => return whole_node(caller),
+        Action::UseApi => return Ok(caller.require(Role::Viewer, "use the API beyond /metrics")?),
         Action::ChangeInstance(name, verb) => {
             visible(caller, name)?;
             verb
@@ -64,6 +74,22 @@ pub(super) fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), Servi
         Action::CreateVolumes => "create volumes",
     };
     Ok(caller.require(Role::Operator, change)?)
+}
+
+/// Metrics cover every instance on the node, so a tenant's token cannot read them.
+fn whole_node(caller: &Caller) -> Result<(), ServiceError> {
+    match &caller.prefix {
+        None => Ok(()),
+        Some(prefix) => Err(crate::auth::AuthError::OutOfScope(FieldError::new(
+            "token",
+            format!(
+                "token {:?} is limited to instances named {prefix:?}*, and metrics cover \
+                 every instance on this node",
+                caller.name
+            ),
+        ))
+        .into()),
+    }
 }
 
 /// Instances outside the caller's prefix do not exist for it.

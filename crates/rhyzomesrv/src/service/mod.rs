@@ -27,6 +27,7 @@ pub mod event_log;
 pub mod images;
 pub mod instances;
 pub mod locks;
+pub mod metrics;
 pub mod ownership;
 pub mod reconcile;
 pub mod restart;
@@ -107,6 +108,8 @@ pub struct Service {
     /// not be looked at (nor logged) again.
     left_alone: std::sync::Mutex<std::collections::HashSet<String>>,
     wake_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
+    /// Counted as things happen; read by `GET /metrics` ([`metrics`]).
+    metrics: Arc<crate::metrics::Metrics>,
     /// The name of the storage pool volumes live in, once it was made or found.
     volume_pool: tokio::sync::OnceCell<String>,
 }
@@ -200,6 +203,7 @@ impl Service {
             destroys,
             left_alone: Default::default(),
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
+            metrics: Default::default(),
             volume_pool: tokio::sync::OnceCell::new(),
         })
     }
@@ -235,6 +239,7 @@ impl Service {
         exit_code: Option<i32>,
         reason: Option<String>,
     ) {
+        self.metrics.state_changed(state);
         self.events.publish(Event {
             time: now_rfc3339(),
             instance: r.name.clone(),
@@ -278,7 +283,8 @@ impl Service {
         &self.config
     }
 
-    pub fn info(&self) -> ServerInfo {
+    /// What this daemon is, and who `caller` is to it.
+    pub fn info(&self, caller: &Caller) -> ServerInfo {
         ServerInfo {
             hostname: self.config.hostname.clone(),
             daemon_id: self.daemon_id.clone(),
@@ -286,6 +292,11 @@ impl Service {
             domain_type: self.domain_type.to_string(),
             libvirt_uri: self.backend.uri(),
             default_bridge: self.config.bridge_interface.clone(),
+            caller: Some(rhyzome_api::CallerInfo {
+                name: caller.name.clone(),
+                role: caller.role.as_str().to_string(),
+                prefix: caller.prefix.clone(),
+            }),
         }
     }
 }

@@ -386,7 +386,11 @@ impl Service {
                     while wake_rx.try_recv().is_ok() {}
                 }
             }
-            if let Err(e) = self.reconcile_once().await {
+            let started = std::time::Instant::now();
+            let result = self.reconcile_once().await;
+            self.metrics
+                .observe_reconcile(started.elapsed().as_secs_f64(), result.is_err());
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "reconcile pass failed");
             }
         }

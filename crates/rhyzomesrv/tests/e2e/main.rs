@@ -6,10 +6,12 @@
 //! never skipped. Each test uses its own daemon, state directory, instance names and guest
 //! addresses, so they can run in parallel.
 
+mod dashboard;
 mod devices;
 mod harness;
 mod images;
 mod lifecycle;
+mod metrics;
 mod ownership;
 mod recovery;
 mod restarts;

@@ -10,13 +10,14 @@
 //! the watcher is re-subscribed and told [`Notice::Reconnected`] so it can catch up on what
 //! it missed.
 
+pub mod bulk;
 pub mod domain_xml;
 pub mod events;
 mod storage;
 
 use super::{
-    BackendError, DomainStats, DomainStatus, Hypervisor, InterfaceKind, NicCounters, Notice,
-    NoticeSink, DOMAIN_PREFIX,
+    BackendError, DomainCounters, DomainStats, DomainStatus, Hypervisor, InterfaceKind,
+    NicCounters, Notice, NoticeSink, DOMAIN_PREFIX,
 };
 use super::{DomainDefinition, DomainMark};
 use crate::config::DomainTypeSetting;
@@ -337,6 +338,10 @@ impl Hypervisor for LibvirtBackend {
                 nics,
             }))
         })
+    }
+
+    fn all_counters(&self) -> Result<Vec<DomainCounters>, BackendError> {
+        self.idempotent(bulk::all_counters)
     }
 
     /// Asks libvirt's interface driver (the udev backend on Debian), which sees the network

@@ -35,6 +35,9 @@ pub async fn create_instance(
     Extension(caller): Extension<Caller>,
     ApiJson(spec): ApiJson<InstanceSpec>,
 ) -> Result<(StatusCode, Json<Instance>), ApiError> {
+    let started = std::time::Instant::now();
     let instance = svc.create(spec, &caller).await?;
+    svc.metrics()
+        .observe_create(started.elapsed().as_secs_f64());
     Ok((StatusCode::CREATED, Json(instance)))
 }
