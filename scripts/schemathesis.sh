@@ -80,11 +80,12 @@ seed_instance() {
 #   pin down; a string that is neither is a documented 422 naming `since`. tests/api.rs and
 #   rhyzomectl's tests cover the accepted forms; every other check still runs on it.
 # - not_a_server_error and positive_data_acceptance on /v1/volumes/{name}/content (upload
-#   and download): libvirt's test driver has no storage streams (virStorageVolUpload and
-#   Download are "not supported by the connection driver"), so a transfer on an existing
-#   volume is a 502 here; and whether an upload is accepted depends on the volume's size and
-#   on its digest matching the body, which no schema expresses. tests/volumes.rs (fake
-#   backend) and tests/e2e/volumes.rs (the lab's libvirt) cover both operations, and
+#   and download) and /v1/volumes/{name}/resize: libvirt's test driver has no storage
+#   streams and no resize (virStorageVolUpload, Download and Resize are "not supported by
+#   the connection driver"), so these on an existing volume are a 502 here; and whether an
+#   upload or a resize is accepted depends on the volume's current size (and an upload's
+#   digest matching its body), which no schema expresses. tests/volumes.rs (fake backend)
+#   and tests/e2e/volumes.rs (the lab's libvirt) cover these operations, and
 #   scripts/probe.sh checks them for 5xx on real libvirt.
 # - in the pass without a token, the document's bearer requirement is removed: with no
 #   token the daemon is open by design (see the bearer scheme's description); the second
@@ -111,6 +112,12 @@ checks.positive_data_acceptance.enabled = false
 
 [[operations]]
 include-path = "/v1/volumes/{name}/content"
+checks.not_a_server_error.enabled = false
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+include-path = "/v1/volumes/{name}/resize"
+include-method = "POST"
 checks.not_a_server_error.enabled = false
 checks.positive_data_acceptance.enabled = false
 $1
