@@ -38,6 +38,9 @@ use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
+/// Bytes of an upload's body handed to libvirt's side at a time.
+const UPLOAD_BATCH: usize = 256 << 10;
+
 /// How much of an oversized body is read before the refusal is answered.
 const DRAIN_BEFORE_REFUSING: u64 = 1 << 20;
 
@@ -647,11 +650,17 @@ impl Service {
         let mut seen = 0u64;
         let mut refused: Option<Transfer> = None;
         let mut ended = false;
+        // The body arrives in pieces of a few KiB; handing each to the blocking side would
+        // cost a thread wake-up apiece, so they are gathered into batches first.
+        let mut batch = bytes::BytesMut::new();
         loop {
             let item = match body.next().await {
                 None => {
                     ended = true;
-                    break;
+                    if batch.is_empty() {
+                        break;
+                    }
+                    Ok(batch.split().freeze())
                 }
                 Some(Ok(c)) => {
                     let c: Bytes = c.into();
@@ -660,7 +669,11 @@ impl Service {
                         refused = Some(Transfer::TooLarge);
                         Err("too large".to_string())
                     } else {
-                        Ok(c)
+                        batch.extend_from_slice(&c);
+                        if batch.len() < UPLOAD_BATCH {
+                            continue;
+                        }
+                        Ok(batch.split().freeze())
                     }
                 }
                 Some(Err(e)) => {
@@ -669,7 +682,7 @@ impl Service {
                     Err(e.to_string())
                 }
             };
-            let stop = item.is_err();
+            let stop = item.is_err() || ended;
             // A closed channel: libvirt's side failed; its error is the answer.
             if tx.send(item).await.is_err() || stop {
                 break;
