@@ -1339,13 +1339,13 @@ def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss,
     A("```")
     A("")
     text = "\n".join(L) + "\n"
-    # Sections measured by other scripts (bench/metrics.sh) are kept, between their markers,
-    # before the findings.
+    # Sections measured by other scripts (bench/metrics.sh, bench/networks.py) are kept,
+    # between their markers (`<!-- NAME: ... -->` to `<!-- /NAME -->`), before the findings.
     old = Path(path).read_text() if Path(path).exists() else ""
-    kept = re.search(r"<!-- metrics:.*?<!-- /metrics -->\n\n", old, re.S)
+    kept = "".join(m.group(0) for m in re.finditer(r"<!-- (\w+):.*?<!-- /\1 -->\n\n", old, re.S))
     if kept:
-        anchor = "## 6. Volumes" if "## 6. Volumes" in text else "## Findings"
-        text = text.replace(anchor, kept.group(0) + anchor, 1)
+        anchor = "## 7. Volumes" if "## 7. Volumes" in text else "## Findings"
+        text = text.replace(anchor, kept + anchor, 1)
     Path(path).write_text(text)
 
 
@@ -1498,7 +1498,7 @@ def volume_section(v):
     def rate(ts):
         m = median(ts)
         return f"{mib / m:.0f} MiB/s ({m:.2f} s)" if m else "-"
-    A("## 6. Volumes (issue 16)")
+    A("## 7. Volumes (issue 16)")
     A("")
     A(f"Through the API on the lab's libvirt storage driver (a `dir` pool, the daemon's own), "
       f"{v['runs']} runs unless said otherwise; medians.")
@@ -1614,7 +1614,7 @@ def main():
             log(f"volumes: {volumes}")
         if parts == {"volumes"}:
             # Only this section changes; the rest of the report stays as its run wrote it.
-            splice_section(args.out, "## 6. Volumes", volume_section(volumes))
+            splice_section(args.out, "## 7. Volumes", volume_section(volumes))
             log(f"rewrote the volume section of {args.out}")
             ok = True
             return

@@ -28,6 +28,7 @@ admin=""
 base=""
 failures=0
 declare -a created_names=()
+declare -a network_names=()
 cleanup() {
   if [ -n "$daemon" ]; then
     # After a failure, instances a probe created unexpectedly may still run: the daemon
@@ -205,6 +206,38 @@ probe "bob names alice's digest" 422 -X POST -H "Authorization: Bearer $bob" -H 
   -H "X-Rhyzome-Sha256: $alice_only" --data-binary '' "$base/v1/images?name=bob-stolen:1"
 upload "an image that is not a kernel" 422 "$alice" "$kernels/text.virtio" alice-text:1
 
+echo "==> networks"
+# net NAME EXPECTED TOKEN JSON: a network create; every name tried is checked below.
+net() {
+  network_names+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("name",""))' "$4" 2>/dev/null || true)")
+  probe "$1" "$2" -X POST -H "Authorization: Bearer $3" -H 'Content-Type: application/json' \
+    --data-binary "$4" "$base/v1/networks"
+}
+net "viewer creates a network" 403 "$viewer" '{"name": "pn", "subnet": "10.93.0.0/24"}'
+net "bob names alice's prefix" 403 "$bob" '{"name": "alice-pn", "subnet": "10.93.0.0/24"}'
+net "network name with XML" 422 "$admin" '{"name": "a\"/><forward mode=\"nat\"/>", "subnet": "10.93.0.0/24"}'
+body_has "network name with XML" '"field":"name"'
+net "subnet of the lab bridge" 422 "$admin" '{"name": "pn1", "subnet": "192.168.100.0/24"}'
+body_has "subnet of the lab bridge" '"field":"subnet"'
+net "subnet around the lab bridge" 422 "$admin" '{"name": "pn2", "subnet": "192.168.96.0/20"}'
+net "gateway outside" 422 "$admin" '{"name": "pn3", "subnet": "10.93.0.0/24", "gateway": "10.94.0.1"}'
+body_has "gateway outside" '"field":"gateway"'
+net "a /31" 422 "$admin" '{"name": "pn4", "subnet": "10.93.0.0/31"}'
+net "host bits set" 422 "$admin" '{"name": "pn5", "subnet": "10.93.0.1/24"}'
+net "unknown mode" 400 "$admin" '{"name": "pn6", "subnet": "10.93.0.0/24", "mode": "bridged"}'
+net "alice's network" 201 "$alice" '{"name": "alice-pn", "subnet": "10.93.0.0/24"}'
+probe "bob reads alice's network" 404 -H "Authorization: Bearer $bob" "$base/v1/networks/alice-pn"
+probe "bob deletes alice's network" 404 -X DELETE -H "Authorization: Bearer $bob" "$base/v1/networks/alice-pn"
+probe "bob lists networks" 200 -H "Authorization: Bearer $bob" "$base/v1/networks"
+body_lacks "bob lists networks" 'alice-'
+net "bob overlaps alice's network" 422 "$bob" '{"name": "bob-pn", "subnet": "10.93.0.128/25"}'
+body_lacks "bob overlaps alice's network" 'alice-'
+create "unknown placeholder" 422 "$alice" "{\"name\": \"alice-p\", \"kernel\": \"$K\", \"network\": {\"name\": \"alice-pn\"}, \"kernel_parameters\": \"--ipv4={nope}\"}"
+body_has "unknown placeholder" '{nope}'
+create "placeholder without a network" 422 "$admin" "{\"name\": \"p\", \"kernel\": \"$K\", \"kernel_parameters\": \"--ipv4={cidr}\"}"
+create "the gateway asked for" 422 "$alice" "{\"name\": \"alice-q\", \"kernel\": \"$K\", \"network\": {\"name\": \"alice-pn\", \"ipv4\": \"10.93.0.1\"}}"
+probe "delete alice's network" 204 -X DELETE -H "Authorization: Bearer $alice" "$base/v1/networks/alice-pn"
+
 echo "==> volumes: names, sizes, tenants, digests"
 vol() { # vol NAME EXPECTED TOKEN JSON
   probe "$1" "$2" -X POST -H "Authorization: Bearer $3" -H 'Content-Type: application/json' \
@@ -266,6 +299,16 @@ if domains=$(virsh -q -c "$RHYZOME_LAB_URI" list --all --name); then
   done
 else
   fail "cannot list the lab's domains, so none can be known to be gone"
+fi
+# The lab's networks, listed as strictly: no network a probe tried may remain.
+if networks=$(virsh -q -c "$RHYZOME_LAB_URI" net-list --all --name); then
+  for n in $(printf '%s\n' "${network_names[@]}" | sort -u); do
+    if grep -qxF "rhyzome-$n" <<<"$networks"; then
+      fail "network rhyzome-$n is left"
+    fi
+  done
+else
+  fail "cannot list the lab's networks, so none can be known to be gone"
 fi
 if grep -q panicked "$work/daemon.log"; then
   fail "the daemon panicked: $(grep -A5 panicked "$work/daemon.log")"

@@ -62,6 +62,7 @@ impl ClientError {
 }
 
 mod images;
+mod networks;
 mod volumes;
 pub use images::{Progress, ProgressPhase, PushOutcome};
 

@@ -8,6 +8,8 @@
 //! client. Nothing here holds state or spawns threads.
 
 pub mod images;
+pub mod networks;
+pub mod placeholders;
 pub mod types;
 pub mod validate;
 pub mod volumes;
@@ -21,6 +23,7 @@ pub use images::{
     Image, ImageFormat, ImageInspection, ImageList, ImageUpload, ManifestDevice, Solo5Info,
     Solo5Manifest, UploadQuery,
 };
+pub use networks::{ForwardMode, Network, NetworkAddress, NetworkCreate, NetworkList};
 pub use types::*;
 pub use volumes::{
     Volume, VolumeAttachment, VolumeFormat, VolumeList, VolumeMount, VolumeResize, VolumeSpec,

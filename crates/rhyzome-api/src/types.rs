@@ -118,7 +118,7 @@ impl RestartMode {
 pub const DEFAULT_MAX_RETRIES: u32 = 5;
 
 /// How an instance is connected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     /// `bridge` (the default) or `none`.
@@ -130,6 +130,15 @@ pub struct NetworkSpec {
     /// MAC address of the virtio NIC, `xx:xx:xx:xx:xx:xx`; derived from the name when absent.
     #[serde(default)]
     pub mac: Option<String>,
+    /// A managed network to join instead of a host bridge: the NIC gets an IPv4 address from
+    /// its subnet (see `/v1/networks`). Not with `bridge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "lab")]
+    pub name: Option<String>,
+    /// With `name`: the address to give the NIC, instead of the lowest free one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "10.20.0.5")]
+    pub ipv4: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -199,9 +208,13 @@ impl std::fmt::Display for InstanceState {
 pub struct NetworkAttachment {
     pub bridge: String,
     pub mac: String,
-    /// The address given by `--ipv4` in the kernel parameters, if any (informational: the
-    /// unikernel configures itself).
+    /// On a managed network: the address it gave (`A.B.C.D/N`). Otherwise the address given
+    /// by `--ipv4` in the kernel parameters, if any (informational: the unikernel configures
+    /// itself).
     pub ipv4: Option<String>,
+    /// The managed network the NIC is on, if it is on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// What a running instance uses now, as the hypervisor reports it.
@@ -243,6 +256,12 @@ pub struct NicAttachment {
     /// absent when libvirt chooses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_slot: Option<u8>,
+    /// The managed network the NIC is on, if it is on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The address the managed network gave it (`A.B.C.D/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
 }
 
 /// One NIC of an instance whose image declares several network devices.
@@ -254,6 +273,12 @@ pub struct InterfaceAttachment {
     pub mac: String,
     /// PCI slot on bus 0 (Solo5 assigns NICs to manifest devices in PCI slot order).
     pub pci_slot: u8,
+    /// The managed network the NIC is on, if it is on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The address the managed network gave it (`A.B.C.D/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
 }
 
 /// Where an instance's devices come from.
@@ -316,7 +341,12 @@ pub struct Instance {
     /// Its volumes, one per block device of its image's manifest, in manifest order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::volumes::VolumeAttachment>,
+    /// The kernel parameters as written, placeholders and all.
     pub kernel_parameters: String,
+    /// What reaches the unikernel: `kernel_parameters` with `{ip}`, `{cidr}`, ... filled in
+    /// from the instance's own addresses.
+    #[serde(default)]
+    pub kernel_parameters_expanded: String,
     pub memory_mib: u32,
     pub vcpus: u32,
     /// The first NIC (of `attachments`); `null` when the instance has no network.

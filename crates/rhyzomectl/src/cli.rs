@@ -76,6 +76,9 @@ pub enum Command {
     /// Manage uploaded unikernel images.
     #[command(subcommand)]
     Image(crate::commands::image::ImageCommand),
+    /// Manage networks whose addresses the daemon gives out.
+    #[command(subcommand)]
+    Network(crate::commands::network::NetworkCommand),
     /// Manage volumes: block storage that outlives instances.
     #[command(subcommand)]
     Volume(crate::commands::volume::VolumeCommand),

@@ -6,7 +6,7 @@
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TemplateError {
-    #[error("{what}: unknown placeholder {{{inner}}}; use {{i}}, {{i+K}} or {{i-K}} (and {{{{ or }}}} for a literal brace)")]
+    #[error("{what}: unknown placeholder {{{inner}}}; use {{i}}, {{i+K}} or {{i-K}} (and {{{{ or }}}} for a literal brace; in kernel parameters also the server's {{ip}}, {{cidr}}, {{prefix}}, {{gateway}}, {{mac}}, {{name}}, {{DEVICE.ip}}, ...)")]
     Unknown { what: &'static str, inner: String },
     #[error("{what}: a '{{' without its '}}'; write {{{{ for a literal brace")]
     Unclosed { what: &'static str },
@@ -39,30 +39,49 @@ const MAX_OFFSET: i64 = 1_000_000_000;
 impl Template {
     /// Parses `text`; `what` names the option in error messages.
     pub fn parse(what: &'static str, text: &str) -> Result<Template, TemplateError> {
+        Self::parse_with(what, text, false)
+    }
+
+    /// Parses kernel parameters: the server's own placeholders (`{ip}`, `{cidr}`,
+    /// `{DEVICE.ip}`, ...) and doubled braces pass through unchanged, for the daemon to fill in.
+    pub fn parse_kernel_parameters(
+        what: &'static str,
+        text: &str,
+    ) -> Result<Template, TemplateError> {
+        Self::parse_with(what, text, true)
+    }
+
+    fn parse_with(
+        what: &'static str,
+        text: &str,
+        pass_server_placeholders: bool,
+    ) -> Result<Template, TemplateError> {
+        let literal_brace = |brace: char| {
+            if pass_server_placeholders {
+                format!("{brace}{brace}")
+            } else {
+                brace.to_string()
+            }
+        };
+        use rhyzome_api::placeholders::{tokenize, BraceError, Token};
         let mut parts = Vec::new();
         let mut literal = String::new();
-        let mut chars = text.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '{' if chars.peek() == Some(&'{') => {
-                    chars.next();
-                    literal.push('{');
-                }
-                '}' if chars.peek() == Some(&'}') => {
-                    chars.next();
-                    literal.push('}');
-                }
-                '}' => return Err(TemplateError::Unopened { what }),
-                '{' => {
-                    let mut inner = String::new();
-                    loop {
-                        match chars.next() {
-                            Some('}') => break,
-                            Some(c) => inner.push(c),
-                            None => return Err(TemplateError::Unclosed { what }),
-                        }
-                    }
+        let tokens = tokenize(text).map_err(|e| match e {
+            BraceError::Unclosed => TemplateError::Unclosed { what },
+            BraceError::Unopened => TemplateError::Unopened { what },
+        })?;
+        for token in tokens {
+            match token {
+                Token::Text(t) => literal.push_str(&t),
+                Token::Brace(b) => literal.push_str(&literal_brace(b)),
+                Token::Placeholder(inner) => {
                     let Some(offset) = parse_placeholder(&inner) else {
+                        if pass_server_placeholders
+                            && rhyzome_api::placeholders::parse_placeholder(&inner).is_some()
+                        {
+                            literal.push_str(&format!("{{{inner}}}"));
+                            continue;
+                        }
                         return Err(TemplateError::Unknown { what, inner });
                     };
                     if !literal.is_empty() {
@@ -70,7 +89,6 @@ impl Template {
                     }
                     parts.push(Part::Index(offset));
                 }
-                c => literal.push(c),
             }
         }
         if !literal.is_empty() {
@@ -144,6 +162,22 @@ mod tests {
         assert_eq!(expand("plain", 5).unwrap(), "plain");
         assert!(!Template::parse("--x", "plain {{i}}").unwrap().has_index());
         assert!(Template::parse("--x", "a{i}").unwrap().has_index());
+    }
+
+    #[test]
+    fn kernel_parameters_pass_the_server_s_placeholders_through() {
+        let t = Template::parse_kernel_parameters(
+            "--kernel-parameters",
+            "--ipv4={cidr} --ipv4-gateway={gateway} --id={i+9} {service.ip} {{x}}",
+        )
+        .unwrap();
+        assert_eq!(
+            t.expand(3).unwrap(),
+            "--ipv4={cidr} --ipv4-gateway={gateway} --id=12 {service.ip} {{x}}"
+        );
+        assert!(Template::parse_kernel_parameters("--k", "{ipp}").is_err());
+        // Names take no server placeholder.
+        assert!(Template::parse("--name", "web-{ip}").is_err());
     }
 
     #[test]

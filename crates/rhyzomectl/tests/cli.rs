@@ -354,8 +354,17 @@ fn a_test_bed_in_one_command_and_gone_in_another() {
             .iter()
             .find(|n| n["name"] == format!("node-{i}"))
             .unwrap_or_else(|| panic!("node-{i} missing: {all:?}"));
+        // Literal braces reach the server still doubled (its placeholders' syntax), and
+        // become single braces in what the unikernel gets.
         assert_eq!(
             node["kernel_parameters"],
+            format!(
+                "--ipv4 192.168.100.{}/24 --peer 192.168.100.10 --label {{{{x}}}}",
+                i + 9
+            )
+        );
+        assert_eq!(
+            node["kernel_parameters_expanded"],
             format!(
                 "--ipv4 192.168.100.{}/24 --peer 192.168.100.10 --label {{x}}",
                 i + 9
@@ -784,6 +793,102 @@ fn tls_trust_by_ca_or_fingerprint_from_flags_and_from_config_set() {
     std::fs::remove_file(&ca_copy).unwrap();
     let out = with_config(&["--context", "with-ca", "instance", "list"]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn networks_are_created_listed_shown_used_and_removed() {
+    let s = serve();
+    let url = s.url.as_str();
+    let out = stdout(&ctl(&[
+        "--server",
+        url,
+        "network",
+        "create",
+        "lab",
+        "--subnet",
+        "10.20.0.0/24",
+        "--dhcp",
+    ]));
+    assert!(
+        out.contains("created network lab (10.20.0.0/24, gateway 10.20.0.1, isolated"),
+        "{out}"
+    );
+    // Refused before anything is sent, and by the server, naming the field.
+    let err = failure(&ctl(&[
+        "--server",
+        url,
+        "network",
+        "create",
+        "x",
+        "--subnet",
+        "10.30.0.0/24",
+        "--gateway",
+        "10.31.0.1",
+    ]));
+    assert!(err.contains("gateway"), "{err}");
+    let err = failure(&ctl(&[
+        "--server",
+        url,
+        "network",
+        "create",
+        "x",
+        "--subnet",
+        "10.20.0.128/25",
+    ]));
+    assert!(err.contains("subnet") && err.contains("lab"), "{err}");
+
+    let created = stdout(&ctl(&[
+        "--server",
+        url,
+        "instance",
+        "create",
+        "--name",
+        "web",
+        "--kernel",
+        &s.kernel,
+        "--network",
+        "lab",
+        "--ip",
+        "10.20.0.7",
+        "--kernel-parameters",
+        "--ipv4={cidr} --ipv4-gateway={gateway}",
+    ]));
+    assert!(created.contains("10.20.0.7/24"), "{created}");
+    let show = stdout(&ctl(&["--server", url, "instance", "show", "web"]));
+    assert!(
+        show.contains("--ipv4={cidr} --ipv4-gateway={gateway}"),
+        "{show}"
+    );
+    assert!(
+        show.contains("--ipv4=10.20.0.7/24 --ipv4-gateway=10.20.0.1"),
+        "{show}"
+    );
+    let err = failure(&ctl(&[
+        "--server",
+        url,
+        "instance",
+        "create",
+        "--name",
+        "typo",
+        "--kernel",
+        &s.kernel,
+        "--network",
+        "lab",
+        "--kernel-parameters",
+        "--ipv4={cdir}",
+    ]));
+    assert!(err.contains("{cdir}"), "{err}");
+
+    let list = stdout(&ctl(&["--server", url, "network", "list"]));
+    assert!(list.contains("lab") && list.contains("1/253"), "{list}");
+    let show = stdout(&ctl(&["--server", url, "network", "show", "lab"]));
+    assert!(show.contains("10.20.0.7") && show.contains("web"), "{show}");
+    let err = failure(&ctl(&["--server", url, "network", "rm", "lab"]));
+    assert!(err.contains("in use by 1 instance(s): web"), "{err}");
+    stdout(&ctl(&["--server", url, "instance", "delete", "web"]));
+    let out = stdout(&ctl(&["--server", url, "network", "rm", "lab"]));
+    assert!(out.contains("deleted network lab"), "{out}");
+    assert!(stdout(&ctl(&["--server", url, "-o", "json", "network", "list"])).trim() == "[]");
 }
 
 #[test]

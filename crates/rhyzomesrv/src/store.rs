@@ -15,6 +15,7 @@ use std::sync::Mutex;
 pub mod attachments;
 mod encoding;
 pub mod images;
+pub mod networks;
 #[cfg(test)]
 mod upgrade_tests;
 pub mod volumes;
@@ -27,6 +28,8 @@ pub enum StoreError {
     NameTaken(String),
     #[error("the MAC address {0} is already used by another instance")]
     MacTaken(String),
+    #[error(transparent)]
+    Address(#[from] networks::AddressRefusal),
     #[error("database holds an unknown {what} {value:?}")]
     Corrupt { what: &'static str, value: String },
     #[error(
@@ -129,7 +132,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 6;
+const SCHEMA_VERSION: i32 = 7;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -152,8 +155,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Code(version_4_tables),
     // 4 -> 5: one ordered list of NICs per instance.
     Migration::Code(fold_nics_into_attachments),
-    // 5 -> 6: volumes, the libvirt volumes being made, and what instances attach. (Planned
-    // as version 8 once the networks and metrics migrations land; renumbered at merge.)
+    // 5 -> 6: managed networks, and the network and address of each attachment on one.
+    Migration::Sql(NETWORK_TABLES),
+    // 6 -> 7: volumes, the libvirt volumes being made, and what instances attach. (Planned
+    // as version 8; renumbered at merge.)
     Migration::Sql(volumes::VOLUME_TABLES),
 ];
 
@@ -356,6 +361,27 @@ CREATE TABLE instance_images (
 );
 ";
 
+/// Managed networks, and the network and address of each attachment on one (see
+/// [`networks`]). Addresses are stored as integers so that "lowest free" is an order; the
+/// unique index keeps them unique per network (SQLite lets several rows have no network). An
+/// address goes with its attachment, and a network cannot go while an attachment names it.
+const NETWORK_TABLES: &str = "
+CREATE TABLE networks (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    subnet     TEXT NOT NULL,
+    gateway    TEXT NOT NULL,
+    mode       TEXT NOT NULL,
+    dhcp       INTEGER NOT NULL,
+    bridge     TEXT NOT NULL UNIQUE,
+    owner      TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+ALTER TABLE instance_attachments ADD COLUMN network_id TEXT REFERENCES networks(id);
+ALTER TABLE instance_attachments ADD COLUMN address INTEGER;
+CREATE UNIQUE INDEX instance_attachments_address ON instance_attachments (network_id, address);
+";
+
 /// The bearer tokens, read and written by `auth::tokens` through its own connection; their
 /// schema is versioned here with the rest of the database.
 const TOKENS_TABLE: &str = "
@@ -535,6 +561,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         // run before the daemon's first start left a version 0 database with a tokens table.
         adopt_unversioned_tables(&tx)?;
         tx.execute_batch(attachments::TABLE)?;
+        tx.execute_batch(NETWORK_TABLES)?;
         tx.execute_batch(volumes::VOLUME_TABLES)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
@@ -637,6 +664,18 @@ impl Store {
         image: Option<&str>,
         volumes: &[volumes::AttachmentRow],
     ) -> Result<(), StoreError> {
+        self.insert_with_addresses(r, image, volumes).map(|_| ())
+    }
+
+    /// [`Self::insert_with_boot`], giving each attachment on a managed network its address in
+    /// the same transaction (the one it asks for, else the lowest free one), and returning
+    /// the attachments as written. A refused address leaves nothing written.
+    pub fn insert_with_addresses(
+        &self,
+        r: &InstanceRecord,
+        image: Option<&str>,
+        volumes: &[volumes::AttachmentRow],
+    ) -> Result<Vec<attachments::Attachment>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let res = tx.execute(
@@ -681,11 +720,12 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
-        attachments::write(&tx, &r.id, &r.attachments)?;
+        let attachments = networks::allocate(&tx, &r.attachments)?;
+        attachments::write(&tx, &r.id, &attachments)?;
         images::write_boot(&tx, &r.id, image)?;
         volumes::write_attachments(&tx, &r.id, volumes)?;
         tx.commit()?;
-        Ok(())
+        Ok(attachments)
     }
 
     /// Every record, including those being deleted, ordered by name.
@@ -879,6 +919,8 @@ pub(crate) mod tests {
                 bridge: "br0".into(),
                 mac: mac.into(),
                 pci_slot: None,
+                network: None,
+                address: None,
             }],
             desired: Desired::Running,
             state: InstanceState::Pending,
@@ -1012,12 +1054,16 @@ pub(crate) mod tests {
                     bridge: "bridge-8".into(),
                     mac: "mac-9".into(),
                     pci_slot: None,
+                    network: None,
+                    address: None,
                 },
                 attachments::Attachment {
                     device: Some("device-28".into()),
                     bridge: "bridge-29".into(),
                     mac: "mac-30".into(),
                     pci_slot: Some(31),
+                    network: None,
+                    address: None,
                 },
             ],
             desired: Desired::Stopped,

@@ -268,6 +268,7 @@ fn roles_prefixes_and_quotas_are_enforced_and_refusals_change_nothing() {
             mode: rhyzome_api::NetworkMode::Bridge,
             bridge: Some("br1".into()),
             mac: None,
+            ..Default::default()
         }),
         ..s.spec("alice-br1")
     };
@@ -568,6 +569,9 @@ struct Call {
 /// The owner's resources the calls aim at.
 struct Owned {
     instance: &'static str,
+    network: &'static str,
+    /// A network create naming the owner's prefix.
+    network_spec: Vec<u8>,
     volume: &'static str,
     image: &'static str,
     digest: String,
@@ -612,7 +616,10 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
         ],
         // Checked separately, on a live stream: see the test.
         ("get", "/v1/events") => vec![],
-        ("get", "/v1/instances") | ("get", "/v1/images") | ("get", "/v1/volumes") => {
+        ("get", "/v1/instances")
+        | ("get", "/v1/images")
+        | ("get", "/v1/networks")
+        | ("get", "/v1/volumes") => {
             vec![call(Stranger, Method::GET, path.into(), Hides)]
         }
         ("post", "/v1/instances") => vec![
@@ -665,6 +672,29 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
             vec![
                 call(Viewer, m.clone(), instance(verb), Status(403)),
                 call(Stranger, m, instance(verb), Status(404)),
+            ]
+        }
+        ("post", "/v1/networks") => vec![
+            Call {
+                body: json(&owned.network_spec),
+                ..call(Viewer, Method::POST, path.into(), Status(403))
+            },
+            Call {
+                body: json(&owned.network_spec),
+                ..call(Stranger, Method::POST, path.into(), Status(403))
+            },
+        ],
+        ("get", "/v1/networks/{name}") => vec![call(
+            Stranger,
+            Method::GET,
+            format!("/v1/networks/{}", owned.network),
+            Status(404),
+        )],
+        ("delete", "/v1/networks/{name}") => {
+            let network = format!("/v1/networks/{}", owned.network);
+            vec![
+                call(Viewer, Method::DELETE, network.clone(), Status(403)),
+                call(Stranger, Method::DELETE, network, Status(404)),
             ]
         }
         ("get", "/v1/images/{reference}") | ("head", "/v1/images/{reference}") => {
@@ -734,6 +764,16 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
     })
 }
 
+fn network_request(name: &str, subnet: &str) -> rhyzome_api::NetworkCreate {
+    rhyzome_api::NetworkCreate {
+        name: name.into(),
+        subnet: subnet.into(),
+        gateway: None,
+        mode: None,
+        dhcp: None,
+    }
+}
+
 #[test]
 fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
     let s = serve_with(Setup::default());
@@ -764,9 +804,14 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
             ..Default::default()
         })
         .unwrap();
+    alice
+        .create_network(&network_request("alice-net", "10.40.0.0/24"))
+        .unwrap();
     let owned = Owned {
         instance: "alice-web",
         volume: "alice-vol",
+        network: "alice-net",
+        network_spec: serde_json::to_vec(&network_request("alice-net2", "10.41.0.0/24")).unwrap(),
         image: "alice-img:v1",
         digest: uploaded.image.digest.clone(),
         spec: serde_json::to_vec(&s.spec("alice-x")).unwrap(),
@@ -808,6 +853,7 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
     let snapshot = || {
         let instances = serde_json::to_value(root.list_instances().unwrap()).unwrap();
         let images = serde_json::to_value(root.list_images().unwrap()).unwrap();
+        let networks = serde_json::to_value(root.list_networks().unwrap()).unwrap();
         let volumes = serde_json::to_value(root.list_volumes().unwrap()).unwrap();
         let mut content = Vec::new();
         root.download_volume("alice-vol", &mut content, &mut |_| {})
@@ -815,9 +861,11 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
         (
             instances,
             images,
+            networks,
             volumes,
             content,
             s.backend.list().unwrap().len(),
+            s.backend.networks().unwrap().len(),
         )
     };
     let before = snapshot();
@@ -878,7 +926,7 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
         }
     }
     assert!(
-        operations >= 15,
+        operations >= 19,
         "only {operations} operations in the document"
     );
     // Nothing the refused calls asked for happened.

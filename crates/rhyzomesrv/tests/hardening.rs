@@ -166,6 +166,7 @@ fn the_all_zero_mac_is_refused() {
             mode: NetworkMode::Bridge,
             bridge: None,
             mac: Some("00:00:00:00:00:00".into()),
+            ..Default::default()
         }),
         ..spec(&s, "zero")
     }));
@@ -271,6 +272,7 @@ fn no_refused_create_leaves_a_file_behind() {
         mode: NetworkMode::Bridge,
         bridge: None,
         mac: Some(m.into()),
+        ..Default::default()
     };
     // (who, spec, expected status, expected field): one of every kind of refusal.
     let cases: Vec<(&Client, InstanceSpec, u16, &str)> = vec![
@@ -387,6 +389,7 @@ fn no_refused_create_leaves_a_file_behind() {
                     mode: NetworkMode::Bridge,
                     bridge: Some("br7".into()),
                     mac: None,
+                    ..Default::default()
                 }),
                 ..spec(&s, "alice-a")
             },
@@ -622,6 +625,7 @@ fn an_interface_that_is_not_a_bridge_is_refused_before_libvirt_is_asked() {
             mode: NetworkMode::Bridge,
             bridge: Some("lo".into()),
             mac: None,
+            ..Default::default()
         }),
         ..spec(&s, "on-lo")
     }));

@@ -626,6 +626,7 @@ fn every_nic_respects_the_bridge_quota_and_macs_stay_unique() {
                     mode: rhyzome_api::NetworkMode::Bridge,
                     bridge: None,
                     mac: Some(admin_mac),
+                    ..Default::default()
                 }),
                 ..Default::default()
             })
@@ -736,6 +737,7 @@ fn an_image_without_network_devices_gets_no_nic_and_network_options_are_refused(
         mode: rhyzome_api::NetworkMode::None,
         bridge: None,
         mac: None,
+        ..Default::default()
     });
     assert_eq!(s.client.create_instance(&spec).unwrap().network, None);
 }
@@ -751,6 +753,7 @@ fn a_refused_server_path_kernel_leaves_no_blob() {
             mode: rhyzome_api::NetworkMode::Bridge,
             bridge: Some("br0".into()),
             mac: None,
+            ..Default::default()
         }),
         ..Default::default()
     });

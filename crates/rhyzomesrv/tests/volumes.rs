@@ -334,8 +334,7 @@ fn with_volumes(name: &str, image: &str, volumes: &[(&str, &str, bool)]) -> Inst
         image: Some(image.into()),
         network: Some(rhyzome_api::NetworkSpec {
             mode: rhyzome_api::NetworkMode::None,
-            bridge: None,
-            mac: None,
+            ..Default::default()
         }),
         volumes: Some(
             volumes

@@ -6,6 +6,7 @@ pub mod events;
 pub mod image;
 mod info;
 pub mod instance;
+pub mod network;
 pub mod volume;
 
 use crate::cli::{Cli, Command};
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(_) | Command::Man(_) => unreachable!("handled above"),
         Command::Instance(cmd) => instance::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
+        Command::Network(cmd) => network::run(&ctx, cmd),
         Command::Volume(cmd) => volume::run(&ctx, cmd),
         Command::Info => info::run(&ctx),
         Command::Events(a) => events::run(&ctx, a.instance.as_deref()),

@@ -2,9 +2,10 @@
 //! definitions it is given (tests assert on them, not on XML), can be told to fail, but runs
 //! nothing. A mutex guards its map; calls are instantaneous.
 
+use super::network::{DhcpHost, HostRoute, NetworkDefinition, NetworkMark, NetworkStatus};
 use super::{
     BackendError, DomainCounters, DomainStats, DomainStatus, Hypervisor, InterfaceKind,
-    NicCounters, Notice, NoticeSink,
+    NetworkRemoval, NicCounters, Notice, NoticeSink,
 };
 use super::{DomainDefinition, DomainMark};
 use std::collections::BTreeMap;
@@ -37,6 +38,14 @@ struct FakeState {
     deferred: Option<Vec<Notice>>,
     /// Interfaces the fake host was told about; any other is `Unknown`.
     interfaces: BTreeMap<String, InterfaceKind>,
+    /// Networks by libvirt name: the definition and whether it runs.
+    networks: BTreeMap<String, (NetworkDefinition, bool)>,
+    /// Networks another tool made: reported, never this fake's to define.
+    foreign_networks: BTreeMap<String, NetworkStatus>,
+    /// The host's routes; `None`: the host cannot be looked at.
+    routes: Option<Vec<HostRoute>>,
+    /// Makes the next `start_network` fail with this refusal.
+    fail_next_network_start: Option<BackendError>,
     /// Counters set by [`FakeBackend::set_counters`], by UUID.
     counters: BTreeMap<String, DomainCounters>,
     /// Makes `all_counters` fail, as a libvirt that went away would.
@@ -81,6 +90,33 @@ impl FakeBackend {
     /// Declares what the host interface `name` is.
     pub fn set_interface(&self, name: &str, kind: InterfaceKind) {
         self.state().interfaces.insert(name.to_string(), kind);
+    }
+
+    /// Declares the routes of the fake host.
+    pub fn set_host_routes(&self, routes: Vec<HostRoute>) {
+        self.state().routes = Some(routes);
+    }
+
+    /// Makes the next `start_network` fail with `err`.
+    pub fn fail_next_network_start(&self, err: BackendError) {
+        self.state().fail_next_network_start = Some(err);
+    }
+
+    /// Adds a network behind the daemon's back, as another tool (or daemon) would.
+    pub fn inject_network(&self, status: NetworkStatus) {
+        self.state()
+            .foreign_networks
+            .insert(status.libvirt_name.clone(), status);
+    }
+
+    /// The definition of a network this fake defined, and whether it runs.
+    pub fn network_definition(&self, libvirt_name: &str) -> Option<(NetworkDefinition, bool)> {
+        self.state().networks.get(libvirt_name).cloned()
+    }
+
+    /// Simulates a host reboot for networks: every network this fake defined is gone.
+    pub fn lose_networks(&self) {
+        self.state().networks.clear();
     }
 
     /// Simulates a guest that powered off: its transient domain disappears, and watchers hear
@@ -284,6 +320,102 @@ impl Hypervisor for FakeBackend {
             .values()
             .find(|(d, _)| d.name == name)
             .map(|(status, d)| (status.uuid.clone(), d.mark.clone())))
+    }
+
+    fn define_network(&self, def: &NetworkDefinition) -> Result<(), BackendError> {
+        let mut s = self.state();
+        if s.foreign_networks.contains_key(&def.libvirt_name) {
+            return Err(BackendError::Rejected {
+                message: format!("network '{}' already exists", def.libvirt_name),
+            });
+        }
+        let active = s
+            .networks
+            .get(&def.libvirt_name)
+            .is_some_and(|(_, active)| *active);
+        s.networks
+            .insert(def.libvirt_name.clone(), (def.clone(), active));
+        Ok(())
+    }
+
+    fn start_network(&self, libvirt_name: &str) -> Result<(), BackendError> {
+        let mut s = self.state();
+        if let Some(e) = s.fail_next_network_start.take() {
+            return Err(e);
+        }
+        match s.networks.get_mut(libvirt_name) {
+            Some((_, active)) => {
+                *active = true;
+                Ok(())
+            }
+            None => Err(BackendError::Other(format!(
+                "Network not found: no network with matching name '{libvirt_name}'"
+            ))),
+        }
+    }
+
+    fn remove_network(
+        &self,
+        libvirt_name: &str,
+        daemon: &str,
+    ) -> Result<NetworkRemoval, BackendError> {
+        let mut s = self.state();
+        if let Some(foreign) = s.foreign_networks.get(libvirt_name) {
+            return Ok(NetworkRemoval::NotOurs(foreign.mark.clone()));
+        }
+        match s.networks.get(libvirt_name) {
+            None => Ok(NetworkRemoval::Absent),
+            Some((def, _)) if def.mark.daemon != daemon => {
+                Ok(NetworkRemoval::NotOurs(Some(def.mark.clone())))
+            }
+            Some(_) => {
+                s.networks.remove(libvirt_name);
+                Ok(NetworkRemoval::Removed)
+            }
+        }
+    }
+
+    fn network(&self, libvirt_name: &str) -> Result<Option<NetworkStatus>, BackendError> {
+        Ok(self
+            .networks()?
+            .into_iter()
+            .find(|n| n.libvirt_name == libvirt_name))
+    }
+
+    fn networks(&self) -> Result<Vec<NetworkStatus>, BackendError> {
+        let s = self.state();
+        let own = s.networks.values().map(|(def, active)| NetworkStatus {
+            libvirt_name: def.libvirt_name.clone(),
+            active: *active,
+            mark: Some(NetworkMark::clone(&def.mark)),
+            subnets: vec![def.subnet],
+            bridge: Some(def.bridge.clone()),
+            hosts: def.hosts.clone(),
+        });
+        Ok(own.chain(s.foreign_networks.values().cloned()).collect())
+    }
+
+    fn set_dhcp_host(
+        &self,
+        libvirt_name: &str,
+        host: &DhcpHost,
+        present: bool,
+    ) -> Result<(), BackendError> {
+        let mut s = self.state();
+        let Some((def, _)) = s.networks.get_mut(libvirt_name) else {
+            return Err(BackendError::Other(format!(
+                "Network not found: no network with matching name '{libvirt_name}'"
+            )));
+        };
+        def.hosts.retain(|h| h.mac != host.mac);
+        if present {
+            def.hosts.push(host.clone());
+        }
+        Ok(())
+    }
+
+    fn host_routes(&self) -> Result<Option<Vec<HostRoute>>, BackendError> {
+        Ok(self.state().routes.clone())
     }
 }
 

@@ -12,11 +12,13 @@ pub mod definition;
 pub mod fake;
 mod fake_storage;
 pub mod libvirt;
+pub mod network;
 pub mod storage;
 pub mod storage_xml;
 
 pub use counters::DomainCounters;
 pub use definition::{Disk, DomainDefinition, DomainMark, Nic};
+use network::{DhcpHost, HostRoute, NetworkDefinition, NetworkStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
@@ -117,11 +119,50 @@ pub trait Hypervisor: storage::Storage + Send + Sync + 'static {
     /// CPU, memory and the counters of the NICs with these MACs, of the running domain with
     /// this UUID; `None` when it does not run.
     fn stats(&self, uuid: &str, macs: &[String]) -> Result<Option<DomainStats>, BackendError>;
+
+    /// Defines the persistent network `def` (replacing the definition of that name) without
+    /// starting it.
+    fn define_network(&self, def: &NetworkDefinition) -> Result<(), BackendError>;
+    /// Starts the defined network `libvirt_name` (its bridge, and dnsmasq with DHCP); a
+    /// running one is left as it is.
+    fn start_network(&self, libvirt_name: &str) -> Result<(), BackendError>;
+    /// Stops and undefines the network `libvirt_name` if, and only if, its mark names
+    /// `daemon`: a network without rhyzome's mark or with another daemon's is never touched.
+    fn remove_network(
+        &self,
+        libvirt_name: &str,
+        daemon: &str,
+    ) -> Result<NetworkRemoval, BackendError>;
+    /// The network `libvirt_name`, whoever made it.
+    fn network(&self, libvirt_name: &str) -> Result<Option<NetworkStatus>, BackendError>;
+    /// Every network the hypervisor knows, running or not, whoever made it.
+    fn networks(&self) -> Result<Vec<NetworkStatus>, BackendError>;
+    /// Adds (`present`) or removes a static DHCP entry of the network `libvirt_name`, in its
+    /// definition and, when it runs, live.
+    fn set_dhcp_host(
+        &self,
+        libvirt_name: &str,
+        host: &DhcpHost,
+        present: bool,
+    ) -> Result<(), BackendError>;
+    /// The routes of the hypervisor's host (in the network namespace libvirtd runs in), or
+    /// `None` when they cannot be looked at (a remote or fictional host).
+    fn host_routes(&self) -> Result<Option<Vec<HostRoute>>, BackendError>;
     /// The counters of every running domain whose name carries rhyzome's prefix, in one call
     /// (libvirt's `virConnectGetAllDomainStats`), so that a metrics scrape costs one RPC
     /// whatever the number of guests. Which of them are this daemon's is the caller's to
     /// decide.
     fn all_counters(&self) -> Result<Vec<DomainCounters>, BackendError>;
+}
+
+/// What [`Hypervisor::remove_network`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkRemoval {
+    Removed,
+    /// There was no network of that name.
+    Absent,
+    /// The network is not this daemon's (its mark, if any, is given); it was left alone.
+    NotOurs(Option<network::NetworkMark>),
 }
 
 /// Prefix of every domain name rhyzome creates.

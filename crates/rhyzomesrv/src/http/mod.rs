@@ -16,6 +16,7 @@ pub mod instances;
 pub mod json;
 pub mod local_socket;
 pub mod metrics;
+pub mod networks;
 pub mod openapi;
 pub mod query;
 pub mod server;
@@ -48,6 +49,7 @@ pub type AppState = Arc<Service>;
     tags(
         (name = "instances", description = "Unikernel instances and their lifecycle"),
         (name = "images", description = "Uploaded unikernel images"),
+        (name = "networks", description = "Managed networks and the addresses on them"),
         (name = "volumes", description = "Block storage that outlives instances"),
         (name = "server", description = "The daemon itself"),
     ),
@@ -103,6 +105,14 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             images::get::get_image,
             images::head::head_image,
             images::delete::delete_image
+        ))
+        .routes(routes!(
+            networks::create::create_network,
+            networks::list::list_networks
+        ))
+        .routes(routes!(
+            networks::get::get_network,
+            networks::delete::delete_network
         ))
         .routes(routes!(
             volumes::create::create_volume,

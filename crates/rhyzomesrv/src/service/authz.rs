@@ -2,7 +2,7 @@
 //!
 //! Every public [`Service`] operation takes the [`Caller`] and asks [`Service::authorize`]
 //! before it touches anything; HTTP handlers only translate requests into those calls. The
-//! rules: instances and images outside a caller's name prefix do not exist for it (404, so
+//! rules: instances, networks and images outside a caller's name prefix do not exist for it (404, so
 //! that tenants cannot probe each other's names), and changing anything needs the operator
 //! role (403). A few handlers also call `authorize` themselves, before work that must not be
 //! spent on a refused request (reading an upload body, taking a stream slot); the operation
@@ -28,6 +28,12 @@ pub enum Action<'a> {
     UploadImages,
     /// Delete images (images outside the prefix are not found by the lookup itself).
     DeleteImages,
+    /// Read the named managed network.
+    ReadNetwork(&'a str),
+    /// Change the named managed network; the verb names the refused action in the error.
+    ChangeNetwork(&'a str, &'static str),
+    /// Create managed networks (the new name's prefix is checked once the request is valid).
+    CreateNetworks,
     /// Read the node's metrics (`GET /metrics`): every instance's counters, so only a token
     /// without a name prefix may; any role will do, `metrics` included.
     ReadMetrics,
@@ -65,6 +71,12 @@ pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), ServiceError
         Action::CreateInstances => "create instances",
         Action::UploadImages => "upload images",
         Action::DeleteImages => "delete images",
+        Action::ReadNetwork(name) => return network_visible(caller, name),
+        Action::ChangeNetwork(name, verb) => {
+            network_visible(caller, name)?;
+            verb
+        }
+        Action::CreateNetworks => "create networks",
         Action::ListVolumes => return Ok(()),
         Action::ReadVolume(name) => return visible_volume(caller, name),
         Action::ChangeVolume(name, verb) => {
@@ -98,6 +110,15 @@ fn visible(caller: &Caller, name: &str) -> Result<(), ServiceError> {
         Ok(())
     } else {
         Err(ServiceError::NotFound(name.to_string()))
+    }
+}
+
+/// Networks outside the caller's prefix do not exist for it, as instances do not.
+fn network_visible(caller: &Caller, name: &str) -> Result<(), ServiceError> {
+    if caller.sees(name) {
+        Ok(())
+    } else {
+        Err(ServiceError::NetworkNotFound(name.to_string()))
     }
 }
 

@@ -300,6 +300,8 @@ impl Service {
                 // Names cannot contain '/', so these never equal a single-NIC instance's MAC.
                 mac: mac_for_name(&format!("{}/{dev}", spec.name)),
                 pci_slot: Some(FIRST_NIC_SLOT + i as u8),
+                network: None,
+                address: None,
             });
         }
         Ok(out)
@@ -321,7 +323,7 @@ impl Service {
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
             kernel: self.blobs.path(&r.kernel_sha256),
-            cmdline: r.kernel_parameters.clone(),
+            cmdline: self.expanded_parameters(r)?,
             console_log: console::log_path(&self.config.state_dir, &r.id),
             nics: r
                 .attachments
@@ -338,14 +340,14 @@ impl Service {
 
     /// The NICs of a create, in order: those of a multi-NIC image, or the single NIC (bridge
     /// and MAC) of `network`, or none when the image's Solo5 manifest declares no network
-    /// device. Refuses what the manifest rules out, and bridges the caller may not use.
+    /// device. Refuses what the manifest rules out; which bridges the caller may use is
+    /// checked once the NICs on managed networks are known (`Service::check_host_bridges`).
     pub(super) fn plan_devices(
         &self,
         spec: &InstanceSpec,
         boot: &Boot,
         bridge: Option<String>,
         mac: Option<String>,
-        caller: &Caller,
     ) -> Result<Vec<Attachment>, ServiceError> {
         let manifest = manifest_of(&boot.inspection);
         if let Some(m) = manifest {
@@ -356,21 +358,19 @@ impl Service {
             Self::check_manifest(spec, m, what)?;
         }
         let nics = self.plan_nics(spec, &boot.inspection)?;
-        for nic in &nics {
-            caller.check_bridge(&nic.bridge, "nets")?;
-        }
         if !nics.is_empty() || manifest.is_some_and(|m| m.net_devices().is_empty()) {
             return Ok(nics);
         }
         let (Some(bridge), Some(mac)) = (bridge, mac) else {
             return Ok(Vec::new()); // `network.mode` none.
         };
-        caller.check_bridge(&bridge, "network.bridge")?;
         Ok(vec![Attachment {
             device: None,
             bridge,
             mac,
             pci_slot: None,
+            network: None,
+            address: None,
         }])
     }
 

@@ -30,6 +30,24 @@ impl Service {
     /// `interfaces`.
     pub(super) fn to_api_with(&self, r: &InstanceRecord, image: Option<String>) -> Instance {
         let devices = self.devices_of(r);
+        // Each attachment's managed network (name, prefix), for its `A.B.C.D/N`.
+        let networks: std::collections::HashMap<String, (String, u8)> = self
+            .store
+            .networks()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| (n.id, (n.name, n.subnet.prefix())))
+            .collect();
+        let network_of = |a: &crate::store::attachments::Attachment| {
+            a.network.as_ref().and_then(|id| networks.get(id))
+        };
+        let cidr_of = |a: &crate::store::attachments::Attachment| {
+            Some(format!("{}/{}", a.address?, network_of(a)?.1))
+        };
+        let kernel_parameters_expanded = self.expanded_parameters(r).unwrap_or_else(|e| {
+            tracing::warn!(instance = %r.name, error = %e, "cannot fill in the kernel parameters");
+            r.kernel_parameters.clone()
+        });
         Instance {
             id: r.id.clone(),
             name: r.name.clone(),
@@ -45,6 +63,8 @@ impl Service {
                     bridge: a.bridge.clone(),
                     mac: a.mac.clone(),
                     pci_slot: a.pci_slot,
+                    network: network_of(a).map(|n| n.0.clone()),
+                    ipv4: cidr_of(a),
                 })
                 .collect(),
             interfaces: r
@@ -56,17 +76,21 @@ impl Service {
                         bridge: a.bridge.clone(),
                         mac: a.mac.clone(),
                         pci_slot: a.pci_slot?,
+                        network: network_of(a).map(|n| n.0.clone()),
+                        ipv4: cidr_of(a),
                     })
                 })
                 .collect(),
             volumes: self.attachments_of(&r.id),
             kernel_parameters: r.kernel_parameters.clone(),
+            kernel_parameters_expanded,
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
             network: r.attachments.first().map(|a| NetworkAttachment {
                 bridge: a.bridge.clone(),
                 mac: a.mac.clone(),
-                ipv4: validate::ipv4_from_parameters(&r.kernel_parameters),
+                ipv4: cidr_of(a).or_else(|| validate::ipv4_from_parameters(&r.kernel_parameters)),
+                network: network_of(a).map(|n| n.0.clone()),
             }),
             devices,
             state: r.state,
@@ -96,26 +120,52 @@ impl Service {
         if spec.kernel.is_empty() && spec.image.is_none() {
             return Err(FieldError::new("kernel", "must not be empty"));
         }
-        let network = spec.network.clone().unwrap_or(rhyzome_api::NetworkSpec {
-            mode: NetworkMode::Bridge,
-            bridge: None,
-            mac: None,
-        });
+        let template = rhyzome_api::placeholders::Template::parse(&spec.kernel_parameters)?;
+        let network = spec.network.clone().unwrap_or_default();
+        let network_name =
+            match (&network.name, &network.bridge) {
+                (Some(_), Some(_)) => return Err(FieldError::new(
+                    "network.bridge",
+                    "must not be set with network.name: a managed network brings its own bridge",
+                )),
+                (Some(name), None) => {
+                    validate::validate_name(name)
+                        .map_err(|e| FieldError::new("network.name", e.message))?;
+                    Some(name.clone())
+                }
+                (None, _) => None,
+            };
+        let requested_ip = match (&network.ipv4, &network_name) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(FieldError::new(
+                    "network.ipv4",
+                    "needs network.name: only managed networks give addresses",
+                ))
+            }
+            (Some(ip), Some(_)) => Some(ip.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                FieldError::new("network.ipv4", format!("{ip:?} is not an IPv4 address"))
+            })?),
+        };
         let (bridge, mac) = match network.mode {
             NetworkMode::None => {
-                if network.bridge.is_some() || network.mac.is_some() {
+                if network.bridge.is_some() || network.mac.is_some() || network.name.is_some() {
                     return Err(FieldError::new(
                         "network.mode",
-                        "is \"none\", so network.bridge and network.mac must not be set",
+                        "is \"none\", so network.bridge, network.mac and network.name must not \
+                         be set",
                     ));
                 }
                 (None, None)
             }
             NetworkMode::Bridge => {
+                // A managed network's bridge is resolved with the network.
                 let bridge = network
                     .bridge
                     .unwrap_or_else(|| self.config.bridge_interface.clone());
-                validate::validate_bridge(&bridge)?;
+                if network_name.is_none() {
+                    validate::validate_bridge(&bridge)?;
+                }
                 let mac = match network.mac {
                     Some(m) => validate::format_mac(validate::parse_mac(&m)?),
                     None => mac_for_name(&spec.name),
@@ -131,6 +181,9 @@ impl Service {
             bridge,
             mac,
             restart,
+            network_name,
+            requested_ip,
+            template,
         })
     }
 
@@ -193,7 +246,21 @@ impl Service {
         caller: &Caller,
     ) -> Result<InstanceRecord, ServiceError> {
         let boot = self.resolve_boot(spec, caller).await?;
-        let attachments = self.plan_devices(spec, &boot, valid.bridge, valid.mac, caller)?;
+        let (planned_spec, managed_bridge, managed) = self.resolve_managed(
+            spec,
+            valid.network_name.as_deref(),
+            valid.requested_ip,
+            caller,
+        )?;
+        let mut attachments = self.plan_devices(
+            &planned_spec,
+            &boot,
+            managed_bridge.or(valid.bridge),
+            valid.mac,
+        )?;
+        Self::join_networks(&managed, &mut attachments);
+        Self::check_host_bridges(&attachments, caller)?;
+        Self::check_placeholders(&valid.template, &spec.name, &attachments)?;
         // Held until the record (with its volumes) is written.
         let _volume_guards = self.lock_requested_volumes(spec).await;
         let block_devices = super::boot_plan::manifest_of(&boot.inspection)
@@ -231,20 +298,30 @@ impl Service {
             owner: caller.name.clone(),
         };
         self.remember_manifest(&record.kernel_sha256, &boot.inspection);
-        match self
-            .store
-            .insert_with_boot(&record, boot.image.as_deref(), &volumes)
-        {
-            Ok(()) => Ok(record),
-            Err(StoreError::NameTaken(name)) => Err(ServiceError::Conflict {
+        let record = self
+            .insert_with_addresses(record, boot.image.as_deref(), &volumes)
+            .await?;
+        // With the real addresses: the expanded text must fit too.
+        if let Err(e) = self.expanded_parameters(&record) {
+            self.update_dhcp_entries(&record, false).await;
+            self.store.remove(&record.id)?;
+            return Err(e);
+        }
+        Ok(record)
+    }
+
+    /// Maps the store's refusal of a new record to the field at fault.
+    pub(super) fn explain_insert_error(e: StoreError) -> ServiceError {
+        match e {
+            StoreError::NameTaken(name) => ServiceError::Conflict {
                 field: Some("name"),
                 message: format!("an instance named {name:?} already exists"),
-            }),
-            Err(StoreError::MacTaken(mac)) => Err(ServiceError::Conflict {
+            },
+            StoreError::MacTaken(mac) => ServiceError::Conflict {
                 field: Some("network.mac"),
                 message: format!("{mac} is already used by another instance"),
-            }),
-            Err(e) => Err(e.into()),
+            },
+            e => e.into(),
         }
     }
 
@@ -364,6 +441,8 @@ impl Service {
                 }
             }
         }
+        // The record's addresses go with it; their DHCP entries first.
+        self.update_dhcp_entries(r, false).await;
         self.store.remove(&r.id)?;
         self.publish(r, "deleted", None, None);
         self.collect_garbage().await;
@@ -523,6 +602,10 @@ pub(super) struct ValidSpec {
     bridge: Option<String>,
     mac: Option<String>,
     restart: RestartPolicy,
+    /// The managed network of the single NIC (`network.name`) and the address asked for.
+    network_name: Option<String>,
+    requested_ip: Option<std::net::Ipv4Addr>,
+    template: rhyzome_api::placeholders::Template,
 }
 
 fn name_taken(existing: &InstanceRecord) -> ServiceError {

@@ -20,6 +20,7 @@
 //! `GET /v1/events`; lifecycle notices from the hypervisor and due restarts wake the
 //! reconciler through an unbounded channel.
 
+pub mod addresses;
 pub mod authz;
 pub mod boot_plan;
 pub mod console;
@@ -28,6 +29,7 @@ pub mod images;
 pub mod instances;
 pub mod locks;
 pub mod metrics;
+pub mod networks;
 pub mod ownership;
 pub mod reconcile;
 pub mod restart;
@@ -53,6 +55,8 @@ pub enum ServiceError {
     Invalid(#[from] FieldError),
     #[error("instance {0:?} not found")]
     NotFound(String),
+    #[error("network {0:?} not found")]
+    NetworkNotFound(String),
     #[error("{message}")]
     Conflict {
         field: Option<&'static str>,
@@ -301,6 +305,8 @@ impl Service {
     }
 }
 
+#[cfg(test)]
+mod network_tests;
 #[cfg(test)]
 mod ownership_tests;
 #[cfg(test)]

@@ -50,6 +50,7 @@ enum Pass {
 impl Service {
     /// One reconciliation pass over every instance and every rhyzome domain.
     pub async fn reconcile_once(&self) -> Result<ReconcileReport, ServiceError> {
+        self.reconcile_networks_logged(false).await;
         self.reconcile(Pass::Steady).await
     }
 
@@ -399,6 +400,8 @@ impl Service {
     /// The start-up pass: reconcile (bringing back `autostart` guests that vanished while the
     /// daemon was down, in start-up priority order), then drop unused kernel blobs.
     pub async fn recover(&self) -> Result<ReconcileReport, ServiceError> {
+        // Networks first: a guest on a managed network cannot start without it.
+        self.reconcile_networks_logged(true).await;
         // Before the guests: those with volumes need the pool active.
         if let Err(e) = self.recover_volumes().await {
             tracing::warn!(error = %e, "cannot check the volume pool; volume requests will retry");

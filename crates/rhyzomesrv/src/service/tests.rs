@@ -78,6 +78,8 @@ async fn create_applies_defaults_and_runs() {
             bridge: "br0".into(),
             mac: "02:43:3b:00:3f:b0".into(),
             pci_slot: None,
+            network: None,
+            ipv4: None,
         }]
     );
     assert!(i.interfaces.is_empty());
@@ -145,6 +147,7 @@ async fn invalid_specs_create_nothing() {
                     mode: NetworkMode::Bridge,
                     bridge: Some("br0\"/><x".into()),
                     mac: None,
+                    ..Default::default()
                 }),
                 ..spec(&f, "x")
             },
@@ -156,6 +159,7 @@ async fn invalid_specs_create_nothing() {
                     mode: NetworkMode::None,
                     bridge: Some("br0".into()),
                     mac: None,
+                    ..Default::default()
                 }),
                 ..spec(&f, "x")
             },
@@ -253,6 +257,7 @@ async fn duplicate_macs_conflict() {
             mode: NetworkMode::Bridge,
             bridge: None,
             mac: Some("02:00:00:00:00:AA".into()),
+            ..Default::default()
         }),
         ..spec(&f, name)
     };

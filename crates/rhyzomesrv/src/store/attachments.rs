@@ -23,6 +23,12 @@ pub struct Attachment {
     pub mac: String,
     /// Fixed PCI slot on bus 0; `None` lets libvirt choose.
     pub pci_slot: Option<u8>,
+    /// The managed network (its id) whose bridge this is, when the NIC is on one (since
+    /// version 6).
+    pub network: Option<String>,
+    /// Its address on that network. Before the insert, an address asked for (or `None` for
+    /// the lowest free one); as stored, the address given.
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 /// The table of a new database; older ones reach it through migration 4 -> 5.
@@ -39,7 +45,7 @@ CREATE TABLE instance_attachments (
 ";
 
 /// The columns that make an [`Attachment`], in every write and read.
-const COLUMNS: &str = "device, bridge, mac, pci_slot";
+const COLUMNS: &str = "device, bridge, mac, pci_slot, network_id, address";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Attachment> {
     Ok(Attachment {
@@ -47,6 +53,10 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Attachment> {
         bridge: r.get("bridge")?,
         mac: r.get("mac")?,
         pci_slot: r.get("pci_slot")?,
+        network: r.get("network_id")?,
+        address: r
+            .get::<_, Option<u32>>("address")?
+            .map(std::net::Ipv4Addr::from),
     })
 }
 
@@ -61,7 +71,8 @@ pub(super) fn write(
         let res = tx.execute(
             &format!(
                 "INSERT INTO instance_attachments (instance_id, idx, {COLUMNS}) \
-                 VALUES (:instance_id, :idx, :device, :bridge, :mac, :pci_slot)"
+                 VALUES (:instance_id, :idx, :device, :bridge, :mac, :pci_slot, :network_id, \
+                 :address)"
             ),
             named_params! {
                 ":instance_id": instance_id,
@@ -70,6 +81,8 @@ pub(super) fn write(
                 ":bridge": a.bridge,
                 ":mac": a.mac,
                 ":pci_slot": a.pci_slot,
+                ":network_id": a.network,
+                ":address": a.address.map(u32::from),
             },
         );
         match res {

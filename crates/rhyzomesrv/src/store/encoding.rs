@@ -8,8 +8,8 @@
 
 use super::StoreError;
 use rhyzome_api::{
-    ImageFormat, ImageInspection, InstanceState, ManifestDevice, RestartMode, Solo5Info,
-    Solo5Manifest,
+    ForwardMode, ImageFormat, ImageInspection, InstanceState, ManifestDevice, RestartMode,
+    Solo5Info, Solo5Manifest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +51,28 @@ pub(super) fn restart_mode_to_sql(mode: RestartMode) -> &'static str {
         RestartMode::OnFailure => "on_failure",
         RestartMode::Always => "always",
     }
+}
+
+pub(super) fn forward_mode_to_sql(mode: ForwardMode) -> &'static str {
+    match mode {
+        ForwardMode::Isolated => "isolated",
+        ForwardMode::Nat => "nat",
+        ForwardMode::Route => "route",
+    }
+}
+
+pub(super) fn forward_mode_from_sql(s: &str) -> Result<ForwardMode, StoreError> {
+    Ok(match s {
+        "isolated" => ForwardMode::Isolated,
+        "nat" => ForwardMode::Nat,
+        "route" => ForwardMode::Route,
+        _ => {
+            return Err(StoreError::Corrupt {
+                what: "network mode",
+                value: s.to_string(),
+            })
+        }
+    })
 }
 
 pub(super) fn restart_mode_from_sql(s: String) -> Result<RestartMode, StoreError> {
@@ -218,6 +240,15 @@ mod tests {
             assert_eq!(restart_mode_to_sql(mode), text);
             assert_eq!(restart_mode_from_sql(text.into()).unwrap(), mode);
         }
+        for (mode, text) in [
+            (ForwardMode::Isolated, "isolated"),
+            (ForwardMode::Nat, "nat"),
+            (ForwardMode::Route, "route"),
+        ] {
+            assert_eq!(forward_mode_to_sql(mode), text);
+            assert_eq!(forward_mode_from_sql(text).unwrap(), mode);
+        }
+        assert!(forward_mode_from_sql("bridged").is_err());
         assert!(matches!(
             state_from_sql("sleeping".into()),
             Err(StoreError::Corrupt { what: "state", .. })

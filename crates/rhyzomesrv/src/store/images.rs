@@ -302,6 +302,8 @@ mod tests {
             bridge: "br0".into(),
             mac: format!("02:00:00:00:01:0{slot}"),
             pci_slot: Some(slot),
+            network: None,
+            address: None,
         };
         r.attachments = vec![nic("service", 3), nic("admin", 4)];
         s.insert_with_boot(&r, Some("web:1.0"), &[]).unwrap();

@@ -32,13 +32,15 @@ enum Release {
     /// 5a67253: the NICs of an instance as one ordered list (`instance_attachments`),
     /// version 5.
     V5Attachments,
-    /// The volumes branch: volume tables, version 6 (provisional name: the fixture is renamed
+    /// c9a9443: managed networks, and an attachment's network and address, version 6.
+    V6Networks,
+    /// The volumes branch: volume tables, version 7 (provisional name: the fixture is renamed
     /// to its commit, and the version renumbered, when it is merged).
-    V6Volumes,
+    V7Volumes,
 }
 
 impl Release {
-    const ALL: [Release; 9] = [
+    const ALL: [Release; 10] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -47,7 +49,8 @@ impl Release {
         Release::V3TaggedImages,
         Release::V4VersionedImages,
         Release::V5Attachments,
-        Release::V6Volumes,
+        Release::V6Networks,
+        Release::V7Volumes,
     ];
 
     fn fixture(self) -> &'static str {
@@ -60,7 +63,8 @@ impl Release {
             Release::V3TaggedImages => "v3-ef5693a.db",
             Release::V4VersionedImages => "v4-521474b.db",
             Release::V5Attachments => "v5-5a67253.db",
-            Release::V6Volumes => "v6-volumes.db",
+            Release::V6Networks => "v6-c9a9443.db",
+            Release::V7Volumes => "v7-volumes.db",
         }
     }
 
@@ -86,8 +90,9 @@ impl Release {
             Release::V5Attachments => {
                 Some("rhz_157ef0f4ae305c7de9c6ebf88f54137e23d7dcc70990c950641d3a3b36a6d352")
             }
-            Release::V6Volumes => {
-                Some("rhz_7cb1df048d7b52389583a16941f9e91a368da1fc46b50ac192051773e63d07ce")
+            Release::V6Networks => Some(V6_TOKEN),
+            Release::V7Volumes => {
+                Some("rhz_615162138ee9f9a0efa358d5779e45ff608ec0141cc548641059be124fb7e0ff")
             }
         }
     }
@@ -100,11 +105,16 @@ impl Release {
             Release::V3TaggedImages => Some("620a840e-25f6-4f84-b1cc-897d0110dc1b"),
             Release::V4VersionedImages => Some("fac7523b-f9f2-46a8-a987-43f060ff057d"),
             Release::V5Attachments => Some("d2617cd6-e047-4550-8ec5-f903d53d2da2"),
-            Release::V6Volumes => Some("7577dcbe-6752-4bd1-a9bb-bf6ae5ea1ffa"),
+            Release::V6Networks => Some(V6_DAEMON),
+            Release::V7Volumes => Some("88259c44-327b-4392-97ff-a2faf8c4cff2"),
             _ => None,
         }
     }
 }
+
+/// What the generator of version 6's fixture printed.
+const V6_TOKEN: &str = "rhz_aa189016c00eaed88a616047a16e196373fec2c706d97fd3da6eed485b60a57c";
+const V6_DAEMON: &str = "a22751c2-970a-46cd-9261-c25ce5ab75ef";
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/databases")
@@ -168,6 +178,21 @@ fn expected_web(release: Release) -> InstanceRecord {
     if release >= Release::V2ConsoleInode {
         web.console_inode = Some(4242);
     }
+    expected_web_nics(release, &mut web);
+    if release >= Release::V6Networks {
+        // Its `service` NIC is on the managed network `lab`, with the first address.
+        web.attachments[0].bridge = "rzn-0123456789".into();
+        web.attachments[0].network = Some(LAB_ID.into());
+        web.attachments[0].address = Some(std::net::Ipv4Addr::new(10, 20, 0, 2));
+    }
+    web
+}
+
+/// The id of the managed network of version 6's fixture.
+const LAB_ID: &str = "44444444-4444-4444-8444-444444444444";
+
+/// `web` before version 6 changed its first NIC.
+fn expected_web_nics(release: Release, web: &mut InstanceRecord) {
     if release >= Release::V3TaggedImages {
         // It boots an image with two network devices: a NIC for each, at fixed slots.
         let nic = |device: &str, mac: &str, pci_slot| Attachment {
@@ -175,13 +200,14 @@ fn expected_web(release: Release) -> InstanceRecord {
             bridge: "br0".into(),
             mac: mac.into(),
             pci_slot: Some(pci_slot),
+            network: None,
+            address: None,
         };
         web.attachments = vec![
             nic("service", "02:00:00:00:00:01", 3),
             nic("admin", "02:00:00:00:00:04", 4),
         ];
     }
-    web
 }
 
 /// The NIC of an instance with one: no manifest device, no fixed slot.
@@ -191,6 +217,8 @@ fn single_nic(mac: &str) -> Attachment {
         bridge: "br0".into(),
         mac: mac.into(),
         pci_slot: None,
+        network: None,
+        address: None,
     }
 }
 
@@ -298,6 +326,56 @@ fn check_images(store: &Store, release: Release) {
         "{release:?}"
     );
     assert_eq!(store.instances_booting(&sha256).unwrap(), ["gone", "web"]);
+}
+
+/// The managed network `lab`, for the releases that made it, and a network and an address
+/// given out by today's code on the migrated tables.
+fn check_networks(store: &Store, release: Release) {
+    use super::networks::NetworkRecord;
+    use rhyzome_api::networks::Ipv4Subnet;
+    let lab = NetworkRecord {
+        id: LAB_ID.into(),
+        name: "lab".into(),
+        subnet: Ipv4Subnet::parse("10.20.0.0/24").unwrap(),
+        gateway: "10.20.0.1".parse().unwrap(),
+        mode: rhyzome_api::ForwardMode::Nat,
+        dhcp: true,
+        bridge: "rzn-0123456789".into(),
+        owner: "alice".into(),
+        created_at: "2026-11-27T06:38:00Z".into(),
+    };
+    let taken = if release < Release::V6Networks {
+        assert!(store.networks().unwrap().is_empty(), "{release:?}");
+        store.insert_network(&lab).unwrap();
+        0
+    } else {
+        assert_eq!(
+            store.networks().unwrap(),
+            std::slice::from_ref(&lab),
+            "{release:?}"
+        );
+        let given = store.network_addresses("lab").unwrap();
+        assert_eq!(
+            given
+                .iter()
+                .map(|a| (a.instance.as_str(), a.device.as_deref(), a.ip.to_string()))
+                .collect::<Vec<_>>(),
+            [("web", Some("service"), "10.20.0.2".to_string())],
+            "{release:?}"
+        );
+        1
+    };
+    // Today's allocation on the migrated tables: the next free address.
+    let mut on_lab = record("on-lab", "02:00:00:00:00:0a");
+    on_lab.attachments[0].bridge = lab.bridge.clone();
+    on_lab.attachments[0].network = Some(LAB_ID.into());
+    let written = store.insert_with_addresses(&on_lab, None, &[]).unwrap();
+    let expected = std::net::Ipv4Addr::new(10, 20, 0, 2 + taken);
+    assert_eq!(written[0].address, Some(expected), "{release:?}");
+    assert_eq!(
+        store.by_name("on-lab").unwrap().unwrap().attachments[0].address,
+        Some(expected)
+    );
 }
 
 fn user_version(store: &Store) -> i32 {
@@ -471,6 +549,7 @@ fn every_released_database_migrates_and_serves_its_records() {
             [("a-new:1".to_string(), "2026-12-01T00:00:01Z".to_string())].into(),
             "{release:?}"
         );
+        check_networks(&store, release);
         drop(store);
         // Opening again finds the current version and changes nothing.
         let again = Store::open(dir.path()).unwrap();

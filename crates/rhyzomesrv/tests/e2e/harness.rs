@@ -437,6 +437,11 @@ impl Drop for Daemon {
                     let _ = self.client.delete_instance(&i.name);
                 }
             }
+            if let Ok(list) = self.client.list_networks() {
+                for n in list {
+                    let _ = self.client.delete_network(&n.name);
+                }
+            }
         }
         self.kill();
         // Guests outlive a killed daemon by design; make sure none of this test's are left,
@@ -451,6 +456,11 @@ impl Drop for Daemon {
             if name.starts_with("rhyzome-") && self.marked(name) {
                 let _ = virsh(&["destroy", name]);
             }
+        }
+        // Networks too, by the same proof: this daemon's identity in their mark.
+        for name in self.own_networks() {
+            let _ = virsh(&["net-destroy", &name]);
+            let _ = virsh(&["net-undefine", &name]);
         }
         // The daemon's own storage pool is named by its identity, and its files live in this
         // test's directory, which goes with it; only its definition would stay in libvirt.
@@ -467,6 +477,66 @@ impl Daemon {
     pub fn volume_pool(&self) -> String {
         format!("rhyzome-{}", self.daemon_id)
     }
+}
+
+impl Daemon {
+    /// The lab's libvirt networks (running or not) that carry this daemon's identity.
+    pub fn own_networks(&self) -> Vec<String> {
+        let out = virsh(&["net-list", "--all", "--name"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|n| n.starts_with("rhyzome-"))
+            .filter(|n| {
+                let xml = virsh(&["net-dumpxml", n]);
+                let xml = String::from_utf8_lossy(&xml.stdout);
+                xml.contains("urn:rhyzome:network:1")
+                    && xml.contains(&format!("daemon=\"{}\"", self.daemon_id))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Whether the lab's libvirt has the network `name`, and whether it runs. Panics when
+/// libvirt cannot be asked.
+pub fn lab_network(name: &str) -> Option<bool> {
+    let out = virsh(&["net-list", "--all", "--name"]);
+    assert!(out.status.success(), "virsh net-list failed: {out:?}");
+    let known = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == name);
+    if !known {
+        return None;
+    }
+    let active = virsh(&["net-list", "--name"]);
+    Some(
+        String::from_utf8_lossy(&active.stdout)
+            .lines()
+            .any(|l| l.trim() == name),
+    )
+}
+
+/// The IPv4 addresses (`A.B.C.D/N`) of interface `name` inside the lab namespace, or `None`
+/// when it does not exist there.
+pub fn lab_interface_addresses(name: &str) -> Option<Vec<String>> {
+    let out = Command::new("ip")
+        .args(["-n", &netns(), "-o", "-4", "addr", "show", "dev", name])
+        .output()
+        .expect("run ip");
+    if !out.status.success() {
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                words.find(|w| *w == "inet")?;
+                words.next().map(str::to_string)
+            })
+            .collect(),
+    )
 }
 
 /// Runs `virsh` against the lab's libvirt.

@@ -126,6 +126,7 @@ fn a_guest_without_network_boots() {
                 mode: NetworkMode::None,
                 bridge: None,
                 mac: None,
+                ..Default::default()
             }),
             ..spec(&d, "nonet-a", "")
         })
@@ -145,6 +146,7 @@ fn libvirt_refusals_name_the_field_and_leave_nothing() {
                 mode: NetworkMode::Bridge,
                 bridge: Some("nosuchbr0".into()),
                 mac: None,
+                ..Default::default()
             }),
             ..spec(&d, "refuse-a", "")
         })
@@ -168,6 +170,7 @@ fn libvirt_refusals_name_the_field_and_leave_nothing() {
                 mode: NetworkMode::Bridge,
                 bridge: Some("lo".into()),
                 mac: None,
+                ..Default::default()
             }),
             ..spec(&d, "refuse-lo", "")
         })

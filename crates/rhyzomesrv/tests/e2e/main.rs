@@ -12,6 +12,7 @@ mod harness;
 mod images;
 mod lifecycle;
 mod metrics;
+mod networks;
 mod ownership;
 mod recovery;
 mod restarts;

@@ -37,6 +37,7 @@ fn a_daemon_killed_during_a_batch_of_twenty_creates_loses_and_duplicates_nothing
                     mode: rhyzome_api::NetworkMode::None,
                     bridge: None,
                     mac: None,
+                    ..Default::default()
                 }),
                 memory_mib: Some(8),
                 ..Default::default()

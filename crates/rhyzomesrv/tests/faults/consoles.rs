@@ -66,6 +66,7 @@ fn tails_and_current_run() {
                 mode: rhyzome_api::NetworkMode::None,
                 bridge: None,
                 mac: None,
+                ..Default::default()
             }),
             ..Default::default()
         })

@@ -11,12 +11,12 @@ use std::time::Duration;
 /// libvirtd, stopped by a test. Dropping it brings libvirtd back even when the test fails
 /// in between, so that one failure does not take every later test down with it.
 #[must_use = "libvirtd stays down until this is restarted or dropped"]
-struct StoppedLibvirtd {
+pub(crate) struct StoppedLibvirtd {
     restarted: bool,
 }
 
 impl StoppedLibvirtd {
-    fn restart(mut self) {
+    pub(crate) fn restart(mut self) {
         self.restarted = true;
         if let Err(e) = lab_up() {
             panic!("scripts/lab.sh up failed:\n{e}");
@@ -36,7 +36,7 @@ impl Drop for StoppedLibvirtd {
 
 /// Stops the lab's own libvirtd, by the pid `scripts/lab.sh` recorded: never a libvirtd the
 /// lab did not start.
-fn kill_libvirtd() -> StoppedLibvirtd {
+pub(crate) fn kill_libvirtd() -> StoppedLibvirtd {
     let pid = lab_libvirtd_pid()
         .expect("the lab's libvirtd is not running")
         .to_string();

@@ -11,6 +11,7 @@ mod harness;
 mod batch;
 mod consoles;
 mod host;
+mod networks;
 mod restarts;
 
 use std::sync::{Mutex, MutexGuard};

@@ -21,17 +21,32 @@ pub struct CreateArgs {
     /// Boot this local file: it is uploaded first unless the server already has it.
     #[arg(long, value_name = "FILE")]
     pub kernel_file: Option<std::path::PathBuf>,
-    /// For images whose manifest declares several network devices: the bridge of a device,
-    /// DEVICE=BRIDGE (repeat for each device).
-    #[arg(long = "net", value_name = "DEVICE=BRIDGE", value_parser = parse_net,
-          conflicts_with_all = ["bridge", "mac", "no_network"])]
+    /// For images whose manifest declares several network devices: the network of a device,
+    /// DEVICE=NAME (repeat for each device); NAME is a managed network if one has that name,
+    /// else a host bridge.
+    #[arg(long = "net", value_name = "DEVICE=NAME", value_parser = parse_net,
+          conflicts_with_all = ["bridge", "mac", "no_network", "network"])]
     pub nets: Vec<(String, String)>,
     /// The volume of a block device the image's Solo5 manifest declares: DEVICE=VOLUME,
     /// or DEVICE=VOLUME:ro to attach it read-only (once per device).
     #[arg(long = "volume", value_name = "DEVICE=VOLUME[:ro]",
           value_parser = rhyzome_api::volumes::parse_volume_arg)]
     pub volumes: Vec<(String, rhyzome_api::VolumeMount)>,
-    /// Command line for the unikernel, e.g. "--ipv4 192.168.100.43/24".
+    /// Join the managed network NAME (see `rhyzomectl network`): the NIC gets an address
+    /// from its subnet, which --kernel-parameters can use as {ip}, {cidr}, {gateway}, ...
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["bridge", "no_network"])]
+    pub network: Option<String>,
+    /// With --network: this address rather than the lowest free one.
+    #[arg(
+        long,
+        value_name = "IPV4",
+        requires = "network",
+        conflicts_with = "count"
+    )]
+    pub ip: Option<String>,
+    /// Command line for the unikernel, e.g. "--ipv4 192.168.100.43/24", or with --network
+    /// "--ipv4={cidr} --ipv4-gateway={gateway}" (the server fills those in; {{ and }} are
+    /// literal braces).
     #[arg(long, allow_hyphen_values = true, default_value = "")]
     pub kernel_parameters: String,
     /// Guest memory in MiB [server default: 32].
@@ -91,18 +106,22 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
     for (name, parameters) in &names_and_parameters {
         rhyzome_api::validate::validate_name(name)?;
         rhyzome_api::validate::validate_kernel_parameters(parameters)?;
+        rhyzome_api::placeholders::Template::parse(parameters)?;
     }
     let network = if a.no_network {
         Some(NetworkSpec {
             mode: NetworkMode::None,
             bridge: None,
             mac: None,
+            ..Default::default()
         })
-    } else if a.bridge.is_some() || a.mac.is_some() {
+    } else if a.bridge.is_some() || a.mac.is_some() || a.network.is_some() {
         Some(NetworkSpec {
             mode: NetworkMode::Bridge,
             bridge: a.bridge,
             mac: a.mac,
+            name: a.network,
+            ipv4: a.ip,
         })
     } else {
         None
@@ -223,7 +242,7 @@ fn expand(name: &str, parameters: &str, count: u32) -> anyhow::Result<Vec<(Strin
     if !name_template.has_index() {
         name_template = Template::parse("--name", &format!("{name}-{{i}}"))?;
     }
-    let parameters = Template::parse("--kernel-parameters", parameters)?;
+    let parameters = Template::parse_kernel_parameters("--kernel-parameters", parameters)?;
     // Names are distinct: every placeholder is the index plus a fixed offset.
     (1..=u64::from(count))
         .map(|i| Ok((name_template.expand(i)?, parameters.expand(i)?)))
@@ -234,7 +253,9 @@ fn expand(name: &str, parameters: &str, count: u32) -> anyhow::Result<Vec<(Strin
 fn parse_net(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((d, b)) if !d.is_empty() && !b.is_empty() => Ok((d.to_string(), b.to_string())),
-        _ => Err(format!("{s:?}: expected DEVICE=BRIDGE, e.g. service=br0")),
+        _ => Err(format!(
+            "{s:?}: expected DEVICE=NAME, e.g. service=br0 or service=lab"
+        )),
     }
 }
 

@@ -26,13 +26,17 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         ("kernel sha256", i.kernel_sha256.clone()),
         ("image", opt(&i.image)),
         ("kernel parameters", i.kernel_parameters.clone()),
+        ("expanded", i.kernel_parameters_expanded.clone()),
         ("memory", format!("{} MiB", i.memory_mib)),
         ("vcpus", i.vcpus.to_string()),
         (
             "bridge",
             i.network
                 .as_ref()
-                .map(|n| n.bridge.clone())
+                .map(|n| match &n.network {
+                    Some(network) => format!("{} (network {network})", n.bridge),
+                    None => n.bridge.clone(),
+                })
                 .unwrap_or_else(|| "none".into()),
         ),
         ("ip / mac", output::network(&i)),

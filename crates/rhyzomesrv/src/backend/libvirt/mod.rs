@@ -13,11 +13,14 @@
 pub mod bulk;
 pub mod domain_xml;
 pub mod events;
+pub mod host;
+pub mod network_xml;
 mod storage;
 
+use super::network::{DhcpHost, HostRoute, NetworkDefinition, NetworkStatus};
 use super::{
     BackendError, DomainCounters, DomainStats, DomainStatus, Hypervisor, InterfaceKind,
-    NicCounters, Notice, NoticeSink, DOMAIN_PREFIX,
+    NetworkRemoval, NicCounters, Notice, NoticeSink, DOMAIN_PREFIX,
 };
 use super::{DomainDefinition, DomainMark};
 use crate::config::DomainTypeSetting;
@@ -29,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::error::{Error as VirtError, ErrorDomain, ErrorNumber};
+use virt::network::Network;
 use virt::sys;
 
 pub struct LibvirtBackend {
@@ -186,6 +190,36 @@ pub fn choose_domain_type(setting: DomainTypeSetting, facts: &HostFacts) -> &'st
                 "qemu"
             }
         }
+    }
+}
+
+fn is_no_network(e: &VirtError) -> bool {
+    matches!(
+        e.code(),
+        virt::enumutil::Enum::Known(ErrorNumber::NoNetwork)
+    )
+}
+
+fn lookup_network(conn: &Connect, name: &str) -> Result<Option<Network>, VirtError> {
+    match conn.lookup_network_by_name(name) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if is_no_network(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn network_status(n: &Network) -> Result<NetworkStatus, VirtError> {
+    let name = n.name()?;
+    let active = n.is_active()?;
+    Ok(network_xml::read(&name, active, &n.xml_desc(0)?))
+}
+
+/// libvirt's refusal of a network definition or start is about the request (a subnet or
+/// bridge in use), not a broken connection: the caller maps it to the field at fault.
+fn refused(e: BackendError) -> BackendError {
+    match e {
+        BackendError::Other(message) => BackendError::Rejected { message },
+        e => e,
     }
 }
 
@@ -360,6 +394,125 @@ impl Hypervisor for LibvirtBackend {
                 _ => Err(e),
             },
         })
+    }
+
+    fn define_network(&self, def: &NetworkDefinition) -> Result<(), BackendError> {
+        let xml = network_xml::render(def).map_err(|e| BackendError::Other(e.to_string()))?;
+        // Defining again replaces a definition: idempotent.
+        self.idempotent(|c| c.define_network_xml(&xml).map(|_| ()))
+            .map_err(refused)
+    }
+
+    fn start_network(&self, libvirt_name: &str) -> Result<(), BackendError> {
+        self.idempotent(|c| {
+            let n = c.lookup_network_by_name(libvirt_name)?;
+            if n.is_active()? {
+                return Ok(());
+            }
+            n.create()
+        })
+        .map_err(refused)
+    }
+
+    fn remove_network(
+        &self,
+        libvirt_name: &str,
+        daemon: &str,
+    ) -> Result<NetworkRemoval, BackendError> {
+        self.idempotent(|c| {
+            let Some(n) = lookup_network(c, libvirt_name)? else {
+                return Ok(NetworkRemoval::Absent);
+            };
+            let status = network_status(&n)?;
+            if status.mark.as_ref().is_none_or(|m| m.daemon != daemon) {
+                return Ok(NetworkRemoval::NotOurs(status.mark));
+            }
+            if n.is_active()? {
+                match n.destroy() {
+                    Ok(()) => {}
+                    Err(e) if is_no_network(&e) => return Ok(NetworkRemoval::Removed),
+                    Err(e) => return Err(e),
+                }
+            }
+            // A transient network is gone once stopped.
+            match n.is_persistent() {
+                Ok(true) => match n.undefine() {
+                    Ok(()) => {}
+                    Err(e) if is_no_network(&e) => {}
+                    Err(e) => return Err(e),
+                },
+                Ok(false) => {}
+                Err(e) if is_no_network(&e) => {}
+                Err(e) => return Err(e),
+            }
+            Ok(NetworkRemoval::Removed)
+        })
+    }
+
+    fn network(&self, libvirt_name: &str) -> Result<Option<NetworkStatus>, BackendError> {
+        self.idempotent(|c| match lookup_network(c, libvirt_name)? {
+            None => Ok(None),
+            Some(n) => match network_status(&n) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if is_no_network(&e) => Ok(None),
+                Err(e) => Err(e),
+            },
+        })
+    }
+
+    fn networks(&self) -> Result<Vec<NetworkStatus>, BackendError> {
+        self.idempotent(|c| {
+            let mut out = Vec::new();
+            for n in c.list_all_networks(0)? {
+                match network_status(&n) {
+                    Ok(s) => out.push(s),
+                    // Removed while listed.
+                    Err(e) if is_no_network(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn set_dhcp_host(
+        &self,
+        libvirt_name: &str,
+        host: &DhcpHost,
+        present: bool,
+    ) -> Result<(), BackendError> {
+        let element =
+            network_xml::host_element(host).map_err(|e| BackendError::Other(e.to_string()))?;
+        self.idempotent(|c| {
+            let n = c.lookup_network_by_name(libvirt_name)?;
+            let current = network_xml::read(libvirt_name, false, &n.xml_desc(0)?);
+            let has_it = current.hosts.contains(host);
+            if has_it == present {
+                return Ok(());
+            }
+            let mut flags = sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG;
+            if n.is_active()? {
+                flags |= sys::VIR_NETWORK_UPDATE_AFFECT_LIVE;
+            }
+            let command = if present {
+                sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST
+            } else {
+                sys::VIR_NETWORK_UPDATE_COMMAND_DELETE
+            };
+            n.update(
+                command,
+                sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                -1,
+                &element,
+                flags,
+            )
+        })
+        .map_err(refused)
+    }
+
+    fn host_routes(&self) -> Result<Option<Vec<HostRoute>>, BackendError> {
+        host::routes(&self.uri)
+            .map_err(|e| BackendError::Other(format!("cannot read the libvirt host's routes: {e}")))
     }
 
     fn mark(&self, uuid: &str) -> Result<Option<DomainMark>, BackendError> {

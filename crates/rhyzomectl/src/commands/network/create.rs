@@ -1,0 +1,60 @@
+//! `rhyzomectl network create NAME --subnet CIDR [--gateway IP] [--mode M] [--dhcp]`.
+
+use super::Context;
+use crate::output;
+use clap::{Args, ValueEnum};
+use rhyzome_api::{ForwardMode, NetworkCreate};
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Network name (a DNS label, at most 50 characters).
+    pub name: String,
+    /// IPv4 subnet, e.g. 10.20.0.0/24.
+    #[arg(long)]
+    pub subnet: String,
+    /// The host's address on the network (default: the subnet's first address).
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// isolated: guests and the gateway only; nat: outbound access; route: routed, no NAT.
+    #[arg(long, value_enum, default_value = "isolated")]
+    pub mode: Mode,
+    /// Run DHCP on the network, with a static entry for every instance's address.
+    #[arg(long)]
+    pub dhcp: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Mode {
+    Isolated,
+    Nat,
+    Route,
+}
+
+pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
+    let req = NetworkCreate {
+        name: a.name,
+        subnet: a.subnet,
+        gateway: a.gateway,
+        mode: Some(match a.mode {
+            Mode::Isolated => ForwardMode::Isolated,
+            Mode::Nat => ForwardMode::Nat,
+            Mode::Route => ForwardMode::Route,
+        }),
+        dhcp: Some(a.dhcp),
+    };
+    // The same checks as the server's, before anything is sent.
+    rhyzome_api::networks::validate_network(&req)?;
+    let n = ctx.client()?.create_network(&req)?;
+    if ctx.json() {
+        return output::json(&n);
+    }
+    println!(
+        "created network {} ({}, gateway {}, {}, bridge {})",
+        n.name,
+        n.subnet,
+        n.gateway,
+        n.mode.as_str(),
+        n.bridge
+    );
+    Ok(())
+}

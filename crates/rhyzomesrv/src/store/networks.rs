@@ -1,0 +1,281 @@
+//! Managed networks and the addresses given out on them, in the same SQLite database as
+//! instances (`NETWORK_TABLES` in the parent module). An address is part of an instance's NIC
+//! attachment (`instance_attachments.network_id` and `.address`).
+//!
+//! Address allocation is race-free by construction: the lowest free address is chosen and
+//! written inside the transaction that inserts the instance (one connection behind a mutex,
+//! so transactions never interleave), and a unique index on `(network_id, address)` refuses a
+//! duplicate even if that ever changed. An address goes with its instance (`ON DELETE
+//! CASCADE`); a network an attachment names cannot be removed (the foreign key refuses it).
+
+use super::attachments::Attachment;
+use super::{encoding, Store, StoreError};
+use rhyzome_api::networks::Ipv4Subnet;
+use rhyzome_api::ForwardMode;
+use rusqlite::{named_params, OptionalExtension};
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+/// The columns of `networks` that make a [`NetworkRecord`].
+const NETWORK_COLUMNS: &str = "id, name, subnet, gateway, mode, dhcp, bridge, owner, created_at";
+
+/// A managed network as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub name: String,
+    pub subnet: Ipv4Subnet,
+    pub gateway: Ipv4Addr,
+    pub mode: ForwardMode,
+    pub dhcp: bool,
+    pub bridge: String,
+    pub owner: String,
+    pub created_at: String,
+}
+
+/// An address given to one NIC of an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressRow {
+    pub network: String,
+    pub instance_id: String,
+    pub instance: String,
+    /// The manifest device of the NIC; `None` for an instance's single NIC.
+    pub device: Option<String>,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+}
+
+fn network_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NetworkRecord, StoreError>> {
+    let subnet: String = r.get("subnet")?;
+    let gateway: String = r.get("gateway")?;
+    let mode: String = r.get("mode")?;
+    let record = || -> Result<NetworkRecord, StoreError> {
+        Ok(NetworkRecord {
+            id: r.get("id")?,
+            name: r.get("name")?,
+            subnet: Ipv4Subnet::parse(&subnet).map_err(|_| StoreError::Corrupt {
+                what: "network subnet",
+                value: subnet.clone(),
+            })?,
+            gateway: gateway.parse().map_err(|_| StoreError::Corrupt {
+                what: "network gateway",
+                value: gateway.clone(),
+            })?,
+            mode: encoding::forward_mode_from_sql(&mode)?,
+            dhcp: r.get("dhcp")?,
+            bridge: r.get("bridge")?,
+            owner: r.get("owner")?,
+            created_at: r.get("created_at")?,
+        })
+    };
+    Ok(record())
+}
+
+fn address_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AddressRow> {
+    let ip: u32 = r.get("address")?;
+    Ok(AddressRow {
+        network: r.get("network")?,
+        instance_id: r.get("instance_id")?,
+        instance: r.get("instance")?,
+        device: r.get("device")?,
+        ip: Ipv4Addr::from(ip),
+        mac: r.get("mac")?,
+    })
+}
+
+/// Why an address could not be given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressRefusal {
+    #[error("{ip} is already used by another instance on network {network:?}")]
+    Taken { network: String, ip: Ipv4Addr },
+    #[error("{ip} is not a host address of network {network:?} ({subnet})")]
+    Outside {
+        network: String,
+        ip: Ipv4Addr,
+        subnet: Ipv4Subnet,
+    },
+    #[error("{ip} is the gateway of network {network:?}")]
+    Gateway { network: String, ip: Ipv4Addr },
+    #[error("network {network:?} ({subnet}) has no free address left")]
+    Full { network: String, subnet: Ipv4Subnet },
+    #[error("network {0:?} does not exist")]
+    NoNetwork(String),
+}
+
+/// Gives each attachment on a managed network its address, inside the caller's transaction:
+/// the one it asks for, checked, or the lowest free host address that is not the gateway.
+pub(super) fn allocate(
+    tx: &rusqlite::Transaction<'_>,
+    attachments: &[Attachment],
+) -> Result<Vec<Attachment>, StoreError> {
+    let mut given: Vec<Attachment> = Vec::with_capacity(attachments.len());
+    for a in attachments {
+        let Some(network_id) = &a.network else {
+            given.push(a.clone());
+            continue;
+        };
+        let network = tx
+            .query_row(
+                &format!("SELECT {NETWORK_COLUMNS} FROM networks WHERE id = ?1"),
+                [network_id],
+                network_from_row,
+            )
+            .optional()?
+            .transpose()?
+            .ok_or_else(|| StoreError::Address(AddressRefusal::NoNetwork(network_id.clone())))?;
+        let mut used: HashSet<u32> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT address FROM instance_attachments \
+                 WHERE network_id = ?1 AND address IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([&network.id], |r| r.get::<_, u32>(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        // Earlier NICs of this same instance.
+        used.extend(
+            given
+                .iter()
+                .filter(|g| g.network.as_ref() == Some(network_id))
+                .filter_map(|g| g.address.map(u32::from)),
+        );
+        let ip = match a.address {
+            Some(ip) => {
+                let refusal = if !network.subnet.is_host(ip) {
+                    Some(AddressRefusal::Outside {
+                        network: network.name.clone(),
+                        ip,
+                        subnet: network.subnet,
+                    })
+                } else if ip == network.gateway {
+                    Some(AddressRefusal::Gateway {
+                        network: network.name.clone(),
+                        ip,
+                    })
+                } else if used.contains(&u32::from(ip)) {
+                    Some(AddressRefusal::Taken {
+                        network: network.name.clone(),
+                        ip,
+                    })
+                } else {
+                    None
+                };
+                if let Some(refusal) = refusal {
+                    return Err(StoreError::Address(refusal));
+                }
+                ip
+            }
+            None => network
+                .subnet
+                .hosts()
+                .find(|ip| *ip != network.gateway && !used.contains(&u32::from(*ip)))
+                .ok_or_else(|| {
+                    StoreError::Address(AddressRefusal::Full {
+                        network: network.name.clone(),
+                        subnet: network.subnet,
+                    })
+                })?,
+        };
+        given.push(Attachment {
+            address: Some(ip),
+            ..a.clone()
+        });
+    }
+    Ok(given)
+}
+
+/// `SELECT` of address rows with their network's and instance's names.
+const SELECT_ADDRESSES: &str = "SELECT n.name AS network, a.instance_id, i.name AS instance, \
+     a.device, a.address, a.mac FROM instance_attachments a \
+     JOIN networks n ON n.id = a.network_id JOIN instances i ON i.id = a.instance_id";
+
+impl Store {
+    /// Records a network; its name and bridge must be free.
+    pub fn insert_network(&self, n: &NetworkRecord) -> Result<(), StoreError> {
+        let res = self.conn().execute(
+            &format!(
+                "INSERT INTO networks ({NETWORK_COLUMNS}) VALUES (:id, :name, :subnet, \
+                 :gateway, :mode, :dhcp, :bridge, :owner, :created_at)"
+            ),
+            named_params! {
+                ":id": n.id,
+                ":name": n.name,
+                ":subnet": n.subnet.to_string(),
+                ":gateway": n.gateway.to_string(),
+                ":mode": encoding::forward_mode_to_sql(n.mode),
+                ":dhcp": n.dhcp,
+                ":bridge": n.bridge,
+                ":owner": n.owner,
+                ":created_at": n.created_at,
+            },
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation
+                    && msg.contains("networks.name") =>
+            {
+                Err(StoreError::NameTaken(n.name.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every managed network, by name.
+    pub fn networks(&self) -> Result<Vec<NetworkRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {NETWORK_COLUMNS} FROM networks ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([], network_from_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    pub fn network_by_name(&self, name: &str) -> Result<Option<NetworkRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {NETWORK_COLUMNS} FROM networks WHERE name = ?1"),
+                [name],
+                network_from_row,
+            )
+            .optional()?
+            .transpose()
+    }
+
+    pub fn network_by_id(&self, id: &str) -> Result<Option<NetworkRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {NETWORK_COLUMNS} FROM networks WHERE id = ?1"),
+                [id],
+                network_from_row,
+            )
+            .optional()?
+            .transpose()
+    }
+
+    /// Removes a network record; refused (by the schema) while addresses are given out on it.
+    pub fn remove_network(&self, id: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM networks WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// The addresses given out on the network `name`, lowest first.
+    pub fn network_addresses(&self, name: &str) -> Result<Vec<AddressRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{SELECT_ADDRESSES} WHERE n.name = ?1 ORDER BY a.address"
+        ))?;
+        let rows = stmt.query_map([name], address_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The addresses of the instance `instance_id`, in NIC order.
+    pub fn instance_addresses(&self, instance_id: &str) -> Result<Vec<AddressRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{SELECT_ADDRESSES} WHERE a.instance_id = ?1 ORDER BY a.idx"
+        ))?;
+        let rows = stmt.query_map([instance_id], address_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
