@@ -186,6 +186,25 @@ body_lacks "bob's list" 'alice-web'
 probe "console of a missing instance" 404 -H "Authorization: Bearer $admin" "$base/v1/instances/nope/console"
 probe "negative tail" 400 -H "Authorization: Bearer $admin" "$base/v1/instances/meta/console?tail_bytes=-1"
 
+echo "==> labels and link conditions"
+create "label key with a space" 422 "$admin" "{\"name\": \"p\", \"kernel\": \"$K\", \"labels\": {\"a b\": \"x\"}}"
+create "label value with markup" 422 "$admin" "{\"name\": \"p\", \"kernel\": \"$K\", \"labels\": {\"group\": \"<eu>\"}}"
+probe "selector without a value" 422 -H "Authorization: Bearer $admin" "$base/v1/instances?selector=group"
+create "latency on a plain network" 422 "$admin" "{\"name\": \"p\", \"kernel\": \"$K\", \"link\": {\"latency_ms\": 50}}"
+body_has "latency on a plain network" 'link.latency_ms'
+# This lab's kernel has no tc police/sfq: libvirt cannot shape, the start fails, nothing stays.
+create "rate on a plain network" 422 "$admin" "{\"name\": \"p\", \"kernel\": \"$K\", \"link\": {\"rate_bps\": 1000000}}"
+body_has "rate on a plain network" 'link.rate_bps'
+link() { probe "$1" "$2" -X PUT -H "Authorization: Bearer $3" -H 'Content-Type: application/json' --data-binary "$5" "$base/v1/instances/$4/link"; }
+link "negative latency" 422 "$alice" alice-web '{"conditions": {"latency_ms": -1}}'
+link "loss over 100 %" 422 "$alice" alice-web '{"conditions": {"loss_percent": 120}}'
+link "rate 0" 422 "$alice" alice-web '{"conditions": {"rate_bps": 0}}'
+link "latency beyond f64" 400 "$alice" alice-web '{"conditions": {"latency_ms": 1e400}}'
+link "conditions as a string" 400 "$alice" alice-web '{"conditions": "latency=1ms"}'
+link "viewer changes a link" 403 "$viewer" alice-web '{"conditions": {}}'
+link "bob changes alice's link" 404 "$bob" alice-web '{"conditions": {}}'
+link "alice clears her link" 200 "$alice" alice-web '{"conditions": {}}'
+
 echo "==> images"
 cp "$K" "$work/alice-only.virtio" && printf 'a' >>"$work/alice-only.virtio"
 alice_only=$(sha256sum "$work/alice-only.virtio" | cut -d' ' -f1)

@@ -161,6 +161,13 @@ uint64_t uptime_ms(void)
     return udiv64(rdtsc() - tsc_base, tsc_per_ms);
 }
 
+uint64_t uptime_us(void)
+{
+    if (!tsc_per_ms)
+        return 0;
+    return udiv64((rdtsc() - tsc_base) * 1000, tsc_per_ms);
+}
+
 void idle_wait(void)
 {
     /* sti takes effect after the next instruction, so no tick is lost

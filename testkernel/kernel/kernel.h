@@ -94,6 +94,7 @@ int ksnprintf(char *buf, size_t cap, const char *fmt, ...);
 void cpu_init(void);         /* IDT, PIC */
 void time_init(void);        /* calibrate TSC against the PIT, start 100 Hz */
 uint64_t uptime_ms(void);
+uint64_t uptime_us(void);
 int time_ready(void);
 void idle_wait(void);        /* sti; hlt; cli: sleeps until the next tick */
 void delay_ms(uint32_t ms);
@@ -149,6 +150,7 @@ void vnet_tx_flush(int nic);            /* wait (bounded) until the device
 extern uint32_t net_rx_packets, net_tx_packets;
 
 void net_input(int nic, uint8_t *frame, uint32_t len);
+void net_tick(void); /* timers of the probe command */
 
 /* ---- virtio_blk.c ------------------------------------------------------ */
 #define VBLK_SECTOR 512

@@ -359,6 +359,7 @@ void kmain(uint32_t magic, const uint32_t *mbi)
 
     for (;;) {
         vnet_poll();
+        net_tick();
         if (cfg.have_exit_after && uptime_ms() >= cfg.exit_after_ms)
             solo5_exit(cfg.exit_code);
         idle_wait();

@@ -129,8 +129,11 @@ static void icmp_input(int nic, const uint8_t *f, const uint8_t *ip,
     vnet_tx_send(nic, ETH_HLEN + 20 + plen < 60 ? 60 : ETH_HLEN + 20 + plen);
 }
 
-static void udp_reply(int nic, const uint8_t *f, const uint8_t *ip,
-                      const uint8_t *u, const void *data, uint32_t dlen)
+/* One UDP datagram from this NIC's address and port sport to dst_mac,
+ * dst:dport. */
+static void udp_send(int nic, const uint8_t *dst_mac, uint32_t dst,
+                     uint16_t sport, uint16_t dport, const void *data,
+                     uint32_t dlen)
 {
     uint8_t *r, *ru;
     uint32_t sum;
@@ -139,15 +142,15 @@ static void udp_reply(int nic, const uint8_t *f, const uint8_t *ip,
         dlen = 1500 - 28;
     ulen = 8 + dlen;
     r = vnet_tx_buf(nic);
-    eth_header(nic, r, f + 6, ETHERTYPE_IPV4);
+    eth_header(nic, r, dst_mac, ETHERTYPE_IPV4);
     ru = r + ETH_HLEN + 20;
-    put16(ru, get16(u + 2));     /* our port */
-    put16(ru + 2, get16(u));     /* their port */
+    put16(ru, sport);
+    put16(ru + 2, dport);
     put16(ru + 4, (uint16_t)ulen);
     put16(ru + 6, 0);
     memmove(ru + 8, data, dlen);
-    ip_header(r + ETH_HLEN, get32(ip + 16), get32(ip + 12), 17,
-              (uint16_t)ulen, ip_id++);
+    ip_header(r + ETH_HLEN, cfg.ipv4[nic].addr, dst, 17, (uint16_t)ulen,
+              ip_id++);
     /* checksum over the pseudo header and the datagram */
     sum = csum_add(0, r + ETH_HLEN + 12, 8);
     sum += 17 + ulen;
@@ -157,10 +160,173 @@ static void udp_reply(int nic, const uint8_t *f, const uint8_t *ip,
     vnet_tx_send(nic, ETH_HLEN + 20 + ulen < 60 ? 60 : ETH_HLEN + 20 + ulen);
 }
 
+static void udp_reply(int nic, const uint8_t *f, const uint8_t *ip,
+                      const uint8_t *u, const void *data, uint32_t dlen)
+{
+    udp_send(nic, f + 6, get32(ip + 12), get16(u + 2), get16(u), data, dlen);
+}
+
 static void udp_reply_str(int nic, const uint8_t *f, const uint8_t *ip,
                           const uint8_t *u, const char *s)
 {
     udp_reply(nic, f, ip, u, s, strlen(s));
+}
+
+/*
+ * Probe: this guest measures round trips to another one.  `probe A.B.C.D MAC
+ * COUNT INTERVAL_MS` sends COUNT datagrams "probe-echo SEQ" from PROBE_PORT to
+ * A.B.C.D port 7 (whose service echoes them), one per INTERVAL_MS (the clock
+ * ticks at 100 Hz), to MAC directly (no ARP).  Two seconds after the last one
+ * it prints, and sends to whoever asked, one line:
+ *   probe sent=N received=M rtt_avg_us=A rtt_min_us=B rtt_max_us=C pattern=P
+ * where P has one character per probe: 1 answered, 0 lost.
+ */
+#define PROBE_PORT 40007
+#define PROBE_MAX 1000
+#define PROBE_WAIT_MS 2000
+static struct {
+    int active, nic;
+    uint32_t target, count, interval_ms, sent, received;
+    uint8_t target_mac[6];
+    uint64_t next_ms, last_ms;
+    uint64_t sent_us[PROBE_MAX];
+    uint32_t rtt_us[PROBE_MAX];
+    uint8_t got[PROBE_MAX];
+    uint8_t req_mac[6];
+    uint32_t req_ip;
+    uint16_t req_port;
+} probe;
+
+static int parse_mac(const char *p, size_t n, uint8_t *out)
+{
+    if (n != 17)
+        return -1;
+    for (int i = 0; i < 6; i++) {
+        int v = 0;
+        for (int j = 0; j < 2; j++) {
+            char c = p[i * 3 + j];
+            v <<= 4;
+            if (c >= '0' && c <= '9')
+                v |= c - '0';
+            else if (c >= 'a' && c <= 'f')
+                v |= c - 'a' + 10;
+            else if (c >= 'A' && c <= 'F')
+                v |= c - 'A' + 10;
+            else
+                return -1;
+        }
+        if (i < 5 && p[i * 3 + 2] != ':')
+            return -1;
+        out[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+/* Splits "a b c d" into up to max words; returns how many. */
+static int split_words(const char *p, size_t n, const char **w, size_t *len,
+                       int max)
+{
+    int k = 0;
+    size_t i = 0;
+    while (i < n && k < max) {
+        while (i < n && p[i] == ' ')
+            i++;
+        if (i == n)
+            break;
+        w[k] = p + i;
+        while (i < n && p[i] != ' ')
+            i++;
+        len[k] = (size_t)(p + i - w[k]);
+        k++;
+    }
+    return k;
+}
+
+static int probe_start(int nic, const uint8_t *f, const uint8_t *ip,
+                       const uint8_t *u, const char *args, size_t n)
+{
+    const char *w[5];
+    size_t len[5];
+    uint32_t count, interval;
+    if (split_words(args, n, w, len, 5) != 4 ||
+        parse_ipv4(w[0], len[0], &probe.target) < 0 ||
+        parse_mac(w[1], len[1], probe.target_mac) < 0 ||
+        parse_u32(w[2], len[2], &count) < 0 || count == 0 ||
+        count > PROBE_MAX || parse_u32(w[3], len[3], &interval) < 0 ||
+        interval > 60000)
+        return -1;
+    probe.active = 1;
+    probe.nic = nic;
+    probe.count = count;
+    probe.interval_ms = interval;
+    probe.sent = probe.received = 0;
+    memset(probe.got, 0, sizeof(probe.got));
+    probe.next_ms = uptime_ms();
+    memcpy(probe.req_mac, f + 6, 6);
+    probe.req_ip = get32(ip + 12);
+    probe.req_port = get16(u);
+    return 0;
+}
+
+static void probe_echo(const uint8_t *data, uint32_t dlen)
+{
+    uint32_t seq;
+    uint64_t now = uptime_us();
+    if (!probe.active || dlen <= 11 || memcmp(data, "probe-echo ", 11) != 0 ||
+        parse_u32((const char *)data + 11, dlen - 11, &seq) < 0 ||
+        seq >= probe.sent || probe.got[seq])
+        return;
+    probe.got[seq] = 1;
+    probe.rtt_us[seq] = (uint32_t)(now - probe.sent_us[seq]);
+    probe.received++;
+}
+
+void net_tick(void)
+{
+    char line[64 + PROBE_MAX];
+    uint64_t now = uptime_ms();
+    uint64_t sum = 0;
+    uint32_t min = 0xFFFFFFFF, max = 0, i;
+    int k;
+    if (!probe.active)
+        return;
+    while (probe.sent < probe.count && now >= probe.next_ms) {
+        k = ksnprintf(line, sizeof(line), "probe-echo %u", probe.sent);
+        probe.sent_us[probe.sent] = uptime_us();
+        udp_send(probe.nic, probe.target_mac, probe.target, PROBE_PORT,
+                 UDP_SERVICE_PORT, line, (uint32_t)k);
+        probe.sent++;
+        probe.last_ms = now;
+        probe.next_ms += probe.interval_ms;
+    }
+    if (probe.sent < probe.count ||
+        (probe.received < probe.count && now < probe.last_ms + PROBE_WAIT_MS))
+        return;
+    probe.active = 0;
+    for (i = 0; i < probe.count; i++) {
+        if (!probe.got[i])
+            continue;
+        sum += probe.rtt_us[i];
+        if (probe.rtt_us[i] < min)
+            min = probe.rtt_us[i];
+        if (probe.rtt_us[i] > max)
+            max = probe.rtt_us[i];
+    }
+    if (!probe.received)
+        min = 0;
+    k = ksnprintf(line, sizeof(line),
+                  "probe sent=%u received=%u rtt_avg_us=%u rtt_min_us=%u "
+                  "rtt_max_us=%u pattern=",
+                  probe.sent, probe.received,
+                  probe.received ? (uint32_t)udiv64(sum, probe.received) : 0,
+                  min, max);
+    for (i = 0; i < probe.count && k < (int)sizeof(line) - 2; i++)
+        line[k++] = probe.got[i] ? '1' : '0';
+    line[k++] = '\n';
+    line[k] = 0;
+    kprintf(TK "%s", line);
+    udp_send(probe.nic, probe.req_mac, probe.req_ip, UDP_SERVICE_PORT,
+             probe.req_port, line, (uint32_t)k);
 }
 
 static void udp_service(int nic, const uint8_t *f, const uint8_t *ip,
@@ -206,6 +372,13 @@ static void udp_service(int nic, const uint8_t *f, const uint8_t *ip,
             return;
         }
         udp_reply_str(nic, f, ip, u, "error: usage: print N (1 to 1000000)\n");
+    } else if (n >= 6 && memcmp(cmd, "probe ", 6) == 0) {
+        if (probe_start(nic, f, ip, u, cmd + 6, n - 6) == 0)
+            udp_reply_str(nic, f, ip, u, "ok\n");
+        else
+            udp_reply_str(nic, f, ip, u,
+                          "error: usage: probe A.B.C.D MAC COUNT INTERVAL_MS "
+                          "(COUNT 1 to 1000)\n");
     } else if (mem_eq_str(cmd, n, "blk-capacity")) {
         ksnprintf(line, sizeof(line), "capacity=%llu sectors\n",
                   vblk_capacity());
@@ -274,6 +447,8 @@ static void ipv4_input(int nic, const uint8_t *f, uint32_t len)
             return;
         if (get16(u + 2) == UDP_SERVICE_PORT)
             udp_service(nic, f, ip, u, u + 8, ulen - 8);
+        else if (get16(u + 2) == PROBE_PORT && nic == probe.nic)
+            probe_echo(u + 8, ulen - 8);
     }
 }
 

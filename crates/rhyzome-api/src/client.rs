@@ -230,7 +230,20 @@ impl Client {
     }
 
     pub fn list_instances(&self) -> Result<Vec<Instance>, ClientError> {
-        let list: InstanceList = self.json(self.http.get(self.url("/instances")))?;
+        self.list_instances_matching(None)
+    }
+
+    /// The instances carrying every label of `selector` (`key=value[,key=value...]`), or all
+    /// of them without one.
+    pub fn list_instances_matching(
+        &self,
+        selector: Option<&str>,
+    ) -> Result<Vec<Instance>, ClientError> {
+        let path = match selector {
+            Some(s) => format!("/instances?selector={}", percent_encode(s)),
+            None => "/instances".to_string(),
+        };
+        let list: InstanceList = self.json(self.http.get(self.url(&path)))?;
         Ok(list.instances)
     }
 
@@ -269,6 +282,22 @@ impl Client {
         self.json(
             self.http
                 .post(self.url(&Self::instance_path(name, "/restart"))),
+        )
+    }
+
+    /// Replaces the link conditions of every NIC of an instance.
+    pub fn set_instance_link(
+        &self,
+        name: &str,
+        conditions: &crate::LinkConditions,
+    ) -> Result<Instance, ClientError> {
+        let body = crate::InstanceLink {
+            conditions: *conditions,
+        };
+        self.json(
+            self.http
+                .put(self.url(&Self::instance_path(name, "/link")))
+                .json(&body),
         )
     }
 

@@ -70,6 +70,16 @@ pub struct InstanceSpec {
     /// host reboot, for example). Default `false`.
     #[serde(default)]
     pub autostart: Option<bool>,
+    /// Labels (`{"group": "eu"}`) that select the instance for `GET /v1/instances?selector=`
+    /// and for network partitions. Keys: 1 to 63 characters of `[a-z0-9._-]`, starting and
+    /// ending with a letter or digit; values: 0 to 63 characters of `[A-Za-z0-9._-]`; at most
+    /// 32 labels.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Link conditions of every NIC of the instance (see `LinkConditions`). On a plain
+    /// network only `rate_bps` can be honoured; the others need an emulated network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkConditions>,
 }
 
 /// When an instance that ended by itself is started again.
@@ -256,6 +266,9 @@ pub struct NicAttachment {
     /// absent when libvirt chooses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_slot: Option<u8>,
+    /// The link conditions set on this NIC; absent when none is.
+    #[serde(default, skip_serializing_if = "LinkConditions::is_empty")]
+    pub conditions: LinkConditions,
     /// The managed network the NIC is on, if it is on one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
@@ -378,6 +391,9 @@ pub struct Instance {
     pub autostart: bool,
     /// The token that created it (`anonymous` while authentication is off).
     pub owner: String,
+    /// Its labels, as given at creation.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A change of an instance's state, as streamed by `GET /v1/events`.
@@ -385,6 +401,8 @@ pub struct Instance {
 pub struct Event {
     /// RFC 3339 time of the change.
     pub time: String,
+    /// The instance's name; `network:NAME` for an event of a network (state
+    /// `emulator_restarted`: its link emulator had died and was started again).
     pub instance: String,
     /// The new state; `deleted` when the instance is gone.
     pub state: String,
@@ -469,6 +487,16 @@ impl std::fmt::Display for ErrorBody {
     }
 }
 
+/// Query of `GET /v1/instances`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceListQuery {
+    /// Only instances carrying every one of these labels: `key=value[,key=value...]`.
+    #[serde(default)]
+    pub selector: Option<String>,
+}
+
 /// Query of `GET /v1/instances/{name}/console`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -507,5 +535,113 @@ fn byte_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::
             i64::MAX
         ))),
         _ => Ok(value),
+    }
+}
+
+/// `PUT /v1/instances/{name}/link`: the conditions of every NIC of the instance, replacing
+/// those set before (an empty object clears them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceLink {
+    pub conditions: LinkConditions,
+}
+
+/// Link conditions of a NIC, or a network's defaults for its NICs. They apply to the frames
+/// a NIC sends into the network, so a round trip between two NICs carries both NICs'
+/// latency. An absent field is not set here: a NIC's absent field takes the network's
+/// default, and a network's absent field means no such condition. On a plain (not emulated)
+/// network only `rate` can be honoured (by libvirt's `<bandwidth>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConditions {
+    /// Added one-way delay, in milliseconds (0 to 60000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 60000, example = 40)]
+    pub latency_ms: Option<f64>,
+    /// Each frame's delay varies uniformly by up to this many milliseconds either way (0 to
+    /// 60000; frames are never reordered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 60000, example = 5)]
+    pub jitter_ms: Option<f64>,
+    /// Share of frames dropped, in percent (0 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100, example = 1)]
+    pub loss_percent: Option<f64>,
+    /// How much a frame's fate follows the previous frame's, in percent (0 to 100): the
+    /// lag-one correlation of a two-state loss process whose average stays `loss_percent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100, example = 25)]
+    pub loss_correlation_percent: Option<f64>,
+    /// Bandwidth in bits per second (1000 to 100000000000); a full queue drops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1000, maximum = 100000000000_i64, example = 10000000)]
+    pub rate_bps: Option<i64>,
+    /// The link is cut: every frame is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<bool>,
+}
+
+/// Equality is total: the fields are finite (JSON has no NaN, and `validate_conditions` and
+/// `parse_conditions` refuse non-finite values), so the types that hold conditions can stay
+/// `Eq` like the rest of the API.
+impl Eq for LinkConditions {}
+
+impl LinkConditions {
+    /// `self`, with each field it leaves unset taken from `defaults`.
+    pub fn or(self, defaults: LinkConditions) -> LinkConditions {
+        LinkConditions {
+            latency_ms: self.latency_ms.or(defaults.latency_ms),
+            jitter_ms: self.jitter_ms.or(defaults.jitter_ms),
+            loss_percent: self.loss_percent.or(defaults.loss_percent),
+            loss_correlation_percent: self
+                .loss_correlation_percent
+                .or(defaults.loss_correlation_percent),
+            rate_bps: self.rate_bps.or(defaults.rate_bps),
+            down: self.down.or(defaults.down),
+        }
+    }
+
+    /// Whether any field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == LinkConditions::default()
+    }
+
+    /// Whether a condition other than `rate` is set, which only an emulated network honours.
+    pub fn needs_emulation(&self) -> bool {
+        LinkConditions {
+            rate_bps: None,
+            ..*self
+        } != LinkConditions::default()
+    }
+}
+
+impl std::fmt::Display for LinkConditions {
+    /// The text form `parse_conditions` reads: `latency=40ms,jitter=5ms,loss=1%/25%,rate=10000000bit,down`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(v) = self.latency_ms {
+            parts.push(format!("latency={v}ms"));
+        }
+        if let Some(v) = self.jitter_ms {
+            parts.push(format!("jitter={v}ms"));
+        }
+        match (self.loss_percent, self.loss_correlation_percent) {
+            (Some(l), Some(c)) => parts.push(format!("loss={l}%/{c}%")),
+            (Some(l), None) => parts.push(format!("loss={l}%")),
+            (None, Some(c)) => parts.push(format!("loss-correlation={c}%")),
+            (None, None) => {}
+        }
+        if let Some(v) = self.rate_bps {
+            parts.push(format!("rate={v}bit"));
+        }
+        match self.down {
+            Some(true) => parts.push("down".into()),
+            Some(false) => parts.push("up".into()),
+            None => {}
+        }
+        if parts.is_empty() {
+            return f.write_str("-");
+        }
+        f.write_str(&parts.join(","))
     }
 }

@@ -69,6 +69,18 @@ pub fn network(i: &Instance) -> String {
     }
 }
 
+/// Labels as `k=v,k2=v2`, or `-` for none.
+pub fn labels(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "-".into();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn state(i: &Instance) -> String {
     match i.exit_code {
         Some(code) => format!("{}({code})", i.state),

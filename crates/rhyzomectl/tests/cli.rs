@@ -796,6 +796,118 @@ fn tls_trust_by_ca_or_fingerprint_from_flags_and_from_config_set() {
 }
 
 #[test]
+fn labels_are_given_with_label_and_select_with_selector() {
+    let s = serve();
+    let kernel = s.kernel.clone();
+    for (name, group) in [("eu1", "eu"), ("us1", "us")] {
+        let label = format!("group={group}");
+        stdout(&ctl(&[
+            "--server",
+            &s.url,
+            "instance",
+            "create",
+            "--name",
+            name,
+            "--kernel",
+            &kernel,
+            "--label",
+            &label,
+            "--label",
+            "testbed=t1",
+        ]));
+    }
+    let list = stdout(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "list",
+        "--selector",
+        "group=eu",
+    ]));
+    assert!(list.contains("eu1") && !list.contains("us1"), "{list}");
+    assert!(list.contains("group=eu,testbed=t1"), "{list}");
+    let show = stdout(&ctl(&["--server", &s.url, "instance", "show", "us1"]));
+    assert!(show.contains("group=us,testbed=t1"), "{show}");
+    // A bad label is a usage error, refused by clap before anything is sent.
+    let refused = ctl(&[
+        "--server", &s.url, "instance", "create", "--name", "x", "--kernel", &kernel, "--label",
+        "Bad=1",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("--label"), "{message}");
+    assert!(
+        stdout(&ctl(&["--server", &s.url, "instance", "list"]))
+            .lines()
+            .count()
+            == 3
+    );
+    let refused = failure(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "list",
+        "--selector",
+        "group",
+    ]));
+    assert!(refused.contains("selector"), "{refused}");
+}
+
+#[test]
+fn link_conditions_are_given_at_create_and_changed_with_instance_link() {
+    let s = serve();
+    let kernel = s.kernel.clone();
+    stdout(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "create",
+        "--name",
+        "shaped",
+        "--kernel",
+        &kernel,
+        "--link",
+        "rate=10mbit",
+    ]));
+    let show = stdout(&ctl(&["--server", &s.url, "instance", "show", "shaped"]));
+    assert!(show.contains("rate=10000000bit"), "{show}");
+    // A plain network: latency is refused with the server's reason.
+    let refused = failure(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "link",
+        "shaped",
+        "latency=80ms",
+    ]));
+    assert!(refused.contains("emulated network"), "{refused}");
+    // Terms given change those conditions and keep the rest.
+    let changed = stdout(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "link",
+        "shaped",
+        "rate=1mbit",
+    ]));
+    assert_eq!(changed.trim(), "shaped: rate=1000000bit");
+    let cleared = stdout(&ctl(&[
+        "--server", &s.url, "instance", "link", "shaped", "--clear",
+    ]));
+    assert_eq!(cleared.trim(), "shaped: -");
+    // Bad terms are refused before anything is sent.
+    let bad = failure(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "link",
+        "shaped",
+        "loss=120%",
+    ]));
+    assert!(bad.contains("loss_percent"), "{bad}");
+}
+
+#[test]
 fn networks_are_created_listed_shown_used_and_removed() {
     let s = serve();
     let url = s.url.as_str();

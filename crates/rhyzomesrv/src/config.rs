@@ -104,6 +104,10 @@ struct RawConfig {
     socket: Option<PathBuf>,
     #[serde(rename = "SocketGroup")]
     socket_group: Option<String>,
+    #[serde(rename = "LinkEmulator")]
+    link_emulator: Option<PathBuf>,
+    #[serde(rename = "LinkEmulatorNetns")]
+    link_emulator_netns: Option<PathBuf>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -154,6 +158,11 @@ pub struct Config {
     pub max_streams_per_caller: usize,
     /// A local UNIX socket to serve the API on as well, where file permissions authenticate.
     pub socket: Option<LocalSocket>,
+    /// The link emulator binary of emulated networks (`rhyzome-linkemu`).
+    pub link_emulator: PathBuf,
+    /// The network namespace libvirtd (so QEMU) runs in, which emulators must enter
+    /// (`/run/netns/NAME`); `None` when it is the daemon's own.
+    pub link_emulator_netns: Option<PathBuf>,
 }
 
 /// `Socket` and `SocketGroup`.
@@ -177,6 +186,16 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rhyzome";
 pub const DEFAULT_MAX_STREAM_SECONDS: u64 = 3600;
 pub const DEFAULT_MAX_STREAMS_PER_CALLER: u32 = 32;
+
+/// `rhyzome-linkemu` next to the daemon's own binary (where the package and a cargo build
+/// put it), else the name alone, looked up in `PATH`.
+fn default_link_emulator() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("rhyzome-linkemu"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("rhyzome-linkemu"))
+}
 
 impl Config {
     /// Reads `path`. A missing file is an error only when the path was given explicitly:
@@ -383,6 +402,16 @@ impl Config {
             max_stream_lifetime: std::time::Duration::from_secs(max_stream_seconds),
             max_streams_per_caller: max_streams_per_caller as usize,
             socket,
+            link_emulator: raw.link_emulator.unwrap_or_else(default_link_emulator),
+            link_emulator_netns: match raw.link_emulator_netns {
+                Some(p) if !p.is_absolute() => {
+                    return Err(invalid(
+                        "LinkEmulatorNetns",
+                        format!("{} is not an absolute path", p.display()),
+                    ))
+                }
+                other => other,
+            },
         })
     }
 }

@@ -127,6 +127,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Dae
     let report = service.recover().await?;
     tracing::info!(?report, "start-up reconciliation done");
     let reconciler = tokio::spawn(service.clone().run_reconciler());
+    // Emulators outlive the daemon: the first pass adopts those that run, restarts the rest.
+    let link_supervision = tokio::spawn(service.clone().run_link_supervision());
     let metrics_server = metrics_listener.map(|listener| {
         tracing::info!(address = ?listener.local_addr().ok(), "serving /metrics without a token (MetricsBind)");
         let router = crate::http::metrics::unauthenticated_router(service.clone());
@@ -173,6 +175,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Dae
         task.abort();
     }
     reconciler.abort();
+    // Only the supervision stops: the emulators go on carrying traffic.
+    link_supervision.abort();
     service.shutdown().await;
     if service.config().stop_guests_on_shutdown {
         tracing::info!("stopped, and stopped the guests");

@@ -15,6 +15,7 @@ use std::sync::Mutex;
 pub mod attachments;
 mod encoding;
 pub mod images;
+pub mod labels;
 pub mod networks;
 #[cfg(test)]
 mod upgrade_tests;
@@ -100,6 +101,8 @@ pub struct InstanceRecord {
     pub vcpus: u32,
     /// Its NICs, in order; empty when the instance has no network.
     pub attachments: Vec<attachments::Attachment>,
+    /// Its labels (`group=eu`), given at creation.
+    pub labels: labels::Labels,
     pub desired: Desired,
     pub state: InstanceState,
     pub exit_code: Option<i32>,
@@ -132,7 +135,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 7;
+const SCHEMA_VERSION: i32 = 8;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -157,10 +160,29 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Code(fold_nics_into_attachments),
     // 5 -> 6: managed networks, and the network and address of each attachment on one.
     Migration::Sql(NETWORK_TABLES),
-    // 6 -> 7: volumes, the libvirt volumes being made, and what instances attach. (Planned
-    // as version 8; renumbered at merge.)
+    // 6 -> 7: instance labels, and link conditions on attachments (issue 14; renumbered by
+    // whoever merges it after other branches' migrations).
+    Migration::Sql(LABELS_AND_LINK_CONDITIONS),
+    // 7 -> 8: volumes, the libvirt volumes being made, and what instances attach. (Version 8
+    // as planned; renumbered at merge if needed.)
     Migration::Sql(volumes::VOLUME_TABLES),
 ];
+
+/// 6 -> 7 (also run on a new database after the version 6 tables).
+const LABELS_AND_LINK_CONDITIONS: &str = "
+CREATE TABLE instance_labels (
+    instance_id TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+    key         TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    PRIMARY KEY (instance_id, key)
+);
+ALTER TABLE instance_attachments ADD COLUMN latency_ms REAL;
+ALTER TABLE instance_attachments ADD COLUMN jitter_ms REAL;
+ALTER TABLE instance_attachments ADD COLUMN loss_percent REAL;
+ALTER TABLE instance_attachments ADD COLUMN loss_correlation_percent REAL;
+ALTER TABLE instance_attachments ADD COLUMN rate_bps INTEGER;
+ALTER TABLE instance_attachments ADD COLUMN down INTEGER;
+";
 
 /// 3 -> 4: the tables made outside the versioned schema until then, and `instance_nics`,
 /// which version 5 folds into `instance_attachments`.
@@ -562,6 +584,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         adopt_unversioned_tables(&tx)?;
         tx.execute_batch(attachments::TABLE)?;
         tx.execute_batch(NETWORK_TABLES)?;
+        tx.execute_batch(LABELS_AND_LINK_CONDITIONS)?;
         tx.execute_batch(volumes::VOLUME_TABLES)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
@@ -722,6 +745,7 @@ impl Store {
         }
         let attachments = networks::allocate(&tx, &r.attachments)?;
         attachments::write(&tx, &r.id, &attachments)?;
+        labels::write(&tx, &r.id, &r.labels)?;
         images::write_boot(&tx, &r.id, image)?;
         volumes::write_attachments(&tx, &r.id, volumes)?;
         tx.commit()?;
@@ -735,8 +759,10 @@ impl Store {
         let rows = stmt.query_map([], row_to_record)?;
         let mut records: Vec<InstanceRecord> = rows.map(|r| r?).collect::<Result<_, _>>()?;
         let mut attachments = attachments::of_all(&conn)?;
+        let mut labels = labels::of_all(&conn)?;
         for r in &mut records {
             r.attachments = attachments.remove(&r.id).unwrap_or_default();
+            r.labels = labels.remove(&r.id).unwrap_or_default();
         }
         Ok(records)
     }
@@ -761,6 +787,7 @@ impl Store {
             return Ok(None);
         };
         r.attachments = attachments::of_instance(&conn, &r.id)?;
+        r.labels = labels::of_instance(&conn, &r.id)?;
         Ok(Some(r))
     }
 
@@ -806,6 +833,22 @@ impl Store {
                 console.inode.map(|i| i as i64)
             ],
         )?;
+        Ok(())
+    }
+
+    /// Sets the link conditions of every NIC of an instance, in one transaction.
+    pub fn set_link_conditions(
+        &self,
+        id: &str,
+        conditions: &rhyzome_api::LinkConditions,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let count = attachments::of_instance(&tx, id)?.len();
+        for idx in 0..count {
+            attachments::set_conditions(&tx, id, idx, conditions)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -877,6 +920,7 @@ fn row_to_record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Store
         vcpus: row.get("vcpus")?,
         // Another table: the reads that return records fill them in.
         attachments: Vec::new(),
+        labels: labels::Labels::new(),
         desired,
         state,
         exit_code: row.get("exit_code")?,
@@ -919,9 +963,11 @@ pub(crate) mod tests {
                 bridge: "br0".into(),
                 mac: mac.into(),
                 pci_slot: None,
+                conditions: Default::default(),
                 network: None,
                 address: None,
             }],
+            labels: [("group".to_string(), "eu".to_string())].into(),
             desired: Desired::Running,
             state: InstanceState::Pending,
             exit_code: None,
@@ -982,6 +1028,8 @@ pub(crate) mod tests {
         assert_eq!((got.restart_count, got.next_restart_at_ms), (2, Some(1234)));
         assert_eq!(got.restart, r.restart);
         assert_eq!((got.startup_priority, got.autostart), (-2, true));
+        assert_eq!(got.labels, r.labels);
+        assert_eq!(s.all().unwrap()[0].labels, r.labels);
         assert_eq!(s.usage_of("alice").unwrap(), (1, 32));
         assert_eq!(s.usage_of("bob").unwrap(), (0, 0));
     }
@@ -1054,6 +1102,7 @@ pub(crate) mod tests {
                     bridge: "bridge-8".into(),
                     mac: "mac-9".into(),
                     pci_slot: None,
+                    conditions: Default::default(),
                     network: None,
                     address: None,
                 },
@@ -1062,10 +1111,23 @@ pub(crate) mod tests {
                     bridge: "bridge-29".into(),
                     mac: "mac-30".into(),
                     pci_slot: Some(31),
+                    conditions: rhyzome_api::LinkConditions {
+                        latency_ms: Some(36.0),
+                        jitter_ms: Some(37.0),
+                        loss_percent: Some(38.0),
+                        loss_correlation_percent: Some(39.0),
+                        rate_bps: Some(40_000),
+                        down: Some(true),
+                    },
                     network: None,
                     address: None,
                 },
             ],
+            labels: [
+                ("key-32".to_string(), "value-33".to_string()),
+                ("key-34".to_string(), "value-35".to_string()),
+            ]
+            .into(),
             desired: Desired::Stopped,
             state: InstanceState::Crashed,
             exit_code: Some(12),

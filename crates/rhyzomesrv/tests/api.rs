@@ -568,3 +568,151 @@ fn console_counts_beyond_the_documented_range_are_refused() {
         );
     }
 }
+
+/// Labels are stored, shown, and select instances through `?selector=`; a bad label is a 422
+/// naming it and creates nothing, a bad selector a 422 naming `selector`.
+#[test]
+fn labels_are_kept_and_select_instances() {
+    let s = serve();
+    let labelled = |name: &str, group: &str| InstanceSpec {
+        labels: [
+            ("group".to_string(), group.to_string()),
+            ("testbed".to_string(), "t1".to_string()),
+        ]
+        .into(),
+        ..s.spec(name)
+    };
+    s.client.create_instance(&labelled("eu1", "eu")).unwrap();
+    s.client.create_instance(&labelled("eu2", "eu")).unwrap();
+    s.client.create_instance(&labelled("us1", "us")).unwrap();
+    s.client.create_instance(&s.spec("plain")).unwrap();
+
+    let got = s.client.get_instance("eu1").unwrap();
+    assert_eq!(got.labels.get("group").map(String::as_str), Some("eu"));
+    let names = |selector: Option<&str>| -> Vec<String> {
+        s.client
+            .list_instances_matching(selector)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect()
+    };
+    assert_eq!(names(Some("group=eu")), ["eu1", "eu2"]);
+    assert_eq!(names(Some("group=us,testbed=t1")), ["us1"]);
+    assert_eq!(names(Some("group=asia")), Vec::<String>::new());
+    assert_eq!(names(None).len(), 4);
+
+    for bad in ["group", "group=eu,,", "Group=eu", "a=1,a=2"] {
+        let (status, body) = api_error(s.client.list_instances_matching(Some(bad)).unwrap_err());
+        assert_eq!(
+            (status, body.field.as_deref()),
+            (422, Some("selector")),
+            "{bad}"
+        );
+    }
+    let bad_labels: Vec<(&str, &str, &str)> = vec![
+        ("Group", "eu", "labels"),
+        ("group", "e u", "labels.group"),
+        ("-x", "eu", "labels"),
+    ];
+    for (key, value, field) in bad_labels {
+        let spec = InstanceSpec {
+            labels: [(key.to_string(), value.to_string())].into(),
+            ..s.spec("refused")
+        };
+        let (status, body) = api_error(s.client.create_instance(&spec).unwrap_err());
+        assert_eq!((status, body.field.as_deref()), (422, Some(field)), "{key}");
+    }
+    assert!(s.client.get_instance("refused").is_err());
+}
+
+/// Link conditions on a plain network (a host bridge): a rate is stored and goes into the
+/// domain definition; latency, jitter, loss and down are refused with a 422 naming the field
+/// and saying to use an emulated network; out-of-range values are 422s naming theirs.
+#[test]
+fn link_conditions_on_a_plain_network_keep_a_rate_and_refuse_the_rest() {
+    let s = serve();
+    let rate = rhyzome_api::LinkConditions {
+        rate_bps: Some(10_000_000),
+        ..Default::default()
+    };
+    let created = s
+        .client
+        .create_instance(&InstanceSpec {
+            link: Some(rate),
+            ..s.spec("shaped")
+        })
+        .unwrap();
+    assert_eq!(created.attachments[0].conditions, rate);
+    let def = s.backend.definition(&created.id).unwrap();
+    assert_eq!(def.nics[0].rate_bps, Some(10_000_000));
+
+    let conditions = |text: &str| rhyzome_api::validate::parse_conditions(text).unwrap();
+    for (text, field) in [
+        ("latency=50ms", "link.latency_ms"),
+        ("jitter=5ms", "link.jitter_ms"),
+        ("loss=30%", "link.loss_percent"),
+        ("down", "link.down"),
+    ] {
+        let (status, body) = api_error(
+            s.client
+                .create_instance(&InstanceSpec {
+                    link: Some(conditions(text)),
+                    ..s.spec("refused")
+                })
+                .unwrap_err(),
+        );
+        assert_eq!(
+            (status, body.field.as_deref()),
+            (422, Some(field)),
+            "{text}"
+        );
+        assert!(
+            body.message.contains("emulated network"),
+            "{}",
+            body.message
+        );
+    }
+    for (c, field) in [
+        (
+            rhyzome_api::LinkConditions {
+                latency_ms: Some(-1.0),
+                ..Default::default()
+            },
+            "conditions.latency_ms",
+        ),
+        (
+            rhyzome_api::LinkConditions {
+                loss_percent: Some(120.0),
+                ..Default::default()
+            },
+            "conditions.loss_percent",
+        ),
+        (
+            rhyzome_api::LinkConditions {
+                rate_bps: Some(0),
+                ..Default::default()
+            },
+            "conditions.rate_bps",
+        ),
+        (conditions("latency=50ms"), "conditions.latency_ms"),
+    ] {
+        let (status, body) = api_error(s.client.set_instance_link("shaped", &c).unwrap_err());
+        assert_eq!((status, body.field.as_deref()), (422, Some(field)), "{c:?}");
+    }
+    assert!(s.client.get_instance("refused").is_err());
+    // Refusals changed nothing; a new rate replaces the old one and is kept.
+    assert_eq!(
+        s.client.get_instance("shaped").unwrap().attachments[0].conditions,
+        rate
+    );
+    let slower = conditions("rate=1mbit");
+    let got = s.client.set_instance_link("shaped", &slower).unwrap();
+    assert_eq!(got.attachments[0].conditions, slower);
+    assert_eq!(
+        s.client.get_instance("shaped").unwrap().attachments[0].conditions,
+        slower
+    );
+    let (status, _) = api_error(s.client.set_instance_link("nobody", &slower).unwrap_err());
+    assert_eq!(status, 404);
+}

@@ -674,6 +674,19 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
                 call(Stranger, m, instance(verb), Status(404)),
             ]
         }
+        ("put", "/v1/instances/{name}/link") => {
+            let body = json(br#"{"conditions": {"rate_bps": 1000000}}"#);
+            vec![
+                Call {
+                    body: body.clone(),
+                    ..call(Viewer, Method::PUT, instance("link"), Status(403))
+                },
+                Call {
+                    body,
+                    ..call(Stranger, Method::PUT, instance("link"), Status(404))
+                },
+            ]
+        }
         ("post", "/v1/networks") => vec![
             Call {
                 body: json(&owned.network_spec),

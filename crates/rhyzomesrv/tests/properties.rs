@@ -73,6 +73,8 @@ fn definition(name: String, cmdline: String, hostname: String) -> DomainDefiniti
             bridge: "br0".into(),
             mac: "02:00:00:00:00:01".into(),
             pci_slot: None,
+            emulated: None,
+            rate_bps: None,
         }],
         disks: Vec::new(),
         console_log: "/var/lib/rhyzome/consoles/x.log".into(),

@@ -48,6 +48,21 @@ pub struct Nic {
     /// Fixed PCI slot on bus 0: Solo5 binds NICs to manifest devices in PCI slot order, so a
     /// multi-NIC guest must not leave the order to libvirt's allocator.
     pub pci_slot: Option<u8>,
+    /// On an emulated network: the NIC exchanges its frames with the network's link emulator
+    /// over UDP on the loopback of libvirt's network namespace, instead of a tap on `bridge`.
+    pub emulated: Option<EmulatedPort>,
+    /// Shaping of what the NIC sends, on a plain network (libvirt's `<bandwidth>`), in bits
+    /// per second.
+    pub rate_bps: Option<u64>,
+}
+
+/// The two UDP ports of a NIC on an emulated network, both on 127.0.0.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmulatedPort {
+    /// Where the emulator listens (every NIC of the network sends there).
+    pub emulator_port: u16,
+    /// The NIC's own port: QEMU sends from it and receives on it.
+    pub local_port: u16,
 }
 
 impl DomainDefinition {

@@ -457,6 +457,8 @@ mod tests {
             bridge: format!("br{i}"),
             mac: format!("02:00:00:00:00:0{i}"),
             pci_slot: Some(3 + i),
+            emulated: None,
+            rate_bps: None,
         };
         DomainDefinition {
             domain_type: "test",

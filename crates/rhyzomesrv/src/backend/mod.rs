@@ -17,7 +17,7 @@ pub mod storage;
 pub mod storage_xml;
 
 pub use counters::DomainCounters;
-pub use definition::{Disk, DomainDefinition, DomainMark, Nic};
+pub use definition::{Disk, DomainDefinition, DomainMark, EmulatedPort, Nic};
 use network::{DhcpHost, HostRoute, NetworkDefinition, NetworkStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

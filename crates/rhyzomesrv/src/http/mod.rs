@@ -99,6 +99,7 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(instances::restart::restart_instance))
         .routes(routes!(instances::console::get_console))
         .routes(routes!(instances::stats::instance_stats))
+        .routes(routes!(instances::link::set_instance_link))
         .routes(upload_route())
         .routes(routes!(images::list::list_images))
         .routes(routes!(

@@ -300,6 +300,7 @@ impl Service {
                 // Names cannot contain '/', so these never equal a single-NIC instance's MAC.
                 mac: mac_for_name(&format!("{}/{dev}", spec.name)),
                 pci_slot: Some(FIRST_NIC_SLOT + i as u8),
+                conditions: Default::default(),
                 network: None,
                 address: None,
             });
@@ -332,6 +333,8 @@ impl Service {
                     bridge: a.bridge.clone(),
                     mac: a.mac.clone(),
                     pci_slot: a.pci_slot,
+                    emulated: None,
+                    rate_bps: a.conditions.rate_bps.map(|r| r as u64),
                 })
                 .collect(),
             disks,
@@ -369,6 +372,7 @@ impl Service {
             bridge,
             mac,
             pci_slot: None,
+            conditions: Default::default(),
             network: None,
             address: None,
         }])

@@ -63,6 +63,7 @@ impl Service {
                     bridge: a.bridge.clone(),
                     mac: a.mac.clone(),
                     pci_slot: a.pci_slot,
+                    conditions: a.conditions,
                     network: network_of(a).map(|n| n.0.clone()),
                     ipv4: cidr_of(a),
                 })
@@ -103,6 +104,7 @@ impl Service {
             restart: r.restart.clone(),
             restart_count: r.restart_count,
             next_restart_at: r.next_restart_at_ms.map(ms_to_rfc3339),
+            labels: r.labels.clone(),
             startup_priority: r.startup_priority,
             autostart: r.autostart,
             owner: r.owner.clone(),
@@ -175,6 +177,10 @@ impl Service {
         };
         let restart = spec.restart.clone().unwrap_or_default();
         validate::validate_restart_policy(&restart)?;
+        validate::validate_labels(&spec.labels)?;
+        if let Some(link) = &spec.link {
+            super::links::check_plain_link(link, "link.")?;
+        }
         Ok(ValidSpec {
             memory_mib,
             vcpus,
@@ -261,6 +267,9 @@ impl Service {
         Self::join_networks(&managed, &mut attachments);
         Self::check_host_bridges(&attachments, caller)?;
         Self::check_placeholders(&valid.template, &spec.name, &attachments)?;
+        for a in &mut attachments {
+            a.conditions = spec.link.unwrap_or_default();
+        }
         // Held until the record (with its volumes) is written.
         let _volume_guards = self.lock_requested_volumes(spec).await;
         let block_devices = super::boot_plan::manifest_of(&boot.inspection)
@@ -281,6 +290,7 @@ impl Service {
             memory_mib: valid.memory_mib,
             vcpus: valid.vcpus,
             attachments,
+            labels: spec.labels.clone(),
             desired: Desired::Running,
             state: InstanceState::Pending,
             exit_code: None,
@@ -333,6 +343,21 @@ impl Service {
         let ServiceError::Backend(BackendError::Rejected { message }) = &e else {
             return e;
         };
+        // libvirt shapes a plain NIC's rate with tc (police, htb, sfq); a kernel without
+        // those modules fails the start with tc's message.
+        if message.contains("tc ")
+            && r.attachments
+                .iter()
+                .any(|a| a.conditions.rate_bps.is_some())
+        {
+            return ServiceError::Invalid(FieldError::new(
+                "link.rate_bps",
+                format!(
+                    "this host cannot shape rate on a plain network (libvirt's tc failed: \
+                     {message}); use an emulated network"
+                ),
+            ));
+        }
         let attachments = bridge_fields(&r.attachments);
         let named = attachments
             .iter()
@@ -499,13 +524,23 @@ impl Service {
             .collect())
     }
 
-    /// [`list`](Self::list) as `InstanceList` JSON. Everyone without a prefix sees the same
+    /// [`list`](Self::list) as `InstanceList` JSON, only the instances matching `selector`
+    /// (`key=value[,...]`) when one is given. Everyone without a prefix sees the same full
     /// list: its serialisation is reused until the store changes.
-    pub fn list_json(&self, caller: &Caller) -> Result<bytes::Bytes, ServiceError> {
-        if caller.prefix.is_some() {
-            let list = rhyzome_api::InstanceList {
-                instances: self.list(caller)?,
-            };
+    pub fn list_json(
+        &self,
+        caller: &Caller,
+        selector: Option<&str>,
+    ) -> Result<bytes::Bytes, ServiceError> {
+        let selector = selector
+            .map(|s| validate::parse_selector(s, "selector"))
+            .transpose()?;
+        if caller.prefix.is_some() || selector.is_some() {
+            let mut instances = self.list(caller)?;
+            if let Some(selector) = &selector {
+                instances.retain(|i| validate::selector_matches(selector, &i.labels));
+            }
+            let list = rhyzome_api::InstanceList { instances };
             return serde_json::to_vec(&list)
                 .map(bytes::Bytes::from)
                 .map_err(|e| ServiceError::Internal(e.to_string()));

@@ -27,6 +27,7 @@ pub mod console;
 pub mod event_log;
 pub mod images;
 pub mod instances;
+pub mod links;
 pub mod locks;
 pub mod metrics;
 pub mod networks;
@@ -114,6 +115,8 @@ pub struct Service {
     wake_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
     /// Counted as things happen; read by `GET /metrics` ([`metrics`]).
     metrics: Arc<crate::metrics::Metrics>,
+    /// The link emulators of emulated networks, under `StateDir/emulators` ([`links`]).
+    emulators: Arc<rhyzome_linkemu::supervise::Supervisor>,
     /// The name of the storage pool volumes live in, once it was made or found.
     volume_pool: tokio::sync::OnceCell<String>,
 }
@@ -189,7 +192,13 @@ impl Service {
         }
         let daemon_id = store.daemon_id().to_string();
         tracing::info!(daemon = %daemon_id, hostname = %config.hostname, "daemon identity");
+        let emulators = Arc::new(rhyzome_linkemu::supervise::Supervisor::new(
+            config.state_dir.join("emulators"),
+            config.link_emulator.clone(),
+            config.link_emulator_netns.clone(),
+        ));
         Arc::new(Service {
+            emulators,
             config,
             domain_type,
             daemon_id,

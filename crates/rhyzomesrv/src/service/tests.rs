@@ -78,6 +78,7 @@ async fn create_applies_defaults_and_runs() {
             bridge: "br0".into(),
             mac: "02:43:3b:00:3f:b0".into(),
             pci_slot: None,
+            conditions: Default::default(),
             network: None,
             ipv4: None,
         }]
@@ -356,6 +357,7 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
         memory_mib: 32,
         vcpus: 1,
         attachments: Vec::new(),
+        labels: Default::default(),
         desired: Desired::Running,
         state: InstanceState::Pending,
         exit_code: None,
@@ -777,29 +779,29 @@ async fn the_cached_listing_follows_every_change() {
         let l: rhyzome_api::InstanceList = serde_json::from_slice(&b).unwrap();
         l.instances.into_iter().map(|i| (i.name, i.state)).collect()
     };
-    assert!(decode(f.service.list_json(&Caller::internal()).unwrap()).is_empty());
+    assert!(decode(f.service.list_json(&Caller::internal(), None).unwrap()).is_empty());
     f.service
         .create(spec(&f, "a"), &Caller::internal())
         .await
         .unwrap();
     assert_eq!(
-        decode(f.service.list_json(&Caller::internal()).unwrap()),
+        decode(f.service.list_json(&Caller::internal(), None).unwrap()),
         vec![("a".into(), InstanceState::Running)]
     );
     // Unchanged store: the very same bytes.
     let (x, y) = (
-        f.service.list_json(&Caller::internal()).unwrap(),
-        f.service.list_json(&Caller::internal()).unwrap(),
+        f.service.list_json(&Caller::internal(), None).unwrap(),
+        f.service.list_json(&Caller::internal(), None).unwrap(),
     );
     assert_eq!(x.as_ptr(), y.as_ptr());
     end_run(&f, "a", "Solo5: solo5_exit(2) called\n");
     f.service.reconcile_once().await.unwrap();
     assert_eq!(
-        decode(f.service.list_json(&Caller::internal()).unwrap()),
+        decode(f.service.list_json(&Caller::internal(), None).unwrap()),
         vec![("a".into(), InstanceState::Exited)]
     );
     f.service.delete(&Caller::internal(), "a").await.unwrap();
-    assert!(decode(f.service.list_json(&Caller::internal()).unwrap()).is_empty());
+    assert!(decode(f.service.list_json(&Caller::internal(), None).unwrap()).is_empty());
 }
 
 #[tokio::test]

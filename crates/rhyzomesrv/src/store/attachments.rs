@@ -9,6 +9,7 @@
 //! listed once here and read by name.
 
 use super::StoreError;
+use rhyzome_api::LinkConditions;
 use rusqlite::{named_params, Connection, Row};
 use std::collections::HashMap;
 
@@ -23,6 +24,8 @@ pub struct Attachment {
     pub mac: String,
     /// Fixed PCI slot on bus 0; `None` lets libvirt choose.
     pub pci_slot: Option<u8>,
+    /// The link conditions set on this NIC (since version 7; empty before).
+    pub conditions: LinkConditions,
     /// The managed network (its id) whose bridge this is, when the NIC is on one (since
     /// version 6).
     pub network: Option<String>,
@@ -45,7 +48,8 @@ CREATE TABLE instance_attachments (
 ";
 
 /// The columns that make an [`Attachment`], in every write and read.
-const COLUMNS: &str = "device, bridge, mac, pci_slot, network_id, address";
+const COLUMNS: &str = "device, bridge, mac, pci_slot, network_id, address, latency_ms, jitter_ms, \
+                       loss_percent, loss_correlation_percent, rate_bps, down";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Attachment> {
     Ok(Attachment {
@@ -57,6 +61,14 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Attachment> {
         address: r
             .get::<_, Option<u32>>("address")?
             .map(std::net::Ipv4Addr::from),
+        conditions: LinkConditions {
+            latency_ms: r.get("latency_ms")?,
+            jitter_ms: r.get("jitter_ms")?,
+            loss_percent: r.get("loss_percent")?,
+            loss_correlation_percent: r.get("loss_correlation_percent")?,
+            rate_bps: r.get("rate_bps")?,
+            down: r.get("down")?,
+        },
     })
 }
 
@@ -72,7 +84,8 @@ pub(super) fn write(
             &format!(
                 "INSERT INTO instance_attachments (instance_id, idx, {COLUMNS}) \
                  VALUES (:instance_id, :idx, :device, :bridge, :mac, :pci_slot, :network_id, \
-                 :address)"
+                 :address, :latency_ms, :jitter_ms, :loss_percent, :loss_correlation_percent, \
+                 :rate_bps, :down)"
             ),
             named_params! {
                 ":instance_id": instance_id,
@@ -83,6 +96,12 @@ pub(super) fn write(
                 ":pci_slot": a.pci_slot,
                 ":network_id": a.network,
                 ":address": a.address.map(u32::from),
+                ":latency_ms": a.conditions.latency_ms,
+                ":jitter_ms": a.conditions.jitter_ms,
+                ":loss_percent": a.conditions.loss_percent,
+                ":loss_correlation_percent": a.conditions.loss_correlation_percent,
+                ":rate_bps": a.conditions.rate_bps,
+                ":down": a.conditions.down,
             },
         );
         match res {
@@ -125,4 +144,29 @@ pub(super) fn of_all(conn: &Connection) -> Result<HashMap<String, Vec<Attachment
         out.entry(id).or_default().push(a);
     }
     Ok(out)
+}
+
+/// Replaces the conditions of the NIC at `idx` of an instance; `false` when it has none there.
+pub(super) fn set_conditions(
+    conn: &Connection,
+    instance_id: &str,
+    idx: usize,
+    c: &LinkConditions,
+) -> Result<bool, StoreError> {
+    let changed = conn.execute(
+        "UPDATE instance_attachments SET latency_ms = :latency_ms, jitter_ms = :jitter_ms, \
+         loss_percent = :loss_percent, loss_correlation_percent = :loss_correlation_percent, \
+         rate_bps = :rate_bps, down = :down WHERE instance_id = :instance_id AND idx = :idx",
+        named_params! {
+            ":instance_id": instance_id,
+            ":idx": idx as i64,
+            ":latency_ms": c.latency_ms,
+            ":jitter_ms": c.jitter_ms,
+            ":loss_percent": c.loss_percent,
+            ":loss_correlation_percent": c.loss_correlation_percent,
+            ":rate_bps": c.rate_bps,
+            ":down": c.down,
+        },
+    )?;
+    Ok(changed == 1)
 }

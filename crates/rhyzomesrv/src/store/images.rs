@@ -302,6 +302,7 @@ mod tests {
             bridge: "br0".into(),
             mac: format!("02:00:00:00:01:0{slot}"),
             pci_slot: Some(slot),
+            conditions: Default::default(),
             network: None,
             address: None,
         };

@@ -34,13 +34,17 @@ enum Release {
     V5Attachments,
     /// c9a9443: managed networks, and an attachment's network and address, version 6.
     V6Networks,
-    /// The volumes branch: volume tables, version 7 (provisional name: the fixture is renamed
+    /// The labels of instances (`instance_labels`) and link conditions on attachments,
+    /// version 7 on this branch (issue 14); made by its own commit's store code,
+    /// provisional name until it is merged.
+    V7Labels,
+    /// The volumes branch: volume tables, version 8 (provisional name: the fixture is renamed
     /// to its commit, and the version renumbered, when it is merged).
-    V7Volumes,
+    V8Volumes,
 }
 
 impl Release {
-    const ALL: [Release; 10] = [
+    const ALL: [Release; 11] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -50,7 +54,8 @@ impl Release {
         Release::V4VersionedImages,
         Release::V5Attachments,
         Release::V6Networks,
-        Release::V7Volumes,
+        Release::V7Labels,
+        Release::V8Volumes,
     ];
 
     fn fixture(self) -> &'static str {
@@ -64,7 +69,8 @@ impl Release {
             Release::V4VersionedImages => "v4-521474b.db",
             Release::V5Attachments => "v5-5a67253.db",
             Release::V6Networks => "v6-c9a9443.db",
-            Release::V7Volumes => "v7-volumes.db",
+            Release::V7Labels => "v7-6dc4867.db",
+            Release::V8Volumes => "v8-volumes.db",
         }
     }
 
@@ -91,8 +97,9 @@ impl Release {
                 Some("rhz_157ef0f4ae305c7de9c6ebf88f54137e23d7dcc70990c950641d3a3b36a6d352")
             }
             Release::V6Networks => Some(V6_TOKEN),
-            Release::V7Volumes => {
-                Some("rhz_615162138ee9f9a0efa358d5779e45ff608ec0141cc548641059be124fb7e0ff")
+            Release::V7Labels => Some(V7_TOKEN),
+            Release::V8Volumes => {
+                Some("rhz_ec8a8b2b8d9515a8137702c7653f2f67daafb8cadd3f7872001c1a0e0f146554")
             }
         }
     }
@@ -106,7 +113,8 @@ impl Release {
             Release::V4VersionedImages => Some("fac7523b-f9f2-46a8-a987-43f060ff057d"),
             Release::V5Attachments => Some("d2617cd6-e047-4550-8ec5-f903d53d2da2"),
             Release::V6Networks => Some(V6_DAEMON),
-            Release::V7Volumes => Some("88259c44-327b-4392-97ff-a2faf8c4cff2"),
+            Release::V7Labels => Some(V7_DAEMON),
+            Release::V8Volumes => Some("41a4b1b7-e7c2-44e4-87d9-bba77d7e6460"),
             _ => None,
         }
     }
@@ -115,6 +123,9 @@ impl Release {
 /// What the generator of version 6's fixture printed.
 const V6_TOKEN: &str = "rhz_aa189016c00eaed88a616047a16e196373fec2c706d97fd3da6eed485b60a57c";
 const V6_DAEMON: &str = "a22751c2-970a-46cd-9261-c25ce5ab75ef";
+/// Printed by the generator of `v7-6dc4867.db` (generators/6dc4867.rs.txt).
+const V7_TOKEN: &str = "rhz_3548362620002aa3282b8a9f7e7e30b510266d5878cd7801db50fb84ef97d099";
+const V7_DAEMON: &str = "4417eedf-c621-488b-922a-41170e1247e7";
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/databases")
@@ -143,6 +154,7 @@ fn expected_web(release: Release) -> InstanceRecord {
         memory_mib: 32,
         vcpus: 1,
         attachments: vec![single_nic("02:00:00:00:00:01")],
+        labels: Default::default(),
         desired: Desired::Running,
         state: InstanceState::Running,
         exit_code: None,
@@ -185,6 +197,14 @@ fn expected_web(release: Release) -> InstanceRecord {
         web.attachments[0].network = Some(LAB_ID.into());
         web.attachments[0].address = Some(std::net::Ipv4Addr::new(10, 20, 0, 2));
     }
+    if release >= Release::V7Labels {
+        web.labels = [
+            ("group".to_string(), "eu".to_string()),
+            ("testbed".to_string(), "t1".to_string()),
+        ]
+        .into();
+        web.attachments[0].conditions.rate_bps = Some(10_000_000);
+    }
     web
 }
 
@@ -196,6 +216,7 @@ fn expected_web_nics(release: Release, web: &mut InstanceRecord) {
     if release >= Release::V3TaggedImages {
         // It boots an image with two network devices: a NIC for each, at fixed slots.
         let nic = |device: &str, mac: &str, pci_slot| Attachment {
+            conditions: Default::default(),
             device: Some(device.into()),
             bridge: "br0".into(),
             mac: mac.into(),
@@ -219,6 +240,7 @@ fn single_nic(mac: &str) -> Attachment {
         pci_slot: None,
         network: None,
         address: None,
+        conditions: Default::default(),
     }
 }
 
@@ -233,6 +255,7 @@ fn expected_batch(release: Release) -> InstanceRecord {
         memory_mib: 64,
         vcpus: 2,
         attachments: Vec::new(),
+        labels: Default::default(),
         desired: Desired::Stopped,
         state: InstanceState::Exited,
         exit_code: Some(3),

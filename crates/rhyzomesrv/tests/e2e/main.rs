@@ -11,6 +11,7 @@ mod devices;
 mod harness;
 mod images;
 mod lifecycle;
+mod links;
 mod metrics;
 mod networks;
 mod ownership;

@@ -81,6 +81,14 @@ pub struct CreateArgs {
     /// Start the instance again when the daemon finds it gone without an exit (host reboot).
     #[arg(long)]
     pub autostart: bool,
+    /// A label, KEY=VALUE (repeat for more), e.g. --label group=eu --label testbed=t1; it
+    /// selects the instance in `instance list --selector` and in network partitions.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Link conditions of the instance's NICs: latency=40ms,jitter=5ms,loss=1%[/25%],
+    /// rate=10mbit,down. A plain network honours only rate.
+    #[arg(long, value_name = "CONDITIONS", value_parser = parse_link)]
+    pub link: Option<rhyzome_api::LinkConditions>,
     /// A test bed: create N instances, NAME-1 to NAME-N, or NAME as a template with {i} (the
     /// index, from 1), {i+K} or {i-K}. --kernel-parameters takes the same placeholders, e.g.
     /// "--ipv4 192.168.100.{i+9}/24"; {{ and }} are literal braces.
@@ -162,6 +170,8 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
         restart,
         startup_priority: a.startup_priority,
         autostart: a.autostart.then_some(true),
+        labels: a.labels.into_iter().collect(),
+        link: a.link,
     };
     if a.count.is_none() {
         let instance = client.create_instance(&template)?;
@@ -285,6 +295,14 @@ fn parse_restart(s: &str) -> Result<(rhyzome_api::RestartMode, Option<u32>), Str
         return Err("never takes no retry count".into());
     }
     Ok((mode, max))
+}
+
+fn parse_link(s: &str) -> Result<rhyzome_api::LinkConditions, String> {
+    rhyzome_api::validate::parse_conditions(s).map_err(|e| e.to_string())
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    rhyzome_api::validate::parse_label(s).map_err(|e| e.message)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ pub mod console;
 pub mod create;
 pub mod delete;
 pub mod lifecycle;
+pub mod link;
 mod list;
 pub mod show;
 pub mod stats;
@@ -21,11 +22,13 @@ pub enum InstanceCommand {
     Create(Box<CreateArgs>),
     /// List instances.
     #[command(alias = "ls")]
-    List,
+    List(list::ListArgs),
     /// Show one instance in detail.
     Show(show::ShowArgs),
     /// Print the serial console output recorded so far.
     Console(ConsoleArgs),
+    /// Change the link conditions of an instance's NICs (latency=80ms loss=0% ...).
+    Link(link::LinkArgs),
     /// CPU time, memory and network counters of a running instance.
     Stats(stats::StatsArgs),
     /// Start stopped or ended instances.
@@ -42,10 +45,11 @@ pub enum InstanceCommand {
 pub fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<()> {
     match cmd {
         InstanceCommand::Create(args) => create::run(ctx, *args),
-        InstanceCommand::List => list::run(ctx),
+        InstanceCommand::List(a) => list::run(ctx, &a),
         InstanceCommand::Show(a) => show::run(ctx, &a.name),
         InstanceCommand::Console(args) => console::run(ctx, &args),
         InstanceCommand::Stats(a) => stats::run(ctx, &a.name),
+        InstanceCommand::Link(a) => link::run(ctx, &a),
         InstanceCommand::Start(a) => lifecycle::run(ctx, lifecycle::Verb::Start, &a.names),
         InstanceCommand::Stop(a) => lifecycle::run(ctx, lifecycle::Verb::Stop, &a.names),
         InstanceCommand::Restart(a) => lifecycle::run(ctx, lifecycle::Verb::Restart, &a.names),

@@ -53,6 +53,14 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         ("next restart", opt(&i.next_restart_at)),
         ("startup priority", i.startup_priority.to_string()),
         ("autostart", i.autostart.to_string()),
+        ("labels", output::labels(&i.labels)),
+        (
+            "link",
+            i.attachments
+                .first()
+                .map(|n| n.conditions.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ),
         ("state changed", i.state_changed_at.clone()),
         ("created", i.created_at.clone()),
         ("started", opt(&i.started_at)),

@@ -166,12 +166,38 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
             text_element(w, "on_crash", "destroy")?;
             w.create_element("devices").write_inner_content(|w| {
                 for nic in &def.nics {
+                    let slot = nic.pci_slot.map(|s| format!("0x{s:02x}"));
+                    let kind = if nic.emulated.is_some() {
+                        "udp"
+                    } else {
+                        "bridge"
+                    };
                     w.create_element("interface")
-                        .with_attribute(("type", "bridge"))
+                        .with_attribute(("type", kind))
                         .write_inner_content(|w| {
-                            w.create_element("source")
-                                .with_attribute(("bridge", nic.bridge.as_str()))
-                                .write_empty()?;
+                            match nic.emulated {
+                                // QEMU's `-netdev socket,udp=`: one frame per datagram, to
+                                // the emulator and from the NIC's own port.
+                                Some(port) => {
+                                    let emulator = port.emulator_port.to_string();
+                                    let local = port.local_port.to_string();
+                                    w.create_element("source")
+                                        .with_attribute(("address", "127.0.0.1"))
+                                        .with_attribute(("port", emulator.as_str()))
+                                        .write_inner_content(|w| {
+                                            w.create_element("local")
+                                                .with_attribute(("address", "127.0.0.1"))
+                                                .with_attribute(("port", local.as_str()))
+                                                .write_empty()?;
+                                            Ok::<_, std::io::Error>(())
+                                        })?;
+                                }
+                                None => {
+                                    w.create_element("source")
+                                        .with_attribute(("bridge", nic.bridge.as_str()))
+                                        .write_empty()?;
+                                }
+                            }
                             w.create_element("mac")
                                 .with_attribute(("address", nic.mac.as_str()))
                                 .write_empty()?;
@@ -180,8 +206,28 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
                             w.create_element("model")
                                 .with_attribute(("type", "virtio-transitional"))
                                 .write_empty()?;
-                            if let Some(slot) = nic.pci_slot {
-                                write_pci_address(w, slot)?;
+                            if let Some(bps) = nic.rate_bps {
+                                // libvirt counts in kilobytes (1024 bytes) per second;
+                                // `outbound` is what the guest sends. The burst is 10 ms of
+                                // the rate, at least one full frame.
+                                let kib = (bps / 8 / 1024).max(1);
+                                let burst = (kib / 100).max(2);
+                                w.create_element("bandwidth").write_inner_content(|w| {
+                                    w.create_element("outbound")
+                                        .with_attribute(("average", kib.to_string().as_str()))
+                                        .with_attribute(("burst", burst.to_string().as_str()))
+                                        .write_empty()?;
+                                    Ok::<_, std::io::Error>(())
+                                })?;
+                            }
+                            if let Some(slot) = &slot {
+                                w.create_element("address")
+                                    .with_attribute(("type", "pci"))
+                                    .with_attribute(("domain", "0x0000"))
+                                    .with_attribute(("bus", "0x00"))
+                                    .with_attribute(("slot", slot.as_str()))
+                                    .with_attribute(("function", "0x0"))
+                                    .write_empty()?;
                             }
                             Ok::<_, std::io::Error>(())
                         })?;
@@ -286,6 +332,8 @@ mod tests {
                 bridge: "br0".into(),
                 mac: "02:52:01:02:03:04".into(),
                 pci_slot: None,
+                emulated: None,
+                rate_bps: None,
             }],
             console_log: "/var/lib/rhyzome/consoles/x.log".into(),
             disks: Vec::new(),
@@ -300,6 +348,8 @@ mod tests {
                 bridge: format!("br{i}"),
                 mac: format!("02:00:00:00:00:0{i}"),
                 pci_slot: Some(3 + i),
+                emulated: None,
+                rate_bps: None,
             })
             .collect();
         let xml = render(&d).unwrap();
@@ -368,6 +418,36 @@ mod tests {
             "kvm domain with a TCG setting:\n{xml}"
         );
         assert!(xml.contains("<acpi/>"));
+    }
+
+    #[test]
+    fn an_emulated_nic_is_a_udp_socket_pair_and_a_rate_is_bandwidth() {
+        let mut d = sample();
+        d.nics[0].emulated = Some(crate::backend::EmulatedPort {
+            emulator_port: 40000,
+            local_port: 40001,
+        });
+        let xml = render(&d).unwrap();
+        for needle in [
+            "<interface type=\"udp\">",
+            "<source address=\"127.0.0.1\" port=\"40000\">",
+            "<local address=\"127.0.0.1\" port=\"40001\"/>",
+            "<mac address=\"02:52:01:02:03:04\"/>",
+            "<model type=\"virtio-transitional\"/>",
+        ] {
+            assert!(xml.contains(needle), "missing {needle} in\n{xml}");
+        }
+        assert!(!xml.contains("bridge="), "{xml}");
+        assert!(!xml.contains("<bandwidth"));
+
+        let mut d = sample();
+        d.nics[0].rate_bps = Some(10_000_000);
+        let xml = render(&d).unwrap();
+        assert!(
+            xml.contains("<outbound average=\"1220\" burst=\"12\"/>"),
+            "{xml}"
+        );
+        assert_eq!(xml.matches("<bandwidth>").count(), 1);
     }
 
     #[test]

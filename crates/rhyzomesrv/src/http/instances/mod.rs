@@ -4,6 +4,7 @@ pub mod console;
 pub mod create;
 pub mod delete;
 pub mod get;
+pub mod link;
 pub mod list;
 pub mod restart;
 pub mod start;
