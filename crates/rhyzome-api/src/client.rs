@@ -63,6 +63,7 @@ impl ClientError {
 
 mod images;
 mod networks;
+mod volumes;
 pub use images::{Progress, ProgressPhase, PushOutcome};
 
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ pub mod networks;
 pub mod placeholders;
 pub mod types;
 pub mod validate;
+pub mod volumes;
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -24,6 +25,10 @@ pub use images::{
 };
 pub use networks::{ForwardMode, Network, NetworkAddress, NetworkCreate, NetworkList};
 pub use types::*;
+pub use volumes::{
+    Volume, VolumeAttachment, VolumeFormat, VolumeList, VolumeMount, VolumeResize, VolumeSpec,
+    VolumeUploadQuery, VolumeUploaded, VolumeUse,
+};
 
 /// Path prefix of every API route.
 pub const API_PREFIX: &str = "/v1";

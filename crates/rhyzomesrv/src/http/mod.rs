@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod dashboard;
+pub mod digest;
 pub mod error;
 pub mod events;
 pub mod images;
@@ -20,6 +21,7 @@ pub mod openapi;
 pub mod query;
 pub mod server;
 pub mod streams;
+pub mod volumes;
 
 use crate::service::Service;
 use axum::extract::DefaultBodyLimit;
@@ -48,6 +50,7 @@ pub type AppState = Arc<Service>;
         (name = "instances", description = "Unikernel instances and their lifecycle"),
         (name = "images", description = "Uploaded unikernel images"),
         (name = "networks", description = "Managed networks and the addresses on them"),
+        (name = "volumes", description = "Block storage that outlives instances"),
         (name = "server", description = "The daemon itself"),
     ),
     components(schemas(rhyzome_api::ErrorBody)),
@@ -112,6 +115,16 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             networks::get::get_network,
             networks::delete::delete_network
         ))
+        .routes(routes!(
+            volumes::create::create_volume,
+            volumes::list::list_volumes
+        ))
+        .routes(routes!(
+            volumes::get::get_volume,
+            volumes::delete::delete_volume
+        ))
+        .routes(routes!(volumes::resize::resize_volume))
+        .routes(volume_content_route())
         .routes(routes!(events::get_events))
         .routes(routes!(info::get_info))
         .routes(routes!(openapi::get_openapi))
@@ -123,6 +136,20 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// streams the body to disk and enforces `MaxImageBytes` itself.
 fn upload_route() -> utoipa_axum::router::UtoipaMethodRouter<AppState> {
     let (schemas, paths, method_router) = routes!(images::upload::upload_image);
+    (
+        schemas,
+        paths,
+        method_router.layer(DefaultBodyLimit::disable()),
+    )
+}
+
+/// `/v1/volumes/{name}/content` without the router's body limit: the upload handler streams
+/// the body into libvirt and enforces the volume's size and `MaxVolumeUploadBytes` itself.
+fn volume_content_route() -> utoipa_axum::router::UtoipaMethodRouter<AppState> {
+    let (schemas, paths, method_router) = routes!(
+        volumes::upload::upload_volume,
+        volumes::download::download_volume
+    );
     (
         schemas,
         paths,

@@ -35,6 +35,7 @@ pub mod ownership;
 pub mod reconcile;
 pub mod restart;
 pub mod stats;
+pub mod volumes;
 
 pub use boot_plan::mac_for_name;
 
@@ -76,6 +77,8 @@ pub enum ServiceError {
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     Image(#[from] crate::images::ImageError),
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -114,6 +117,8 @@ pub struct Service {
     metrics: Arc<crate::metrics::Metrics>,
     /// The link emulators of emulated networks, under `StateDir/emulators` ([`links`]).
     emulators: Arc<rhyzome_linkemu::supervise::Supervisor>,
+    /// The name of the storage pool volumes live in, once it was made or found.
+    volume_pool: tokio::sync::OnceCell<String>,
 }
 
 /// Runs blocking work off the async runtime.
@@ -212,6 +217,7 @@ impl Service {
             left_alone: Default::default(),
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
             metrics: Default::default(),
+            volume_pool: tokio::sync::OnceCell::new(),
         })
     }
 

@@ -38,10 +38,13 @@ enum Release {
     /// version 7 on this branch (issue 14); made by its own commit's store code,
     /// provisional name until it is merged.
     V7Labels,
+    /// The volumes branch: volume tables, version 8 (provisional name: the fixture is renamed
+    /// to its commit, and the version renumbered, when it is merged).
+    V8Volumes,
 }
 
 impl Release {
-    const ALL: [Release; 10] = [
+    const ALL: [Release; 11] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -52,6 +55,7 @@ impl Release {
         Release::V5Attachments,
         Release::V6Networks,
         Release::V7Labels,
+        Release::V8Volumes,
     ];
 
     fn fixture(self) -> &'static str {
@@ -66,6 +70,7 @@ impl Release {
             Release::V5Attachments => "v5-5a67253.db",
             Release::V6Networks => "v6-c9a9443.db",
             Release::V7Labels => "v7-6dc4867.db",
+            Release::V8Volumes => "v8-volumes.db",
         }
     }
 
@@ -93,6 +98,9 @@ impl Release {
             }
             Release::V6Networks => Some(V6_TOKEN),
             Release::V7Labels => Some(V7_TOKEN),
+            Release::V8Volumes => {
+                Some("rhz_ec8a8b2b8d9515a8137702c7653f2f67daafb8cadd3f7872001c1a0e0f146554")
+            }
         }
     }
 
@@ -106,6 +114,7 @@ impl Release {
             Release::V5Attachments => Some("d2617cd6-e047-4550-8ec5-f903d53d2da2"),
             Release::V6Networks => Some(V6_DAEMON),
             Release::V7Labels => Some(V7_DAEMON),
+            Release::V8Volumes => Some("41a4b1b7-e7c2-44e4-87d9-bba77d7e6460"),
             _ => None,
         }
     }
@@ -383,7 +392,7 @@ fn check_networks(store: &Store, release: Release) {
     let mut on_lab = record("on-lab", "02:00:00:00:00:0a");
     on_lab.attachments[0].bridge = lab.bridge.clone();
     on_lab.attachments[0].network = Some(LAB_ID.into());
-    let written = store.insert_with_addresses(&on_lab, None).unwrap();
+    let written = store.insert_with_addresses(&on_lab, None, &[]).unwrap();
     let expected = std::net::Ipv4Addr::new(10, 20, 0, 2 + taken);
     assert_eq!(written[0].address, Some(expected), "{release:?}");
     assert_eq!(
@@ -437,6 +446,30 @@ fn schema_of(store: &Store) -> Vec<String> {
     schema
 }
 
+/// No release before volumes had any; every migrated database records new ones and their
+/// pending libvirt volumes.
+fn check_volumes(store: &Store, release: Release) {
+    assert!(store.volumes().unwrap().is_empty(), "{release:?}");
+    store
+        .insert_pending_volume("pool", "rhyzome-vol-x")
+        .unwrap();
+    store
+        .insert_volume(&crate::store::volumes::VolumeRow {
+            id: "vol-1".into(),
+            name: "data".into(),
+            owner: "alice".into(),
+            pool: "pool".into(),
+            libvirt_name: "rhyzome-vol-x".into(),
+            format: "raw".into(),
+            capacity: 1 << 20,
+            base_id: None,
+            created_at: "2026-12-01T00:00:00Z".into(),
+        })
+        .unwrap();
+    assert!(store.abandoned_volumes().unwrap().is_empty(), "{release:?}");
+    assert_eq!(store.volumes().unwrap().len(), 1, "{release:?}");
+}
+
 #[test]
 fn every_released_database_migrates_and_serves_its_records() {
     // What today's daemon creates: the store's tables and the tokens'.
@@ -473,6 +506,7 @@ fn every_released_database_migrates_and_serves_its_records() {
             "{release:?}"
         );
         check_images(&store, release);
+        check_volumes(&store, release);
         let visible: Vec<String> = store
             .visible()
             .unwrap()

@@ -20,3 +20,4 @@ mod restarts;
 mod seed;
 mod testbed;
 mod unprivileged;
+mod volumes;
