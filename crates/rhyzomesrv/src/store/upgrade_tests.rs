@@ -70,7 +70,7 @@ impl Release {
             Release::V5Attachments => "v5-5a67253.db",
             Release::V6Networks => "v6-c9a9443.db",
             Release::V7Labels => "v7-6dc4867.db",
-            Release::V8Volumes => "v8-volumes.db",
+            Release::V8Volumes => "v8-5da614b.db",
         }
     }
 
