@@ -13,6 +13,7 @@ pub mod placeholders;
 pub mod testbed;
 pub mod types;
 pub mod validate;
+pub mod volumes;
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -28,6 +29,10 @@ pub use testbed::{
     ChangeKind, Testbed, TestbedApply, TestbedChange, TestbedGroupStatus, TestbedList, TestbedPlan,
 };
 pub use types::*;
+pub use volumes::{
+    Volume, VolumeAttachment, VolumeFormat, VolumeList, VolumeMount, VolumeResize, VolumeSpec,
+    VolumeUploadQuery, VolumeUploaded, VolumeUse,
+};
 
 /// Path prefix of every API route.
 pub const API_PREFIX: &str = "/v1";

@@ -20,6 +20,7 @@ pub mod networks;
 pub mod testbeds;
 #[cfg(test)]
 mod upgrade_tests;
+pub mod volumes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -135,7 +136,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 8;
+const SCHEMA_VERSION: i32 = 9;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -163,7 +164,10 @@ const MIGRATIONS: &[Migration] = &[
     // 6 -> 7: instance labels, and link conditions on attachments (issue 14; renumbered by
     // whoever merges it after other branches' migrations).
     Migration::Sql(LABELS_AND_LINK_CONDITIONS),
-    // 7 -> 8: test beds, their members and their networks.
+    // 7 -> 8: volumes, the libvirt volumes being made, and what instances attach. (Version 8
+    // as planned; renumbered at merge if needed.)
+    Migration::Sql(volumes::VOLUME_TABLES),
+    // 8 -> 9: test beds, their members and their networks.
     Migration::Sql(TESTBED_TABLES),
 ];
 
@@ -615,6 +619,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         tx.execute_batch(attachments::TABLE)?;
         tx.execute_batch(NETWORK_TABLES)?;
         tx.execute_batch(LABELS_AND_LINK_CONDITIONS)?;
+        tx.execute_batch(volumes::VOLUME_TABLES)?;
         tx.execute_batch(TESTBED_TABLES)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
@@ -705,18 +710,19 @@ impl Store {
     }
 
     pub fn insert(&self, r: &InstanceRecord) -> Result<(), StoreError> {
-        self.insert_with_boot(r, None)
+        self.insert_with_boot(r, None, &[])
     }
 
-    /// Inserts a record with its NIC attachments and the image reference it was created from
-    /// in one transaction, so a crash cannot leave a record whose guest would boot with the
-    /// wrong devices. A MAC any NIC already has is [`StoreError::MacTaken`].
+    /// Inserts a record with its NIC attachments, the image reference it was created from and
+    /// its volumes in one transaction, so a crash cannot leave a record whose guest would boot
+    /// with the wrong devices. A MAC any NIC already has is [`StoreError::MacTaken`].
     pub fn insert_with_boot(
         &self,
         r: &InstanceRecord,
         image: Option<&str>,
+        volumes: &[volumes::AttachmentRow],
     ) -> Result<(), StoreError> {
-        self.insert_with_addresses(r, image).map(|_| ())
+        self.insert_with_addresses(r, image, volumes).map(|_| ())
     }
 
     /// [`Self::insert_with_boot`], giving each attachment on a managed network its address in
@@ -726,6 +732,7 @@ impl Store {
         &self,
         r: &InstanceRecord,
         image: Option<&str>,
+        volumes: &[volumes::AttachmentRow],
     ) -> Result<Vec<attachments::Attachment>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -775,6 +782,7 @@ impl Store {
         attachments::write(&tx, &r.id, &attachments)?;
         labels::write(&tx, &r.id, &r.labels)?;
         images::write_boot(&tx, &r.id, image)?;
+        volumes::write_attachments(&tx, &r.id, volumes)?;
         tx.commit()?;
         Ok(attachments)
     }

@@ -92,6 +92,7 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Auth(a) => a.into(),
             ServiceError::Image(i) => i.into(),
+            ServiceError::Volume(v) => v.into(),
             ServiceError::Invalid(f) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", f.message)
                     .with_field(f.field)

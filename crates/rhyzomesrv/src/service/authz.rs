@@ -47,6 +47,14 @@ pub enum Action<'a> {
     /// authentication middleware for every request, so that no endpoint, present or future,
     /// is open to a Prometheus token by omission.
     UseApi,
+    /// List volumes (those outside the prefix are left out by the listing itself).
+    ListVolumes,
+    /// Read the named volume: its record or its content.
+    ReadVolume(&'a str),
+    /// Change the named volume; the verb names the refused action in the error.
+    ChangeVolume(&'a str, &'static str),
+    /// Create volumes (the new name's prefix is checked once the spec is valid).
+    CreateVolumes,
 }
 
 impl Service {
@@ -75,6 +83,13 @@ pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), ServiceError
             verb
         }
         Action::CreateNetworks => "create networks",
+        Action::ListVolumes => return Ok(()),
+        Action::ReadVolume(name) => return visible_volume(caller, name),
+        Action::ChangeVolume(name, verb) => {
+            visible_volume(caller, name)?;
+            verb
+        }
+        Action::CreateVolumes => "create volumes",
         Action::ReadTestbed(name) => return testbed_visible(caller, name),
         Action::ChangeTestbed(name, verb) => {
             testbed_visible(caller, name)?;
@@ -125,5 +140,14 @@ fn testbed_visible(caller: &Caller, name: &str) -> Result<(), ServiceError> {
         Ok(())
     } else {
         Err(ServiceError::TestbedNotFound(name.to_string()))
+    }
+}
+
+/// Volumes outside the caller's prefix do not exist for it.
+fn visible_volume(caller: &Caller, name: &str) -> Result<(), ServiceError> {
+    if caller.sees(name) {
+        Ok(())
+    } else {
+        Err(super::volumes::VolumeError::NotFound(name.to_string()).into())
     }
 }

@@ -82,6 +82,7 @@ impl Service {
                     })
                 })
                 .collect(),
+            volumes: self.attachments_of(&r.id),
             kernel_parameters: r.kernel_parameters.clone(),
             kernel_parameters_expanded,
             memory_mib: r.memory_mib,
@@ -269,6 +270,16 @@ impl Service {
         for a in &mut attachments {
             a.conditions = spec.link.unwrap_or_default();
         }
+        // Held until the record (with its volumes) is written.
+        let _volume_guards = self.lock_requested_volumes(spec).await;
+        let block_devices = super::boot_plan::manifest_of(&boot.inspection)
+            .map(|m| m.block_devices())
+            .unwrap_or_default();
+        let volumes: Vec<crate::store::volumes::AttachmentRow> = self
+            .plan_volumes(spec, &block_devices, caller)?
+            .into_iter()
+            .map(|p| p.attachment)
+            .collect();
         self.check_bridges(bridge_fields(&attachments)).await?;
         let record = InstanceRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -298,7 +309,7 @@ impl Service {
         };
         self.remember_manifest(&record.kernel_sha256, &boot.inspection);
         let record = self
-            .insert_with_addresses(record, boot.image.as_deref())
+            .insert_with_addresses(record, boot.image.as_deref(), &volumes)
             .await?;
         // With the real addresses: the expanded text must fit too.
         if let Err(e) = self.expanded_parameters(&record) {

@@ -37,6 +37,7 @@ pub mod reconcile;
 pub mod restart;
 pub mod stats;
 pub mod testbeds;
+pub mod volumes;
 
 pub use boot_plan::mac_for_name;
 
@@ -80,6 +81,8 @@ pub enum ServiceError {
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     Image(#[from] crate::images::ImageError),
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -118,6 +121,8 @@ pub struct Service {
     metrics: Arc<crate::metrics::Metrics>,
     /// The link emulators of emulated networks, under `StateDir/emulators` ([`links`]).
     emulators: Arc<rhyzome_linkemu::supervise::Supervisor>,
+    /// The name of the storage pool volumes live in, once it was made or found.
+    volume_pool: tokio::sync::OnceCell<String>,
     /// Test beds a driver task is converging (see [`testbeds`]), so there is one per bed.
     testbed_drivers: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -218,6 +223,7 @@ impl Service {
             left_alone: Default::default(),
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
             metrics: Default::default(),
+            volume_pool: tokio::sync::OnceCell::new(),
             testbed_drivers: Default::default(),
         })
     }

@@ -38,12 +38,15 @@ enum Release {
     /// version 7 on this branch (issue 14); made by its own commit's store code,
     /// provisional name until it is merged.
     V7Labels,
-    /// ba47bb3 (branch `testbeds`): test beds, their members and networks, version 8.
-    V8Testbeds,
+    /// The volumes branch: volume tables, version 8 (provisional name: the fixture is renamed
+    /// to its commit, and the version renumbered, when it is merged).
+    V8Volumes,
+    /// The `testbeds` branch: test beds, their members and networks, version 9.
+    V9Testbeds,
 }
 
 impl Release {
-    const ALL: [Release; 11] = [
+    const ALL: [Release; 12] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -54,7 +57,8 @@ impl Release {
         Release::V5Attachments,
         Release::V6Networks,
         Release::V7Labels,
-        Release::V8Testbeds,
+        Release::V8Volumes,
+        Release::V9Testbeds,
     ];
 
     fn fixture(self) -> &'static str {
@@ -69,7 +73,8 @@ impl Release {
             Release::V5Attachments => "v5-5a67253.db",
             Release::V6Networks => "v6-c9a9443.db",
             Release::V7Labels => "v7-6dc4867.db",
-            Release::V8Testbeds => V8_FIXTURE,
+            Release::V8Volumes => "v8-5da614b.db",
+            Release::V9Testbeds => V9_FIXTURE,
         }
     }
 
@@ -97,7 +102,10 @@ impl Release {
             }
             Release::V6Networks => Some(V6_TOKEN),
             Release::V7Labels => Some(V7_TOKEN),
-            Release::V8Testbeds => Some(V8_TOKEN),
+            Release::V8Volumes => {
+                Some("rhz_ec8a8b2b8d9515a8137702c7653f2f67daafb8cadd3f7872001c1a0e0f146554")
+            }
+            Release::V9Testbeds => Some(V9_TOKEN),
         }
     }
 
@@ -111,7 +119,8 @@ impl Release {
             Release::V5Attachments => Some("d2617cd6-e047-4550-8ec5-f903d53d2da2"),
             Release::V6Networks => Some(V6_DAEMON),
             Release::V7Labels => Some(V7_DAEMON),
-            Release::V8Testbeds => Some(V8_DAEMON),
+            Release::V8Volumes => Some("41a4b1b7-e7c2-44e4-87d9-bba77d7e6460"),
+            Release::V9Testbeds => Some(V9_DAEMON),
             _ => None,
         }
     }
@@ -124,12 +133,12 @@ const V6_DAEMON: &str = "a22751c2-970a-46cd-9261-c25ce5ab75ef";
 const V7_TOKEN: &str = "rhz_3548362620002aa3282b8a9f7e7e30b510266d5878cd7801db50fb84ef97d099";
 const V7_DAEMON: &str = "4417eedf-c621-488b-922a-41170e1247e7";
 
-/// Version 8's fixture and what its generator printed.
-const V8_FIXTURE: &str = "v8-ba47bb3.db";
-const V8_TOKEN: &str = "rhz_07051538b1e4dc2848a390ee41327205aa6b1af50812b710648e04c2b92148e9";
-const V8_DAEMON: &str = "95f1635a-8a30-498c-9a12-67441b506500";
+/// Version 9's fixture and what its generator printed.
+const V9_FIXTURE: &str = "v9-testbeds.db";
+const V9_TOKEN: &str = "V9_TOKEN_PENDING";
+const V9_DAEMON: &str = "V9_DAEMON_PENDING";
 
-/// The test bed `exp` of version 8's fixture, for the releases that made it; older ones
+/// The test bed `exp` of version 9's fixture, for the releases that made it; older ones
 /// have none and take one with today's code.
 fn check_testbeds(store: &Store, release: Release) {
     use super::testbeds::{MemberRecord, TestbedRecord};
@@ -150,7 +159,7 @@ fn check_testbeds(store: &Store, release: Release) {
         spec: "{}".into(),
         ready_ms: Some(1_795_000_100_500),
     };
-    if release < Release::V8Testbeds {
+    if release < Release::V9Testbeds {
         assert!(store.testbeds().unwrap().is_empty(), "{release:?}");
         store.put_testbed(&exp).unwrap();
         store.put_testbed_network("exp", "lab").unwrap();
@@ -430,7 +439,7 @@ fn check_networks(store: &Store, release: Release) {
     let mut on_lab = record("on-lab", "02:00:00:00:00:0a");
     on_lab.attachments[0].bridge = lab.bridge.clone();
     on_lab.attachments[0].network = Some(LAB_ID.into());
-    let written = store.insert_with_addresses(&on_lab, None).unwrap();
+    let written = store.insert_with_addresses(&on_lab, None, &[]).unwrap();
     let expected = std::net::Ipv4Addr::new(10, 20, 0, 2 + taken);
     assert_eq!(written[0].address, Some(expected), "{release:?}");
     assert_eq!(
@@ -484,6 +493,30 @@ fn schema_of(store: &Store) -> Vec<String> {
     schema
 }
 
+/// No release before volumes had any; every migrated database records new ones and their
+/// pending libvirt volumes.
+fn check_volumes(store: &Store, release: Release) {
+    assert!(store.volumes().unwrap().is_empty(), "{release:?}");
+    store
+        .insert_pending_volume("pool", "rhyzome-vol-x")
+        .unwrap();
+    store
+        .insert_volume(&crate::store::volumes::VolumeRow {
+            id: "vol-1".into(),
+            name: "data".into(),
+            owner: "alice".into(),
+            pool: "pool".into(),
+            libvirt_name: "rhyzome-vol-x".into(),
+            format: "raw".into(),
+            capacity: 1 << 20,
+            base_id: None,
+            created_at: "2026-12-01T00:00:00Z".into(),
+        })
+        .unwrap();
+    assert!(store.abandoned_volumes().unwrap().is_empty(), "{release:?}");
+    assert_eq!(store.volumes().unwrap().len(), 1, "{release:?}");
+}
+
 #[test]
 fn every_released_database_migrates_and_serves_its_records() {
     // What today's daemon creates: the store's tables and the tokens'.
@@ -520,6 +553,7 @@ fn every_released_database_migrates_and_serves_its_records() {
             "{release:?}"
         );
         check_images(&store, release);
+        check_volumes(&store, release);
         let visible: Vec<String> = store
             .visible()
             .unwrap()

@@ -21,3 +21,4 @@ mod seed;
 mod testbed;
 mod testbeds;
 mod unprivileged;
+mod volumes;
