@@ -41,7 +41,7 @@ enum Release {
     /// The volumes branch: volume tables, version 8 (provisional name: the fixture is renamed
     /// to its commit, and the version renumbered, when it is merged).
     V8Volumes,
-    /// The `testbeds` branch: test beds, their members and networks, version 9.
+    /// 200cb9b (branch `testbeds`): test beds, their members and networks, version 9.
     V9Testbeds,
 }
 
@@ -134,9 +134,9 @@ const V7_TOKEN: &str = "rhz_3548362620002aa3282b8a9f7e7e30b510266d5878cd7801db50
 const V7_DAEMON: &str = "4417eedf-c621-488b-922a-41170e1247e7";
 
 /// Version 9's fixture and what its generator printed.
-const V9_FIXTURE: &str = "v9-testbeds.db";
-const V9_TOKEN: &str = "V9_TOKEN_PENDING";
-const V9_DAEMON: &str = "V9_DAEMON_PENDING";
+const V9_FIXTURE: &str = "v9-200cb9b.db";
+const V9_TOKEN: &str = "rhz_df5960cf846c30358376cc770423ff2bd1c383a55c1492b9ddb0937886dc3842";
+const V9_DAEMON: &str = "bf8f8032-92f8-428b-8437-09289e9770a4";
 
 /// The test bed `exp` of version 9's fixture, for the releases that made it; older ones
 /// have none and take one with today's code.
