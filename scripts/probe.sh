@@ -291,6 +291,36 @@ probe "shrink a volume" 422 -X POST -H "Authorization: Bearer $alice" -H 'Conten
 create "bob attaches alice's volume" 422 "$bob" \
   "{\"name\": \"bob-p\", \"kernel\": \"$kernels/block.virtio\", \"volumes\": {\"storage\": {\"volume\": \"alice-v\"}}}"
 probe "delete alice's volume" 204 -X DELETE -H "Authorization: Bearer $alice" "$base/v1/volumes/alice-v"
+echo "==> test beds"
+# bed NAME EXPECTED TOKEN TOML: a test-bed apply; a refused file must create nothing (the
+# clean-up below checks that no instance, network or domain remains).
+bed() {
+  local body
+  body=$(python3 -c 'import json,sys; print(json.dumps({"file": sys.argv[1]}))' "$4")
+  probe "$1" "$2" -X POST -H "Authorization: Bearer $3" -H 'Content-Type: application/json' \
+    --data-binary "$body" "$base/v1/testbeds"
+}
+bed "viewer applies a bed" 403 "$viewer" "name = \"tb\"
+[[groups]]
+name = \"g\"
+count = 1
+kernel = \"$K\""
+bed "bob names alice's prefix" 403 "$bob" "name = \"alice-tb\"
+[[groups]]
+name = \"g\"
+count = 1
+kernel = \"$K\""
+bed "unknown key in a bed" 422 "$admin" "name = \"tb\"
+colour = 1"
+body_has "unknown key in a bed" 'line 2, column 1'
+bed "bed group with XML in its parameters and a bad placeholder" 422 "$admin" "name = \"tb\"
+[[groups]]
+name = \"g\"
+count = 2
+kernel = \"$K\"
+kernel_parameters = \"</cmdline><devices/> {peers:g:5}\""
+body_has "bed group with XML in its parameters and a bad placeholder" 'line 6, column 43'
+probe "bob reads a bed that is not there" 404 -H "Authorization: Bearer $bob" "$base/v1/testbeds/alice-tb"
 
 echo "==> clean-up, then nothing may remain"
 for n in meta alice-web; do

@@ -63,6 +63,7 @@ impl ClientError {
 
 mod images;
 mod networks;
+mod testbeds;
 mod volumes;
 pub use images::{Progress, ProgressPhase, PushOutcome};
 

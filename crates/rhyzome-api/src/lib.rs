@@ -10,6 +10,7 @@
 pub mod images;
 pub mod networks;
 pub mod placeholders;
+pub mod testbed;
 pub mod types;
 pub mod validate;
 pub mod volumes;
@@ -24,6 +25,9 @@ pub use images::{
     Solo5Manifest, UploadQuery,
 };
 pub use networks::{ForwardMode, Network, NetworkAddress, NetworkCreate, NetworkList};
+pub use testbed::{
+    ChangeKind, Testbed, TestbedApply, TestbedChange, TestbedGroupStatus, TestbedList, TestbedPlan,
+};
 pub use types::*;
 pub use volumes::{
     Volume, VolumeAttachment, VolumeFormat, VolumeList, VolumeMount, VolumeResize, VolumeSpec,

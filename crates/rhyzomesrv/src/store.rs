@@ -17,6 +17,7 @@ mod encoding;
 pub mod images;
 pub mod labels;
 pub mod networks;
+pub mod testbeds;
 #[cfg(test)]
 mod upgrade_tests;
 pub mod volumes;
@@ -135,7 +136,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 8;
+const SCHEMA_VERSION: i32 = 9;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -166,6 +167,8 @@ const MIGRATIONS: &[Migration] = &[
     // 7 -> 8: volumes, the libvirt volumes being made, and what instances attach. (Version 8
     // as planned; renumbered at merge if needed.)
     Migration::Sql(volumes::VOLUME_TABLES),
+    // 8 -> 9: test beds, their members and their networks.
+    Migration::Sql(TESTBED_TABLES),
 ];
 
 /// 6 -> 7 (also run on a new database after the version 6 tables).
@@ -404,6 +407,37 @@ ALTER TABLE instance_attachments ADD COLUMN address INTEGER;
 CREATE UNIQUE INDEX instance_attachments_address ON instance_attachments (network_id, address);
 ";
 
+/// Test beds (see [`testbeds`]): the applied file is the desired state; each member row is
+/// written before its instance is created, with the spec it is (to be) created from, so a
+/// crash in between leaves a member whose instance the converger creates, never an
+/// instance the bed does not know. Until instances carry labels, membership lives here.
+const TESTBED_TABLES: &str = "
+CREATE TABLE testbeds (
+    name         TEXT PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    owner_prefix TEXT,
+    file         TEXT NOT NULL,
+    desired      TEXT NOT NULL,
+    applied_at   TEXT NOT NULL,
+    applied_ms   INTEGER NOT NULL,
+    last_error   TEXT
+);
+CREATE TABLE testbed_members (
+    testbed    TEXT NOT NULL REFERENCES testbeds(name) ON DELETE CASCADE,
+    group_name TEXT NOT NULL,
+    idx        INTEGER NOT NULL,
+    instance   TEXT NOT NULL UNIQUE,
+    spec       TEXT NOT NULL,
+    ready_ms   INTEGER,
+    PRIMARY KEY (testbed, group_name, idx)
+);
+CREATE TABLE testbed_networks (
+    testbed TEXT NOT NULL REFERENCES testbeds(name) ON DELETE CASCADE,
+    network TEXT NOT NULL UNIQUE,
+    PRIMARY KEY (testbed, network)
+);
+";
+
 /// The bearer tokens, read and written by `auth::tokens` through its own connection; their
 /// schema is versioned here with the rest of the database.
 const TOKENS_TABLE: &str = "
@@ -586,6 +620,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         tx.execute_batch(NETWORK_TABLES)?;
         tx.execute_batch(LABELS_AND_LINK_CONDITIONS)?;
         tx.execute_batch(volumes::VOLUME_TABLES)?;
+        tx.execute_batch(TESTBED_TABLES)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
             complete_version_1(&tx)?;

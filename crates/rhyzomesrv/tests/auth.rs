@@ -570,6 +570,9 @@ struct Call {
 struct Owned {
     instance: &'static str,
     network: &'static str,
+    testbed: &'static str,
+    /// A test-bed apply naming the owner's prefix.
+    testbed_file: Vec<u8>,
     /// A network create naming the owner's prefix.
     network_spec: Vec<u8>,
     volume: &'static str,
@@ -619,7 +622,8 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
         ("get", "/v1/instances")
         | ("get", "/v1/images")
         | ("get", "/v1/networks")
-        | ("get", "/v1/volumes") => {
+        | ("get", "/v1/volumes")
+        | ("get", "/v1/testbeds") => {
             vec![call(Stranger, Method::GET, path.into(), Hides)]
         }
         ("post", "/v1/instances") => vec![
@@ -708,6 +712,29 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
             vec![
                 call(Viewer, Method::DELETE, network.clone(), Status(403)),
                 call(Stranger, Method::DELETE, network, Status(404)),
+            ]
+        }
+        ("post", "/v1/testbeds") => vec![
+            Call {
+                body: json(&owned.testbed_file),
+                ..call(Viewer, Method::POST, path.into(), Status(403))
+            },
+            Call {
+                body: json(&owned.testbed_file),
+                ..call(Stranger, Method::POST, path.into(), Status(403))
+            },
+        ],
+        ("get", "/v1/testbeds/{name}") => vec![call(
+            Stranger,
+            Method::GET,
+            format!("/v1/testbeds/{}", owned.testbed),
+            Status(404),
+        )],
+        ("delete", "/v1/testbeds/{name}") => {
+            let bed = format!("/v1/testbeds/{}", owned.testbed);
+            vec![
+                call(Viewer, Method::DELETE, bed.clone(), Status(403)),
+                call(Stranger, Method::DELETE, bed, Status(404)),
             ]
         }
         ("get", "/v1/images/{reference}") | ("head", "/v1/images/{reference}") => {
@@ -820,10 +847,28 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
     alice
         .create_network(&network_request("alice-net", "10.40.0.0/24"))
         .unwrap();
+    let bed_file = |name: &str| {
+        format!(
+            "name = \"{name}\"\n[[groups]]\nname = \"g\"\ncount = 1\nkernel = {:?}\n",
+            s.kernel
+        )
+    };
+    alice
+        .apply_testbed(&rhyzome_api::TestbedApply {
+            file: bed_file("alice-bed"),
+            dry_run: None,
+        })
+        .unwrap();
     let owned = Owned {
         instance: "alice-web",
         volume: "alice-vol",
         network: "alice-net",
+        testbed: "alice-bed",
+        testbed_file: serde_json::to_vec(&rhyzome_api::TestbedApply {
+            file: bed_file("alice-bed2"),
+            dry_run: None,
+        })
+        .unwrap(),
         network_spec: serde_json::to_vec(&network_request("alice-net2", "10.41.0.0/24")).unwrap(),
         image: "alice-img:v1",
         digest: uploaded.image.digest.clone(),
@@ -871,12 +916,19 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
         let mut content = Vec::new();
         root.download_volume("alice-vol", &mut content, &mut |_| {})
             .unwrap();
+        let testbeds: Vec<String> = root
+            .list_testbeds()
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
         (
             instances,
             images,
             networks,
             volumes,
             content,
+            testbeds,
             s.backend.list().unwrap().len(),
             s.backend.networks().unwrap().len(),
         )

@@ -7,6 +7,7 @@ pub mod image;
 mod info;
 pub mod instance;
 pub mod network;
+pub mod testbed;
 pub mod volume;
 
 use crate::cli::{Cli, Command};
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Network(cmd) => network::run(&ctx, cmd),
         Command::Volume(cmd) => volume::run(&ctx, cmd),
+        Command::Testbed(cmd) => testbed::run(&ctx, cmd),
         Command::Info => info::run(&ctx),
         Command::Events(a) => events::run(&ctx, a.instance.as_deref()),
         Command::Completions(a) => completions::run(a.shell),

@@ -97,7 +97,9 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", f.message)
                     .with_field(f.field)
             }
-            ServiceError::NotFound(_) | ServiceError::NetworkNotFound(_) => {
+            ServiceError::NotFound(_)
+            | ServiceError::NetworkNotFound(_)
+            | ServiceError::TestbedNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
             ServiceError::Conflict { field, message } => {

@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod query;
 pub mod server;
 pub mod streams;
+pub mod testbeds;
 pub mod volumes;
 
 use crate::service::Service;
@@ -51,6 +52,7 @@ pub type AppState = Arc<Service>;
         (name = "images", description = "Uploaded unikernel images"),
         (name = "networks", description = "Managed networks and the addresses on them"),
         (name = "volumes", description = "Block storage that outlives instances"),
+        (name = "testbeds", description = "Test beds: groups of instances applied from one file"),
         (name = "server", description = "The daemon itself"),
     ),
     components(schemas(rhyzome_api::ErrorBody)),
@@ -125,6 +127,14 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(volumes::resize::resize_volume))
         .routes(volume_content_route())
+        .routes(routes!(
+            testbeds::apply::apply_testbed,
+            testbeds::list::list_testbeds
+        ))
+        .routes(routes!(
+            testbeds::get::get_testbed,
+            testbeds::delete::delete_testbed
+        ))
         .routes(routes!(events::get_events))
         .routes(routes!(info::get_info))
         .routes(routes!(openapi::get_openapi))

@@ -394,6 +394,9 @@ impl Service {
             if let Err(e) = result {
                 tracing::warn!(error = %e, "reconcile pass failed");
             }
+            // After the instances: a bed whose member vanished gets it back, and a bed
+            // applied before a restart resumes.
+            self.drive_testbeds();
         }
     }
 

@@ -41,10 +41,12 @@ enum Release {
     /// The volumes branch: volume tables, version 8 (provisional name: the fixture is renamed
     /// to its commit, and the version renumbered, when it is merged).
     V8Volumes,
+    /// 200cb9b (branch `testbeds`): test beds, their members and networks, version 9.
+    V9Testbeds,
 }
 
 impl Release {
-    const ALL: [Release; 11] = [
+    const ALL: [Release; 12] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -56,6 +58,7 @@ impl Release {
         Release::V6Networks,
         Release::V7Labels,
         Release::V8Volumes,
+        Release::V9Testbeds,
     ];
 
     fn fixture(self) -> &'static str {
@@ -71,6 +74,7 @@ impl Release {
             Release::V6Networks => "v6-c9a9443.db",
             Release::V7Labels => "v7-6dc4867.db",
             Release::V8Volumes => "v8-5da614b.db",
+            Release::V9Testbeds => V9_FIXTURE,
         }
     }
 
@@ -101,6 +105,7 @@ impl Release {
             Release::V8Volumes => {
                 Some("rhz_ec8a8b2b8d9515a8137702c7653f2f67daafb8cadd3f7872001c1a0e0f146554")
             }
+            Release::V9Testbeds => Some(V9_TOKEN),
         }
     }
 
@@ -115,6 +120,7 @@ impl Release {
             Release::V6Networks => Some(V6_DAEMON),
             Release::V7Labels => Some(V7_DAEMON),
             Release::V8Volumes => Some("41a4b1b7-e7c2-44e4-87d9-bba77d7e6460"),
+            Release::V9Testbeds => Some(V9_DAEMON),
             _ => None,
         }
     }
@@ -126,6 +132,47 @@ const V6_DAEMON: &str = "a22751c2-970a-46cd-9261-c25ce5ab75ef";
 /// Printed by the generator of `v7-6dc4867.db` (generators/6dc4867.rs.txt).
 const V7_TOKEN: &str = "rhz_3548362620002aa3282b8a9f7e7e30b510266d5878cd7801db50fb84ef97d099";
 const V7_DAEMON: &str = "4417eedf-c621-488b-922a-41170e1247e7";
+
+/// Version 9's fixture and what its generator printed.
+const V9_FIXTURE: &str = "v9-200cb9b.db";
+const V9_TOKEN: &str = "rhz_df5960cf846c30358376cc770423ff2bd1c383a55c1492b9ddb0937886dc3842";
+const V9_DAEMON: &str = "bf8f8032-92f8-428b-8437-09289e9770a4";
+
+/// The test bed `exp` of version 9's fixture, for the releases that made it; older ones
+/// have none and take one with today's code.
+fn check_testbeds(store: &Store, release: Release) {
+    use super::testbeds::{MemberRecord, TestbedRecord};
+    let exp = TestbedRecord {
+        name: "exp".into(),
+        owner: "alice".into(),
+        owner_prefix: Some("a-".into()),
+        file: "name = \"exp\"\n".into(),
+        desired: "present".into(),
+        applied_at: "2026-11-27T06:43:00Z".into(),
+        applied_ms: 1_795_000_100_000,
+        last_error: None,
+    };
+    let web = MemberRecord {
+        group: "g".into(),
+        index: 0,
+        instance: "web".into(),
+        spec: "{}".into(),
+        ready_ms: Some(1_795_000_100_500),
+    };
+    if release < Release::V9Testbeds {
+        assert!(store.testbeds().unwrap().is_empty(), "{release:?}");
+        store.put_testbed(&exp).unwrap();
+        store.put_testbed_network("exp", "lab").unwrap();
+        store.put_testbed_member("exp", &web).unwrap();
+    }
+    assert_eq!(store.testbeds().unwrap(), vec![exp], "{release:?}");
+    assert_eq!(store.testbed_networks("exp").unwrap(), vec!["lab"]);
+    assert_eq!(store.testbed_members("exp").unwrap(), vec![web]);
+    // Removing the bed takes its rows with it.
+    store.remove_testbed("exp").unwrap();
+    assert!(store.testbed_members("exp").unwrap().is_empty());
+    assert!(store.testbed_networks("exp").unwrap().is_empty());
+}
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/databases")
@@ -573,6 +620,7 @@ fn every_released_database_migrates_and_serves_its_records() {
             "{release:?}"
         );
         check_networks(&store, release);
+        check_testbeds(&store, release);
         drop(store);
         // Opening again finds the current version and changes nothing.
         let again = Store::open(dir.path()).unwrap();
