@@ -118,7 +118,7 @@ fn the_daemon_starts_restarts_and_adopts_link_emulators() {
     let mut events = d.client.events(None).unwrap();
 
     let answering = |not: Option<u32>| -> u32 {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             if let Ok(stats) = supervisor.stats("wan") {
                 if Some(stats.pid) != not {
@@ -149,7 +149,14 @@ fn the_daemon_starts_restarts_and_adopts_link_emulators() {
         "emulator {first} killed; {second} answering after {:?}",
         killed.elapsed()
     );
-    assert!(killed.elapsed() < std::time::Duration::from_secs(3));
+    // Bounded: a few supervision intervals (1 s each). The bound is loose on purpose: the
+    // 2-core CI machine runs this next to builds, and a tight bound failed there once under
+    // load. The outage itself is measured by crates/rhyzome-linkemu/tests/lab.rs.
+    assert!(
+        killed.elapsed() < std::time::Duration::from_secs(8),
+        "the emulator came back only after {:?}",
+        killed.elapsed()
+    );
     let event = events
         .find(|e| {
             e.as_ref()
