@@ -134,7 +134,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 7;
+const SCHEMA_VERSION: i32 = 8;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -162,7 +162,22 @@ const MIGRATIONS: &[Migration] = &[
     // 6 -> 7: instance labels, and link conditions on attachments (issue 14; renumbered by
     // whoever merges it after other branches' migrations).
     Migration::Sql(LABELS_AND_LINK_CONDITIONS),
+    // 7 -> 8: emulated networks (issue 14; renumbered by whoever merges it after other
+    // branches' migrations).
+    Migration::Sql(EMULATED_NETWORKS),
 ];
+
+/// 7 -> 8 (also run on a new database after the version 7 tables): an emulated network's
+/// emulator port and seed (both NULL on a plain network), and each of its NICs' own UDP port.
+/// One port is never given twice, whatever the column: unique indexes on each, and the
+/// allocation looks at both (`store::networks::free_emulator_port`).
+const EMULATED_NETWORKS: &str = "
+ALTER TABLE networks ADD COLUMN emulator_port INTEGER;
+ALTER TABLE networks ADD COLUMN seed INTEGER;
+ALTER TABLE instance_attachments ADD COLUMN emulator_port INTEGER;
+CREATE UNIQUE INDEX networks_emulator_port ON networks (emulator_port);
+CREATE UNIQUE INDEX instance_attachments_emulator_port ON instance_attachments (emulator_port);
+";
 
 /// 6 -> 7 (also run on a new database after the version 6 tables).
 const LABELS_AND_LINK_CONDITIONS: &str = "
@@ -581,6 +596,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         tx.execute_batch(attachments::TABLE)?;
         tx.execute_batch(NETWORK_TABLES)?;
         tx.execute_batch(LABELS_AND_LINK_CONDITIONS)?;
+        tx.execute_batch(EMULATED_NETWORKS)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
             complete_version_1(&tx)?;
@@ -958,6 +974,7 @@ pub(crate) mod tests {
                 conditions: Default::default(),
                 network: None,
                 address: None,
+                emulator_port: None,
             }],
             labels: [("group".to_string(), "eu".to_string())].into(),
             desired: Desired::Running,
@@ -1097,6 +1114,7 @@ pub(crate) mod tests {
                     conditions: Default::default(),
                     network: None,
                     address: None,
+                    emulator_port: None,
                 },
                 attachments::Attachment {
                     device: Some("device-28".into()),
@@ -1113,6 +1131,7 @@ pub(crate) mod tests {
                     },
                     network: None,
                     address: None,
+                    emulator_port: None,
                 },
             ],
             labels: [

@@ -733,6 +733,8 @@ fn network_request(name: &str, subnet: &str) -> rhyzome_api::NetworkCreate {
         gateway: None,
         mode: None,
         dhcp: None,
+        emulated: None,
+        seed: None,
     }
 }
 

@@ -8,7 +8,7 @@
 
 use super::{blocking, Service, ServiceError};
 use crate::auth::{Caller, Role};
-use crate::backend::{self, DomainDefinition, InterfaceKind, Nic};
+use crate::backend::{self, DomainDefinition, EmulatedPort, InterfaceKind, Nic};
 use crate::console;
 use crate::images::ImageError;
 use crate::store::attachments::Attachment;
@@ -316,6 +316,7 @@ impl Service {
                 conditions: Default::default(),
                 network: None,
                 address: None,
+                emulator_port: None,
             });
         }
         Ok(out)
@@ -323,6 +324,7 @@ impl Service {
 
     /// What the hypervisor is asked to run for `r`: its blob, command line and NICs in order.
     pub(super) fn definition(&self, r: &InstanceRecord) -> Result<DomainDefinition, ServiceError> {
+        let emulator_ports = self.emulator_ports(&r.attachments)?;
         Ok(DomainDefinition {
             domain_type: self.domain_type,
             domain_name: backend::domain_name(&r.name),
@@ -342,8 +344,21 @@ impl Service {
                     bridge: a.bridge.clone(),
                     mac: a.mac.clone(),
                     pci_slot: a.pci_slot,
-                    emulated: None,
-                    rate_bps: a.conditions.rate_bps.map(|r| r as u64),
+                    emulated: a
+                        .network
+                        .as_ref()
+                        .and_then(|n| emulator_ports.get(n))
+                        .zip(a.emulator_port)
+                        .map(|(&emulator_port, local_port)| EmulatedPort {
+                            emulator_port,
+                            local_port,
+                        }),
+                    // On an emulated network the emulator shapes the rate.
+                    rate_bps: a
+                        .conditions
+                        .rate_bps
+                        .filter(|_| a.emulator_port.is_none())
+                        .map(|r| r as u64),
                 })
                 .collect(),
         })
@@ -383,6 +398,7 @@ impl Service {
             conditions: Default::default(),
             network: None,
             address: None,
+            emulator_port: None,
         }])
     }
 

@@ -38,10 +38,14 @@ enum Release {
     /// version 7 on this branch (issue 14); made by its own commit's store code,
     /// provisional name until it is merged.
     V7Labels,
+    /// Emulated networks (an emulator port and seed per network, a UDP port per NIC on
+    /// one), version 8 on branch emunet (issue 14); made by its own commit's store code,
+    /// provisional name until it is merged (and renumbered if another version 8 came first).
+    V8Emulated,
 }
 
 impl Release {
-    const ALL: [Release; 10] = [
+    const ALL: [Release; 11] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -52,6 +56,7 @@ impl Release {
         Release::V5Attachments,
         Release::V6Networks,
         Release::V7Labels,
+        Release::V8Emulated,
     ];
 
     fn fixture(self) -> &'static str {
@@ -66,6 +71,7 @@ impl Release {
             Release::V5Attachments => "v5-5a67253.db",
             Release::V6Networks => "v6-c9a9443.db",
             Release::V7Labels => "v7-6dc4867.db",
+            Release::V8Emulated => "v8-emunet.db",
         }
     }
 
@@ -93,6 +99,7 @@ impl Release {
             }
             Release::V6Networks => Some(V6_TOKEN),
             Release::V7Labels => Some(V7_TOKEN),
+            Release::V8Emulated => Some(V8_TOKEN),
         }
     }
 
@@ -106,6 +113,7 @@ impl Release {
             Release::V5Attachments => Some("d2617cd6-e047-4550-8ec5-f903d53d2da2"),
             Release::V6Networks => Some(V6_DAEMON),
             Release::V7Labels => Some(V7_DAEMON),
+            Release::V8Emulated => Some(V8_DAEMON),
             _ => None,
         }
     }
@@ -117,6 +125,9 @@ const V6_DAEMON: &str = "a22751c2-970a-46cd-9261-c25ce5ab75ef";
 /// Printed by the generator of `v7-6dc4867.db` (generators/6dc4867.rs.txt).
 const V7_TOKEN: &str = "rhz_3548362620002aa3282b8a9f7e7e30b510266d5878cd7801db50fb84ef97d099";
 const V7_DAEMON: &str = "4417eedf-c621-488b-922a-41170e1247e7";
+/// Printed by the generator of `v8-emunet.db` (generators/emunet.rs.txt).
+const V8_TOKEN: &str = "rhz_779a094c6838140021f27331e1ec97ef96dcba6489ad69853f20a6e4415815dc";
+const V8_DAEMON: &str = "6fcce938-2b90-4230-84e1-ebf339582aa5";
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/databases")
@@ -201,6 +212,7 @@ fn expected_web(release: Release) -> InstanceRecord {
 
 /// The id of the managed network of version 6's fixture.
 const LAB_ID: &str = "44444444-4444-4444-8444-444444444444";
+const WAN_ID: &str = "55555555-5555-4555-8555-555555555555";
 
 /// `web` before version 6 changed its first NIC.
 fn expected_web_nics(release: Release, web: &mut InstanceRecord) {
@@ -214,6 +226,7 @@ fn expected_web_nics(release: Release, web: &mut InstanceRecord) {
             pci_slot: Some(pci_slot),
             network: None,
             address: None,
+            emulator_port: None,
         };
         web.attachments = vec![
             nic("service", "02:00:00:00:00:01", 3),
@@ -231,6 +244,7 @@ fn single_nic(mac: &str) -> Attachment {
         pci_slot: None,
         network: None,
         address: None,
+        emulator_port: None,
         conditions: Default::default(),
     }
 }
@@ -357,15 +371,47 @@ fn check_networks(store: &Store, release: Release) {
         bridge: "rzn-0123456789".into(),
         owner: "alice".into(),
         created_at: "2026-11-27T06:38:00Z".into(),
+        emulator: None,
     };
+    let wan = NetworkRecord {
+        id: WAN_ID.into(),
+        name: "wan".into(),
+        subnet: Ipv4Subnet::parse("10.50.0.0/16").unwrap(),
+        gateway: "10.50.0.1".parse().unwrap(),
+        mode: rhyzome_api::ForwardMode::Isolated,
+        dhcp: false,
+        bridge: "rzn-9876543210".into(),
+        owner: "alice".into(),
+        created_at: "2026-11-27T06:38:30Z".into(),
+        // The first port of the range; the seed's top bit survives SQLite's signed integers.
+        emulator: Some(super::networks::Emulator {
+            port: 24000,
+            seed: u64::MAX - 1,
+        }),
+    };
+    if release < Release::V8Emulated {
+        // Today's code on the migrated tables gives the same port.
+        let given = store.insert_network(&NetworkRecord {
+            emulator: Some(super::networks::Emulator {
+                port: 0,
+                seed: u64::MAX - 1,
+            }),
+            ..wan.clone()
+        });
+        assert_eq!(given.unwrap(), wan, "{release:?}");
+    }
     let taken = if release < Release::V6Networks {
-        assert!(store.networks().unwrap().is_empty(), "{release:?}");
+        assert_eq!(
+            store.networks().unwrap(),
+            std::slice::from_ref(&wan),
+            "{release:?}"
+        );
         store.insert_network(&lab).unwrap();
         0
     } else {
         assert_eq!(
             store.networks().unwrap(),
-            std::slice::from_ref(&lab),
+            [lab.clone(), wan.clone()],
             "{release:?}"
         );
         let given = store.network_addresses("lab").unwrap();
@@ -389,6 +435,21 @@ fn check_networks(store: &Store, release: Release) {
     assert_eq!(
         store.by_name("on-lab").unwrap().unwrap().attachments[0].address,
         Some(expected)
+    );
+    assert_eq!(written[0].emulator_port, None, "lab is not emulated");
+    // A NIC on the emulated network: its address, and the port after the emulator's.
+    let mut on_wan = record("on-wan", "02:00:00:00:00:0b");
+    on_wan.attachments[0].bridge = wan.bridge.clone();
+    on_wan.attachments[0].network = Some(WAN_ID.into());
+    let written = store.insert_with_addresses(&on_wan, None).unwrap();
+    assert_eq!(
+        (written[0].address, written[0].emulator_port),
+        (Some(std::net::Ipv4Addr::new(10, 50, 0, 2)), Some(24001)),
+        "{release:?}"
+    );
+    assert_eq!(
+        store.by_name("on-wan").unwrap().unwrap().attachments[0].emulator_port,
+        Some(24001)
     );
 }
 
