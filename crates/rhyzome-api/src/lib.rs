@@ -22,7 +22,10 @@ pub use images::{
     Image, ImageFormat, ImageInspection, ImageList, ImageUpload, ManifestDevice, Solo5Info,
     Solo5Manifest, UploadQuery,
 };
-pub use networks::{ForwardMode, Network, NetworkAddress, NetworkCreate, NetworkList};
+pub use networks::{
+    ForwardMode, Network, NetworkAddress, NetworkConditions, NetworkCreate, NetworkLink,
+    NetworkList, NicConditions, PartitionRequest, PartitionState,
+};
 pub use types::*;
 
 /// Path prefix of every API route.

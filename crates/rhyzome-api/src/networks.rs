@@ -136,6 +136,57 @@ pub struct NetworkList {
     pub networks: Vec<Network>,
 }
 
+/// `PUT /v1/networks/{name}/link`: the default conditions of every NIC on an emulated
+/// network, replacing those set before (an empty object clears them). A NIC's own conditions
+/// win, field by field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkLink {
+    pub conditions: crate::LinkConditions,
+}
+
+/// `POST /v1/networks/{name}/partitions`: nothing passes, either way, between the instances
+/// whose labels match one selector and those matching the other. Selectors are resolved
+/// whenever the network's NICs change, so an instance created later joins its side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionRequest {
+    /// Two label selectors (`key=value[,key=value]`).
+    #[schema(example = json!(["group=eu", "group=us"]))]
+    pub between: [String; 2],
+}
+
+/// What applies now on an emulated network (`GET /v1/networks/{name}/conditions`, and the
+/// answer of every change).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkConditions {
+    pub network: String,
+    pub seed: u64,
+    /// The network's defaults.
+    pub defaults: crate::LinkConditions,
+    /// Each NIC with its effective conditions (its own over the network's).
+    pub nics: Vec<NicConditions>,
+    pub partitions: Vec<PartitionState>,
+    /// What the request did not do, e.g. a selector that matches no instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NicConditions {
+    pub instance: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    pub conditions: crate::LinkConditions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PartitionState {
+    pub between: [String; 2],
+    /// The instances each selector matches now.
+    pub sides: [Vec<String>; 2],
+}
+
 /// Longest network name: `rhyzome-` and the name must stay a short libvirt network name.
 pub const MAX_NETWORK_NAME: usize = 50;
 

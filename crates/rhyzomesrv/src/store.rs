@@ -168,12 +168,16 @@ const MIGRATIONS: &[Migration] = &[
 ];
 
 /// 7 -> 8 (also run on a new database after the version 7 tables): an emulated network's
-/// emulator port and seed (both NULL on a plain network), and each of its NICs' own UDP port.
+/// emulator port and seed (both NULL on a plain network), its default link conditions and its
+/// partitions (JSON: a `LinkConditions`, and a list of selector pairs; NULL is none), and
+/// each of its NICs' own UDP port.
 /// One port is never given twice, whatever the column: unique indexes on each, and the
 /// allocation looks at both (`store::networks::free_emulator_port`).
 const EMULATED_NETWORKS: &str = "
 ALTER TABLE networks ADD COLUMN emulator_port INTEGER;
 ALTER TABLE networks ADD COLUMN seed INTEGER;
+ALTER TABLE networks ADD COLUMN link TEXT;
+ALTER TABLE networks ADD COLUMN partitions TEXT;
 ALTER TABLE instance_attachments ADD COLUMN emulator_port INTEGER;
 CREATE UNIQUE INDEX networks_emulator_port ON networks (emulator_port);
 CREATE UNIQUE INDEX instance_attachments_emulator_port ON instance_attachments (emulator_port);

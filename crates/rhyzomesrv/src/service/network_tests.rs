@@ -553,3 +553,46 @@ async fn a_token_limited_to_some_bridges_may_still_use_the_managed_networks_it_s
         Err(ServiceError::Auth(_))
     ));
 }
+
+/// The conditions verbs need an emulated network: on a plain one each is a 422 naming its
+/// field, and a bad selector or condition is refused before the network is looked at.
+#[tokio::test]
+async fn network_conditions_on_a_plain_network_or_bad_input_are_422s_naming_the_field() {
+    let backend = Arc::new(FakeBackend::new());
+    let d = daemon_on(&backend);
+    let caller = Caller::internal();
+    d.network("lab", "10.20.0.0/24").await;
+    let link = |text: &str| rhyzome_api::NetworkLink {
+        conditions: rhyzome_api::validate::parse_conditions(text).unwrap(),
+    };
+    let between = |a: &str, b: &str| rhyzome_api::PartitionRequest {
+        between: [a.to_string(), b.to_string()],
+    };
+    let s = &d.service;
+    let fields = [
+        s.set_network_link(&caller, "lab", link("latency=20ms"))
+            .await
+            .unwrap_err(),
+        s.partition_network(&caller, "lab", between("group=eu", "group=us"))
+            .await
+            .unwrap_err(),
+        s.heal_network(&caller, "lab").await.unwrap_err(),
+        s.network_conditions(&caller, "lab").await.unwrap_err(),
+        s.partition_network(&caller, "lab", between("group=eu", "no label"))
+            .await
+            .unwrap_err(),
+    ]
+    .map(invalid_field);
+    assert_eq!(fields, ["conditions", "between", "name", "name", "between"]);
+    let mut out_of_range = link("latency=20ms");
+    out_of_range.conditions.loss_percent = Some(120.0);
+    let e = s
+        .set_network_link(&caller, "lab", out_of_range)
+        .await
+        .unwrap_err();
+    assert_eq!(invalid_field(e), "conditions.loss_percent");
+    assert!(matches!(
+        s.network_conditions(&caller, "nope").await,
+        Err(ServiceError::NetworkNotFound(_))
+    ));
+}

@@ -26,7 +26,7 @@ use rhyzome_api::{Network, NetworkAddress, NetworkCreate};
 use sha2::{Digest, Sha256};
 
 /// The lock of every network change (names cannot contain ':').
-const NETWORKS_LOCK: &str = "networks:";
+pub(super) const NETWORKS_LOCK: &str = "networks:";
 
 /// The bridge of the managed network `name` of daemon `daemon_id`: `rzn-` and ten hex digits,
 /// 14 bytes (the kernel allows 15), distinct between daemons sharing one libvirt host.
@@ -276,7 +276,7 @@ impl Service {
             .is_some_and(|m| m.daemon == self.daemon_id)
     }
 
-    fn network_record(&self, name: &str) -> Result<NetworkRecord, ServiceError> {
+    pub(super) fn network_record(&self, name: &str) -> Result<NetworkRecord, ServiceError> {
         self.store
             .network_by_name(name)?
             .ok_or_else(|| ServiceError::NetworkNotFound(name.to_string()))

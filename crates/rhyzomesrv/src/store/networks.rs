@@ -11,7 +11,7 @@
 use super::attachments::Attachment;
 use super::{encoding, Store, StoreError};
 use rhyzome_api::networks::Ipv4Subnet;
-use rhyzome_api::ForwardMode;
+use rhyzome_api::{ForwardMode, LinkConditions};
 use rusqlite::{named_params, OptionalExtension};
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -47,6 +47,15 @@ pub struct Emulator {
     /// Its UDP port on 127.0.0.1, every NIC's `<source port>`.
     pub port: u16,
     pub seed: u64,
+}
+
+/// What an emulated network applies besides its NICs' own conditions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shaping {
+    /// Every NIC's conditions where its own leave a field unset.
+    pub defaults: LinkConditions,
+    /// Pairs of label selectors between whose instances nothing passes.
+    pub partitions: Vec<[String; 2]>,
 }
 
 /// An address given to one NIC of an instance.
@@ -313,6 +322,45 @@ impl Store {
             )
             .optional()?
             .transpose()
+    }
+
+    /// The default conditions and the partitions (pairs of label selectors) of a network.
+    pub fn network_shaping(&self, id: &str) -> Result<Shaping, StoreError> {
+        let (link, partitions): (Option<String>, Option<String>) = self.conn().query_row(
+            "SELECT link, partitions FROM networks WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let corrupt = |what: &'static str, value: &str| StoreError::Corrupt {
+            what,
+            value: value.to_string(),
+        };
+        Ok(Shaping {
+            defaults: match link {
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|_| corrupt("network link", &text))?
+                }
+                None => LinkConditions::default(),
+            },
+            partitions: match partitions {
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|_| corrupt("network partitions", &text))?
+                }
+                None => Vec::new(),
+            },
+        })
+    }
+
+    /// Replaces the default conditions and partitions of a network.
+    pub fn set_network_shaping(&self, id: &str, shaping: &Shaping) -> Result<(), StoreError> {
+        // Plain structs of numbers and strings: serialising them cannot fail.
+        let defaults = serde_json::to_string(&shaping.defaults).unwrap_or_default();
+        let partitions = serde_json::to_string(&shaping.partitions).unwrap_or_default();
+        self.conn().execute(
+            "UPDATE networks SET link = ?2, partitions = ?3 WHERE id = ?1",
+            rusqlite::params![id, defaults, partitions],
+        )?;
+        Ok(())
     }
 
     /// Removes a network record; refused (by the schema) while addresses are given out on it.

@@ -126,8 +126,8 @@ const V6_DAEMON: &str = "a22751c2-970a-46cd-9261-c25ce5ab75ef";
 const V7_TOKEN: &str = "rhz_3548362620002aa3282b8a9f7e7e30b510266d5878cd7801db50fb84ef97d099";
 const V7_DAEMON: &str = "4417eedf-c621-488b-922a-41170e1247e7";
 /// Printed by the generator of `v8-emunet.db` (generators/emunet.rs.txt).
-const V8_TOKEN: &str = "rhz_779a094c6838140021f27331e1ec97ef96dcba6489ad69853f20a6e4415815dc";
-const V8_DAEMON: &str = "6fcce938-2b90-4230-84e1-ebf339582aa5";
+const V8_TOKEN: &str = "rhz_5bbeff19f8c44e0bca53c8f9e76c3f87fd702bd5545278a7a81cf8c7a91bfd5c";
+const V8_DAEMON: &str = "da08de3b-95e5-410e-995d-75ec46e770e8";
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/databases")
@@ -399,6 +399,18 @@ fn check_networks(store: &Store, release: Release) {
             ..wan.clone()
         });
         assert_eq!(given.unwrap(), wan, "{release:?}");
+        assert_eq!(
+            store.network_shaping(WAN_ID).unwrap(),
+            Default::default(),
+            "{release:?}"
+        );
+    } else {
+        let shaping = store.network_shaping(WAN_ID).unwrap();
+        assert_eq!(shaping.defaults.latency_ms, Some(20.0));
+        assert_eq!(
+            shaping.partitions,
+            [["group=eu".to_string(), "group=us".to_string()]]
+        );
     }
     let taken = if release < Release::V6Networks {
         assert_eq!(
