@@ -255,24 +255,29 @@ impl Service {
         })
     }
 
-    /// The emulated network `name` for `caller`, or a 422 naming `field` when it is plain.
+    /// The emulated network `name`. A plain one is a 422 naming `field` when the request
+    /// asks for conditions it cannot honour (`field` is in the body), and a 409 otherwise:
+    /// the request is sound, the network is of the wrong kind.
     fn emulated_network(
         &self,
         name: &str,
         field: &'static str,
     ) -> Result<(NetworkRecord, Emulator), ServiceError> {
         let record = self.network_record(name)?;
-        match record.emulator {
-            Some(emulator) => Ok((record, emulator)),
-            None => Err(FieldError::new(
-                field,
-                format!(
-                    "network {name:?} is not emulated: only an emulated network (network create \
-                     --emulated) has network-wide conditions and partitions"
-                ),
-            )
-            .into()),
-        }
+        let Some(emulator) = record.emulator else {
+            let message = format!(
+                "network {name:?} is not emulated: only an emulated network (network create \
+                 --emulated) has network-wide conditions and partitions"
+            );
+            return Err(match field {
+                "conditions" => FieldError::new(field, message).into(),
+                _ => ServiceError::Conflict {
+                    field: Some(field),
+                    message,
+                },
+            });
+        };
+        Ok((record, emulator))
     }
 
     /// What applies now on the emulated network `record`, with `warnings`.

@@ -554,10 +554,10 @@ async fn a_token_limited_to_some_bridges_may_still_use_the_managed_networks_it_s
     ));
 }
 
-/// The conditions verbs need an emulated network: on a plain one each is a 422 naming its
-/// field, and a bad selector or condition is refused before the network is looked at.
+/// The conditions verbs need an emulated network: on a plain one, conditions are a 422 and
+/// the other verbs a 409, each naming its field; a bad selector or condition is a 422.
 #[tokio::test]
-async fn network_conditions_on_a_plain_network_or_bad_input_are_422s_naming_the_field() {
+async fn network_conditions_on_a_plain_network_are_refused_and_bad_input_is_a_422() {
     let backend = Arc::new(FakeBackend::new());
     let d = daemon_on(&backend);
     let caller = Caller::internal();
@@ -582,8 +582,23 @@ async fn network_conditions_on_a_plain_network_or_bad_input_are_422s_naming_the_
             .await
             .unwrap_err(),
     ]
-    .map(invalid_field);
-    assert_eq!(fields, ["conditions", "between", "name", "name", "between"]);
+    .map(|e| match e {
+        ServiceError::Invalid(f) => format!("422 {}", f.field),
+        ServiceError::Conflict { field, .. } => format!("409 {}", field.unwrap_or("-")),
+        other => panic!("expected a 422 or a 409, got {other:?}"),
+    });
+    // Conditions it cannot honour are the request's fault; a sound request on a network of
+    // the wrong kind is a conflict with its state.
+    assert_eq!(
+        fields,
+        [
+            "422 conditions",
+            "409 between",
+            "409 name",
+            "409 name",
+            "422 between"
+        ]
+    );
     let mut out_of_range = link("latency=20ms");
     out_of_range.conditions.loss_percent = Some(120.0);
     let e = s

@@ -16,7 +16,7 @@ use rhyzome_api::{ErrorBody, NetworkConditions};
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 403, description = "The role may not do this", body = ErrorBody),
         (status = 404, description = "No such network", body = ErrorBody),
-        (status = 422, description = "The network is not emulated", body = ErrorBody),
+        (status = 409, description = "The network is not emulated", body = ErrorBody),
     ))]
 pub async fn heal_network(
     State(svc): State<AppState>,

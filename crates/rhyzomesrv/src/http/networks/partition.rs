@@ -22,7 +22,8 @@ use rhyzome_api::{ErrorBody, NetworkConditions, PartitionRequest};
         (status = 404, description = "No such network", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "A malformed selector, or a network that is not emulated; `field` names it", body = ErrorBody),
+        (status = 409, description = "The network is not emulated", body = ErrorBody),
+        (status = 422, description = "A malformed selector; `field` names it", body = ErrorBody),
     ))]
 pub async fn partition_network(
     State(svc): State<AppState>,
