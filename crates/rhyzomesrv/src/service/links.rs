@@ -427,10 +427,20 @@ impl Service {
         let state = self.emulator_state(record, emulator)?;
         let supervisor = self.emulators.clone();
         let name = record.name.clone();
-        let ensured = blocking(move || supervisor.ensure(&name, &state))
-            .await?
-            .map_err(|e| ServiceError::Internal(format!("link emulator: {e}")))?;
-        if let Ensured::Started { pid } = ensured {
+        let ensured = blocking(move || {
+            // Every reconcile pass ensures: an emulator that already runs this state is not
+            // told again (which would rewrite and fsync its state file each time).
+            if supervisor
+                .state(&name)
+                .is_ok_and(|running| running == state)
+            {
+                return Ok(None);
+            }
+            supervisor.ensure(&name, &state).map(Some)
+        })
+        .await?
+        .map_err(|e| ServiceError::Internal(format!("link emulator: {e}")))?;
+        if let Some(Ensured::Started { pid }) = ensured {
             tracing::info!(network = %record.name, pid, "link emulator started");
         }
         Ok(())
