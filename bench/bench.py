@@ -957,7 +957,21 @@ def batch_note(b):
     return "; ".join(parts)
 
 
-def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss, started, elapsed):
+def splice_section(path, heading, lines):
+    """Replaces the section that starts with `heading` (up to the next `## `) in the report at
+    `path`, or inserts it before `## Findings`."""
+    old = Path(path).read_text().split("\n")
+    start = next((i for i, l in enumerate(old) if l.startswith(heading)), None)
+    if start is None:
+        start = next((i for i, l in enumerate(old) if l.startswith("## Findings")), len(old))
+        end = start
+    else:
+        end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
+    Path(path).write_text("\n".join(old[:start] + lines + old[end:]))
+
+
+def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss, started, elapsed,
+                 volumes=None):
     L = []
     A = L.append
     A("# Benchmarks (issue 7)")
@@ -1258,6 +1272,8 @@ def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss,
         A("```")
         A("")
 
+    if volumes:
+        L.extend(volume_section(volumes))
     A("## Findings and what would meet the missed targets")
     A("")
     A("- **Deploy.** rhyzome adds nothing measurable over a hand-written `virsh create`: the ~0.3 s is "
@@ -1328,8 +1344,186 @@ def write_report(path, args, info, deploys, batches, footprint, api, daemon_rss,
     old = Path(path).read_text() if Path(path).exists() else ""
     kept = "".join(m.group(0) for m in re.finditer(r"<!-- (\w+):.*?<!-- /\1 -->\n\n", old, re.S))
     if kept:
-        text = text.replace("## Findings", kept + "## Findings", 1)
+        anchor = "## 7. Volumes" if "## 7. Volumes" in text else "## Findings"
+        text = text.replace(anchor, kept + anchor, 1)
     Path(path).write_text(text)
+
+
+# ----------------------------------------------------------------------------- volumes
+
+VOLUME_IP = "192.168.100.161"
+VOLUME_MB = 64
+TRANSFER_MB = 256
+
+
+def stream_request(daemon, method, path, body_path=None, out_path=None, timeout=600):
+    """An API request whose body is streamed from `body_path` and whose answer is streamed to
+    `out_path`; returns (status, seconds)."""
+    c = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=timeout)
+    t0 = time.monotonic()
+    try:
+        if body_path:
+            with open(body_path, "rb") as body:
+                c.request(method, path, body=body,
+                          headers={"content-type": "application/octet-stream",
+                                   "content-length": str(os.path.getsize(body_path))})
+                r = c.getresponse()
+                r.read()
+        else:
+            c.request(method, path)
+            r = c.getresponse()
+            with open(out_path, "wb") as out:
+                while True:
+                    chunk = r.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+        return r.status, time.monotonic() - t0
+    finally:
+        c.close()
+
+
+def timed_request(daemon, method, path, body=None):
+    t0 = time.monotonic()
+    status, data = daemon.request(method, path, body)
+    if status >= 300:
+        raise RuntimeError(f"{method} {path}: {status} {data[:300]!r}")
+    return time.monotonic() - t0, json.loads(data) if data else None
+
+
+def boot_to_ready(ctx, name, spec):
+    """Seconds from the create request to the guest's ready line, then deletes it."""
+    daemon = ctx["daemon"]
+    t0 = time.monotonic()
+    _, inst = timed_request(daemon, "POST", "/v1/instances", dict(spec, name=name))
+    ready = wait_console(daemon.consoles / f"{inst['id']}.log", READY, t0)
+    daemon.request("DELETE", f"/v1/instances/{name}")
+    return ready
+
+
+def bench_volumes(ctx, runs):
+    """Volume create and clone latency, upload and download throughput against virsh
+    vol-upload/vol-download of the same file into a pool of the benchmark's own, and boot time
+    with a volume against without."""
+    daemon = ctx["daemon"]
+    work = Path(ctx["workdir"])
+    res = {"runs": runs, "volume_mb": VOLUME_MB, "transfer_mb": TRANSFER_MB}
+    daemon_id = json.loads(daemon.request("GET", "/v1/info")[1])["daemon_id"]
+    own_pool = f"rhyzome-{daemon_id}"
+    bench_pool = f"bench-vol-{os.getpid()}"
+    try:
+        creates = []
+        for i in range(runs):
+            t, _ = timed_request(daemon, "POST", "/v1/volumes",
+                                 {"name": f"bench-v{i}", "size_bytes": VOLUME_MB << 20})
+            creates.append(t)
+            daemon.request("DELETE", f"/v1/volumes/bench-v{i}")
+        res["create_s"] = creates
+        timed_request(daemon, "POST", "/v1/volumes", {"name": "bench-base", "size_bytes": VOLUME_MB << 20})
+        clones = []
+        t_all = time.monotonic()
+        for i in range(20):
+            t, _ = timed_request(daemon, "POST", "/v1/volumes", {"name": f"bench-c{i}", "clone": "bench-base"})
+            clones.append(t)
+        res["clones_total_s"] = time.monotonic() - t_all
+        res["clone_s"] = clones
+        for i in range(20):
+            daemon.request("DELETE", f"/v1/volumes/bench-c{i}")
+
+        # Transfers: the same file through the API and through virsh, alternately.
+        data = work / "transfer.img"
+        with open(data, "wb") as f:
+            f.write(os.urandom(TRANSFER_MB << 20))
+        timed_request(daemon, "POST", "/v1/volumes", {"name": "bench-xfer", "size_bytes": TRANSFER_MB << 20})
+        pool_dir = work / "virsh-pool"
+        pool_dir.mkdir()
+        virsh("pool-create-as", bench_pool, "dir", "--target", str(pool_dir))
+        virsh("vol-create-as", bench_pool, "xfer", str(TRANSFER_MB << 20), "--format", "raw")
+        up, down, vup, vdown = [], [], [], []
+        back = work / "back.img"
+        for _ in range(max(3, runs // 3)):
+            status, t = stream_request(daemon, "PUT", "/v1/volumes/bench-xfer/content", body_path=data)
+            assert status == 200, status
+            up.append(t)
+            status, t = stream_request(daemon, "GET", "/v1/volumes/bench-xfer/content", out_path=back)
+            assert status == 200, status
+            down.append(t)
+            t0 = time.monotonic()
+            virsh("vol-upload", "--pool", bench_pool, "xfer", str(data))
+            vup.append(time.monotonic() - t0)
+            t0 = time.monotonic()
+            virsh("vol-download", "--pool", bench_pool, "xfer", str(back))
+            vdown.append(time.monotonic() - t0)
+        res.update(upload_s=up, download_s=down, virsh_upload_s=vup, virsh_download_s=vdown)
+        same = open(back, "rb").read() == open(data, "rb").read()
+        res["round_trip_identical"] = same
+        back.unlink()
+        data.unlink()
+        daemon.request("DELETE", "/v1/volumes/bench-xfer")
+
+        # Boot with a volume against without: the same kernel build (NIC + block device) for
+        # both would not boot without its disk, so the baseline is the NIC-only build.
+        for image, src in (("bench-blk", REPO / "testkernel/build/testkernel-block.elf"),
+                           ("bench-net", KERNEL_SRC)):
+            status, t = stream_request(daemon, "POST", f"/v1/images?name={image}", body_path=src)
+            assert status in (200, 201), status
+        timed_request(daemon, "POST", "/v1/volumes", {"name": "bench-disk", "size_bytes": VOLUME_MB << 20})
+        params = f"--ipv4={VOLUME_IP}/24 --blk-read=1"
+        with_volume, without = [], []
+        for i in range(runs):
+            with_volume.append(boot_to_ready(ctx, f"bench-vb{i}", {
+                "image": "bench-blk", "kernel_parameters": params,
+                "volumes": {"storage": {"volume": "bench-disk"}}}))
+            without.append(boot_to_ready(ctx, f"bench-nb{i}", {
+                "image": "bench-net", "kernel_parameters": f"--ipv4={VOLUME_IP}/24"}))
+        res.update(boot_with_volume_s=with_volume, boot_without_s=without)
+    finally:
+        for name in ["bench-disk", "bench-xfer", "bench-base"] + [f"bench-c{i}" for i in range(20)]:
+            daemon.request("DELETE", f"/v1/volumes/{name}")
+        for image in ("bench-blk", "bench-net"):
+            daemon.request("DELETE", f"/v1/images/{image}")
+        virsh("pool-destroy", bench_pool, check=False)
+        # The daemon's own pool is named by its identity: this run made it.
+        virsh("pool-destroy", own_pool, check=False)
+        virsh("pool-undefine", own_pool, check=False)
+    return res
+
+
+def volume_section(v):
+    """The report's volume section, from bench_volumes' numbers."""
+    L = []
+    A = L.append
+    mib = v["transfer_mb"]
+
+    def rate(ts):
+        m = median(ts)
+        return f"{mib / m:.0f} MiB/s ({m:.2f} s)" if m else "-"
+    A("## 7. Volumes (issue 16)")
+    A("")
+    A(f"Through the API on the lab's libvirt storage driver (a `dir` pool, the daemon's own), "
+      f"{v['runs']} runs unless said otherwise; medians.")
+    A("")
+    A("| what | measured |")
+    A("|---|---|")
+    A(f"| create a {v['volume_mb']} MiB raw volume (`POST /v1/volumes`) | {ms(median(v['create_s']))} |")
+    A(f"| clone it (qcow2 child), each of 20 | {ms(median(v['clone_s']))} |")
+    A(f"| 20 clones, all | {secs(v['clones_total_s'])} |")
+    A(f"| upload {mib} MiB, `PUT /v1/volumes/NAME/content` (streamed, hashed, fresh volume swapped in) | {rate(v['upload_s'])} |")
+    A(f"| the same file, `virsh vol-upload` | {rate(v['virsh_upload_s'])} |")
+    A(f"| download {mib} MiB, `GET /v1/volumes/NAME/content` | {rate(v['download_s'])} |")
+    A(f"| the same volume size, `virsh vol-download` | {rate(v['virsh_download_s'])} |")
+    A(f"| create to ready, `testkernel-block.elf` (NIC + block device) with a {v['volume_mb']} MiB volume, reading a sector at boot | {ms(median(v['boot_with_volume_s']))} |")
+    A(f"| create to ready, `testkernel.elf` (the same code, NIC only), no volume | {ms(median(v['boot_without_s']))} |")
+    A("")
+    A(f"Upload then download gave the same bytes: {'yes' if v['round_trip_identical'] else '**no**'}. "
+      "Transfers alternate API and virsh on the same file in the same run; both go through "
+      "libvirt streams to the same kind of pool. The API's upload is the slower: the body "
+      "crosses HTTP (this client, Python's http.client, writes it in 8 KiB pieces), is hashed "
+      "for the digest check, and is handed to libvirt's stream through a channel, into a fresh "
+      "volume. Only this section: "
+      "`bench/run.sh --only volumes` rewrites it in place.")
+    A("")
+    return L
 
 
 # ----------------------------------------------------------------------------- main
@@ -1345,7 +1539,8 @@ def main():
         a = argparse.Namespace(quick=r["quick"], daemon_config=r["daemon_config"])
         out = sys.argv[3] if len(sys.argv) > 3 else str(REPO / "docs/benchmarks.md")
         write_report(out, a, r["info"], r["deploys"], r["batches"], r["footprint"], r["api"],
-                     r["daemon_rss"], datetime.datetime.fromisoformat(r["started"]), r["elapsed"])
+                     r["daemon_rss"], datetime.datetime.fromisoformat(r["started"]), r["elapsed"],
+                     r.get("volumes"))
         return
     if len(sys.argv) >= 2 and sys.argv[1] == "cleanup":
         cleanup_leftovers()
@@ -1353,7 +1548,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke mode: 3 runs, N=10, short load")
     ap.add_argument("--out", default=str(REPO / "docs/benchmarks.md"))
-    ap.add_argument("--only", default="deploy,batch,footprint,api",
+    ap.add_argument("--only", default="deploy,batch,footprint,api,volumes",
                     help="comma-separated parts to run (default: all)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
@@ -1412,14 +1607,26 @@ def main():
         if "api" in parts:
             log("API latency")
             api = bench_api(3 if args.quick else 10)
+        volumes = None
+        if "volumes" in parts:
+            log("volumes")
+            volumes = bench_volumes(ctx, 3 if args.quick else 10)
+            log(f"volumes: {volumes}")
+        if parts == {"volumes"}:
+            # Only this section changes; the rest of the report stays as its run wrote it.
+            splice_section(args.out, "## 7. Volumes", volume_section(volumes))
+            log(f"rewrote the volume section of {args.out}")
+            ok = True
+            return
         raw = work / "results.json"
         elapsed = time.monotonic() - t_start
         raw.write_text(json.dumps({"info": info, "deploys": deploys, "batches": batches,
                                    "footprint": footprint, "api": api, "daemon_rss": daemon_rss,
-                                   "quick": args.quick, "daemon_config": args.daemon_config,
+                                   "volumes": volumes, "quick": args.quick, "daemon_config": args.daemon_config,
                                    "started": started.isoformat(), "elapsed": elapsed,
                                    "foreign": FOREIGN}, indent=1))
-        write_report(args.out, args, info, deploys, batches, footprint, api, daemon_rss, started, elapsed)
+        write_report(args.out, args, info, deploys, batches, footprint, api, daemon_rss, started, elapsed,
+                     volumes)
         shutil.copyfile(raw, "/tmp/rhyzome-bench-results.json")
         log(f"wrote {args.out} (raw numbers: /tmp/rhyzome-bench-results.json)")
         ok = True

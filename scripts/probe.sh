@@ -23,6 +23,7 @@ fi
 work=$(mktemp -d /tmp/rhyzome-probe.XXXXXX)
 host="probe-$$"
 daemon=""
+daemon_id=""
 admin=""
 base=""
 failures=0
@@ -40,6 +41,11 @@ cleanup() {
     kill "$daemon" 2>/dev/null || true
     wait "$daemon" 2>/dev/null || true
   fi
+  # The daemon's own volume pool is named by its identity (this run's daemon made it).
+  if [ -n "$daemon_id" ]; then
+    virsh -q -c "$RHYZOME_LAB_URI" pool-destroy "rhyzome-$daemon_id" >/dev/null 2>&1 || true
+    virsh -q -c "$RHYZOME_LAB_URI" pool-undefine "rhyzome-$daemon_id" >/dev/null 2>&1 || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -50,6 +56,7 @@ kernels=$work/kernels
 mkdir -p "$kernels"
 cp testkernel/build/testkernel.elf "$kernels/unikernel.virtio"
 cp testkernel/build/testkernel-2nic.elf "$kernels/two.virtio" # devices "service" and "admin"
+cp testkernel/build/testkernel-block.elf "$kernels/block.virtio" # "service" and the disk "storage"
 echo "just some text" >"$kernels/text.virtio"
 mkdir "$kernels/adir"
 ln -s /etc/shadow "$kernels/shadow.virtio"
@@ -81,6 +88,8 @@ for _ in $(seq 150); do
   curl -fsS -o /dev/null -H "Authorization: Bearer $admin" "$base/v1/info" 2>/dev/null && break
   sleep 0.1
 done
+daemon_id=$(curl -fsS -H "Authorization: Bearer $admin" "$base/v1/info" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["daemon_id"])')
 
 # probe NAME EXPECTED_STATUS [curl arguments...]: one request; its status must be EXPECTED
 # (never 5xx). The body is kept in $work/body for checks that follow.
@@ -248,6 +257,71 @@ create "placeholder without a network" 422 "$admin" "{\"name\": \"p\", \"kernel\
 create "the gateway asked for" 422 "$alice" "{\"name\": \"alice-q\", \"kernel\": \"$K\", \"network\": {\"name\": \"alice-pn\", \"ipv4\": \"10.93.0.1\"}}"
 probe "delete alice's network" 204 -X DELETE -H "Authorization: Bearer $alice" "$base/v1/networks/alice-pn"
 
+echo "==> volumes: names, sizes, tenants, digests"
+vol() { # vol NAME EXPECTED TOKEN JSON
+  probe "$1" "$2" -X POST -H "Authorization: Bearer $3" -H 'Content-Type: application/json' \
+    -d "$4" "$base/v1/volumes"
+}
+vol "volume name with a path" 422 "$admin" '{"name": "../../etc/passwd", "size_bytes": 4096}'
+vol "volume name with a slash" 422 "$admin" '{"name": "a/b", "size_bytes": 4096}'
+vol "volume name with a NUL" 422 "$admin" '{"name": "a\u0000b", "size_bytes": 4096}'
+vol "volume of zero bytes" 422 "$admin" '{"name": "z", "size_bytes": 0}'
+vol "volume not in sectors" 422 "$admin" '{"name": "z", "size_bytes": 1000}'
+vol "volume larger than the pool" 422 "$admin" '{"name": "z", "size_bytes": 1152921504606846976}'
+vol "volume size overflowing u64" 400 "$admin" '{"name": "z", "size_bytes": 18446744073709551616}'
+vol "clone of nothing" 422 "$admin" '{"name": "z", "clone": "nothing"}'
+vol "viewer creates a volume" 403 "$viewer" '{"name": "v", "size_bytes": 4096}'
+vol "alice names bob's prefix" 403 "$alice" '{"name": "bob-v", "size_bytes": 4096}'
+vol "alice's volume" 201 "$alice" '{"name": "alice-v", "size_bytes": 1048576}'
+probe "bob reads alice's volume" 404 -H "Authorization: Bearer $bob" "$base/v1/volumes/alice-v"
+probe "bob downloads alice's volume" 404 -H "Authorization: Bearer $bob" "$base/v1/volumes/alice-v/content"
+probe "bob deletes alice's volume" 404 -X DELETE -H "Authorization: Bearer $bob" "$base/v1/volumes/alice-v"
+vol "bob clones alice's volume" 422 "$bob" '{"name": "bob-c", "clone": "alice-v"}'
+probe "bob's volume list" 200 -H "Authorization: Bearer $bob" "$base/v1/volumes"
+grep -q alice "$work/body" && fail "bob's volume list shows alice's: $(head -c 300 "$work/body")"
+probe "volume path with dots" 404 -H "Authorization: Bearer $admin" "$base/v1/volumes/..%2F..%2Fetc"
+probe "upload with a wrong digest" 422 -X PUT -H "Authorization: Bearer $alice" \
+  -H 'Content-Type: application/octet-stream' -H "X-Rhyzome-Sha256: $(printf '0%.0s' $(seq 64))" \
+  --data-binary 'not this' "$base/v1/volumes/alice-v/content"
+head -c 2000000 /dev/zero >"$work/big"
+probe "upload larger than the volume" 413 -X PUT -H "Authorization: Bearer $alice" \
+  -H 'Content-Type: application/octet-stream' --data-binary "@$work/big" "$base/v1/volumes/alice-v/content"
+probe "shrink a volume" 422 -X POST -H "Authorization: Bearer $alice" -H 'Content-Type: application/json' \
+  -d '{"size_bytes": 512}' "$base/v1/volumes/alice-v/resize"
+create "bob attaches alice's volume" 422 "$bob" \
+  "{\"name\": \"bob-p\", \"kernel\": \"$kernels/block.virtio\", \"volumes\": {\"storage\": {\"volume\": \"alice-v\"}}}"
+probe "delete alice's volume" 204 -X DELETE -H "Authorization: Bearer $alice" "$base/v1/volumes/alice-v"
+echo "==> test beds"
+# bed NAME EXPECTED TOKEN TOML: a test-bed apply; a refused file must create nothing (the
+# clean-up below checks that no instance, network or domain remains).
+bed() {
+  local body
+  body=$(python3 -c 'import json,sys; print(json.dumps({"file": sys.argv[1]}))' "$4")
+  probe "$1" "$2" -X POST -H "Authorization: Bearer $3" -H 'Content-Type: application/json' \
+    --data-binary "$body" "$base/v1/testbeds"
+}
+bed "viewer applies a bed" 403 "$viewer" "name = \"tb\"
+[[groups]]
+name = \"g\"
+count = 1
+kernel = \"$K\""
+bed "bob names alice's prefix" 403 "$bob" "name = \"alice-tb\"
+[[groups]]
+name = \"g\"
+count = 1
+kernel = \"$K\""
+bed "unknown key in a bed" 422 "$admin" "name = \"tb\"
+colour = 1"
+body_has "unknown key in a bed" 'line 2, column 1'
+bed "bed group with XML in its parameters and a bad placeholder" 422 "$admin" "name = \"tb\"
+[[groups]]
+name = \"g\"
+count = 2
+kernel = \"$K\"
+kernel_parameters = \"</cmdline><devices/> {peers:g:5}\""
+body_has "bed group with XML in its parameters and a bad placeholder" 'line 6, column 43'
+probe "bob reads a bed that is not there" 404 -H "Authorization: Bearer $bob" "$base/v1/testbeds/alice-tb"
+
 echo "==> clean-up, then nothing may remain"
 for n in meta alice-web; do
   probe "delete $n" 204 -X DELETE -H "Authorization: Bearer $admin" "$base/v1/instances/$n"
@@ -261,7 +335,7 @@ done
 probe "list after clean-up" 200 -H "Authorization: Bearer $admin" "$base/v1/instances"
 python3 -c 'import json,sys; sys.exit(len(json.load(open(sys.argv[1]))["instances"]))' "$work/body" ||
   fail "instances remain: $(head -c 300 "$work/body")"
-for dir in blobs consoles uploads; do
+for dir in blobs consoles uploads volumes; do
   left=$(find "$work/state/$dir" -mindepth 1 2>/dev/null | head -5)
   [ -z "$left" ] || fail "files left in StateDir/$dir: $left"
 done

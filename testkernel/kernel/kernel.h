@@ -153,7 +153,17 @@ void net_input(int nic, uint8_t *frame, uint32_t len);
 void net_tick(void); /* timers of the probe command */
 
 /* ---- virtio_blk.c ------------------------------------------------------ */
+#define VBLK_SECTOR 512
 int vblk_init(const struct pci_dev *d);
+int vblk_present(void);
+uint64_t vblk_capacity(void); /* sectors */
+/* 0 on success, else the Solo5 result name of the failure */
+const char *vblk_read(uint64_t sector, uint8_t out[VBLK_SECTOR]);
+const char *vblk_write(uint64_t sector, const uint8_t in[VBLK_SECTOR]);
+size_t vblk_text_len(const uint8_t s[VBLK_SECTOR]);
+void vblk_write_text(uint64_t sector, const char *text, size_t n, char *line,
+                     size_t cap);
+void vblk_read_text(uint64_t sector, char *line, size_t cap);
 
 /* ---- acpi.c / exit ------------------------------------------------------ */
 void platform_poweroff(int code) __attribute__((noreturn));

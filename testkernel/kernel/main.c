@@ -112,6 +112,38 @@ static int set_exit_code(const char *v, size_t n)
     return ARG_OK;
 }
 
+/* --blk-write=SECTOR:TEXT and --blk-read=SECTOR, done once the devices are up
+ * (write first, then read) */
+static struct {
+    uint32_t write_sector, read_sector;
+    char write_text[128];
+    size_t write_len;
+    uint8_t have_write, have_read;
+} blk_args;
+
+static int set_blk_write(const char *v, size_t n)
+{
+    size_t colon = 0;
+    while (colon < n && v[colon] != ':')
+        colon++;
+    if (colon == n || parse_u32(v, colon, &blk_args.write_sector) < 0)
+        return ARG_INVALID;
+    if (n - colon - 1 >= sizeof(blk_args.write_text))
+        return ARG_TOO_LONG;
+    memcpy(blk_args.write_text, v + colon + 1, n - colon - 1);
+    blk_args.write_len = n - colon - 1;
+    blk_args.have_write = 1;
+    return ARG_OK;
+}
+
+static int set_blk_read(const char *v, size_t n)
+{
+    if (parse_u32(v, n, &blk_args.read_sector) < 0)
+        return ARG_INVALID;
+    blk_args.have_read = 1;
+    return ARG_OK;
+}
+
 static const struct option {
     const char *name;
     int (*set)(const char *v, size_t n);
@@ -120,6 +152,7 @@ static const struct option {
     {"admin-ipv4", set_admin_ipv4},
     {"name", set_name},           {"exit-after", set_exit_after},
     {"exit-code", set_exit_code},
+    {"blk-write", set_blk_write},  {"blk-read", set_blk_read},
 };
 
 static int is_space(char c)
@@ -305,6 +338,22 @@ void kmain(uint32_t magic, const uint32_t *mbi)
             kprintf("%d", nic);
         kprintf(" mac=%02x:%02x:%02x:%02x:%02x:%02x\n", m[0], m[1], m[2],
                 m[3], m[4], m[5]);
+    }
+    if (blk_args.have_write || blk_args.have_read) {
+        char line[700];
+        if (!vblk_present()) {
+            kputs(TK "warning: --blk-write/--blk-read without a block device\n");
+        } else {
+            if (blk_args.have_write) {
+                vblk_write_text(blk_args.write_sector, blk_args.write_text,
+                                blk_args.write_len, line, sizeof(line));
+                kputs(line);
+            }
+            if (blk_args.have_read) {
+                vblk_read_text(blk_args.read_sector, line, sizeof(line));
+                kputs(line);
+            }
+        }
     }
     kputs(TK "ready\n");
 

@@ -379,6 +379,36 @@ static void udp_service(int nic, const uint8_t *f, const uint8_t *ip,
             udp_reply_str(nic, f, ip, u,
                           "error: usage: probe A.B.C.D MAC COUNT INTERVAL_MS "
                           "(COUNT 1 to 1000)\n");
+    } else if (mem_eq_str(cmd, n, "blk-capacity")) {
+        ksnprintf(line, sizeof(line), "capacity=%llu sectors\n",
+                  vblk_capacity());
+        udp_reply_str(nic, f, ip, u, vblk_present() ? line
+                                                     : "error: no block device\n");
+    } else if (n > 9 && memcmp(cmd, "blk-read ", 9) == 0) {
+        /* blk-read SECTOR: the same line as --blk-read prints */
+        char out[700];
+        uint32_t s;
+        if (parse_u32(cmd + 9, n - 9, &s) < 0) {
+            udp_reply_str(nic, f, ip, u, "error: usage: blk-read SECTOR\n");
+            return;
+        }
+        vblk_read_text(s, out, sizeof(out));
+        kputs(out);
+        udp_reply_str(nic, f, ip, u, out);
+    } else if (n > 10 && memcmp(cmd, "blk-write ", 10) == 0) {
+        /* blk-write SECTOR TEXT: TEXT (the rest of the datagram) at SECTOR */
+        char out[160];
+        uint32_t s, i = 10;
+        while (i < n && cmd[i] != ' ')
+            i++;
+        if (i >= n || parse_u32(cmd + 10, i - 10, &s) < 0) {
+            udp_reply_str(nic, f, ip, u,
+                          "error: usage: blk-write SECTOR TEXT\n");
+            return;
+        }
+        vblk_write_text(s, cmd + i + 1, n - i - 1, out, sizeof(out));
+        kputs(out);
+        udp_reply_str(nic, f, ip, u, out);
     } else if (mem_eq_str(cmd, n, "crash")) {
         udp_reply_str(nic, f, ip, u, "ok\n");
         vnet_tx_flush(nic);

@@ -17,7 +17,9 @@
  * testkernel-2nic.elf, which adds a second one, "admin"; with -DMFT_NO_NET
  * for testkernel-nonet.elf, which declares no device at all (like Solo5's
  * test_hello); with -DMFT_BLOCK for testkernel-block.elf, which adds a
- * BLOCK_BASIC device, "storage".  Solo5 binds manifest devices to virtio PCI
+ * BLOCK_BASIC device, "storage"; with -DMFT_NO_NET -DMFT_BLOCK for
+ * testkernel-storage.elf (the block device alone) and with -DMFT_BLOCK2 as well for
+ * testkernel-2blk.elf (block devices "storage" then "logs").  Solo5 binds manifest devices to virtio PCI
  * devices in PCI order, so "service" is NIC 0 (--ipv4) and "admin" NIC 1
  * (--admin-ipv4).
  *
@@ -71,6 +73,9 @@ mft_entries:
 #endif
 #ifdef MFT_BLOCK
     MFT_ENTRY "storage", MFT_BLOCK_BASIC
+#endif
+#ifdef MFT_BLOCK2
+    MFT_ENTRY "logs", MFT_BLOCK_BASIC
 #endif
 solo5_mft_end:
 mft_end:

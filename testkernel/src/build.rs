@@ -54,6 +54,27 @@ pub fn kernel_path_block() -> PathBuf {
     built_kernel("testkernel-block.elf")
 }
 
+/// Like [`kernel_path`] (same build), for `testkernel/build/testkernel-storage.elf`:
+/// the same kernel, whose Solo5 manifest declares only the block device `storage` (no
+/// network device), driven by `--blk-write=SECTOR:TEXT` and `--blk-read=SECTOR`.
+///
+/// # Panics
+/// As [`kernel_path`].
+pub fn kernel_path_storage() -> PathBuf {
+    built_kernel("testkernel-storage.elf")
+}
+
+/// Like [`kernel_path`] (same build), for `testkernel/build/testkernel-2blk.elf`: the
+/// block devices `storage` then `logs`, no network device. It drives the first disk and
+/// prints the size of the others (`block1 capacity=N sectors`), so tests can see which
+/// volume got which device.
+///
+/// # Panics
+/// As [`kernel_path`].
+pub fn kernel_path_2blk() -> PathBuf {
+    built_kernel("testkernel-2blk.elf")
+}
+
 /// Runs the build once per process (one make builds every image) and returns
 /// `build/<file>`.
 fn built_kernel(file: &str) -> PathBuf {

@@ -81,6 +81,7 @@ pub struct GuestBuilder {
     nics: Vec<(String, String)>,
     legacy_only: bool,
     disk: Option<PathBuf>,
+    disk_writable: bool,
     extra: Vec<String>,
 }
 
@@ -151,6 +152,13 @@ impl GuestBuilder {
         self
     }
 
+    /// Attaches `path` as a raw virtio-blk disk the guest may write.
+    pub fn writable_disk(mut self, path: impl Into<PathBuf>) -> Self {
+        self.disk = Some(path.into());
+        self.disk_writable = true;
+        self
+    }
+
     /// Appends an extra raw QEMU argument.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.extra.push(arg.into());
@@ -206,8 +214,9 @@ impl GuestBuilder {
         if let Some(disk) = &self.disk {
             v.push("-drive".into());
             v.push(format!(
-                "file={},if=none,id=disk0,format=raw,readonly=on",
-                disk.display()
+                "file={},if=none,id=disk0,format=raw,readonly={}",
+                disk.display(),
+                if self.disk_writable { "off" } else { "on" }
             ));
             v.push("-device".into());
             v.push("virtio-blk-pci,drive=disk0".into());
@@ -308,6 +317,7 @@ impl QemuGuest {
             nics: Vec::new(),
             legacy_only: false,
             disk: None,
+            disk_writable: false,
             extra: Vec::new(),
         }
     }

@@ -79,6 +79,15 @@ pub const NET_NONE_LINE: &str = "rhyzome-testkernel: net none";
 pub const READY_LINE: &str = "rhyzome-testkernel: ready";
 /// Followed by 8 lower-case hex digits (FNV-1a 32 of sector 0 of the first disk).
 pub const BLOCK_CHECKSUM_PREFIX: &str = "rhyzome-testkernel: block sector0 checksum=";
+/// Followed by the device's size in 512-byte sectors, then ` sectors read_only=0|1`.
+pub const BLOCK_CAPACITY_PREFIX: &str = "rhyzome-testkernel: block capacity=";
+/// `--blk-read=S` (or UDP `blk-read S`): followed by `S text="..."` (the sector's text up to
+/// its first NUL) or `S error=SOLO5_R_...`.
+pub const BLOCK_READ_PREFIX: &str = "rhyzome-testkernel: block read sector=";
+/// `--blk-write=S:TEXT` (or UDP `blk-write S TEXT`): followed by `S ok` or `S error=NAME`,
+/// NAME Solo5's result: `SOLO5_R_EUNSPEC` when the device refuses (a read-only disk),
+/// `SOLO5_R_EINVAL` for a sector outside it.
+pub const BLOCK_WRITE_PREFIX: &str = "rhyzome-testkernel: block write sector=";
 /// Exact Solo5 exit line prefix: `Solo5: solo5_exit(N) called`.
 pub const SOLO5_EXIT_PREFIX: &str = "Solo5: solo5_exit(";
 /// Solo5's line when start-up fails because a virtio device is not in the

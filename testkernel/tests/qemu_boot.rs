@@ -75,6 +75,7 @@ fn elf_is_small_and_has_multiboot_header() {
         kernel_path_2nic(),
         kernel_path_nonet(),
         kernel_path_block(),
+        kernel_path_storage(),
     ] {
         let image = std::fs::read(&path).expect("read kernel");
         println!("{}: {} bytes", path.display(), image.len());
@@ -625,4 +626,53 @@ fn nonet_kernel_boots_echoes_its_parameters_and_exits_0() {
         );
     }
     assert!(guest.lines_with_prefix(SOLO5_ABORT_CALLED_LINE).is_empty());
+}
+
+/// The storage build (a block device, no NIC): a write survives the guest, a read-only disk
+/// refuses writes with Solo5's `SOLO5_R_EUNSPEC`, and the capacity is the disk's.
+#[test]
+fn block_writes_persist_and_a_read_only_disk_refuses_them() {
+    let dir = std::env::temp_dir().join(format!("rzt-blkrw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let boot = |writable: bool, cmdline: &str| {
+        let ns = TestNetns::new("blkrw");
+        let builder = QemuGuest::builder()
+            .kernel(kernel_path_storage())
+            .cmdline(cmdline)
+            .in_netns(&ns);
+        let mut guest = if writable {
+            builder.writable_disk(&disk)
+        } else {
+            builder.disk(&disk)
+        }
+        .spawn();
+        assert!(
+            guest.wait_exit(EXIT).is_some(),
+            "the guest did not exit\n{}",
+            guest.describe()
+        );
+        guest.console()
+    };
+    let first = boot(true, "--blk-write=7:kept-across-boots --exit-after=10");
+    assert!(
+        first.contains(&format!("{BLOCK_CAPACITY_PREFIX}2048 sectors read_only=0")),
+        "{first}"
+    );
+    assert!(
+        first.contains(&format!("{BLOCK_WRITE_PREFIX}7 ok")),
+        "{first}"
+    );
+    let second = boot(false, "--blk-write=8:refused --blk-read=7 --exit-after=10");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(second.contains("read_only=1"), "{second}");
+    assert!(
+        second.contains(&format!("{BLOCK_WRITE_PREFIX}8 error=SOLO5_R_EUNSPEC")),
+        "{second}"
+    );
+    assert!(
+        second.contains(&format!("{BLOCK_READ_PREFIX}7 text=\"kept-across-boots\"")),
+        "{second}"
+    );
 }

@@ -63,6 +63,8 @@ impl ClientError {
 
 mod images;
 mod networks;
+mod testbeds;
+mod volumes;
 pub use images::{Progress, ProgressPhase, PushOutcome};
 
 #[derive(Debug, Clone)]

@@ -163,6 +163,8 @@ pub(crate) struct InstanceSpecWire {
     #[serde(default)]
     nets: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]
+    volumes: Option<std::collections::BTreeMap<String, crate::volumes::VolumeMount>>,
+    #[serde(default)]
     kernel_parameters: String,
     #[serde(default)]
     memory_mib: Option<u32>,
@@ -222,6 +224,7 @@ impl TryFrom<InstanceSpecWire> for crate::InstanceSpec {
             kernel: w.kernel.unwrap_or_default(),
             image: w.image,
             nets: w.nets,
+            volumes: w.volumes,
             kernel_parameters: w.kernel_parameters,
             memory_mib: w.memory_mib,
             vcpus: w.vcpus,

@@ -10,8 +10,10 @@
 pub mod images;
 pub mod networks;
 pub mod placeholders;
+pub mod testbed;
 pub mod types;
 pub mod validate;
+pub mod volumes;
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -26,7 +28,14 @@ pub use networks::{
     ForwardMode, Network, NetworkAddress, NetworkConditions, NetworkCreate, NetworkLink,
     NetworkList, NicConditions, PartitionRequest, PartitionState,
 };
+pub use testbed::{
+    ChangeKind, Testbed, TestbedApply, TestbedChange, TestbedGroupStatus, TestbedList, TestbedPlan,
+};
 pub use types::*;
+pub use volumes::{
+    Volume, VolumeAttachment, VolumeFormat, VolumeList, VolumeMount, VolumeResize, VolumeSpec,
+    VolumeUploadQuery, VolumeUploaded, VolumeUse,
+};
 
 /// Path prefix of every API route.
 pub const API_PREFIX: &str = "/v1";

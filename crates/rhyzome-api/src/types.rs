@@ -34,6 +34,12 @@ pub struct InstanceSpec {
     /// in manifest order. Not allowed together with `network`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nets: Option<std::collections::BTreeMap<String, String>>,
+    /// For images whose Solo5 manifest declares block devices: the volume of each device, by
+    /// device name (`{"storage": {"volume": "data"}}`). Every declared device needs one; each
+    /// becomes a virtio-blk disk, in manifest order. A volume is attached read-write to one
+    /// instance at a time, or read-only (`read_only`) to any number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<std::collections::BTreeMap<String, crate::volumes::VolumeMount>>,
     /// Command line handed to the unikernel, at most 8191 bytes, no control characters.
     #[serde(default)]
     #[schema(
@@ -345,6 +351,9 @@ pub struct Instance {
     /// (and PCI slot) order; empty otherwise (`network` describes the single NIC).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<InterfaceAttachment>,
+    /// Its volumes, one per block device of its image's manifest, in manifest order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volumes::VolumeAttachment>,
     /// The kernel parameters as written, placeholders and all.
     pub kernel_parameters: String,
     /// What reaches the unikernel: `kernel_parameters` with `{ip}`, `{cidr}`, ... filled in

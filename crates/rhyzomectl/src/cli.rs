@@ -79,6 +79,12 @@ pub enum Command {
     /// Manage networks whose addresses the daemon gives out.
     #[command(subcommand)]
     Network(crate::commands::network::NetworkCommand),
+    /// Manage volumes: block storage that outlives instances.
+    #[command(subcommand)]
+    Volume(crate::commands::volume::VolumeCommand),
+    /// Manage test beds: groups of instances applied from one TOML file.
+    #[command(subcommand)]
+    Testbed(crate::commands::testbed::TestbedCommand),
     /// Show what the daemon is and how it runs guests.
     Info,
     /// Print instance state changes as they happen (until interrupted).

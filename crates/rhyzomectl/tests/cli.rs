@@ -229,6 +229,12 @@ fn every_verb_has_help_and_completions_generate() {
         let out = stdout(&ctl(&["instance", verb, "--help"]));
         assert!(out.contains("Usage: rhyzomectl instance"), "{verb}: {out}");
     }
+    for verb in [
+        "create", "list", "show", "upload", "download", "resize", "rm",
+    ] {
+        let out = stdout(&ctl(&["volume", verb, "--help"]));
+        assert!(out.contains("Usage: rhyzomectl volume"), "{verb}: {out}");
+    }
     let bash = stdout(&ctl(&["completions", "bash"]));
     assert!(bash.contains("rhyzomectl"));
     assert!(bash.contains("--kernel-parameters"));
@@ -995,4 +1001,60 @@ fn networks_are_created_listed_shown_used_and_removed() {
     let out = stdout(&ctl(&["--server", url, "network", "rm", "lab"]));
     assert!(out.contains("deleted network lab"), "{out}");
     assert!(stdout(&ctl(&["--server", url, "-o", "json", "network", "list"])).trim() == "[]");
+}
+
+#[test]
+fn volumes_are_created_filled_read_back_grown_and_removed() {
+    let s = serve();
+    let file = s.dir.path().join("content.img");
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i * 13) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    let file = file.to_str().unwrap();
+    let out = stdout(&ctl(&[
+        "--server", &s.url, "volume", "create", "store0", "--size", "1M",
+    ]));
+    assert_eq!(out.trim(), "store0 (raw, 1.0 MiB)");
+    let out = stdout(&ctl(&[
+        "--server", &s.url, "volume", "upload", "store0", file, "-q",
+    ]));
+    assert!(out.starts_with("store0: wrote "), "{out}");
+    let back = s.dir.path().join("back.img");
+    let back_str = back.to_str().unwrap();
+    stdout(&ctl(&[
+        "--server", &s.url, "volume", "download", "store0", back_str,
+    ]));
+    let got = std::fs::read(&back).unwrap();
+    assert_eq!(got.len(), 1 << 20);
+    assert_eq!(&got[..content.len()], &content[..]);
+    // --from sizes the volume after the file, rounded up to whole sectors.
+    stdout(&ctl(&[
+        "--server", &s.url, "volume", "create", "copy", "--from", file, "-q",
+    ]));
+    let shown = stdout(&ctl(&["--server", &s.url, "volume", "show", "copy"]));
+    assert!(shown.contains("(200192 bytes)"), "{shown}");
+    stdout(&ctl(&[
+        "--server", &s.url, "volume", "create", "child", "--clone", "store0",
+    ]));
+    let listed = stdout(&ctl(&["--server", &s.url, "volume", "list"]));
+    assert!(
+        listed.contains("child") && listed.contains("qcow2"),
+        "{listed}"
+    );
+    assert!(failure(&ctl(&["--server", &s.url, "volume", "rm", "store0"])).contains("clones"));
+    stdout(&ctl(&["--server", &s.url, "volume", "rm", "child"]));
+    let grown = stdout(&ctl(&[
+        "--server", &s.url, "volume", "resize", "store0", "--size", "2M",
+    ]));
+    assert_eq!(grown.trim(), "store0: 2.0 MiB");
+    let err = failure(&ctl(&[
+        "--server", &s.url, "volume", "create", "bad", "--size", "1000",
+    ]));
+    assert!(err.contains("size_bytes"), "{err}");
+    stdout(&ctl(&[
+        "--server", &s.url, "volume", "rm", "store0", "copy",
+    ]));
+    assert_eq!(
+        stdout(&ctl(&["--server", &s.url, "volume", "list", "-o", "json"])).trim(),
+        "[]"
+    );
 }

@@ -78,6 +78,10 @@ struct RawConfig {
     stop_guests_on_shutdown: Option<bool>,
     #[serde(rename = "MaxImageBytes")]
     max_image_bytes: Option<u64>,
+    #[serde(rename = "VolumePool")]
+    volume_pool: Option<String>,
+    #[serde(rename = "MaxVolumeUploadBytes")]
+    max_volume_upload_bytes: Option<u64>,
     #[serde(rename = "TLSCert")]
     tls_cert: Option<PathBuf>,
     #[serde(rename = "TLSKey")]
@@ -131,6 +135,11 @@ pub struct Config {
     pub stop_guests_on_shutdown: bool,
     /// Largest image `POST /v1/images` accepts.
     pub max_image_bytes: u64,
+    /// An existing libvirt storage pool to keep volumes in, instead of the daemon's own
+    /// (`StateDir/volumes`).
+    pub volume_pool: Option<String>,
+    /// Largest body `PUT /v1/volumes/{name}/content` accepts.
+    pub max_volume_upload_bytes: u64,
     /// Certificate chain and private key (PEM) to serve HTTPS with.
     pub tls: Option<TlsFiles>,
     /// Allow listening beyond loopback with neither TLS nor tokens.
@@ -372,6 +381,18 @@ impl Config {
             stop_guests_on_shutdown: raw.stop_guests_on_shutdown.unwrap_or(false),
             max_image_bytes: max_image_bytes(raw.max_image_bytes)
                 .map_err(|m| invalid("MaxImageBytes", m))?,
+            volume_pool: match raw.volume_pool {
+                Some(p) if p.is_empty() || p.chars().any(|c| c.is_control() || c == '/') => {
+                    return Err(invalid(
+                        "VolumePool",
+                        format!("{p:?} is not a libvirt pool name"),
+                    ))
+                }
+                p => p,
+            },
+            max_volume_upload_bytes: raw
+                .max_volume_upload_bytes
+                .unwrap_or(DEFAULT_MAX_VOLUME_UPLOAD_BYTES),
             tls,
             insecure: raw.insecure.unwrap_or(false),
             create_rate_limit,
@@ -437,6 +458,9 @@ fn local_socket(
     }
     Ok(Some(LocalSocket { path, group }))
 }
+
+/// Default of `MaxVolumeUploadBytes`: 16 GiB.
+pub const DEFAULT_MAX_VOLUME_UPLOAD_BYTES: u64 = 16 << 30;
 
 /// Default of `MaxImageBytes`: Solo5 unikernels are a few MiB.
 pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 64 << 20;

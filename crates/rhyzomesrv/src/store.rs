@@ -17,8 +17,10 @@ mod encoding;
 pub mod images;
 pub mod labels;
 pub mod networks;
+pub mod testbeds;
 #[cfg(test)]
 mod upgrade_tests;
+pub mod volumes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -134,7 +136,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 8;
+const SCHEMA_VERSION: i32 = 10;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -162,12 +164,16 @@ const MIGRATIONS: &[Migration] = &[
     // 6 -> 7: instance labels, and link conditions on attachments (issue 14; renumbered by
     // whoever merges it after other branches' migrations).
     Migration::Sql(LABELS_AND_LINK_CONDITIONS),
-    // 7 -> 8: emulated networks (issue 14; renumbered by whoever merges it after other
-    // branches' migrations).
+    // 7 -> 8: volumes, the libvirt volumes being made, and what instances attach.
+    Migration::Sql(volumes::VOLUME_TABLES),
+    // 8 -> 9: test beds, their members and their networks.
+    Migration::Sql(TESTBED_TABLES),
+    // 9 -> 10: emulated networks (issue 14; written as 7 -> 8 on its branch, renumbered at
+    // the merge after volumes and test beds).
     Migration::Sql(EMULATED_NETWORKS),
 ];
 
-/// 7 -> 8 (also run on a new database after the version 7 tables): an emulated network's
+/// 9 -> 10 (also run on a new database after the version 9 tables): an emulated network's
 /// emulator port and seed (both NULL on a plain network), its default link conditions and its
 /// partitions (JSON: a `LinkConditions`, and a list of selector pairs; NULL is none), and
 /// each of its NICs' own UDP port.
@@ -419,6 +425,37 @@ ALTER TABLE instance_attachments ADD COLUMN address INTEGER;
 CREATE UNIQUE INDEX instance_attachments_address ON instance_attachments (network_id, address);
 ";
 
+/// Test beds (see [`testbeds`]): the applied file is the desired state; each member row is
+/// written before its instance is created, with the spec it is (to be) created from, so a
+/// crash in between leaves a member whose instance the converger creates, never an
+/// instance the bed does not know. Until instances carry labels, membership lives here.
+const TESTBED_TABLES: &str = "
+CREATE TABLE testbeds (
+    name         TEXT PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    owner_prefix TEXT,
+    file         TEXT NOT NULL,
+    desired      TEXT NOT NULL,
+    applied_at   TEXT NOT NULL,
+    applied_ms   INTEGER NOT NULL,
+    last_error   TEXT
+);
+CREATE TABLE testbed_members (
+    testbed    TEXT NOT NULL REFERENCES testbeds(name) ON DELETE CASCADE,
+    group_name TEXT NOT NULL,
+    idx        INTEGER NOT NULL,
+    instance   TEXT NOT NULL UNIQUE,
+    spec       TEXT NOT NULL,
+    ready_ms   INTEGER,
+    PRIMARY KEY (testbed, group_name, idx)
+);
+CREATE TABLE testbed_networks (
+    testbed TEXT NOT NULL REFERENCES testbeds(name) ON DELETE CASCADE,
+    network TEXT NOT NULL UNIQUE,
+    PRIMARY KEY (testbed, network)
+);
+";
+
 /// The bearer tokens, read and written by `auth::tokens` through its own connection; their
 /// schema is versioned here with the rest of the database.
 const TOKENS_TABLE: &str = "
@@ -600,6 +637,8 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         tx.execute_batch(attachments::TABLE)?;
         tx.execute_batch(NETWORK_TABLES)?;
         tx.execute_batch(LABELS_AND_LINK_CONDITIONS)?;
+        tx.execute_batch(volumes::VOLUME_TABLES)?;
+        tx.execute_batch(TESTBED_TABLES)?;
         tx.execute_batch(EMULATED_NETWORKS)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
@@ -690,18 +729,19 @@ impl Store {
     }
 
     pub fn insert(&self, r: &InstanceRecord) -> Result<(), StoreError> {
-        self.insert_with_boot(r, None)
+        self.insert_with_boot(r, None, &[])
     }
 
-    /// Inserts a record with its NIC attachments and the image reference it was created from
-    /// in one transaction, so a crash cannot leave a record whose guest would boot with the
-    /// wrong devices. A MAC any NIC already has is [`StoreError::MacTaken`].
+    /// Inserts a record with its NIC attachments, the image reference it was created from and
+    /// its volumes in one transaction, so a crash cannot leave a record whose guest would boot
+    /// with the wrong devices. A MAC any NIC already has is [`StoreError::MacTaken`].
     pub fn insert_with_boot(
         &self,
         r: &InstanceRecord,
         image: Option<&str>,
+        volumes: &[volumes::AttachmentRow],
     ) -> Result<(), StoreError> {
-        self.insert_with_addresses(r, image).map(|_| ())
+        self.insert_with_addresses(r, image, volumes).map(|_| ())
     }
 
     /// [`Self::insert_with_boot`], giving each attachment on a managed network its address in
@@ -711,6 +751,7 @@ impl Store {
         &self,
         r: &InstanceRecord,
         image: Option<&str>,
+        volumes: &[volumes::AttachmentRow],
     ) -> Result<Vec<attachments::Attachment>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -760,6 +801,7 @@ impl Store {
         attachments::write(&tx, &r.id, &attachments)?;
         labels::write(&tx, &r.id, &r.labels)?;
         images::write_boot(&tx, &r.id, image)?;
+        volumes::write_attachments(&tx, &r.id, volumes)?;
         tx.commit()?;
         Ok(attachments)
     }

@@ -570,8 +570,12 @@ struct Call {
 struct Owned {
     instance: &'static str,
     network: &'static str,
+    testbed: &'static str,
+    /// A test-bed apply naming the owner's prefix.
+    testbed_file: Vec<u8>,
     /// A network create naming the owner's prefix.
     network_spec: Vec<u8>,
+    volume: &'static str,
     image: &'static str,
     digest: String,
     spec: Vec<u8>,
@@ -615,7 +619,11 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
         ],
         // Checked separately, on a live stream: see the test.
         ("get", "/v1/events") => vec![],
-        ("get", "/v1/instances") | ("get", "/v1/images") | ("get", "/v1/networks") => {
+        ("get", "/v1/instances")
+        | ("get", "/v1/images")
+        | ("get", "/v1/networks")
+        | ("get", "/v1/volumes")
+        | ("get", "/v1/testbeds") => {
             vec![call(Stranger, Method::GET, path.into(), Hides)]
         }
         ("post", "/v1/instances") => vec![
@@ -736,12 +744,82 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
                 },
             ]
         }
+        ("post", "/v1/testbeds") => vec![
+            Call {
+                body: json(&owned.testbed_file),
+                ..call(Viewer, Method::POST, path.into(), Status(403))
+            },
+            Call {
+                body: json(&owned.testbed_file),
+                ..call(Stranger, Method::POST, path.into(), Status(403))
+            },
+        ],
+        ("get", "/v1/testbeds/{name}") => vec![call(
+            Stranger,
+            Method::GET,
+            format!("/v1/testbeds/{}", owned.testbed),
+            Status(404),
+        )],
+        ("delete", "/v1/testbeds/{name}") => {
+            let bed = format!("/v1/testbeds/{}", owned.testbed);
+            vec![
+                call(Viewer, Method::DELETE, bed.clone(), Status(403)),
+                call(Stranger, Method::DELETE, bed, Status(404)),
+            ]
+        }
         ("get", "/v1/images/{reference}") | ("head", "/v1/images/{reference}") => {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             images
                 .into_iter()
                 .map(|p| call(Stranger, m.clone(), p, Status(404)))
                 .collect()
+        }
+        ("post", "/v1/volumes") => vec![
+            Call {
+                body: json(br#"{"name": "anything", "size_bytes": 1048576}"#),
+                ..call(Viewer, Method::POST, path.into(), Status(403))
+            },
+            // The stranger's create names the owner's prefix.
+            Call {
+                body: json(br#"{"name": "alice-new", "size_bytes": 1048576}"#),
+                ..call(Stranger, Method::POST, path.into(), Status(403))
+            },
+            // ... or clones the owner's volume, which it cannot see.
+            Call {
+                body: json(br#"{"name": "mallory-copy", "clone": "alice-vol"}"#),
+                ..call(Stranger, Method::POST, path.into(), Status(422))
+            },
+        ],
+        ("get", "/v1/volumes/{name}") | ("get", "/v1/volumes/{name}/content") => {
+            let suffix = path.trim_start_matches("/v1/volumes/{name}");
+            vec![call(
+                Stranger,
+                Method::GET,
+                format!("/v1/volumes/{}{suffix}", owned.volume),
+                Status(404),
+            )]
+        }
+        ("delete", "/v1/volumes/{name}")
+        | ("post", "/v1/volumes/{name}/resize")
+        | ("put", "/v1/volumes/{name}/content") => {
+            let suffix = path.trim_start_matches("/v1/volumes/{name}");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let target = format!("/v1/volumes/{}{suffix}", owned.volume);
+            let body = match method {
+                "post" => json(br#"{"size_bytes": 2097152}"#),
+                "put" => Some(("application/octet-stream", b"overwritten".to_vec())),
+                _ => None,
+            };
+            vec![
+                Call {
+                    body: body.clone(),
+                    ..call(Viewer, m.clone(), target.clone(), Status(403))
+                },
+                Call {
+                    body,
+                    ..call(Stranger, m, target, Status(404))
+                },
+            ]
         }
         ("delete", "/v1/images/{reference}") => images
             .into_iter()
@@ -792,11 +870,37 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
         )
         .unwrap();
     alice
+        .create_volume(&rhyzome_api::VolumeSpec {
+            name: "alice-vol".into(),
+            size_bytes: Some(1 << 20),
+            ..Default::default()
+        })
+        .unwrap();
+    alice
         .create_network(&network_request("alice-net", "10.40.0.0/24"))
+        .unwrap();
+    let bed_file = |name: &str| {
+        format!(
+            "name = \"{name}\"\n[[groups]]\nname = \"g\"\ncount = 1\nkernel = {:?}\n",
+            s.kernel
+        )
+    };
+    alice
+        .apply_testbed(&rhyzome_api::TestbedApply {
+            file: bed_file("alice-bed"),
+            dry_run: None,
+        })
         .unwrap();
     let owned = Owned {
         instance: "alice-web",
+        volume: "alice-vol",
         network: "alice-net",
+        testbed: "alice-bed",
+        testbed_file: serde_json::to_vec(&rhyzome_api::TestbedApply {
+            file: bed_file("alice-bed2"),
+            dry_run: None,
+        })
+        .unwrap(),
         network_spec: serde_json::to_vec(&network_request("alice-net2", "10.41.0.0/24")).unwrap(),
         image: "alice-img:v1",
         digest: uploaded.image.digest.clone(),
@@ -840,10 +944,23 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
         let instances = serde_json::to_value(root.list_instances().unwrap()).unwrap();
         let images = serde_json::to_value(root.list_images().unwrap()).unwrap();
         let networks = serde_json::to_value(root.list_networks().unwrap()).unwrap();
+        let volumes = serde_json::to_value(root.list_volumes().unwrap()).unwrap();
+        let mut content = Vec::new();
+        root.download_volume("alice-vol", &mut content, &mut |_| {})
+            .unwrap();
+        let testbeds: Vec<String> = root
+            .list_testbeds()
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
         (
             instances,
             images,
             networks,
+            volumes,
+            content,
+            testbeds,
             s.backend.list().unwrap().len(),
             s.backend.networks().unwrap().len(),
         )

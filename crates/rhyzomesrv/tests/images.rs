@@ -766,14 +766,17 @@ fn a_refused_server_path_kernel_leaves_no_blob() {
 }
 
 #[test]
-fn an_image_with_a_block_device_is_refused_until_volumes_exist() {
+fn an_image_with_a_block_device_needs_a_volume_for_it() {
     let s = serve();
     let bytes = virtio_image_with(&[("service", 2), ("storage", 1)], 22);
     s.upload(&bytes, None, Some("db")).unwrap();
     let (status, body) = s.refused(&s.image_spec("db", "db"));
-    assert_eq!((status, body.field.as_deref()), (422, Some("image")));
+    assert_eq!(
+        (status, body.field.as_deref()),
+        (422, Some("volumes.storage"))
+    );
     assert!(
-        body.message.contains("storage") && body.message.contains("not supported yet"),
+        body.message.contains("--volume storage="),
         "{}",
         body.message
     );
@@ -785,11 +788,9 @@ fn an_image_with_a_block_device_is_refused_until_volumes_exist() {
         kernel: path.to_str().unwrap().into(),
         ..Default::default()
     });
-    assert_eq!((status, body.field.as_deref()), (422, Some("kernel")));
-    assert!(
-        body.message.contains("not supported yet"),
-        "{}",
-        body.message
+    assert_eq!(
+        (status, body.field.as_deref()),
+        (422, Some("volumes.storage"))
     );
     s.assert_nothing_created();
 }

@@ -76,6 +76,7 @@ fn definition(name: String, cmdline: String, hostname: String) -> DomainDefiniti
             emulated: None,
             rate_bps: None,
         }],
+        disks: Vec::new(),
         console_log: "/var/lib/rhyzome/consoles/x.log".into(),
     }
 }

@@ -26,6 +26,7 @@ pub type Progress<'a> = &'a mut (dyn FnMut(ProgressPhase, u64, u64) + Send);
 pub enum ProgressPhase {
     Hashing,
     Uploading,
+    Downloading,
 }
 
 fn image_path(reference: &str) -> String {
@@ -152,10 +153,10 @@ impl Client {
 }
 
 /// Like [`Counting`], but owning its callback so it can be a `'static` request body.
-struct CountingOwned {
-    inner: std::fs::File,
-    done: u64,
-    report: Box<dyn FnMut(u64) + Send>,
+pub(super) struct CountingOwned {
+    pub(super) inner: std::fs::File,
+    pub(super) done: u64,
+    pub(super) report: Box<dyn FnMut(u64) + Send>,
 }
 
 impl Read for CountingOwned {
@@ -167,6 +168,6 @@ impl Read for CountingOwned {
     }
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
+pub(super) fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -7,6 +7,8 @@ pub mod image;
 mod info;
 pub mod instance;
 pub mod network;
+pub mod testbed;
+pub mod volume;
 
 use crate::cli::{Cli, Command};
 use crate::profile::Profiles;
@@ -26,6 +28,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Instance(cmd) => instance::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Network(cmd) => network::run(&ctx, cmd),
+        Command::Volume(cmd) => volume::run(&ctx, cmd),
+        Command::Testbed(cmd) => testbed::run(&ctx, cmd),
         Command::Info => info::run(&ctx),
         Command::Events(a) => events::run(&ctx, a.instance.as_deref()),
         Command::Completions(a) => completions::run(a.shell),
@@ -112,4 +116,27 @@ fn changed_conditions(
         current()?
     };
     Ok(change.or(current))
+}
+
+/// Deletes each of `names` with `delete`, printing what went and what did not; fails when any
+/// did not (`what` names them in plural: `images`). Shared by the `rm` verbs.
+pub fn delete_each(
+    names: &[String],
+    what: &str,
+    delete: impl Fn(&str) -> Result<(), rhyzome_api::client::ClientError>,
+) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for name in names {
+        match delete(name) {
+            Ok(()) => println!("deleted {name}"),
+            Err(e) => {
+                eprintln!("rhyzomectl: {name}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} {what} not deleted", names.len());
+    }
+    Ok(())
 }

@@ -24,6 +24,21 @@ pub struct DomainDefinition {
     /// Every NIC, in the instance's order (the order of its attachments); empty for an
     /// instance without a network.
     pub nics: Vec<Nic>,
+    /// Block devices, in manifest order (Solo5 binds them in PCI order).
+    pub disks: Vec<Disk>,
+}
+
+/// A virtio-blk disk backed by a storage volume.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub pool: String,
+    /// The volume's name in `pool` (the backend's, not the user's).
+    pub volume: String,
+    /// `raw` or `qcow2`.
+    pub format: &'static str,
+    pub read_only: bool,
+    /// Fixed PCI slot on bus 0, after the NICs'.
+    pub pci_slot: u8,
 }
 
 #[derive(Debug, Clone)]

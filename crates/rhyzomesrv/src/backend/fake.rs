@@ -14,6 +14,8 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub struct FakeBackend {
     inner: Mutex<FakeState>,
+    /// Storage pools and their volumes (see `fake_storage.rs`).
+    pub(super) storage: Mutex<super::fake_storage::FakeStorage>,
 }
 
 /// What the fake knows of a domain: the definition it was created from (none for one
@@ -471,6 +473,7 @@ mod tests {
             cmdline: String::new(),
             console_log: "/consoles/a.log".into(),
             nics: vec![nic(0), nic(1)],
+            disks: Vec::new(),
         }
     }
 

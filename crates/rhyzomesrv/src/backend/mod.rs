@@ -10,11 +10,14 @@
 pub mod counters;
 pub mod definition;
 pub mod fake;
+mod fake_storage;
 pub mod libvirt;
 pub mod network;
+pub mod storage;
+pub mod storage_xml;
 
 pub use counters::DomainCounters;
-pub use definition::{DomainDefinition, DomainMark, EmulatedPort, Nic};
+pub use definition::{Disk, DomainDefinition, DomainMark, EmulatedPort, Nic};
 use network::{DhcpHost, HostRoute, NetworkDefinition, NetworkStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,7 +93,7 @@ pub type NoticeSink = std::sync::Arc<dyn Fn(Notice) + Send + Sync>;
 
 /// Domains are transient: a domain exists while its guest runs and disappears when the guest
 /// powers off or is destroyed. The daemon's store, not libvirt, remembers instances.
-pub trait Hypervisor: Send + Sync + 'static {
+pub trait Hypervisor: storage::Storage + Send + Sync + 'static {
     /// Human-readable identity, for logs (`qemu:///system`).
     fn uri(&self) -> String;
     /// Creates and starts a transient domain as `def` describes it.

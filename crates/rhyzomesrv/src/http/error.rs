@@ -92,11 +92,14 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Auth(a) => a.into(),
             ServiceError::Image(i) => i.into(),
+            ServiceError::Volume(v) => v.into(),
             ServiceError::Invalid(f) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", f.message)
                     .with_field(f.field)
             }
-            ServiceError::NotFound(_) | ServiceError::NetworkNotFound(_) => {
+            ServiceError::NotFound(_)
+            | ServiceError::NetworkNotFound(_)
+            | ServiceError::TestbedNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
             ServiceError::Conflict { field, message } => {

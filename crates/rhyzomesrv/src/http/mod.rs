@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod dashboard;
+pub mod digest;
 pub mod error;
 pub mod events;
 pub mod images;
@@ -20,6 +21,8 @@ pub mod openapi;
 pub mod query;
 pub mod server;
 pub mod streams;
+pub mod testbeds;
+pub mod volumes;
 
 use crate::service::Service;
 use axum::extract::DefaultBodyLimit;
@@ -48,6 +51,8 @@ pub type AppState = Arc<Service>;
         (name = "instances", description = "Unikernel instances and their lifecycle"),
         (name = "images", description = "Uploaded unikernel images"),
         (name = "networks", description = "Managed networks and the addresses on them"),
+        (name = "volumes", description = "Block storage that outlives instances"),
+        (name = "testbeds", description = "Test beds: groups of instances applied from one file"),
         (name = "server", description = "The daemon itself"),
     ),
     components(schemas(rhyzome_api::ErrorBody)),
@@ -118,6 +123,24 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             networks::heal::heal_network
         ))
         .routes(routes!(networks::conditions::get_network_conditions))
+        .routes(routes!(
+            volumes::create::create_volume,
+            volumes::list::list_volumes
+        ))
+        .routes(routes!(
+            volumes::get::get_volume,
+            volumes::delete::delete_volume
+        ))
+        .routes(routes!(volumes::resize::resize_volume))
+        .routes(volume_content_route())
+        .routes(routes!(
+            testbeds::apply::apply_testbed,
+            testbeds::list::list_testbeds
+        ))
+        .routes(routes!(
+            testbeds::get::get_testbed,
+            testbeds::delete::delete_testbed
+        ))
         .routes(routes!(events::get_events))
         .routes(routes!(info::get_info))
         .routes(routes!(openapi::get_openapi))
@@ -129,6 +152,20 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// streams the body to disk and enforces `MaxImageBytes` itself.
 fn upload_route() -> utoipa_axum::router::UtoipaMethodRouter<AppState> {
     let (schemas, paths, method_router) = routes!(images::upload::upload_image);
+    (
+        schemas,
+        paths,
+        method_router.layer(DefaultBodyLimit::disable()),
+    )
+}
+
+/// `/v1/volumes/{name}/content` without the router's body limit: the upload handler streams
+/// the body into libvirt and enforces the volume's size and `MaxVolumeUploadBytes` itself.
+fn volume_content_route() -> utoipa_axum::router::UtoipaMethodRouter<AppState> {
+    let (schemas, paths, method_router) = routes!(
+        volumes::upload::upload_volume,
+        volumes::download::download_volume
+    );
     (
         schemas,
         paths,

@@ -158,10 +158,11 @@ impl Service {
         &self,
         mut record: InstanceRecord,
         image: Option<&str>,
+        volumes: &[crate::store::volumes::AttachmentRow],
     ) -> Result<InstanceRecord, ServiceError> {
         let single = record.attachments.iter().all(|a| a.device.is_none());
         let field = if single { "network.ipv4" } else { "nets" };
-        match self.store.insert_with_addresses(&record, image) {
+        match self.store.insert_with_addresses(&record, image, volumes) {
             Ok(attachments) => record.attachments = attachments,
             Err(StoreError::Address(refusal)) => {
                 let message = refusal.to_string();

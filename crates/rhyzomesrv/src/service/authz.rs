@@ -2,7 +2,7 @@
 //!
 //! Every public [`Service`] operation takes the [`Caller`] and asks [`Service::authorize`]
 //! before it touches anything; HTTP handlers only translate requests into those calls. The
-//! rules: instances, networks and images outside a caller's name prefix do not exist for it (404, so
+//! rules: instances, networks, test beds and images outside a caller's name prefix do not exist for it (404, so
 //! that tenants cannot probe each other's names), and changing anything needs the operator
 //! role (403). A few handlers also call `authorize` themselves, before work that must not be
 //! spent on a refused request (reading an upload body, taking a stream slot); the operation
@@ -34,6 +34,12 @@ pub enum Action<'a> {
     ChangeNetwork(&'a str, &'static str),
     /// Create managed networks (the new name's prefix is checked once the request is valid).
     CreateNetworks,
+    /// Read the named test bed.
+    ReadTestbed(&'a str),
+    /// Change the named test bed; the verb names the refused action in the error.
+    ChangeTestbed(&'a str, &'static str),
+    /// Apply test beds (the bed's name prefix is checked once the file is valid).
+    CreateTestbeds,
     /// Read the node's metrics (`GET /metrics`): every instance's counters, so only a token
     /// without a name prefix may; any role will do, `metrics` included.
     ReadMetrics,
@@ -41,6 +47,14 @@ pub enum Action<'a> {
     /// authentication middleware for every request, so that no endpoint, present or future,
     /// is open to a Prometheus token by omission.
     UseApi,
+    /// List volumes (those outside the prefix are left out by the listing itself).
+    ListVolumes,
+    /// Read the named volume: its record or its content.
+    ReadVolume(&'a str),
+    /// Change the named volume; the verb names the refused action in the error.
+    ChangeVolume(&'a str, &'static str),
+    /// Create volumes (the new name's prefix is checked once the spec is valid).
+    CreateVolumes,
 }
 
 impl Service {
@@ -69,6 +83,19 @@ pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), ServiceError
             verb
         }
         Action::CreateNetworks => "create networks",
+        Action::ListVolumes => return Ok(()),
+        Action::ReadVolume(name) => return visible_volume(caller, name),
+        Action::ChangeVolume(name, verb) => {
+            visible_volume(caller, name)?;
+            verb
+        }
+        Action::CreateVolumes => "create volumes",
+        Action::ReadTestbed(name) => return testbed_visible(caller, name),
+        Action::ChangeTestbed(name, verb) => {
+            testbed_visible(caller, name)?;
+            verb
+        }
+        Action::CreateTestbeds => "apply test beds",
     };
     Ok(caller.require(Role::Operator, change)?)
 }
@@ -104,5 +131,23 @@ fn network_visible(caller: &Caller, name: &str) -> Result<(), ServiceError> {
         Ok(())
     } else {
         Err(ServiceError::NetworkNotFound(name.to_string()))
+    }
+}
+
+/// Test beds outside the caller's prefix do not exist for it, as instances do not.
+fn testbed_visible(caller: &Caller, name: &str) -> Result<(), ServiceError> {
+    if caller.sees(name) {
+        Ok(())
+    } else {
+        Err(ServiceError::TestbedNotFound(name.to_string()))
+    }
+}
+
+/// Volumes outside the caller's prefix do not exist for it.
+fn visible_volume(caller: &Caller, name: &str) -> Result<(), ServiceError> {
+    if caller.sees(name) {
+        Ok(())
+    } else {
+        Err(super::volumes::VolumeError::NotFound(name.to_string()).into())
     }
 }

@@ -187,27 +187,14 @@ impl Service {
         Ok(boot)
     }
 
-    /// Refuses what a Solo5 manifest rules out: block devices (not supported yet; the volumes
-    /// work will attach them), and any network option for an image that declares no network
-    /// device (Solo5 aborts at boot on a NIC it does not declare). `field` is `kernel` or
-    /// `image`, `what` the path or reference.
+    /// Refuses what a Solo5 manifest rules out: any network option for an image that declares
+    /// no network device (Solo5 aborts at boot on a NIC it does not declare). `what` is the kernel's
+    /// path or the image's reference.
     pub(super) fn check_manifest(
         spec: &InstanceSpec,
         manifest: &Solo5Manifest,
-        field: &'static str,
         what: &str,
     ) -> Result<(), FieldError> {
-        let blocks = manifest.block_devices();
-        if !blocks.is_empty() {
-            return Err(FieldError::new(
-                field,
-                format!(
-                    "{what} declares the block device(s) {} in its Solo5 manifest; block devices \
-                     are not supported yet, so it cannot run here",
-                    blocks.join(", ")
-                ),
-            ));
-        }
         if !manifest.net_devices().is_empty() {
             return Ok(());
         }
@@ -322,9 +309,13 @@ impl Service {
         Ok(out)
     }
 
-    /// What the hypervisor is asked to run for `r`: its blob, command line and NICs in order.
+    /// What the hypervisor is asked to run for `r`: its blob, command line, NICs and disks in
+    /// order. Disks follow the NICs: Solo5 binds each kind in PCI order, and a fixed slot keeps
+    /// libvirt's allocator from reordering them.
     pub(super) fn definition(&self, r: &InstanceRecord) -> Result<DomainDefinition, ServiceError> {
         let emulator_ports = self.emulator_ports(&r.attachments)?;
+        // A store error must not quietly yield a guest without the disks its image needs.
+        let disks = self.disks_of(&r.id, FIRST_NIC_SLOT + r.attachments.len() as u8)?;
         Ok(DomainDefinition {
             domain_type: self.domain_type,
             domain_name: backend::domain_name(&r.name),
@@ -361,6 +352,7 @@ impl Service {
                         .map(|r| r as u64),
                 })
                 .collect(),
+            disks,
         })
     }
 
@@ -377,11 +369,11 @@ impl Service {
     ) -> Result<Vec<Attachment>, ServiceError> {
         let manifest = manifest_of(&boot.inspection);
         if let Some(m) = manifest {
-            let (field, what) = match &boot.image {
-                Some(reference) => ("image", reference.as_str()),
-                None => ("kernel", spec.kernel.as_str()),
+            let what = match &boot.image {
+                Some(reference) => reference.as_str(),
+                None => spec.kernel.as_str(),
             };
-            Self::check_manifest(spec, m, field, what)?;
+            Self::check_manifest(spec, m, what)?;
         }
         let nics = self.plan_nics(spec, &boot.inspection)?;
         if !nics.is_empty() || manifest.is_some_and(|m| m.net_devices().is_empty()) {

@@ -83,6 +83,7 @@ impl Service {
                     })
                 })
                 .collect(),
+            volumes: self.attachments_of(&r.id),
             kernel_parameters: r.kernel_parameters.clone(),
             kernel_parameters_expanded,
             memory_mib: r.memory_mib,
@@ -277,6 +278,16 @@ impl Service {
                 super::links::check_plain_link(&a.conditions, "link.")?;
             }
         }
+        // Held until the record (with its volumes) is written.
+        let _volume_guards = self.lock_requested_volumes(spec).await;
+        let block_devices = super::boot_plan::manifest_of(&boot.inspection)
+            .map(|m| m.block_devices())
+            .unwrap_or_default();
+        let volumes: Vec<crate::store::volumes::AttachmentRow> = self
+            .plan_volumes(spec, &block_devices, caller)?
+            .into_iter()
+            .map(|p| p.attachment)
+            .collect();
         // An emulated network's NICs have no bridge: its name is the emulator's tap.
         let bridged: Vec<Attachment> = attachments
             .iter()
@@ -312,7 +323,7 @@ impl Service {
         };
         self.remember_manifest(&record.kernel_sha256, &boot.inspection);
         let record = self
-            .insert_with_addresses(record, boot.image.as_deref())
+            .insert_with_addresses(record, boot.image.as_deref(), &volumes)
             .await?;
         // With the real addresses: the expanded text must fit too.
         if let Err(e) = self.expanded_parameters(&record) {

@@ -2,7 +2,8 @@
 //! [`Service`] struct over store, backend, event log and locks; errors; the blocking and time
 //! helpers); each noun has its own file: [`instances`] (create, get, list, delete, start,
 //! stop, restart, garbage collection), [`boot_plan`] (kernel or image, devices, NICs, the
-//! domain definition), [`images`], [`console`] and [`stats`].
+//! domain definition), [`images`], [`console`], [`stats`] and [`testbeds`] (test beds applied
+//! from a file and converged by a driver task per bed).
 //!
 //! Every mutation is first written to the [`Store`] (desired state), then carried out on the
 //! [`Hypervisor`], then the observed outcome is recorded. If the daemon dies in between, the
@@ -35,6 +36,8 @@ pub mod ownership;
 pub mod reconcile;
 pub mod restart;
 pub mod stats;
+pub mod testbeds;
+pub mod volumes;
 
 pub use boot_plan::mac_for_name;
 
@@ -57,6 +60,8 @@ pub enum ServiceError {
     NotFound(String),
     #[error("network {0:?} not found")]
     NetworkNotFound(String),
+    #[error("test bed {0:?} not found")]
+    TestbedNotFound(String),
     #[error("{message}")]
     Conflict {
         field: Option<&'static str>,
@@ -76,6 +81,8 @@ pub enum ServiceError {
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     Image(#[from] crate::images::ImageError),
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -114,6 +121,10 @@ pub struct Service {
     metrics: Arc<crate::metrics::Metrics>,
     /// The link emulators of emulated networks, under `StateDir/emulators` ([`links`]).
     emulators: Arc<rhyzome_linkemu::supervise::Supervisor>,
+    /// The name of the storage pool volumes live in, once it was made or found.
+    volume_pool: tokio::sync::OnceCell<String>,
+    /// Test beds a driver task is converging (see [`testbeds`]), so there is one per bed.
+    testbed_drivers: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Runs blocking work off the async runtime.
@@ -212,6 +223,8 @@ impl Service {
             left_alone: Default::default(),
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
             metrics: Default::default(),
+            volume_pool: tokio::sync::OnceCell::new(),
+            testbed_drivers: Default::default(),
         })
     }
 

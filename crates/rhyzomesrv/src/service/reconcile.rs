@@ -394,6 +394,9 @@ impl Service {
             if let Err(e) = result {
                 tracing::warn!(error = %e, "reconcile pass failed");
             }
+            // After the instances: a bed whose member vanished gets it back, and a bed
+            // applied before a restart resumes.
+            self.drive_testbeds();
         }
     }
 
@@ -402,6 +405,10 @@ impl Service {
     pub async fn recover(&self) -> Result<ReconcileReport, ServiceError> {
         // Networks first: a guest on a managed network cannot start without it.
         self.reconcile_networks_logged(true).await;
+        // Before the guests: those with volumes need the pool active.
+        if let Err(e) = self.recover_volumes().await {
+            tracing::warn!(error = %e, "cannot check the volume pool; volume requests will retry");
+        }
         let report = self.reconcile(Pass::Startup).await?;
         self.collect_garbage().await;
         Ok(report)

@@ -308,7 +308,7 @@ mod tests {
             emulator_port: None,
         };
         r.attachments = vec![nic("service", 3), nic("admin", 4)];
-        s.insert_with_boot(&r, Some("web:1.0")).unwrap();
+        s.insert_with_boot(&r, Some("web:1.0"), &[]).unwrap();
         assert_eq!(s.instances_booting("aa").unwrap(), ["a"]);
         // A MAC of another instance's extra NIC is taken, as is its first one.
         for taken in ["02:00:00:00:01:04", "02:00:00:00:01:03"] {

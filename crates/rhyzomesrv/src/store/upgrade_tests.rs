@@ -38,14 +38,18 @@ enum Release {
     /// version 7 on this branch (issue 14); made by its own commit's store code,
     /// provisional name until it is merged.
     V7Labels,
+    /// The volumes branch: volume tables, version 8 (provisional name: the fixture is renamed
+    /// to its commit, and the version renumbered, when it is merged).
+    V8Volumes,
+    /// 200cb9b (branch `testbeds`): test beds, their members and networks, version 9.
+    V9Testbeds,
     /// Emulated networks (an emulator port and seed per network, a UDP port per NIC on
-    /// one), version 8 on branch emunet (issue 14); made by its own commit's store code,
-    /// provisional name until it is merged (and renumbered if another version 8 came first).
-    V8Emulated,
+    /// one), version 10 (issue 14; version 8 on branch emunet, renumbered at its merge).
+    V10Emulated,
 }
 
 impl Release {
-    const ALL: [Release; 11] = [
+    const ALL: [Release; 13] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -56,7 +60,9 @@ impl Release {
         Release::V5Attachments,
         Release::V6Networks,
         Release::V7Labels,
-        Release::V8Emulated,
+        Release::V8Volumes,
+        Release::V9Testbeds,
+        Release::V10Emulated,
     ];
 
     fn fixture(self) -> &'static str {
@@ -71,7 +77,9 @@ impl Release {
             Release::V5Attachments => "v5-5a67253.db",
             Release::V6Networks => "v6-c9a9443.db",
             Release::V7Labels => "v7-6dc4867.db",
-            Release::V8Emulated => "v8-emunet.db",
+            Release::V8Volumes => "v8-5da614b.db",
+            Release::V9Testbeds => V9_FIXTURE,
+            Release::V10Emulated => V10_FIXTURE,
         }
     }
 
@@ -99,7 +107,11 @@ impl Release {
             }
             Release::V6Networks => Some(V6_TOKEN),
             Release::V7Labels => Some(V7_TOKEN),
-            Release::V8Emulated => Some(V8_TOKEN),
+            Release::V8Volumes => {
+                Some("rhz_ec8a8b2b8d9515a8137702c7653f2f67daafb8cadd3f7872001c1a0e0f146554")
+            }
+            Release::V9Testbeds => Some(V9_TOKEN),
+            Release::V10Emulated => Some(V10_TOKEN),
         }
     }
 
@@ -113,7 +125,9 @@ impl Release {
             Release::V5Attachments => Some("d2617cd6-e047-4550-8ec5-f903d53d2da2"),
             Release::V6Networks => Some(V6_DAEMON),
             Release::V7Labels => Some(V7_DAEMON),
-            Release::V8Emulated => Some(V8_DAEMON),
+            Release::V8Volumes => Some("41a4b1b7-e7c2-44e4-87d9-bba77d7e6460"),
+            Release::V9Testbeds => Some(V9_DAEMON),
+            Release::V10Emulated => Some(V10_DAEMON),
             _ => None,
         }
     }
@@ -125,9 +139,52 @@ const V6_DAEMON: &str = "a22751c2-970a-46cd-9261-c25ce5ab75ef";
 /// Printed by the generator of `v7-6dc4867.db` (generators/6dc4867.rs.txt).
 const V7_TOKEN: &str = "rhz_3548362620002aa3282b8a9f7e7e30b510266d5878cd7801db50fb84ef97d099";
 const V7_DAEMON: &str = "4417eedf-c621-488b-922a-41170e1247e7";
-/// Printed by the generator of `v8-emunet.db` (generators/emunet.rs.txt).
-const V8_TOKEN: &str = "rhz_5bbeff19f8c44e0bca53c8f9e76c3f87fd702bd5545278a7a81cf8c7a91bfd5c";
-const V8_DAEMON: &str = "da08de3b-95e5-410e-995d-75ec46e770e8";
+
+/// Version 9's fixture and what its generator printed.
+const V9_FIXTURE: &str = "v9-200cb9b.db";
+const V9_TOKEN: &str = "rhz_df5960cf846c30358376cc770423ff2bd1c383a55c1492b9ddb0937886dc3842";
+const V9_DAEMON: &str = "bf8f8032-92f8-428b-8437-09289e9770a4";
+
+/// Version 10's fixture and what its generator printed.
+const V10_FIXTURE: &str = "v10-emunet.db";
+const V10_TOKEN: &str = "rhz_45b1e2f802c817b353eca20184fc70627b0775edeea35a6af6d4463b62abb030";
+const V10_DAEMON: &str = "fb3db04f-ec62-481f-8967-ed6b66abec54";
+
+/// The test bed `exp` of version 9's fixture, for the releases that made it; older ones
+/// have none and take one with today's code.
+fn check_testbeds(store: &Store, release: Release) {
+    use super::testbeds::{MemberRecord, TestbedRecord};
+    let exp = TestbedRecord {
+        name: "exp".into(),
+        owner: "alice".into(),
+        owner_prefix: Some("a-".into()),
+        file: "name = \"exp\"\n".into(),
+        desired: "present".into(),
+        applied_at: "2026-11-27T06:43:00Z".into(),
+        applied_ms: 1_795_000_100_000,
+        last_error: None,
+    };
+    let web = MemberRecord {
+        group: "g".into(),
+        index: 0,
+        instance: "web".into(),
+        spec: "{}".into(),
+        ready_ms: Some(1_795_000_100_500),
+    };
+    if release < Release::V9Testbeds {
+        assert!(store.testbeds().unwrap().is_empty(), "{release:?}");
+        store.put_testbed(&exp).unwrap();
+        store.put_testbed_network("exp", "lab").unwrap();
+        store.put_testbed_member("exp", &web).unwrap();
+    }
+    assert_eq!(store.testbeds().unwrap(), vec![exp], "{release:?}");
+    assert_eq!(store.testbed_networks("exp").unwrap(), vec!["lab"]);
+    assert_eq!(store.testbed_members("exp").unwrap(), vec![web]);
+    // Removing the bed takes its rows with it.
+    store.remove_testbed("exp").unwrap();
+    assert!(store.testbed_members("exp").unwrap().is_empty());
+    assert!(store.testbed_networks("exp").unwrap().is_empty());
+}
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/databases")
@@ -389,7 +446,7 @@ fn check_networks(store: &Store, release: Release) {
             seed: u64::MAX - 1,
         }),
     };
-    if release < Release::V8Emulated {
+    if release < Release::V10Emulated {
         // Today's code on the migrated tables gives the same port.
         let given = store.insert_network(&NetworkRecord {
             emulator: Some(super::networks::Emulator {
@@ -441,7 +498,7 @@ fn check_networks(store: &Store, release: Release) {
     let mut on_lab = record("on-lab", "02:00:00:00:00:0a");
     on_lab.attachments[0].bridge = lab.bridge.clone();
     on_lab.attachments[0].network = Some(LAB_ID.into());
-    let written = store.insert_with_addresses(&on_lab, None).unwrap();
+    let written = store.insert_with_addresses(&on_lab, None, &[]).unwrap();
     let expected = std::net::Ipv4Addr::new(10, 20, 0, 2 + taken);
     assert_eq!(written[0].address, Some(expected), "{release:?}");
     assert_eq!(
@@ -453,7 +510,7 @@ fn check_networks(store: &Store, release: Release) {
     let mut on_wan = record("on-wan", "02:00:00:00:00:0b");
     on_wan.attachments[0].bridge = wan.bridge.clone();
     on_wan.attachments[0].network = Some(WAN_ID.into());
-    let written = store.insert_with_addresses(&on_wan, None).unwrap();
+    let written = store.insert_with_addresses(&on_wan, None, &[]).unwrap();
     assert_eq!(
         (written[0].address, written[0].emulator_port),
         (Some(std::net::Ipv4Addr::new(10, 50, 0, 2)), Some(24001)),
@@ -510,6 +567,30 @@ fn schema_of(store: &Store) -> Vec<String> {
     schema
 }
 
+/// No release before volumes had any; every migrated database records new ones and their
+/// pending libvirt volumes.
+fn check_volumes(store: &Store, release: Release) {
+    assert!(store.volumes().unwrap().is_empty(), "{release:?}");
+    store
+        .insert_pending_volume("pool", "rhyzome-vol-x")
+        .unwrap();
+    store
+        .insert_volume(&crate::store::volumes::VolumeRow {
+            id: "vol-1".into(),
+            name: "data".into(),
+            owner: "alice".into(),
+            pool: "pool".into(),
+            libvirt_name: "rhyzome-vol-x".into(),
+            format: "raw".into(),
+            capacity: 1 << 20,
+            base_id: None,
+            created_at: "2026-12-01T00:00:00Z".into(),
+        })
+        .unwrap();
+    assert!(store.abandoned_volumes().unwrap().is_empty(), "{release:?}");
+    assert_eq!(store.volumes().unwrap().len(), 1, "{release:?}");
+}
+
 #[test]
 fn every_released_database_migrates_and_serves_its_records() {
     // What today's daemon creates: the store's tables and the tokens'.
@@ -546,6 +627,7 @@ fn every_released_database_migrates_and_serves_its_records() {
             "{release:?}"
         );
         check_images(&store, release);
+        check_volumes(&store, release);
         let visible: Vec<String> = store
             .visible()
             .unwrap()
@@ -612,6 +694,7 @@ fn every_released_database_migrates_and_serves_its_records() {
             "{release:?}"
         );
         check_networks(&store, release);
+        check_testbeds(&store, release);
         drop(store);
         // Opening again finds the current version and changes nothing.
         let again = Store::open(dir.path()).unwrap();

@@ -462,6 +462,20 @@ impl Drop for Daemon {
             let _ = virsh(&["net-destroy", &name]);
             let _ = virsh(&["net-undefine", &name]);
         }
+        // The daemon's own storage pool is named by its identity, and its files live in this
+        // test's directory, which goes with it; only its definition would stay in libvirt.
+        let pool = self.volume_pool();
+        if virsh(&["pool-info", &pool]).status.success() {
+            let _ = virsh(&["pool-destroy", &pool]);
+            let _ = virsh(&["pool-undefine", &pool]);
+        }
+    }
+}
+
+impl Daemon {
+    /// The name of the daemon's own volume pool.
+    pub fn volume_pool(&self) -> String {
+        format!("rhyzome-{}", self.daemon_id)
     }
 }
 

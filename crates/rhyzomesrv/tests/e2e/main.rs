@@ -20,4 +20,6 @@ mod recovery;
 mod restarts;
 mod seed;
 mod testbed;
+mod testbeds;
 mod unprivileged;
+mod volumes;

@@ -212,3 +212,71 @@ fn sigterm_leaves_guests_running_unless_configured_and_autostart_brings_them_bac
         InstanceState::Exited
     );
 }
+
+/// A host reboot with a volume: the guest's data, the daemon's own pool (persistent and
+/// autostarted in libvirt) and the attachment all come back with the autostarted guest.
+#[test]
+fn a_host_reboot_keeps_a_volume_and_its_data() {
+    let _serial = serial();
+    let mut d = Daemon::start("rebootvol");
+    d.client
+        .create_volume(&rhyzome_api::VolumeSpec {
+            name: "keep".into(),
+            size_bytes: Some(8 << 20),
+            ..Default::default()
+        })
+        .unwrap();
+    d.client
+        .push_image(
+            &rhyzome_testkernel::kernel_path_block(),
+            Some("blk"),
+            &mut |_, _, _| {},
+        )
+        .unwrap();
+    let ip = Ipv4Addr::new(192, 168, 100, 155);
+    d.client
+        .create_instance(&rhyzome_api::InstanceSpec {
+            name: "rebootvol-a".into(),
+            image: Some("blk".into()),
+            kernel_parameters: format!("--ipv4={ip}/24 --blk-read=1"),
+            autostart: Some(true),
+            volumes: Some(
+                [(
+                    "storage".to_string(),
+                    rhyzome_api::VolumeMount {
+                        volume: "keep".into(),
+                        read_only: false,
+                    },
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        })
+        .unwrap();
+    d.wait_for_console("rebootvol-a", READY_LINE, 1);
+    let reply = udp(ip, "blk-write 1 survived-the-reboot");
+    assert!(reply.contains("ok"), "{reply}");
+
+    // The daemon dies, the guest goes with the host, libvirtd restarts, then the daemon.
+    d.kill();
+    let domain = "rhyzome-rebootvol-a";
+    assert!(d.marked(domain), "{domain} is not this test's daemon's");
+    assert!(virsh(&["destroy", domain]).status.success());
+    kill_libvirtd().restart();
+    let pool = virsh(&["pool-info", &d.volume_pool()]);
+    let pool = String::from_utf8_lossy(&pool.stdout).to_string();
+    assert!(
+        pool.contains("running"),
+        "libvirt autostarted the pool:\n{pool}"
+    );
+    d.start_again();
+    d.wait_for_state("rebootvol-a", InstanceState::Running);
+    let console = d.wait_for_console(
+        "rebootvol-a",
+        "rhyzome-testkernel: block read sector=1 text=\"survived-the-reboot\"",
+        1,
+    );
+    assert!(console.contains("read_only=0"), "{console}");
+    d.client.delete_instance("rebootvol-a").unwrap();
+    d.client.delete_volume("keep").unwrap();
+}

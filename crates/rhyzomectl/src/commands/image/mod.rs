@@ -1,7 +1,7 @@
 //! `rhyzomectl image VERB`.
 
 mod list;
-mod progress;
+pub(crate) mod progress;
 pub mod push;
 pub mod rm;
 pub mod show;

@@ -33,8 +33,9 @@ impl Bar {
         let width = 30;
         let filled = (percent * width / 100) as usize;
         let label = match phase {
-            ProgressPhase::Hashing => "hashing  ",
-            ProgressPhase::Uploading => "uploading",
+            ProgressPhase::Hashing => "hashing    ",
+            ProgressPhase::Uploading => "uploading  ",
+            ProgressPhase::Downloading => "downloading",
         };
         let mut err = std::io::stderr().lock();
         let _ = write!(

@@ -27,6 +27,11 @@ pub struct CreateArgs {
     #[arg(long = "net", value_name = "DEVICE=NAME", value_parser = parse_net,
           conflicts_with_all = ["bridge", "mac", "no_network", "network"])]
     pub nets: Vec<(String, String)>,
+    /// The volume of a block device the image's Solo5 manifest declares: DEVICE=VOLUME,
+    /// or DEVICE=VOLUME:ro to attach it read-only (once per device).
+    #[arg(long = "volume", value_name = "DEVICE=VOLUME[:ro]",
+          value_parser = rhyzome_api::volumes::parse_volume_arg)]
+    pub volumes: Vec<(String, rhyzome_api::VolumeMount)>,
     /// Join the managed network NAME (see `rhyzomectl network`): the NIC gets an address
     /// from its subnet, which --kernel-parameters can use as {ip}, {cidr}, {gateway}, ...
     #[arg(long, value_name = "NAME", conflicts_with_all = ["bridge", "no_network"])]
@@ -157,6 +162,7 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
         kernel: a.kernel.unwrap_or_default(),
         image,
         nets: (!a.nets.is_empty()).then(|| a.nets.into_iter().collect()),
+        volumes: (!a.volumes.is_empty()).then(|| a.volumes.into_iter().collect()),
         kernel_parameters: a.kernel_parameters,
         memory_mib: a.memory,
         vcpus: a.vcpus,

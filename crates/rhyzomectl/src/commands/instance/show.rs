@@ -75,6 +75,10 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
             "interface:", n.device, n.bridge, n.mac, n.pci_slot
         );
     }
+    for v in &i.volumes {
+        let how = if v.read_only { "ro" } else { "rw" };
+        println!("{:<18} {} = {} ({how})", "volume:", v.device, v.volume);
+    }
     Ok(())
 }
 

@@ -9,7 +9,7 @@
 //! the serial console in a file, and none of the devices a unikernel never uses (USB, balloon,
 //! graphics), each of which costs boot time. Pure functions; no I/O.
 
-use crate::backend::{DomainDefinition, DomainMark};
+use crate::backend::{Disk, DomainDefinition, DomainMark};
 use quick_xml::events::BytesText;
 use quick_xml::Writer;
 use std::path::PathBuf;
@@ -51,6 +51,59 @@ fn path_str<'a>(what: &'static str, p: &'a std::path::Path) -> Result<&'a str, D
         what,
         path: p.to_path_buf(),
     })
+}
+
+/// `vda`, `vdb`, ... `vdz`, `vdaa`, ...: the target name libvirt wants (the guest never sees
+/// it; Solo5 finds disks by PCI order).
+fn disk_target(i: usize) -> String {
+    let letter = |n: usize| (b'a' + (n % 26) as u8) as char;
+    if i < 26 {
+        format!("vd{}", letter(i))
+    } else {
+        format!("vd{}{}", letter(i / 26 - 1), letter(i))
+    }
+}
+
+fn write_disk(w: &mut W, i: usize, disk: &Disk) -> std::io::Result<()> {
+    let target = disk_target(i);
+    w.create_element("disk")
+        .with_attribute(("type", "volume"))
+        .with_attribute(("device", "disk"))
+        // Solo5 speaks legacy virtio-pci only, as for NICs.
+        .with_attribute(("model", "virtio-transitional"))
+        .write_inner_content(|w| {
+            w.create_element("driver")
+                .with_attribute(("name", "qemu"))
+                .with_attribute(("type", disk.format))
+                .write_empty()?;
+            w.create_element("source")
+                .with_attribute(("pool", disk.pool.as_str()))
+                .with_attribute(("volume", disk.volume.as_str()))
+                .write_empty()?;
+            w.create_element("target")
+                .with_attribute(("dev", target.as_str()))
+                .with_attribute(("bus", "virtio"))
+                .write_empty()?;
+            if disk.read_only {
+                w.create_element("readonly").write_empty()?;
+            }
+            write_pci_address(w, disk.pci_slot)?;
+            Ok::<_, std::io::Error>(())
+        })?;
+    Ok(())
+}
+
+/// A fixed address on PCI bus 0: Solo5 binds devices of a kind in PCI order.
+fn write_pci_address(w: &mut W, slot: u8) -> std::io::Result<()> {
+    let slot = format!("0x{slot:02x}");
+    w.create_element("address")
+        .with_attribute(("type", "pci"))
+        .with_attribute(("domain", "0x0000"))
+        .with_attribute(("bus", "0x00"))
+        .with_attribute(("slot", slot.as_str()))
+        .with_attribute(("function", "0x0"))
+        .write_empty()?;
+    Ok(())
 }
 
 pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
@@ -179,6 +232,9 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
                             Ok::<_, std::io::Error>(())
                         })?;
                 }
+                for (i, disk) in def.disks.iter().enumerate() {
+                    write_disk(w, i, disk)?;
+                }
                 w.create_element("serial")
                     .with_attribute(("type", "file"))
                     .write_inner_content(|w| {
@@ -280,6 +336,7 @@ mod tests {
                 rate_bps: None,
             }],
             console_log: "/var/lib/rhyzome/consoles/x.log".into(),
+            disks: Vec::new(),
         }
     }
 
@@ -450,5 +507,47 @@ mod tests {
             .replace("urn:rhyzome:instance:2", "urn:rhyzome:instance:1")
             .replace(" daemon=\"0b6f1f8e-1d52-4c43-9a1e-3f7e2b8a9c10\"", "");
         assert_eq!(mark_from_domain_xml(&old).unwrap().daemon, None);
+    }
+
+    #[test]
+    fn disks_follow_in_order_at_their_slots_with_their_mode() {
+        let mut def = sample();
+        def.disks = vec![
+            Disk {
+                pool: "pool <&>".into(),
+                volume: "rhyzome-vol-1".into(),
+                format: "raw",
+                read_only: false,
+                pci_slot: 4,
+            },
+            Disk {
+                pool: "p".into(),
+                volume: "rhyzome-vol-2".into(),
+                format: "qcow2",
+                read_only: true,
+                pci_slot: 5,
+            },
+        ];
+        let xml = render(&def).unwrap();
+        let first = xml.find("rhyzome-vol-1").unwrap();
+        let second = xml.find("rhyzome-vol-2").unwrap();
+        assert!(first < second, "{xml}");
+        assert!(
+            xml.contains("<source pool=\"pool &lt;&amp;&gt;\" volume=\"rhyzome-vol-1\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<driver name=\"qemu\" type=\"qcow2\"/>"),
+            "{xml}"
+        );
+        assert!(xml.contains("slot=\"0x04\""), "{xml}");
+        assert!(xml.contains("slot=\"0x05\""), "{xml}");
+        assert!(
+            xml.contains("<target dev=\"vdb\" bus=\"virtio\"/>"),
+            "{xml}"
+        );
+        assert_eq!(xml.matches("<readonly/>").count(), 1, "{xml}");
+        assert!(xml.find("<readonly/>").unwrap() > first, "{xml}");
+        assert_eq!(disk_target(27), "vdab");
     }
 }

@@ -15,6 +15,7 @@ pub mod domain_xml;
 pub mod events;
 pub mod host;
 pub mod network_xml;
+mod storage;
 
 use super::network::{DhcpHost, HostRoute, NetworkDefinition, NetworkStatus};
 use super::{

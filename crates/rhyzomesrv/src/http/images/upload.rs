@@ -12,7 +12,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::{Extension, Json};
-use rhyzome_api::images::SHA256_HEADER;
 use rhyzome_api::{ErrorBody, ImageUpload, UploadQuery};
 
 /// Upload an image.
@@ -85,39 +84,6 @@ fn check_request(
 ) -> Result<(UploadQuery, Option<ExpectedDigest>), ApiError> {
     svc.authorize(caller, Action::UploadImages)?;
     let ApiQuery(q) = ApiQuery::<UploadQuery>::try_from_uri(uri)?;
-    let header_digest = headers
-        .get(SHA256_HEADER)
-        .map(|v| {
-            v.to_str().map(str::to_string).map_err(|_| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_field",
-                    "is not ASCII",
-                )
-                .with_field(SHA256_HEADER)
-            })
-        })
-        .transpose()?;
-    let expected = match (q.sha256.clone(), header_digest) {
-        (Some(a), Some(b))
-            if a.trim_start_matches("sha256:") != b.trim_start_matches("sha256:") =>
-        {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                "differs from the sha256 query parameter",
-            )
-            .with_field(SHA256_HEADER))
-        }
-        (Some(value), _) => Some(ExpectedDigest {
-            field: "sha256",
-            value,
-        }),
-        (None, Some(value)) => Some(ExpectedDigest {
-            field: SHA256_HEADER,
-            value,
-        }),
-        (None, None) => None,
-    };
+    let expected = crate::http::digest::expected(q.sha256.clone(), headers)?;
     Ok((q, expected))
 }

@@ -1,0 +1,44 @@
+//! `rhyzomectl testbed status NAME`.
+
+use super::Context;
+use crate::output;
+use clap::Args;
+
+#[derive(Args)]
+pub struct StatusArgs {
+    pub name: String,
+}
+
+pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let bed = ctx.client()?.get_testbed(name)?;
+    if ctx.json() {
+        return output::json(&bed);
+    }
+    let rows: Vec<Vec<String>> = bed
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.desired.to_string(),
+                g.created.to_string(),
+                g.running.to_string(),
+                g.ready.to_string(),
+                g.exited.to_string(),
+                g.failed.to_string(),
+                g.ms_to_ready
+                    .map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "GROUP", "DESIRED", "CREATED", "RUNNING", "READY", "EXITED", "FAILED", "TO READY",
+        ],
+        &rows,
+    );
+    if let Some(e) = &bed.last_error {
+        println!("last error: {e}");
+    }
+    Ok(())
+}

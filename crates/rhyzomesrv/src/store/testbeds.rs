@@ -1,0 +1,183 @@
+//! Test beds as stored (`TESTBED_TABLES` in the parent module): the file last applied, the
+//! members (one row per instance the bed owns, with the spec it was created from) and the
+//! managed networks the bed owns. Every write is one statement or one transaction on the
+//! store's single connection, so readers never see half an apply.
+
+use super::{Store, StoreError};
+use rusqlite::{params, OptionalExtension};
+
+/// A test bed as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestbedRecord {
+    pub name: String,
+    pub owner: String,
+    pub owner_prefix: Option<String>,
+    /// The TOML text last applied.
+    pub file: String,
+    /// `present` or `deleting`.
+    pub desired: String,
+    pub applied_at: String,
+    pub applied_ms: i64,
+    pub last_error: Option<String>,
+}
+
+/// One instance a bed owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub group: String,
+    pub index: u32,
+    pub instance: String,
+    /// The `InstanceSpec` as JSON: equal text, equal instance.
+    pub spec: String,
+    /// When it was first seen ready (ms since the epoch).
+    pub ready_ms: Option<i64>,
+}
+
+const BED_COLUMNS: &str =
+    "name, owner, owner_prefix, file, desired, applied_at, applied_ms, last_error";
+
+fn bed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TestbedRecord> {
+    Ok(TestbedRecord {
+        name: r.get(0)?,
+        owner: r.get(1)?,
+        owner_prefix: r.get(2)?,
+        file: r.get(3)?,
+        desired: r.get(4)?,
+        applied_at: r.get(5)?,
+        applied_ms: r.get(6)?,
+        last_error: r.get(7)?,
+    })
+}
+
+impl Store {
+    /// Writes a bed's desired state: inserted, or its file and time replaced.
+    pub fn put_testbed(&self, r: &TestbedRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO testbeds (name, owner, owner_prefix, file, desired, applied_at, \
+             applied_ms, last_error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL) \
+             ON CONFLICT(name) DO UPDATE SET file = excluded.file, desired = excluded.desired, \
+             applied_at = excluded.applied_at, applied_ms = excluded.applied_ms, \
+             last_error = NULL",
+            params![
+                r.name,
+                r.owner,
+                r.owner_prefix,
+                r.file,
+                r.desired,
+                r.applied_at,
+                r.applied_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn testbed(&self, name: &str) -> Result<Option<TestbedRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {BED_COLUMNS} FROM testbeds WHERE name = ?1"),
+                [name],
+                bed_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn testbeds(&self) -> Result<Vec<TestbedRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare(&format!("SELECT {BED_COLUMNS} FROM testbeds ORDER BY name"))?;
+        let rows = stmt.query_map([], bed_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_testbed_desired(&self, name: &str, desired: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE testbeds SET desired = ?2 WHERE name = ?1",
+            params![name, desired],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_testbed_error(&self, name: &str, error: Option<&str>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE testbeds SET last_error = ?2 WHERE name = ?1",
+            params![name, error],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a bed with its member and network rows.
+    pub fn remove_testbed(&self, name: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM testbeds WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    pub fn testbed_members(&self, bed: &str) -> Result<Vec<MemberRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT group_name, idx, instance, spec, ready_ms FROM testbed_members \
+             WHERE testbed = ?1 ORDER BY group_name, idx",
+        )?;
+        let rows = stmt.query_map([bed], |r| {
+            Ok(MemberRecord {
+                group: r.get(0)?,
+                index: r.get(1)?,
+                instance: r.get(2)?,
+                spec: r.get(3)?,
+                ready_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records (or replaces) a member before its instance is created.
+    pub fn put_testbed_member(&self, bed: &str, m: &MemberRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO testbed_members (testbed, group_name, idx, instance, spec, ready_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(testbed, group_name, idx) DO UPDATE \
+             SET instance = excluded.instance, spec = excluded.spec, ready_ms = excluded.ready_ms",
+            params![bed, m.group, m.index, m.instance, m.spec, m.ready_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_member_ready(&self, instance: &str, ready_ms: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE testbed_members SET ready_ms = ?2 WHERE instance = ?1 AND ready_ms IS NULL",
+            params![instance, ready_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_testbed_member(&self, instance: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM testbed_members WHERE instance = ?1",
+            [instance],
+        )?;
+        Ok(())
+    }
+
+    pub fn testbed_networks(&self, bed: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT network FROM testbed_networks WHERE testbed = ?1 ORDER BY network")?;
+        let rows = stmt.query_map([bed], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that the bed owns a network, before the network is created.
+    pub fn put_testbed_network(&self, bed: &str, network: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO testbed_networks (testbed, network) VALUES (?1, ?2)",
+            params![bed, network],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_testbed_network(&self, network: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM testbed_networks WHERE network = ?1", [network])?;
+        Ok(())
+    }
+}
