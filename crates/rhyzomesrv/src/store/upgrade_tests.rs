@@ -43,8 +43,8 @@ enum Release {
     V8Volumes,
     /// 200cb9b (branch `testbeds`): test beds, their members and networks, version 9.
     V9Testbeds,
-    /// Emulated networks (an emulator port and seed per network, a UDP port per NIC on
-    /// one), version 10 (issue 14; version 8 on branch emunet, renumbered at its merge).
+    /// 26ba9ba: emulated networks (an emulator port and seed per network, a UDP port per NIC
+    /// on one), version 10 (issue 14; version 8 on branch emunet, renumbered at its merge).
     V10Emulated,
 }
 
@@ -146,7 +146,7 @@ const V9_TOKEN: &str = "rhz_df5960cf846c30358376cc770423ff2bd1c383a55c1492b9ddb0
 const V9_DAEMON: &str = "bf8f8032-92f8-428b-8437-09289e9770a4";
 
 /// Version 10's fixture and what its generator printed.
-const V10_FIXTURE: &str = "v10-emunet.db";
+const V10_FIXTURE: &str = "v10-26ba9ba.db";
 const V10_TOKEN: &str = "rhz_45b1e2f802c817b353eca20184fc70627b0775edeea35a6af6d4463b62abb030";
 const V10_DAEMON: &str = "fb3db04f-ec62-481f-8967-ed6b66abec54";
 
