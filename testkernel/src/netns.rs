@@ -2,7 +2,7 @@
 //! drop), clean-up of namespaces left by killed test processes, and UDP from inside a named
 //! namespace.
 
-use crate::{next_unique, require_root, run, run_ok};
+use crate::{next_unique, require_root, run, run_ok, UDP_PORT};
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -350,4 +350,41 @@ impl Drop for TestNetns {
         kill_netns_pids(&self.name);
         let _ = run("ip", &["netns", "del", &self.name]);
     }
+}
+
+/// The report of the test kernel's `probe` command: the guest at `from` sends `count` probes,
+/// one every `interval_ms`, to the guest `to_ip` (MAC `to_mac`, no ARP) and answers, once
+/// done, one line `probe sent=N received=M rtt_avg_us=A rtt_min_us=B rtt_max_us=C
+/// pattern=P` (see `kernel/net.c`). Asked from inside the named network namespace.
+pub fn probe_in(
+    netns: &str,
+    from: Ipv4Addr,
+    to_ip: Ipv4Addr,
+    to_mac: &str,
+    count: u32,
+    interval_ms: u32,
+) -> io::Result<String> {
+    let command = format!("probe {to_ip} {to_mac} {count} {interval_ms}");
+    let wait = Duration::from_millis(u64::from(count * interval_ms) + 6000);
+    in_named_netns(netns, move || {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut buf = vec![0u8; 4096];
+        // The command is answered "ok" at once; retry if that answer was lost.
+        for _ in 0..5 {
+            sock.send_to(command.as_bytes(), SocketAddrV4::new(from, UDP_PORT))?;
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                if &buf[..n] != b"ok\n" {
+                    return Err(io::Error::other(format!(
+                        "probe command answered {:?}",
+                        String::from_utf8_lossy(&buf[..n])
+                    )));
+                }
+                break;
+            }
+        }
+        sock.set_read_timeout(Some(wait))?;
+        let (n, _) = sock.recv_from(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
 }

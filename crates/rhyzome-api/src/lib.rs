@@ -24,7 +24,10 @@ pub use images::{
     Image, ImageFormat, ImageInspection, ImageList, ImageUpload, ManifestDevice, Solo5Info,
     Solo5Manifest, UploadQuery,
 };
-pub use networks::{ForwardMode, Network, NetworkAddress, NetworkCreate, NetworkList};
+pub use networks::{
+    ForwardMode, Network, NetworkAddress, NetworkConditions, NetworkCreate, NetworkLink,
+    NetworkList, NicConditions, PartitionRequest, PartitionState,
+};
 pub use testbed::{
     ChangeKind, Testbed, TestbedApply, TestbedChange, TestbedGroupStatus, TestbedList, TestbedPlan,
 };

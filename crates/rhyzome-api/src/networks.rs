@@ -41,6 +41,16 @@ pub struct NetworkCreate {
     /// given to an instance (default `false`).
     #[serde(default)]
     pub dhcp: Option<bool>,
+    /// Put the network's frames through a link emulator of Rhyzome's own instead of a kernel
+    /// bridge, so its NICs can have latency, jitter, loss, `down` and partitions (default
+    /// `false`). Its host side is a tap with the gateway address; it needs mode `isolated`
+    /// and no DHCP (guests get their addresses on their command line).
+    #[serde(default)]
+    pub emulated: Option<bool>,
+    /// Seeds the emulator's loss and jitter, so a run can be replayed with the same drop
+    /// pattern; default: drawn at random, and shown by `network show`. Only with `emulated`.
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 /// How a managed network reaches beyond its bridge.
@@ -90,13 +100,20 @@ pub struct Network {
     pub prefix: u8,
     pub mode: ForwardMode,
     pub dhcp: bool,
+    /// Whether a link emulator carries its frames (`network create --emulated`).
+    #[serde(default)]
+    pub emulated: bool,
+    /// The emulator's seed (emulated networks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// Addresses given to instances.
     pub addresses_in_use: u32,
     /// Addresses still free for instances.
     pub addresses_free: u32,
     /// Every address in use, by instance and device.
     pub attachments: Vec<NetworkAddress>,
-    /// Whether libvirt runs the network now.
+    /// Whether libvirt runs the network now (for an emulated one: whether its emulator
+    /// answers).
     pub active: bool,
     pub created_at: String,
     /// The token that created it (`anonymous` while authentication is off).
@@ -117,6 +134,57 @@ pub struct NetworkAddress {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NetworkList {
     pub networks: Vec<Network>,
+}
+
+/// `PUT /v1/networks/{name}/link`: the default conditions of every NIC on an emulated
+/// network, replacing those set before (an empty object clears them). A NIC's own conditions
+/// win, field by field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkLink {
+    pub conditions: crate::LinkConditions,
+}
+
+/// `POST /v1/networks/{name}/partitions`: nothing passes, either way, between the instances
+/// whose labels match one selector and those matching the other. Selectors are resolved
+/// whenever the network's NICs change, so an instance created later joins its side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionRequest {
+    /// Two label selectors (`key=value[,key=value]`).
+    #[schema(example = json!(["group=eu", "group=us"]))]
+    pub between: [String; 2],
+}
+
+/// What applies now on an emulated network (`GET /v1/networks/{name}/conditions`, and the
+/// answer of every change).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkConditions {
+    pub network: String,
+    pub seed: u64,
+    /// The network's defaults.
+    pub defaults: crate::LinkConditions,
+    /// Each NIC with its effective conditions (its own over the network's).
+    pub nics: Vec<NicConditions>,
+    pub partitions: Vec<PartitionState>,
+    /// What the request did not do, e.g. a selector that matches no instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NicConditions {
+    pub instance: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    pub conditions: crate::LinkConditions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PartitionState {
+    pub between: [String; 2],
+    /// The instances each selector matches now.
+    pub sides: [Vec<String>; 2],
 }
 
 /// Longest network name: `rhyzome-` and the name must stay a short libvirt network name.
@@ -217,6 +285,9 @@ pub struct ValidNetwork {
     pub gateway: Ipv4Addr,
     pub mode: ForwardMode,
     pub dhcp: bool,
+    pub emulated: bool,
+    /// The seed asked for (emulated networks only; the server draws one when absent).
+    pub seed: Option<u64>,
 }
 
 /// Checks a network request and fills in defaults.
@@ -272,7 +343,36 @@ pub fn validate_network(req: &NetworkCreate) -> Result<ValidNetwork, FieldError>
         gateway,
         mode: req.mode.unwrap_or_default(),
         dhcp: req.dhcp.unwrap_or(false),
+        emulated: req.emulated.unwrap_or(false),
+        seed: req.seed,
     })
+    .and_then(check_emulated)
+}
+
+/// An emulated network's host side is a tap with the gateway address, not a libvirt network:
+/// there is no DHCP server and no forwarding; a seed means nothing without the emulator.
+fn check_emulated(n: ValidNetwork) -> Result<ValidNetwork, FieldError> {
+    if n.emulated {
+        if n.dhcp {
+            return Err(FieldError::new(
+                "dhcp",
+                "an emulated network has no DHCP server: guests get their address on their \
+                 command line",
+            ));
+        }
+        if n.mode != ForwardMode::Isolated {
+            return Err(FieldError::new(
+                "mode",
+                "an emulated network is isolated: the host reaches it through the emulator's tap",
+            ));
+        }
+    } else if n.seed.is_some() {
+        return Err(FieldError::new(
+            "seed",
+            "only an emulated network has a seed (add emulated: true)",
+        ));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -286,7 +386,40 @@ mod tests {
             gateway: gateway.map(str::to_string),
             mode: None,
             dhcp: None,
+            emulated: None,
+            seed: None,
         }
+    }
+
+    #[test]
+    fn an_emulated_network_is_isolated_without_dhcp_and_only_it_has_a_seed() {
+        let emulated = |mode, dhcp, seed| NetworkCreate {
+            emulated: Some(true),
+            mode,
+            dhcp,
+            seed,
+            ..req("10.50.0.0/16", None)
+        };
+        let ok = validate_network(&emulated(None, None, Some(7))).unwrap();
+        assert!(ok.emulated);
+        assert_eq!(ok.seed, Some(7));
+        assert_eq!(
+            field_of(validate_network(&emulated(None, Some(true), None))),
+            "dhcp"
+        );
+        assert_eq!(
+            field_of(validate_network(&emulated(
+                Some(ForwardMode::Nat),
+                None,
+                None
+            ))),
+            "mode"
+        );
+        let plain_with_seed = NetworkCreate {
+            seed: Some(7),
+            ..req("10.50.0.0/16", None)
+        };
+        assert_eq!(field_of(validate_network(&plain_with_seed)), "seed");
     }
 
     fn field_of(r: Result<ValidNetwork, FieldError>) -> String {

@@ -411,8 +411,8 @@ pub fn parse_bed(text: &str, link_conditions: bool) -> Result<Bed, BedErrors> {
     if let Err(e) = validate_name(raw.name.get_ref()) {
         errors.push(src.span(&raw.name, format!("name {}", e.message)));
     }
-    let no_links = "link conditions in test beds need emulated networks, which this server does \
-                    not wire to its link emulator yet; remove this key";
+    let no_links = "link conditions are not read from test-bed files yet, and a bed's networks \
+                    are plain (not emulated); remove this key";
 
     let mut networks = Vec::new();
     let mut subnets: BTreeMap<String, (Ipv4Subnet, Ipv4Addr)> = BTreeMap::new();
@@ -985,6 +985,8 @@ impl Bed {
                     gateway: n.gateway.clone(),
                     mode: None,
                     dhcp: None,
+                    emulated: None,
+                    seed: None,
                 })
                 .collect(),
             start_order: self.start_order(),

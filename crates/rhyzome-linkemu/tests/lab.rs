@@ -107,26 +107,9 @@ impl Bed {
     /// pattern).
     fn probe(&self, from: usize, to: usize, count: u32, interval_ms: u32) -> (u32, f64, String) {
         let (from, to) = (&self.guests[from], &self.guests[to]);
-        let command = format!("probe {} {} {count} {interval_ms}", to.ip, to.mac);
-        let wait = Duration::from_millis(u64::from(count * interval_ms) + 6000);
-        let (ip, netns) = (from.ip, self.netns.clone());
-        let report = in_named_netns(&netns, move || {
-            let sock = UdpSocket::bind("0.0.0.0:0")?;
-            sock.set_read_timeout(Some(Duration::from_secs(2)))?;
-            let mut buf = vec![0u8; 4096];
-            // The command is answered "ok" at once; retry if that answer was lost.
-            for _ in 0..5 {
-                sock.send_to(command.as_bytes(), SocketAddrV4::new(ip, 7))?;
-                if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                    assert_eq!(&buf[..n], b"ok\n");
-                    break;
-                }
-            }
-            sock.set_read_timeout(Some(wait))?;
-            let (n, _) = sock.recv_from(&mut buf)?;
-            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-        })
-        .unwrap_or_else(|e| panic!("no probe report from {ip}: {e}"));
+        let report =
+            rhyzome_testkernel::probe_in(&self.netns, from.ip, to.ip, &to.mac, count, interval_ms)
+                .unwrap_or_else(|e| panic!("no probe report from {}: {e}", from.ip));
         let field = |key: &str| -> String {
             report
                 .split_whitespace()

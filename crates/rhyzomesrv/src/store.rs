@@ -136,7 +136,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 9;
+const SCHEMA_VERSION: i32 = 10;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -164,12 +164,30 @@ const MIGRATIONS: &[Migration] = &[
     // 6 -> 7: instance labels, and link conditions on attachments (issue 14; renumbered by
     // whoever merges it after other branches' migrations).
     Migration::Sql(LABELS_AND_LINK_CONDITIONS),
-    // 7 -> 8: volumes, the libvirt volumes being made, and what instances attach. (Version 8
-    // as planned; renumbered at merge if needed.)
+    // 7 -> 8: volumes, the libvirt volumes being made, and what instances attach.
     Migration::Sql(volumes::VOLUME_TABLES),
     // 8 -> 9: test beds, their members and their networks.
     Migration::Sql(TESTBED_TABLES),
+    // 9 -> 10: emulated networks (issue 14; written as 7 -> 8 on its branch, renumbered at
+    // the merge after volumes and test beds).
+    Migration::Sql(EMULATED_NETWORKS),
 ];
+
+/// 9 -> 10 (also run on a new database after the version 9 tables): an emulated network's
+/// emulator port and seed (both NULL on a plain network), its default link conditions and its
+/// partitions (JSON: a `LinkConditions`, and a list of selector pairs; NULL is none), and
+/// each of its NICs' own UDP port.
+/// One port is never given twice, whatever the column: unique indexes on each, and the
+/// allocation looks at both (`store::networks::free_emulator_port`).
+const EMULATED_NETWORKS: &str = "
+ALTER TABLE networks ADD COLUMN emulator_port INTEGER;
+ALTER TABLE networks ADD COLUMN seed INTEGER;
+ALTER TABLE networks ADD COLUMN link TEXT;
+ALTER TABLE networks ADD COLUMN partitions TEXT;
+ALTER TABLE instance_attachments ADD COLUMN emulator_port INTEGER;
+CREATE UNIQUE INDEX networks_emulator_port ON networks (emulator_port);
+CREATE UNIQUE INDEX instance_attachments_emulator_port ON instance_attachments (emulator_port);
+";
 
 /// 6 -> 7 (also run on a new database after the version 6 tables).
 const LABELS_AND_LINK_CONDITIONS: &str = "
@@ -621,6 +639,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         tx.execute_batch(LABELS_AND_LINK_CONDITIONS)?;
         tx.execute_batch(volumes::VOLUME_TABLES)?;
         tx.execute_batch(TESTBED_TABLES)?;
+        tx.execute_batch(EMULATED_NETWORKS)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
             complete_version_1(&tx)?;
@@ -1001,6 +1020,7 @@ pub(crate) mod tests {
                 conditions: Default::default(),
                 network: None,
                 address: None,
+                emulator_port: None,
             }],
             labels: [("group".to_string(), "eu".to_string())].into(),
             desired: Desired::Running,
@@ -1140,6 +1160,7 @@ pub(crate) mod tests {
                     conditions: Default::default(),
                     network: None,
                     address: None,
+                    emulator_port: None,
                 },
                 attachments::Attachment {
                     device: Some("device-28".into()),
@@ -1156,6 +1177,7 @@ pub(crate) mod tests {
                     },
                     network: None,
                     address: None,
+                    emulator_port: None,
                 },
             ],
             labels: [

@@ -714,6 +714,36 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
                 call(Stranger, Method::DELETE, network, Status(404)),
             ]
         }
+        // The conditions of emulated networks: authorization comes before the check that the
+        // network is emulated (the owner's is not), so these are refused as on any network.
+        ("get", "/v1/networks/{name}/conditions") => vec![call(
+            Stranger,
+            Method::GET,
+            format!("/v1/networks/{}/conditions", owned.network),
+            Status(404),
+        )],
+        ("put", "/v1/networks/{name}/link")
+        | ("post", "/v1/networks/{name}/partitions")
+        | ("delete", "/v1/networks/{name}/partitions") => {
+            let verb = path.trim_start_matches("/v1/networks/{name}/");
+            let target = format!("/v1/networks/{}/{verb}", owned.network);
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let body = match verb {
+                "link" => json(br#"{"conditions": {"latency_ms": 20}}"#),
+                _ if method == "post" => json(br#"{"between": ["group=eu", "group=us"]}"#),
+                _ => None,
+            };
+            vec![
+                Call {
+                    body: body.clone(),
+                    ..call(Viewer, m.clone(), target.clone(), Status(403))
+                },
+                Call {
+                    body,
+                    ..call(Stranger, m, target, Status(404))
+                },
+            ]
+        }
         ("post", "/v1/testbeds") => vec![
             Call {
                 body: json(&owned.testbed_file),
@@ -811,6 +841,8 @@ fn network_request(name: &str, subnet: &str) -> rhyzome_api::NetworkCreate {
         gateway: None,
         mode: None,
         dhcp: None,
+        emulated: None,
+        seed: None,
     }
 }
 

@@ -1,7 +1,11 @@
-//! Network operations of the [`Client`]: create, list, show, remove.
+//! Network operations of the [`Client`]: create, list, show, remove, and the conditions of
+//! emulated networks (link defaults, partitions).
 
 use super::{percent_encode, Client, ClientError};
-use crate::{Network, NetworkCreate, NetworkList};
+use crate::{
+    LinkConditions, Network, NetworkConditions, NetworkCreate, NetworkLink, NetworkList,
+    PartitionRequest,
+};
 
 fn network_path(name: &str) -> String {
     format!("/networks/{}", percent_encode(name))
@@ -24,5 +28,44 @@ impl Client {
     pub fn delete_network(&self, name: &str) -> Result<(), ClientError> {
         self.send(self.http.delete(self.url(&network_path(name))))?;
         Ok(())
+    }
+
+    /// Sets the default conditions of every NIC on an emulated network.
+    pub fn set_network_link(
+        &self,
+        name: &str,
+        conditions: &LinkConditions,
+    ) -> Result<NetworkConditions, ClientError> {
+        let body = NetworkLink {
+            conditions: *conditions,
+        };
+        let path = format!("{}/link", network_path(name));
+        self.json(self.http.put(self.url(&path)).json(&body))
+    }
+
+    /// Cuts an emulated network between the instances matching two label selectors.
+    pub fn partition_network(
+        &self,
+        name: &str,
+        a: &str,
+        b: &str,
+    ) -> Result<NetworkConditions, ClientError> {
+        let body = PartitionRequest {
+            between: [a.to_string(), b.to_string()],
+        };
+        let path = format!("{}/partitions", network_path(name));
+        self.json(self.http.post(self.url(&path)).json(&body))
+    }
+
+    /// Removes every partition of an emulated network.
+    pub fn heal_network(&self, name: &str) -> Result<NetworkConditions, ClientError> {
+        let path = format!("{}/partitions", network_path(name));
+        self.json(self.http.delete(self.url(&path)))
+    }
+
+    /// What applies now on an emulated network, per NIC and per partition.
+    pub fn network_conditions(&self, name: &str) -> Result<NetworkConditions, ClientError> {
+        let path = format!("{}/conditions", network_path(name));
+        self.json(self.http.get(self.url(&path)))
     }
 }

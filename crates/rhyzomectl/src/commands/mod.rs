@@ -102,6 +102,22 @@ impl Context {
     }
 }
 
+/// What the `link` verbs send: the condition terms given (`latency=80ms ...`) over the
+/// conditions `current` reads from the server, or over none with `--clear`.
+fn changed_conditions(
+    terms: &[String],
+    clear: bool,
+    current: impl FnOnce() -> anyhow::Result<rhyzome_api::LinkConditions>,
+) -> anyhow::Result<rhyzome_api::LinkConditions> {
+    let change = rhyzome_api::validate::parse_conditions(&terms.join(","))?;
+    let current = if clear {
+        Default::default()
+    } else {
+        current()?
+    };
+    Ok(change.or(current))
+}
+
 /// Deletes each of `names` with `delete`, printing what went and what did not; fails when any
 /// did not (`what` names them in plural: `images`). Shared by the `rm` verbs.
 pub fn delete_each(

@@ -117,6 +117,12 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             networks::get::get_network,
             networks::delete::delete_network
         ))
+        .routes(routes!(networks::link::set_network_link))
+        .routes(routes!(
+            networks::partition::partition_network,
+            networks::heal::heal_network
+        ))
+        .routes(routes!(networks::conditions::get_network_conditions))
         .routes(routes!(
             volumes::create::create_volume,
             volumes::list::list_volumes

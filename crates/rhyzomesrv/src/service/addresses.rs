@@ -167,12 +167,12 @@ impl Service {
             Err(StoreError::Address(refusal)) => {
                 let message = refusal.to_string();
                 return Err(match refusal {
-                    AddressRefusal::Taken { .. } | AddressRefusal::Full { .. } => {
-                        ServiceError::Conflict {
-                            field: Some(field),
-                            message,
-                        }
-                    }
+                    AddressRefusal::Taken { .. }
+                    | AddressRefusal::Full { .. }
+                    | AddressRefusal::NoEmulatorPort => ServiceError::Conflict {
+                        field: Some(field),
+                        message,
+                    },
                     AddressRefusal::Outside { .. } | AddressRefusal::Gateway { .. } => {
                         FieldError::new(field, message).into()
                     }

@@ -8,7 +8,7 @@
 
 use super::{blocking, Service, ServiceError};
 use crate::auth::{Caller, Role};
-use crate::backend::{self, DomainDefinition, InterfaceKind, Nic};
+use crate::backend::{self, DomainDefinition, EmulatedPort, InterfaceKind, Nic};
 use crate::console;
 use crate::images::ImageError;
 use crate::store::attachments::Attachment;
@@ -303,6 +303,7 @@ impl Service {
                 conditions: Default::default(),
                 network: None,
                 address: None,
+                emulator_port: None,
             });
         }
         Ok(out)
@@ -312,6 +313,7 @@ impl Service {
     /// order. Disks follow the NICs: Solo5 binds each kind in PCI order, and a fixed slot keeps
     /// libvirt's allocator from reordering them.
     pub(super) fn definition(&self, r: &InstanceRecord) -> Result<DomainDefinition, ServiceError> {
+        let emulator_ports = self.emulator_ports(&r.attachments)?;
         // A store error must not quietly yield a guest without the disks its image needs.
         let disks = self.disks_of(&r.id, FIRST_NIC_SLOT + r.attachments.len() as u8)?;
         Ok(DomainDefinition {
@@ -333,8 +335,21 @@ impl Service {
                     bridge: a.bridge.clone(),
                     mac: a.mac.clone(),
                     pci_slot: a.pci_slot,
-                    emulated: None,
-                    rate_bps: a.conditions.rate_bps.map(|r| r as u64),
+                    emulated: a
+                        .network
+                        .as_ref()
+                        .and_then(|n| emulator_ports.get(n))
+                        .zip(a.emulator_port)
+                        .map(|(&emulator_port, local_port)| EmulatedPort {
+                            emulator_port,
+                            local_port,
+                        }),
+                    // On an emulated network the emulator shapes the rate.
+                    rate_bps: a
+                        .conditions
+                        .rate_bps
+                        .filter(|_| a.emulator_port.is_none())
+                        .map(|r| r as u64),
                 })
                 .collect(),
             disks,
@@ -375,6 +390,7 @@ impl Service {
             conditions: Default::default(),
             network: None,
             address: None,
+            emulator_port: None,
         }])
     }
 

@@ -12,6 +12,7 @@ use super::{blocking, ms_to_rfc3339, now_rfc3339, ownership, Service, ServiceErr
 use crate::auth::Caller;
 use crate::backend::{self, BackendError};
 use crate::console;
+use crate::store::attachments::Attachment;
 use crate::store::{Desired, InstanceRecord, StoreError};
 use rhyzome_api::validate::{self, FieldError};
 use rhyzome_api::{
@@ -179,7 +180,8 @@ impl Service {
         validate::validate_restart_policy(&restart)?;
         validate::validate_labels(&spec.labels)?;
         if let Some(link) = &spec.link {
-            super::links::check_plain_link(link, "link.")?;
+            // What a plain network cannot honour is refused once the networks are known.
+            validate::validate_conditions(link, "link.")?;
         }
         Ok(ValidSpec {
             memory_mib,
@@ -267,8 +269,14 @@ impl Service {
         Self::join_networks(&managed, &mut attachments);
         Self::check_host_bridges(&attachments, caller)?;
         Self::check_placeholders(&valid.template, &spec.name, &attachments)?;
+        let emulated = self.emulator_ports(&attachments)?;
+        let on_emulated =
+            |a: &Attachment| a.network.as_ref().is_some_and(|n| emulated.contains_key(n));
         for a in &mut attachments {
             a.conditions = spec.link.unwrap_or_default();
+            if !on_emulated(a) {
+                super::links::check_plain_link(&a.conditions, "link.")?;
+            }
         }
         // Held until the record (with its volumes) is written.
         let _volume_guards = self.lock_requested_volumes(spec).await;
@@ -280,7 +288,13 @@ impl Service {
             .into_iter()
             .map(|p| p.attachment)
             .collect();
-        self.check_bridges(bridge_fields(&attachments)).await?;
+        // An emulated network's NICs have no bridge: its name is the emulator's tap.
+        let bridged: Vec<Attachment> = attachments
+            .iter()
+            .filter(|a| !on_emulated(a))
+            .cloned()
+            .collect();
+        self.check_bridges(bridge_fields(&bridged)).await?;
         let record = InstanceRecord {
             id: uuid::Uuid::new_v4().to_string(),
             name: spec.name.clone(),
@@ -375,6 +389,8 @@ impl Service {
 
     /// Starts the domain of `r` and records the outcome. The caller holds the name lock.
     pub(super) async fn start_domain(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
+        // The emulator of an emulated network must know the NIC before QEMU sends a frame.
+        self.ensure_emulators_of(&r.attachments).await?;
         let def = self.definition(r)?;
         console::prepare_log(&def.console_log)
             .map_err(|e| ServiceError::Internal(format!("{}: {e}", def.console_log.display())))?;
@@ -469,6 +485,10 @@ impl Service {
         // The record's addresses go with it; their DHCP entries first.
         self.update_dhcp_entries(r, false).await;
         self.store.remove(&r.id)?;
+        // Its ports leave their emulators; a failure is corrected at the next ensure.
+        if let Err(e) = self.ensure_emulators_of(&r.attachments).await {
+            tracing::warn!(instance = %r.name, error = %e, "cannot update a link emulator");
+        }
         self.publish(r, "deleted", None, None);
         self.collect_garbage().await;
         Ok(())

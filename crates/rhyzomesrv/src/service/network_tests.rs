@@ -43,6 +43,8 @@ fn request(name: &str, subnet: &str) -> NetworkCreate {
         gateway: None,
         mode: None,
         dhcp: None,
+        emulated: None,
+        seed: None,
     }
 }
 
@@ -549,5 +551,63 @@ async fn a_token_limited_to_some_bridges_may_still_use_the_managed_networks_it_s
     assert!(matches!(
         d.service.create(elsewhere, &alice).await,
         Err(ServiceError::Auth(_))
+    ));
+}
+
+/// The conditions verbs need an emulated network: on a plain one, conditions are a 422 and
+/// the other verbs a 409, each naming its field; a bad selector or condition is a 422.
+#[tokio::test]
+async fn network_conditions_on_a_plain_network_are_refused_and_bad_input_is_a_422() {
+    let backend = Arc::new(FakeBackend::new());
+    let d = daemon_on(&backend);
+    let caller = Caller::internal();
+    d.network("lab", "10.20.0.0/24").await;
+    let link = |text: &str| rhyzome_api::NetworkLink {
+        conditions: rhyzome_api::validate::parse_conditions(text).unwrap(),
+    };
+    let between = |a: &str, b: &str| rhyzome_api::PartitionRequest {
+        between: [a.to_string(), b.to_string()],
+    };
+    let s = &d.service;
+    let fields = [
+        s.set_network_link(&caller, "lab", link("latency=20ms"))
+            .await
+            .unwrap_err(),
+        s.partition_network(&caller, "lab", between("group=eu", "group=us"))
+            .await
+            .unwrap_err(),
+        s.heal_network(&caller, "lab").await.unwrap_err(),
+        s.network_conditions(&caller, "lab").await.unwrap_err(),
+        s.partition_network(&caller, "lab", between("group=eu", "no label"))
+            .await
+            .unwrap_err(),
+    ]
+    .map(|e| match e {
+        ServiceError::Invalid(f) => format!("422 {}", f.field),
+        ServiceError::Conflict { field, .. } => format!("409 {}", field.unwrap_or("-")),
+        other => panic!("expected a 422 or a 409, got {other:?}"),
+    });
+    // Conditions it cannot honour are the request's fault; a sound request on a network of
+    // the wrong kind is a conflict with its state.
+    assert_eq!(
+        fields,
+        [
+            "422 conditions",
+            "409 between",
+            "409 name",
+            "409 name",
+            "422 between"
+        ]
+    );
+    let mut out_of_range = link("latency=20ms");
+    out_of_range.conditions.loss_percent = Some(120.0);
+    let e = s
+        .set_network_link(&caller, "lab", out_of_range)
+        .await
+        .unwrap_err();
+    assert_eq!(invalid_field(e), "conditions.loss_percent");
+    assert!(matches!(
+        s.network_conditions(&caller, "nope").await,
+        Err(ServiceError::NetworkNotFound(_))
     ));
 }

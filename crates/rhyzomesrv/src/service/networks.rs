@@ -19,14 +19,14 @@ use crate::backend::network::{
     libvirt_network_name, DhcpHost, NetworkDefinition, NetworkMark, NetworkStatus,
 };
 use crate::backend::{BackendError, NetworkRemoval};
-use crate::store::networks::NetworkRecord;
+use crate::store::networks::{Emulator, NetworkRecord};
 use rhyzome_api::networks::{validate_network, ValidNetwork};
 use rhyzome_api::validate::FieldError;
 use rhyzome_api::{Network, NetworkAddress, NetworkCreate};
 use sha2::{Digest, Sha256};
 
 /// The lock of every network change (names cannot contain ':').
-const NETWORKS_LOCK: &str = "networks:";
+pub(super) const NETWORKS_LOCK: &str = "networks:";
 
 /// The bridge of the managed network `name` of daemon `daemon_id`: `rzn-` and ten hex digits,
 /// 14 bytes (the kernel allows 15), distinct between daemons sharing one libvirt host.
@@ -63,23 +63,31 @@ impl Service {
             dhcp: valid.dhcp,
             owner: caller.name.clone(),
             created_at: now_rfc3339(),
+            emulator: valid.emulated.then(|| Emulator {
+                port: 0, // given by the store
+                seed: valid.seed.unwrap_or_else(random_seed),
+            }),
         };
-        self.store.insert_network(&record).map_err(|e| match e {
+        let record = self.store.insert_network(&record).map_err(|e| match e {
             crate::store::StoreError::NameTaken(name) => ServiceError::Conflict {
                 field: Some("name"),
                 message: format!("a network named {name:?} already exists"),
             },
+            crate::store::StoreError::Address(refusal) => ServiceError::Conflict {
+                field: Some("emulated"),
+                message: refusal.to_string(),
+            },
             e => e.into(),
         })?;
-        if let Err(e) = self.bring_up_network(&record).await {
+        if let Err(e) = self.bring_up(&record).await {
             tracing::warn!(network = %record.name, error = %e, "network create failed; rolling back");
-            self.remove_libvirt_network(&record).await;
+            self.take_down(&record).await;
             self.store.remove_network(&record.id)?;
             return Err(explain_network_error(e));
         }
         tracing::info!(network = %record.name, subnet = %record.subnet, bridge = %record.bridge, "network created");
-        let status = self.libvirt_network(&record).await?;
-        self.network_to_api(&record, status.as_ref())
+        let active = self.network_is_active(&record).await?;
+        self.network_to_api(&record, active)
     }
 
     /// The managed networks `caller` sees, by name.
@@ -97,23 +105,43 @@ impl Service {
         let listed = blocking(move || backend.networks())
             .await?
             .map_err(ServiceError::Backend)?;
-        records
-            .iter()
-            .map(|r| {
-                let status = listed
+        let mut out = Vec::with_capacity(records.len());
+        for r in &records {
+            let active = if r.emulator.is_some() {
+                self.emulator_answers(r).await?
+            } else {
+                listed
                     .iter()
-                    .find(|s| s.libvirt_name == libvirt_network_name(&r.name));
-                self.network_to_api(r, status)
-            })
-            .collect()
+                    .find(|s| s.libvirt_name == libvirt_network_name(&r.name))
+                    .is_some_and(|s| s.active && self.is_ours(s))
+            };
+            out.push(self.network_to_api(r, active)?);
+        }
+        Ok(out)
+    }
+
+    /// Whether what carries `record`'s frames runs now: its emulator answers, or libvirt runs
+    /// its network (this daemon's).
+    async fn network_is_active(&self, record: &NetworkRecord) -> Result<bool, ServiceError> {
+        if record.emulator.is_some() {
+            return self.emulator_answers(record).await;
+        }
+        let status = self.libvirt_network(record).await?;
+        Ok(status.is_some_and(|s| s.active && self.is_ours(&s)))
+    }
+
+    async fn emulator_answers(&self, record: &NetworkRecord) -> Result<bool, ServiceError> {
+        let supervisor = self.emulators.clone();
+        let network = record.name.clone();
+        blocking(move || supervisor.stats(&network).is_ok()).await
     }
 
     /// One managed network, with the addresses given out on it.
     pub async fn get_network(&self, caller: &Caller, name: &str) -> Result<Network, ServiceError> {
         authorize(caller, Action::ReadNetwork(name))?;
         let record = self.network_record(name)?;
-        let status = self.libvirt_network(&record).await?;
-        self.network_to_api(&record, status.as_ref())
+        let active = self.network_is_active(&record).await?;
+        self.network_to_api(&record, active)
     }
 
     /// Removes a managed network: refused (409) while an instance is attached to it. The
@@ -148,14 +176,22 @@ impl Service {
                 ),
             });
         }
-        let libvirt_name = libvirt_network_name(name);
-        let backend = self.backend.clone();
-        let daemon = self.daemon_id.clone();
-        let removal = blocking(move || backend.remove_network(&libvirt_name, &daemon))
-            .await?
-            .map_err(ServiceError::Backend)?;
-        if let NetworkRemoval::NotOurs(mark) = removal {
-            tracing::warn!(network = %name, ?mark, "the libvirt network of this name is not this daemon's; left alone");
+        if record.emulator.is_some() {
+            let supervisor = self.emulators.clone();
+            let network = name.to_string();
+            blocking(move || supervisor.stop(&network))
+                .await?
+                .map_err(|e| ServiceError::Internal(format!("link emulator: {e}")))?;
+        } else {
+            let libvirt_name = libvirt_network_name(name);
+            let backend = self.backend.clone();
+            let daemon = self.daemon_id.clone();
+            let removal = blocking(move || backend.remove_network(&libvirt_name, &daemon))
+                .await?
+                .map_err(ServiceError::Backend)?;
+            if let NetworkRemoval::NotOurs(mark) = removal {
+                tracing::warn!(network = %name, ?mark, "the libvirt network of this name is not this daemon's; left alone");
+            }
         }
         self.store.remove_network(&record.id)?;
         tracing::info!(network = %name, "network deleted");
@@ -176,6 +212,14 @@ impl Service {
             .map_err(ServiceError::Backend)?;
         let records = self.store.networks()?;
         for record in &records {
+            if record.emulator.is_some() {
+                // No libvirt network: its emulator, which supervision keeps alive, is
+                // given the store's state (after a daemon restart, the adoption).
+                if let Err(e) = self.ensure_emulator(record).await {
+                    tracing::warn!(network = %record.name, error = %e, "cannot ensure its link emulator");
+                }
+                continue;
+            }
             let status = listed
                 .iter()
                 .find(|s| s.libvirt_name == libvirt_network_name(&record.name));
@@ -232,7 +276,7 @@ impl Service {
             .is_some_and(|m| m.daemon == self.daemon_id)
     }
 
-    fn network_record(&self, name: &str) -> Result<NetworkRecord, ServiceError> {
+    pub(super) fn network_record(&self, name: &str) -> Result<NetworkRecord, ServiceError> {
         self.store
             .network_by_name(name)?
             .ok_or_else(|| ServiceError::NetworkNotFound(name.to_string()))
@@ -401,6 +445,34 @@ impl Service {
         .map_err(ServiceError::Backend)
     }
 
+    /// Brings up what carries `record`'s frames: its emulator, or its libvirt network.
+    async fn bring_up(&self, record: &NetworkRecord) -> Result<(), ServiceError> {
+        if record.emulator.is_some() {
+            self.ensure_emulator(record).await
+        } else {
+            self.bring_up_network(record).await
+        }
+    }
+
+    /// Undoes [`Self::bring_up`] after a failed create; logs, never fails (the caller is
+    /// already answering with another error).
+    async fn take_down(&self, record: &NetworkRecord) {
+        if record.emulator.is_none() {
+            return self.remove_libvirt_network(record).await;
+        }
+        let supervisor = self.emulators.clone();
+        let network = record.name.clone();
+        match blocking(move || supervisor.stop(&network)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(network = %record.name, error = %e, "cannot stop the link emulator")
+            }
+            Err(e) => {
+                tracing::warn!(network = %record.name, error = %e, "cannot stop the link emulator")
+            }
+        }
+    }
+
     /// Removes the libvirt network of `record` if it is this daemon's; logs, never fails
     /// (the caller is already answering with another error).
     async fn remove_libvirt_network(&self, record: &NetworkRecord) {
@@ -420,7 +492,7 @@ impl Service {
     fn network_to_api(
         &self,
         record: &NetworkRecord,
-        status: Option<&NetworkStatus>,
+        active: bool,
     ) -> Result<Network, ServiceError> {
         let addresses = self.store.network_addresses(&record.name)?;
         let in_use = addresses.len() as u32;
@@ -433,6 +505,8 @@ impl Service {
             prefix: record.subnet.prefix(),
             mode: record.mode,
             dhcp: record.dhcp,
+            emulated: record.emulator.is_some(),
+            seed: record.emulator.map(|e| e.seed),
             addresses_in_use: in_use,
             // Every host address but the gateway's can be given out.
             addresses_free: record.subnet.host_count() - 1 - in_use,
@@ -445,7 +519,7 @@ impl Service {
                     mac: a.mac,
                 })
                 .collect(),
-            active: status.is_some_and(|s| s.active && self.is_ours(s)),
+            active,
             created_at: record.created_at.clone(),
             owner: record.owner.clone(),
         })
@@ -468,4 +542,9 @@ fn explain_network_error(e: ServiceError) -> ServiceError {
         }
         _ => e,
     }
+}
+
+/// A seed for an emulated network created without one: fresh randomness (a v4 UUID's bits).
+fn random_seed() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
 }

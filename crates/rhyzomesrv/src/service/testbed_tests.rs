@@ -299,6 +299,8 @@ async fn a_network_the_bed_does_not_own_is_refused_and_left_alone() {
                 gateway: None,
                 mode: None,
                 dhcp: None,
+                emulated: None,
+                seed: None,
             },
             &Caller::internal(),
         )

@@ -32,6 +32,9 @@ pub struct Attachment {
     /// Its address on that network. Before the insert, an address asked for (or `None` for
     /// the lowest free one); as stored, the address given.
     pub address: Option<std::net::Ipv4Addr>,
+    /// On an emulated network: the NIC's own UDP port on 127.0.0.1 (given with the address;
+    /// since version 8).
+    pub emulator_port: Option<u16>,
 }
 
 /// The table of a new database; older ones reach it through migration 4 -> 5.
@@ -49,7 +52,7 @@ CREATE TABLE instance_attachments (
 
 /// The columns that make an [`Attachment`], in every write and read.
 const COLUMNS: &str = "device, bridge, mac, pci_slot, network_id, address, latency_ms, jitter_ms, \
-                       loss_percent, loss_correlation_percent, rate_bps, down";
+                       loss_percent, loss_correlation_percent, rate_bps, down, emulator_port";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Attachment> {
     Ok(Attachment {
@@ -61,6 +64,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Attachment> {
         address: r
             .get::<_, Option<u32>>("address")?
             .map(std::net::Ipv4Addr::from),
+        emulator_port: r.get("emulator_port")?,
         conditions: LinkConditions {
             latency_ms: r.get("latency_ms")?,
             jitter_ms: r.get("jitter_ms")?,
@@ -85,7 +89,7 @@ pub(super) fn write(
                 "INSERT INTO instance_attachments (instance_id, idx, {COLUMNS}) \
                  VALUES (:instance_id, :idx, :device, :bridge, :mac, :pci_slot, :network_id, \
                  :address, :latency_ms, :jitter_ms, :loss_percent, :loss_correlation_percent, \
-                 :rate_bps, :down)"
+                 :rate_bps, :down, :emulator_port)"
             ),
             named_params! {
                 ":instance_id": instance_id,
@@ -102,6 +106,7 @@ pub(super) fn write(
                 ":loss_correlation_percent": a.conditions.loss_correlation_percent,
                 ":rate_bps": a.conditions.rate_bps,
                 ":down": a.conditions.down,
+                ":emulator_port": a.emulator_port,
             },
         );
         match res {

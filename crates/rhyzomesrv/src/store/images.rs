@@ -305,6 +305,7 @@ mod tests {
             conditions: Default::default(),
             network: None,
             address: None,
+            emulator_port: None,
         };
         r.attachments = vec![nic("service", 3), nic("admin", 4)];
         s.insert_with_boot(&r, Some("web:1.0"), &[]).unwrap();

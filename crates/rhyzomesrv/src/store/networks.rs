@@ -11,13 +11,19 @@
 use super::attachments::Attachment;
 use super::{encoding, Store, StoreError};
 use rhyzome_api::networks::Ipv4Subnet;
-use rhyzome_api::ForwardMode;
+use rhyzome_api::{ForwardMode, LinkConditions};
 use rusqlite::{named_params, OptionalExtension};
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 /// The columns of `networks` that make a [`NetworkRecord`].
-const NETWORK_COLUMNS: &str = "id, name, subnet, gateway, mode, dhcp, bridge, owner, created_at";
+const NETWORK_COLUMNS: &str =
+    "id, name, subnet, gateway, mode, dhcp, bridge, owner, created_at, emulator_port, seed";
+
+/// The UDP ports on 127.0.0.1 (of libvirtd's network namespace) that emulators and the NICs
+/// of emulated networks are given: below Linux's ephemeral range (32768 and up), so no
+/// outgoing socket takes one by chance.
+pub const EMULATOR_PORTS: std::ops::RangeInclusive<u16> = 24000..=31999;
 
 /// A managed network as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +37,25 @@ pub struct NetworkRecord {
     pub bridge: String,
     pub owner: String,
     pub created_at: String,
+    /// For an emulated network, where its emulator listens; `None` for a plain one.
+    pub emulator: Option<Emulator>,
+}
+
+/// The emulator of an emulated network as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Emulator {
+    /// Its UDP port on 127.0.0.1, every NIC's `<source port>`.
+    pub port: u16,
+    pub seed: u64,
+}
+
+/// What an emulated network applies besides its NICs' own conditions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shaping {
+    /// Every NIC's conditions where its own leave a field unset.
+    pub defaults: LinkConditions,
+    /// Pairs of label selectors between whose instances nothing passes.
+    pub partitions: Vec<[String; 2]>,
 }
 
 /// An address given to one NIC of an instance.
@@ -66,6 +91,14 @@ fn network_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NetworkRec
             bridge: r.get("bridge")?,
             owner: r.get("owner")?,
             created_at: r.get("created_at")?,
+            emulator: match r.get::<_, Option<u16>>("emulator_port")? {
+                // SQLite integers are signed: the seed is stored as its bit pattern.
+                Some(port) => Some(Emulator {
+                    port,
+                    seed: r.get::<_, Option<i64>>("seed")?.unwrap_or(0) as u64,
+                }),
+                None => None,
+            },
         })
     };
     Ok(record())
@@ -100,6 +133,28 @@ pub enum AddressRefusal {
     Full { network: String, subnet: Ipv4Subnet },
     #[error("network {0:?} does not exist")]
     NoNetwork(String),
+    #[error("every UDP port of emulated networks is taken ({}-{})", EMULATOR_PORTS.start(), EMULATOR_PORTS.end())]
+    NoEmulatorPort,
+}
+
+/// The lowest port of [`EMULATOR_PORTS`] that no emulator and no NIC has, nor any of `also`
+/// (given in the same transaction, not yet written).
+pub(super) fn free_emulator_port(
+    conn: &rusqlite::Connection,
+    also: &[u16],
+) -> Result<u16, StoreError> {
+    let mut used: HashSet<u16> = also.iter().copied().collect();
+    let mut stmt = conn.prepare_cached(
+        "SELECT emulator_port FROM networks WHERE emulator_port IS NOT NULL \
+         UNION SELECT emulator_port FROM instance_attachments WHERE emulator_port IS NOT NULL",
+    )?;
+    for port in stmt.query_map([], |r| r.get::<_, u16>(0))? {
+        used.insert(port?);
+    }
+    EMULATOR_PORTS
+        .clone()
+        .find(|p| !used.contains(p))
+        .ok_or(StoreError::Address(AddressRefusal::NoEmulatorPort))
 }
 
 /// Gives each attachment on a managed network its address, inside the caller's transaction:
@@ -175,8 +230,16 @@ pub(super) fn allocate(
                     })
                 })?,
         };
+        let emulator_port = match network.emulator {
+            Some(_) => {
+                let earlier: Vec<u16> = given.iter().filter_map(|g| g.emulator_port).collect();
+                Some(free_emulator_port(tx, &earlier)?)
+            }
+            None => None,
+        };
         given.push(Attachment {
             address: Some(ip),
+            emulator_port,
             ..a.clone()
         });
     }
@@ -189,12 +252,19 @@ const SELECT_ADDRESSES: &str = "SELECT n.name AS network, a.instance_id, i.name 
      JOIN networks n ON n.id = a.network_id JOIN instances i ON i.id = a.instance_id";
 
 impl Store {
-    /// Records a network; its name and bridge must be free.
-    pub fn insert_network(&self, n: &NetworkRecord) -> Result<(), StoreError> {
-        let res = self.conn().execute(
+    /// Records a network; its name and bridge must be free. An emulated one is given its
+    /// emulator's port here (whatever `n.emulator.port` said), in the same statement's lock:
+    /// the record as stored is returned.
+    pub fn insert_network(&self, n: &NetworkRecord) -> Result<NetworkRecord, StoreError> {
+        let conn = self.conn();
+        let mut n = n.clone();
+        if let Some(emulator) = &mut n.emulator {
+            emulator.port = free_emulator_port(&conn, &[])?;
+        }
+        let res = conn.execute(
             &format!(
                 "INSERT INTO networks ({NETWORK_COLUMNS}) VALUES (:id, :name, :subnet, \
-                 :gateway, :mode, :dhcp, :bridge, :owner, :created_at)"
+                 :gateway, :mode, :dhcp, :bridge, :owner, :created_at, :emulator_port, :seed)"
             ),
             named_params! {
                 ":id": n.id,
@@ -206,10 +276,12 @@ impl Store {
                 ":bridge": n.bridge,
                 ":owner": n.owner,
                 ":created_at": n.created_at,
+                ":emulator_port": n.emulator.map(|e| e.port),
+                ":seed": n.emulator.map(|e| e.seed as i64),
             },
         );
         match res {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(n),
             Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation
                     && msg.contains("networks.name") =>
@@ -250,6 +322,45 @@ impl Store {
             )
             .optional()?
             .transpose()
+    }
+
+    /// The default conditions and the partitions (pairs of label selectors) of a network.
+    pub fn network_shaping(&self, id: &str) -> Result<Shaping, StoreError> {
+        let (link, partitions): (Option<String>, Option<String>) = self.conn().query_row(
+            "SELECT link, partitions FROM networks WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let corrupt = |what: &'static str, value: &str| StoreError::Corrupt {
+            what,
+            value: value.to_string(),
+        };
+        Ok(Shaping {
+            defaults: match link {
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|_| corrupt("network link", &text))?
+                }
+                None => LinkConditions::default(),
+            },
+            partitions: match partitions {
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|_| corrupt("network partitions", &text))?
+                }
+                None => Vec::new(),
+            },
+        })
+    }
+
+    /// Replaces the default conditions and partitions of a network.
+    pub fn set_network_shaping(&self, id: &str, shaping: &Shaping) -> Result<(), StoreError> {
+        // Plain structs of numbers and strings: serialising them cannot fail.
+        let defaults = serde_json::to_string(&shaping.defaults).unwrap_or_default();
+        let partitions = serde_json::to_string(&shaping.partitions).unwrap_or_default();
+        self.conn().execute(
+            "UPDATE networks SET link = ?2, partitions = ?3 WHERE id = ?1",
+            rusqlite::params![id, defaults, partitions],
+        )?;
+        Ok(())
     }
 
     /// Removes a network record; refused (by the schema) while addresses are given out on it.

@@ -43,10 +43,13 @@ enum Release {
     V8Volumes,
     /// 200cb9b (branch `testbeds`): test beds, their members and networks, version 9.
     V9Testbeds,
+    /// 26ba9ba: emulated networks (an emulator port and seed per network, a UDP port per NIC
+    /// on one), version 10 (issue 14; version 8 on branch emunet, renumbered at its merge).
+    V10Emulated,
 }
 
 impl Release {
-    const ALL: [Release; 12] = [
+    const ALL: [Release; 13] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -59,6 +62,7 @@ impl Release {
         Release::V7Labels,
         Release::V8Volumes,
         Release::V9Testbeds,
+        Release::V10Emulated,
     ];
 
     fn fixture(self) -> &'static str {
@@ -75,6 +79,7 @@ impl Release {
             Release::V7Labels => "v7-6dc4867.db",
             Release::V8Volumes => "v8-5da614b.db",
             Release::V9Testbeds => V9_FIXTURE,
+            Release::V10Emulated => V10_FIXTURE,
         }
     }
 
@@ -106,6 +111,7 @@ impl Release {
                 Some("rhz_ec8a8b2b8d9515a8137702c7653f2f67daafb8cadd3f7872001c1a0e0f146554")
             }
             Release::V9Testbeds => Some(V9_TOKEN),
+            Release::V10Emulated => Some(V10_TOKEN),
         }
     }
 
@@ -121,6 +127,7 @@ impl Release {
             Release::V7Labels => Some(V7_DAEMON),
             Release::V8Volumes => Some("41a4b1b7-e7c2-44e4-87d9-bba77d7e6460"),
             Release::V9Testbeds => Some(V9_DAEMON),
+            Release::V10Emulated => Some(V10_DAEMON),
             _ => None,
         }
     }
@@ -137,6 +144,11 @@ const V7_DAEMON: &str = "4417eedf-c621-488b-922a-41170e1247e7";
 const V9_FIXTURE: &str = "v9-200cb9b.db";
 const V9_TOKEN: &str = "rhz_df5960cf846c30358376cc770423ff2bd1c383a55c1492b9ddb0937886dc3842";
 const V9_DAEMON: &str = "bf8f8032-92f8-428b-8437-09289e9770a4";
+
+/// Version 10's fixture and what its generator printed.
+const V10_FIXTURE: &str = "v10-26ba9ba.db";
+const V10_TOKEN: &str = "rhz_45b1e2f802c817b353eca20184fc70627b0775edeea35a6af6d4463b62abb030";
+const V10_DAEMON: &str = "fb3db04f-ec62-481f-8967-ed6b66abec54";
 
 /// The test bed `exp` of version 9's fixture, for the releases that made it; older ones
 /// have none and take one with today's code.
@@ -257,6 +269,7 @@ fn expected_web(release: Release) -> InstanceRecord {
 
 /// The id of the managed network of version 6's fixture.
 const LAB_ID: &str = "44444444-4444-4444-8444-444444444444";
+const WAN_ID: &str = "55555555-5555-4555-8555-555555555555";
 
 /// `web` before version 6 changed its first NIC.
 fn expected_web_nics(release: Release, web: &mut InstanceRecord) {
@@ -270,6 +283,7 @@ fn expected_web_nics(release: Release, web: &mut InstanceRecord) {
             pci_slot: Some(pci_slot),
             network: None,
             address: None,
+            emulator_port: None,
         };
         web.attachments = vec![
             nic("service", "02:00:00:00:00:01", 3),
@@ -287,6 +301,7 @@ fn single_nic(mac: &str) -> Attachment {
         pci_slot: None,
         network: None,
         address: None,
+        emulator_port: None,
         conditions: Default::default(),
     }
 }
@@ -413,15 +428,59 @@ fn check_networks(store: &Store, release: Release) {
         bridge: "rzn-0123456789".into(),
         owner: "alice".into(),
         created_at: "2026-11-27T06:38:00Z".into(),
+        emulator: None,
     };
+    let wan = NetworkRecord {
+        id: WAN_ID.into(),
+        name: "wan".into(),
+        subnet: Ipv4Subnet::parse("10.50.0.0/16").unwrap(),
+        gateway: "10.50.0.1".parse().unwrap(),
+        mode: rhyzome_api::ForwardMode::Isolated,
+        dhcp: false,
+        bridge: "rzn-9876543210".into(),
+        owner: "alice".into(),
+        created_at: "2026-11-27T06:38:30Z".into(),
+        // The first port of the range; the seed's top bit survives SQLite's signed integers.
+        emulator: Some(super::networks::Emulator {
+            port: 24000,
+            seed: u64::MAX - 1,
+        }),
+    };
+    if release < Release::V10Emulated {
+        // Today's code on the migrated tables gives the same port.
+        let given = store.insert_network(&NetworkRecord {
+            emulator: Some(super::networks::Emulator {
+                port: 0,
+                seed: u64::MAX - 1,
+            }),
+            ..wan.clone()
+        });
+        assert_eq!(given.unwrap(), wan, "{release:?}");
+        assert_eq!(
+            store.network_shaping(WAN_ID).unwrap(),
+            Default::default(),
+            "{release:?}"
+        );
+    } else {
+        let shaping = store.network_shaping(WAN_ID).unwrap();
+        assert_eq!(shaping.defaults.latency_ms, Some(20.0));
+        assert_eq!(
+            shaping.partitions,
+            [["group=eu".to_string(), "group=us".to_string()]]
+        );
+    }
     let taken = if release < Release::V6Networks {
-        assert!(store.networks().unwrap().is_empty(), "{release:?}");
+        assert_eq!(
+            store.networks().unwrap(),
+            std::slice::from_ref(&wan),
+            "{release:?}"
+        );
         store.insert_network(&lab).unwrap();
         0
     } else {
         assert_eq!(
             store.networks().unwrap(),
-            std::slice::from_ref(&lab),
+            [lab.clone(), wan.clone()],
             "{release:?}"
         );
         let given = store.network_addresses("lab").unwrap();
@@ -445,6 +504,21 @@ fn check_networks(store: &Store, release: Release) {
     assert_eq!(
         store.by_name("on-lab").unwrap().unwrap().attachments[0].address,
         Some(expected)
+    );
+    assert_eq!(written[0].emulator_port, None, "lab is not emulated");
+    // A NIC on the emulated network: its address, and the port after the emulator's.
+    let mut on_wan = record("on-wan", "02:00:00:00:00:0b");
+    on_wan.attachments[0].bridge = wan.bridge.clone();
+    on_wan.attachments[0].network = Some(WAN_ID.into());
+    let written = store.insert_with_addresses(&on_wan, None, &[]).unwrap();
+    assert_eq!(
+        (written[0].address, written[0].emulator_port),
+        (Some(std::net::Ipv4Addr::new(10, 50, 0, 2)), Some(24001)),
+        "{release:?}"
+    );
+    assert_eq!(
+        store.by_name("on-wan").unwrap().unwrap().attachments[0].emulator_port,
+        Some(24001)
     );
 }
 

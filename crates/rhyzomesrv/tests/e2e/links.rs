@@ -49,7 +49,7 @@ fn a_plain_network_refuses_what_it_cannot_shape_and_leaves_nothing() {
 }
 
 /// `rhyzome-linkemu`, built next to this test binary (by `cargo build --workspace`).
-fn emulator_binary() -> std::path::PathBuf {
+pub fn emulator_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let binary = exe
         .parent()

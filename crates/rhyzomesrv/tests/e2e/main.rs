@@ -8,6 +8,7 @@
 
 mod dashboard;
 mod devices;
+mod emulated;
 mod harness;
 mod images;
 mod lifecycle;

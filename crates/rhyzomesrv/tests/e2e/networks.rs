@@ -17,6 +17,8 @@ fn request(name: &str, subnet: &str) -> NetworkCreate {
         gateway: None,
         mode: None,
         dhcp: None,
+        emulated: None,
+        seed: None,
     }
 }
 

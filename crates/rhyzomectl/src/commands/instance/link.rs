@@ -20,19 +20,16 @@ pub struct LinkArgs {
 }
 
 pub fn run(ctx: &Context, a: &LinkArgs) -> anyhow::Result<()> {
-    let change = rhyzome_api::validate::parse_conditions(&a.conditions.join(","))?;
     let client = ctx.client()?;
-    let current = if a.clear {
-        Default::default()
-    } else {
-        client
+    let conditions = super::super::changed_conditions(&a.conditions, a.clear, || {
+        Ok(client
             .get_instance(&a.name)?
             .attachments
             .first()
             .map(|n| n.conditions)
-            .unwrap_or_default()
-    };
-    let instance = client.set_instance_link(&a.name, &change.or(current))?;
+            .unwrap_or_default())
+    })?;
+    let instance = client.set_instance_link(&a.name, &conditions)?;
     if ctx.json() {
         return output::json(&instance);
     }

@@ -1,4 +1,5 @@
-//! `rhyzomectl network create NAME --subnet CIDR [--gateway IP] [--mode M] [--dhcp]`.
+//! `rhyzomectl network create NAME --subnet CIDR [--gateway IP] [--mode M] [--dhcp]
+//! [--emulated [--seed N]]`.
 
 use super::Context;
 use crate::output;
@@ -21,6 +22,13 @@ pub struct CreateArgs {
     /// Run DHCP on the network, with a static entry for every instance's address.
     #[arg(long)]
     pub dhcp: bool,
+    /// Carry the network's frames through a link emulator, so its NICs can have latency,
+    /// jitter, loss, down and partitions (`instance link`, `network link|partition`).
+    #[arg(long)]
+    pub emulated: bool,
+    /// Seed of the emulator's loss and jitter, to replay a drop pattern (with --emulated).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -41,6 +49,8 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
             Mode::Route => ForwardMode::Route,
         }),
         dhcp: Some(a.dhcp),
+        emulated: Some(a.emulated),
+        seed: a.seed,
     };
     // The same checks as the server's, before anything is sent.
     rhyzome_api::networks::validate_network(&req)?;

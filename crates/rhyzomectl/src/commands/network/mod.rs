@@ -1,7 +1,11 @@
-//! `rhyzomectl network VERB`: managed networks.
+//! `rhyzomectl network VERB`: managed networks, and the conditions of emulated ones.
 
+mod conditions;
 mod create;
+mod heal;
+mod link;
 mod list;
+mod partition;
 mod rm;
 mod show;
 
@@ -21,6 +25,14 @@ pub enum NetworkCommand {
     /// Delete managed networks (refused while instances are attached).
     #[command(alias = "delete")]
     Rm(rm::RmArgs),
+    /// Set the default link conditions of every NIC on an emulated network.
+    Link(link::LinkArgs),
+    /// Cut an emulated network both ways between two label selectors.
+    Partition(partition::PartitionArgs),
+    /// Remove every partition of an emulated network.
+    Heal(heal::HealArgs),
+    /// Show what applies now on an emulated network, per NIC and per partition.
+    Conditions(conditions::ConditionsArgs),
 }
 
 pub fn run(ctx: &Context, cmd: NetworkCommand) -> anyhow::Result<()> {
@@ -29,5 +41,9 @@ pub fn run(ctx: &Context, cmd: NetworkCommand) -> anyhow::Result<()> {
         NetworkCommand::List => list::run(ctx),
         NetworkCommand::Show(a) => show::run(ctx, &a.name),
         NetworkCommand::Rm(a) => rm::run(ctx, &a.names),
+        NetworkCommand::Link(a) => link::run(ctx, &a),
+        NetworkCommand::Partition(a) => partition::run(ctx, &a),
+        NetworkCommand::Heal(a) => heal::run(ctx, &a),
+        NetworkCommand::Conditions(a) => conditions::run(ctx, &a),
     }
 }
