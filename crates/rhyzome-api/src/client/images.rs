@@ -98,22 +98,7 @@ impl Client {
         name: Option<&str>,
         progress: Progress<'_>,
     ) -> Result<PushOutcome, ClientError> {
-        let local = |e: std::io::Error| ClientError::Local(format!("{}: {e}", path.display()));
-        let mut file = std::fs::File::open(path).map_err(local)?;
-        let total = file.metadata().map_err(local)?.len();
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut done = 0u64;
-        loop {
-            let n = file.read(&mut buf).map_err(local)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            done += n as u64;
-            progress(ProgressPhase::Hashing, done, total);
-        }
-        let sha256 = hex_lower(&hasher.finalize());
+        let (sha256, total) = hash_file(path, progress)?;
         if self.image_exists(&sha256)? {
             // Only the name travels: an empty body with the digest of a stored image.
             let upload = self.upload_image(std::io::empty(), 0, Some(&sha256), name)?;
@@ -122,34 +107,67 @@ impl Client {
                 bytes_sent: 0,
             });
         }
-        let file = std::fs::File::open(path).map_err(local)?;
-        // The request body must be 'static, so the progress callback cannot be borrowed into
-        // it; progress is reported through a channel drained on this thread instead.
-        let (tx, rx) = std::sync::mpsc::channel::<u64>();
-        let reader = CountingOwned {
-            inner: file,
-            done: 0,
-            report: Box::new(move |d| {
-                let _ = tx.send(d);
-            }),
-        };
         let client = self.clone();
-        let sha = sha256.clone();
         let name_owned = name.map(str::to_string);
-        let worker = std::thread::spawn(move || {
-            client.upload_image(reader, total, Some(&sha), name_owned.as_deref())
-        });
-        for d in rx {
-            progress(ProgressPhase::Uploading, d, total);
-        }
-        let upload = worker
-            .join()
-            .map_err(|_| ClientError::Local("upload thread panicked".into()))??;
+        let upload = stream_file(path, total, progress, move |reader| {
+            client.upload_image(reader, total, Some(&sha256), name_owned.as_deref())
+        })?;
         Ok(PushOutcome {
             upload,
             bytes_sent: total,
         })
     }
+}
+
+/// Hashes the file at `path` (SHA-256, lowercase hex), reporting [`ProgressPhase::Hashing`];
+/// returns the digest and the file's size. Image pushes and volume uploads send the digest
+/// with the body, so that a transfer damaged on the way is refused.
+pub(super) fn hash_file(path: &Path, progress: Progress<'_>) -> Result<(String, u64), ClientError> {
+    let local = |e: std::io::Error| ClientError::Local(format!("{}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(local)?;
+    let total = file.metadata().map_err(local)?.len();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut done = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(local)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        done += n as u64;
+        progress(ProgressPhase::Hashing, done, total);
+    }
+    Ok((hex_lower(&hasher.finalize()), total))
+}
+
+/// Sends the file at `path` as the body `send` makes its request with, reporting
+/// [`ProgressPhase::Uploading`]. The request body must be 'static, so the progress callback
+/// cannot be borrowed into it: `send` runs on a thread of its own, and progress comes back
+/// through a channel drained on this one.
+pub(super) fn stream_file<T: Send + 'static>(
+    path: &Path,
+    total: u64,
+    progress: Progress<'_>,
+    send: impl FnOnce(CountingOwned) -> Result<T, ClientError> + Send + 'static,
+) -> Result<T, ClientError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| ClientError::Local(format!("{}: {e}", path.display())))?;
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let reader = CountingOwned {
+        inner: file,
+        done: 0,
+        report: Box::new(move |d| {
+            let _ = tx.send(d);
+        }),
+    };
+    let worker = std::thread::spawn(move || send(reader));
+    for d in rx {
+        progress(ProgressPhase::Uploading, d, total);
+    }
+    worker
+        .join()
+        .map_err(|_| ClientError::Local("upload thread panicked".into()))?
 }
 
 /// Like [`Counting`], but owning its callback so it can be a `'static` request body.

@@ -2,11 +2,10 @@
 //! upload (hashed first, so the server can check the digest) and download. Files are streamed
 //! from and to disk, never held in memory whole.
 
-use super::images::{hex_lower, CountingOwned};
-use super::{percent_encode, Client, ClientError, Progress, ProgressPhase};
+use super::images::{hash_file, stream_file};
+use super::{percent_encode, Client, ClientError, Progress};
 use crate::images::SHA256_HEADER;
 use crate::{Volume, VolumeList, VolumeResize, VolumeSpec, VolumeUploaded};
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -71,43 +70,12 @@ impl Client {
         path: &Path,
         progress: Progress<'_>,
     ) -> Result<VolumeUploaded, ClientError> {
-        let local = |e: std::io::Error| ClientError::Local(format!("{}: {e}", path.display()));
-        let mut file = std::fs::File::open(path).map_err(local)?;
-        let total = file.metadata().map_err(local)?.len();
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut done = 0u64;
-        loop {
-            let n = file.read(&mut buf).map_err(local)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            done += n as u64;
-            progress(ProgressPhase::Hashing, done, total);
-        }
-        let sha256 = hex_lower(&hasher.finalize());
-        let file = std::fs::File::open(path).map_err(local)?;
-        // The body must be 'static: progress comes back through a channel (as for images).
-        let (tx, rx) = std::sync::mpsc::channel::<u64>();
-        let reader = CountingOwned {
-            inner: file,
-            done: 0,
-            report: Box::new(move |d| {
-                let _ = tx.send(d);
-            }),
-        };
+        let (sha256, total) = hash_file(path, progress)?;
         let client = self.clone();
         let owned_name = name.to_string();
-        let worker = std::thread::spawn(move || {
+        stream_file(path, total, progress, move |reader| {
             client.upload_volume_content(&owned_name, reader, total, Some(&sha256))
-        });
-        for d in rx {
-            progress(ProgressPhase::Uploading, d, total);
-        }
-        worker
-            .join()
-            .map_err(|_| ClientError::Local("upload thread panicked".into()))?
+        })
     }
 
     /// Streams the volume's content into `out`, reporting bytes received (the total is the
