@@ -258,16 +258,16 @@ impl Service {
         Ok(())
     }
 
-    fn testbed_status(&self, r: &TestbedRecord) -> Result<Testbed, ServiceError> {
+    pub(super) fn testbed_status(&self, r: &TestbedRecord) -> Result<Testbed, ServiceError> {
         let bed = parse_bed(&r.file, false).ok();
         let members = self.store.testbed_members(&r.name)?;
         let mut groups = Vec::new();
         let order = bed.as_ref().map(|b| b.start_order()).unwrap_or_default();
         for name in &order {
-            let desired = bed
+            let group = bed
                 .as_ref()
-                .and_then(|b| b.groups.iter().find(|g| &g.name == name))
-                .map_or(0, |g| g.count);
+                .and_then(|b| b.groups.iter().find(|g| &g.name == name));
+            let desired = group.map_or(0, |g| g.count);
             let mut s = TestbedGroupStatus {
                 name: name.clone(),
                 desired,
@@ -277,6 +277,8 @@ impl Service {
                 exited: 0,
                 failed: 0,
                 ms_to_ready: None,
+                after: group.map(|g| g.after.clone()).unwrap_or_default(),
+                ready_members: Vec::new(),
             };
             let mut last_ready = 0;
             for m in members.iter().filter(|m| &m.group == name) {
@@ -292,6 +294,7 @@ impl Service {
                 }
                 if let (Some(t), InstanceState::Running) = (m.ready_ms, rec.state) {
                     s.ready += 1;
+                    s.ready_members.push(m.instance.clone());
                     last_ready = last_ready.max(t);
                 }
             }
@@ -523,6 +526,17 @@ impl Service {
                 };
             if is_ready {
                 self.store.set_member_ready(&m.instance, now_ms())?;
+                // Watchers (the dashboard's test-bed page) learn it from the event stream.
+                self.events.publish(rhyzome_api::Event {
+                    time: now_rfc3339(),
+                    instance: m.instance.clone(),
+                    state: "ready".into(),
+                    exit_code: None,
+                    reason: Some(format!(
+                        "test bed {bed}, group {group}: readiness check passed"
+                    )),
+                    restart_count: 0,
+                });
             } else {
                 all = false;
             }
