@@ -6,7 +6,7 @@ use rhyzome_api::InstanceSpec;
 use rhyzomesrv::auth::{Quota, Role};
 use rhyzomesrv::backend::counters::{BlockCounters, InterfaceCounters};
 use rhyzomesrv::backend::{BackendError, DomainCounters, DomainStatus};
-use rhyzomesrv::testing::{TestServer, TestServerOptions};
+use rhyzomesrv::testing::{two_group_bed, TestServer, TestServerOptions};
 #[path = "common/exposition.rs"]
 mod exposition;
 use exposition::{samples, value};
@@ -451,29 +451,7 @@ fn scrapes_serve_the_background_snapshot_without_waiting_for_libvirt() {
 fn test_bed_and_network_gauges_and_domain_labels() {
     let srv = TestServer::start();
     let client = Client::new(&srv.url).unwrap();
-    let kernel = &srv.kernel;
-    let file = format!(
-        r#"name = "lab"
-[[networks]]
-name = "lab-net"
-subnet = "10.63.0.0/24"
-
-[[groups]]
-name = "seed"
-count = 1
-kernel = "{kernel}"
-network = "lab-net"
-kernel_parameters = "--ipv4={{cidr}}"
-
-[[groups]]
-name = "nodes"
-count = 3
-after = ["seed"]
-kernel = "{kernel}"
-network = "lab-net"
-kernel_parameters = "--ipv4={{cidr}}"
-"#
-    );
+    let file = two_group_bed("lab", &srv.kernel, "10.63.0.0/24", 3);
     client
         .apply_testbed(&rhyzome_api::testbed::TestbedApply {
             file,
