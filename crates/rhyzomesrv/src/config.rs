@@ -695,6 +695,7 @@ mod tests {
             r#"{"MaxStreamSeconds": 0}"#,
             r#"{"MaxStreamSeconds": 604801}"#,
             r#"{"MaxStreamsPerCaller": 0}"#,
+            r#"{"MetricsMaxAgeMillis": 3600001}"#,
         ] {
             let e = parse(bad).unwrap_err().to_string();
             let key = bad.split('"').nth(1).unwrap();
@@ -705,6 +706,9 @@ mod tests {
             (c.max_stream_lifetime.as_secs(), c.max_streams_per_caller),
             (60, 4)
         );
+        assert_eq!(c.metrics_max_age.as_millis(), 5000);
+        let c = parse(r#"{"MetricsMaxAgeMillis": 0}"#).unwrap();
+        assert!(c.metrics_max_age.is_zero());
     }
 
     #[test]
