@@ -227,7 +227,7 @@ impl Service {
                     .collect();
             }
         }
-        let testbed_groups = self.testbed_samples()?;
+        let testbed_groups = self.testbed_samples(&records)?;
         let networks = self.network_samples()?;
         // Writing the text takes milliseconds at hundreds of domains (docs/benchmarks.md):
         // off the async runtime too, so that API requests never wait behind it.
@@ -247,10 +247,20 @@ impl Service {
 
     /// Every group of every test bed, with its instances counted as `GET /v1/testbeds`
     /// counts them.
-    fn testbed_samples(&self) -> Result<Vec<GroupSample>, ServiceError> {
+    fn testbed_samples(
+        &self,
+        records: &[crate::store::InstanceRecord],
+    ) -> Result<Vec<GroupSample>, ServiceError> {
+        let beds = self.store.testbeds()?;
+        if beds.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The records are already read: one lookup each, not one store query per member.
+        let states: HashMap<&str, InstanceState> =
+            records.iter().map(|r| (r.name.as_str(), r.state)).collect();
         let mut out = Vec::new();
-        for record in self.store.testbeds()? {
-            let bed = self.testbed_status(&record)?;
+        for record in beds {
+            let bed = self.testbed_status_with(&record, Some(&states))?;
             for g in bed.groups {
                 out.push(GroupSample {
                     testbed: bed.name.clone(),

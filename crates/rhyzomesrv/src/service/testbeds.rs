@@ -259,6 +259,16 @@ impl Service {
     }
 
     pub(super) fn testbed_status(&self, r: &TestbedRecord) -> Result<Testbed, ServiceError> {
+        self.testbed_status_with(r, None)
+    }
+
+    /// The status of a bed; its members' states from `known` (instance name to state) when
+    /// the caller already read every record (a metrics scrape), else from the store.
+    pub(super) fn testbed_status_with(
+        &self,
+        r: &TestbedRecord,
+        known: Option<&std::collections::HashMap<&str, InstanceState>>,
+    ) -> Result<Testbed, ServiceError> {
         let bed = parse_bed(&r.file, false).ok();
         let members = self.store.testbed_members(&r.name)?;
         let mut groups = Vec::new();
@@ -282,17 +292,21 @@ impl Service {
             };
             let mut last_ready = 0;
             for m in members.iter().filter(|m| &m.group == name) {
-                let Some(rec) = self.store.by_name(&m.instance)? else {
+                let state = match known {
+                    Some(k) => k.get(m.instance.as_str()).copied(),
+                    None => self.store.by_name(&m.instance)?.map(|rec| rec.state),
+                };
+                let Some(state) = state else {
                     continue;
                 };
                 s.created += 1;
-                match rec.state {
+                match state {
                     InstanceState::Running => s.running += 1,
                     InstanceState::Exited => s.exited += 1,
                     InstanceState::Crashed | InstanceState::Failed => s.failed += 1,
                     _ => {}
                 }
-                if let (Some(t), InstanceState::Running) = (m.ready_ms, rec.state) {
+                if let (Some(t), InstanceState::Running) = (m.ready_ms, state) {
                     s.ready += 1;
                     s.ready_members.push(m.instance.clone());
                     last_ready = last_ready.max(t);
