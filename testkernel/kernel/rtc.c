@@ -1,0 +1,160 @@
+/*
+ * rhyzome-testkernel: a wall clock from the CMOS RTC (MC146818), aligned to
+ * its second edge, interpolated with the TSC.
+ *
+ * Solo5 reads the RTC once at boot and adds its monotonic clock, which is
+ * good to a second.  Gossip timing needs better: the guest compares its wall
+ * clock with a time the injector (another machine's clock, here the host's)
+ * put in a packet.  So the RTC's update-ended interrupt (IRQ 8, once per
+ * second, as the RTC finishes advancing its seconds) stamps each second edge
+ * with the TSC; the time registers are read in the same handler, when they
+ * are stable for almost a second.  Between edges the TSC interpolates, with a
+ * rate measured over the last whole second (edge to edge) rather than the
+ * 4 ms boot calibration.  One interrupt per second costs nothing next to the
+ * 100 Hz wake-up tick.
+ *
+ * The RTC is the chipset's (port 0x70/0x71, present on every x86 PC QEMU
+ * emulates), not a virtio device: Solo5 reads it too, and the kernel's device
+ * manifest is unchanged.
+ */
+#include "kernel.h"
+
+#define CMOS_INDEX 0x70
+#define CMOS_DATA 0x71
+#define RTC_SECONDS 0x00
+#define RTC_MINUTES 0x02
+#define RTC_HOURS 0x04
+#define RTC_DAY 0x07
+#define RTC_MONTH 0x08
+#define RTC_YEAR 0x09
+#define RTC_REG_B 0x0B
+#define RTC_REG_C 0x0C
+#define RTC_B_UIE 0x10
+#define RTC_B_24H 0x02
+#define RTC_B_BINARY 0x04
+#define RTC_C_UPDATE_ENDED 0x10
+
+static uint8_t cmos_read(uint8_t reg)
+{
+    outb(CMOS_INDEX, reg);
+    return inb(CMOS_DATA);
+}
+
+static void cmos_write(uint8_t reg, uint8_t v)
+{
+    outb(CMOS_INDEX, reg);
+    outb(CMOS_DATA, v);
+}
+
+/* Edges seen so far, and the last two, stamped. The handler runs only while
+ * the main loop sleeps in idle_wait (interrupts are off everywhere else), so
+ * the loop never sees a half-written edge. */
+static uint32_t edges;
+static uint64_t edge_tsc, edge_epoch_s;
+static uint64_t tsc_per_s; /* measured edge to edge; 0 until two edges */
+
+static uint32_t bcd(uint8_t v, int binary)
+{
+    return binary ? v : (uint32_t)((v >> 4) * 10 + (v & 15));
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant). */
+static uint64_t days_from_civil(uint32_t y, uint32_t m, uint32_t d)
+{
+    uint32_t era, yoe, doy, doe;
+    y -= m <= 2;
+    era = y / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return (uint64_t)era * 146097 + doe - 719468;
+}
+
+static uint64_t rtc_epoch_seconds(void)
+{
+    uint8_t b = cmos_read(RTC_REG_B);
+    int binary = (b & RTC_B_BINARY) != 0;
+    uint32_t s = bcd(cmos_read(RTC_SECONDS), binary);
+    uint32_t mi = bcd(cmos_read(RTC_MINUTES), binary);
+    uint8_t hraw = cmos_read(RTC_HOURS);
+    uint32_t h = bcd(hraw & 0x7F, binary);
+    uint32_t d = bcd(cmos_read(RTC_DAY), binary);
+    uint32_t mo = bcd(cmos_read(RTC_MONTH), binary);
+    uint32_t y = 2000 + bcd(cmos_read(RTC_YEAR), binary);
+    if (!(b & RTC_B_24H)) {
+        /* 12-hour mode: bit 7 is PM, 12 is hour 0 */
+        h %= 12;
+        if (hraw & 0x80)
+            h += 12;
+    }
+    return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s;
+}
+
+void rtc_interrupt(void);
+void rtc_interrupt(void)
+{
+    uint64_t now = rdtsc();
+    uint8_t c = cmos_read(RTC_REG_C); /* reading C acknowledges the IRQ */
+    if (c & RTC_C_UPDATE_ENDED) {
+        uint64_t s = rtc_epoch_seconds();
+        if (edges && s == edge_epoch_s + 1)
+            tsc_per_s = now - edge_tsc;
+        edge_tsc = now;
+        edge_epoch_s = s;
+        edges++;
+    }
+    outb(0xA0, 0x20); /* EOI to the slave, then the master */
+    outb(0x20, 0x20);
+}
+
+void rtc_init(void)
+{
+    (void)cmos_read(RTC_REG_C); /* clear anything pending */
+    cmos_write(RTC_REG_B, (uint8_t)(cmos_read(RTC_REG_B) | RTC_B_UIE));
+}
+
+int wall_clock_synced(void)
+{
+    return edges > 0;
+}
+
+/* The RTC's own time, interpolated: ms since the epoch by the RTC, which
+ * under QEMU is the host's time truncated to the second when QEMU started, so
+ * behind the host's by a constant fraction of a second (see the README). */
+static uint64_t rtc_ms(void)
+{
+    uint64_t rate = tsc_per_s;
+    if (!edges)
+        return 0;
+    if (!rate)
+        rate = tsc_per_ms_rate() * 1000;
+    return edge_epoch_s * 1000 + udiv64((rdtsc() - edge_tsc) * 1000, rate);
+}
+
+/* What clock-set learnt: add to the RTC's time to get the setter's. */
+static int64_t correction_ms;
+static int corrected;
+
+void wall_clock_set(uint64_t epoch_ms)
+{
+    /* The sample arrived d >= 0 ms after it was stamped, so epoch_ms - rtc
+     * underestimates the correction by d: the largest sample is the best. */
+    int64_t c = (int64_t)epoch_ms - (int64_t)rtc_ms();
+    if (!edges)
+        return;
+    if (!corrected || c > correction_ms)
+        correction_ms = c;
+    corrected = 1;
+}
+
+int wall_clock_corrected(void)
+{
+    return corrected;
+}
+
+uint64_t wall_clock_ms(void)
+{
+    if (!edges)
+        return 0;
+    return (uint64_t)((int64_t)rtc_ms() + correction_ms);
+}
