@@ -1,5 +1,7 @@
-//! `rhyzomectl testbed collect NAME -o DIR`: downloads the bed's results archive and unpacks
+//! `rhyzomectl testbed collect NAME -d DIR`: downloads the bed's results archive and unpacks
 //! it into DIR (`summary.json`, `summary.csv`, `testbed.toml`, `GROUP/NAME/console.log`).
+//! (`-d`, not the issue's `-o`: `-o` is every command's output format, and `-o json` here
+//! lists the files written as JSON.)
 //!
 //! The archive comes from a server, which this client does not trust with its file system:
 //! [`unpack`] writes only regular files, only at relative paths made of plain names, only
@@ -18,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 pub struct CollectArgs {
     pub name: String,
     /// Directory to write into (created if missing; files of the same name are replaced).
-    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
+    #[arg(short = 'd', long = "dir", value_name = "DIR")]
     pub dir: PathBuf,
 }
 
