@@ -8,9 +8,8 @@
  * put in a packet.  So the RTC's update-ended interrupt (IRQ 8, once per
  * second, as the RTC finishes advancing its seconds) stamps each second edge
  * with the TSC; the time registers are read in the same handler, when they
- * are stable for almost a second.  Between edges the TSC interpolates, with a
- * rate measured over the last whole second (edge to edge) rather than the
- * 4 ms boot calibration.  One interrupt per second costs nothing next to the
+ * are stable for almost a second.  Between edges the TSC interpolates, at
+ * the rate of the boot calibration.  One interrupt per second costs nothing next to the
  * 100 Hz wake-up tick.
  *
  * The RTC is the chipset's (port 0x70/0x71, present on every x86 PC QEMU
@@ -51,7 +50,6 @@ static void cmos_write(uint8_t reg, uint8_t v)
  * the loop never sees a half-written edge. */
 static uint32_t edges;
 static uint64_t edge_tsc, edge_epoch_s;
-static uint64_t tsc_per_s; /* measured edge to edge; 0 until two edges */
 
 static uint32_t bcd(uint8_t v, int binary)
 {
@@ -97,8 +95,6 @@ void rtc_interrupt(void)
     uint8_t c = cmos_read(RTC_REG_C); /* reading C acknowledges the IRQ */
     if (c & RTC_C_UPDATE_ENDED) {
         uint64_t s = rtc_epoch_seconds();
-        if (edges && s == edge_epoch_s + 1)
-            tsc_per_s = now - edge_tsc;
         edge_tsc = now;
         edge_epoch_s = s;
         edges++;
@@ -118,32 +114,50 @@ int wall_clock_synced(void)
     return edges > 0;
 }
 
-/* The RTC's own time, interpolated: ms since the epoch by the RTC, which
- * under QEMU is the host's time truncated to the second when QEMU started, so
- * behind the host's by a constant fraction of a second (see the README). */
-static uint64_t rtc_ms(void)
+/* TSC ticks per second: the boot calibration (cpu.c). Measured against the
+ * host over 3 s it drifted by at most ~5 ms, while a rate taken from the
+ * RTC's edges did worse (up to 80 ms in 3 s in young guests): under load an
+ * edge is stamped late, by however long the guest was not scheduled. */
+static uint64_t tsc_rate(void)
 {
-    uint64_t rate = tsc_per_s;
-    if (!edges)
-        return 0;
-    if (!rate)
-        rate = tsc_per_ms_rate() * 1000;
-    return edge_epoch_s * 1000 + udiv64((rdtsc() - edge_tsc) * 1000, rate);
+    return tsc_per_ms_rate() * 1000;
 }
 
-/* What clock-set learnt: add to the RTC's time to get the setter's. */
-static int64_t correction_ms;
+static int64_t tsc_to_ms(int64_t ticks)
+{
+    uint64_t rate = tsc_rate();
+    return ticks >= 0 ? (int64_t)udiv64((uint64_t)ticks * 1000, rate)
+                      : -(int64_t)udiv64((uint64_t)-ticks * 1000, rate);
+}
+
+/* The RTC's own time, interpolated from the latest edge: ms since the epoch
+ * by the RTC, which under QEMU is behind the host's by a fraction of a second
+ * (see the README), and behind by its lateness after a late-stamped edge. */
+static uint64_t rtc_ms(void)
+{
+    if (!edges)
+        return 0;
+    return edge_epoch_s * 1000 + (uint64_t)tsc_to_ms((int64_t)(rdtsc() - edge_tsc));
+}
+
+/* The best clock-set sample: the setter's time and the TSC when it came. */
+static uint64_t set_epoch_ms, set_tsc;
 static int corrected;
 
 void wall_clock_set(uint64_t epoch_ms)
 {
-    /* The sample arrived d >= 0 ms after it was stamped, so epoch_ms - rtc
-     * underestimates the correction by d: the largest sample is the best. */
-    int64_t c = (int64_t)epoch_ms - (int64_t)rtc_ms();
+    uint64_t now = rdtsc();
     if (!edges)
         return;
-    if (!corrected || c > correction_ms)
-        correction_ms = c;
+    /* A sample arrives d >= 0 ms after it was stamped, so it is behind the
+     * setter's clock by d: keep the one that says the latest time once both
+     * are carried to now, i.e. the one delayed least. */
+    if (!corrected ||
+        (int64_t)epoch_ms >
+            (int64_t)set_epoch_ms + tsc_to_ms((int64_t)(now - set_tsc))) {
+        set_epoch_ms = epoch_ms;
+        set_tsc = now;
+    }
     corrected = 1;
 }
 
@@ -152,9 +166,13 @@ int wall_clock_corrected(void)
     return corrected;
 }
 
+/* Once set: the best sample carried forward by the TSC (no edge involved, so
+ * no edge's lateness); before: the RTC's time. */
 uint64_t wall_clock_ms(void)
 {
     if (!edges)
         return 0;
-    return (uint64_t)((int64_t)rtc_ms() + correction_ms);
+    if (corrected)
+        return set_epoch_ms + (uint64_t)tsc_to_ms((int64_t)(rdtsc() - set_tsc));
+    return rtc_ms();
 }
