@@ -107,6 +107,7 @@ int wall_clock_synced(void);   /* a second edge has been seen */
 uint64_t wall_clock_ms(void);  /* ms since the Unix epoch; 0 until synced */
 void wall_clock_set(uint64_t epoch_ms); /* a sample of the setter's clock */
 int wall_clock_corrected(void); /* clock-set has been received */
+int wall_clock_rate_measured(void); /* the TSC's rate comes from RTC edges */
 
 /* ---- pci.c ------------------------------------------------------------- */
 struct pci_dev {

@@ -384,9 +384,9 @@ static void udp_service(int nic, const uint8_t *f, const uint8_t *ip,
             wall_clock_set(ms);
         }
         ksnprintf(line, sizeof(line),
-                  "wall_ms=%llu synced=%d set=%d uptime_ms=%llu\n",
+                  "wall_ms=%llu synced=%d set=%d rate=%s uptime_ms=%llu\n",
                   wall_clock_ms(), wall_clock_synced(), wall_clock_corrected(),
-                  uptime_ms());
+                  wall_clock_rate_measured() ? "rtc" : "boot", uptime_ms());
         udp_reply_str(nic, f, ip, u, line);
     } else if (n >= 4 && memcmp(cmd, "exit", 4) == 0 &&
                (n == 4 || cmd[4] == ' ')) {

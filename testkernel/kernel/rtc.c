@@ -9,7 +9,7 @@
  * second, as the RTC finishes advancing its seconds) stamps each second edge
  * with the TSC; the time registers are read in the same handler, when they
  * are stable for almost a second.  Between edges the TSC interpolates, at
- * the rate of the boot calibration.  One interrupt per second costs nothing next to the
+ * a rate measured from the edges (measure_rate).  One interrupt per second costs nothing next to the
  * 100 Hz wake-up tick.
  *
  * The RTC is the chipset's (port 0x70/0x71, present on every x86 PC QEMU
@@ -50,6 +50,39 @@ static void cmos_write(uint8_t reg, uint8_t v)
  * the loop never sees a half-written edge. */
 static uint32_t edges;
 static uint64_t edge_tsc, edge_epoch_s;
+
+/* For the TSC's rate: the first RATE_PAIRS edges and the latest RATE_PAIRS
+ * (a ring), each a TSC stamp and its epoch second, and the rate they give. */
+#define RATE_PAIRS 8
+static uint64_t first_tsc[RATE_PAIRS], first_s[RATE_PAIRS];
+static uint64_t last_tsc[RATE_PAIRS], last_s[RATE_PAIRS];
+static uint64_t edge_rate; /* TSC ticks per second; 0 until measured */
+
+/* The median over pairs (i-th first edge, i-th latest edge) of the ticks per
+ * second between them. A stamp is late by however long the guest was not
+ * scheduled when the RTC fired (tens of ms under load), never early; over a
+ * long baseline, and with the median, a few late stamps do not matter. */
+static void measure_rate(void)
+{
+    uint64_t r[RATE_PAIRS], t;
+    uint32_t n = edges / 2, k = 0;
+    if (n > RATE_PAIRS)
+        n = RATE_PAIRS;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t j = (edges - 1 - i) % RATE_PAIRS; /* i-th latest */
+        if (last_s[j] >= first_s[i] + 8)
+            r[k++] = udiv64(last_tsc[j] - first_tsc[i], last_s[j] - first_s[i]);
+    }
+    if (k < 3)
+        return;
+    for (uint32_t a = 1; a < k; a++) /* insertion sort, k <= 8 */
+        for (uint32_t b = a; b > 0 && r[b - 1] > r[b]; b--) {
+            t = r[b];
+            r[b] = r[b - 1];
+            r[b - 1] = t;
+        }
+    edge_rate = r[k / 2];
+}
 
 static uint32_t bcd(uint8_t v, int binary)
 {
@@ -97,7 +130,14 @@ void rtc_interrupt(void)
         uint64_t s = rtc_epoch_seconds();
         edge_tsc = now;
         edge_epoch_s = s;
+        if (edges < RATE_PAIRS) {
+            first_tsc[edges] = now;
+            first_s[edges] = s;
+        }
+        last_tsc[edges % RATE_PAIRS] = now;
+        last_s[edges % RATE_PAIRS] = s;
         edges++;
+        measure_rate();
     }
     outb(0xA0, 0x20); /* EOI to the slave, then the master */
     outb(0x20, 0x20);
@@ -114,13 +154,18 @@ int wall_clock_synced(void)
     return edges > 0;
 }
 
-/* TSC ticks per second: the boot calibration (cpu.c). Measured against the
- * host over 3 s it drifted by at most ~5 ms, while a rate taken from the
- * RTC's edges did worse (up to 80 ms in 3 s in young guests): under load an
- * edge is stamped late, by however long the guest was not scheduled. */
+/* TSC ticks per second: measured from the RTC's edges once they span enough
+ * (measure_rate: at least 3 pairs 8 s apart, so from about 19 s after boot);
+ * before, the boot calibration (cpu.c: three 4 ms windows against the PIT,
+ * which can be off by a percent when the guest was starved meanwhile). */
+int wall_clock_rate_measured(void)
+{
+    return edge_rate != 0;
+}
+
 static uint64_t tsc_rate(void)
 {
-    return tsc_per_ms_rate() * 1000;
+    return edge_rate ? edge_rate : tsc_per_ms_rate() * 1000;
 }
 
 static int64_t tsc_to_ms(int64_t ticks)
