@@ -7,6 +7,9 @@
 #   examples/gossip-run.sh --plain         # a plain network (libvirt bridge, no emulator)
 #   options: --nodes N (49), --keep (leave the bed and daemon running), --out DIR
 #
+# The first two need a daemon whose test-bed files take `emulated`/`link` (issue 15's file
+# keys); one that refuses them says so at their line and column, and --plain still runs.
+#
 # What it does, all inside the lab (scripts/lab.sh; network traffic only to the guests, in
 # the lab's namespace):
 #   1. builds rhyzomesrv, rhyzomectl, rhyzome-linkemu and the test kernel (PROFILE=debug or
