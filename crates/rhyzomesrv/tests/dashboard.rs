@@ -226,7 +226,7 @@ fn the_test_bed_page_shows_a_ten_node_bed_live_and_collects_with_the_token() {
     b.eval(
         "window.__fetches = []; const f = window.fetch; window.fetch = (u, init) => { \
          window.__fetches.push([String(u), (init && init.headers && init.headers.Authorization) || null]); \
-         return f(u, init); }; return null",
+         return f(u, init).then((r) => { window.__status = r.status; return r; }); }; return null",
         serde_json::json!([]),
     );
     b.click(".bed[data-bed='tb'] [data-action='collect']");
@@ -242,6 +242,21 @@ fn the_test_bed_page_shows_a_ten_node_bed_live_and_collects_with_the_token() {
         fetched,
         serde_json::json!([["/v1/testbeds/tb/collect", format!("Bearer {token}")]])
     );
+    // The archive came (200) and no error is shown under the bed.
+    let deadline = std::time::Instant::now() + WAIT;
+    while b.eval("return window.__status || 0", serde_json::json!([])) == serde_json::json!(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the collect answer never came"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        b.eval("return window.__status", serde_json::json!([])),
+        serde_json::json!(200)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.text(".bed[data-bed='tb'] .error"), "");
 }
 
 #[test]
