@@ -7,7 +7,10 @@
 #    non-zero counters per domain (crates/rhyzomesrv/examples/bench_metrics.rs), 200
 #    sequential scrapes each over loopback HTTP.
 # 2. Real guests: a rhyzomesrv on the lab's libvirt with REAL_GUESTS test-kernel guests,
-#    100 sequential scrapes with curl, against the baseline of the same run: `virsh domstats`
+#    100 sequential scrapes with curl (served from the daemon's counter snapshot, refreshed
+#    in the background every MetricsMaxAgeMillis: BENCH_MAX_AGE_MS, default the daemon's
+#    5000; 0 makes every scrape wait for the bulk call, as before the snapshot existed),
+#    against the baseline of the same run: `virsh domstats`
 #    of the same domains (one bulk call too, plus virsh's own start and connection), and the
 #    per-domain calls it replaces (`virsh domstats DOMAIN` once per domain, in one virsh
 #    session).
@@ -60,7 +63,7 @@ server="http://127.0.0.1:$port"
 cat > "$work/rhyzome.conf" <<CONF
 {"BridgeInterface": "$RHYZOME_LAB_BRIDGE", "Hostname": "bench-metrics-$$", "Bind": "127.0.0.1:$port",
  "DomainType": "qemu", "LibvirtURI": "$RHYZOME_LAB_URI", "StateDir": "$work/state",
- "KernelDirs": ["$work/kernels"]}
+ "KernelDirs": ["$work/kernels"], "MetricsMaxAgeMillis": ${BENCH_MAX_AGE_MS:-5000}}
 CONF
 $bin/rhyzomesrv --config "$work/rhyzome.conf" > "$work/daemon.log" 2>&1 &
 daemon=$!

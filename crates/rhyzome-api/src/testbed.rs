@@ -1068,6 +1068,12 @@ pub struct TestbedGroupStatus {
     /// Milliseconds from the bed's last apply until the last instance became ready, once all
     /// are.
     pub ms_to_ready: Option<u64>,
+    /// The groups this one waits for (its `after`).
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// The group's running instances that passed its readiness check, by name.
+    #[serde(default)]
+    pub ready_members: Vec<String>,
 }
 
 /// A test bed and its groups.

@@ -404,7 +404,8 @@ pub struct Event {
     /// The instance's name; `network:NAME` for an event of a network (state
     /// `emulator_restarted`: its link emulator had died and was started again).
     pub instance: String,
-    /// The new state; `deleted` when the instance is gone.
+    /// The new state; `deleted` when the instance is gone; `ready` when a test bed's
+    /// instance passed its group's readiness check (its state stays `running`).
     pub state: String,
     pub exit_code: Option<i32>,
     /// Why, when the daemon knows (`restart 2/5 in 400ms`, `crash loop: ...`).

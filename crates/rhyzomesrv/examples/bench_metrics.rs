@@ -2,9 +2,11 @@
 //! running instances, over the fake hypervisor, so that rhyzome's own share of a scrape (store
 //! read, ownership filter, exposition, HTTP) is measured at sizes the lab cannot boot.
 //!
-//!     cargo run -p rhyzomesrv --example bench_metrics -- [--instances N] [--scrapes M]
+//!     cargo run -p rhyzomesrv --example bench_metrics -- [--instances N] [--scrapes M] [--testbed]
 //!
-//! Creates N instances (default 500) through `Service::create`, gives each domain a NIC and
+//! Creates N instances (default 500) through `Service::create` (with `--testbed`: as one test
+//! bed of a seed and N-1 nodes on its own network, so that the test-bed and network gauges
+//! and the `testbed`/`group` labels are part of every scrape), gives each domain a NIC and
 //! non-zero counters, serves the real router on loopback, scrapes it M times (default 200)
 //! one after another and prints `instances=N scrapes=M bytes=B p50_ms=.. p99_ms=.. max_ms=..`.
 
@@ -34,6 +36,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let count = arg_value(&args, "--instances", 500);
     let scrapes = arg_value(&args, "--scrapes", 200);
+    let as_testbed = args.iter().any(|a| a == "--testbed");
     let runtime = tokio::runtime::Runtime::new()?;
 
     let dir = tempfile::tempdir()?;
@@ -57,16 +60,39 @@ fn main() -> anyhow::Result<()> {
     let kernel = kernel.to_str().expect("UTF-8 temp path").to_string();
 
     let addr = runtime.block_on(async {
-        for i in 0..count {
-            let spec = InstanceSpec {
-                name: format!("bench-{i:04}"),
-                kernel: kernel.clone(),
-                ..Default::default()
-            };
-            let instance = service.create(spec, &Caller::internal()).await?;
+        let mut ids = Vec::with_capacity(count);
+        if as_testbed {
+            let file = rhyzomesrv::testing::two_group_bed(
+                "bench",
+                &kernel,
+                "10.80.0.0/20",
+                count as u32 - 1,
+            );
+            service
+                .apply_testbed(
+                    &Caller::internal(),
+                    rhyzome_api::testbed::TestbedApply {
+                        file,
+                        dry_run: None,
+                    },
+                )
+                .await?;
+            while !service.converge_testbed("bench").await? {}
+            ids.extend(service.list(&Caller::internal())?.into_iter().map(|i| i.id));
+        } else {
+            for i in 0..count {
+                let spec = InstanceSpec {
+                    name: format!("bench-{i:04}"),
+                    kernel: kernel.clone(),
+                    ..Default::default()
+                };
+                ids.push(service.create(spec, &Caller::internal()).await?.id);
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
             let n = i as u64 + 1;
             backend.set_counters(
-                &instance.id,
+                id,
                 DomainCounters {
                     cpu_time_ns: n * 1_000_000_007,
                     memory_kib: 32768,
@@ -105,7 +131,8 @@ fn main() -> anyhow::Result<()> {
     times.sort_by(f64::total_cmp);
     let pct = |p: f64| times[((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1];
     println!(
-        "instances={count} scrapes={scrapes} bytes={bytes} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        "instances={count}{} scrapes={scrapes} bytes={bytes} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        if as_testbed { " (one test bed)" } else { "" },
         pct(0.50),
         pct(0.99),
         pct(1.0)

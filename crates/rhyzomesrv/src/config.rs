@@ -58,6 +58,8 @@ struct RawConfig {
     bind: Option<String>,
     #[serde(rename = "MetricsBind")]
     metrics_bind: Option<String>,
+    #[serde(rename = "MetricsMaxAgeMillis")]
+    metrics_max_age_millis: Option<u64>,
     #[serde(rename = "LibvirtURI")]
     libvirt_uri: Option<String>,
     #[serde(rename = "DomainType")]
@@ -120,6 +122,10 @@ pub struct Config {
     pub bind_addr: SocketAddr,
     /// `MetricsBind`: a loopback address serving `GET /metrics` alone, without a token.
     pub metrics_bind: Option<SocketAddr>,
+    /// `MetricsMaxAgeMillis`: how old the domain counters a scrape serves may be (a
+    /// background refresher makes one bulk call per interval while scrapes come); zero reads
+    /// the hypervisor at every scrape.
+    pub metrics_max_age: std::time::Duration,
     pub libvirt_uri: String,
     pub domain_type: DomainTypeSetting,
     pub state_dir: PathBuf,
@@ -186,6 +192,9 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rhyzome";
 pub const DEFAULT_MAX_STREAM_SECONDS: u64 = 3600;
 pub const DEFAULT_MAX_STREAMS_PER_CALLER: u32 = 32;
+/// Half of a usual 15 s scrape interval: a scrape's counters are at most this old (plus one
+/// bulk call).
+pub const DEFAULT_METRICS_MAX_AGE_MILLIS: u64 = 5000;
 
 /// `rhyzome-linkemu` next to the daemon's own binary (where the package and a cargo build
 /// put it), else the name alone, looked up in `PATH`.
@@ -239,6 +248,15 @@ impl Config {
             return Err(invalid(
                 "Hostname",
                 "must be 1 to 253 printable characters".into(),
+            ));
+        }
+        let metrics_max_age_millis = raw
+            .metrics_max_age_millis
+            .unwrap_or(DEFAULT_METRICS_MAX_AGE_MILLIS);
+        if metrics_max_age_millis > 3_600_000 {
+            return Err(invalid(
+                "MetricsMaxAgeMillis",
+                format!("is {metrics_max_age_millis}; it must be at most 3600000 (an hour)"),
             ));
         }
         let bind = raw.bind.unwrap_or_else(|| DEFAULT_BIND.into());
@@ -370,6 +388,7 @@ impl Config {
             bind,
             bind_addr,
             metrics_bind,
+            metrics_max_age: std::time::Duration::from_millis(metrics_max_age_millis),
             libvirt_uri,
             domain_type: raw.domain_type.unwrap_or_default(),
             state_dir,
@@ -676,6 +695,7 @@ mod tests {
             r#"{"MaxStreamSeconds": 0}"#,
             r#"{"MaxStreamSeconds": 604801}"#,
             r#"{"MaxStreamsPerCaller": 0}"#,
+            r#"{"MetricsMaxAgeMillis": 3600001}"#,
         ] {
             let e = parse(bad).unwrap_err().to_string();
             let key = bad.split('"').nth(1).unwrap();
@@ -686,6 +706,9 @@ mod tests {
             (c.max_stream_lifetime.as_secs(), c.max_streams_per_caller),
             (60, 4)
         );
+        assert_eq!(c.metrics_max_age.as_millis(), 5000);
+        let c = parse(r#"{"MetricsMaxAgeMillis": 0}"#).unwrap();
+        assert!(c.metrics_max_age.is_zero());
     }
 
     #[test]

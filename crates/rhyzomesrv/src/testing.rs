@@ -179,3 +179,31 @@ impl TestServer {
         between
     }
 }
+
+/// A test-bed file named `name`: a group `seed` of one instance, then a group `nodes` of
+/// `nodes` instances `after` it, all with `kernel`, on the bed's own network `NAME-net` of
+/// `subnet`, each given its address (`--ipv4={cidr}`).
+pub fn two_group_bed(name: &str, kernel: &str, subnet: &str, nodes: u32) -> String {
+    format!(
+        r#"name = "{name}"
+[[networks]]
+name = "{name}-net"
+subnet = "{subnet}"
+
+[[groups]]
+name = "seed"
+count = 1
+kernel = "{kernel}"
+network = "{name}-net"
+kernel_parameters = "--ipv4={{cidr}}"
+
+[[groups]]
+name = "nodes"
+count = {nodes}
+after = ["seed"]
+kernel = "{kernel}"
+network = "{name}-net"
+kernel_parameters = "--ipv4={{cidr}}"
+"#
+    )
+}

@@ -11,7 +11,7 @@ use browser::Browser;
 use rhyzome_api::client::{Client, ClientOptions};
 use rhyzome_api::InstanceSpec;
 use rhyzomesrv::auth::{Quota, Role};
-use rhyzomesrv::testing::{TestServer, TestServerOptions};
+use rhyzomesrv::testing::{two_group_bed, TestServer, TestServerOptions};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -55,8 +55,8 @@ fn assets_are_served_with_a_strict_content_security_policy_and_no_token() {
     );
 }
 
-#[test]
-fn a_browser_signs_in_sees_live_state_and_field_errors() {
+/// A server with authentication on, an operator's token and a client holding it.
+fn with_operator() -> (TestServer, String, Client) {
     let srv = TestServer::start_with(TestServerOptions {
         auth: true,
         ..Default::default()
@@ -73,6 +73,12 @@ fn a_browser_signs_in_sees_live_state_and_field_errors() {
         },
     )
     .unwrap();
+    (srv, token, api)
+}
+
+#[test]
+fn a_browser_signs_in_sees_live_state_and_field_errors() {
+    let (srv, token, api) = with_operator();
     api.create_instance(&InstanceSpec {
         name: "web-1".into(),
         kernel: srv.kernel.clone(),
@@ -157,49 +163,100 @@ fn a_browser_signs_in_sees_live_state_and_field_errors() {
     b.wait_text("#instances tbody", WAIT, |t| !t.contains("web-2"));
 }
 
-#[test]
-fn the_test_bed_page_shows_a_ten_node_bed_coming_and_going_live() {
-    let srv = TestServer::start();
-    let api = Client::new(&srv.url).unwrap();
-    let spec = |name: &str| InstanceSpec {
-        name: name.into(),
-        kernel: srv.kernel.clone(),
-        ..Default::default()
-    };
-    for i in 1..=10 {
-        api.create_instance(&spec(&format!("bed-node-{i}")))
-            .unwrap();
+fn wait_ready(api: &Client, bed: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !api.get_testbed(bed).unwrap().ready {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bed {bed} never ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    api.create_instance(&spec("web")).unwrap();
+}
+
+#[test]
+fn the_test_bed_page_shows_a_ten_node_bed_live_and_collects_with_the_token() {
+    let (srv, token, api) = with_operator();
+    api.apply_testbed(&rhyzome_api::testbed::TestbedApply {
+        file: two_group_bed("tb", &srv.kernel, "10.64.0.0/24", 10),
+        dry_run: None,
+    })
+    .unwrap();
+    wait_ready(&api, "tb");
 
     let b = Browser::start();
     b.goto(&format!("{}/ui#/beds", srv.url));
-    let bed = ".bed[data-group='bed-node']";
-    b.wait_text(&format!("{bed} .summary"), WAIT, |t| {
-        t == "10 running of 10"
+    b.wait_for("#token", WAIT);
+    b.type_into("#token", &token);
+    b.click("#login-form button");
+    let group = ".bed[data-bed='tb'] .group[data-group='nodes']";
+    b.wait_text(&format!("{group} .summary"), WAIT, |t| {
+        t == "10 ready of 10"
     });
-    let running = || {
+    let count = |css: &str| {
         b.eval(
             "return document.querySelectorAll(arguments[0]).length",
-            serde_json::json!([format!("{bed} .node.running")]),
+            serde_json::json!([css]),
         )
     };
-    assert_eq!(running(), serde_json::json!(10));
-    // A lone instance is not a bed.
+    b.wait_text(&format!("{group} .nodes"), WAIT, |_| {
+        count(&format!("{group} .node.running.ready")) == serde_json::json!(10)
+    });
     assert_eq!(
-        b.eval(
-            "return document.querySelectorAll('.bed').length",
-            serde_json::json!([])
-        ),
-        serde_json::json!(1)
+        b.text(&format!("{group} [data-meter='running'] .meter-count")),
+        "10 / 10"
     );
-    // Live: a node stopped elsewhere turns grey without a reload.
-    api.stop_instance("bed-node-3").unwrap();
-    b.wait_text(&format!("{bed} .summary"), WAIT, |t| t == "9 running of 10");
-    assert_eq!(running(), serde_json::json!(9));
-    if let Ok(dir) = std::env::var("RHYZOME_SCREENSHOTS") {
-        b.screenshot(&std::path::Path::new(&dir).join("testbed.png"));
+    // The start order, with each group's `after`.
+    assert_eq!(
+        b.text(".bed[data-bed='tb'] .order"),
+        "seed\nnodes after seed"
+    );
+    // Live, without polling: a node stopped elsewhere leaves the ready count and turns grey.
+    api.stop_instance("tb-nodes-3").unwrap();
+    b.wait_text(&format!("{group} .summary"), WAIT, |t| t == "9 ready of 10");
+    b.wait_text(&format!("{group} .nodes"), WAIT, |_| {
+        count(&format!("{group} .node.stopped")) == serde_json::json!(1)
+    });
+    assert_eq!(
+        count(&format!("{group} .node.running.ready")),
+        serde_json::json!(9)
+    );
+    // Collect: a fetch of the bed's archive with the bearer header (never a bare link, which
+    // would carry no token), its answer saved as a file.
+    b.eval(
+        "window.__fetches = []; const f = window.fetch; window.fetch = (u, init) => { \
+         window.__fetches.push([String(u), (init && init.headers && init.headers.Authorization) || null]); \
+         return f(u, init).then((r) => { window.__status = r.status; return r; }); }; return null",
+        serde_json::json!([]),
+    );
+    b.click(".bed[data-bed='tb'] [data-action='collect']");
+    let deadline = std::time::Instant::now() + WAIT;
+    let fetched = loop {
+        let f = b.eval("return window.__fetches", serde_json::json!([]));
+        if f.as_array().is_some_and(|a| !a.is_empty()) || std::time::Instant::now() > deadline {
+            break f;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        fetched,
+        serde_json::json!([["/v1/testbeds/tb/collect", format!("Bearer {token}")]])
+    );
+    // The archive came (200) and no error is shown under the bed.
+    let deadline = std::time::Instant::now() + WAIT;
+    while b.eval("return window.__status || 0", serde_json::json!([])) == serde_json::json!(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the collect answer never came"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(
+        b.eval("return window.__status", serde_json::json!([])),
+        serde_json::json!(200)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.text(".bed[data-bed='tb'] .error"), "");
 }
 
 #[test]
@@ -301,6 +358,12 @@ fn every_page_fits_a_phone_screen_without_sideways_scrolling() {
         })
         .unwrap();
     }
+    api.apply_testbed(&rhyzome_api::testbed::TestbedApply {
+        file: two_group_bed("pb", &srv.kernel, "10.64.1.0/24", 3),
+        dry_run: None,
+    })
+    .unwrap();
+    wait_ready(&api, "pb");
     let b = Browser::start();
     b.resize(390, 844);
     for (page, ready) in [
@@ -308,7 +371,9 @@ fn every_page_fits_a_phone_screen_without_sideways_scrolling() {
         ("#/instances/phone-node-1", "#instance-details"),
         ("#/create", "#f-name"),
         ("#/images", "#upload-form"),
-        ("#/beds", ".bed"),
+        ("#/beds", ".bed .node"),
+        ("#/networks", "#networks tr[data-name='pb-net']"),
+        ("#/volumes", "#volumes-empty"),
     ] {
         b.goto(&format!("{}/ui{page}", srv.url));
         b.wait_for(ready, WAIT);

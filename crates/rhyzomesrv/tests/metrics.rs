@@ -6,7 +6,7 @@ use rhyzome_api::InstanceSpec;
 use rhyzomesrv::auth::{Quota, Role};
 use rhyzomesrv::backend::counters::{BlockCounters, InterfaceCounters};
 use rhyzomesrv::backend::{BackendError, DomainCounters, DomainStatus};
-use rhyzomesrv::testing::{TestServer, TestServerOptions};
+use rhyzomesrv::testing::{two_group_bed, TestServer, TestServerOptions};
 #[path = "common/exposition.rs"]
 mod exposition;
 use exposition::{samples, value};
@@ -254,9 +254,18 @@ fn requests_are_timed_by_route_template_never_by_raw_path() {
     }
 }
 
+/// A daemon whose scrapes read the hypervisor every time (`MetricsMaxAgeMillis: 0`), for
+/// tests that change the counters between two scrapes.
+fn uncached() -> TestServer {
+    TestServer::start_with(TestServerOptions {
+        config: serde_json::json!({"MetricsMaxAgeMillis": 0}),
+        ..Default::default()
+    })
+}
+
 #[test]
 fn an_unreachable_libvirt_is_reported_not_fatal() {
-    let srv = TestServer::start();
+    let srv = uncached();
     let client = Client::new(&srv.url).unwrap();
     client.create_instance(&spec(&srv, "web")).unwrap();
     srv.backend
@@ -385,4 +394,107 @@ fn a_slow_scrape_holds_up_no_other_request() {
     for s in scrapes {
         assert_eq!(s.join().unwrap(), 200);
     }
+}
+
+#[test]
+fn scrapes_serve_the_background_snapshot_without_waiting_for_libvirt() {
+    let srv = TestServer::start_with(TestServerOptions {
+        config: serde_json::json!({"MetricsMaxAgeMillis": 1500}),
+        ..Default::default()
+    });
+    let client = Client::new(&srv.url).unwrap();
+    let web = client.create_instance(&spec(&srv, "web")).unwrap();
+    let counters = |cpu_ns| DomainCounters {
+        cpu_time_ns: cpu_ns,
+        ..Default::default()
+    };
+    srv.backend.set_counters(&web.id, counters(1_000_000_000));
+    srv.backend
+        .slow_counters(std::time::Duration::from_millis(800));
+    // The first scrape has no snapshot yet: it waits for one bulk call.
+    let started = std::time::Instant::now();
+    let s = scrape(&srv, None);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(800));
+    let cpu = &[("instance", "web")];
+    assert_eq!(
+        value(&s, "libvirt_domain_info_cpu_time_seconds_total", cpu),
+        1.0
+    );
+    // The next ones are answered from the snapshot while the refresher makes its slow calls.
+    srv.backend.set_counters(&web.id, counters(2_000_000_000));
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let s = scrape(&srv, None);
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(400),
+            "a scrape took {took:?}"
+        );
+        assert!(value(&s, "rhyzome_metrics_snapshot_age_seconds", &[]) < 1.5 + 0.8 + 0.5);
+    }
+    // The refresher picks up the change within max age plus one call.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let s = scrape(&srv, None);
+        if value(&s, "libvirt_domain_info_cpu_time_seconds_total", cpu) == 2.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot was never refreshed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn test_bed_and_network_gauges_and_domain_labels() {
+    let srv = TestServer::start();
+    let client = Client::new(&srv.url).unwrap();
+    let file = two_group_bed("lab", &srv.kernel, "10.63.0.0/24", 3);
+    client
+        .apply_testbed(&rhyzome_api::testbed::TestbedApply {
+            file,
+            dry_run: None,
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !client.get_testbed("lab").unwrap().ready {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bed never became ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The status names each group's `after` and its ready members (the dashboard's grid).
+    let bed = client.get_testbed("lab").unwrap();
+    assert_eq!(bed.groups[1].after, vec!["seed".to_string()]);
+    let mut ready = bed.groups[1].ready_members.clone();
+    ready.sort();
+    assert_eq!(ready, ["lab-nodes-0", "lab-nodes-1", "lab-nodes-2"]);
+    let s = scrape(&srv, None);
+    let nodes = |group, state| {
+        value(
+            &s,
+            "rhyzome_testbed_nodes",
+            &[("testbed", "lab"), ("group", group), ("state", state)],
+        )
+    };
+    assert_eq!(nodes("nodes", "desired"), 3.0);
+    assert_eq!(nodes("nodes", "running"), 3.0);
+    assert_eq!(nodes("nodes", "ready"), 3.0);
+    assert_eq!(nodes("nodes", "failed"), 0.0);
+    assert_eq!(nodes("seed", "ready"), 1.0);
+    let net = [("network", "lab-net")];
+    assert_eq!(value(&s, "rhyzome_network_addresses_used", &net), 4.0);
+    // A /24 has 254 host addresses; the gateway takes one.
+    assert_eq!(value(&s, "rhyzome_network_addresses_total", &net), 253.0);
+    assert_eq!(value(&s, "rhyzome_network_instances", &net), 4.0);
+    // A bed's domains carry its name and their group.
+    let cpu = samples(
+        &s,
+        "libvirt_domain_info_cpu_time_seconds_total",
+        &[("testbed", "lab"), ("group", "nodes")],
+    );
+    assert_eq!(cpu.len(), 3, "{cpu:?}");
 }

@@ -277,8 +277,12 @@ impl Hypervisor for FakeBackend {
             }))
     }
 
-    /// The counters set with [`FakeBackend::set_counters`], else zeros, for every domain.
-    fn all_counters(&self) -> Result<Vec<DomainCounters>, BackendError> {
+    /// The counters set with [`FakeBackend::set_counters`], else zeros, for every domain (disk
+    /// counters included whatever `block_stats_of` says: they are the test's to set).
+    fn all_counters(
+        &self,
+        _block_stats_of: &std::collections::HashSet<String>,
+    ) -> Result<Vec<DomainCounters>, BackendError> {
         let delay = self.state().counters_delay;
         std::thread::sleep(delay);
         let s = self.state();

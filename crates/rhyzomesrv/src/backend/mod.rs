@@ -151,8 +151,12 @@ pub trait Hypervisor: storage::Storage + Send + Sync + 'static {
     /// The counters of every running domain whose name carries rhyzome's prefix, in one call
     /// (libvirt's `virConnectGetAllDomainStats`), so that a metrics scrape costs one RPC
     /// whatever the number of guests. Which of them are this daemon's is the caller's to
-    /// decide.
-    fn all_counters(&self) -> Result<Vec<DomainCounters>, BackendError>;
+    /// decide. Disk counters are read only for the domains whose UUID is in `block_stats_of`
+    /// (one more bulk call), because reading them costs a monitor round trip per domain.
+    fn all_counters(
+        &self,
+        block_stats_of: &std::collections::HashSet<String>,
+    ) -> Result<Vec<DomainCounters>, BackendError>;
 }
 
 /// What [`Hypervisor::remove_network`] did.

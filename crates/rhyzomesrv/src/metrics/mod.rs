@@ -15,12 +15,12 @@
 //! Per-domain metrics carry the names and labels of the community libvirt exporters
 //! (`libvirt_domain_info_cpu_time_seconds_total{domain=...}`,
 //! `libvirt_domain_interface_stats_receive_bytes_total{target_device=...,source_bridge=...}`),
-//! so existing Grafana dashboards work, plus rhyzome's `instance` and `image`.
+//! so existing Grafana dashboards work, plus rhyzome's `instance`, `image`, `testbed` and `group`.
 
 pub mod process;
 mod scrape;
 
-pub use scrape::{DomainSample, Scrape};
+pub use scrape::{DomainSample, GroupSample, NetworkSample, Scrape};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

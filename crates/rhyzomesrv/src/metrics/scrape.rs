@@ -15,6 +15,9 @@ pub struct DomainSample {
     pub instance: String,
     /// The image reference it was created from, if any.
     pub image: Option<String>,
+    /// The test bed and group it belongs to (its `testbed=` and `group=` labels), if any.
+    pub testbed: Option<String>,
+    pub group: Option<String>,
     /// The bridge of each of the domain's NICs, in the order of its `<interface>` elements.
     pub bridges: Vec<String>,
     pub counters: DomainCounters,
@@ -31,7 +34,36 @@ pub struct Scrape {
     /// Restart count per instance name.
     pub restarts: Vec<(String, u64)>,
     pub domains: Vec<DomainSample>,
+    /// How old the domain counters are (they come from a snapshot refreshed in the
+    /// background).
+    pub snapshot_age_seconds: f64,
+    pub testbed_groups: Vec<GroupSample>,
+    pub networks: Vec<NetworkSample>,
     pub process: Option<ProcessFigures>,
+}
+
+/// One group of a test bed, counted as `GET /v1/testbeds` counts it.
+#[derive(Debug, Clone)]
+pub struct GroupSample {
+    pub testbed: String,
+    pub group: String,
+    pub desired: u32,
+    pub running: u32,
+    pub ready: u32,
+    pub exited: u32,
+    pub failed: u32,
+}
+
+/// One managed network.
+#[derive(Debug, Clone)]
+pub struct NetworkSample {
+    pub name: String,
+    /// Addresses given to instances.
+    pub used: u32,
+    /// Addresses that can be given (the subnet's hosts but the gateway).
+    pub total: u32,
+    /// Instances with an address on it.
+    pub instances: u32,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -42,8 +74,14 @@ impl DomainSample {
             ("domain", self.counters.name.as_str()),
             ("instance", self.instance.as_str()),
         ];
-        if let Some(image) = &self.image {
-            labels.push(("image", image.as_str()));
+        for (name, value) in [
+            ("image", &self.image),
+            ("testbed", &self.testbed),
+            ("group", &self.group),
+        ] {
+            if let Some(v) = value {
+                labels.push((name, v.as_str()));
+            }
         }
         labels
     }
@@ -205,6 +243,67 @@ impl Collector for Scrape {
             Gauge,
             [&()],
             |_, put| put(Vec::new(), if self.libvirt_up { 1.0 } else { 0.0 }),
+        )?;
+        family(
+            e,
+            "rhyzome_metrics_snapshot_age_seconds",
+            "Age of the domain counters in this answer (refreshed in the background)",
+            Gauge,
+            [&()],
+            |_, put| put(Vec::new(), self.snapshot_age_seconds),
+        )?;
+        family(
+            e,
+            "rhyzome_testbed_nodes",
+            "Instances of a test bed's group: desired, running, ready (running and past the \
+             readiness check), exited, failed (crashed or failed)",
+            Gauge,
+            &self.testbed_groups,
+            |g, put| {
+                for (state, n) in [
+                    ("desired", g.desired),
+                    ("running", g.running),
+                    ("ready", g.ready),
+                    ("exited", g.exited),
+                    ("failed", g.failed),
+                ] {
+                    let labels = vec![
+                        ("testbed", g.testbed.as_str()),
+                        ("group", g.group.as_str()),
+                        ("state", state),
+                    ];
+                    put(labels, f64::from(n))?;
+                }
+                Ok(())
+            },
+        )?;
+        let networks = &self.networks;
+        fn net(n: &NetworkSample) -> Labels<'_> {
+            vec![("network", n.name.as_str())]
+        }
+        family(
+            e,
+            "rhyzome_network_addresses_used",
+            "Addresses of a managed network given to instances",
+            Gauge,
+            networks,
+            |n, put| put(net(n), f64::from(n.used)),
+        )?;
+        family(
+            e,
+            "rhyzome_network_addresses_total",
+            "Addresses of a managed network that can be given to instances",
+            Gauge,
+            networks,
+            |n, put| put(net(n), f64::from(n.total)),
+        )?;
+        family(
+            e,
+            "rhyzome_network_instances",
+            "Instances with an address on a managed network",
+            Gauge,
+            networks,
+            |n, put| put(net(n), f64::from(n.instances)),
         )?;
         if let Some(p) = &self.process {
             p.encode(e)?;

@@ -1,17 +1,28 @@
 //! What a metrics scrape reads: the counters of this daemon's own running domains (one bulk
-//! hypervisor call), its instances by state and their restarts, and the process's figures.
+//! hypervisor call), its instances by state and their restarts, its test beds' groups and
+//! its managed networks, and the process's figures.
+//!
+//! The bulk call is libvirt's per-domain cost (about 1 ms per TCG guest: half a second at 500
+//! guests, docs/benchmarks.md), so it is kept off the scrape's path: a [`CounterCache`] holds
+//! the last answer, and a refresher task makes one bulk call every `MetricsMaxAgeMillis` while
+//! scrapes keep coming (it stops after [`IDLE_STOP`] without one). A scrape uses the snapshot
+//! it finds; it waits only when there is none at all (the first scrape, or the first after
+//! the refresher stopped), and then for one call, never for more. `MetricsMaxAgeMillis: 0`
+//! reads the hypervisor at every scrape instead.
 //!
 //! Concurrency: the bulk call, the `/proc` reads and the writing of the exposition run on
-//! the blocking pool; the store is read with two short statements; no instance lock is
-//! taken, so a scrape never waits for (or holds up) a create, a stop or the reconciler.
+//! the blocking pool; the store is read with short statements; no instance lock is taken, so
+//! a scrape never waits for (or holds up) a create, a stop or the reconciler.
 
 use super::authz::{authorize, Action};
 use super::{blocking, Service, ServiceError};
 use crate::auth::Caller;
-use crate::metrics::{DomainSample, Metrics, Scrape};
+use crate::backend::{BackendError, DomainCounters, Hypervisor};
+use crate::metrics::{DomainSample, GroupSample, Metrics, NetworkSample, Scrape};
 use rhyzome_api::InstanceState;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Every state an instance can be in, for `rhyzome_instances{state}`.
 const STATES: [InstanceState; 7] = [
@@ -24,6 +35,133 @@ const STATES: [InstanceState; 7] = [
     InstanceState::Failed,
 ];
 
+/// The refresher stops when no scrape came for this long (or for four refresh intervals,
+/// whichever is longer), so that an unscraped daemon makes no bulk calls.
+const IDLE_STOP: Duration = Duration::from_secs(120);
+
+/// One bulk call's answer and when it was taken.
+#[derive(Debug)]
+struct CounterSnapshot {
+    taken: Instant,
+    counters: Result<Vec<DomainCounters>, BackendError>,
+}
+
+#[derive(Debug)]
+struct CacheState {
+    snapshot: Option<Arc<CounterSnapshot>>,
+    /// The domains to read disk counters of (the instances with volumes), as the last scrape
+    /// found them.
+    block_stats_of: Arc<HashSet<String>>,
+    /// Whether a refresher task runs.
+    refreshing: bool,
+    last_scrape: Instant,
+}
+
+/// The last bulk statistics call's answer, shared by the scrapes and the refresher task.
+#[derive(Debug)]
+pub(super) struct CounterCache {
+    max_age: Duration,
+    state: Mutex<CacheState>,
+    /// Told when a snapshot is stored.
+    stored: tokio::sync::Notify,
+}
+
+impl CounterCache {
+    pub(super) fn new(max_age: Duration) -> Self {
+        CounterCache {
+            max_age,
+            state: Mutex::new(CacheState {
+                snapshot: None,
+                block_stats_of: Arc::default(),
+                refreshing: false,
+                last_scrape: Instant::now(),
+            }),
+            stored: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        // The state is a few plain fields, valid whatever a panicking holder did.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The counters for a scrape: the stored snapshot if there is one (starting the
+    /// refresher if it does not run), else the next one stored.
+    async fn get(
+        self: &Arc<Self>,
+        backend: &Arc<dyn Hypervisor>,
+        block_stats_of: HashSet<String>,
+    ) -> Result<Arc<CounterSnapshot>, ServiceError> {
+        if self.max_age.is_zero() {
+            let backend = backend.clone();
+            let counters = blocking(move || backend.all_counters(&block_stats_of)).await?;
+            return Ok(Arc::new(CounterSnapshot {
+                taken: Instant::now(),
+                counters,
+            }));
+        }
+        loop {
+            let stored = self.stored.notified();
+            tokio::pin!(stored);
+            // Registered before the state is looked at, so a store in between is not missed.
+            stored.as_mut().enable();
+            {
+                let mut state = self.lock();
+                state.last_scrape = Instant::now();
+                if *state.block_stats_of != block_stats_of {
+                    state.block_stats_of = Arc::new(block_stats_of.clone());
+                }
+                if !state.refreshing {
+                    state.refreshing = true;
+                    // A snapshot left from before the refresher stopped is too old to serve.
+                    if state
+                        .snapshot
+                        .as_ref()
+                        .is_some_and(|s| s.taken.elapsed() > self.max_age)
+                    {
+                        state.snapshot = None;
+                    }
+                    tokio::spawn(self.clone().refresh(backend.clone()));
+                }
+                if let Some(s) = &state.snapshot {
+                    return Ok(s.clone());
+                }
+            }
+            stored.await;
+        }
+    }
+
+    /// The refresher: one bulk call per `max_age` while scrapes come.
+    async fn refresh(self: Arc<Self>, backend: Arc<dyn Hypervisor>) {
+        let idle_stop = IDLE_STOP.max(self.max_age * 4);
+        loop {
+            let b = backend.clone();
+            let disks = self.lock().block_stats_of.clone();
+            let counters = match tokio::task::spawn_blocking(move || b.all_counters(&disks)).await {
+                Ok(c) => c,
+                Err(e) => Err(BackendError::Unavailable(format!(
+                    "statistics task failed: {e}"
+                ))),
+            };
+            {
+                let mut state = self.lock();
+                state.snapshot = Some(Arc::new(CounterSnapshot {
+                    taken: Instant::now(),
+                    counters,
+                }));
+                self.stored.notify_waiters();
+                if state.last_scrape.elapsed() > idle_stop {
+                    state.refreshing = false;
+                    return;
+                }
+            }
+            tokio::time::sleep(self.max_age).await;
+        }
+    }
+}
+
 impl Service {
     /// The metrics counted as things happen, for the HTTP layer to record requests in.
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -35,10 +173,10 @@ impl Service {
     /// this daemon's instances is reported.
     pub async fn scrape(&self, caller: &Caller) -> Result<String, ServiceError> {
         authorize(caller, Action::ReadMetrics)?;
-        let backend = self.backend.clone();
-        let (counters, process) =
-            blocking(move || (backend.all_counters(), crate::metrics::process::read())).await?;
-        let libvirt_up = match &counters {
+        let with_volumes = self.store.instances_with_volumes()?;
+        let snapshot = self.counter_cache.get(&self.backend, with_volumes).await?;
+        let process = blocking(crate::metrics::process::read).await?;
+        let libvirt_up = match &snapshot.counters {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "metrics: no domain statistics from the hypervisor");
@@ -59,18 +197,19 @@ impl Service {
             .map(|r| (r.name.clone(), u64::from(r.restart_count)))
             .collect();
         let mut domains = Vec::new();
-        if let Ok(counters) = counters {
+        if let Ok(counters) = &snapshot.counters {
             let by_id: HashMap<&str, &crate::store::InstanceRecord> =
                 records.iter().map(|r| (r.id.as_str(), r)).collect();
             let owned: Vec<_> = counters
-                .into_iter()
+                .iter()
                 .filter_map(|c| by_id.get(c.uuid.as_str()).map(|r| (*r, c)))
                 .collect();
             if !owned.is_empty() {
                 let images = self.store.all_instance_images()?;
                 domains = owned
                     .into_iter()
-                    .map(|(r, mut counters)| {
+                    .map(|(r, counters)| {
+                        let mut counters = counters.clone();
                         // libvirt is not asked for vCPUs (see backend/libvirt/bulk.rs): the
                         // domain runs with the instance's.
                         if counters.vcpus == 0 {
@@ -79,6 +218,8 @@ impl Service {
                         DomainSample {
                             instance: r.name.clone(),
                             image: images.get(&r.id).cloned(),
+                            testbed: r.labels.get("testbed").cloned(),
+                            group: r.labels.get("group").cloned(),
                             bridges: r.attachments.iter().map(|a| a.bridge.clone()).collect(),
                             counters,
                         }
@@ -86,16 +227,70 @@ impl Service {
                     .collect();
             }
         }
+        let testbed_groups = self.testbed_samples(&records)?;
+        let networks = self.network_samples()?;
         // Writing the text takes milliseconds at hundreds of domains (docs/benchmarks.md):
         // off the async runtime too, so that API requests never wait behind it.
         let metrics = self.metrics.clone();
         let scrape = Scrape {
             libvirt_up,
+            snapshot_age_seconds: snapshot.taken.elapsed().as_secs_f64(),
             instances_by_state,
             restarts,
             domains,
+            testbed_groups,
+            networks,
             process,
         };
         blocking(move || metrics.render(scrape)).await
+    }
+
+    /// Every group of every test bed, with its instances counted as `GET /v1/testbeds`
+    /// counts them.
+    fn testbed_samples(
+        &self,
+        records: &[crate::store::InstanceRecord],
+    ) -> Result<Vec<GroupSample>, ServiceError> {
+        let beds = self.store.testbeds()?;
+        if beds.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The records are already read: one lookup each, not one store query per member.
+        let states: HashMap<&str, InstanceState> =
+            records.iter().map(|r| (r.name.as_str(), r.state)).collect();
+        let mut out = Vec::new();
+        for record in beds {
+            let bed = self.testbed_status_with(&record, Some(&states))?;
+            for g in bed.groups {
+                out.push(GroupSample {
+                    testbed: bed.name.clone(),
+                    group: g.name,
+                    desired: g.desired,
+                    running: g.running,
+                    ready: g.ready,
+                    exited: g.exited,
+                    failed: g.failed,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every managed network's address use and instances.
+    fn network_samples(&self) -> Result<Vec<NetworkSample>, ServiceError> {
+        let mut out = Vec::new();
+        for record in self.store.networks()? {
+            // Whether it is active is not a store fact; the gauges do not need it.
+            let n = self.network_to_api(&record, false)?;
+            let instances: HashSet<&str> =
+                n.attachments.iter().map(|a| a.instance.as_str()).collect();
+            out.push(NetworkSample {
+                instances: instances.len() as u32,
+                used: n.addresses_in_use,
+                total: n.addresses_in_use + n.addresses_free,
+                name: n.name,
+            });
+        }
+        Ok(out)
     }
 }

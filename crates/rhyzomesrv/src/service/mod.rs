@@ -120,6 +120,8 @@ pub struct Service {
     wake_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
     /// Counted as things happen; read by `GET /metrics` ([`metrics`]).
     metrics: Arc<crate::metrics::Metrics>,
+    /// The last bulk statistics call, kept fresh while scrapes come ([`metrics`]).
+    counter_cache: Arc<metrics::CounterCache>,
     /// The link emulators of emulated networks, under `StateDir/emulators` ([`links`]).
     emulators: Arc<rhyzome_linkemu::supervise::Supervisor>,
     /// The name of the storage pool volumes live in, once it was made or found.
@@ -204,6 +206,7 @@ impl Service {
             config.link_emulator.clone(),
             config.link_emulator_netns.clone(),
         ));
+        let counter_cache = Arc::new(metrics::CounterCache::new(config.metrics_max_age));
         Arc::new(Service {
             emulators,
             config,
@@ -224,6 +227,7 @@ impl Service {
             left_alone: Default::default(),
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
             metrics: Default::default(),
+            counter_cache,
             volume_pool: tokio::sync::OnceCell::new(),
             testbed_drivers: Default::default(),
         })

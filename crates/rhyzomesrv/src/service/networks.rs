@@ -489,7 +489,7 @@ impl Service {
         }
     }
 
-    fn network_to_api(
+    pub(super) fn network_to_api(
         &self,
         record: &NetworkRecord,
         active: bool,

@@ -258,16 +258,26 @@ impl Service {
         Ok(())
     }
 
-    fn testbed_status(&self, r: &TestbedRecord) -> Result<Testbed, ServiceError> {
+    pub(super) fn testbed_status(&self, r: &TestbedRecord) -> Result<Testbed, ServiceError> {
+        self.testbed_status_with(r, None)
+    }
+
+    /// The status of a bed; its members' states from `known` (instance name to state) when
+    /// the caller already read every record (a metrics scrape), else from the store.
+    pub(super) fn testbed_status_with(
+        &self,
+        r: &TestbedRecord,
+        known: Option<&std::collections::HashMap<&str, InstanceState>>,
+    ) -> Result<Testbed, ServiceError> {
         let bed = parse_bed(&r.file, false).ok();
         let members = self.store.testbed_members(&r.name)?;
         let mut groups = Vec::new();
         let order = bed.as_ref().map(|b| b.start_order()).unwrap_or_default();
         for name in &order {
-            let desired = bed
+            let group = bed
                 .as_ref()
-                .and_then(|b| b.groups.iter().find(|g| &g.name == name))
-                .map_or(0, |g| g.count);
+                .and_then(|b| b.groups.iter().find(|g| &g.name == name));
+            let desired = group.map_or(0, |g| g.count);
             let mut s = TestbedGroupStatus {
                 name: name.clone(),
                 desired,
@@ -277,21 +287,28 @@ impl Service {
                 exited: 0,
                 failed: 0,
                 ms_to_ready: None,
+                after: group.map(|g| g.after.clone()).unwrap_or_default(),
+                ready_members: Vec::new(),
             };
             let mut last_ready = 0;
             for m in members.iter().filter(|m| &m.group == name) {
-                let Some(rec) = self.store.by_name(&m.instance)? else {
+                let state = match known {
+                    Some(k) => k.get(m.instance.as_str()).copied(),
+                    None => self.store.by_name(&m.instance)?.map(|rec| rec.state),
+                };
+                let Some(state) = state else {
                     continue;
                 };
                 s.created += 1;
-                match rec.state {
+                match state {
                     InstanceState::Running => s.running += 1,
                     InstanceState::Exited => s.exited += 1,
                     InstanceState::Crashed | InstanceState::Failed => s.failed += 1,
                     _ => {}
                 }
-                if let (Some(t), InstanceState::Running) = (m.ready_ms, rec.state) {
+                if let (Some(t), InstanceState::Running) = (m.ready_ms, state) {
                     s.ready += 1;
+                    s.ready_members.push(m.instance.clone());
                     last_ready = last_ready.max(t);
                 }
             }
@@ -523,6 +540,17 @@ impl Service {
                 };
             if is_ready {
                 self.store.set_member_ready(&m.instance, now_ms())?;
+                // Watchers (the dashboard's test-bed page) learn it from the event stream.
+                self.events.publish(rhyzome_api::Event {
+                    time: now_rfc3339(),
+                    instance: m.instance.clone(),
+                    state: "ready".into(),
+                    exit_code: None,
+                    reason: Some(format!(
+                        "test bed {bed}, group {group}: readiness check passed"
+                    )),
+                    restart_count: 0,
+                });
             } else {
                 all = false;
             }

@@ -15,6 +15,7 @@
 
 use super::{Store, StoreError};
 use rusqlite::{named_params, params, OptionalExtension};
+use std::collections::HashSet;
 
 /// The volume tables (schema version 5).
 pub(super) const VOLUME_TABLES: &str = "
@@ -288,6 +289,14 @@ impl Store {
                 read_only: r.get(2)?,
             })
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The ids of the instances that attach at least one volume.
+    pub fn instances_with_volumes(&self) -> Result<HashSet<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT DISTINCT instance_id FROM instance_volumes")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -71,3 +71,125 @@ fn a_guest_created_in_the_browser_runs_shows_its_console_and_stops_live() {
     b.goto(&format!("{}/ui#/instances/ui-web", d.server));
     b.wait_text("#console", WAIT, |t| t.contains(BANNER));
 }
+
+/// A bed of a seed and ten nodes after it on its own network, each ready once its console
+/// shows the test kernel's ready line.
+fn ten_node_bed(kernel: &str) -> String {
+    let ready = rhyzome_testkernel::READY_LINE;
+    format!(
+        r#"name = "uibed"
+
+[[networks]]
+name = "uibed-net"
+subnet = "10.72.0.0/24"
+
+[[groups]]
+name = "seed"
+count = 1
+kernel = "{kernel}"
+network = "uibed-net"
+kernel_parameters = "--ipv4={{cidr}}"
+memory_mib = 16
+ready = {{ console = "{ready}" }}
+
+[[groups]]
+name = "nodes"
+count = 10
+after = ["seed"]
+kernel = "{kernel}"
+network = "uibed-net"
+kernel_parameters = "--ipv4={{cidr}} --peers={{peers:nodes:3}},{{group.seed.ip}}"
+memory_mib = 16
+ready = {{ console = "{ready}" }}
+"#
+    )
+}
+
+#[test]
+fn the_test_bed_networks_and_volumes_pages_show_a_real_ten_node_bed_and_a_volume() {
+    let d = Daemon::start("uibed");
+    let b = browser::Browser::start();
+    // The page is open before the bed exists: it fills in from the event stream alone.
+    b.goto(&format!("{}/ui#/beds", d.server));
+    b.wait_text("#view-beds .live-badge", WAIT, |t| t == "live");
+    d.client
+        .apply_testbed(&rhyzome_api::testbed::TestbedApply {
+            file: ten_node_bed(&d.kernel()),
+            dry_run: None,
+        })
+        .unwrap();
+    let group = ".bed[data-bed='uibed'] .group[data-group='nodes']";
+    let slow = Duration::from_secs(180);
+    b.wait_text(&format!("{group} .summary"), slow, |t| {
+        t == "10 ready of 10"
+    });
+    let count = |css: &str| {
+        b.eval(
+            "return document.querySelectorAll(arguments[0]).length",
+            serde_json::json!([css]),
+        )
+    };
+    b.wait_text(&format!("{group} .nodes"), WAIT, |_| {
+        count(&format!("{group} .node.running.ready")) == serde_json::json!(10)
+    });
+    assert!(d.client.get_testbed("uibed").unwrap().ready, "{}", d.log());
+    assert_eq!(
+        b.text(".bed[data-bed='uibed'] .order"),
+        "seed\nnodes after seed"
+    );
+    shot(&b, "testbed");
+
+    // A volume on a guest of its own, for the volumes page.
+    d.client
+        .create_volume(&rhyzome_api::VolumeSpec {
+            name: "ui-data".into(),
+            size_bytes: Some(8 << 20),
+            ..Default::default()
+        })
+        .unwrap();
+    d.client
+        .push_image(
+            &rhyzome_testkernel::kernel_path_block(),
+            Some("ui-blk"),
+            &mut |_, _, _| {},
+        )
+        .unwrap();
+    d.client
+        .create_instance(&rhyzome_api::InstanceSpec {
+            name: "ui-store".into(),
+            image: Some("ui-blk".into()),
+            kernel_parameters: "--ipv4=192.168.100.234/24".into(),
+            volumes: Some(
+                [(
+                    "storage".to_string(),
+                    rhyzome_api::VolumeMount {
+                        volume: "ui-data".into(),
+                        read_only: false,
+                    },
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        })
+        .unwrap();
+
+    b.goto(&format!("{}/ui#/networks", d.server));
+    let row = "#networks tr[data-name='uibed-net']";
+    b.wait_text(&format!("{row} .instances"), WAIT, |t| t == "11");
+    assert_eq!(b.text(&format!("{row} .addresses")).trim(), "11 / 253");
+    assert_eq!(b.text(&format!("{row} .emulated")), "no");
+    assert!(b.text(row).contains("10.72.0.0/24"), "{}", b.text(row));
+    shot(&b, "networks");
+
+    b.goto(&format!("{}/ui#/volumes", d.server));
+    let row = "#volumes tr[data-name='ui-data']";
+    b.wait_text(&format!("{row} .attached"), WAIT, |t| {
+        t == "ui-store (storage)"
+    });
+    assert_eq!(b.text(&format!("{row} .size")), "8.0 MiB");
+    shot(&b, "volumes");
+
+    d.client.delete_instance("ui-store").unwrap();
+    d.client.delete_testbed("uibed").unwrap();
+    d.client.delete_volume("ui-data").unwrap();
+}

@@ -4,7 +4,7 @@
 //! bridge) plus `instance`, and a `rhyzome-*` domain made by hand with `virsh create` (so not
 //! this daemon's) is left out although libvirt's bulk statistics include it.
 
-use crate::harness::{bridge, ping, virsh, virsh_create, Daemon};
+use crate::harness::{bridge, ping, udp, virsh, virsh_create, Daemon};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -128,4 +128,89 @@ fn a_real_guest_s_counters_move_and_a_foreign_domain_is_left_out() {
         value(&second, "rhyzome_instances", &[("state", "running")]),
         1.0
     );
+}
+
+/// Disk counters of a guest with a volume (a second bulk call, for domains with disks only):
+/// the boot-time read of sector 1 shows in the read counters, a write asked over UDP in the
+/// write counters, under the disk's `target_device`, with the `image` label of the image the
+/// guest booted from.
+#[test]
+fn a_guest_with_a_volume_has_block_counters_that_move() {
+    let d = Daemon::start_with("metblk", serde_json::json!({"MetricsMaxAgeMillis": 300}));
+    d.client
+        .create_volume(&rhyzome_api::VolumeSpec {
+            name: "metblk-data".into(),
+            size_bytes: Some(4 << 20),
+            ..Default::default()
+        })
+        .unwrap();
+    d.client
+        .push_image(
+            &rhyzome_testkernel::kernel_path_block(),
+            Some("metblk"),
+            &mut |_, _, _| {},
+        )
+        .unwrap();
+    let ip = Ipv4Addr::new(192, 168, 100, 232);
+    d.client
+        .create_instance(&rhyzome_api::InstanceSpec {
+            name: "metblk-a".into(),
+            image: Some("metblk".into()),
+            kernel_parameters: format!("--ipv4={ip}/24 --blk-read=1"),
+            volumes: Some(
+                [(
+                    "storage".to_string(),
+                    rhyzome_api::VolumeMount {
+                        volume: "metblk-data".into(),
+                        read_only: false,
+                    },
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        })
+        .unwrap();
+    d.wait_for_console("metblk-a", rhyzome_testkernel::READY_LINE, 1);
+    let labels = [("instance", "metblk-a"), ("image", "metblk")];
+    let block = |s: &[Sample], metric: &str| -> f64 {
+        let found = samples(s, metric, &labels);
+        assert_eq!(found.len(), 1, "{metric}: {found:?}\n{}", d.log());
+        assert_eq!(
+            found[0].labels.get("target_device").map(String::as_str),
+            Some("vda"),
+            "{found:?}"
+        );
+        found[0].value
+    };
+    // Scrapes until `check` holds, for at most 10 s (the snapshot is refreshed every 300 ms).
+    let scrape_until = |check: &dyn Fn(&[Sample]) -> bool| -> Vec<Sample> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = scrape(&d);
+            if check(&s) || std::time::Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let read = "libvirt_domain_block_stats_read_bytes_total";
+    let write = "libvirt_domain_block_stats_write_bytes_total";
+    let first = scrape_until(&|s| !samples(s, read, &labels).is_empty());
+    assert!(
+        block(&first, read) >= 512.0,
+        "the boot read of sector 1 is not counted"
+    );
+    assert!(block(&first, "libvirt_domain_block_stats_read_requests_total") >= 1.0);
+    let written = block(&first, write);
+    let reply = udp(ip, "blk-write 1 counted");
+    assert!(reply.contains("block write sector=1 ok"), "{reply}");
+    let second = scrape_until(&|s| block(s, write) > written);
+    assert!(
+        block(&second, write) >= written + 512.0,
+        "write bytes did not rise by a sector: {written} then {}",
+        block(&second, write)
+    );
+    assert!(block(&second, "libvirt_domain_block_stats_write_requests_total") >= 1.0);
+    d.client.delete_instance("metblk-a").unwrap();
+    d.client.delete_volume("metblk-data").unwrap();
 }

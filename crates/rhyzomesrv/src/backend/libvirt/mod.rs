@@ -374,8 +374,11 @@ impl Hypervisor for LibvirtBackend {
         })
     }
 
-    fn all_counters(&self) -> Result<Vec<DomainCounters>, BackendError> {
-        self.idempotent(bulk::all_counters)
+    fn all_counters(
+        &self,
+        block_stats_of: &std::collections::HashSet<String>,
+    ) -> Result<Vec<DomainCounters>, BackendError> {
+        self.idempotent(|conn| bulk::all_counters(conn, block_stats_of))
     }
 
     /// Asks libvirt's interface driver (the udev backend on Debian), which sees the network

@@ -13,6 +13,8 @@ const state = {
   stream: null,
   view: null,
   timers: [],
+  beds: [],
+  reload: null,
 };
 
 class ApiError extends Error {
@@ -141,7 +143,7 @@ function applyRole(server) {
 }
 
 function showOnly(id) {
-  for (const s of ['login', 'view-instances', 'view-instance', 'view-beds', 'view-images', 'view-create']) $(s).hidden = s !== id;
+  for (const s of ['login', 'view-instances', 'view-instance', 'view-beds', 'view-networks', 'view-volumes', 'view-images', 'view-create']) $(s).hidden = s !== id;
 }
 
 // ---- live data: the instance list and the event stream --------------------------------
@@ -193,9 +195,18 @@ async function openStream() {
 }
 
 function setLive(on) {
-  const b = $('live');
-  b.textContent = on ? 'live' : 'reconnecting';
-  b.classList.toggle('live', on);
+  for (const b of document.querySelectorAll('.live-badge')) {
+    b.textContent = on ? 'live' : 'reconnecting';
+    b.classList.toggle('live', on);
+  }
+}
+
+// The pages made of lists (test beds, networks, volumes) are read again when the event stream
+// says something changed, at most every 300 ms: live without polling.
+function reloadSoon() {
+  const loader = { beds: loadBeds, networks: loadNetworks, volumes: loadVolumes }[state.view && state.view.kind];
+  if (!loader || state.reload) return;
+  state.reload = setTimeout(() => { state.reload = null; loader(); }, 300);
 }
 
 function dispatch(block) {
@@ -206,13 +217,17 @@ function dispatch(block) {
     else if (line.startsWith('id:')) id = line.slice(3).trim();
   }
   if (id) state.lastEventId = id;
-  if (kind === 'lagged' || kind === 'reset') { refreshInstances(); return; }
+  if (kind === 'lagged' || kind === 'reset') { refreshInstances(); reloadSoon(); return; }
   if (kind !== 'instance' || !data) return;
   const ev = JSON.parse(data);
   state.events.push(ev);
   if (state.events.length > 500) state.events.shift();
+  reloadSoon();
   const known = state.instances.get(ev.instance);
-  if (ev.state === 'deleted') {
+  if (ev.state === 'ready') {
+    // A test-bed node passed its readiness check; its state stays `running`.
+    if (known) known.ready = true;
+  } else if (ev.state === 'deleted') {
     state.instances.delete(ev.instance);
   } else if (!known) {
     refreshInstances();
@@ -245,6 +260,15 @@ function route() {
   } else if (hash === '#/beds') {
     state.view = { kind: 'beds' };
     showOnly('view-beds');
+    loadBeds();
+  } else if (hash === '#/networks') {
+    state.view = { kind: 'networks' };
+    showOnly('view-networks');
+    loadNetworks();
+  } else if (hash === '#/volumes') {
+    state.view = { kind: 'volumes' };
+    showOnly('view-volumes');
+    loadVolumes();
   } else if (hash === '#/create') {
     state.view = { kind: 'create' };
     showOnly('view-create');
@@ -322,42 +346,136 @@ function setupUpload() {
   });
 }
 
-// ---- test beds --------------------------------------------------------------------------
+// ---- test beds ----------------------------------------------------------------------------
 
-// The group of a node named like `rhyzomectl instance create --count` names them: the name
-// without its trailing number (`bed-node-17` -> `bed-node`).
-function groupOf(name) {
-  const m = /^(.*?)-?\d+$/.exec(name);
-  return m && m[1] ? m[1] : null;
+async function loadBeds() {
+  try {
+    state.beds = (await call('GET', '/v1/testbeds')).testbeds;
+    $('beds-error').textContent = '';
+  } catch (e) {
+    $('beds-error').textContent = e.message;
+  }
+  render();
+}
+
+const natural = (a, b) => a.name.localeCompare(b.name, undefined, { numeric: true });
+
+// One bar of a group: `what` of its desired total.
+function meter(what, n, total) {
+  return el('div', { class: 'meter', 'data-meter': what },
+    el('span', { class: 'meter-label', text: what }),
+    el('progress', { max: String(Math.max(total, 1)), value: String(n) }),
+    el('span', { class: 'meter-count', text: n + ' / ' + total }));
 }
 
 function renderBeds() {
-  const groups = new Map();
-  for (const i of state.instances.values()) {
-    const g = groupOf(i.name);
-    if (!g) continue;
-    if (!groups.has(g)) groups.set(g, []);
-    groups.get(g).push(i);
-  }
-  const natural = (a, b) => a.name.localeCompare(b.name, undefined, { numeric: true });
-  const cards = [...groups.entries()]
-    .filter(([, nodes]) => nodes.length >= 2)
-    .sort(([a], [b]) => a.localeCompare(b))
-    .map(([group, nodes]) => {
-      nodes.sort(natural);
-      const running = nodes.filter((n) => n.state === 'running').length;
-      const failed = nodes.filter((n) => n.state === 'crashed' || n.state === 'failed').length;
-      const summary = running + ' running of ' + nodes.length + (failed ? ', ' + failed + ' failed' : '');
-      return el('div', { class: 'bed', 'data-group': group },
-        el('div', { class: 'bar' }, el('h2', { text: group }), el('span', { class: 'summary', text: summary })),
-        el('progress', { max: String(nodes.length), value: String(running) }),
-        el('div', { class: 'nodes' }, ...nodes.map((n) => el('a', {
-          class: 'node ' + n.state, href: '#/instances/' + encodeURIComponent(n.name),
-          title: n.name + ': ' + n.state, 'data-name': n.name,
-        }))));
+  const cards = state.beds.map((bed) => {
+    const collect = el('button', {
+      class: 'small', 'data-action': 'collect', text: 'Download collect',
+      title: 'Summary, the applied file and every console, as a tar archive',
+      onclick: (ev) => { ev.preventDefault(); collectBed(bed.name, card); },
     });
+    const status = bed.desired !== 'present' ? bed.desired : bed.ready ? 'ready' : 'converging';
+    const order = el('ol', { class: 'order' }, ...bed.groups.map((g) => el('li', {},
+      el('strong', { text: g.name }),
+      el('span', { class: 'muted', text: g.after && g.after.length ? ' after ' + g.after.join(', ') : '' }))));
+    const groups = bed.groups.map((g) => {
+      const ready = new Set(g.ready_members || []);
+      const nodes = [...state.instances.values()]
+        .filter((i) => i.labels && i.labels.testbed === bed.name && i.labels.group === g.name)
+        .sort(natural);
+      return el('div', { class: 'group', 'data-group': g.name },
+        el('div', { class: 'bar' },
+          el('h3', { text: g.name }),
+          el('span', { class: 'summary', text: g.ready + ' ready of ' + g.desired + (g.failed ? ', ' + g.failed + ' failed' : '') })),
+        el('div', { class: 'meters' },
+          meter('created', g.created, g.desired), meter('running', g.running, g.desired), meter('ready', g.ready, g.desired)),
+        el('div', { class: 'nodes' }, ...nodes.map((n) => {
+          const isReady = n.state === 'running' && (ready.has(n.name) || n.ready);
+          return el('a', {
+            class: 'node ' + n.state + (isReady ? ' ready' : ''), href: '#/instances/' + encodeURIComponent(n.name),
+            title: n.name + ': ' + n.state + (isReady ? ', ready' : ''), 'data-name': n.name,
+          });
+        })));
+    });
+    const card = el('div', { class: 'bed', 'data-bed': bed.name },
+      el('div', { class: 'bar' },
+        el('h2', { text: bed.name }),
+        el('span', { class: 'state ' + (status === 'ready' ? 'running' : 'starting'), text: status }),
+        el('span', { class: 'muted', text: 'applied ' + bed.applied_at }),
+        collect),
+      el('p', { class: 'error', role: 'alert', text: bed.last_error || '' }),
+      el('div', { class: 'bar' }, el('span', { class: 'muted', text: 'Start order' }), order),
+      ...groups);
+    return card;
+  });
   $('beds').replaceChildren(...cards);
+  $('beds-count').textContent = '(' + state.beds.length + ')';
   $('beds-empty').hidden = cards.length > 0;
+}
+
+// `GET /v1/testbeds/{name}/collect` with the bearer header, saved as a file: a plain link
+// would send no token.
+async function collectBed(name, card) {
+  const box = card.querySelector('.error');
+  box.textContent = '';
+  try {
+    const r = await fetch('/v1/testbeds/' + encodeURIComponent(name) + '/collect', { headers: headers() });
+    if (!r.ok) throw new ApiError(r.status, await r.json().catch(() => null));
+    const url = URL.createObjectURL(await r.blob());
+    const a = el('a', { href: url, download: name + '-collect.tar' });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (e) {
+    box.textContent = 'collect: ' + e.message;
+  }
+}
+
+// ---- networks and volumes -----------------------------------------------------------------
+
+async function loadNetworks() {
+  try {
+    const list = (await call('GET', '/v1/networks')).networks;
+    $('networks-error').textContent = '';
+    $('networks').tBodies[0].replaceChildren(...list.map((n) => {
+      const total = n.addresses_in_use + n.addresses_free;
+      const instances = [...new Set(n.attachments.map((a) => a.instance))];
+      return el('tr', { 'data-name': n.name },
+        el('td', { class: 'name', text: n.name }),
+        el('td', { text: n.subnet }),
+        el('td', { class: 'emulated', text: n.emulated ? 'yes' : 'no' }),
+        el('td', { class: 'addresses' },
+          el('progress', { max: String(Math.max(total, 1)), value: String(n.addresses_in_use) }),
+          el('span', { text: ' ' + n.addresses_in_use + ' / ' + total })),
+        el('td', { class: 'instances', text: String(instances.length), title: instances.join(', ') }),
+        el('td', { text: n.active ? 'yes' : 'no' }));
+    }));
+    $('networks-empty').hidden = list.length > 0;
+  } catch (e) {
+    $('networks-error').textContent = e.message;
+  }
+}
+
+async function loadVolumes() {
+  try {
+    const list = (await call('GET', '/v1/volumes')).volumes;
+    $('volumes-error').textContent = '';
+    $('volumes').tBodies[0].replaceChildren(...list.map((v) => el('tr', { 'data-name': v.name },
+      el('td', { class: 'name', text: v.name + (v.base ? ' (clone of ' + v.base + ')' : '') }),
+      el('td', { class: 'size', text: bytes(v.size_bytes) }),
+      el('td', { text: v.format }),
+      el('td', { class: 'attached' }, ...v.attached.flatMap((u, k) => [
+        k ? ', ' : '',
+        el('a', { href: '#/instances/' + encodeURIComponent(u.instance), text: u.instance }),
+        ' (' + u.device + (u.read_only ? ', read-only' : '') + ')',
+      ])),
+      el('td', { text: v.created_at }))));
+    $('volumes-empty').hidden = list.length > 0;
+  } catch (e) {
+    $('volumes-error').textContent = e.message;
+  }
 }
 
 // ---- the instance table -----------------------------------------------------------------
