@@ -3,5 +3,7 @@
 
 pub mod apply;
 pub mod delete;
+pub mod faults;
 pub mod get;
 pub mod list;
+pub mod scale;

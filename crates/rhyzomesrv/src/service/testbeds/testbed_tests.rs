@@ -354,3 +354,6 @@ async fn a_tenant_sees_only_its_own_beds() {
         Err(ServiceError::Auth(_))
     ));
 }
+
+#[path = "ops_tests.rs"]
+mod ops;
