@@ -1,6 +1,6 @@
 //! Test beds against the fake backend: apply, idempotence, replacement of one group only,
 //! scaling by the highest indices, destroy leaving nothing, and refusals creating nothing.
-//! The same behaviour on real libvirt is not yet tested (see docs/testbeds.md).
+//! The same behaviour on real libvirt: tests/e2e/testbeds.rs and tests/e2e/testbed_ops.rs.
 
 use super::*;
 use crate::backend::fake::FakeBackend;
