@@ -72,3 +72,33 @@ pub struct TestbedFaultResult {
     /// What did not go as asked, without failing the fault (an instance not running).
     pub warnings: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_is_read_by_its_action_and_refuses_unknown_fields() {
+        let kill: TestbedFault =
+            serde_json::from_str(r#"{"action": "kill", "group": "nodes", "count": 3}"#).unwrap();
+        assert_eq!(
+            kill,
+            TestbedFault::Kill {
+                group: "nodes".into(),
+                count: 3,
+                seed: None
+            }
+        );
+        let heal: TestbedFault = serde_json::from_str(r#"{"action": "heal"}"#).unwrap();
+        assert_eq!(heal, TestbedFault::Heal { between: None });
+        for bad in [
+            r#"{"action": "kill", "group": "nodes", "count": 3, "colour": 1}"#,
+            r#"{"action": "explode"}"#,
+            r#"{"group": "nodes", "count": 3}"#,
+            r#"{"action": "partition", "between": ["group=a"]}"#,
+        ] {
+            assert!(serde_json::from_str::<TestbedFault>(bad).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<TestbedScale>(r#"{"counts": {"n": 1}, "x": 1}"#).is_err());
+    }
+}
