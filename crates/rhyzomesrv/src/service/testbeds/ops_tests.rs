@@ -267,6 +267,7 @@ async fn a_restart_fault_restarts_the_picked_and_bad_faults_name_their_field() {
     d.apply(&file(&d.kernel, 3, ""), false).await.unwrap();
     d.converge().await;
     let ids = d.ids();
+    let mut events = d.service.events().cursor(None).unwrap();
     let r = d
         .fault(TestbedFault::Restart {
             group: "nodes".into(),
@@ -280,6 +281,29 @@ async fn a_restart_fault_restarts_the_picked_and_bad_faults_name_their_field() {
         assert_eq!(d.state(name), InstanceState::Running);
     }
     assert_eq!(d.ids(), ids, "restarted, not replaced");
+    // The fault is an event of the bed, after the instances' own.
+    let fault = loop {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            d.service.events().next(&mut events),
+        )
+        .await
+        .expect("the fault's event")
+        {
+            crate::service::event_log::Item::Event { event, .. }
+                if event.instance == "testbed:bed" =>
+            {
+                break event
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(fault.state, "fault");
+    let reason = fault.reason.unwrap();
+    assert!(
+        reason.contains("fault 0: restart (seed 7) bed-nodes-0, bed-nodes-1, bed-nodes-2"),
+        "{reason}"
+    );
     assert_eq!(field_of(d.fault(kill(4, None)).await.unwrap_err()), "count");
     assert_eq!(field_of(d.fault(kill(0, None)).await.unwrap_err()), "count");
     let nogroup = TestbedFault::Kill {
