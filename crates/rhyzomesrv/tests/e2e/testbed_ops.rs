@@ -100,7 +100,7 @@ fn kill(count: i64, seed: Option<u64>) -> TestbedFault {
 
 #[test]
 fn a_bed_scales_by_its_highest_indices_replaces_a_changed_group_alone_and_survives_kills() {
-    let d = Daemon::start("tbops");
+    let mut d = Daemon::start("tbops");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bed.toml");
     let path = file.to_str().unwrap();
@@ -139,6 +139,15 @@ fn a_bed_scales_by_its_highest_indices_replaces_a_changed_group_alone_and_surviv
         (39, 29)
     );
     assert_eq!(status.groups[1].ready, 39);
+    // The scale is desired state: a restarted daemon keeps it, and an extra that vanishes
+    // comes back from the scaled plan.
+    d.restart();
+    d.client.delete_instance("tbo-nodes-38").unwrap();
+    wait(&d, bed);
+    let status = d.client.get_testbed(bed).unwrap();
+    assert_eq!((status.groups[1].desired, status.groups[1].ready), (39, 39));
+    let again = instances(&d, bed);
+    assert_ne!(again["tbo-nodes-38"].0, up["tbo-nodes-38"].0, "recreated");
 
     // 40 -> 20: nodes 19..=38 removed, their domains gone, the rest kept.
     let out = d.ctl_ok(&["testbed", "scale", bed, "nodes=19"]);
