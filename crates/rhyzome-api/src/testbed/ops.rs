@@ -43,7 +43,7 @@ pub enum TestbedFault {
         #[serde(default)]
         seed: Option<u64>,
     },
-    /// Cut the emulated network the two groups share, both ways. Each side is `group=G`.
+    /// Cut every emulated network the two groups share, both ways. Each side is `group=G`.
     Partition {
         #[schema(example = json!(["group=seed", "group=nodes"]))]
         between: [String; 2],

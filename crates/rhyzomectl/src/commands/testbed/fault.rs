@@ -33,7 +33,7 @@ pub enum FaultCommand {
     Kill(PickArgs),
     /// Restart picked instances.
     Restart(PickArgs),
-    /// Cut the emulated network two groups share: --between group=A group=B.
+    /// Cut the emulated networks two groups share: --between group=A group=B.
     Partition {
         #[arg(long, num_args = 2, value_names = ["group=A", "group=B"], required = true)]
         between: Vec<String>,

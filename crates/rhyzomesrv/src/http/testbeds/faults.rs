@@ -10,7 +10,7 @@ use axum::Json;
 use rhyzome_api::{ErrorBody, TestbedFault, TestbedFaultResult};
 
 /// Inject a fault: `kill` or `restart` `count` instances of `group`, picked deterministically
-/// from the seed (see `TestbedFault`), or `partition`/`heal` the emulated network two groups
+/// from the seed (see `TestbedFault`), or `partition`/`heal` the emulated networks two groups
 /// share. The answer lists what was picked; the fault is also published as an event of
 /// `testbed:NAME`.
 #[utoipa::path(post, path = "/v1/testbeds/{name}/faults", tag = "testbeds",

@@ -1,5 +1,5 @@
 //! `testbed fault` (`POST /v1/testbeds/{name}/faults`): kill or restart picked instances of a
-//! group, or partition and heal the emulated network two groups share.
+//! group, or partition and heal the emulated networks two groups share.
 //!
 //! Picks are deterministic ([`pick_members`]): `pick` (a partial Fisher-Yates shuffle driven
 //! by SplitMix64, the same as `{peers}`) over the group's members in index order, seeded with
@@ -73,6 +73,22 @@ fn selectors(bed: &str, a: &str, b: &str) -> [String; 2] {
     ]
 }
 
+/// A fault, checked whole before it is counted.
+enum Plan {
+    /// Kill (or restart) these instances.
+    Instances { kill: bool, picked: Vec<String> },
+    /// Cut these emulated networks between two selectors.
+    Partition {
+        networks: Vec<String>,
+        between: [String; 2],
+    },
+    /// Remove one partition, or all, from these emulated networks.
+    Heal {
+        networks: Vec<String>,
+        between: Option<[String; 2]>,
+    },
+}
+
 impl Service {
     /// Injects one fault into bed `name`.
     pub async fn testbed_fault(
@@ -88,35 +104,62 @@ impl Service {
         let guard = self.locks.lock(&lock_name(name)).await;
         let (r, bed) = self.live_testbed(name, "action")?;
         let sequence = r.overrides.faults;
+        let (action, seed) = match &req {
+            TestbedFault::Kill { seed, .. } => ("kill", Some(seed.unwrap_or(bed.seed))),
+            TestbedFault::Restart { seed, .. } => ("restart", Some(seed.unwrap_or(bed.seed))),
+            TestbedFault::Partition { .. } => ("partition", None),
+            TestbedFault::Heal { .. } => ("heal", None),
+        };
+        let plan = self.plan_fault(&bed, sequence, req)?;
+        // Counted first: a crash halfway does not hand the next fault the same picks.
+        let mut overrides = r.overrides.clone();
+        overrides.faults += 1;
+        self.store
+            .set_testbed_overrides(name, &r.desired, &overrides)?;
+        drop(guard);
+
         let mut result = TestbedFaultResult {
-            action: String::new(),
+            action: action.into(),
             sequence,
-            seed: None,
+            seed,
             instances: Vec::new(),
             networks: Vec::new(),
             warnings: Vec::new(),
         };
-        // What to do, checked whole before the fault is counted.
-        enum Plan {
-            Instances {
-                kill: bool,
-                picked: Vec<String>,
-            },
-            Partition {
-                network: String,
-                between: [String; 2],
-            },
-            Heal {
-                networks: Vec<String>,
-                between: Option<[String; 2]>,
-            },
-        }
-        let plan = match &req {
+        self.carry_out(&owner_caller(&r), plan, &mut result).await?;
+        let what = if result.instances.is_empty() {
+            result.networks.join(", ")
+        } else {
+            result.instances.join(", ")
+        };
+        tracing::info!(testbed = %name, action, sequence, %what, "test bed fault");
+        self.events.publish(rhyzome_api::Event {
+            time: now_rfc3339(),
+            instance: format!("testbed:{name}"),
+            state: "fault".into(),
+            exit_code: None,
+            reason: Some(format!(
+                "fault {sequence}: {action}{} {what}",
+                seed.map_or(String::new(), |s| format!(" (seed {s})"))
+            )),
+            restart_count: 0,
+        });
+        Ok(result)
+    }
+
+    /// What `req` does to `bed`, or why it cannot. Changes nothing.
+    fn plan_fault(
+        &self,
+        bed: &Bed,
+        sequence: u64,
+        req: TestbedFault,
+    ) -> Result<Plan, ServiceError> {
+        let name = &bed.name;
+        let kill = matches!(req, TestbedFault::Kill { .. });
+        Ok(match req {
             TestbedFault::Kill { group, count, seed }
             | TestbedFault::Restart { group, count, seed } => {
-                let kill = matches!(req, TestbedFault::Kill { .. });
-                result.action = if kill { "kill" } else { "restart" }.into();
-                if !bed.groups.iter().any(|g| &g.name == group) {
+                if !bed.groups.iter().any(|g| g.name == group) {
                     return Err(FieldError::new(
                         "group",
                         format!("test bed {name:?} has no group {group:?}"),
@@ -127,9 +170,9 @@ impl Service {
                     .store
                     .testbed_members(name)?
                     .into_iter()
-                    .filter(|m| &m.group == group)
+                    .filter(|m| m.group == group)
                     .collect();
-                if *count < 1 || *count > members.len() as i64 {
+                if count < 1 || count > members.len() as i64 {
                     return Err(FieldError::new(
                         "count",
                         format!(
@@ -139,17 +182,15 @@ impl Service {
                     )
                     .into());
                 }
-                result.seed = Some(seed.unwrap_or(bed.seed));
                 let picked =
-                    pick_members(bed.seed, *seed, sequence, group, &members, *count as usize)
+                    pick_members(bed.seed, seed, sequence, &group, &members, count as usize)
                         .into_iter()
                         .map(|m| m.instance.clone())
                         .collect();
                 Plan::Instances { kill, picked }
             }
             TestbedFault::Partition { between } => {
-                result.action = "partition".into();
-                let (a, b) = (side(&bed, &between[0])?, side(&bed, &between[1])?);
+                let (a, b) = (side(bed, &between[0])?, side(bed, &between[1])?);
                 if a.name == b.name {
                     return Err(FieldError::new("between", "give two different groups").into());
                 }
@@ -158,55 +199,42 @@ impl Service {
                     .into_iter()
                     .filter(|n| b.bed_networks().contains(n))
                     .collect();
-                let Some(network) = shared.first() else {
+                if shared.is_empty() {
                     return Err(FieldError::new(
                         "between",
                         format!(
                             "groups {:?} and {:?} share no network of the bed; a partition cuts \
-                             one emulated network",
+                             the emulated networks two groups share",
                             a.name, b.name
                         ),
                     )
                     .into());
-                };
-                let emulated = self
-                    .store
-                    .network_by_name(network)?
-                    .is_some_and(|n| n.emulator.is_some());
-                if !emulated {
+                }
+                let networks = self.emulated(shared.into_iter().cloned())?;
+                if networks.is_empty() {
                     return Err(ServiceError::Conflict {
                         field: Some("between"),
                         message: format!(
-                            "groups {:?} and {:?} meet on network {network:?}, which is not \
-                             emulated: only an emulated network can be partitioned",
+                            "groups {:?} and {:?} share no emulated network: only an emulated \
+                             network can be partitioned",
                             a.name, b.name
                         ),
                     });
                 }
                 Plan::Partition {
-                    network: network.to_string(),
+                    networks,
                     between: selectors(name, &a.name, &b.name),
                 }
             }
             TestbedFault::Heal { between } => {
-                result.action = "heal".into();
                 let between = match between {
                     Some(pair) => {
-                        let (a, b) = (side(&bed, &pair[0])?, side(&bed, &pair[1])?);
+                        let (a, b) = (side(bed, &pair[0])?, side(bed, &pair[1])?);
                         Some(selectors(name, &a.name, &b.name))
                     }
                     None => None,
                 };
-                let mut networks = Vec::new();
-                for n in self.store.testbed_networks(name)? {
-                    if self
-                        .store
-                        .network_by_name(&n)?
-                        .is_some_and(|r| r.emulator.is_some())
-                    {
-                        networks.push(n);
-                    }
-                }
+                let networks = self.emulated(self.store.testbed_networks(name)?.into_iter())?;
                 if networks.is_empty() {
                     return Err(ServiceError::Conflict {
                         field: Some("action"),
@@ -217,14 +245,35 @@ impl Service {
                 }
                 Plan::Heal { networks, between }
             }
-        };
-        // Counted first: a crash halfway does not hand the next fault the same picks.
-        let mut overrides = r.overrides.clone();
-        overrides.faults += 1;
-        self.store
-            .set_testbed_overrides(name, &r.desired, &overrides)?;
-        drop(guard);
+        })
+    }
 
+    /// Those of `networks` that are emulated.
+    fn emulated(
+        &self,
+        networks: impl Iterator<Item = String>,
+    ) -> Result<Vec<String>, ServiceError> {
+        let mut out = Vec::new();
+        for n in networks {
+            if self
+                .store
+                .network_by_name(&n)?
+                .is_some_and(|r| r.emulator.is_some())
+            {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Does what `plan` says, as `owner` (the bed's) for instances and as the daemon for the
+    /// bed's networks, filling in `result`.
+    async fn carry_out(
+        &self,
+        owner: &Caller,
+        plan: Plan,
+        result: &mut TestbedFaultResult,
+    ) -> Result<(), ServiceError> {
         let internal = Caller::internal();
         match plan {
             Plan::Instances { kill, picked } => {
@@ -232,9 +281,7 @@ impl Service {
                     let outcome = if kill {
                         self.crash_instance(instance).await
                     } else {
-                        self.restart(&owner_caller(&r), instance)
-                            .await
-                            .map(|_| None)
+                        self.restart(owner, instance).await.map(|_| None)
                     };
                     match outcome {
                         Ok(None) => {}
@@ -247,48 +294,32 @@ impl Service {
                 }
                 result.instances = picked;
             }
-            Plan::Partition { network, between } => {
-                let conditions = self
-                    .partition_network(&internal, &network, PartitionRequest { between })
-                    .await?;
-                result.warnings = conditions.warnings;
-                result.networks = vec![network];
+            Plan::Partition { networks, between } => {
+                for network in &networks {
+                    let conditions = self
+                        .partition_network(
+                            &internal,
+                            network,
+                            PartitionRequest {
+                                between: between.clone(),
+                            },
+                        )
+                        .await?;
+                    result.warnings.extend(conditions.warnings);
+                }
+                result.networks = networks;
             }
             Plan::Heal { networks, between } => {
                 for network in &networks {
                     match &between {
-                        None => {
-                            self.heal_network(&internal, network).await?;
-                        }
-                        Some(pair) => {
-                            self.remove_partition(network, pair).await?;
-                        }
-                    }
+                        None => self.heal_network(&internal, network).await?,
+                        Some(pair) => self.remove_partition(network, pair).await?,
+                    };
                 }
                 result.networks = networks;
             }
         }
-        let what = if result.instances.is_empty() {
-            result.networks.join(", ")
-        } else {
-            result.instances.join(", ")
-        };
-        tracing::info!(testbed = %name, action = %result.action, sequence, %what, "test bed fault");
-        self.events.publish(rhyzome_api::Event {
-            time: now_rfc3339(),
-            instance: format!("testbed:{name}"),
-            state: "fault".into(),
-            exit_code: None,
-            reason: Some(format!(
-                "fault {sequence}: {}{} {what}",
-                result.action,
-                result
-                    .seed
-                    .map_or(String::new(), |s| format!(" (seed {s})"))
-            )),
-            restart_count: 0,
-        });
-        Ok(result)
+        Ok(())
     }
 
     /// Ends a running instance as a crash: its domain destroyed, recorded `crashed`, and its

@@ -336,7 +336,7 @@ async fn a_partition_off_an_emulated_network_is_refused() {
     match d.fault(partition("group=seed", "group=nodes")).await {
         Err(ServiceError::Conflict { field, message }) => {
             assert_eq!(field, Some("between"));
-            assert!(message.contains("not emulated"), "{message}");
+            assert!(message.contains("share no emulated network"), "{message}");
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
