@@ -1,9 +1,11 @@
-//! Test-bed operations of the [`Client`]: apply, list, show, scale, fault, destroy.
+//! Test-bed operations of the [`Client`]: apply, list, show, scale, fault, collect, destroy.
 
 use super::{percent_encode, Client, ClientError};
 use crate::{
     Testbed, TestbedApply, TestbedFault, TestbedFaultResult, TestbedList, TestbedPlan, TestbedScale,
 };
+use std::io::Read;
+use std::time::Duration;
 
 fn testbed_path(name: &str) -> String {
     format!("/testbeds/{}", percent_encode(name))
@@ -39,6 +41,18 @@ impl Client {
     ) -> Result<TestbedFaultResult, ClientError> {
         let path = format!("{}/faults", testbed_path(name));
         self.json(self.http.post(self.url(&path)).json(req))
+    }
+
+    /// The bed's results archive (`application/x-tar`), as a reader over the response: the
+    /// server streams it, so nothing is held here either.
+    pub fn collect_testbed(&self, name: &str) -> Result<Box<dyn Read + Send>, ClientError> {
+        let path = format!("{}/collect", testbed_path(name));
+        let resp = self.send(
+            self.http
+                .get(self.url(&path))
+                .timeout(Duration::from_secs(3600)),
+        )?;
+        Ok(Box::new(resp))
     }
 
     pub fn delete_testbed(&self, name: &str) -> Result<(), ClientError> {

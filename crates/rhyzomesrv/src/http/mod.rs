@@ -143,6 +143,7 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(testbeds::scale::scale_testbed))
         .routes(routes!(testbeds::faults::testbed_fault))
+        .routes(routes!(testbeds::collect::collect_testbed))
         .routes(routes!(events::get_events))
         .routes(routes!(info::get_info))
         .routes(routes!(openapi::get_openapi))

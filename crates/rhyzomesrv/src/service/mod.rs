@@ -36,6 +36,7 @@ pub mod ownership;
 pub mod reconcile;
 pub mod restart;
 pub mod stats;
+pub mod testbed_collect;
 pub mod testbeds;
 pub mod volumes;
 

@@ -1,6 +1,7 @@
 //! `rhyzomectl testbed VERB`: test beds applied from a TOML file (see docs/testbeds.md).
 
 mod apply;
+mod collect;
 mod destroy;
 mod fault;
 mod list;
@@ -26,6 +27,8 @@ pub enum TestbedCommand {
     Fault(fault::FaultArgs),
     /// Wait until every group of a test bed is ready.
     Wait(wait::WaitArgs),
+    /// Download a test bed's results (summaries, the file, every console) into a directory.
+    Collect(collect::CollectArgs),
     /// Destroy a test bed: its instances, its networks, then the bed.
     #[command(alias = "rm")]
     Destroy(destroy::DestroyArgs),
@@ -39,6 +42,7 @@ pub fn run(ctx: &Context, cmd: TestbedCommand) -> anyhow::Result<()> {
         TestbedCommand::Scale(a) => scale::run(ctx, a),
         TestbedCommand::Fault(a) => fault::run(ctx, a),
         TestbedCommand::Wait(a) => wait::run(ctx, &a.name, a.timeout.into()),
+        TestbedCommand::Collect(a) => collect::run(ctx, &a),
         TestbedCommand::Destroy(a) => destroy::run(ctx, &a.name),
     }
 }
