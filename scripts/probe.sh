@@ -321,6 +321,34 @@ kernel = \"$K\"
 kernel_parameters = \"</cmdline><devices/> {peers:g:5}\""
 body_has "bed group with XML in its parameters and a bad placeholder" 'line 6, column 43'
 probe "bob reads a bed that is not there" 404 -H "Authorization: Bearer $bob" "$base/v1/testbeds/alice-tb"
+# Scale and faults, on a bed of no instance: every refusal names its field and changes nothing.
+bed "an empty bed" 200 "$admin" "name = \"tbp\"
+[[groups]]
+name = \"g\"
+count = 0
+kernel = \"$K\""
+# op NAME EXPECTED TOKEN VERB JSON: POST /v1/testbeds/tbp/VERB.
+op() {
+  probe "$1" "$2" -X POST -H "Authorization: Bearer $3" -H 'Content-Type: application/json' \
+    --data-binary "$5" "$base/v1/testbeds/tbp/$4"
+}
+op "scale an unknown group" 422 "$admin" scale '{"counts": {"nope": 1}}'
+body_has "scale an unknown group" 'counts.nope'
+op "scale to a negative count" 422 "$admin" scale '{"counts": {"g": -1}}'
+op "scale to an absurd count" 422 "$admin" scale '{"counts": {"g": 99999999999}}'
+op "scale with no counts" 422 "$admin" scale '{"counts": {}}'
+op "scale with a float" 400 "$admin" scale '{"counts": {"g": 1.5}}'
+body_has "scale with a float" '"field":"counts.g"'
+op "viewer scales" 403 "$viewer" scale '{"counts": {"g": 0}}'
+op "bob scales a bed he cannot see" 404 "$bob" scale '{"counts": {"g": 0}}'
+op "kill in an empty group" 422 "$admin" faults '{"action": "kill", "group": "g", "count": 1}'
+body_has "kill in an empty group" '"count"'
+op "kill with an unknown action" 400 "$admin" faults '{"action": "explode"}'
+body_has "kill with an unknown action" '"field":"action"'
+op "partition a group from itself" 422 "$admin" faults '{"action": "partition", "between": ["group=g", "group=g"]}'
+op "partition with XML in a side" 422 "$admin" faults '{"action": "partition", "between": ["group=</x>", "group=g"]}'
+op "heal a bed without emulated networks" 409 "$admin" faults '{"action": "heal"}'
+probe "destroy the empty bed" 204 -X DELETE -H "Authorization: Bearer $admin" "$base/v1/testbeds/tbp"
 
 echo "==> clean-up, then nothing may remain"
 for n in meta alice-web; do

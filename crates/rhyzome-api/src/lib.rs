@@ -29,6 +29,7 @@ pub use networks::{
     ForwardMode, Network, NetworkAddress, NetworkConditions, NetworkCreate, NetworkLink,
     NetworkList, NicConditions, PartitionRequest, PartitionState,
 };
+pub use testbed::ops::{TestbedFault, TestbedFaultResult, TestbedScale};
 pub use testbed::{
     ChangeKind, Testbed, TestbedApply, TestbedChange, TestbedGroupStatus, TestbedList, TestbedPlan,
 };

@@ -878,20 +878,26 @@ impl Bed {
 
     /// The networks and instance requests the bed stands for, bed placeholders filled in.
     pub fn plan(&self) -> BedPlan {
-        let addresses = self.addresses();
-        let group_ips = |g: &Group| -> Vec<Ipv4Addr> {
-            match &g.attachment {
-                Attachment::Network(n) => addresses[&format!("{}/{}", g.name, n)].clone(),
-                _ => vec![],
-            }
-        };
+        self.plan_scaled(&BTreeMap::new())
+            .expect("a checked file fits its networks as written")
+    }
+
+    /// [`Self::plan`] with some groups' counts overridden (`testbed scale`); see
+    /// [`scale::Layout`] for where the instances beyond the file's count sit and what their
+    /// placeholders see. An error names the field `counts.GROUP`.
+    pub fn plan_scaled(
+        &self,
+        counts: &BTreeMap<String, u32>,
+    ) -> Result<BedPlan, crate::validate::FieldError> {
+        let layout = scale::Layout::new(self, counts)?;
         let by_name: BTreeMap<&str, &Group> =
             self.groups.iter().map(|g| (g.name.as_str(), g)).collect();
         let mut instances = BTreeMap::new();
         for g in &self.groups {
             let tokens = tokenize(&g.kernel_parameters).expect("checked by parse_bed");
             let mut list = Vec::new();
-            for index in 0..g.count {
+            for index in 0..layout.count(g) {
+                let view = layout.view(g, index);
                 let mut params = String::new();
                 for token in &tokens {
                     match token {
@@ -910,14 +916,20 @@ impl Bed {
                                 }
                                 Some(BedPlaceholder::Index) => params.push_str(&index.to_string()),
                                 Some(BedPlaceholder::GroupIps(t)) => {
-                                    params.push_str(&join(&group_ips(by_name[t.as_str()])))
+                                    params.push_str(&join(view.group_ips(by_name[t.as_str()])))
                                 }
                                 Some(BedPlaceholder::Peers { group: t, count }) => {
                                     let target = by_name[t.as_str()];
-                                    let ips = group_ips(target);
-                                    let chosen =
-                                        peers(self.seed, &g.name, index, &t, target.count, count)
-                                            .expect("checked by parse_bed");
+                                    let ips = view.group_ips(target);
+                                    let chosen = peers(
+                                        self.seed,
+                                        &g.name,
+                                        index,
+                                        &t,
+                                        ips.len() as u32,
+                                        count,
+                                    )
+                                    .ok_or_else(|| scale::too_few_peers(g, index, target, count))?;
                                     let picked: Vec<Ipv4Addr> =
                                         chosen.iter().map(|&j| ips[j as usize]).collect();
                                     params.push_str(&join(&picked));
@@ -942,9 +954,7 @@ impl Bed {
                     Attachment::Network(n) => (
                         Some(NetworkSpec {
                             name: Some(n.clone()),
-                            ipv4: Some(
-                                addresses[&format!("{}/{}", g.name, n)][index as usize].to_string(),
-                            ),
+                            ipv4: Some(layout.address(g, n, index).to_string()),
                             ..Default::default()
                         }),
                         None,
@@ -975,7 +985,7 @@ impl Bed {
             }
             instances.insert(g.name.clone(), list);
         }
-        BedPlan {
+        Ok(BedPlan {
             networks: self
                 .networks
                 .iter()
@@ -991,7 +1001,7 @@ impl Bed {
                 .collect(),
             start_order: self.start_order(),
             instances,
-        }
+        })
     }
 }
 
@@ -1049,14 +1059,21 @@ pub struct TestbedPlan {
     pub networks_created: Vec<String>,
     /// Instance changes, in start order.
     pub changes: Vec<TestbedChange>,
+    /// What else to know: counts of `testbed scale` that this apply resets to the file's, or
+    /// that a scale's counts last until the next apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// One group of a bed, as observed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TestbedGroupStatus {
     pub name: String,
-    /// Instances the file asks for.
+    /// Instances the bed asks for: the file's count, or the one `testbed scale` set.
     pub desired: u32,
+    /// The file's count.
+    #[serde(default)]
+    pub file_count: u32,
     /// Instances that exist.
     pub created: u32,
     pub running: u32,
@@ -1065,6 +1082,9 @@ pub struct TestbedGroupStatus {
     pub exited: u32,
     /// Crashed or failed.
     pub failed: u32,
+    /// Restarts so far by restart policy, summed over the group's instances.
+    #[serde(default)]
+    pub restarts: u32,
     /// Milliseconds from the bed's last apply until the last instance became ready, once all
     /// are.
     pub ms_to_ready: Option<u64>,
@@ -1102,6 +1122,9 @@ pub struct Testbed {
 pub struct TestbedList {
     pub testbeds: Vec<Testbed>,
 }
+
+pub mod ops;
+mod scale;
 
 #[cfg(test)]
 mod tests;

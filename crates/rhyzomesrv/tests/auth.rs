@@ -774,6 +774,24 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
                 call(Stranger, Method::DELETE, bed, Status(404)),
             ]
         }
+        ("post", "/v1/testbeds/{name}/scale") | ("post", "/v1/testbeds/{name}/faults") => {
+            let suffix = path.trim_start_matches("/v1/testbeds/{name}");
+            let target = format!("/v1/testbeds/{}{suffix}", owned.testbed);
+            let body = match suffix {
+                "/scale" => json(br#"{"counts": {"g": 3}}"#),
+                _ => json(br#"{"action": "kill", "group": "g", "count": 1}"#),
+            };
+            vec![
+                Call {
+                    body: body.clone(),
+                    ..call(Viewer, Method::POST, target.clone(), Status(403))
+                },
+                Call {
+                    body,
+                    ..call(Stranger, Method::POST, target, Status(404))
+                },
+            ]
+        }
         ("get", "/v1/images/{reference}") | ("head", "/v1/images/{reference}") => {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             images

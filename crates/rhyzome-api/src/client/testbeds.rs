@@ -1,7 +1,9 @@
-//! Test-bed operations of the [`Client`]: apply, list, show, collect, destroy.
+//! Test-bed operations of the [`Client`]: apply, list, show, scale, fault, collect, destroy.
 
 use super::{percent_encode, Client, ClientError};
-use crate::{Testbed, TestbedApply, TestbedList, TestbedPlan};
+use crate::{
+    Testbed, TestbedApply, TestbedFault, TestbedFaultResult, TestbedList, TestbedPlan, TestbedScale,
+};
 use std::io::Read;
 use std::time::Duration;
 
@@ -21,6 +23,24 @@ impl Client {
 
     pub fn get_testbed(&self, name: &str) -> Result<Testbed, ClientError> {
         self.json(self.http.get(self.url(&testbed_path(name))))
+    }
+
+    pub fn scale_testbed(
+        &self,
+        name: &str,
+        req: &TestbedScale,
+    ) -> Result<TestbedPlan, ClientError> {
+        let path = format!("{}/scale", testbed_path(name));
+        self.json(self.http.post(self.url(&path)).json(req))
+    }
+
+    pub fn testbed_fault(
+        &self,
+        name: &str,
+        req: &TestbedFault,
+    ) -> Result<TestbedFaultResult, ClientError> {
+        let path = format!("{}/faults", testbed_path(name));
+        self.json(self.http.post(self.url(&path)).json(req))
     }
 
     /// The bed's results archive (`application/x-tar`), as a reader over the response: the

@@ -141,6 +141,8 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             testbeds::get::get_testbed,
             testbeds::delete::delete_testbed
         ))
+        .routes(routes!(testbeds::scale::scale_testbed))
+        .routes(routes!(testbeds::faults::testbed_fault))
         .routes(routes!(testbeds::collect::collect_testbed))
         .routes(routes!(events::get_events))
         .routes(routes!(info::get_info))

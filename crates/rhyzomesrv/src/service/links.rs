@@ -406,6 +406,21 @@ impl Service {
         Ok(conditions)
     }
 
+    /// Removes the partition between `pair` (in either order) from the emulated network
+    /// `name`, the others kept: a test bed's `heal --between`, authorized on the bed.
+    pub(super) async fn remove_partition(
+        &self,
+        name: &str,
+        pair: &[String; 2],
+    ) -> Result<NetworkConditions, ServiceError> {
+        let reversed = [pair[1].clone(), pair[0].clone()];
+        self.change_shaping(name, "between", |shaping, _| {
+            shaping.partitions.retain(|p| p != pair && *p != reversed);
+            Ok(Vec::new())
+        })
+        .await
+    }
+
     /// What applies now on the emulated network `name`, per NIC and per partition.
     pub async fn network_conditions(
         &self,

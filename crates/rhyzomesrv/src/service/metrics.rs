@@ -256,8 +256,10 @@ impl Service {
             return Ok(Vec::new());
         }
         // The records are already read: one lookup each, not one store query per member.
-        let states: HashMap<&str, InstanceState> =
-            records.iter().map(|r| (r.name.as_str(), r.state)).collect();
+        let states: HashMap<&str, (InstanceState, u32)> = records
+            .iter()
+            .map(|r| (r.name.as_str(), (r.state, r.restart_count)))
+            .collect();
         let mut out = Vec::new();
         for record in beds {
             let bed = self.testbed_status_with(&record, Some(&states))?;

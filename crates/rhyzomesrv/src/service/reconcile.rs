@@ -247,7 +247,11 @@ impl Service {
     }
 
     /// A running instance's domain is gone: record how it ended and apply its restart policy.
-    fn record_end(&self, r: &InstanceRecord, outcome: Outcome) -> Result<(), ServiceError> {
+    pub(super) fn record_end(
+        &self,
+        r: &InstanceRecord,
+        outcome: Outcome,
+    ) -> Result<(), ServiceError> {
         let (state, code) = match outcome {
             Outcome::Exited(code) => (InstanceState::Exited, Some(code)),
             Outcome::Aborted => (InstanceState::Crashed, None),

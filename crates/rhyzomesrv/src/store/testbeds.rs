@@ -2,9 +2,58 @@
 //! members (one row per instance the bed owns, with the spec it was created from) and the
 //! managed networks the bed owns. Every write is one statement or one transaction on the
 //! store's single connection, so readers never see half an apply.
+//!
+//! The `desired` column holds `present` or `deleting`, or, once a bed has been scaled or had a
+//! fault injected, a JSON object `{"state": "present", "scale": {"nodes": 40}, "faults": 3}`
+//! ([`Overrides`]): the counts `testbed scale` set (kept until the next apply of a file) and
+//! the number of faults injected so far (which seeds the next fault's picks). A JSON text in
+//! the existing column needs no migration, and a bare state is still read as one.
 
 use super::{Store, StoreError};
 use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a bed's desired state holds besides its file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overrides {
+    /// Group counts set by `testbed scale`, overriding the file's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scale: BTreeMap<String, u32>,
+    /// Faults injected so far.
+    #[serde(default)]
+    pub faults: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DesiredJson {
+    state: String,
+    #[serde(flatten)]
+    overrides: Overrides,
+}
+
+/// The `desired` column's text for `state` with `overrides`: the bare state when there are
+/// none, as before overrides existed.
+fn encode_desired(state: &str, overrides: &Overrides) -> String {
+    if *overrides == Overrides::default() {
+        return state.to_string();
+    }
+    serde_json::to_string(&DesiredJson {
+        state: state.to_string(),
+        overrides: overrides.clone(),
+    })
+    .expect("plain data serializes")
+}
+
+fn decode_desired(text: String) -> rusqlite::Result<(String, Overrides)> {
+    if !text.starts_with('{') {
+        return Ok((text, Overrides::default()));
+    }
+    let d: DesiredJson = serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok((d.state, d.overrides))
+}
 
 /// A test bed as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +65,8 @@ pub struct TestbedRecord {
     pub file: String,
     /// `present` or `deleting`.
     pub desired: String,
+    /// Scaled counts and the fault count, stored with `desired`.
+    pub overrides: Overrides,
     pub applied_at: String,
     pub applied_ms: i64,
     pub last_error: Option<String>,
@@ -37,12 +88,14 @@ const BED_COLUMNS: &str =
     "name, owner, owner_prefix, file, desired, applied_at, applied_ms, last_error";
 
 fn bed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TestbedRecord> {
+    let (desired, overrides) = decode_desired(r.get(4)?)?;
     Ok(TestbedRecord {
         name: r.get(0)?,
         owner: r.get(1)?,
         owner_prefix: r.get(2)?,
         file: r.get(3)?,
-        desired: r.get(4)?,
+        desired,
+        overrides,
         applied_at: r.get(5)?,
         applied_ms: r.get(6)?,
         last_error: r.get(7)?,
@@ -63,7 +116,7 @@ impl Store {
                 r.owner,
                 r.owner_prefix,
                 r.file,
-                r.desired,
+                encode_desired(&r.desired, &r.overrides),
                 r.applied_at,
                 r.applied_ms
             ],
@@ -94,6 +147,20 @@ impl Store {
         self.conn().execute(
             "UPDATE testbeds SET desired = ?2 WHERE name = ?1",
             params![name, desired],
+        )?;
+        Ok(())
+    }
+
+    /// Replaces a bed's overrides, its state kept.
+    pub fn set_testbed_overrides(
+        &self,
+        name: &str,
+        state: &str,
+        overrides: &Overrides,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE testbeds SET desired = ?2 WHERE name = ?1",
+            params![name, encode_desired(state, overrides)],
         )?;
         Ok(())
     }

@@ -160,6 +160,7 @@ fn check_testbeds(store: &Store, release: Release) {
         owner_prefix: Some("a-".into()),
         file: "name = \"exp\"\n".into(),
         desired: "present".into(),
+        overrides: Default::default(),
         applied_at: "2026-11-27T06:43:00Z".into(),
         applied_ms: 1_795_000_100_000,
         last_error: None,

@@ -5,7 +5,7 @@ use crate::output;
 use anyhow::Context as _;
 use clap::Args;
 use rhyzome_api::testbed::parse_bed;
-use rhyzome_api::{ChangeKind, TestbedApply};
+use rhyzome_api::{ChangeKind, TestbedApply, TestbedPlan};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -52,33 +52,41 @@ pub fn run(ctx: &Context, a: ApplyArgs) -> anyhow::Result<()> {
         return output::json(&plan);
     }
     if !ctx.json() {
-        if !plan.changed {
-            println!("test bed {}: no changes", plan.name);
-        } else {
-            let verb = if plan.dry_run { "would" } else { "will" };
-            for n in &plan.networks_created {
-                println!("{verb} create network {n}");
-            }
-            for c in &plan.changes {
-                let action = match c.action {
-                    ChangeKind::Create => "create",
-                    ChangeKind::Replace => "replace",
-                    ChangeKind::Delete => "delete",
-                };
-                println!("{verb} {action} {} ({})", c.instance, c.reason);
-            }
-            let count = |k| plan.changes.iter().filter(|c| c.action == k).count();
-            println!(
-                "test bed {}: {} to create, {} to replace, {} to delete",
-                plan.name,
-                count(ChangeKind::Create),
-                count(ChangeKind::Replace),
-                count(ChangeKind::Delete)
-            );
-        }
+        print_plan(&plan);
     }
     if a.wait && !a.dry_run {
         super::wait::run(ctx, &plan.name, a.timeout.into())?;
     }
     Ok(())
+}
+
+/// A plan (of an apply or a scale) as lines: each change with its reason, a count, notes.
+pub(super) fn print_plan(plan: &TestbedPlan) {
+    if !plan.changed {
+        println!("test bed {}: no changes", plan.name);
+    } else {
+        let verb = if plan.dry_run { "would" } else { "will" };
+        for n in &plan.networks_created {
+            println!("{verb} create network {n}");
+        }
+        for c in &plan.changes {
+            let action = match c.action {
+                ChangeKind::Create => "create",
+                ChangeKind::Replace => "replace",
+                ChangeKind::Delete => "delete",
+            };
+            println!("{verb} {action} {} ({})", c.instance, c.reason);
+        }
+        let count = |k| plan.changes.iter().filter(|c| c.action == k).count();
+        println!(
+            "test bed {}: {} to create, {} to replace, {} to delete",
+            plan.name,
+            count(ChangeKind::Create),
+            count(ChangeKind::Replace),
+            count(ChangeKind::Delete)
+        );
+    }
+    for note in &plan.notes {
+        println!("note: {note}");
+    }
 }

@@ -3,7 +3,9 @@
 mod apply;
 mod collect;
 mod destroy;
+mod fault;
 mod list;
+mod scale;
 mod status;
 mod wait;
 
@@ -19,6 +21,10 @@ pub enum TestbedCommand {
     List,
     /// Show a test bed: per group, desired, created, running, ready, exited, failed.
     Status(status::StatusArgs),
+    /// Set new counts for groups (GROUP=COUNT): adds or removes the highest indices.
+    Scale(scale::ScaleArgs),
+    /// Inject a fault: kill or restart picked instances, partition or heal groups.
+    Fault(fault::FaultArgs),
     /// Wait until every group of a test bed is ready.
     Wait(wait::WaitArgs),
     /// Download a test bed's results (summaries, the file, every console) into a directory.
@@ -33,6 +39,8 @@ pub fn run(ctx: &Context, cmd: TestbedCommand) -> anyhow::Result<()> {
         TestbedCommand::Apply(a) => apply::run(ctx, a),
         TestbedCommand::List => list::run(ctx),
         TestbedCommand::Status(a) => status::run(ctx, &a.name),
+        TestbedCommand::Scale(a) => scale::run(ctx, a),
+        TestbedCommand::Fault(a) => fault::run(ctx, a),
         TestbedCommand::Wait(a) => wait::run(ctx, &a.name, a.timeout.into()),
         TestbedCommand::Collect(a) => collect::run(ctx, &a),
         TestbedCommand::Destroy(a) => destroy::run(ctx, &a.name),

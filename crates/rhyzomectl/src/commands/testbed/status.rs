@@ -20,12 +20,17 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         .map(|g| {
             vec![
                 g.name.clone(),
-                g.desired.to_string(),
+                if g.desired == g.file_count {
+                    g.desired.to_string()
+                } else {
+                    format!("{} (file {})", g.desired, g.file_count)
+                },
                 g.created.to_string(),
                 g.running.to_string(),
                 g.ready.to_string(),
                 g.exited.to_string(),
                 g.failed.to_string(),
+                g.restarts.to_string(),
                 g.ms_to_ready
                     .map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
             ]
@@ -33,7 +38,8 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         .collect();
     output::table(
         &[
-            "GROUP", "DESIRED", "CREATED", "RUNNING", "READY", "EXITED", "FAILED", "TO READY",
+            "GROUP", "DESIRED", "CREATED", "RUNNING", "READY", "EXITED", "FAILED", "RESTARTS",
+            "TO READY",
         ],
         &rows,
     );

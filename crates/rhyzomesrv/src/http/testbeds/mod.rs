@@ -4,5 +4,7 @@
 pub mod apply;
 pub mod collect;
 pub mod delete;
+pub mod faults;
 pub mod get;
 pub mod list;
+pub mod scale;

@@ -17,7 +17,7 @@
 use super::authz::{authorize, Action};
 use super::{now_ms, now_rfc3339, Service, ServiceError};
 use crate::auth::{Caller, Role};
-use crate::store::testbeds::{MemberRecord, TestbedRecord};
+use crate::store::testbeds::{MemberRecord, Overrides, TestbedRecord};
 use rhyzome_api::testbed::{parse_bed, Boot, Readiness};
 use rhyzome_api::validate::FieldError;
 use rhyzome_api::{
@@ -27,6 +27,9 @@ use rhyzome_api::{
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod faults;
+mod scale;
 
 const PRESENT: &str = "present";
 const DELETING: &str = "deleting";
@@ -191,7 +194,22 @@ impl Service {
         }
         let members = self.store.testbed_members(&bed.name)?;
         let changes = diff(&plan, &members)?;
-        let changed = existing.is_none() || !changes.is_empty() || !networks_created.is_empty();
+        let scaled = existing
+            .as_ref()
+            .map(|r| r.overrides.scale.clone())
+            .unwrap_or_default();
+        let changed = existing.is_none()
+            || !changes.is_empty()
+            || !networks_created.is_empty()
+            || !scaled.is_empty();
+        let mut notes = Vec::new();
+        if !scaled.is_empty() {
+            let counts: Vec<String> = scaled.iter().map(|(g, c)| format!("{g}={c}")).collect();
+            notes.push(format!(
+                "the counts set by `testbed scale` ({}) are reset to the file's",
+                counts.join(", ")
+            ));
+        }
         let dry_run = req.dry_run.unwrap_or(false);
         if !dry_run && changed {
             self.store.put_testbed(&TestbedRecord {
@@ -204,6 +222,12 @@ impl Service {
                     .map_or_else(|| caller.prefix.clone(), |r| r.owner_prefix.clone()),
                 file: req.file.clone(),
                 desired: PRESENT.into(),
+                // An apply resets the scaled counts to the file's; the fault count goes on,
+                // so that a fault after an apply does not repeat an earlier one's picks.
+                overrides: Overrides {
+                    scale: Default::default(),
+                    faults: existing.as_ref().map_or(0, |r| r.overrides.faults),
+                },
                 applied_at: now_rfc3339(),
                 applied_ms: now_ms(),
                 last_error: None,
@@ -220,6 +244,7 @@ impl Service {
             dry_run,
             networks_created,
             changes,
+            notes,
         })
     }
 
@@ -262,14 +287,15 @@ impl Service {
         self.testbed_status_with(r, None)
     }
 
-    /// The status of a bed; its members' states from `known` (instance name to state) when
-    /// the caller already read every record (a metrics scrape), else from the store.
+    /// The status of a bed; its members' states and restart counts from `known` (by instance
+    /// name) when the caller already read every record (a metrics scrape), else from the store.
     pub(super) fn testbed_status_with(
         &self,
         r: &TestbedRecord,
-        known: Option<&std::collections::HashMap<&str, InstanceState>>,
+        known: Option<&std::collections::HashMap<&str, (InstanceState, u32)>>,
     ) -> Result<Testbed, ServiceError> {
         let bed = parse_bed(&r.file, false).ok();
+        let scaled = &r.overrides.scale;
         let members = self.store.testbed_members(&r.name)?;
         let mut groups = Vec::new();
         let order = bed.as_ref().map(|b| b.start_order()).unwrap_or_default();
@@ -277,10 +303,13 @@ impl Service {
             let group = bed
                 .as_ref()
                 .and_then(|b| b.groups.iter().find(|g| &g.name == name));
-            let desired = group.map_or(0, |g| g.count);
+            let file_count = group.map_or(0, |g| g.count);
+            let desired = scaled.get(name).copied().unwrap_or(file_count);
             let mut s = TestbedGroupStatus {
                 name: name.clone(),
                 desired,
+                file_count,
+                restarts: 0,
                 created: 0,
                 running: 0,
                 ready: 0,
@@ -292,14 +321,18 @@ impl Service {
             };
             let mut last_ready = 0;
             for m in members.iter().filter(|m| &m.group == name) {
-                let state = match known {
+                let seen = match known {
                     Some(k) => k.get(m.instance.as_str()).copied(),
-                    None => self.store.by_name(&m.instance)?.map(|rec| rec.state),
+                    None => self
+                        .store
+                        .by_name(&m.instance)?
+                        .map(|rec| (rec.state, rec.restart_count)),
                 };
-                let Some(state) = state else {
+                let Some((state, restarts)) = seen else {
                     continue;
                 };
                 s.created += 1;
+                s.restarts += restarts;
                 match state {
                     InstanceState::Running => s.running += 1,
                     InstanceState::Exited => s.exited += 1,
@@ -328,6 +361,30 @@ impl Service {
             groups,
             last_error: r.last_error.clone(),
         })
+    }
+
+    /// The record and file of bed `name`, for an operation on a bed that is not being
+    /// destroyed (`field` names the request field a 409 points at). The caller holds the
+    /// bed's lock.
+    fn live_testbed(
+        &self,
+        name: &str,
+        field: &'static str,
+    ) -> Result<(TestbedRecord, rhyzome_api::testbed::Bed), ServiceError> {
+        let r = self
+            .store
+            .testbed(name)?
+            .ok_or_else(|| ServiceError::TestbedNotFound(name.to_string()))?;
+        if r.desired == DELETING {
+            return Err(ServiceError::Conflict {
+                field: Some(field),
+                message: format!("test bed {name:?} is being destroyed"),
+            });
+        }
+        let bed = parse_bed(&r.file, false).map_err(|e| {
+            ServiceError::Internal(format!("stored test bed {name:?} no longer parses: {e}"))
+        })?;
+        Ok((r, bed))
     }
 
     /// Starts a driver for every stored bed (the reconciler calls this on each pass).
@@ -394,7 +451,12 @@ impl Service {
         let bed = parse_bed(&r.file, false).map_err(|e| {
             ServiceError::Internal(format!("stored test bed {name:?} no longer parses: {e}"))
         })?;
-        let plan = bed.plan();
+        let plan = bed.plan_scaled(&r.overrides.scale).map_err(|e| {
+            ServiceError::Internal(format!(
+                "stored test bed {name:?} no longer plans at its scaled counts: {}",
+                e.message
+            ))
+        })?;
         let owned = self.store.testbed_networks(name)?;
         for n in &plan.networks {
             if !owned.contains(&n.name) {
@@ -430,16 +492,12 @@ impl Service {
                 .expect("the start order names the file's groups");
             let members = self.store.testbed_members(name)?;
             let waits = g.after.iter().any(|a| {
-                let want = bed
-                    .groups
-                    .iter()
-                    .find(|x| &x.name == a)
-                    .map_or(0, |x| x.count);
+                let want = plan.instances.get(a).map_or(0, |list| list.len());
                 members
                     .iter()
                     .filter(|m| &m.group == a && m.ready_ms.is_some())
                     .count()
-                    < want as usize
+                    < want
             });
             if waits {
                 return Ok(false);

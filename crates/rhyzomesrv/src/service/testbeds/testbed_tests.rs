@@ -1,6 +1,6 @@
 //! Test beds against the fake backend: apply, idempotence, replacement of one group only,
 //! scaling by the highest indices, destroy leaving nothing, and refusals creating nothing.
-//! The same behaviour on real libvirt is not yet tested (see docs/testbeds.md).
+//! The same behaviour on real libvirt: tests/e2e/testbeds.rs and tests/e2e/testbed_ops.rs.
 
 use super::*;
 use crate::backend::fake::FakeBackend;
@@ -354,3 +354,6 @@ async fn a_tenant_sees_only_its_own_beds() {
         Err(ServiceError::Auth(_))
     ));
 }
+
+#[path = "ops_tests.rs"]
+mod ops;
