@@ -401,6 +401,18 @@ impl Service {
     fn testbed_status(&self, r: &TestbedRecord) -> Result<Testbed, ServiceError> {
         let bed = stored_bed(r, &self.store.testbed_kernel_files(&r.name)?).ok();
         let members = self.store.testbed_members(&r.name)?;
+        // What the stored file asks for: a member created from another spec (a replacement
+        // or an in-place update the driver has not carried out yet) does not count as ready,
+        // nor does the bed while one of its networks differs from the file.
+        let plan = bed.as_ref().map(|b| b.plan());
+        let mut planned = BTreeMap::new();
+        for p in plan.iter().flat_map(|p| p.instances.values().flatten()) {
+            planned.insert(p.spec.name.clone(), spec_json(&p.spec)?);
+        }
+        let networks_current = plan
+            .iter()
+            .flat_map(|p| &p.networks)
+            .all(|n| matches!(self.network_change(&r.name, n), Ok(NetworkChange::None)));
         let mut groups = Vec::new();
         let order = bed.as_ref().map(|b| b.start_order()).unwrap_or_default();
         for name in &order {
@@ -430,7 +442,8 @@ impl Service {
                     InstanceState::Crashed | InstanceState::Failed => s.failed += 1,
                     _ => {}
                 }
-                if let (Some(t), InstanceState::Running) = (m.ready_ms, rec.state) {
+                let current = planned.get(&m.instance) == Some(&m.spec);
+                if let (Some(t), InstanceState::Running, true) = (m.ready_ms, rec.state, current) {
                     s.ready += 1;
                     last_ready = last_ready.max(t);
                 }
@@ -446,7 +459,9 @@ impl Service {
             owner: r.owner.clone(),
             desired: r.desired.clone(),
             applied_at: r.applied_at.clone(),
-            ready: r.desired == PRESENT && groups.iter().all(|g| g.ready == g.desired),
+            ready: r.desired == PRESENT
+                && networks_current
+                && groups.iter().all(|g| g.ready == g.desired),
             networks: self.store.testbed_networks(&r.name)?,
             groups,
             last_error: r.last_error.clone(),

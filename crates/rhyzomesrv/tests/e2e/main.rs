@@ -20,6 +20,7 @@ mod recovery;
 mod restarts;
 mod seed;
 mod testbed;
+mod testbed_file;
 mod testbeds;
 mod unprivileged;
 mod volumes;
