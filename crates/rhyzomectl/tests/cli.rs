@@ -97,6 +97,19 @@ fn the_seed_command_parses_and_creates() {
         "msgrouter",
     ])))
     .unwrap();
+    // The human view lists the NIC the JSON's `attachments` holds, with its MAC.
+    let mac = json["attachments"][0]["mac"]
+        .as_str()
+        .expect("one attachment");
+    let show = stdout(&ctl(&["--server", &s.url, "instance", "show", "msgrouter"]));
+    let attachment = show
+        .lines()
+        .find(|l| l.starts_with("attachment:"))
+        .unwrap_or_else(|| panic!("no attachment line in {show}"));
+    assert!(
+        attachment.contains(mac) && attachment.contains("bridge "),
+        "{attachment}"
+    );
     assert_eq!(
         json["kernel_parameters"],
         "--ipv4-gateway 192.168.100.1 --ipv4 192.168.100.43/24"

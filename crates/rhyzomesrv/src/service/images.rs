@@ -160,6 +160,10 @@ impl Service {
         let _pin = self.blobs.pin().await;
         let files = self.images.clone();
         let new_blob = blocking(move || files.commit(pending)).await??;
+        // "Created" is decided by looking before inserting; two uploads of the same content
+        // must not both look before either inserts, or both answer 201. The key cannot clash
+        // with an instance's name, which has no spaces.
+        let _registering = self.locks.lock(&format!("image sha256:{sha256}")).await;
         // Storage is shared, visibility is not: content another tenant stored is new to this
         // caller, and is answered as such (201).
         let known_to_caller = self

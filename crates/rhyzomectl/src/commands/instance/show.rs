@@ -54,13 +54,6 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         ("startup priority", i.startup_priority.to_string()),
         ("autostart", i.autostart.to_string()),
         ("labels", output::labels(&i.labels)),
-        (
-            "link",
-            i.attachments
-                .first()
-                .map(|n| n.conditions.to_string())
-                .unwrap_or_else(|| "-".into()),
-        ),
         ("state changed", i.state_changed_at.clone()),
         ("created", i.created_at.clone()),
         ("started", opt(&i.started_at)),
@@ -69,17 +62,37 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
     for (k, v) in rows {
         println!("{:<18} {v}", format!("{k}:"));
     }
-    for n in &i.interfaces {
-        println!(
-            "{:<18} {} on {} ({}, PCI slot {})",
-            "interface:", n.device, n.bridge, n.mac, n.pci_slot
-        );
+    // Every NIC in slot order, with its network, address and link conditions: `interfaces`
+    // (the older view) leaves out the first NIC and the conditions.
+    for a in &i.attachments {
+        println!("{:<18} {}", "attachment:", attachment(a));
     }
     for v in &i.volumes {
         let how = if v.read_only { "ro" } else { "rw" };
         println!("{:<18} {} = {} ({how})", "volume:", v.device, v.volume);
     }
     Ok(())
+}
+
+/// `service on gossip-net (bridge rzn1a2b3c), 10.60.0.5, 52:54:00:.., PCI slot 3, link latency=20ms`.
+fn attachment(a: &rhyzome_api::NicAttachment) -> String {
+    let device = a.device.as_deref().unwrap_or("net");
+    let place = match &a.network {
+        Some(network) => format!("{network} (bridge {})", a.bridge),
+        None => format!("bridge {}", a.bridge),
+    };
+    let mut s = format!("{device} on {place}");
+    if let Some(ip) = &a.ipv4 {
+        s.push_str(&format!(", {ip}"));
+    }
+    s.push_str(&format!(", {}", a.mac));
+    if let Some(slot) = a.pci_slot {
+        s.push_str(&format!(", PCI slot {slot}"));
+    }
+    if !a.conditions.is_empty() {
+        s.push_str(&format!(", link {}", a.conditions));
+    }
+    s
 }
 
 /// `on-failure:3 (exit codes 1,2)`, as the `--restart` flags spell it.
