@@ -519,9 +519,13 @@ impl Service {
         };
         let caller = owner_caller(&r);
         if r.desired == DELETING {
-            for m in self.store.testbed_members(name)? {
-                self.remove_member(&r.owner, &m).await?;
-            }
+            // All at once, as a batch of deletes through the API would go: one after another,
+            // 100 nodes took 27 s (each delete waits for libvirt's destroy of its domain).
+            let members = self.store.testbed_members(name)?;
+            futures_util::future::join_all(members.iter().map(|m| self.remove_member(&r.owner, m)))
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()?;
             for n in self.store.testbed_networks(name)? {
                 self.remove_bed_network(&n).await?;
             }
