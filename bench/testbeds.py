@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 
 PROFILE = os.environ.get("BENCH_PROFILE", "release")
-bench.CTL = bench.REPO / f"target/{PROFILE}/rhyzomectl"
-bench.SRV = bench.REPO / f"target/{PROFILE}/rhyzomesrv"
+BIN_DIR = Path(os.environ.get("BENCH_BIN_DIR", bench.REPO / f"target/{PROFILE}"))
+bench.CTL = BIN_DIR / "rhyzomectl"
+bench.SRV = BIN_DIR / "rhyzomesrv"
 READY_TEXT = bench.READY.decode()
 # The lab's libvirtd keeps its run directory next to its socket, not in /run/libvirt.
 LAB_RUN = Path(bench.URI.split("socket=", 1)[1]).parent if "socket=" in bench.URI else Path("/run/libvirt")
