@@ -110,6 +110,14 @@ irq_timer:
     popa
     iret
 
+    /* IRQ 8: the RTC's update-ended interrupt (rtc.c) */
+    .global irq_rtc
+irq_rtc:
+    pusha
+    call rtc_interrupt
+    popa
+    iret
+
     /* IRQ 1..7 of the master PIC: all masked, so only spurious IRQ 7 */
     .global irq_spurious_master
 irq_spurious_master:

@@ -24,6 +24,7 @@ struct trap_frame {
 
 extern const uint32_t trap_table[32];
 extern void irq_timer(void);
+extern void irq_rtc(void);
 extern void irq_spurious_master(void);
 extern void irq_spurious_slave(void);
 
@@ -69,6 +70,7 @@ void cpu_init(void)
         idt_set(v, (uint32_t)irq_spurious_master);
     for (unsigned v = 0x28; v < 0x30; v++)
         idt_set(v, (uint32_t)irq_spurious_slave);
+    idt_set(0x28, (uint32_t)irq_rtc);
     idtr.limit = sizeof(idt) - 1;
     idtr.base = (uint32_t)idt;
     __asm__ volatile("lidt %0" : : "m"(idtr));
@@ -142,11 +144,18 @@ void time_init(void)
     if (s[0] > s[1]) { t = s[0]; s[0] = s[1]; s[1] = t; }
     tsc_per_ms = s[1] ? s[1] : 1;
     tsc_base = rdtsc();
-    /* 1 kHz periodic wake-up interrupt */
+    /* TICK_HZ periodic wake-up interrupt */
     outb(0x43, 0x34);
     outb(0x40, (uint8_t)((PIT_HZ / TICK_HZ) & 0xff));
     outb(0x40, (uint8_t)((PIT_HZ / TICK_HZ) >> 8));
-    outb(0x21, 0xFE); /* unmask IRQ 0 */
+    outb(0x21, 0xFA); /* unmask IRQ 0 and the cascade (IRQ 2) */
+    outb(0xA1, 0xFE); /* unmask IRQ 8, the RTC (rtc.c) */
+    rtc_init();
+}
+
+uint64_t tsc_per_ms_rate(void)
+{
+    return tsc_per_ms;
 }
 
 int time_ready(void)

@@ -78,6 +78,7 @@ size_t strlen(const char *s);
 int mem_eq_str(const char *p, size_t n, const char *lit);
 int parse_u32(const char *p, size_t n, uint32_t *out);
 int parse_i32(const char *p, size_t n, int32_t *out);
+int parse_u64(const char *p, size_t n, uint64_t *out);
 int parse_ipv4(const char *p, size_t n, uint32_t *out);
 uint64_t udiv64(uint64_t n, uint64_t d);
 
@@ -98,6 +99,15 @@ uint64_t uptime_us(void);
 int time_ready(void);
 void idle_wait(void);        /* sti; hlt; cli: sleeps until the next tick */
 void delay_ms(uint32_t ms);
+uint64_t tsc_per_ms_rate(void);
+
+/* ---- rtc.c ------------------------------------------------------------- */
+void rtc_init(void);           /* update-ended interrupt on (time_init) */
+int wall_clock_synced(void);   /* a second edge has been seen */
+uint64_t wall_clock_ms(void);  /* ms since the Unix epoch; 0 until synced */
+void wall_clock_set(uint64_t epoch_ms); /* a sample of the setter's clock */
+int wall_clock_corrected(void); /* clock-set has been received */
+int wall_clock_rate_measured(void); /* the TSC's rate comes from RTC edges */
 
 /* ---- pci.c ------------------------------------------------------------- */
 struct pci_dev {
@@ -150,7 +160,22 @@ void vnet_tx_flush(int nic);            /* wait (bounded) until the device
 extern uint32_t net_rx_packets, net_tx_packets;
 
 void net_input(int nic, uint8_t *frame, uint32_t len);
-void net_tick(void); /* timers of the probe command */
+void net_tick(void); /* timers of the probe command and of gossip */
+void net_udp_send(int nic, const uint8_t *dst_mac, uint32_t dst,
+                  uint16_t sport, uint16_t dport, const void *data,
+                  uint32_t dlen);
+void net_arp_request(int nic, uint32_t ip);
+/* Splits "a b c d" into up to max words; returns how many. */
+int split_words(const char *p, size_t n, const char **w, size_t *len, int max);
+
+/* ---- gossip.c ---------------------------------------------------------- */
+#define GOSSIP_PORT 7946
+int gossip_set_peers(const char *v, size_t n); /* --peers; 0, -1, -2 */
+void gossip_print_args(void);
+void gossip_input(const uint8_t *src_mac, uint32_t src_ip, const uint8_t *data,
+                  uint32_t dlen);
+void gossip_arp_seen(uint32_t ip, const uint8_t *mac);
+void gossip_tick(void);
 
 /* ---- virtio_blk.c ------------------------------------------------------ */
 #define VBLK_SECTOR 512

@@ -60,6 +60,24 @@ int mem_eq_str(const char *p, size_t n, const char *lit)
 }
 
 /* Unsigned decimal, no sign, no leading/trailing junk, no overflow. */
+int parse_u64(const char *p, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (n == 0 || n > 20)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t d;
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        d = (uint64_t)(p[i] - '0');
+        if (v > udiv64(0xFFFFFFFFFFFFFFFFull - d, 10))
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
 int parse_u32(const char *p, size_t n, uint32_t *out)
 {
     uint32_t v = 0;

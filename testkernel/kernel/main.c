@@ -147,12 +147,14 @@ static int set_blk_read(const char *v, size_t n)
 static const struct option {
     const char *name;
     int (*set)(const char *v, size_t n);
+    int empty_ok; /* an empty value is a value (an empty list) */
 } options[] = {
-    {"ipv4", set_ipv4},           {"ipv4-gateway", set_gateway},
-    {"admin-ipv4", set_admin_ipv4},
-    {"name", set_name},           {"exit-after", set_exit_after},
-    {"exit-code", set_exit_code},
-    {"blk-write", set_blk_write},  {"blk-read", set_blk_read},
+    {"ipv4", set_ipv4, 0},           {"ipv4-gateway", set_gateway, 0},
+    {"admin-ipv4", set_admin_ipv4, 0},
+    {"name", set_name, 0},           {"exit-after", set_exit_after, 0},
+    {"exit-code", set_exit_code, 0},
+    {"blk-write", set_blk_write, 0}, {"blk-read", set_blk_read, 0},
+    {"peers", gossip_set_peers, 1},
 };
 
 static int is_space(char c)
@@ -212,7 +214,7 @@ static void parse_args(void)
                 vn = 0;
             }
         }
-        if (vn == 0) {
+        if (vn == 0 && !opt->empty_ok) {
             kprintf(TK "warning: missing value for argument %q\n", t, klen);
             continue;
         }
@@ -240,6 +242,7 @@ static void print_args(void)
         kprintf(TK "arg exit-after=%u\n", cfg.exit_after_ms);
     if (cfg.have_exit_code)
         kprintf(TK "arg exit-code=%d\n", cfg.exit_code);
+    gossip_print_args();
 }
 
 /* ---- devices ----------------------------------------------------------- */

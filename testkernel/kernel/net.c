@@ -64,30 +64,51 @@ static void eth_header(int nic, uint8_t *f, const uint8_t *dst, uint16_t type)
     put16(f + 12, type);
 }
 
-static void arp_input(int nic, const uint8_t *f, uint32_t len)
+/* Sends an ARP packet from NIC nic: op 1 (request) or 2 (reply), to the
+ * Ethernet address dst, about target (MAC, which may be zero, and IP). */
+static void arp_send(int nic, uint16_t op, const uint8_t *dst,
+                     const uint8_t *target_mac, uint32_t target_ip)
 {
-    const struct ipv4_conf *ifc = &cfg.ipv4[nic];
-    const uint8_t *a = f + ETH_HLEN;
-    uint8_t *r, *ra;
-    if (len < ETH_HLEN + 28 || !ifc->set)
-        return;
-    if (get16(a) != 1 || get16(a + 2) != ETHERTYPE_IPV4 || a[4] != 6 ||
-        a[5] != 4 || get16(a + 6) != 1 /* request */ ||
-        get32(a + 24) != ifc->addr)
-        return;
-    r = vnet_tx_buf(nic);
-    eth_header(nic, r, a + 8, ETHERTYPE_ARP);
-    ra = r + ETH_HLEN;
+    uint8_t *r = vnet_tx_buf(nic), *ra = r + ETH_HLEN;
+    eth_header(nic, r, dst, ETHERTYPE_ARP);
     put16(ra, 1);
     put16(ra + 2, ETHERTYPE_IPV4);
     ra[4] = 6;
     ra[5] = 4;
-    put16(ra + 6, 2); /* reply */
+    put16(ra + 6, op);
     memcpy(ra + 8, vnet_mac(nic), 6);
-    put32(ra + 14, ifc->addr);
-    memcpy(ra + 18, a + 8, 10); /* requester's MAC and IP */
-    memset(ra + 28, 0, 18);           /* pad to the 60-byte minimum */
+    put32(ra + 14, cfg.ipv4[nic].addr);
+    memcpy(ra + 18, target_mac, 6);
+    put32(ra + 24, target_ip);
+    memset(ra + 28, 0, 18); /* pad to the 60-byte minimum */
     vnet_tx_send(nic, ETH_HLEN + 28 + 18);
+}
+
+static void arp_input(int nic, const uint8_t *f, uint32_t len)
+{
+    const struct ipv4_conf *ifc = &cfg.ipv4[nic];
+    const uint8_t *a = f + ETH_HLEN;
+    if (len < ETH_HLEN + 28 || !ifc->set)
+        return;
+    if (get16(a) != 1 || get16(a + 2) != ETHERTYPE_IPV4 || a[4] != 6 ||
+        a[5] != 4)
+        return;
+    if (nic == 0)
+        gossip_arp_seen(get32(a + 14), a + 8); /* the sender's address */
+    if (get16(a + 6) != 1 /* request */ || get32(a + 24) != ifc->addr)
+        return;
+    arp_send(nic, 2, a + 8, a + 8, get32(a + 14)); /* reply to the requester */
+}
+
+/* Broadcasts an ARP request for ip from NIC nic (gossip.c resolves its
+ * peers with it; the answer comes back through arp_input). */
+void net_arp_request(int nic, uint32_t ip)
+{
+    static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t unknown[6];
+    if (nic >= vnet_count() || !cfg.ipv4[nic].set)
+        return;
+    arp_send(nic, 1, bcast, unknown, ip);
 }
 
 /* Build an IPv4 header at ip (no options), for a reply from src to dst. */
@@ -131,7 +152,7 @@ static void icmp_input(int nic, const uint8_t *f, const uint8_t *ip,
 
 /* One UDP datagram from this NIC's address and port sport to dst_mac,
  * dst:dport. */
-static void udp_send(int nic, const uint8_t *dst_mac, uint32_t dst,
+void net_udp_send(int nic, const uint8_t *dst_mac, uint32_t dst,
                      uint16_t sport, uint16_t dport, const void *data,
                      uint32_t dlen)
 {
@@ -163,7 +184,7 @@ static void udp_send(int nic, const uint8_t *dst_mac, uint32_t dst,
 static void udp_reply(int nic, const uint8_t *f, const uint8_t *ip,
                       const uint8_t *u, const void *data, uint32_t dlen)
 {
-    udp_send(nic, f + 6, get32(ip + 12), get16(u + 2), get16(u), data, dlen);
+    net_udp_send(nic, f + 6, get32(ip + 12), get16(u + 2), get16(u), data, dlen);
 }
 
 static void udp_reply_str(int nic, const uint8_t *f, const uint8_t *ip,
@@ -223,7 +244,7 @@ static int parse_mac(const char *p, size_t n, uint8_t *out)
 }
 
 /* Splits "a b c d" into up to max words; returns how many. */
-static int split_words(const char *p, size_t n, const char **w, size_t *len,
+int split_words(const char *p, size_t n, const char **w, size_t *len,
                        int max)
 {
     int k = 0;
@@ -288,12 +309,13 @@ void net_tick(void)
     uint64_t sum = 0;
     uint32_t min = 0xFFFFFFFF, max = 0, i;
     int k;
+    gossip_tick();
     if (!probe.active)
         return;
     while (probe.sent < probe.count && now >= probe.next_ms) {
         k = ksnprintf(line, sizeof(line), "probe-echo %u", probe.sent);
         probe.sent_us[probe.sent] = uptime_us();
-        udp_send(probe.nic, probe.target_mac, probe.target, PROBE_PORT,
+        net_udp_send(probe.nic, probe.target_mac, probe.target, PROBE_PORT,
                  UDP_SERVICE_PORT, line, (uint32_t)k);
         probe.sent++;
         probe.last_ms = now;
@@ -325,7 +347,7 @@ void net_tick(void)
     line[k++] = '\n';
     line[k] = 0;
     kprintf(TK "%s", line);
-    udp_send(probe.nic, probe.req_mac, probe.req_ip, UDP_SERVICE_PORT,
+    net_udp_send(probe.nic, probe.req_mac, probe.req_ip, UDP_SERVICE_PORT,
              probe.req_port, line, (uint32_t)k);
 }
 
@@ -347,6 +369,24 @@ static void udp_service(int nic, const uint8_t *f, const uint8_t *ip,
                   "name=%s uptime_ms=%llu rx=%u tx=%u ipv4=%I/%u\n", cfg.name,
                   uptime_ms(), net_rx_packets, net_tx_packets,
                   cfg.ipv4[nic].addr, cfg.ipv4[nic].prefix);
+        udp_reply_str(nic, f, ip, u, line);
+    } else if (mem_eq_str(cmd, n, "clock") ||
+               (n > 10 && memcmp(cmd, "clock-set ", 10) == 0)) {
+        /* the wall clock (rtc.c): read it, or give it a sample of the
+         * sender's clock first */
+        uint64_t ms;
+        if (n > 10) {
+            if (parse_u64(cmd + 10, n - 10, &ms) < 0) {
+                udp_reply_str(nic, f, ip, u,
+                              "error: usage: clock-set EPOCH_MS\n");
+                return;
+            }
+            wall_clock_set(ms);
+        }
+        ksnprintf(line, sizeof(line),
+                  "wall_ms=%llu synced=%d set=%d rate=%s uptime_ms=%llu\n",
+                  wall_clock_ms(), wall_clock_synced(), wall_clock_corrected(),
+                  wall_clock_rate_measured() ? "rtc" : "boot", uptime_ms());
         udp_reply_str(nic, f, ip, u, line);
     } else if (n >= 4 && memcmp(cmd, "exit", 4) == 0 &&
                (n == 4 || cmd[4] == ' ')) {
@@ -447,6 +487,8 @@ static void ipv4_input(int nic, const uint8_t *f, uint32_t len)
             return;
         if (get16(u + 2) == UDP_SERVICE_PORT)
             udp_service(nic, f, ip, u, u + 8, ulen - 8);
+        else if (get16(u + 2) == GOSSIP_PORT && nic == 0)
+            gossip_input(f + 6, get32(ip + 12), u + 8, ulen - 8);
         else if (get16(u + 2) == PROBE_PORT && nic == probe.nic)
             probe_echo(u + 8, ulen - 8);
     }

@@ -393,11 +393,22 @@ impl QemuGuest {
     }
 
     /// Waits for QEMU to exit on its own; `None` if still running after
-    /// `timeout`.
+    /// `timeout`. Once it has exited, also waits (up to the same deadline) until
+    /// its console has been read to the end, so that [`console`](Self::console)
+    /// then holds every line: the reader thread may still be draining the pipe
+    /// when the process is reaped (seen as a test missing its last lines under load).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.try_status() {
+                let mut st = self.console.state.lock().unwrap();
+                while !st.eof {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    st = self.console.cond.wait_timeout(st, left).unwrap().0;
+                }
                 return Some(s);
             }
             if Instant::now() >= deadline {

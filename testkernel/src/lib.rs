@@ -101,6 +101,13 @@ pub const SOLO5_ABORT_PREFIX: &str = "Solo5: ABORT: ";
 pub const SOLO5_VERSION_LINE: &str = "Solo5: Bindings version v0.0.0-rhyzome-testkernel-v1";
 /// UDP port of the kernel's service (`status`, `exit N`, `crash`, echo).
 pub const UDP_PORT: u16 = 7;
+
+/// UDP port of the gossip protocol (`rumor ID HOPS ORIGIN_MS`; see the README).
+pub const GOSSIP_PORT: u16 = 7946;
+
+/// Opens the console line a guest prints for a rumor it receives the first time:
+/// `RESULT rumor=ID hops=H ms=T`.
+pub const RUMOR_RESULT_PREFIX: &str = "RESULT rumor=";
 /// Longest command line the kernel keeps (like Solo5); longer ones are truncated.
 pub const MAX_CMDLINE: usize = 8191;
 

@@ -676,3 +676,179 @@ fn block_writes_persist_and_a_read_only_disk_refuses_them() {
         "{second}"
     );
 }
+
+/// Milliseconds since the Unix epoch, as an injector puts them in a rumor.
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Sends `clock-set` samples of the host's clock to the guest at `ip`, at uneven intervals
+/// (the guest polls at 100 Hz, and keeps the sample delayed least).
+fn set_clock(ns: &TestNetns, ip: Ipv4Addr) {
+    for i in 0..8u64 {
+        let msg = format!("clock-set {}", epoch_ms());
+        let reply = ns
+            .udp_request(SocketAddrV4::new(ip, UDP_PORT), msg.as_bytes(), UDP)
+            .unwrap();
+        assert!(String::from_utf8_lossy(&reply).contains("set=1"));
+        std::thread::sleep(Duration::from_millis(3 + 7 * i % 11));
+    }
+}
+
+/// Per guest, bounds of its wall clock minus the host's (ms), from a `clock` request: the
+/// guest read its clock between sending and receiving. Waits for the first RTC edge.
+fn clock_offsets(ns: &TestNetns, ips: &[Ipv4Addr]) -> Vec<(i64, i64)> {
+    let mut offsets = Vec::new();
+    for ip in ips {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let before = epoch_ms();
+            let reply = ns
+                .udp_request(SocketAddrV4::new(*ip, UDP_PORT), b"clock", UDP)
+                .unwrap();
+            let after = epoch_ms();
+            let reply = String::from_utf8(reply).unwrap();
+            let f = fields(&reply);
+            if f["synced"] == "1" {
+                let wall: i64 = f["wall_ms"].parse().unwrap();
+                offsets.push((wall - after as i64, wall - before as i64));
+                break;
+            }
+            assert!(Instant::now() < deadline, "{ip} never synced: {reply}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    offsets
+}
+
+/// The `key=value` words of a line.
+fn fields(line: &str) -> std::collections::HashMap<&str, &str> {
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .collect()
+}
+
+/// Gossip over three guests on one bridge, peers in a ring a -> b -> c -> a (c also knows
+/// a, so b's forward to c and c's forward back to a are duplicates): a rumor injected at
+/// a reaches every guest once, with its hop count, and a time measured against the host's
+/// clock; a second injection of the same rumor prints nothing anywhere. Also measures the
+/// guests' wall clocks against the host's (the `clock` command) and prints the spread.
+#[test]
+fn gossip_reaches_every_peer_once_with_hops_and_time() {
+    let ns = TestNetns::new("gossip");
+    let ips: Vec<Ipv4Addr> = (2..5).map(|h| ns.guest_ip(h)).collect();
+    let peers = [
+        format!("{}", ips[1]),
+        format!("{},{}", ips[2], ips[0]),
+        format!("{}", ips[0]),
+    ];
+    let guests: Vec<QemuGuest> = (0..3)
+        .map(|i| {
+            let tap = ns.add_tap(&format!("tap{i}"));
+            QemuGuest::builder()
+                .cmdline(format!(
+                    "--ipv4={} --name=g{i} --peers={}",
+                    ns.guest_cidr(i as u32 + 2),
+                    peers[i]
+                ))
+                .nic(&ns, &tap, &unique_mac())
+                .spawn()
+        })
+        .collect();
+    for (i, g) in guests.iter().enumerate() {
+        assert!(
+            g.wait_for_line(READY_LINE, BOOT).is_some(),
+            "{}",
+            g.describe()
+        );
+        assert!(
+            lines(g).contains(&format!("{ARG_PREFIX}peers={}", peers[i])),
+            "{}",
+            g.describe()
+        );
+    }
+    // The RTC gives each guest a clock at its first second edge (at most a second after
+    // boot), behind the host's by up to a second; `clock-set` corrects it.
+    let rtc_only = clock_offsets(&ns, &ips);
+    eprintln!("guest RTC clock minus host's, bounds in ms per guest: {rtc_only:?}");
+    for ip in &ips {
+        set_clock(&ns, *ip);
+    }
+    let offsets = clock_offsets(&ns, &ips);
+    eprintln!("after clock-set, guest clock minus host's, bounds in ms: {offsets:?}");
+    for (lo, hi) in &offsets {
+        assert!(*lo <= 15 && *hi >= -15, "a guest clock is off: {offsets:?}");
+    }
+    // The TSC carries the set time forward: no drift to speak of over a few seconds.
+    std::thread::sleep(Duration::from_secs(3));
+    let later = clock_offsets(&ns, &ips);
+    eprintln!("3 s later, bounds in ms: {later:?}");
+    for (lo, hi) in &later {
+        assert!(*lo <= 15 && *hi >= -15, "a guest clock drifted: {later:?}");
+    }
+
+    let rumor = format!("rumor r1 0 {}", epoch_ms());
+    let seed = SocketAddrV4::new(ips[0], GOSSIP_PORT);
+    ns.udp_send(seed, rumor.as_bytes()).unwrap();
+    let mut hops = Vec::new();
+    for g in &guests {
+        let line = g
+            .wait_for_line(RUMOR_RESULT_PREFIX, UDP)
+            .unwrap_or_else(|| panic!("no RESULT\n{}", g.describe()));
+        let f = fields(&line);
+        assert_eq!(f["rumor"], "r1", "{line}");
+        let ms: i64 = f["ms"].parse().unwrap_or_else(|_| panic!("{line}"));
+        assert!((-50..2000).contains(&ms), "{line}");
+        hops.push(f["hops"].to_string());
+    }
+    assert_eq!(hops, ["0", "1", "2"]);
+    // Again: every guest has seen r1, so nothing is printed or forwarded.
+    ns.udp_send(seed, rumor.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for g in &guests {
+        assert_eq!(
+            g.lines_with_prefix(RUMOR_RESULT_PREFIX).len(),
+            1,
+            "{}",
+            g.describe()
+        );
+    }
+}
+
+/// `--peers=` is an empty list, not a missing value: no warning, and a rumor is printed and
+/// forwarded to nobody.
+#[test]
+fn gossip_with_no_peers_prints_and_forwards_nothing() {
+    let g = NetGuest::boot("nopeers", "--peers=", false);
+    assert!(lines(&g.guest).contains(&format!("{ARG_PREFIX}peers=")));
+    assert!(g.guest.lines_with_prefix(WARNING_PREFIX).is_empty());
+    clock_offsets(&g.ns, &[g.ip]);
+    let rumor = format!("rumor only 4 {}", epoch_ms());
+    g.ns.udp_send(SocketAddrV4::new(g.ip, GOSSIP_PORT), rumor.as_bytes())
+        .unwrap();
+    let line = g.guest.wait_for_line(RUMOR_RESULT_PREFIX, UDP).unwrap();
+    // Never set by clock-set: the time is the RTC's, and the line says so.
+    assert!(line.starts_with("RESULT rumor=only hops=4 ms="), "{line}");
+    assert!(line.ends_with(" clock=rtc"), "{line}");
+    // Malformed rumors are dropped.
+    for bad in [
+        "rumor",
+        "rumor x",
+        "rumor x y 1",
+        "rumor a/b 0 1",
+        "rumour x 0 1",
+    ] {
+        g.ns.udp_send(SocketAddrV4::new(g.ip, GOSSIP_PORT), bad.as_bytes())
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        g.guest.lines_with_prefix("RESULT").len(),
+        1,
+        "{}",
+        g.guest.describe()
+    );
+}

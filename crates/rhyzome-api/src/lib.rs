@@ -7,6 +7,7 @@
 //! With the `client` feature the crate also offers [`client::Client`], a typed blocking HTTP
 //! client. Nothing here holds state or spawns threads.
 
+pub mod collect;
 pub mod images;
 pub mod networks;
 pub mod placeholders;

@@ -98,3 +98,13 @@ pub enum Command {
     #[command(hide = true)]
     Man(crate::commands::completions::ManArgs),
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command's definition (e.g. two arguments with one short option) only
+    /// when that command is parsed; this checks every one at once.
+    #[test]
+    fn every_command_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -751,3 +751,116 @@ fn network_default_link_conditions_are_refused_on_a_plain_network() {
     );
     assert!(s.client.list_networks().unwrap().is_empty());
 }
+
+/// `GET /v1/testbeds/{name}/collect`: a tar archive with the file as applied, every member's
+/// console at `GROUP/NAME/console.log`, and the summaries with every RESULT line parsed
+/// (json: a list per instance; csv: a row per RESULT line, the union of keys as columns).
+#[test]
+fn collect_archives_a_bed_with_its_results() {
+    use rhyzome_api::collect::{CollectSummary, CSV_COLUMNS};
+    let s = serve();
+    let file = format!(
+        "name = \"col\"\nseed = 11\n\n[[groups]]\nname = \"seed\"\ncount = 1\nkernel = {k:?}\n\n\
+         [[groups]]\nname = \"nodes\"\ncount = 2\nafter = [\"seed\"]\nkernel = {k:?}\n",
+        k = s.kernel
+    );
+    s.client
+        .apply_testbed(&rhyzome_api::TestbedApply {
+            file: file.clone(),
+            dry_run: None,
+            kernel_files: None,
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !s.client.get_testbed("col").unwrap().ready {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bed never became ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let consoles = [
+        ("col-seed-0", "booting\nRESULT rumor=r1 hops=0 ms=2\n"),
+        (
+            "col-nodes-0",
+            "RESULT rumor=r1 hops=1 ms=25\nnoise\nRESULT rumor=r2 hops=3 ms=70 extra=yes\n",
+        ),
+        ("col-nodes-1", "no results here\n"),
+    ];
+    for (name, text) in consoles {
+        let id = s.client.get_instance(name).unwrap().id;
+        std::fs::write(rhyzomesrv::console::log_path(&s.state_dir, &id), text).unwrap();
+    }
+
+    let resp = s
+        .http
+        .get(format!("{}/v1/testbeds/col/collect", s.base))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-tar");
+    let mut entries = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(resp);
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+        entries.insert(path, text);
+    }
+    let names: Vec<&str> = entries.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "nodes/col-nodes-0/console.log",
+            "nodes/col-nodes-1/console.log",
+            "seed/col-seed-0/console.log",
+            "summary.csv",
+            "summary.json",
+            "testbed.toml"
+        ]
+    );
+    assert_eq!(entries["testbed.toml"], file);
+    assert_eq!(entries["seed/col-seed-0/console.log"], consoles[0].1);
+
+    let summary: CollectSummary = serde_json::from_str(&entries["summary.json"]).unwrap();
+    assert_eq!((summary.testbed.as_str(), summary.seed), ("col", 11));
+    assert_eq!(summary.file, file);
+    assert_eq!(summary.instances.len(), 3);
+    let by_name = |n: &str| summary.instances.iter().find(|i| i.name == n).unwrap();
+    let node0 = by_name("col-nodes-0");
+    assert_eq!((node0.group.as_str(), node0.index), ("nodes", 0));
+    assert_eq!(node0.state, "running");
+    assert!(node0.created_at.is_some() && node0.ready_ms.is_some());
+    assert_eq!(node0.results.len(), 2);
+    assert_eq!(node0.results[1]["hops"], "3");
+    assert_eq!(node0.results[1]["extra"], "yes");
+    assert_eq!(by_name("col-seed-0").results[0]["ms"], "2");
+    assert!(by_name("col-nodes-1").results.is_empty());
+
+    let rows: Vec<Vec<&str>> = entries["summary.csv"]
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').collect())
+        .collect();
+    let header = &rows[0];
+    assert_eq!(&header[..CSV_COLUMNS.len()], CSV_COLUMNS);
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    // One row per RESULT line (2 + 1), one for the instance without any.
+    assert_eq!(rows.len(), 1 + 4, "{}", entries["summary.csv"]);
+    let node0_rows: Vec<&Vec<&str>> = rows
+        .iter()
+        .filter(|r| r[col("name")] == "col-nodes-0")
+        .collect();
+    assert_eq!(node0_rows.len(), 2);
+    assert_eq!(node0_rows[1][col("ms")], "70");
+    assert_eq!(node0_rows[1][col("extra")], "yes");
+    assert_eq!(node0_rows[0][col("extra")], "");
+
+    let missing = s
+        .http
+        .get(format!("{}/v1/testbeds/nope/collect", s.base))
+        .send()
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+}

@@ -760,6 +760,13 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
             format!("/v1/testbeds/{}", owned.testbed),
             Status(404),
         )],
+        // Collecting is reading: a viewer of the owner's prefix may, a stranger sees no bed.
+        ("get", "/v1/testbeds/{name}/collect") => vec![call(
+            Stranger,
+            Method::GET,
+            format!("/v1/testbeds/{}/collect", owned.testbed),
+            Status(404),
+        )],
         ("delete", "/v1/testbeds/{name}") => {
             let bed = format!("/v1/testbeds/{}", owned.testbed);
             vec![

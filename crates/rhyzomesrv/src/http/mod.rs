@@ -141,6 +141,7 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             testbeds::get::get_testbed,
             testbeds::delete::delete_testbed
         ))
+        .routes(routes!(testbeds::collect::collect_testbed))
         .routes(routes!(events::get_events))
         .routes(routes!(info::get_info))
         .routes(routes!(openapi::get_openapi))

@@ -37,6 +37,7 @@ pub mod probes;
 pub mod reconcile;
 pub mod restart;
 pub mod stats;
+pub mod testbed_collect;
 pub mod testbeds;
 pub mod volumes;
 

@@ -9,6 +9,7 @@
 mod dashboard;
 mod devices;
 mod emulated;
+mod gossip;
 mod harness;
 mod images;
 mod lifecycle;

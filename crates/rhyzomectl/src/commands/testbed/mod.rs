@@ -1,6 +1,7 @@
 //! `rhyzomectl testbed VERB`: test beds applied from a TOML file (see docs/testbeds.md).
 
 mod apply;
+mod collect;
 mod destroy;
 mod list;
 mod status;
@@ -20,6 +21,8 @@ pub enum TestbedCommand {
     Status(status::StatusArgs),
     /// Wait until every group of a test bed is ready.
     Wait(wait::WaitArgs),
+    /// Download a test bed's results (summaries, the file, every console) into a directory.
+    Collect(collect::CollectArgs),
     /// Destroy a test bed: its instances, its networks, then the bed.
     #[command(alias = "rm")]
     Destroy(destroy::DestroyArgs),
@@ -31,6 +34,7 @@ pub fn run(ctx: &Context, cmd: TestbedCommand) -> anyhow::Result<()> {
         TestbedCommand::List => list::run(ctx),
         TestbedCommand::Status(a) => status::run(ctx, &a.name),
         TestbedCommand::Wait(a) => wait::run(ctx, &a.name, a.timeout.into()),
+        TestbedCommand::Collect(a) => collect::run(ctx, &a),
         TestbedCommand::Destroy(a) => destroy::run(ctx, &a.name),
     }
 }

@@ -2,6 +2,7 @@
 //! the service's, mapped in `http/error.rs`.
 
 pub mod apply;
+pub mod collect;
 pub mod delete;
 pub mod get;
 pub mod list;
