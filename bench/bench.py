@@ -420,7 +420,7 @@ def domain_xml(name, kernel, cmdline, mac, console, memory_mib=32, tb_cache=RHYZ
 # ----------------------------------------------------------------------------- daemon
 
 class Daemon:
-    def __init__(self, workdir, kernel_dir):
+    def __init__(self, workdir, kernel_dir, extra=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = workdir / "state"
@@ -433,6 +433,7 @@ class Daemon:
             "LibvirtURI": URI,
             "StateDir": str(self.state_dir),
             "KernelDirs": [str(kernel_dir)],
+            **(extra or {}),
         }
         self.conf_path = workdir / "rhyzome.conf"
         self.conf_path.write_text(json.dumps(self.config, indent=2) + "\n")

@@ -51,6 +51,10 @@ pub struct NetworkCreate {
     /// pattern; default: drawn at random, and shown by `network show`. Only with `emulated`.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Default link conditions of every NIC on the network that has none of its own, field
+    /// by field (as `PUT /v1/networks/{name}/link` sets later). Only with `emulated`.
+    #[serde(default)]
+    pub link: Option<crate::LinkConditions>,
 }
 
 /// How a managed network reaches beyond its bridge.
@@ -106,6 +110,9 @@ pub struct Network {
     /// The emulator's seed (emulated networks only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// The default link conditions of its NICs (emulated networks only; absent when none).
+    #[serde(default, skip_serializing_if = "crate::LinkConditions::is_empty")]
+    pub link: crate::LinkConditions,
     /// Addresses given to instances.
     pub addresses_in_use: u32,
     /// Addresses still free for instances.
@@ -288,6 +295,8 @@ pub struct ValidNetwork {
     pub emulated: bool,
     /// The seed asked for (emulated networks only; the server draws one when absent).
     pub seed: Option<u64>,
+    /// Default link conditions (emulated networks only).
+    pub link: crate::LinkConditions,
 }
 
 /// Checks a network request and fills in defaults.
@@ -345,6 +354,7 @@ pub fn validate_network(req: &NetworkCreate) -> Result<ValidNetwork, FieldError>
         dhcp: req.dhcp.unwrap_or(false),
         emulated: req.emulated.unwrap_or(false),
         seed: req.seed,
+        link: req.link.unwrap_or_default(),
     })
     .and_then(check_emulated)
 }
@@ -371,7 +381,13 @@ fn check_emulated(n: ValidNetwork) -> Result<ValidNetwork, FieldError> {
             "seed",
             "only an emulated network has a seed (add emulated: true)",
         ));
+    } else if !n.link.is_empty() {
+        return Err(FieldError::new(
+            "link",
+            "only an emulated network has default link conditions (add emulated: true)",
+        ));
     }
+    crate::validate::validate_conditions(&n.link, "link.")?;
     Ok(n)
 }
 
@@ -388,7 +404,34 @@ mod tests {
             dhcp: None,
             emulated: None,
             seed: None,
+            link: None,
         }
+    }
+
+    #[test]
+    fn default_link_conditions_need_an_emulated_network_and_sane_values() {
+        let latency = crate::LinkConditions {
+            latency_ms: Some(20.0),
+            ..Default::default()
+        };
+        let plain = NetworkCreate {
+            link: Some(latency),
+            ..req("10.50.0.0/16", None)
+        };
+        assert_eq!(field_of(validate_network(&plain)), "link");
+        let emulated = NetworkCreate {
+            emulated: Some(true),
+            ..plain.clone()
+        };
+        assert_eq!(validate_network(&emulated).unwrap().link, latency);
+        let bad = NetworkCreate {
+            link: Some(crate::LinkConditions {
+                loss_percent: Some(120.0),
+                ..Default::default()
+            }),
+            ..emulated
+        };
+        assert_eq!(field_of(validate_network(&bad)), "link.loss_percent");
     }
 
     #[test]

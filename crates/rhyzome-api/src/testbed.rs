@@ -22,7 +22,7 @@
 use crate::networks::Ipv4Subnet;
 use crate::placeholders::{parse_placeholder, tokenize, Token};
 use crate::validate::{validate_name, validate_restart_policy};
-use crate::{InstanceSpec, NetworkCreate, NetworkSpec, RestartMode, RestartPolicy};
+use crate::{InstanceSpec, LinkConditions, NetworkCreate, NetworkSpec, RestartMode, RestartPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -71,8 +71,12 @@ struct RawNetwork {
     #[serde(default)]
     emulated: Option<Spanned<bool>>,
     #[serde(default)]
-    link: Option<Spanned<toml::Value>>,
+    link: Option<Spanned<RawLink>>,
 }
+
+/// `link = { latency = "20ms", jitter = "5ms", loss = "1%", rate = "10mbit" }`: each value as
+/// `rhyzomectl ... --link` takes it.
+type RawLink = BTreeMap<String, Spanned<toml::Value>>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,7 +108,7 @@ struct RawGroup {
     #[serde(default)]
     after: Vec<Spanned<String>>,
     #[serde(default)]
-    link: Option<Spanned<toml::Value>>,
+    link: Option<Spanned<RawLink>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +179,12 @@ pub struct BedNetwork {
     pub name: String,
     pub subnet: String,
     pub gateway: Option<String>,
+    /// Carried by a link emulator (`emulated = true`).
+    #[serde(default)]
+    pub emulated: bool,
+    /// Default conditions of its NICs (`link = {...}`; emulated networks only).
+    #[serde(default, skip_serializing_if = "LinkConditions::is_empty")]
+    pub link: LinkConditions,
 }
 
 /// A group of alike instances.
@@ -191,6 +201,9 @@ pub struct Group {
     pub restart: RestartPolicy,
     pub ready: Readiness,
     pub after: Vec<String>,
+    /// Conditions of each instance's NICs (`link = {...}`), over its network's defaults.
+    #[serde(default, skip_serializing_if = "LinkConditions::is_empty")]
+    pub link: LinkConditions,
 }
 
 /// A checked test-bed file.
@@ -398,9 +411,50 @@ pub fn peers(
 // ---------------------------------------------------------------------------------------------
 // Checking.
 
-/// Reads and checks a test-bed file. `link_conditions` says whether the server emulates links;
-/// when it does not, `link` and `emulated` are refused where they are written.
-pub fn parse_bed(text: &str, link_conditions: bool) -> Result<Bed, BedErrors> {
+/// Reads `link = {...}`: each key is a term of the CLI's conditions text (`latency = "20ms"`
+/// is `latency=20ms`; `down = true` is `down`), checked where its value is written.
+fn parse_link(src: &Source, link: &Spanned<RawLink>, errors: &mut Vec<BedError>) -> LinkConditions {
+    let mut conditions = LinkConditions::default();
+    for (key, value) in link.get_ref() {
+        let text = match (key.as_str(), value.get_ref()) {
+            ("down", toml::Value::Boolean(b)) => if *b { "down" } else { "up" }.to_string(),
+            (_, toml::Value::String(v)) => format!("{key}={v}"),
+            (_, toml::Value::Integer(v)) => format!("{key}={v}"),
+            (_, toml::Value::Float(v)) => format!("{key}={v}"),
+            _ => {
+                errors.push(src.span(
+                    value,
+                    format!("link.{key}: give a string such as \"20ms\", \"1%\" or \"10mbit\""),
+                ));
+                continue;
+            }
+        };
+        if ![
+            "latency",
+            "jitter",
+            "loss",
+            "loss-correlation",
+            "rate",
+            "down",
+        ]
+        .contains(&key.as_str())
+        {
+            errors.push(src.span(
+                value,
+                format!("link.{key}: unknown condition; give latency, jitter, loss, loss-correlation, rate or down"),
+            ));
+            continue;
+        }
+        match crate::validate::parse_conditions(&text) {
+            Ok(c) => conditions = c.or(conditions),
+            Err(e) => errors.push(src.span(value, format!("link.{key}: {}", e.message))),
+        }
+    }
+    conditions
+}
+
+/// Reads and checks a test-bed file.
+pub fn parse_bed(text: &str) -> Result<Bed, BedErrors> {
     let src = Source { text };
     let raw: RawBed = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
@@ -411,8 +465,6 @@ pub fn parse_bed(text: &str, link_conditions: bool) -> Result<Bed, BedErrors> {
     if let Err(e) = validate_name(raw.name.get_ref()) {
         errors.push(src.span(&raw.name, format!("name {}", e.message)));
     }
-    let no_links = "link conditions are not read from test-bed files yet, and a bed's networks \
-                    are plain (not emulated); remove this key";
 
     let mut networks = Vec::new();
     let mut subnets: BTreeMap<String, (Ipv4Subnet, Ipv4Addr)> = BTreeMap::new();
@@ -427,14 +479,19 @@ pub fn parse_bed(text: &str, link_conditions: bool) -> Result<Bed, BedErrors> {
                 format!("network {:?} is declared twice", n.name.get_ref()),
             ));
         }
-        if !link_conditions {
-            if let Some(e) = &n.emulated {
-                errors.push(src.span(e, format!("emulated: {no_links}")));
+        let emulated = n.emulated.as_ref().is_some_and(|e| *e.get_ref());
+        let link = match &n.link {
+            None => LinkConditions::default(),
+            Some(l) if !emulated => {
+                errors.push(src.span(
+                    l,
+                    "link: default link conditions need an emulated network; add \
+                     emulated = true to this [[networks]]",
+                ));
+                LinkConditions::default()
             }
-            if let Some(l) = &n.link {
-                errors.push(src.span(l, format!("link: {no_links}")));
-            }
-        }
+            Some(l) => parse_link(&src, l, &mut errors),
+        };
         match Ipv4Subnet::parse(n.subnet.get_ref()) {
             Err(e) => errors.push(src.span(&n.subnet, format!("subnet {e}"))),
             Ok(subnet) => {
@@ -460,6 +517,8 @@ pub fn parse_bed(text: &str, link_conditions: bool) -> Result<Bed, BedErrors> {
             name: n.name.get_ref().clone(),
             subnet: n.subnet.get_ref().clone(),
             gateway: n.gateway.as_ref().map(|g| g.get_ref().clone()),
+            emulated,
+            link,
         });
     }
 
@@ -610,6 +669,27 @@ pub fn parse_bed(text: &str, link_conditions: bool) -> Result<Bed, BedErrors> {
                 let RawReady { console, udp, ping } = r.get_ref();
                 match (console, udp, ping) {
                     (Some(c), None, None) if !c.is_empty() => Readiness::Console(c.clone()),
+                    (None, Some(_), None) | (None, None, Some(true))
+                        if matches!(attachment, Attachment::Default | Attachment::Bridge(_)) =>
+                    {
+                        errors.push(src.span(
+                            r,
+                            format!(
+                                "ready: a udp or ping probe goes to the instance's address on a \
+                                 bed network, and group {gname:?} has none (give network or nets)"
+                            ),
+                        ));
+                        Readiness::Running
+                    }
+                    (None, Some(u), None)
+                        if u.port == 0 || u.send.is_empty() || u.send.len() > 1024 =>
+                    {
+                        errors.push(src.span(
+                            r,
+                            "ready.udp: give a port from 1 and a request (send) of 1 to 1024 bytes",
+                        ));
+                        Readiness::Running
+                    }
                     (None, Some(u), None) => Readiness::Udp(u.clone()),
                     (None, None, Some(true)) => Readiness::Ping,
                     _ => {
@@ -628,11 +708,33 @@ pub fn parse_bed(text: &str, link_conditions: bool) -> Result<Bed, BedErrors> {
                 errors.push(src.span(a, format!("after names no group {:?}", a.get_ref())));
             }
         }
-        if !link_conditions {
-            if let Some(l) = &g.link {
-                errors.push(src.span(l, format!("link: {no_links}")));
+        let link = match &g.link {
+            None => LinkConditions::default(),
+            Some(l) => {
+                let link = parse_link(&src, l, &mut errors);
+                let on_emulated = |n: &String| {
+                    networks
+                        .iter()
+                        .any(|b: &BedNetwork| &b.name == n && b.emulated)
+                };
+                let emulated = match &attachment {
+                    Attachment::Network(n) => on_emulated(n),
+                    Attachment::Nets(m) => m.values().all(on_emulated),
+                    Attachment::Default | Attachment::Bridge(_) => false,
+                };
+                if link.needs_emulation() && !emulated {
+                    errors.push(src.span(
+                        l,
+                        format!(
+                            "link: group {gname:?} is not on an emulated bed network (emulated = \
+                             true), where only rate can be honoured; latency, jitter, loss and \
+                             down need one"
+                        ),
+                    ));
+                }
+                link
             }
-        }
+        };
         if let Some(m) = &g.memory_mib {
             if let Err(e) = crate::validate::validate_memory_mib(*m.get_ref()) {
                 errors.push(src.span(m, format!("memory_mib {}", e.message)));
@@ -658,6 +760,7 @@ pub fn parse_bed(text: &str, link_conditions: bool) -> Result<Bed, BedErrors> {
             restart,
             ready,
             after: g.after.iter().map(|a| a.get_ref().clone()).collect(),
+            link,
         });
     }
     if total > i64::from(MAX_BED_INSTANCES) {
@@ -826,6 +929,30 @@ fn after_cycle(groups: &[Group]) -> Option<(usize, usize)> {
 // Planning.
 
 impl Bed {
+    /// Turns every `kernel_file` into the image pushed for it (`kernel_files`: the path as
+    /// written to `sha256:<hex>`); the message of the first one missing or not a digest.
+    pub fn resolve_kernel_files(
+        &mut self,
+        kernel_files: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        for g in &mut self.groups {
+            let Boot::KernelFile(path) = &g.boot else {
+                continue;
+            };
+            let Some(reference) = kernel_files.get(path) else {
+                return Err(format!(
+                    "group {:?}: kernel_file {path:?} is a file on the client; push it and name \
+                     its image here (rhyzomectl testbed apply does both)",
+                    g.name
+                ));
+            };
+            let digest = crate::images::parse_digest("kernel_files", reference)
+                .map_err(|e| format!("kernel_files[{path:?}]: {}", e.message))?;
+            g.boot = Boot::Image(format!("sha256:{digest}"));
+        }
+        Ok(())
+    }
+
     /// The name of instance `index` of `group`.
     pub fn instance_name(&self, group: &str, index: u32) -> String {
         format!("{}-{}-{}", self.name, group, index)
@@ -974,6 +1101,7 @@ impl Bed {
                         vcpus: g.vcpus,
                         network,
                         restart: Some(g.restart.clone()),
+                        link: (!g.link.is_empty()).then_some(g.link),
                         labels: [
                             ("testbed".to_string(), self.name.clone()),
                             ("group".to_string(), g.name.clone()),
@@ -995,8 +1123,9 @@ impl Bed {
                     gateway: n.gateway.clone(),
                     mode: None,
                     dhcp: None,
-                    emulated: None,
+                    emulated: n.emulated.then_some(true),
                     seed: None,
+                    link: (!n.link.is_empty()).then_some(n.link),
                 })
                 .collect(),
             start_order: self.start_order(),
@@ -1027,6 +1156,11 @@ pub struct TestbedApply {
     /// Only compute and return the plan; change nothing.
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// For each `kernel_file` of the file, as written there, the image the client pushed
+    /// for it: `sha256:<hex>` (`rhyzomectl testbed apply` pushes the files and fills this in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!({"./node.virtio": "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}))]
+    pub kernel_files: Option<BTreeMap<String, String>>,
 }
 
 /// What applying a file does to one instance.
@@ -1036,6 +1170,8 @@ pub enum ChangeKind {
     Create,
     Replace,
     Delete,
+    /// Changed in place, without a restart: the instance's link conditions.
+    Update,
 }
 
 /// One change of a plan.
@@ -1057,6 +1193,13 @@ pub struct TestbedPlan {
     pub dry_run: bool,
     /// Managed networks the bed will create.
     pub networks_created: Vec<String>,
+    /// Bed networks made again, with the bed's instances on them, because their subnet,
+    /// gateway or emulation changed.
+    #[serde(default)]
+    pub networks_replaced: Vec<String>,
+    /// Bed networks whose default link conditions change in place.
+    #[serde(default)]
+    pub networks_updated: Vec<String>,
     /// Instance changes, in start order.
     pub changes: Vec<TestbedChange>,
     /// What else to know: counts of `testbed scale` that this apply resets to the file's, or

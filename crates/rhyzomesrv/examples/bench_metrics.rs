@@ -74,6 +74,7 @@ fn main() -> anyhow::Result<()> {
                     rhyzome_api::testbed::TestbedApply {
                         file,
                         dry_run: None,
+                        kernel_files: None,
                     },
                 )
                 .await?;

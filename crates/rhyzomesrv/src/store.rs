@@ -136,7 +136,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 10;
+const SCHEMA_VERSION: i32 = 11;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -171,7 +171,17 @@ const MIGRATIONS: &[Migration] = &[
     // 9 -> 10: emulated networks (issue 14; written as 7 -> 8 on its branch, renumbered at
     // the merge after volumes and test beds).
     Migration::Sql(EMULATED_NETWORKS),
+    // 10 -> 11: the images pushed for a test bed's `kernel_file`s.
+    Migration::Sql(TESTBED_KERNEL_FILES),
 ];
+
+/// 10 -> 11 (also run on a new database after the version 10 tables): for each `kernel_file`
+/// of a bed's file, as written there, the image the client pushed for it (JSON: an object of
+/// path to `sha256:<hex>`; NULL is none). The file is kept as written, so that what was
+/// applied can be shown and collected; the images are what its instances boot.
+const TESTBED_KERNEL_FILES: &str = "
+ALTER TABLE testbeds ADD COLUMN kernel_files TEXT;
+";
 
 /// 9 -> 10 (also run on a new database after the version 9 tables): an emulated network's
 /// emulator port and seed (both NULL on a plain network), its default link conditions and its
@@ -640,6 +650,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         tx.execute_batch(volumes::VOLUME_TABLES)?;
         tx.execute_batch(TESTBED_TABLES)?;
         tx.execute_batch(EMULATED_NETWORKS)?;
+        tx.execute_batch(TESTBED_KERNEL_FILES)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
             complete_version_1(&tx)?;

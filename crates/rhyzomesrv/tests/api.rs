@@ -717,6 +717,41 @@ fn link_conditions_on_a_plain_network_keep_a_rate_and_refuse_the_rest() {
     assert_eq!(status, 404);
 }
 
+/// Default link conditions at network creation need an emulated network: on a plain one the
+/// request is a 422 naming `link`, and nothing is created; a bad value names its field.
+#[test]
+fn network_default_link_conditions_are_refused_on_a_plain_network() {
+    let s = serve();
+    let latency = rhyzome_api::validate::parse_conditions("latency=20ms").unwrap();
+    let request = rhyzome_api::NetworkCreate {
+        name: "plain".into(),
+        subnet: "10.66.0.0/24".into(),
+        gateway: None,
+        mode: None,
+        dhcp: None,
+        emulated: None,
+        seed: None,
+        link: Some(latency),
+    };
+    let (status, body) = api_error(s.client.create_network(&request).unwrap_err());
+    assert_eq!((status, body.field.as_deref()), (422, Some("link")));
+    assert!(body.message.contains("emulated"), "{}", body.message);
+    let bad = rhyzome_api::NetworkCreate {
+        emulated: Some(true),
+        link: Some(rhyzome_api::LinkConditions {
+            loss_percent: Some(150.0),
+            ..Default::default()
+        }),
+        ..request
+    };
+    let (status, body) = api_error(s.client.create_network(&bad).unwrap_err());
+    assert_eq!(
+        (status, body.field.as_deref()),
+        (422, Some("link.loss_percent"))
+    );
+    assert!(s.client.list_networks().unwrap().is_empty());
+}
+
 /// `GET /v1/testbeds/{name}/collect`: a tar archive with the file as applied, every member's
 /// console at `GROUP/NAME/console.log`, and the summaries with every RESULT line parsed
 /// (json: a list per instance; csv: a row per RESULT line, the union of keys as columns).
@@ -733,6 +768,7 @@ fn collect_archives_a_bed_with_its_results() {
         .apply_testbed(&rhyzome_api::TestbedApply {
             file: file.clone(),
             dry_run: None,
+            kernel_files: None,
         })
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -868,6 +868,7 @@ fn network_request(name: &str, subnet: &str) -> rhyzome_api::NetworkCreate {
         dhcp: None,
         emulated: None,
         seed: None,
+        link: None,
     }
 }
 
@@ -914,6 +915,7 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
         .apply_testbed(&rhyzome_api::TestbedApply {
             file: bed_file("alice-bed"),
             dry_run: None,
+            kernel_files: None,
         })
         .unwrap();
     let owned = Owned {
@@ -924,6 +926,7 @@ fn every_operation_in_the_api_document_refuses_viewers_and_other_tenants() {
         testbed_file: serde_json::to_vec(&rhyzome_api::TestbedApply {
             file: bed_file("alice-bed2"),
             dry_run: None,
+            kernel_files: None,
         })
         .unwrap(),
         network_spec: serde_json::to_vec(&network_request("alice-net2", "10.41.0.0/24")).unwrap(),

@@ -180,6 +180,7 @@ fn the_test_bed_page_shows_a_ten_node_bed_live_and_collects_with_the_token() {
     api.apply_testbed(&rhyzome_api::testbed::TestbedApply {
         file: two_group_bed("tb", &srv.kernel, "10.64.0.0/24", 10),
         dry_run: None,
+        kernel_files: None,
     })
     .unwrap();
     wait_ready(&api, "tb");
@@ -361,6 +362,7 @@ fn every_page_fits_a_phone_screen_without_sideways_scrolling() {
     api.apply_testbed(&rhyzome_api::testbed::TestbedApply {
         file: two_group_bed("pb", &srv.kernel, "10.64.1.0/24", 3),
         dry_run: None,
+        kernel_files: None,
     })
     .unwrap();
     wait_ready(&api, "pb");

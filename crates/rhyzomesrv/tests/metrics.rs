@@ -456,6 +456,7 @@ fn test_bed_and_network_gauges_and_domain_labels() {
         .apply_testbed(&rhyzome_api::testbed::TestbedApply {
             file,
             dry_run: None,
+            kernel_files: None,
         })
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

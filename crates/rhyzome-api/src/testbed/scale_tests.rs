@@ -27,7 +27,7 @@ kernel_parameters = "--ipv4={cidr} --peers={peers:nodes:3},{group.seed.ip} --i={
 "#;
 
 fn scaled(counts: &[(&str, u32)]) -> Result<BedPlan, crate::validate::FieldError> {
-    let bed = parse_bed(BED, false).expect("the test bed parses");
+    let bed = parse_bed(BED).expect("the test bed parses");
     let counts: BTreeMap<String, u32> = counts.iter().map(|(g, c)| (g.to_string(), *c)).collect();
     bed.plan_scaled(&counts)
 }

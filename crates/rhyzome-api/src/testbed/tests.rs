@@ -42,9 +42,7 @@ fn without_links(text: &str) -> String {
 }
 
 fn errors(text: &str) -> Vec<BedError> {
-    parse_bed(text, false)
-        .expect_err("the file should be refused")
-        .0
+    parse_bed(text).expect_err("the file should be refused").0
 }
 
 /// The one error of `text`, which must mention `words`, at `line`:`column`.
@@ -73,7 +71,7 @@ network = "net"
 
 #[test]
 fn the_issue_example_is_read_as_written_once_link_conditions_exist() {
-    let bed = parse_bed(ISSUE_EXAMPLE, true).unwrap();
+    let bed = parse_bed(ISSUE_EXAMPLE).unwrap();
     assert_eq!(bed.name, "gossip");
     assert_eq!(bed.seed, 7);
     assert_eq!(bed.groups.len(), 2);
@@ -86,18 +84,81 @@ fn the_issue_example_is_read_as_written_once_link_conditions_exist() {
 }
 
 #[test]
-fn link_keys_are_refused_with_their_positions_without_link_conditions() {
-    let errs = errors(ISSUE_EXAMPLE);
-    let at: Vec<(usize, usize)> = errs.iter().map(|e| (e.line, e.column)).collect();
-    assert_eq!(at, vec![(7, 12), (8, 8), (28, 8)], "{errs:#?}");
-    assert!(errs.iter().all(|e| e.message.contains("link conditions")));
-    // Without them the example is fine.
-    parse_bed(&without_links(ISSUE_EXAMPLE), false).unwrap();
+fn link_keys_become_network_defaults_and_per_instance_conditions() {
+    let plan = parse_bed(ISSUE_EXAMPLE).unwrap().plan();
+    let net = &plan.networks[0];
+    assert_eq!(net.emulated, Some(true));
+    assert_eq!(
+        net.link,
+        Some(LinkConditions {
+            latency_ms: Some(20.0),
+            ..Default::default()
+        })
+    );
+    assert_eq!(plan.instances["seed"][0].spec.link, None);
+    assert_eq!(
+        plan.instances["nodes"][5].spec.link,
+        Some(LinkConditions {
+            latency_ms: Some(80.0),
+            loss_percent: Some(1.0),
+            ..Default::default()
+        })
+    );
+    // Without them the networks are plain and the instances carry no conditions.
+    let plain = parse_bed(&without_links(ISSUE_EXAMPLE)).unwrap().plan();
+    assert_eq!(
+        (plain.networks[0].emulated, plain.networks[0].link),
+        (None, None)
+    );
+}
+
+#[test]
+fn link_errors_are_reported_where_they_are_written() {
+    // A network's link without emulated = true.
+    let no_emulation = ISSUE_EXAMPLE.replace("emulated = true ", "emulated = false");
+    assert_error(&no_emulation, 8, 8, "need an emulated network");
+    // A group's latency on a plain network: the network error, and the group's own.
+    let plain = ISSUE_EXAMPLE
+        .replace("emulated = true ", "")
+        .replace("link = { latency = \"20ms\" }", "");
+    assert_error(&plain, 28, 8, "not on an emulated bed network");
+    // A bad value, an unknown condition, a value of the wrong type: at the value.
+    let bad = ISSUE_EXAMPLE.replace("latency = \"80ms\"", "latency = \"fast\"");
+    assert_error(&bad, 28, 20, "link.latency");
+    let unknown = ISSUE_EXAMPLE.replace("latency = \"20ms\"", "delay = \"20ms\"");
+    assert_error(&unknown, 8, 18, "unknown condition");
+    let typed = ISSUE_EXAMPLE.replace("loss = \"1%\"", "loss = [1]");
+    assert_error(&typed, 28, 35, "give a string");
+    // A rate alone is fine on a plain network (libvirt's bandwidth honours it).
+    let rate = BASE.to_string() + "link = { rate = \"10mbit\" }\n";
+    let bed = parse_bed(&rate).unwrap();
+    assert_eq!(bed.groups[0].link.rate_bps, Some(10_000_000));
+}
+
+#[test]
+fn udp_and_ping_readiness_are_read_and_need_a_bed_network() {
+    let udp = BASE.to_string()
+        + "ready = { udp = { port = 7, send = \"status\", expect = \"uptime_ms=\" } }\n";
+    let bed = parse_bed(&udp).unwrap();
+    assert_eq!(
+        bed.groups[0].ready,
+        Readiness::Udp(UdpProbe {
+            port: 7,
+            send: "status".into(),
+            expect: "uptime_ms=".into()
+        })
+    );
+    let ping = BASE.to_string() + "ready = { ping = true }\n";
+    assert_eq!(parse_bed(&ping).unwrap().groups[0].ready, Readiness::Ping);
+    let nowhere = ping.replace("network = \"net\"\n", "");
+    assert_error(&nowhere, 12, 9, "has none (give network or nets)");
+    let port0 = udp.replace("port = 7", "port = 0");
+    assert_error(&port0, 13, 9, "give a port from 1");
 }
 
 #[test]
 fn the_plan_fills_in_bed_placeholders_and_leaves_the_server_s() {
-    let bed = parse_bed(&without_links(ISSUE_EXAMPLE), false).unwrap();
+    let bed = parse_bed(&without_links(ISSUE_EXAMPLE)).unwrap();
     let plan = bed.plan();
     assert_eq!(plan.networks.len(), 1);
     assert_eq!(plan.networks[0].subnet, "10.60.0.0/24");
@@ -137,9 +198,7 @@ fn the_plan_fills_in_bed_placeholders_and_leaves_the_server_s() {
     // The same file plans the same bed.
     assert_eq!(
         plan,
-        parse_bed(&without_links(ISSUE_EXAMPLE), false)
-            .unwrap()
-            .plan()
+        parse_bed(&without_links(ISSUE_EXAMPLE)).unwrap().plan()
     );
 }
 
@@ -149,7 +208,7 @@ fn index_and_literal_braces_survive_the_plan() {
         "network = \"net\"",
         "network = \"net\"\nkernel_parameters = \"--id={i} {{x}} --ip={ip} --all={group.a.ip}\"",
     );
-    let plan = parse_bed(&text, false).unwrap().plan();
+    let plan = parse_bed(&text).unwrap().plan();
     assert_eq!(
         plan.instances["a"][1].spec.kernel_parameters,
         "--id=1 {{x}} --ip={ip} --all=10.61.0.2,10.61.0.3"
@@ -236,7 +295,7 @@ fn bad_placeholders_are_pointed_at_inside_the_string() {
     assert_error(&with("{peers:a:x}"), 13, 26, "bad placeholder");
     assert_error(&with("{peers:a:2}"), 13, 26, "offers only 1");
     assert_error(&with("{ip"), 13, 21, "without its");
-    parse_bed(&with("{peers:a:1} {i} {cidr} {gateway}"), false).unwrap();
+    parse_bed(&with("{peers:a:1} {i} {cidr} {gateway}")).unwrap();
 }
 
 #[test]
@@ -260,7 +319,7 @@ fn an_after_cycle_is_reported_at_the_entry_closing_it() {
 #[test]
 fn a_group_too_big_for_its_subnet_is_reported_at_its_count() {
     // A /28 has 14 hosts; the gateway takes one.
-    parse_bed(&BASE.replace("count = 2", "count = 13"), false).unwrap();
+    parse_bed(&BASE.replace("count = 2", "count = 13")).unwrap();
     assert_error(
         &BASE.replace("count = 2", "count = 14"),
         10,

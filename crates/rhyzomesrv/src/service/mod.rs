@@ -33,6 +33,7 @@ pub mod locks;
 pub mod metrics;
 pub mod networks;
 pub mod ownership;
+pub mod probes;
 pub mod reconcile;
 pub mod restart;
 pub mod stats;

@@ -45,6 +45,7 @@ fn request(name: &str, subnet: &str) -> NetworkCreate {
         dhcp: None,
         emulated: None,
         seed: None,
+        link: None,
     }
 }
 

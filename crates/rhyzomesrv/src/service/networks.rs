@@ -79,6 +79,12 @@ impl Service {
             },
             e => e.into(),
         })?;
+        if !valid.link.is_empty() {
+            // Stored before the emulator starts, which reads its conditions from the store.
+            let mut shaping = self.store.network_shaping(&record.id)?;
+            shaping.defaults = valid.link;
+            self.store.set_network_shaping(&record.id, &shaping)?;
+        }
         if let Err(e) = self.bring_up(&record).await {
             tracing::warn!(network = %record.name, error = %e, "network create failed; rolling back");
             self.take_down(&record).await;
@@ -507,6 +513,11 @@ impl Service {
             dhcp: record.dhcp,
             emulated: record.emulator.is_some(),
             seed: record.emulator.map(|e| e.seed),
+            link: if record.emulator.is_some() {
+                self.store.network_shaping(&record.id)?.defaults
+            } else {
+                Default::default()
+            },
             addresses_in_use: in_use,
             // Every host address but the gateway's can be given out.
             addresses_free: record.subnet.host_count() - 1 - in_use,

@@ -53,7 +53,7 @@ impl Service {
             .store
             .testbed(name)?
             .ok_or_else(|| ServiceError::TestbedNotFound(name.to_string()))?;
-        let seed = parse_bed(&bed.file, false).map_or(0, |b| b.seed);
+        let seed = parse_bed(&bed.file).map_or(0, |b| b.seed);
         let owned = self.store.testbed_networks(name)?;
         let mut instances = Vec::new();
         let mut consoles = Vec::new();

@@ -103,6 +103,41 @@ fn bed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TestbedRecord> {
 }
 
 impl Store {
+    /// Replaces the images pushed for a bed's `kernel_file`s (see `TESTBED_KERNEL_FILES`).
+    pub fn set_testbed_kernel_files(
+        &self,
+        name: &str,
+        kernel_files: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let text = (!kernel_files.is_empty())
+            .then(|| serde_json::to_string(kernel_files).unwrap_or_default());
+        self.conn().execute(
+            "UPDATE testbeds SET kernel_files = ?2 WHERE name = ?1",
+            params![name, text],
+        )?;
+        Ok(())
+    }
+
+    /// The images pushed for a bed's `kernel_file`s, by path as written.
+    pub fn testbed_kernel_files(&self, name: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT kernel_files FROM testbeds WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        match text {
+            None => Ok(BTreeMap::new()),
+            Some(t) => serde_json::from_str(&t).map_err(|_| StoreError::Corrupt {
+                what: "test bed kernel files",
+                value: t,
+            }),
+        }
+    }
+
     /// Writes a bed's desired state: inserted, or its file and time replaced.
     pub fn put_testbed(&self, r: &TestbedRecord) -> Result<(), StoreError> {
         self.conn().execute(

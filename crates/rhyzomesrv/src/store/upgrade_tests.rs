@@ -46,10 +46,13 @@ enum Release {
     /// 26ba9ba: emulated networks (an emulator port and seed per network, a UDP port per NIC
     /// on one), version 10 (issue 14; version 8 on branch emunet, renumbered at its merge).
     V10Emulated,
+    /// The images pushed for a test bed's `kernel_file`s (`testbeds.kernel_files`), version
+    /// 11 (branch `tbfile`; provisional name until it is merged).
+    V11KernelFiles,
 }
 
 impl Release {
-    const ALL: [Release; 13] = [
+    const ALL: [Release; 14] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -63,6 +66,7 @@ impl Release {
         Release::V8Volumes,
         Release::V9Testbeds,
         Release::V10Emulated,
+        Release::V11KernelFiles,
     ];
 
     fn fixture(self) -> &'static str {
@@ -80,6 +84,7 @@ impl Release {
             Release::V8Volumes => "v8-5da614b.db",
             Release::V9Testbeds => V9_FIXTURE,
             Release::V10Emulated => V10_FIXTURE,
+            Release::V11KernelFiles => V11_FIXTURE,
         }
     }
 
@@ -112,6 +117,7 @@ impl Release {
             }
             Release::V9Testbeds => Some(V9_TOKEN),
             Release::V10Emulated => Some(V10_TOKEN),
+            Release::V11KernelFiles => Some(V11_TOKEN),
         }
     }
 
@@ -128,6 +134,7 @@ impl Release {
             Release::V8Volumes => Some("41a4b1b7-e7c2-44e4-87d9-bba77d7e6460"),
             Release::V9Testbeds => Some(V9_DAEMON),
             Release::V10Emulated => Some(V10_DAEMON),
+            Release::V11KernelFiles => Some(V11_DAEMON),
             _ => None,
         }
     }
@@ -149,6 +156,39 @@ const V9_DAEMON: &str = "bf8f8032-92f8-428b-8437-09289e9770a4";
 const V10_FIXTURE: &str = "v10-26ba9ba.db";
 const V10_TOKEN: &str = "rhz_45b1e2f802c817b353eca20184fc70627b0775edeea35a6af6d4463b62abb030";
 const V10_DAEMON: &str = "fb3db04f-ec62-481f-8967-ed6b66abec54";
+
+/// Version 11's fixture (generators/7387530.rs.txt: 26ba9ba's plus the bed's
+/// kernel file) and what its generator printed.
+const V11_FIXTURE: &str = "v11-7387530.db";
+const V11_TOKEN: &str = "rhz_7483439f8133b436ef4dfd54d73cf6d6c76857cac8e4da012747145c68b3ec95";
+const V11_DAEMON: &str = "90d6f221-e25f-4fb4-a966-fc46a691329b";
+
+/// The image pushed for the bed `exp`'s `kernel_file` in version 11's fixture; older
+/// releases have none, and take it with today's code.
+fn check_kernel_files(store: &Store, release: Release) {
+    let pushed: std::collections::BTreeMap<String, String> = [(
+        "./node.virtio".to_string(),
+        format!("sha256:{}", "cc".repeat(32)),
+    )]
+    .into();
+    if release < Release::V9Testbeds {
+        // No bed yet: `check_testbeds` makes it with today's code, without kernel files.
+        assert!(store.testbed_kernel_files("exp").unwrap().is_empty());
+        return;
+    }
+    if release < Release::V11KernelFiles {
+        assert!(
+            store.testbed_kernel_files("exp").unwrap().is_empty(),
+            "{release:?}"
+        );
+        store.set_testbed_kernel_files("exp", &pushed).unwrap();
+    }
+    assert_eq!(
+        store.testbed_kernel_files("exp").unwrap(),
+        pushed,
+        "{release:?}"
+    );
+}
 
 /// The test bed `exp` of version 9's fixture, for the releases that made it; older ones
 /// have none and take one with today's code.
@@ -695,6 +735,7 @@ fn every_released_database_migrates_and_serves_its_records() {
             "{release:?}"
         );
         check_networks(&store, release);
+        check_kernel_files(&store, release);
         check_testbeds(&store, release);
         drop(store);
         // Opening again finds the current version and changes nothing.

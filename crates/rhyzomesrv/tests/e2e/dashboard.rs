@@ -116,6 +116,7 @@ fn the_test_bed_networks_and_volumes_pages_show_a_real_ten_node_bed_and_a_volume
         .apply_testbed(&rhyzome_api::testbed::TestbedApply {
             file: ten_node_bed(&d.kernel()),
             dry_run: None,
+            kernel_files: None,
         })
         .unwrap();
     let group = ".bed[data-bed='uibed'] .group[data-group='nodes']";

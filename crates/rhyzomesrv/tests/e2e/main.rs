@@ -21,6 +21,7 @@ mod recovery;
 mod restarts;
 mod seed;
 mod testbed;
+mod testbed_file;
 mod testbed_ops;
 mod testbeds;
 mod unprivileged;

@@ -19,6 +19,7 @@ fn request(name: &str, subnet: &str) -> NetworkCreate {
         dhcp: None,
         emulated: None,
         seed: None,
+        link: None,
     }
 }
 

@@ -297,7 +297,7 @@ fn parse_restart(s: &str) -> Result<(rhyzome_api::RestartMode, Option<u32>), Str
     Ok((mode, max))
 }
 
-fn parse_link(s: &str) -> Result<rhyzome_api::LinkConditions, String> {
+pub(crate) fn parse_link(s: &str) -> Result<rhyzome_api::LinkConditions, String> {
     rhyzome_api::validate::parse_conditions(s).map_err(|e| e.to_string())
 }
 

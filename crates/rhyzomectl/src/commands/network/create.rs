@@ -1,5 +1,5 @@
 //! `rhyzomectl network create NAME --subnet CIDR [--gateway IP] [--mode M] [--dhcp]
-//! [--emulated [--seed N]]`.
+//! [--emulated [--seed N] [--link CONDITIONS]]`.
 
 use super::Context;
 use crate::output;
@@ -29,6 +29,10 @@ pub struct CreateArgs {
     /// Seed of the emulator's loss and jitter, to replay a drop pattern (with --emulated).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Default link conditions of every NIC without its own (with --emulated), e.g.
+    /// `latency=20ms,jitter=5ms,loss=1%,rate=10mbit`.
+    #[arg(long, value_name = "CONDITIONS", value_parser = crate::commands::instance::create::parse_link)]
+    pub link: Option<rhyzome_api::LinkConditions>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -51,6 +55,7 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
         dhcp: Some(a.dhcp),
         emulated: Some(a.emulated),
         seed: a.seed,
+        link: a.link,
     };
     // The same checks as the server's, before anything is sent.
     rhyzome_api::networks::validate_network(&req)?;

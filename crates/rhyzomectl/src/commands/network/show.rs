@@ -14,7 +14,7 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
     if ctx.json() {
         return output::json(&n);
     }
-    let rows = [
+    let mut rows = vec![
         ("name", n.name.clone()),
         ("subnet", n.subnet.clone()),
         ("gateway", n.gateway.clone()),
@@ -31,6 +31,10 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         ("created", n.created_at.clone()),
         ("owner", n.owner.clone()),
     ];
+    if n.emulated {
+        rows.insert(6, ("emulated", "yes".to_string()));
+        rows.insert(7, ("link", n.link.to_string()));
+    }
     for (k, v) in rows {
         println!("{:<18} {v}", format!("{k}:"));
     }

@@ -15,10 +15,10 @@
 //! how an instance that vanished comes back.
 
 use super::authz::{authorize, Action};
-use super::{now_ms, now_rfc3339, Service, ServiceError};
+use super::{blocking, now_ms, now_rfc3339, probes, Service, ServiceError};
 use crate::auth::{Caller, Role};
 use crate::store::testbeds::{MemberRecord, Overrides, TestbedRecord};
-use rhyzome_api::testbed::{parse_bed, Boot, Readiness};
+use rhyzome_api::testbed::{parse_bed, Readiness};
 use rhyzome_api::validate::FieldError;
 use rhyzome_api::{
     ChangeKind, InstanceState, Testbed, TestbedApply, TestbedChange, TestbedGroupStatus,
@@ -37,39 +37,61 @@ const DELETING: &str = "deleting";
 /// How often a driver looks again while a bed is not yet ready.
 const DRIVE_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How long a udp or ping readiness probe waits for its answer; one that gets none is sent
+/// again on the driver's next pass.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 fn lock_name(bed: &str) -> String {
     format!("testbed:{bed}")
 }
 
 /// Reads a file as the daemon accepts it: every error of `parse_bed` with its position, and
-/// what this daemon cannot do yet.
-fn checked_bed(file: &str) -> Result<rhyzome_api::testbed::Bed, ServiceError> {
-    let bed = parse_bed(file, false).map_err(|e| FieldError::new("file", e.to_string()))?;
-    for g in &bed.groups {
-        if matches!(g.boot, Boot::KernelFile(_)) {
-            return Err(FieldError::new(
-                "file",
-                format!(
-                    "group {:?}: kernel_file is a local file the CLI uploads; send the file \
-                     through `rhyzomectl testbed apply`, or use kernel or image",
-                    g.name
-                ),
-            )
-            .into());
-        }
-        if matches!(g.ready, Readiness::Udp(_) | Readiness::Ping) {
-            return Err(FieldError::new(
-                "file",
-                format!(
-                    "group {:?}: this daemon checks readiness by console text only \
-                     (ready = {{ console = \"...\" }}); udp and ping probes are not implemented",
-                    g.name
-                ),
-            )
-            .into());
-        }
-    }
+/// each `kernel_file` turned into the image pushed for it (`kernel_files`, see
+/// `TestbedApply`).
+fn checked_bed(
+    file: &str,
+    kernel_files: &BTreeMap<String, String>,
+) -> Result<rhyzome_api::testbed::Bed, ServiceError> {
+    let mut bed = parse_bed(file).map_err(|e| FieldError::new("file", e.to_string()))?;
+    bed.resolve_kernel_files(kernel_files)
+        .map_err(|m| FieldError::new("kernel_files", m))?;
     Ok(bed)
+}
+
+/// The stored bed `r`, parsed again with the images stored for its `kernel_file`s.
+fn stored_bed(
+    r: &TestbedRecord,
+    kernel_files: &BTreeMap<String, String>,
+) -> Result<rhyzome_api::testbed::Bed, ServiceError> {
+    checked_bed(&r.file, kernel_files).map_err(|e| {
+        ServiceError::Internal(format!(
+            "stored test bed {:?} no longer parses: {e}",
+            r.name
+        ))
+    })
+}
+
+/// Whether two specs of one member differ in their link conditions only, which are changed
+/// in place (`PUT /v1/instances/{name}/link`) rather than by replacing the instance.
+fn link_only_change(stored: &str, planned: &rhyzome_api::InstanceSpec) -> bool {
+    let Ok(mut old) = serde_json::from_str::<rhyzome_api::InstanceSpec>(stored) else {
+        return false;
+    };
+    let mut new = planned.clone();
+    old.link = None;
+    new.link = None;
+    old == new
+}
+
+/// How a bed network in the file differs from the network that exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetworkChange {
+    None,
+    /// Only its default link conditions: set in place.
+    Link,
+    /// Its subnet, gateway or emulation: the network and the bed's instances on it are made
+    /// again.
+    Replace,
 }
 
 /// The caller a bed's driver acts as: the token that applied it, with its name prefix. Its
@@ -103,6 +125,14 @@ fn diff(
                     action: ChangeKind::Create,
                     reason: "new in the file".into(),
                 }),
+                Some(m) if m.spec != spec && link_only_change(&m.spec, &p.spec) => {
+                    changes.push(TestbedChange {
+                        group: group.clone(),
+                        instance: p.spec.name.clone(),
+                        action: ChangeKind::Update,
+                        reason: "the group's link conditions changed (set in place)".into(),
+                    })
+                }
                 Some(m) if m.spec != spec => changes.push(TestbedChange {
                     group: group.clone(),
                     instance: p.spec.name.clone(),
@@ -139,6 +169,17 @@ fn diff(
     Ok(changes)
 }
 
+/// Whether an instance of spec `spec` has a NIC on the network `network`.
+fn instance_uses(spec: &rhyzome_api::InstanceSpec, network: &str) -> bool {
+    spec.network
+        .as_ref()
+        .is_some_and(|n| n.name.as_deref() == Some(network))
+        || spec
+            .nets
+            .as_ref()
+            .is_some_and(|m| m.values().any(|n| n == network))
+}
+
 fn spec_json(spec: &rhyzome_api::InstanceSpec) -> Result<String, ServiceError> {
     serde_json::to_string(spec).map_err(|e| ServiceError::Internal(format!("spec to JSON: {e}")))
 }
@@ -151,7 +192,8 @@ impl Service {
         req: TestbedApply,
     ) -> Result<TestbedPlan, ServiceError> {
         authorize(caller, Action::CreateTestbeds)?;
-        let bed = checked_bed(&req.file)?;
+        let kernel_files = req.kernel_files.clone().unwrap_or_default();
+        let bed = checked_bed(&req.file, &kernel_files)?;
         caller.may_name(&bed.name)?;
         let plan = bed.plan();
         // Instance and network requests are checked as a create would, so that a bad kernel
@@ -177,8 +219,15 @@ impl Service {
         }
         let owned = self.store.testbed_networks(&bed.name)?;
         let mut networks_created = Vec::new();
+        let mut networks_replaced = Vec::new();
+        let mut networks_updated = Vec::new();
         for n in &plan.networks {
             if owned.contains(&n.name) {
+                match self.network_change(&bed.name, n)? {
+                    NetworkChange::None => {}
+                    NetworkChange::Link => networks_updated.push(n.name.clone()),
+                    NetworkChange::Replace => networks_replaced.push(n.name.clone()),
+                }
                 continue;
             }
             if self.store.network_by_name(&n.name)?.is_some() {
@@ -193,15 +242,45 @@ impl Service {
             networks_created.push(n.name.clone());
         }
         let members = self.store.testbed_members(&bed.name)?;
-        let changes = diff(&plan, &members)?;
+        let mut changes = diff(&plan, &members)?;
+        // The instances on a network made again are made again with it.
+        for c in changes
+            .iter_mut()
+            .filter(|c| c.action != ChangeKind::Delete)
+        {
+            let on_replaced = plan.instances[&c.group].iter().any(|p| {
+                p.spec.name == c.instance
+                    && networks_replaced.iter().any(|n| instance_uses(&p.spec, n))
+            });
+            if on_replaced && c.action != ChangeKind::Create {
+                c.action = ChangeKind::Replace;
+                c.reason =
+                    "its network is made again (subnet, gateway or emulation changed)".into();
+            }
+        }
+        for m in &members {
+            let spec = plan
+                .instances
+                .get(&m.group)
+                .and_then(|l| l.iter().find(|p| p.index == m.index));
+            if let Some(p) = spec {
+                if !changes.iter().any(|c| c.instance == m.instance)
+                    && networks_replaced.iter().any(|n| instance_uses(&p.spec, n))
+                {
+                    changes.push(TestbedChange {
+                        group: m.group.clone(),
+                        instance: m.instance.clone(),
+                        action: ChangeKind::Replace,
+                        reason: "its network is made again (subnet, gateway or emulation changed)"
+                            .into(),
+                    });
+                }
+            }
+        }
         let scaled = existing
             .as_ref()
             .map(|r| r.overrides.scale.clone())
             .unwrap_or_default();
-        let changed = existing.is_none()
-            || !changes.is_empty()
-            || !networks_created.is_empty()
-            || !scaled.is_empty();
         let mut notes = Vec::new();
         if !scaled.is_empty() {
             let counts: Vec<String> = scaled.iter().map(|(g, c)| format!("{g}={c}")).collect();
@@ -210,6 +289,17 @@ impl Service {
                 counts.join(", ")
             ));
         }
+        let changed = existing.is_none()
+            || !changes.is_empty()
+            || !scaled.is_empty()
+            || !networks_created.is_empty()
+            || !networks_replaced.is_empty()
+            || !networks_updated.is_empty()
+            || existing.as_ref().is_some_and(|_| {
+                self.store
+                    .testbed_kernel_files(&bed.name)
+                    .is_ok_and(|k| k != kernel_files)
+            });
         let dry_run = req.dry_run.unwrap_or(false);
         if !dry_run && changed {
             self.store.put_testbed(&TestbedRecord {
@@ -232,6 +322,8 @@ impl Service {
                 applied_ms: now_ms(),
                 last_error: None,
             })?;
+            self.store
+                .set_testbed_kernel_files(&bed.name, &kernel_files)?;
             tracing::info!(testbed = %bed.name, changes = changes.len(), "test bed applied");
         }
         drop(_guard);
@@ -243,9 +335,55 @@ impl Service {
             changed,
             dry_run,
             networks_created,
+            networks_replaced,
+            networks_updated,
             changes,
             notes,
         })
+    }
+
+    /// How the bed network `n` of the file differs from the network of that name, which the
+    /// bed `bed` owns. A replacement is refused while instances that are not the bed's use it.
+    fn network_change(
+        &self,
+        bed: &str,
+        n: &rhyzome_api::NetworkCreate,
+    ) -> Result<NetworkChange, ServiceError> {
+        let Some(record) = self.store.network_by_name(&n.name)? else {
+            return Ok(NetworkChange::None);
+        };
+        let want = rhyzome_api::networks::validate_network(n)?;
+        if want.subnet != record.subnet
+            || want.gateway != record.gateway
+            || want.emulated != record.emulator.is_some()
+        {
+            let members = self.store.testbed_members(bed)?;
+            let strangers: Vec<String> = self
+                .store
+                .network_addresses(&n.name)?
+                .into_iter()
+                .map(|a| a.instance)
+                .filter(|i| !members.iter().any(|m| &m.instance == i))
+                .collect();
+            if !strangers.is_empty() {
+                return Err(ServiceError::Conflict {
+                    field: Some("file"),
+                    message: format!(
+                        "network {:?} would be made again (its subnet, gateway or emulation \
+                         changed), but instances that are not the bed's use it: {}",
+                        n.name,
+                        strangers.join(", ")
+                    ),
+                });
+            }
+            return Ok(NetworkChange::Replace);
+        }
+        if record.emulator.is_some()
+            && self.store.network_shaping(&record.id)?.defaults != want.link
+        {
+            return Ok(NetworkChange::Link);
+        }
+        Ok(NetworkChange::None)
     }
 
     pub fn list_testbeds(&self, caller: &Caller) -> Result<Vec<Testbed>, ServiceError> {
@@ -294,9 +432,21 @@ impl Service {
         r: &TestbedRecord,
         known: Option<&std::collections::HashMap<&str, (InstanceState, u32)>>,
     ) -> Result<Testbed, ServiceError> {
-        let bed = parse_bed(&r.file, false).ok();
+        let bed = stored_bed(r, &self.store.testbed_kernel_files(&r.name)?).ok();
         let scaled = &r.overrides.scale;
         let members = self.store.testbed_members(&r.name)?;
+        // What the stored file asks for: a member created from another spec (a replacement
+        // or an in-place update the driver has not carried out yet) does not count as ready,
+        // nor does the bed while one of its networks differs from the file.
+        let plan = bed.as_ref().and_then(|b| b.plan_scaled(scaled).ok());
+        let mut planned = BTreeMap::new();
+        for p in plan.iter().flat_map(|p| p.instances.values().flatten()) {
+            planned.insert(p.spec.name.clone(), spec_json(&p.spec)?);
+        }
+        let networks_current = plan
+            .iter()
+            .flat_map(|p| &p.networks)
+            .all(|n| matches!(self.network_change(&r.name, n), Ok(NetworkChange::None)));
         let mut groups = Vec::new();
         let order = bed.as_ref().map(|b| b.start_order()).unwrap_or_default();
         for name in &order {
@@ -339,7 +489,8 @@ impl Service {
                     InstanceState::Crashed | InstanceState::Failed => s.failed += 1,
                     _ => {}
                 }
-                if let (Some(t), InstanceState::Running) = (m.ready_ms, state) {
+                let current = planned.get(&m.instance) == Some(&m.spec);
+                if let (Some(t), InstanceState::Running, true) = (m.ready_ms, state, current) {
                     s.ready += 1;
                     s.ready_members.push(m.instance.clone());
                     last_ready = last_ready.max(t);
@@ -356,7 +507,9 @@ impl Service {
             owner: r.owner.clone(),
             desired: r.desired.clone(),
             applied_at: r.applied_at.clone(),
-            ready: r.desired == PRESENT && groups.iter().all(|g| g.ready == g.desired),
+            ready: r.desired == PRESENT
+                && networks_current
+                && groups.iter().all(|g| g.ready == g.desired),
             networks: self.store.testbed_networks(&r.name)?,
             groups,
             last_error: r.last_error.clone(),
@@ -381,9 +534,7 @@ impl Service {
                 message: format!("test bed {name:?} is being destroyed"),
             });
         }
-        let bed = parse_bed(&r.file, false).map_err(|e| {
-            ServiceError::Internal(format!("stored test bed {name:?} no longer parses: {e}"))
-        })?;
+        let bed = stored_bed(&r, &self.store.testbed_kernel_files(name)?)?;
         Ok((r, bed))
     }
 
@@ -438,9 +589,13 @@ impl Service {
         };
         let caller = owner_caller(&r);
         if r.desired == DELETING {
-            for m in self.store.testbed_members(name)? {
-                self.remove_member(&r.owner, &m).await?;
-            }
+            // All at once, as a batch of deletes through the API would go: one after another,
+            // 100 nodes took 27 s (each delete waits for libvirt's destroy of its domain).
+            let members = self.store.testbed_members(name)?;
+            futures_util::future::join_all(members.iter().map(|m| self.remove_member(&r.owner, m)))
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()?;
             for n in self.store.testbed_networks(name)? {
                 self.remove_bed_network(&n).await?;
             }
@@ -448,9 +603,7 @@ impl Service {
             tracing::info!(testbed = %name, "test bed destroyed");
             return Ok(true);
         }
-        let bed = parse_bed(&r.file, false).map_err(|e| {
-            ServiceError::Internal(format!("stored test bed {name:?} no longer parses: {e}"))
-        })?;
+        let bed = stored_bed(&r, &self.store.testbed_kernel_files(name)?)?;
         let plan = bed.plan_scaled(&r.overrides.scale).map_err(|e| {
             ServiceError::Internal(format!(
                 "stored test bed {name:?} no longer plans at its scaled counts: {}",
@@ -461,6 +614,35 @@ impl Service {
         for n in &plan.networks {
             if !owned.contains(&n.name) {
                 self.store.put_testbed_network(name, &n.name)?;
+            }
+            match self.network_change(name, n)? {
+                NetworkChange::None => {}
+                NetworkChange::Link => {
+                    let link = rhyzome_api::NetworkLink {
+                        conditions: n.link.unwrap_or_default(),
+                    };
+                    self.set_network_link(&Caller::internal(), &n.name, link)
+                        .await?;
+                }
+                NetworkChange::Replace => {
+                    // Its members go first (the network refuses to go while addresses are
+                    // given out), then it; both come back below, as new.
+                    for m in self.store.testbed_members(name)? {
+                        let on_it = plan
+                            .instances
+                            .get(&m.group)
+                            .and_then(|l| l.iter().find(|p| p.index == m.index))
+                            .is_some_and(|p| instance_uses(&p.spec, &n.name));
+                        if on_it {
+                            self.remove_member(&r.owner, &m).await?;
+                        }
+                    }
+                    match self.delete_network(&Caller::internal(), &n.name).await {
+                        Ok(()) | Err(ServiceError::NetworkNotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                    tracing::info!(testbed = %name, network = %n.name, "bed network made again");
+                }
             }
             if self.store.network_by_name(&n.name)?.is_none() {
                 self.create_network(n.clone(), &caller).await?;
@@ -517,6 +699,20 @@ impl Service {
                     ready_ms: None,
                 };
                 match member {
+                    Some(m) if m.spec != spec && exists && link_only_change(&m.spec, &p.spec) => {
+                        let link = rhyzome_api::InstanceLink {
+                            conditions: p.spec.link.unwrap_or_default(),
+                        };
+                        self.set_link(&Caller::internal(), &m.instance, link)
+                            .await?;
+                        self.store.put_testbed_member(
+                            name,
+                            &MemberRecord {
+                                ready_ms: m.ready_ms,
+                                ..record
+                            },
+                        )?;
+                    }
                     Some(m) if m.spec != spec => {
                         // Replaced node by node: the old one goes, the new one is recorded
                         // and created before the next is touched.
@@ -568,18 +764,43 @@ impl Service {
         ready: &Readiness,
     ) -> Result<bool, ServiceError> {
         let mut all = true;
+        // Network probes of the running members not yet ready, all at once: each waits up to
+        // PROBE_TIMEOUT for its answer.
+        let mut probes = Vec::new();
         for m in self
             .store
             .testbed_members(bed)?
             .into_iter()
             .filter(|m| m.group == group)
         {
-            let running = self
-                .store
-                .by_name(&m.instance)?
+            let record = self.store.by_name(&m.instance)?;
+            let running = record
+                .as_ref()
                 .is_some_and(|r| r.state == InstanceState::Running);
             if m.ready_ms.is_some() {
                 all &= running;
+                continue;
+            }
+            if running && matches!(ready, Readiness::Udp(_) | Readiness::Ping) {
+                let address = record
+                    .as_ref()
+                    .and_then(|r| r.attachments.iter().find_map(|a| a.address));
+                let Some(address) = address else {
+                    all = false;
+                    continue;
+                };
+                let netns = self.config.link_emulator_netns.clone();
+                let ready = ready.clone();
+                probes.push(async move {
+                    let answered = blocking(move || match &ready {
+                        Readiness::Udp(p) => {
+                            probes::udp(netns.as_deref(), address, p, PROBE_TIMEOUT)
+                        }
+                        _ => probes::ping(netns.as_deref(), address, PROBE_TIMEOUT),
+                    })
+                    .await;
+                    (m.instance, address, answered)
+                });
                 continue;
             }
             let is_ready = running
@@ -611,6 +832,16 @@ impl Service {
                 });
             } else {
                 all = false;
+            }
+        }
+        for (instance, address, answered) in futures_util::future::join_all(probes).await {
+            match answered? {
+                Ok(true) => self.store.set_member_ready(&instance, now_ms())?,
+                Ok(false) => all = false,
+                Err(e) => {
+                    tracing::warn!(instance = %instance, %address, error = %e, "readiness probe failed");
+                    all = false;
+                }
             }
         }
         Ok(all)

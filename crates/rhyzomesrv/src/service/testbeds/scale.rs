@@ -99,6 +99,8 @@ impl Service {
             changed,
             dry_run,
             networks_created: Vec::new(),
+            networks_replaced: Vec::new(),
+            networks_updated: Vec::new(),
             changes,
             notes: vec![SCALE_LASTS.to_string()],
         })

@@ -65,6 +65,7 @@ impl Daemon {
                 TestbedApply {
                     file: text.into(),
                     dry_run: Some(dry_run),
+                    kernel_files: None,
                 },
             )
             .await
@@ -301,6 +302,7 @@ async fn a_network_the_bed_does_not_own_is_refused_and_left_alone() {
                 dhcp: None,
                 emulated: None,
                 seed: None,
+                link: None,
             },
             &Caller::internal(),
         )
@@ -353,6 +355,128 @@ async fn a_tenant_sees_only_its_own_beds() {
         d.service.destroy_testbed(&viewer, "bed").await,
         Err(ServiceError::Auth(_))
     ));
+}
+
+/// `file` with `link = {...}` on the nodes group (a rate: the only condition a plain network
+/// honours, which the fake backend has).
+fn with_node_link(text: &str, link: &str) -> String {
+    format!("{text}link = {{ {link} }}\n")
+}
+
+#[tokio::test]
+async fn a_changed_group_link_is_updated_in_place() {
+    let d = daemon();
+    let first = with_node_link(&file(&d.kernel, 3, ""), "rate = \"10mbit\"");
+    d.apply(&first, false).await.unwrap();
+    d.converge().await;
+    let before = d.ids();
+    let nic_rate = |name: &str| {
+        d.service.store.by_name(name).unwrap().unwrap().attachments[0]
+            .conditions
+            .rate_bps
+    };
+    assert_eq!(nic_rate("bed-nodes-1"), Some(10_000_000));
+
+    let second = with_node_link(&file(&d.kernel, 3, ""), "rate = \"20mbit\"");
+    let plan = d.apply(&second, false).await.unwrap();
+    assert!(plan.changed);
+    assert_eq!(count(&plan, ChangeKind::Update), 3, "{plan:?}");
+    assert_eq!(count(&plan, ChangeKind::Replace), 0, "{plan:?}");
+    d.converge().await;
+    assert_eq!(d.ids(), before, "updated in place, nothing recreated");
+    assert_eq!(nic_rate("bed-nodes-1"), Some(20_000_000));
+    assert_eq!(nic_rate("bed-seed-0"), None, "the seed group has no link");
+    // And then the same file is no change.
+    assert!(!d.apply(&second, false).await.unwrap().changed);
+}
+
+#[tokio::test]
+async fn a_changed_subnet_makes_the_network_and_its_instances_again() {
+    let d = daemon();
+    d.apply(&file(&d.kernel, 2, ""), false).await.unwrap();
+    d.converge().await;
+    let before = d.ids();
+    let moved = file(&d.kernel, 2, "").replace("10.62.0.0/24", "10.64.0.0/24");
+    let plan = d.apply(&moved, true).await.unwrap();
+    assert_eq!(plan.networks_replaced, vec!["bed-net"], "{plan:?}");
+    assert_eq!(count(&plan, ChangeKind::Replace), 3, "{plan:?}");
+    d.apply(&moved, false).await.unwrap();
+    d.converge().await;
+    let after = d.ids();
+    assert_eq!(after.len(), 3);
+    for (name, id) in &before {
+        assert_ne!(&after[name], id, "{name} was made again");
+    }
+    let net = d
+        .service
+        .get_network(&Caller::internal(), "bed-net")
+        .await
+        .unwrap();
+    assert_eq!(net.subnet, "10.64.0.0/24");
+    assert_eq!(net.addresses_in_use, 3);
+}
+
+#[tokio::test]
+async fn a_network_replacement_is_refused_while_others_use_it() {
+    let d = daemon();
+    d.apply(&file(&d.kernel, 2, ""), false).await.unwrap();
+    d.converge().await;
+    let stranger = rhyzome_api::InstanceSpec {
+        name: "stranger".into(),
+        kernel: d.kernel.clone(),
+        network: Some(rhyzome_api::NetworkSpec {
+            name: Some("bed-net".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    d.service
+        .create(stranger, &Caller::internal())
+        .await
+        .unwrap();
+    let before = d.ids();
+    let moved = file(&d.kernel, 2, "").replace("10.62.0.0/24", "10.64.0.0/24");
+    let e = d.apply(&moved, false).await.unwrap_err();
+    match e {
+        ServiceError::Conflict { message, .. } => {
+            assert!(message.contains("stranger"), "{message}")
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(d.ids(), before, "nothing changed");
+}
+
+#[tokio::test]
+async fn a_kernel_file_needs_the_image_pushed_for_it() {
+    let d = daemon();
+    let text = file(&d.kernel, 2, "").replace(
+        &format!("kernel = \"{}\"\nnetwork = \"bed-net\"\nkernel_parameters = \"--ipv4={{cidr}} --role=seed\"", d.kernel),
+        "kernel_file = \"./node.virtio\"\nnetwork = \"bed-net\"\nkernel_parameters = \"--ipv4={cidr} --role=seed\"",
+    );
+    assert!(text.contains("kernel_file"), "{text}");
+    match d.apply(&text, true).await.unwrap_err() {
+        ServiceError::Invalid(f) => {
+            assert_eq!(f.field, "kernel_files", "{}", f.message);
+            assert!(f.message.contains("./node.virtio"), "{}", f.message);
+        }
+        e => panic!("{e:?}"),
+    }
+    let bad = d
+        .service
+        .apply_testbed(
+            &Caller::internal(),
+            TestbedApply {
+                file: text.clone(),
+                dry_run: Some(true),
+                kernel_files: Some([("./node.virtio".to_string(), "node:1.0".to_string())].into()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(bad, ServiceError::Invalid(ref f) if f.field == "kernel_files"),
+        "{bad:?}"
+    );
 }
 
 #[path = "ops_tests.rs"]
