@@ -115,7 +115,7 @@ fn a_bed_scales_by_its_highest_indices_replaces_a_changed_group_alone_and_surviv
     // (a) 30 -> 40: nodes 29..=38 added, nobody else touched.
     let out = d.ctl_ok(&["testbed", "scale", bed, "nodes=39"]);
     assert!(
-        out.contains("10 to create, 0 to replace, 0 to delete"),
+        out.contains("10 to create, 0 to replace, 0 to update, 0 to delete"),
         "{out}"
     );
     assert!(out.contains("next `testbed apply`"), "{out}");
@@ -152,7 +152,7 @@ fn a_bed_scales_by_its_highest_indices_replaces_a_changed_group_alone_and_surviv
     // 40 -> 20: nodes 19..=38 removed, their domains gone, the rest kept.
     let out = d.ctl_ok(&["testbed", "scale", bed, "nodes=19"]);
     assert!(
-        out.contains("0 to create, 0 to replace, 20 to delete"),
+        out.contains("0 to create, 0 to replace, 0 to update, 20 to delete"),
         "{out}"
     );
     wait(&d, bed);
@@ -175,7 +175,7 @@ fn a_bed_scales_by_its_highest_indices_replaces_a_changed_group_alone_and_surviv
     .unwrap();
     let out = d.ctl_ok(&["testbed", "apply", "-f", path, "--wait", "--timeout", "4m"]);
     assert!(
-        out.contains("10 to create, 1 to replace, 0 to delete"),
+        out.contains("10 to create, 1 to replace, 0 to update, 0 to delete"),
         "{out}"
     );
     assert!(out.contains("will replace tbo-seed-0"), "{out}");

@@ -507,9 +507,13 @@ impl Service {
             owner: r.owner.clone(),
             desired: r.desired.clone(),
             applied_at: r.applied_at.clone(),
+            // Members the plan no longer has (a scale down or a smaller file not yet carried
+            // out) are not counted ready, but the bed is not ready while they exist.
             ready: r.desired == PRESENT
                 && networks_current
-                && groups.iter().all(|g| g.ready == g.desired),
+                && groups
+                    .iter()
+                    .all(|g| g.ready == g.desired && g.created == g.desired),
             networks: self.store.testbed_networks(&r.name)?,
             groups,
             last_error: r.last_error.clone(),
