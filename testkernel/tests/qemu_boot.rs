@@ -167,8 +167,9 @@ fn banner_latency_under_tcg() {
         t.as_secs_f64() * 1e3,
         r.as_secs_f64() * 1e3
     );
-    // Timing belongs to benchmarks; this only catches gross regressions.
-    assert!(t < Duration::from_secs(2), "banner took {t:?}");
+    // Timing belongs to benchmarks (docs/benchmarks.md, section 1); this only catches gross
+    // regressions, with a bound a loaded machine meets: 2 s failed once at load average 31.
+    assert!(t < Duration::from_secs(10), "banner took {t:?}");
 }
 
 #[test]

@@ -34,6 +34,10 @@ fn guest(d: &Daemon, name: &str) -> Guest {
 
 /// The test kernel's `probe` from `from` toward `to`: (received, average RTT in ms, the
 /// longest run of lost probes).
+/// `(received, shortest round trip in ms, longest run of losses)`. The shortest round trip
+/// measures the conditions: a delay is never shorter than configured, while load on the
+/// host (and both guests' 100 Hz polling) only ever adds to a round trip, so an average
+/// would move with the machine's load and the minimum does not.
 fn probe(from: &Guest, to: &Guest, count: u32, interval_ms: u32) -> (u32, f64, usize) {
     let report =
         rhyzome_testkernel::probe_in(&netns(), from.ip, to.ip, &to.mac, count, interval_ms)
@@ -48,7 +52,7 @@ fn probe(from: &Guest, to: &Guest, count: u32, interval_ms: u32) -> (u32, f64, u
     let longest_loss = field("pattern").split('1').map(str::len).max().unwrap_or(0);
     (
         field("received").parse().unwrap(),
-        field("rtt_avg_us").parse::<f64>().unwrap() / 1000.0,
+        field("rtt_min_us").parse::<f64>().unwrap() / 1000.0,
         longest_loss,
     )
 }
@@ -114,6 +118,10 @@ fn guests_on_an_emulated_network_get_conditions_at_run_time_through_a_daemon_res
     assert!(ping(g2.ip, Duration::from_secs(20)), "host -> g2");
     let (received, base, _) = probe(&g1, &g2, 20, 50);
     assert_eq!(received, 20, "guest to guest without conditions");
+    assert!(
+        base < 40.0,
+        "shortest round trip without conditions: {base:.2} ms"
+    );
 
     // At run time, without a restart of the guest.
     let domain = d.domain_id("e2e-emu-1");
@@ -123,10 +131,10 @@ fn guests_on_an_emulated_network_get_conditions_at_run_time_through_a_daemon_res
     let (received, slow, _) = probe(&g1, &g2, 20, 100);
     eprintln!("round trip: {base:.2} ms, with 50 ms on e2e-emu-1: {slow:.2} ms");
     assert_eq!(received, 20);
+    // 50 ms once per round trip: about that, and not twice that.
     assert!(
-        (40.0..60.0).contains(&(slow - base)),
-        "rise {:.2} ms",
-        slow - base
+        (25.0..95.0).contains(&(slow - base)),
+        "shortest round trip {slow:.2} ms with 50 ms on e2e-emu-1, {base:.2} ms without"
     );
     assert_eq!(
         d.domain_id("e2e-emu-1"),
@@ -135,17 +143,19 @@ fn guests_on_an_emulated_network_get_conditions_at_run_time_through_a_daemon_res
     );
 
     // Network-wide defaults: under each NIC's own conditions.
-    let out = d.ctl_ok(&["network", "link", "e2e-emu", "latency=10ms"]);
-    assert!(out.contains("defaults: latency=10ms"), "{out}");
+    let out = d.ctl_ok(&["network", "link", "e2e-emu", "latency=30ms"]);
+    assert!(out.contains("defaults: latency=30ms"), "{out}");
     let c = d.client.network_conditions("e2e-emu").unwrap();
     let latency = |i: usize| c.nics[i].conditions.latency_ms;
-    assert_eq!((latency(0), latency(1)), (Some(50.0), Some(10.0)), "{c:?}");
+    assert_eq!((latency(0), latency(1)), (Some(50.0), Some(30.0)), "{c:?}");
     let (received, both, _) = probe(&g1, &g2, 20, 100);
     assert_eq!(received, 20);
+    // 80 ms, told apart from the 50 ms without the network's default. The guests' 100 Hz
+    // polling moves a shortest round trip by up to 10 ms either way between two probes, so
+    // each bound sits halfway between what is expected and what a fault would give.
     assert!(
-        (50.0..70.0).contains(&(both - base)),
-        "rise {:.2} ms with 50 + 10 ms",
-        both - base
+        (65.0..120.0).contains(&(both - base)),
+        "shortest round trip {both:.2} ms with 50 + 30 ms, {base:.2} ms without"
     );
 
     // A partition by label cuts both ways; the host still reaches both sides; heal restores.
@@ -196,17 +206,17 @@ fn guests_on_an_emulated_network_get_conditions_at_run_time_through_a_daemon_res
     d.restart();
     let (received, during, longest) = probing.join().unwrap();
     eprintln!(
-        "through a daemon restart: {received} of 200 answered, longest gap {} ms, RTT {during:.2} ms",
+        "through a daemon restart: {received} of 200 answered, longest gap {} ms, shortest RTT {during:.2} ms",
         longest * 20
     );
     assert!(received >= 198, "{received} of 200");
     assert!(
-        during - base > 50.0,
+        during - base >= 40.0,
         "the conditions stayed: {during:.2} ms"
     );
     let (received, after, _) = probe(&g1, &g2, 10, 100);
     assert_eq!(received, 10);
-    assert!(after - base > 50.0, "after the restart: {after:.2} ms");
+    assert!(after - base >= 40.0, "after the restart: {after:.2} ms");
 
     for name in ["e2e-emu-1", "e2e-emu-2"] {
         d.client.delete_instance(name).unwrap();
