@@ -46,7 +46,7 @@ packages=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   pkg-config gcc make gcc-multilib binutils
   busybox-static cpio iproute2 iputils-ping curl dnsmasq-base iptables
-  python3 python3-venv tini
+  python3 python3-venv tini gnutls-bin
 )
 
 apt_updated=0
