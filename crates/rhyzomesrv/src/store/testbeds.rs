@@ -70,6 +70,10 @@ pub struct TestbedRecord {
     pub applied_at: String,
     pub applied_ms: i64,
     pub last_error: Option<String>,
+    /// The images pushed for the file's `kernel_file`s, by path as written
+    /// (`testbeds.kernel_files`). Written with the file in one statement: a file whose images
+    /// were not stored with it would no longer parse.
+    pub kernel_files: BTreeMap<String, String>,
 }
 
 /// One instance a bed owns.
@@ -85,7 +89,21 @@ pub struct MemberRecord {
 }
 
 const BED_COLUMNS: &str =
-    "name, owner, owner_prefix, file, desired, applied_at, applied_ms, last_error";
+    "name, owner, owner_prefix, file, desired, applied_at, applied_ms, last_error, kernel_files";
+
+/// The `kernel_files` column's text: NULL when there are none, as before the column existed.
+fn encode_kernel_files(kernel_files: &BTreeMap<String, String>) -> Option<String> {
+    (!kernel_files.is_empty()).then(|| serde_json::to_string(kernel_files).unwrap_or_default())
+}
+
+fn decode_kernel_files(text: Option<String>) -> rusqlite::Result<BTreeMap<String, String>> {
+    match text {
+        None => Ok(BTreeMap::new()),
+        Some(t) => serde_json::from_str(&t).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, Box::new(e))
+        }),
+    }
+}
 
 fn bed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TestbedRecord> {
     let (desired, overrides) = decode_desired(r.get(4)?)?;
@@ -99,53 +117,19 @@ fn bed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TestbedRecord> {
         applied_at: r.get(5)?,
         applied_ms: r.get(6)?,
         last_error: r.get(7)?,
+        kernel_files: decode_kernel_files(r.get(8)?)?,
     })
 }
 
 impl Store {
-    /// Replaces the images pushed for a bed's `kernel_file`s (see `TESTBED_KERNEL_FILES`).
-    pub fn set_testbed_kernel_files(
-        &self,
-        name: &str,
-        kernel_files: &BTreeMap<String, String>,
-    ) -> Result<(), StoreError> {
-        let text = (!kernel_files.is_empty())
-            .then(|| serde_json::to_string(kernel_files).unwrap_or_default());
-        self.conn().execute(
-            "UPDATE testbeds SET kernel_files = ?2 WHERE name = ?1",
-            params![name, text],
-        )?;
-        Ok(())
-    }
-
-    /// The images pushed for a bed's `kernel_file`s, by path as written.
-    pub fn testbed_kernel_files(&self, name: &str) -> Result<BTreeMap<String, String>, StoreError> {
-        let text: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT kernel_files FROM testbeds WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
-        match text {
-            None => Ok(BTreeMap::new()),
-            Some(t) => serde_json::from_str(&t).map_err(|_| StoreError::Corrupt {
-                what: "test bed kernel files",
-                value: t,
-            }),
-        }
-    }
-
     /// Writes a bed's desired state: inserted, or its file and time replaced.
     pub fn put_testbed(&self, r: &TestbedRecord) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO testbeds (name, owner, owner_prefix, file, desired, applied_at, \
-             applied_ms, last_error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL) \
+             applied_ms, last_error, kernel_files) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8) \
              ON CONFLICT(name) DO UPDATE SET file = excluded.file, desired = excluded.desired, \
              applied_at = excluded.applied_at, applied_ms = excluded.applied_ms, \
-             last_error = NULL",
+             last_error = NULL, kernel_files = excluded.kernel_files",
             params![
                 r.name,
                 r.owner,
@@ -153,7 +137,8 @@ impl Store {
                 r.file,
                 encode_desired(&r.desired, &r.overrides),
                 r.applied_at,
-                r.applied_ms
+                r.applied_ms,
+                encode_kernel_files(&r.kernel_files)
             ],
         )?;
         Ok(())

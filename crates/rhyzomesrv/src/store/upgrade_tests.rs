@@ -165,27 +165,29 @@ const V11_DAEMON: &str = "90d6f221-e25f-4fb4-a966-fc46a691329b";
 
 /// The image pushed for the bed `exp`'s `kernel_file` in version 11's fixture; older
 /// releases have none, and take it with today's code.
-fn check_kernel_files(store: &Store, release: Release) {
-    let pushed: std::collections::BTreeMap<String, String> = [(
+fn pushed_kernel_files() -> std::collections::BTreeMap<String, String> {
+    [(
         "./node.virtio".to_string(),
         format!("sha256:{}", "cc".repeat(32)),
     )]
-    .into();
+    .into()
+}
+
+fn check_kernel_files(store: &Store, release: Release) {
     if release < Release::V9Testbeds {
-        // No bed yet: `check_testbeds` makes it with today's code, without kernel files.
-        assert!(store.testbed_kernel_files("exp").unwrap().is_empty());
+        // No bed yet: `check_testbeds` makes it with today's code, with its kernel files.
+        assert!(store.testbed("exp").unwrap().is_none(), "{release:?}");
         return;
     }
+    let mut exp = store.testbed("exp").unwrap().expect("the fixture's bed");
     if release < Release::V11KernelFiles {
-        assert!(
-            store.testbed_kernel_files("exp").unwrap().is_empty(),
-            "{release:?}"
-        );
-        store.set_testbed_kernel_files("exp", &pushed).unwrap();
+        assert!(exp.kernel_files.is_empty(), "{release:?}");
+        exp.kernel_files = pushed_kernel_files();
+        store.put_testbed(&exp).unwrap();
     }
     assert_eq!(
-        store.testbed_kernel_files("exp").unwrap(),
-        pushed,
+        store.testbed("exp").unwrap().unwrap().kernel_files,
+        pushed_kernel_files(),
         "{release:?}"
     );
 }
@@ -204,6 +206,7 @@ fn check_testbeds(store: &Store, release: Release) {
         applied_at: "2026-11-27T06:43:00Z".into(),
         applied_ms: 1_795_000_100_000,
         last_error: None,
+        kernel_files: pushed_kernel_files(),
     };
     let web = MemberRecord {
         group: "g".into(),

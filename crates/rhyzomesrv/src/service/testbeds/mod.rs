@@ -59,11 +59,8 @@ fn checked_bed(
 }
 
 /// The stored bed `r`, parsed again with the images stored for its `kernel_file`s.
-fn stored_bed(
-    r: &TestbedRecord,
-    kernel_files: &BTreeMap<String, String>,
-) -> Result<rhyzome_api::testbed::Bed, ServiceError> {
-    checked_bed(&r.file, kernel_files).map_err(|e| {
+fn stored_bed(r: &TestbedRecord) -> Result<rhyzome_api::testbed::Bed, ServiceError> {
+    checked_bed(&r.file, &r.kernel_files).map_err(|e| {
         ServiceError::Internal(format!(
             "stored test bed {:?} no longer parses: {e}",
             r.name
@@ -295,11 +292,9 @@ impl Service {
             || !networks_created.is_empty()
             || !networks_replaced.is_empty()
             || !networks_updated.is_empty()
-            || existing.as_ref().is_some_and(|_| {
-                self.store
-                    .testbed_kernel_files(&bed.name)
-                    .is_ok_and(|k| k != kernel_files)
-            });
+            || existing
+                .as_ref()
+                .is_some_and(|r| r.kernel_files != kernel_files);
         let dry_run = req.dry_run.unwrap_or(false);
         if !dry_run && changed {
             self.store.put_testbed(&TestbedRecord {
@@ -321,9 +316,8 @@ impl Service {
                 applied_at: now_rfc3339(),
                 applied_ms: now_ms(),
                 last_error: None,
+                kernel_files: kernel_files.clone(),
             })?;
-            self.store
-                .set_testbed_kernel_files(&bed.name, &kernel_files)?;
             tracing::info!(testbed = %bed.name, changes = changes.len(), "test bed applied");
         }
         drop(_guard);
@@ -432,7 +426,7 @@ impl Service {
         r: &TestbedRecord,
         known: Option<&std::collections::HashMap<&str, (InstanceState, u32)>>,
     ) -> Result<Testbed, ServiceError> {
-        let bed = stored_bed(r, &self.store.testbed_kernel_files(&r.name)?).ok();
+        let bed = stored_bed(r).ok();
         let scaled = &r.overrides.scale;
         let members = self.store.testbed_members(&r.name)?;
         // What the stored file asks for: a member created from another spec (a replacement
@@ -538,7 +532,7 @@ impl Service {
                 message: format!("test bed {name:?} is being destroyed"),
             });
         }
-        let bed = stored_bed(&r, &self.store.testbed_kernel_files(name)?)?;
+        let bed = stored_bed(&r)?;
         Ok((r, bed))
     }
 
@@ -607,7 +601,7 @@ impl Service {
             tracing::info!(testbed = %name, "test bed destroyed");
             return Ok(true);
         }
-        let bed = stored_bed(&r, &self.store.testbed_kernel_files(name)?)?;
+        let bed = stored_bed(&r)?;
         let plan = bed.plan_scaled(&r.overrides.scale).map_err(|e| {
             ServiceError::Internal(format!(
                 "stored test bed {name:?} no longer plans at its scaled counts: {}",
