@@ -182,6 +182,14 @@ pub(crate) struct InstanceSpecWire {
     labels: std::collections::BTreeMap<String, String>,
     #[serde(default, deserialize_with = "object_only")]
     link: Option<crate::LinkConditions>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    host_selector: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    placement: Option<crate::hosts::PlacementPolicy>,
+    #[serde(default)]
+    failover: Option<bool>,
 }
 
 /// An optional struct that must be written as a JSON object or `null`: serde's derived
@@ -234,6 +242,10 @@ impl TryFrom<InstanceSpecWire> for crate::InstanceSpec {
             autostart: w.autostart,
             labels: w.labels,
             link: w.link,
+            host: w.host,
+            host_selector: w.host_selector,
+            placement: w.placement,
+            failover: w.failover,
         })
     }
 }

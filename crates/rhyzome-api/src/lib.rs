@@ -8,6 +8,7 @@
 //! client. Nothing here holds state or spawns threads.
 
 pub mod collect;
+pub mod hosts;
 pub mod images;
 pub mod networks;
 pub mod placeholders;
@@ -21,6 +22,7 @@ pub mod client;
 #[cfg(feature = "client")]
 pub mod pinning;
 
+pub use hosts::{Host, HostList, Placement, PlacementPolicy};
 pub use images::{
     Image, ImageFormat, ImageInspection, ImageList, ImageUpload, ManifestDevice, Solo5Info,
     Solo5Manifest, UploadQuery,

@@ -80,6 +80,20 @@ pub struct InstanceSpec {
     /// network only `rate_bps` can be honoured; the others need an emulated network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<LinkConditions>,
+    /// The host to run on (`Hosts[].Name`); without it the scheduler chooses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "b")]
+    pub host: Option<String>,
+    /// Only hosts with all these labels (`{"rack": "2"}`) are considered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_selector: Option<std::collections::BTreeMap<String, String>>,
+    /// How the scheduler ranks hosts: `spread` (default) or `binpack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::hosts::PlacementPolicy>,
+    /// Recreate the instance on another host when its host stays unreachable for the
+    /// daemon's `FailoverAfterSeconds`. Not allowed with `host` or a read-write volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<bool>,
 }
 
 /// When an instance that ended by itself is started again.
@@ -178,6 +192,9 @@ pub enum InstanceState {
     Crashed,
     /// The daemon could not run it; see `last_error`.
     Failed,
+    /// Its host cannot be reached: the guest may still run there. The daemon keeps trying,
+    /// and adopts the guest when the host answers again.
+    Unknown,
 }
 
 impl InstanceState {
@@ -190,6 +207,7 @@ impl InstanceState {
             InstanceState::Exited => "exited",
             InstanceState::Crashed => "crashed",
             InstanceState::Failed => "failed",
+            InstanceState::Unknown => "unknown",
         }
     }
 
@@ -202,6 +220,7 @@ impl InstanceState {
             "exited" => InstanceState::Exited,
             "crashed" => InstanceState::Crashed,
             "failed" => InstanceState::Failed,
+            "unknown" => InstanceState::Unknown,
             _ => return None,
         })
     }
@@ -394,6 +413,12 @@ pub struct Instance {
     /// Its labels, as given at creation.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The host it runs on and why (`null` only from daemons that predate hosts).
+    #[serde(default)]
+    pub placement: Option<crate::hosts::Placement>,
+    /// Whether it is recreated on another host when its host stays unreachable.
+    #[serde(default)]
+    pub failover: bool,
 }
 
 /// A change of an instance's state, as streamed by `GET /v1/events`.

@@ -6,6 +6,9 @@
 //! characters are `//` is a comment (the packaged file documents every key that way). Parsing is pure and single-threaded;
 //! the loaded [`Config`] is immutable and shared read-only.
 
+pub mod hosts;
+
+pub use hosts::HostConfig;
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -110,6 +113,10 @@ struct RawConfig {
     link_emulator: Option<PathBuf>,
     #[serde(rename = "LinkEmulatorNetns")]
     link_emulator_netns: Option<PathBuf>,
+    #[serde(rename = "Hosts")]
+    hosts: Option<Vec<hosts::RawHost>>,
+    #[serde(rename = "FailoverAfterSeconds")]
+    failover_after_seconds: Option<u64>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -169,6 +176,11 @@ pub struct Config {
     /// The network namespace libvirtd (so QEMU) runs in, which emulators must enter
     /// (`/run/netns/NAME`); `None` when it is the daemon's own.
     pub link_emulator_netns: Option<PathBuf>,
+    /// The libvirt hosts, never empty; the first is the primary (see [`hosts`]).
+    pub hosts: Vec<HostConfig>,
+    /// How long a host stays unreachable before its `failover` instances are recreated
+    /// elsewhere.
+    pub failover_after: std::time::Duration,
 }
 
 /// `Socket` and `SocketGroup`.
@@ -278,7 +290,19 @@ impl Config {
                 Some(addr)
             }
         };
-        let libvirt_uri = raw.libvirt_uri.unwrap_or_else(|| "qemu:///system".into());
+        let hosts =
+            hosts::hosts_from(raw.hosts, raw.libvirt_uri).map_err(|(key, m)| invalid(key, m))?;
+        // The primary host's: what single-host code paths (networks, volumes) connect to.
+        let libvirt_uri = hosts[0].uri.clone();
+        let failover_after_seconds = raw
+            .failover_after_seconds
+            .unwrap_or(hosts::DEFAULT_FAILOVER_AFTER_SECONDS);
+        if !(10..=86_400).contains(&failover_after_seconds) {
+            return Err(invalid(
+                "FailoverAfterSeconds",
+                format!("is {failover_after_seconds}; it must be between 10 and 86400 (a day)"),
+            ));
+        }
         let state_dir = raw
             .state_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
@@ -421,6 +445,8 @@ impl Config {
             max_stream_lifetime: std::time::Duration::from_secs(max_stream_seconds),
             max_streams_per_caller: max_streams_per_caller as usize,
             socket,
+            hosts,
+            failover_after: std::time::Duration::from_secs(failover_after_seconds),
             link_emulator: raw.link_emulator.unwrap_or_else(default_link_emulator),
             link_emulator_netns: match raw.link_emulator_netns {
                 Some(p) if !p.is_absolute() => {

@@ -63,7 +63,25 @@ pub async fn build_service(config: Config) -> Result<Arc<Service>, DaemonError> 
     .await
     .map_err(|e| BackendError::Other(e.to_string()))??;
     tracing::info!(uri = %backend.uri(), domain_type, "libvirt ready");
-    Ok(Service::new(config, domain_type, store, Arc::new(backend)))
+    // The other hosts: connected by `Service::connect_hosts`, and again after each loss.
+    let connector: crate::service::hosts::Connector = Arc::new(
+        move |host: &crate::config::HostConfig| {
+            let backend = LibvirtBackend::connect(&host.uri)?;
+            let domain_type = backend.domain_type(setting)?;
+            tracing::info!(host = %host.name, uri = %host.public_uri(), domain_type, "host connected");
+            Ok((
+                Arc::new(backend) as Arc<dyn crate::backend::Hypervisor>,
+                domain_type,
+            ))
+        },
+    );
+    Ok(Service::with_hosts(
+        config,
+        domain_type,
+        store,
+        Arc::new(backend),
+        connector,
+    ))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
@@ -124,6 +142,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Dae
         None => (None, None),
     };
     let service = build_service(config).await?;
+    // Before the start-up pass, so that it adopts the guests of every host it can reach; an
+    // unreachable host is reported here and retried by the host watch.
+    service.connect_hosts().await;
+    let host_watch = tokio::spawn(service.clone().run_host_watch());
     let report = service.recover().await?;
     tracing::info!(?report, "start-up reconciliation done");
     let reconciler = tokio::spawn(service.clone().run_reconciler());
@@ -175,6 +197,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Dae
         task.abort();
     }
     reconciler.abort();
+    host_watch.abort();
     // Only the supervision stops: the emulators go on carrying traffic.
     link_supervision.abort();
     service.shutdown().await;

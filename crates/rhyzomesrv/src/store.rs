@@ -126,6 +126,22 @@ pub struct InstanceRecord {
     /// Name of the token that created the instance (`anonymous` without authentication);
     /// quotas count per owner.
     pub owner: String,
+    /// The host it runs on (`Hosts[].Name`); empty: the primary host (records written
+    /// before hosts existed).
+    pub host: String,
+    /// How and why the host was chosen.
+    pub placement: Option<PlacementRecord>,
+    /// Recreated on another host when its host stays unreachable.
+    pub failover: bool,
+}
+
+/// The scheduler's decision for an instance (see `rhyzome_api::Placement`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementRecord {
+    /// `pinned`, `spread`, `binpack` or `failover`.
+    pub how: String,
+    pub reason: String,
+    pub decided_at: String,
 }
 
 /// The observed part of a record, which the service updates after acting.
@@ -136,7 +152,7 @@ pub struct Observed {
     pub last_error: Option<String>,
 }
 
-const SCHEMA_VERSION: i32 = 11;
+const SCHEMA_VERSION: i32 = 12;
 
 /// One step of the schema, from version N to N + 1.
 enum Migration {
@@ -173,7 +189,20 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(EMULATED_NETWORKS),
     // 10 -> 11: the images pushed for a test bed's `kernel_file`s.
     Migration::Sql(TESTBED_KERNEL_FILES),
+    // 11 -> 12: the host of each instance, how it was chosen, and failover.
+    Migration::Sql(INSTANCE_HOSTS),
 ];
+
+/// 11 -> 12 (also run on a new database after the version 11 tables): the host an instance
+/// runs on (`''`: the primary host, which every instance written before hosts ran on), the
+/// scheduler's decision (NULL: none was recorded) and whether it fails over.
+const INSTANCE_HOSTS: &str = "
+ALTER TABLE instances ADD COLUMN host TEXT NOT NULL DEFAULT '';
+ALTER TABLE instances ADD COLUMN placement_how TEXT;
+ALTER TABLE instances ADD COLUMN placement_reason TEXT;
+ALTER TABLE instances ADD COLUMN placed_at TEXT;
+ALTER TABLE instances ADD COLUMN failover INTEGER NOT NULL DEFAULT 0;
+";
 
 /// 10 -> 11 (also run on a new database after the version 10 tables): for each `kernel_file`
 /// of a bed's file, as written there, the image the client pushed for it (JSON: an object of
@@ -538,6 +567,11 @@ const INSTANCE_COLUMNS: &[&str] = &[
     "startup_priority",
     "autostart",
     "owner",
+    "host",
+    "placement_how",
+    "placement_reason",
+    "placed_at",
+    "failover",
 ];
 
 /// `SELECT <every column> FROM instances`, to which a read adds its condition.
@@ -651,6 +685,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         tx.execute_batch(TESTBED_TABLES)?;
         tx.execute_batch(EMULATED_NETWORKS)?;
         tx.execute_batch(TESTBED_KERNEL_FILES)?;
+        tx.execute_batch(INSTANCE_HOSTS)?;
     } else if (1..SCHEMA_VERSION).contains(&version) {
         if version == 1 {
             complete_version_1(&tx)?;
@@ -793,6 +828,11 @@ impl Store {
                 ":startup_priority": r.startup_priority,
                 ":autostart": r.autostart,
                 ":owner": r.owner,
+                ":host": r.host,
+                ":placement_how": r.placement.as_ref().map(|p| &p.how),
+                ":placement_reason": r.placement.as_ref().map(|p| &p.reason),
+                ":placed_at": r.placement.as_ref().map(|p| &p.decided_at),
+                ":failover": r.failover,
             },
         );
         match res {
@@ -937,6 +977,38 @@ impl Store {
         Ok(())
     }
 
+    /// How many instances (deleted ones excluded) each host has, by the `host` column (empty:
+    /// the primary).
+    pub fn instances_per_host(&self) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT host, COUNT(*) FROM instances WHERE desired != 'deleted' GROUP BY host",
+        )?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Moves an instance to another host (failover), with the decision that did.
+    pub fn set_host(
+        &self,
+        id: &str,
+        host: &str,
+        placement: &PlacementRecord,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE instances SET host = ?2, placement_how = ?3, placement_reason = ?4,
+             placed_at = ?5 WHERE id = ?1",
+            rusqlite::params![
+                id,
+                host,
+                placement.how,
+                placement.reason,
+                placement.decided_at
+            ],
+        )?;
+        Ok(())
+    }
+
     /// How many instances `owner` has, and their memory in MiB (deleted ones excluded).
     pub fn usage_of(&self, owner: &str) -> Result<(u32, u64), StoreError> {
         Ok(self.conn().query_row(
@@ -1007,6 +1079,20 @@ fn row_to_record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Store
         startup_priority: row.get("startup_priority")?,
         autostart: row.get("autostart")?,
         owner: row.get("owner")?,
+        host: row.get("host")?,
+        placement: match row.get::<_, Option<String>>("placement_how")? {
+            Some(how) => Some(PlacementRecord {
+                how,
+                reason: row
+                    .get::<_, Option<String>>("placement_reason")?
+                    .unwrap_or_default(),
+                decided_at: row
+                    .get::<_, Option<String>>("placed_at")?
+                    .unwrap_or_default(),
+            }),
+            None => None,
+        },
+        failover: row.get("failover")?,
     }))
 }
 
@@ -1053,6 +1139,9 @@ pub(crate) mod tests {
             startup_priority: -2,
             autostart: true,
             owner: "alice".into(),
+            host: String::new(),
+            placement: None,
+            failover: false,
         }
     }
 
@@ -1215,6 +1304,9 @@ pub(crate) mod tests {
             startup_priority: 25,
             autostart: true,
             owner: "owner-27".into(),
+            host: String::new(),
+            placement: None,
+            failover: false,
         };
         s.insert(&r).unwrap();
         assert_eq!(s.by_name("name-2").unwrap(), Some(r.clone()));

@@ -88,6 +88,21 @@ pub enum Notice {
     Reconnected,
 }
 
+/// What a host is and has, for `host list` and the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    /// libvirt's version on the host (`9.0.0`).
+    pub libvirt_version: String,
+    /// The hypervisor and its version (`QEMU 7.2.0`).
+    pub hypervisor: String,
+    pub cpus: u32,
+    pub memory_kib: u64,
+    /// `virNodeGetFreeMemory`.
+    pub free_memory_kib: u64,
+    /// The domain types its capabilities offer (`qemu`, `kvm`).
+    pub domain_types: Vec<String>,
+}
+
 /// Receives [`Notice`]s; called from the hypervisor's event thread, so it must not block.
 pub type NoticeSink = std::sync::Arc<dyn Fn(Notice) + Send + Sync>;
 
@@ -157,6 +172,12 @@ pub trait Hypervisor: storage::Storage + Send + Sync + 'static {
         &self,
         block_stats_of: &std::collections::HashSet<String>,
     ) -> Result<Vec<DomainCounters>, BackendError>;
+    /// What the host is: versions, CPUs, memory and free memory.
+    fn node_info(&self) -> Result<NodeInfo, BackendError> {
+        Err(BackendError::Other(
+            "node information is not implemented".into(),
+        ))
+    }
 }
 
 /// What [`Hypervisor::remove_network`] did.

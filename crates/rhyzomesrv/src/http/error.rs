@@ -99,7 +99,8 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::NotFound(_)
             | ServiceError::NetworkNotFound(_)
-            | ServiceError::TestbedNotFound(_) => {
+            | ServiceError::TestbedNotFound(_)
+            | ServiceError::HostNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
             ServiceError::Conflict { field, message } => {

@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod digest;
 pub mod error;
 pub mod events;
+pub mod hosts;
 pub mod images;
 pub mod info;
 pub mod instances;
@@ -52,6 +53,7 @@ pub type AppState = Arc<Service>;
         (name = "images", description = "Uploaded unikernel images"),
         (name = "networks", description = "Managed networks and the addresses on them"),
         (name = "volumes", description = "Block storage that outlives instances"),
+        (name = "hosts", description = "The libvirt hosts this daemon drives"),
         (name = "testbeds", description = "Test beds: groups of instances applied from one file"),
         (name = "server", description = "The daemon itself"),
     ),
@@ -144,6 +146,8 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(testbeds::scale::scale_testbed))
         .routes(routes!(testbeds::faults::testbed_fault))
         .routes(routes!(testbeds::collect::collect_testbed))
+        .routes(routes!(hosts::list::list_hosts))
+        .routes(routes!(hosts::get::get_host))
         .routes(routes!(events::get_events))
         .routes(routes!(info::get_info))
         .routes(routes!(openapi::get_openapi))

@@ -55,6 +55,9 @@ pub enum Action<'a> {
     ChangeVolume(&'a str, &'static str),
     /// Create volumes (the new name's prefix is checked once the spec is valid).
     CreateVolumes,
+    /// Read the libvirt hosts: they carry every tenant's instances, so only a token without
+    /// a name prefix may.
+    ReadHosts,
 }
 
 impl Service {
@@ -68,7 +71,10 @@ impl Service {
 pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), ServiceError> {
     let change = match action {
         Action::ReadInstance(name) => return visible(caller, name),
-        Action::ReadMetrics => return whole_node(caller),
+        Action::ReadMetrics => {
+            return whole_node(caller, "metrics cover every instance on this node")
+        }
+        Action::ReadHosts => return whole_node(caller, "hosts carry every tenant's instances"),
         Action::UseApi => return Ok(caller.require(Role::Viewer, "use the API beyond /metrics")?),
         Action::ChangeInstance(name, verb) => {
             visible(caller, name)?;
@@ -100,15 +106,14 @@ pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), ServiceError
     Ok(caller.require(Role::Operator, change)?)
 }
 
-/// Metrics cover every instance on the node, so a tenant's token cannot read them.
-fn whole_node(caller: &Caller) -> Result<(), ServiceError> {
+/// What covers every instance (metrics, hosts) a tenant's token cannot read; `why` says so.
+fn whole_node(caller: &Caller, why: &str) -> Result<(), ServiceError> {
     match &caller.prefix {
         None => Ok(()),
         Some(prefix) => Err(crate::auth::AuthError::OutOfScope(FieldError::new(
             "token",
             format!(
-                "token {:?} is limited to instances named {prefix:?}*, and metrics cover \
-                 every instance on this node",
+                "token {:?} is limited to instances named {prefix:?}*, and {why}",
                 caller.name
             ),
         ))

@@ -453,9 +453,18 @@ impl Service {
     /// the check, and [`Self::explain_start_error`] names the field.
     pub(super) async fn check_bridges(
         &self,
+        host: &str,
         attachments: Vec<(String, String)>,
     ) -> Result<(), ServiceError> {
-        let backend = self.backend.clone();
+        let backend = self.backend_on(host)?;
+        let on = if self.hosts.all().len() > 1 {
+            format!(
+                "on host {:?}",
+                self.hosts.of(host).map(|h| h.name()).unwrap_or(host)
+            )
+        } else {
+            "on the libvirt host".to_string()
+        };
         blocking(move || {
             for (field, bridge) in attachments {
                 let problem = match backend
@@ -463,9 +472,9 @@ impl Service {
                     .map_err(ServiceError::Backend)?
                 {
                     InterfaceKind::Bridge | InterfaceKind::Unknown => continue,
-                    InterfaceKind::Missing => "does not exist on the libvirt host".to_string(),
+                    InterfaceKind::Missing => format!("does not exist {on}"),
                     InterfaceKind::Other(kind) => {
-                        format!("is not a bridge on the libvirt host (it is a {kind} interface)")
+                        format!("is not a bridge {on} (it is a {kind} interface)")
                     }
                 };
                 return Err(FieldError::new(field, format!("{bridge:?} {problem}")).into());

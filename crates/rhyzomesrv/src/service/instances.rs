@@ -109,6 +109,25 @@ impl Service {
             startup_priority: r.startup_priority,
             autostart: r.autostart,
             owner: r.owner.clone(),
+            placement: Some(rhyzome_api::Placement {
+                host: self.host_name(&r.host).to_string(),
+                how: r
+                    .placement
+                    .as_ref()
+                    .map(|p| p.how.clone())
+                    .unwrap_or_else(|| "pinned".into()),
+                reason: r
+                    .placement
+                    .as_ref()
+                    .map(|p| p.reason.clone())
+                    .unwrap_or_else(|| "created before hosts: the primary host".into()),
+                decided_at: r
+                    .placement
+                    .as_ref()
+                    .map(|p| p.decided_at.clone())
+                    .unwrap_or_else(|| r.created_at.clone()),
+            }),
+            failover: r.failover,
         }
     }
 
@@ -294,7 +313,18 @@ impl Service {
             .filter(|a| !on_emulated(a))
             .cloned()
             .collect();
-        self.check_bridges(bridge_fields(&bridged)).await?;
+        // Managed networks, their emulators and volumes live on the primary host.
+        let primary_only = attachments
+            .iter()
+            .find_map(|a| a.network.as_ref())
+            .map(|_| "its managed network lives on the primary host".to_string())
+            .or_else(|| {
+                (!volumes.is_empty())
+                    .then(|| "its volumes live in the primary host's pool".to_string())
+            });
+        let placed = self.place(spec, valid.memory_mib, primary_only)?;
+        self.check_bridges(&placed.host, bridge_fields(&bridged))
+            .await?;
         let record = InstanceRecord {
             id: uuid::Uuid::new_v4().to_string(),
             name: spec.name.clone(),
@@ -320,6 +350,9 @@ impl Service {
             startup_priority: spec.startup_priority.unwrap_or(0),
             autostart: spec.autostart.unwrap_or(false),
             owner: caller.name.clone(),
+            host: placed.host.clone(),
+            placement: Some(placed.record.clone()),
+            failover: placed.failover,
         };
         self.remember_manifest(&record.kernel_sha256, &boot.inspection);
         let record = self
@@ -391,6 +424,7 @@ impl Service {
     pub(super) async fn start_domain(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
         // The emulator of an emulated network must know the NIC before QEMU sends a frame.
         self.ensure_emulators_of(&r.attachments).await?;
+        let backend = self.backend_on(&r.host)?;
         let def = self.definition(r)?;
         console::prepare_log(&def.console_log)
             .map_err(|e| ServiceError::Internal(format!("{}: {e}", def.console_log.display())))?;
@@ -402,7 +436,6 @@ impl Service {
         self.publish(r, InstanceState::Starting.as_str(), None, None);
         // A new run: how an earlier one ended no longer matters.
         self.destroys.take_outside(&r.id);
-        let backend = self.backend.clone();
         let started = std::time::Instant::now();
         let domain_name = def.domain_name.clone();
         match blocking(move || backend.create(&def)).await? {
@@ -411,6 +444,7 @@ impl Service {
                 self.observe(r, InstanceState::Running, None, None)
             }
             Err(e) => {
+                self.host_failed(&r.host, &e);
                 let e = match &e {
                     BackendError::Rejected { .. } => self
                         .name_held_by_another(r, &domain_name)
@@ -433,7 +467,8 @@ impl Service {
         r: &InstanceRecord,
         domain_name: &str,
     ) -> Option<ServiceError> {
-        let backend = self.backend.clone();
+        let backend = self.backend_on(&r.host).ok()?;
+        let uri = backend.uri();
         let name = domain_name.to_string();
         let (uuid, mark) = match blocking(move || backend.named(&name)).await {
             Ok(Ok(Some(held))) => held,
@@ -452,14 +487,14 @@ impl Service {
             message: format!(
                 "the libvirt domain {domain_name:?} already exists on {}: it belongs to {}; \
                  choose another instance name",
-                self.backend.uri(),
+                uri,
                 ownership::describe_holder(mark.as_ref()),
             ),
         })
     }
 
     pub(super) async fn destroy_domain(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
-        let backend = self.backend.clone();
+        let backend = self.backend_on(&r.host)?;
         let id = r.id.clone();
         // Announced first: libvirt's event may arrive before the call returns.
         self.destroys.expect(&r.id);
@@ -467,7 +502,10 @@ impl Service {
         if !matches!(destroyed, Ok(Ok(true))) {
             self.destroys.cancel(&r.id);
         }
-        destroyed?.map_err(ServiceError::Backend)?;
+        destroyed?.map_err(|e| {
+            self.host_failed(&r.host, &e);
+            ServiceError::Backend(e)
+        })?;
         Ok(())
     }
 
@@ -614,7 +652,7 @@ impl Service {
         self.store.set_desired(&r.id, Desired::Running)?;
         // A person starting it by hand ends any restart loop's bookkeeping.
         self.store.set_restart(&r.id, 0, None)?;
-        let backend = self.backend.clone();
+        let backend = self.backend_on(&r.host)?;
         let id = r.id.clone();
         let running = blocking(move || backend.status(&id))
             .await?

@@ -26,6 +26,7 @@ pub mod authz;
 pub mod boot_plan;
 pub mod console;
 pub mod event_log;
+pub mod hosts;
 pub mod images;
 pub mod instances;
 pub mod links;
@@ -36,6 +37,7 @@ pub mod ownership;
 pub mod probes;
 pub mod reconcile;
 pub mod restart;
+pub mod scheduler;
 pub mod stats;
 pub mod testbed_collect;
 pub mod testbeds;
@@ -64,6 +66,8 @@ pub enum ServiceError {
     NetworkNotFound(String),
     #[error("test bed {0:?} not found")]
     TestbedNotFound(String),
+    #[error("host {0:?} not found")]
+    HostNotFound(String),
     #[error("{message}")]
     Conflict {
         field: Option<&'static str>,
@@ -95,7 +99,14 @@ pub struct Service {
     /// This daemon's identity, from its store; it marks every domain the daemon creates.
     daemon_id: String,
     store: Store,
+    /// The primary host's backend: managed networks, volumes and emulators live there.
     backend: Arc<dyn Hypervisor>,
+    /// Every host, the primary first ([`hosts`]).
+    hosts: hosts::HostRegistry,
+    /// Placement decisions not yet written as records ([`scheduler`]).
+    reservations: scheduler::Reservations,
+    /// Held while the scheduler reads the figures and reserves its choice.
+    placing: std::sync::Mutex<()>,
     kernels: Arc<KernelStore>,
     images: Arc<crate::images::ImageFiles>,
     locks: locks::NameLocks,
@@ -165,11 +176,32 @@ fn elapsed_since(rfc3339: Option<&str>) -> std::time::Duration {
 }
 
 impl Service {
+    /// A service on one host, or on the configured hosts where those other than the primary
+    /// are connected later by [`Service::connect_hosts`] (which fails for them: use
+    /// [`Service::with_hosts`]).
     pub fn new(
         config: Config,
         domain_type: &'static str,
         store: Store,
         backend: Arc<dyn Hypervisor>,
+    ) -> Arc<Service> {
+        let connector: hosts::Connector = Arc::new(|h: &crate::config::HostConfig| {
+            Err(BackendError::Unavailable(format!(
+                "no way to connect to host {:?}",
+                h.name
+            )))
+        });
+        Service::with_hosts(config, domain_type, store, backend, connector)
+    }
+
+    /// A service on the configured hosts: `backend` is the primary's (connected), and
+    /// `connector` connects the others.
+    pub fn with_hosts(
+        config: Config,
+        domain_type: &'static str,
+        store: Store,
+        backend: Arc<dyn Hypervisor>,
+        connector: hosts::Connector,
     ) -> Arc<Service> {
         let blobs = Arc::new(BlobStore::new(config.state_dir.join("blobs")));
         let kernels = Arc::new(KernelStore::new(config.kernel_dirs.clone(), blobs.clone()));
@@ -183,7 +215,7 @@ impl Service {
         let sink_wake = wake.clone();
         let destroys = Arc::new(ownership::Destroys::default());
         let sink_destroys = destroys.clone();
-        let watched = backend.watch(Arc::new(move |notice: Notice| {
+        let sink: crate::backend::NoticeSink = Arc::new(move |notice: Notice| {
             tracing::debug!(?notice, "hypervisor notice");
             if let Notice::Lifecycle {
                 uuid,
@@ -196,8 +228,11 @@ impl Service {
                 }
             }
             let _ = sink_wake.send(());
-        }));
-        if let Err(e) = watched {
+        });
+        let hosts =
+            hosts::HostRegistry::new(&config.hosts, backend.clone(), domain_type, connector);
+        hosts.set_sink(sink.clone());
+        if let Err(e) = backend.watch(sink) {
             tracing::warn!(error = %e, "no lifecycle events from the hypervisor; relying on polling");
         }
         let daemon_id = store.daemon_id().to_string();
@@ -215,6 +250,9 @@ impl Service {
             daemon_id,
             store,
             backend,
+            hosts,
+            reservations: Default::default(),
+            placing: Default::default(),
             kernels,
             images,
             locks: locks::NameLocks::default(),

@@ -17,7 +17,7 @@ use crate::backend::{DomainStatus, DOMAIN_PREFIX};
 use crate::console::{self, Outcome};
 use crate::store::{Desired, InstanceRecord};
 use rhyzome_api::InstanceState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,27 +55,37 @@ impl Service {
     }
 
     async fn reconcile(&self, pass: Pass) -> Result<ReconcileReport, ServiceError> {
-        let backend = self.backend.clone();
         // Domains are listed before records are read: a create inserts its record before it
         // makes the domain, so every listed domain of a live instance has its record by now.
-        let domains = blocking(move || backend.list())
-            .await?
-            .map_err(ServiceError::Backend)?;
+        let (mut by_uuid, unreachable) = self.list_domains_of_hosts().await?;
         let records = self.store.all()?;
         self.sample_consoles(&records);
         self.destroys
             .retain(|uuid| records.iter().any(|r| r.id == uuid));
-        let mut by_uuid: HashMap<String, DomainStatus> =
-            domains.into_iter().map(|d| (d.uuid.clone(), d)).collect();
         self.left_alone
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|uuid| by_uuid.contains_key(uuid));
+            .retain(|uuid| by_uuid.keys().any(|(_, u)| u == uuid));
         let mut report = ReconcileReport::default();
         let mut to_start: BTreeMap<i32, Vec<String>> = BTreeMap::new();
         let now = now_ms();
         for r in &records {
-            let listed = by_uuid.remove(&r.id);
+            let host = self.host_name(&r.host).to_string();
+            if unreachable.contains(&host) {
+                // The guest may well run on: not `exited`, and nothing to restart.
+                if matches!(r.state, InstanceState::Running | InstanceState::Starting)
+                    && r.desired != Desired::Deleted
+                {
+                    self.observe(
+                        r,
+                        InstanceState::Unknown,
+                        None,
+                        Some(format!("host {host:?} is unreachable")),
+                    )?;
+                }
+                continue;
+            }
+            let listed = by_uuid.remove(&(host, r.id.clone()));
             if !needs_attention(r, listed.as_ref(), now) {
                 continue;
             }
@@ -92,9 +102,9 @@ impl Service {
             }
         }
         let mut left_alone = LeftAlone::default();
-        for orphan in by_uuid.into_values() {
+        for ((host, _), orphan) in by_uuid {
             if let Err(e) = self
-                .unclaimed_domain(&orphan, &mut report, &mut left_alone)
+                .unclaimed_domain(&host, &orphan, &mut report, &mut left_alone)
                 .await
             {
                 report.errors += 1;
@@ -125,6 +135,39 @@ impl Service {
             tracing::info!(?report, "reconciled");
         }
         Ok(report)
+    }
+
+    /// Every reachable host's rhyzome domains, by (host, UUID), and the hosts that cannot be
+    /// listed. The primary's failure fails the pass (as before hosts); another host's makes
+    /// it unreachable, and its instances `unknown`.
+    async fn list_domains_of_hosts(
+        &self,
+    ) -> Result<(HashMap<(String, String), DomainStatus>, HashSet<String>), ServiceError> {
+        let mut by_uuid = HashMap::new();
+        let mut unreachable = HashSet::new();
+        for (i, host) in self.hosts.all().iter().enumerate() {
+            let name = host.name().to_string();
+            let listed = match host.backend() {
+                Ok(backend) => blocking(move || backend.list()).await?,
+                Err(e) => Err(e),
+            };
+            match listed {
+                Ok(domains) => {
+                    for d in domains {
+                        by_uuid.insert((name.clone(), d.uuid.clone()), d);
+                    }
+                }
+                Err(e) if i == 0 => {
+                    self.host_failed(&name, &e);
+                    return Err(ServiceError::Backend(e));
+                }
+                Err(e) => {
+                    self.host_failed(&name, &e);
+                    unreachable.insert(name);
+                }
+            }
+        }
+        Ok((by_uuid, unreachable))
     }
 
     /// Brings one instance in line; returns whether it should now be started.
@@ -167,20 +210,27 @@ impl Service {
                     )?;
                     report.destroyed_outside += 1;
                 }
-                InstanceState::Running => {
+                InstanceState::Running | InstanceState::Unknown => {
                     let outcome = self.outcome_of_run(&r);
-                    if pass == Pass::Startup && outcome == Outcome::Unknown {
+                    // A guest gone while its host was unreachable was lost with the host,
+                    // as one gone while the daemon was down.
+                    let lost = pass == Pass::Startup || r.state == InstanceState::Unknown;
+                    if lost && outcome == Outcome::Unknown {
                         // Lost with the host (or stopped with the daemon), not ended by itself:
                         // `autostart` decides, not the restart policy.
                         if r.autostart {
-                            tracing::info!(instance = %name, "guest vanished while the daemon was down; autostart");
+                            tracing::info!(instance = %name, "guest vanished while the daemon or its host was down; autostart");
                             return Ok(true);
                         }
                         self.observe(
                             &r,
                             InstanceState::Exited,
                             None,
-                            Some("the guest vanished while the daemon was down".into()),
+                            Some(if pass == Pass::Startup {
+                                "the guest vanished while the daemon was down".into()
+                            } else {
+                                "the guest vanished while its host was unreachable".into()
+                            }),
                         )?;
                         report.ended += 1;
                         return Ok(false);
@@ -212,7 +262,7 @@ impl Service {
     }
 
     async fn is_active(&self, r: &InstanceRecord) -> Result<bool, ServiceError> {
-        let backend = self.backend.clone();
+        let backend = self.backend_on(&r.host)?;
         let id = r.id.clone();
         Ok(blocking(move || backend.status(&id))
             .await?
@@ -312,6 +362,7 @@ impl Service {
     /// daemon's identity; leaves any other alone, noting it once.
     async fn unclaimed_domain(
         &self,
+        host: &str,
         d: &DomainStatus,
         report: &mut ReconcileReport,
         left_alone: &mut LeftAlone,
@@ -321,22 +372,39 @@ impl Service {
         }
         let name = d.name.strip_prefix(DOMAIN_PREFIX).unwrap_or(&d.name);
         let _guard = self.locks.lock(name).await;
-        if self.store.all()?.iter().any(|r| r.id == d.uuid) {
-            return Ok(());
-        }
-        let backend = self.backend.clone();
+        // An instance claims its domain only on its own host: a copy elsewhere is a stale one
+        // (left behind by a failover while that host was unreachable); the record wins.
+        let owner_elsewhere = match self.store.all()?.into_iter().find(|r| r.id == d.uuid) {
+            Some(r) if self.host_name(&r.host) == host => return Ok(()),
+            Some(r) => Some(r),
+            None => None,
+        };
+        let backend = self.backend_on(host)?;
         let uuid = d.uuid.clone();
-        let mark = blocking(move || backend.mark(&uuid))
+        let marker = backend.clone();
+        let mark = blocking(move || marker.mark(&uuid))
             .await?
             .map_err(ServiceError::Backend)?;
         let owner = match ownership::claim(mark, &self.daemon_id) {
             Claim::Mine => {
-                let backend = self.backend.clone();
                 let uuid = d.uuid.clone();
                 blocking(move || backend.destroy(&uuid))
                     .await?
                     .map_err(ServiceError::Backend)?;
                 report.orphans_destroyed += 1;
+                if let Some(r) = owner_elsewhere {
+                    let now_on = self.host_name(&r.host).to_string();
+                    tracing::warn!(domain = %d.name, %host, %now_on, "destroyed a stale copy of an instance that runs on another host now");
+                    self.publish(
+                        &r,
+                        "stale_destroyed",
+                        None,
+                        Some(format!(
+                            "a stale domain on host {host:?} was destroyed: the instance runs on {now_on:?} now, and the daemon's record of its host wins"
+                        )),
+                    );
+                    return Ok(());
+                }
                 tracing::warn!(domain = %d.name, "destroyed a domain of this daemon that no instance claims");
                 return Ok(());
             }

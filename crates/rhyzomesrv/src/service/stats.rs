@@ -23,7 +23,12 @@ impl Service {
             return Err(not_running(i.state));
         }
         let macs: Vec<String> = i.attachments.iter().map(|a| a.mac.clone()).collect();
-        let backend = self.backend.clone();
+        let host = i
+            .placement
+            .as_ref()
+            .map(|p| p.host.clone())
+            .unwrap_or_default();
+        let backend = self.backend_on(&host)?;
         let (id, asked) = (i.id.clone(), macs.clone());
         let Some(s) = blocking(move || backend.stats(&id, &asked))
             .await?

@@ -373,6 +373,9 @@ async fn reconcile_finishes_interrupted_work_and_removes_orphans() {
         startup_priority: 0,
         autostart: false,
         owner: "anonymous".into(),
+        host: String::new(),
+        placement: None,
+        failover: false,
     };
     f.service.store.insert(&pending).unwrap();
     // A delete interrupted after it was recorded.

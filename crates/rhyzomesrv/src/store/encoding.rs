@@ -23,6 +23,7 @@ pub(super) fn state_to_sql(state: InstanceState) -> &'static str {
         InstanceState::Exited => "exited",
         InstanceState::Crashed => "crashed",
         InstanceState::Failed => "failed",
+        InstanceState::Unknown => "unknown",
     }
 }
 
@@ -35,6 +36,7 @@ pub(super) fn state_from_sql(s: String) -> Result<InstanceState, StoreError> {
         "exited" => InstanceState::Exited,
         "crashed" => InstanceState::Crashed,
         "failed" => InstanceState::Failed,
+        "unknown" => InstanceState::Unknown,
         _ => {
             return Err(StoreError::Corrupt {
                 what: "state",

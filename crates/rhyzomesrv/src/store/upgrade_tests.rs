@@ -49,10 +49,14 @@ enum Release {
     /// The images pushed for a test bed's `kernel_file`s (`testbeds.kernel_files`), version
     /// 11 (branch `tbfile`; provisional name until it is merged).
     V11KernelFiles,
+    /// The host of each instance, how it was placed, and failover (`instances.host`,
+    /// `placement_*`, `failover`), version 12 (issue 20; provisional name until the next
+    /// commit names it).
+    V12Hosts,
 }
 
 impl Release {
-    const ALL: [Release; 14] = [
+    const ALL: [Release; 15] = [
         Release::V1First,
         Release::V1Restarts,
         Release::V1Owners,
@@ -67,6 +71,7 @@ impl Release {
         Release::V9Testbeds,
         Release::V10Emulated,
         Release::V11KernelFiles,
+        Release::V12Hosts,
     ];
 
     fn fixture(self) -> &'static str {
@@ -85,6 +90,7 @@ impl Release {
             Release::V9Testbeds => V9_FIXTURE,
             Release::V10Emulated => V10_FIXTURE,
             Release::V11KernelFiles => V11_FIXTURE,
+            Release::V12Hosts => V12_FIXTURE,
         }
     }
 
@@ -118,6 +124,7 @@ impl Release {
             Release::V9Testbeds => Some(V9_TOKEN),
             Release::V10Emulated => Some(V10_TOKEN),
             Release::V11KernelFiles => Some(V11_TOKEN),
+            Release::V12Hosts => Some(V12_TOKEN),
         }
     }
 
@@ -135,6 +142,7 @@ impl Release {
             Release::V9Testbeds => Some(V9_DAEMON),
             Release::V10Emulated => Some(V10_DAEMON),
             Release::V11KernelFiles => Some(V11_DAEMON),
+            Release::V12Hosts => Some(V12_DAEMON),
             _ => None,
         }
     }
@@ -162,6 +170,12 @@ const V10_DAEMON: &str = "fb3db04f-ec62-481f-8967-ed6b66abec54";
 const V11_FIXTURE: &str = "v11-7387530.db";
 const V11_TOKEN: &str = "rhz_7483439f8133b436ef4dfd54d73cf6d6c76857cac8e4da012747145c68b3ec95";
 const V11_DAEMON: &str = "90d6f221-e25f-4fb4-a966-fc46a691329b";
+
+/// Version 12's fixture (generators/next.rs.txt: 7387530's with `web` pinned to host `b`
+/// and `batch` failing over) and what its generator printed.
+const V12_FIXTURE: &str = "v12-next.db";
+const V12_TOKEN: &str = "rhz_faface2fbcc5c0a5a3241d273814e39f01505fab3be16edc2bbbf6a77529923d";
+const V12_DAEMON: &str = "31905fdd-0302-4b00-9232-a8ee490d1aa4";
 
 /// The image pushed for the bed `exp`'s `kernel_file` in version 11's fixture; older
 /// releases have none, and take it with today's code.
@@ -274,6 +288,9 @@ fn expected_web(release: Release) -> InstanceRecord {
         startup_priority: 0,
         autostart: false,
         owner: "anonymous".into(),
+        host: String::new(),
+        placement: None,
+        failover: false,
     };
     if release >= Release::V1Restarts {
         web.state_changed_at = "2026-11-27T06:40:02Z".into();
@@ -292,6 +309,14 @@ fn expected_web(release: Release) -> InstanceRecord {
     }
     if release >= Release::V2ConsoleInode {
         web.console_inode = Some(4242);
+    }
+    if release >= Release::V12Hosts {
+        web.host = "b".into();
+        web.placement = Some(super::PlacementRecord {
+            how: "pinned".into(),
+            reason: "the request named the host".into(),
+            decided_at: "2026-12-01T23:00:00Z".into(),
+        });
     }
     expected_web_nics(release, &mut web);
     if release >= Release::V6Networks {
@@ -377,6 +402,9 @@ fn expected_batch(release: Release) -> InstanceRecord {
         startup_priority: 0,
         autostart: false,
         owner: "anonymous".into(),
+        host: String::new(),
+        placement: None,
+        failover: false,
     };
     if release >= Release::V1Restarts {
         // Generated without a start, and with the policy `always` and priority 5.
@@ -388,6 +416,9 @@ fn expected_batch(release: Release) -> InstanceRecord {
             exit_codes: None,
         };
         batch.startup_priority = 5;
+    }
+    if release >= Release::V12Hosts {
+        batch.failover = true;
     }
     batch
 }

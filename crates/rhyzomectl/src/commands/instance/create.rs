@@ -172,6 +172,10 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
         autostart: a.autostart.then_some(true),
         labels: a.labels.into_iter().collect(),
         link: a.link,
+        host: None,
+        host_selector: None,
+        placement: None,
+        failover: None,
     };
     if a.count.is_none() {
         let instance = client.create_instance(&template)?;
