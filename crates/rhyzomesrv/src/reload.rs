@@ -63,6 +63,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         hostname => "Hostname",
         bind_addr => "Bind",
         libvirt_uri => "LibvirtURI",
+        hosts => "Hosts",
+        failover_after => "FailoverAfterSeconds",
         domain_type => "DomainType",
         state_dir => "StateDir",
         kernel_dirs => "KernelDirs",

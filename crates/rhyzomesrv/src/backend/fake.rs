@@ -52,6 +52,8 @@ struct FakeState {
     counters_fail: Option<BackendError>,
     /// How long `all_counters` takes, as a busy libvirt would (outside the lock).
     counters_delay: std::time::Duration,
+    /// Set by [`FakeBackend::set_down`]: domain calls fail as an unreachable host's would.
+    down: bool,
 }
 
 impl FakeBackend {
@@ -61,6 +63,20 @@ impl FakeBackend {
 
     fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the host unreachable (`true`) or reachable again: until then, domain calls
+    /// fail with `Unavailable` while the domains stay as they were, as a remote host's guests
+    /// run on while its libvirtd or network is down.
+    pub fn set_down(&self, down: bool) {
+        self.state().down = down;
+    }
+
+    fn reachable(&self) -> Result<(), BackendError> {
+        if self.state().down {
+            return Err(BackendError::Unavailable("fake host is down".into()));
+        }
+        Ok(())
     }
 
     /// Makes the next `create` fail with `err`.
@@ -215,6 +231,7 @@ impl Hypervisor for FakeBackend {
     }
 
     fn create(&self, def: &DomainDefinition) -> Result<(), BackendError> {
+        self.reachable()?;
         let mut s = self.state();
         if let Some(e) = s.fail_next_create.take() {
             return Err(e);
@@ -247,10 +264,24 @@ impl Hypervisor for FakeBackend {
     }
 
     fn destroy(&self, uuid: &str) -> Result<bool, BackendError> {
+        self.reachable()?;
         Ok(self.remove(uuid, "destroyed"))
     }
 
+    fn node_info(&self) -> Result<crate::backend::NodeInfo, BackendError> {
+        self.reachable()?;
+        Ok(crate::backend::NodeInfo {
+            libvirt_version: "0.0.0".into(),
+            hypervisor: "fake".into(),
+            cpus: 2,
+            memory_kib: 4 << 20,
+            free_memory_kib: 2 << 20,
+            domain_types: vec!["test".into()],
+        })
+    }
+
     fn list(&self) -> Result<Vec<DomainStatus>, BackendError> {
+        self.reachable()?;
         Ok(self
             .state()
             .domains
@@ -260,6 +291,7 @@ impl Hypervisor for FakeBackend {
     }
 
     fn status(&self, uuid: &str) -> Result<Option<DomainStatus>, BackendError> {
+        self.reachable()?;
         Ok(self.state().domains.get(uuid).map(|(d, _)| d.clone()))
     }
 
@@ -310,6 +342,7 @@ impl Hypervisor for FakeBackend {
     }
 
     fn mark(&self, uuid: &str) -> Result<Option<DomainMark>, BackendError> {
+        self.reachable()?;
         Ok(self
             .state()
             .domains

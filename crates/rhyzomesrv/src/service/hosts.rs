@@ -418,16 +418,16 @@ impl Service {
         });
     }
 
-    /// Connects the hosts other than the primary at start-up; a host that cannot be reached
+    /// Connects the hosts at start-up (the primary is, already); a host that cannot be reached
     /// is reported (with libvirt's words) and retried by [`Service::run_host_watch`], while
     /// the others serve.
     pub async fn connect_hosts(self: &Arc<Self>) {
         let svc = self.clone();
         let results = blocking(move || {
+            // The primary is connected already; this reads its facts.
             svc.hosts
                 .all()
                 .iter()
-                .skip(1)
                 .map(|h| (h.name().to_string(), svc.hosts.connect(h)))
                 .collect::<Vec<_>>()
         })
@@ -462,6 +462,9 @@ impl Service {
             };
             for change in &changes {
                 self.announce_host(change);
+            }
+            if self.fail_over_due(SystemTime::now()).await > 0 {
+                let _ = self.wake.send(());
             }
             if changes
                 .iter()

@@ -26,6 +26,7 @@ pub mod authz;
 pub mod boot_plan;
 pub mod console;
 pub mod event_log;
+pub mod failover;
 pub mod hosts;
 pub mod images;
 pub mod instances;
@@ -365,6 +366,8 @@ impl Service {
     }
 }
 
+#[cfg(test)]
+mod hosts_tests;
 #[cfg(test)]
 mod network_tests;
 #[cfg(test)]

@@ -522,6 +522,8 @@ fn needs_attention(r: &InstanceRecord, listed: Option<&DomainStatus>, now_ms: i6
         Desired::Deleted => true,
         Desired::Running => match r.state {
             InstanceState::Running => !active,
+            // Its host answers again: adopt the guest, or learn how it ended.
+            InstanceState::Unknown => true,
             InstanceState::Pending | InstanceState::Starting => true,
             InstanceState::Exited | InstanceState::Crashed => {
                 active || r.next_restart_at_ms.is_some_and(|at| at <= now_ms)

@@ -122,44 +122,41 @@ pub fn choose(candidates: &[Candidate], need: &Need<'_>) -> Result<Choice, Strin
     })
 }
 
-/// Decisions made but not yet written as records, per host.
+/// Decisions made but not yet dropped, by instance name: the host each went to. A decision
+/// counts until its record is in the store (then the store counts it) or the create fails.
 #[derive(Default)]
-pub struct Reservations(Arc<Mutex<HashMap<String, u32>>>);
+pub struct Reservations(Arc<Mutex<HashMap<String, String>>>);
 
 /// Holds one reservation until dropped (once the record is written, or the create failed).
 pub struct Reservation {
-    table: Arc<Mutex<HashMap<String, u32>>>,
-    host: String,
+    table: Arc<Mutex<HashMap<String, String>>>,
+    name: String,
 }
 
 impl Reservations {
-    fn counts(&self) -> HashMap<String, u32> {
+    /// Instance name -> host of every decision not yet dropped.
+    fn pending(&self) -> HashMap<String, String> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn reserve(&self, host: &str) -> Reservation {
-        *self
-            .0
+    fn reserve(&self, name: &str, host: &str) -> Reservation {
+        self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(host.to_string())
-            .or_default() += 1;
+            .insert(name.to_string(), host.to_string());
         Reservation {
             table: self.0.clone(),
-            host: host.to_string(),
+            name: name.to_string(),
         }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = t.get_mut(&self.host) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                t.remove(&self.host);
-            }
-        }
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.name);
     }
 }
 
@@ -176,7 +173,13 @@ impl Service {
     /// reservations).
     pub(crate) fn candidates(&self) -> Result<Vec<Candidate>, ServiceError> {
         let stored = self.store.instances_per_host()?;
-        let reserved = self.reservations.counts();
+        // A decision whose record is written already is in `stored`: count it once.
+        let mut reserved: HashMap<String, u32> = HashMap::new();
+        for (name, host) in self.reservations.pending() {
+            if self.store.by_name(&name)?.is_none() {
+                *reserved.entry(host).or_default() += 1;
+            }
+        }
         let primary = self.hosts.primary().name().to_string();
         Ok(self
             .hosts
@@ -261,7 +264,7 @@ impl Service {
                     decided_at: now_rfc3339(),
                 },
                 failover,
-                _reservation: self.reservations.reserve(name),
+                _reservation: self.reservations.reserve(&spec.name, name),
             });
         }
         let policy = spec.placement.unwrap_or_default();
@@ -286,7 +289,7 @@ impl Service {
                 message,
             })?;
         Ok(Placed {
-            _reservation: self.reservations.reserve(&choice.host),
+            _reservation: self.reservations.reserve(&spec.name, &choice.host),
             host: choice.host,
             record: PlacementRecord {
                 how: policy.as_str().into(),
@@ -417,12 +420,12 @@ mod tests {
     #[test]
     fn reservations_count_until_dropped() {
         let r = Reservations::default();
-        let one = r.reserve("b");
-        let two = r.reserve("b");
-        assert_eq!(r.counts().get("b"), Some(&2));
+        let one = r.reserve("x", "b");
+        let two = r.reserve("y", "b");
+        assert_eq!(r.pending().len(), 2);
         drop(one);
-        assert_eq!(r.counts().get("b"), Some(&1));
+        assert_eq!(r.pending().get("y").map(String::as_str), Some("b"));
         drop(two);
-        assert!(r.counts().is_empty());
+        assert!(r.pending().is_empty());
     }
 }

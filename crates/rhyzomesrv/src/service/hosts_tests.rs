@@ -1,0 +1,438 @@
+//! Several hosts against fake backends: placement by name and by policy, the scheduler's
+//! recorded reason, a host that goes away (its instances `unknown`, never `exited`) and comes
+//! back (adopted), and a stale copy left on a host that was down destroyed when it returns.
+
+use super::*;
+use crate::backend::fake::FakeBackend;
+use rhyzome_api::{InstanceSpec, PlacementPolicy};
+use std::time::Instant;
+
+struct Lab {
+    _dir: tempfile::TempDir,
+    kernel: String,
+    service: Arc<Service>,
+    a: Arc<FakeBackend>,
+    b: Arc<FakeBackend>,
+}
+
+/// A daemon on hosts `a` (primary) and `b`, with `b`'s settings merged in.
+async fn lab(b_settings: serde_json::Value) -> Lab {
+    let mut b_host = serde_json::json!({"Name": "b", "URI": "test:///b", "Labels": {"rack": "2"}});
+    for (k, v) in b_settings.as_object().unwrap() {
+        b_host[k] = v.clone();
+    }
+    let (dir, config, kernel) = crate::testing::fake_setup(&serde_json::json!({
+        "DomainType": "test",
+        "ReconcileIntervalSeconds": 3600,
+        "Hosts": [{"Name": "a", "URI": "test:///a"}, b_host],
+    }));
+    let store = Store::open(&config.state_dir).unwrap();
+    let (a, b) = (Arc::new(FakeBackend::new()), Arc::new(FakeBackend::new()));
+    let b_for_connector = b.clone();
+    let connector: hosts::Connector = Arc::new(move |h: &crate::config::HostConfig| {
+        assert_eq!(h.name, "b");
+        Ok((b_for_connector.clone() as Arc<dyn Hypervisor>, "test"))
+    });
+    let service = Service::with_hosts(config, "test", store, a.clone(), connector);
+    service.connect_hosts().await;
+    Lab {
+        _dir: dir,
+        kernel,
+        service,
+        a,
+        b,
+    }
+}
+
+impl Lab {
+    fn spec(&self, name: &str) -> InstanceSpec {
+        InstanceSpec {
+            name: name.into(),
+            kernel: self.kernel.clone(),
+            ..Default::default()
+        }
+    }
+
+    async fn create(&self, spec: InstanceSpec) -> Result<rhyzome_api::Instance, ServiceError> {
+        self.service.create(spec, &Caller::internal()).await
+    }
+
+    fn host_of(&self, name: &str) -> String {
+        self.service
+            .get(&Caller::internal(), name)
+            .unwrap()
+            .placement
+            .unwrap()
+            .host
+    }
+}
+
+#[tokio::test]
+async fn a_pinned_instance_runs_on_its_host_and_says_so() {
+    let lab = lab(serde_json::json!({})).await;
+    let i = lab
+        .create(InstanceSpec {
+            host: Some("b".into()),
+            ..lab.spec("web")
+        })
+        .await
+        .unwrap();
+    let placement = i.placement.unwrap();
+    assert_eq!(
+        (placement.host.as_str(), placement.how.as_str()),
+        ("b", "pinned")
+    );
+    assert!(lab.b.definition(&i.id).is_some(), "the domain is on b");
+    assert!(lab.a.definition(&i.id).is_none(), "and not on a");
+    let hosts = lab.service.list_hosts(&Caller::internal()).unwrap();
+    let counts: Vec<(String, u32, bool)> = hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.instances, h.reachable))
+        .collect();
+    assert_eq!(counts, [("a".into(), 0, true), ("b".into(), 1, true)]);
+    assert_eq!(hosts[1].labels.get("rack").map(String::as_str), Some("2"));
+    // Deleting it destroys its domain on b.
+    lab.service
+        .delete(&Caller::internal(), "web")
+        .await
+        .unwrap();
+    assert!(lab.b.definition(&i.id).is_none());
+}
+
+#[tokio::test]
+async fn an_unknown_host_is_the_request_s_fault_and_names_the_field() {
+    let lab = lab(serde_json::json!({})).await;
+    let e = lab
+        .create(InstanceSpec {
+            host: Some("nosuch".into()),
+            ..lab.spec("web")
+        })
+        .await
+        .unwrap_err();
+    match e {
+        ServiceError::Invalid(f) => {
+            assert_eq!(f.field, "host");
+            assert!(f.message.contains("a, b"), "{}", f.message);
+        }
+        other => panic!("expected a field error, got {other:?}"),
+    }
+    assert!(
+        lab.service.store.by_name("web").unwrap().is_none(),
+        "nothing left behind"
+    );
+    assert!(matches!(
+        lab.service.get_host(&Caller::internal(), "nosuch"),
+        Err(ServiceError::HostNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn spread_alternates_and_binpack_fills_the_first_host_up_to_its_limit() {
+    let lab = lab(serde_json::json!({})).await;
+    for n in 0..4 {
+        lab.create(lab.spec(&format!("s{n}"))).await.unwrap();
+    }
+    let on_b = (0..4)
+        .filter(|n| lab.host_of(&format!("s{n}")) == "b")
+        .count();
+    assert_eq!(on_b, 2, "spread puts half on each host");
+    let reason = lab
+        .service
+        .get(&Caller::internal(), "s1")
+        .unwrap()
+        .placement
+        .unwrap()
+        .reason;
+    assert!(reason.starts_with("fewest instances"), "{reason}");
+
+    let lab = lab_with_limit().await;
+    for n in 0..3 {
+        lab.create(InstanceSpec {
+            placement: Some(PlacementPolicy::Binpack),
+            ..lab.spec(&format!("p{n}"))
+        })
+        .await
+        .unwrap();
+    }
+    let hosts: Vec<String> = (0..3).map(|n| lab.host_of(&format!("p{n}"))).collect();
+    assert_eq!(
+        hosts,
+        ["a", "a", "b"],
+        "binpack fills a (MaxInstances 2) first"
+    );
+    let reason = lab
+        .service
+        .get(&Caller::internal(), "p2")
+        .unwrap()
+        .placement
+        .unwrap()
+        .reason;
+    assert!(
+        reason.contains("a (full (2 of MaxInstances 2))"),
+        "{reason}"
+    );
+}
+
+async fn lab_with_limit() -> Lab {
+    let l = lab(serde_json::json!({})).await;
+    // Same lab, but `a` limited to two: rebuilt with the setting.
+    let (dir, config, kernel) = crate::testing::fake_setup(&serde_json::json!({
+        "DomainType": "test",
+        "ReconcileIntervalSeconds": 3600,
+        "Hosts": [
+            {"Name": "a", "URI": "test:///a", "MaxInstances": 2},
+            {"Name": "b", "URI": "test:///b"}
+        ],
+    }));
+    let store = Store::open(&config.state_dir).unwrap();
+    let b = l.b.clone();
+    let connector: hosts::Connector = Arc::new(move |_h: &crate::config::HostConfig| {
+        Ok((b.clone() as Arc<dyn Hypervisor>, "test"))
+    });
+    let service = Service::with_hosts(config, "test", store, l.a.clone(), connector);
+    service.connect_hosts().await;
+    Lab {
+        _dir: dir,
+        kernel,
+        service,
+        a: l.a.clone(),
+        b: l.b.clone(),
+    }
+}
+
+#[tokio::test]
+async fn the_selector_and_concurrent_creates_are_honoured() {
+    let lab = lab(serde_json::json!({})).await;
+    let selector: std::collections::BTreeMap<String, String> =
+        [("rack".to_string(), "2".to_string())].into();
+    let i = lab
+        .create(InstanceSpec {
+            host_selector: Some(selector.clone()),
+            ..lab.spec("r2")
+        })
+        .await
+        .unwrap();
+    assert_eq!(i.placement.unwrap().host, "b");
+    let none: std::collections::BTreeMap<String, String> =
+        [("rack".to_string(), "9".to_string())].into();
+    let e = lab
+        .create(InstanceSpec {
+            host_selector: Some(none),
+            ..lab.spec("r9")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ServiceError::Conflict { field: Some("host_selector"), message } if message.contains("no label rack=9")),
+        "{e:?}"
+    );
+    // Ten at once: the reservations keep spread even.
+    let creates = (0..10).map(|n| lab.create(lab.spec(&format!("c{n}"))));
+    for r in futures_util::future::join_all(creates).await {
+        r.unwrap();
+    }
+    let on_a = (0..10)
+        .filter(|n| lab.host_of(&format!("c{n}")) == "a")
+        .count();
+    // b already has r2: spread gives a six and b five of the eleven.
+    assert_eq!(on_a, 6);
+}
+
+#[tokio::test]
+async fn an_unreachable_host_makes_its_instances_unknown_and_its_return_adopts_them() {
+    let lab = lab(serde_json::json!({})).await;
+    let remote = lab
+        .create(InstanceSpec {
+            host: Some("b".into()),
+            ..lab.spec("remote")
+        })
+        .await
+        .unwrap();
+    lab.create(InstanceSpec {
+        host: Some("a".into()),
+        ..lab.spec("local")
+    })
+    .await
+    .unwrap();
+    lab.b.set_down(true);
+    lab.service.reconcile_once().await.unwrap();
+    let i = lab.service.get(&Caller::internal(), "remote").unwrap();
+    assert_eq!(i.state, InstanceState::Unknown, "never exited");
+    assert!(i.last_error.unwrap().contains("unreachable"));
+    let local = lab.service.get(&Caller::internal(), "local").unwrap();
+    assert_eq!(
+        local.state,
+        InstanceState::Running,
+        "the other host serves on"
+    );
+    let b = lab.service.get_host(&Caller::internal(), "b").unwrap();
+    assert!(!b.reachable && b.unreachable_since.is_some());
+    // Calls for b fail at once, as 503s, and the scheduler passes it over.
+    let e = lab
+        .create(InstanceSpec {
+            host: Some("b".into()),
+            ..lab.spec("more")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ServiceError::Backend(BackendError::Unavailable(_))),
+        "{e:?}"
+    );
+    let placed = lab.create(lab.spec("elsewhere")).await.unwrap();
+    let placement = placed.placement.unwrap();
+    assert_eq!(placement.host, "a");
+    assert!(
+        placement.reason.contains("b (unreachable"),
+        "{}",
+        placement.reason
+    );
+    // Still down: a check changes nothing.
+    let retry_at = Instant::now() + std::time::Duration::from_secs(2);
+    assert!(lab.service.hosts().check(retry_at, true).is_empty());
+    // Back: the next due check reconnects, and the next pass adopts the guest.
+    lab.b.set_down(false);
+    let changes = lab
+        .service
+        .hosts()
+        .check(Instant::now() + std::time::Duration::from_secs(10), true);
+    assert_eq!(changes, [hosts::HostChange::Reachable { host: "b".into() }]);
+    let report = lab.service.reconcile_once().await.unwrap();
+    assert_eq!(report.adopted, 1, "{report:?}");
+    let i = lab.service.get(&Caller::internal(), "remote").unwrap();
+    assert_eq!(i.state, InstanceState::Running);
+    assert!(lab.b.definition(&remote.id).is_some());
+}
+
+#[tokio::test]
+async fn a_guest_lost_with_its_host_is_not_an_exit_of_its_own() {
+    let lab = lab(serde_json::json!({})).await;
+    let remote = lab
+        .create(InstanceSpec {
+            host: Some("b".into()),
+            autostart: Some(true),
+            ..lab.spec("remote")
+        })
+        .await
+        .unwrap();
+    lab.b.set_down(true);
+    lab.service.reconcile_once().await.unwrap();
+    // The host rebooted meanwhile: the guest is gone, without an exit line.
+    lab.b.vanish(&remote.id);
+    lab.b.set_down(false);
+    lab.service
+        .hosts()
+        .check(Instant::now() + std::time::Duration::from_secs(10), true);
+    let report = lab.service.reconcile_once().await.unwrap();
+    assert_eq!(report.started, 1, "autostart brings it back: {report:?}");
+    assert_eq!(
+        lab.service
+            .get(&Caller::internal(), "remote")
+            .unwrap()
+            .state,
+        InstanceState::Running
+    );
+}
+
+#[tokio::test]
+async fn a_failover_instance_moves_after_its_host_stays_down_and_the_stale_copy_is_destroyed() {
+    let lab = lab(serde_json::json!({})).await;
+    // Spread puts the first on a, the second on b.
+    let stays = lab.create(lab.spec("stays")).await.unwrap();
+    let moves = lab
+        .create(InstanceSpec {
+            failover: Some(true),
+            ..lab.spec("moves")
+        })
+        .await
+        .unwrap();
+    let pinned = lab
+        .create(InstanceSpec {
+            host: Some("b".into()),
+            ..lab.spec("pinned")
+        })
+        .await
+        .unwrap();
+    assert_eq!(stays.placement.unwrap().host, "a");
+    assert_eq!(moves.placement.as_ref().unwrap().host, "b");
+    lab.b.set_down(true);
+    lab.service.reconcile_once().await.unwrap();
+    let since = lab
+        .service
+        .hosts()
+        .get("b")
+        .unwrap()
+        .unreachable_since()
+        .unwrap();
+    // Not yet: down for less than FailoverAfterSeconds (300 by default).
+    let early = since + std::time::Duration::from_secs(299);
+    assert_eq!(lab.service.fail_over_due(early).await, 0);
+    let late = since + std::time::Duration::from_secs(301);
+    assert_eq!(
+        lab.service.fail_over_due(late).await,
+        1,
+        "only the failover instance"
+    );
+    let moved = lab.service.get(&Caller::internal(), "moves").unwrap();
+    let placement = moved.placement.unwrap();
+    assert_eq!(
+        (placement.host.as_str(), placement.how.as_str()),
+        ("a", "failover")
+    );
+    assert!(
+        placement.reason.contains("\"b\" stayed unreachable"),
+        "{}",
+        placement.reason
+    );
+    assert_eq!(moved.state, InstanceState::Running);
+    assert_eq!(moved.id, moves.id, "the same identity");
+    assert!(lab.a.definition(&moves.id).is_some());
+    let pinned_now = lab.service.get(&Caller::internal(), "pinned").unwrap();
+    assert_eq!(
+        pinned_now.state,
+        InstanceState::Unknown,
+        "a pinned instance waits"
+    );
+    // b returns with the old guest still running: the record wins, the copy goes.
+    assert!(lab.b.definition(&moves.id).is_some());
+    lab.b.set_down(false);
+    lab.service
+        .hosts()
+        .check(Instant::now() + std::time::Duration::from_secs(10), true);
+    let mut cursor = lab.service.events().cursor(None).unwrap();
+    let report = lab.service.reconcile_once().await.unwrap();
+    assert_eq!(report.orphans_destroyed, 1, "{report:?}");
+    assert!(
+        lab.b.definition(&moves.id).is_none(),
+        "stale copy destroyed"
+    );
+    assert!(
+        lab.a.definition(&moves.id).is_some(),
+        "the moved guest runs on"
+    );
+    assert!(
+        lab.b.definition(&pinned.id).is_some(),
+        "the pinned one is adopted"
+    );
+    assert_eq!(
+        lab.service
+            .get(&Caller::internal(), "pinned")
+            .unwrap()
+            .state,
+        InstanceState::Running
+    );
+    let mut stale = None;
+    while stale.is_none() {
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            lab.service.events().next(&mut cursor),
+        )
+        .await
+        .expect("an event says the stale copy was destroyed");
+        if let event_log::Item::Event { event, .. } = next {
+            stale = (event.state == "stale_destroyed").then_some(event);
+        }
+    }
+    let reason = stale.unwrap().reason.unwrap();
+    assert!(reason.contains("record of its host wins"), "{reason}");
+}
