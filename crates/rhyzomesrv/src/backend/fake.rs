@@ -5,7 +5,7 @@
 use super::network::{DhcpHost, HostRoute, NetworkDefinition, NetworkMark, NetworkStatus};
 use super::{
     BackendError, DomainCounters, DomainStats, DomainStatus, Hypervisor, InterfaceKind,
-    NetworkRemoval, NicCounters, Notice, NoticeSink,
+    NetworkRemoval, NicCounters, NodeInfo, Notice, NoticeSink,
 };
 use super::{DomainDefinition, DomainMark};
 use std::collections::BTreeMap;
@@ -16,6 +16,8 @@ pub struct FakeBackend {
     inner: Mutex<FakeState>,
     /// Storage pools and their volumes (see `fake_storage.rs`).
     pub(super) storage: Mutex<super::fake_storage::FakeStorage>,
+    /// Kernel and console volumes, and the host's facts (see `fake_host_files.rs`).
+    pub(super) host_files: Mutex<super::fake_host_files::FakeHostFiles>,
 }
 
 /// What the fake knows of a domain: the definition it was created from (none for one
@@ -212,6 +214,10 @@ impl Hypervisor for FakeBackend {
 
     fn uri(&self) -> String {
         "fake:///".into()
+    }
+
+    fn node_info(&self) -> Result<NodeInfo, BackendError> {
+        self.fake_node_info()
     }
 
     fn create(&self, def: &DomainDefinition) -> Result<(), BackendError> {
