@@ -85,7 +85,11 @@ fn kernels_and_consoles_travel_over_libvirts_remote_protocol() {
     assert!(info.free_memory_kib <= info.memory_kib, "{info:?}");
     assert!(info.domain_types.iter().any(|t| t == "qemu"), "{info:?}");
 
-    let tag = format!("h2t-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    let tag = format!(
+        "h2t-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
     let mut made = Made {
         backend: &backend,
         daemon_id: format!("test-{tag}"),
@@ -115,7 +119,10 @@ fn kernels_and_consoles_travel_over_libvirts_remote_protocol() {
     // The console: an empty volume the guest's serial port writes to.
     let console_path = backend.console_volume(&made.console).unwrap();
     assert!(console_path.ends_with(&made.console), "{console_path}");
-    let empty = backend.read_console(&made.console, 0, 1024).unwrap().unwrap();
+    let empty = backend
+        .read_console(&made.console, 0, 1024)
+        .unwrap()
+        .unwrap();
     assert_eq!((empty.size, empty.bytes.len()), (0, 0));
     assert_eq!(
         backend.read_console(&format!("{tag}-none"), 0, 1).unwrap(),
@@ -184,7 +191,9 @@ fn kernels_and_consoles_travel_over_libvirts_remote_protocol() {
     }
     harness::lab_command("host2-start");
     assert!(harness::host2_libvirtd_pid().is_some());
-    backend.node_info().expect("node_info after host 2 came back");
+    backend
+        .node_info()
+        .expect("node_info after host 2 came back");
     let whole = backend
         .read_console(&made.console, 0, 1 << 20)
         .unwrap()

@@ -76,7 +76,10 @@ pub fn lab_command(command: &str) {
         .arg(command)
         .output()
         .expect("run scripts/lab.sh");
-    assert!(out.status.success(), "scripts/lab.sh {command} failed: {out:?}");
+    assert!(
+        out.status.success(),
+        "scripts/lab.sh {command} failed: {out:?}"
+    );
 }
 
 fn libvirtd_pid(pid_file: &str) -> Option<u32> {
