@@ -40,33 +40,23 @@ const CONSOLE_MODE: &str = "0600";
 /// The pool `name`, made as a `dir` pool at `path` when missing, and started when inactive.
 /// An existing pool is used as it is, whoever made it.
 fn ensure_pool(conn: &Connect, name: &str, path: &str) -> Result<StoragePool, VirtError> {
-    let pool = match pool_by_name(conn, name)? {
-        Some(pool) => pool,
-        None => {
-            let xml = storage_xml::dir_pool_with_mode(name, path, POOL_MODE)
-                .expect("writing XML to memory cannot fail");
-            match conn.define_storage_pool_xml(&xml, 0) {
-                Ok(pool) => {
-                    // An existing directory (a pool undefined by hand) is fine.
-                    pool.build(0)?;
-                    pool.set_autostart(true)?;
-                    tracing::info!(pool = %name, path,
-                        "defined a storage pool for host files");
-                    pool
-                }
-                // Another daemon defined it meanwhile: use theirs.
-                Err(e) => pool_by_name(conn, name)?.ok_or(e)?,
-            }
-        }
-    };
-    if !pool.is_active()? {
-        if let Err(e) = pool.create(0) {
-            // Started meanwhile by someone else.
-            if !pool.is_active()? {
-                return Err(e);
-            }
-        }
+    if let Some(pool) = running_pool(conn, name)? {
+        return Ok(pool);
     }
+    let xml = storage_xml::dir_pool_with_mode(name, path, POOL_MODE)
+        .expect("writing XML to memory cannot fail");
+    let pool = match conn.define_storage_pool_xml(&xml, 0) {
+        Ok(pool) => {
+            // An existing directory (a pool undefined by hand) is fine.
+            pool.build(0)?;
+            pool.set_autostart(true)?;
+            tracing::info!(pool = %name, path, "defined a storage pool for host files");
+            pool
+        }
+        // Another daemon defined it meanwhile: use theirs.
+        Err(e) => pool_by_name(conn, name)?.ok_or(e)?,
+    };
+    start(&pool)?;
     Ok(pool)
 }
 
@@ -76,14 +66,20 @@ fn running_pool(conn: &Connect, name: &str) -> Result<Option<StoragePool>, VirtE
     let Some(pool) = pool_by_name(conn, name)? else {
         return Ok(None);
     };
-    if !pool.is_active()? {
-        if let Err(e) = pool.create(0) {
-            if !pool.is_active()? {
-                return Err(e);
-            }
-        }
-    }
+    start(&pool)?;
     Ok(Some(pool))
+}
+
+/// Starts `pool` unless it runs (or someone else started it meanwhile).
+fn start(pool: &StoragePool) -> Result<(), VirtError> {
+    if pool.is_active()? {
+        return Ok(());
+    }
+    match pool.create(0) {
+        Ok(()) => Ok(()),
+        Err(_) if pool.is_active()? => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Volume `name` of `pool`; when libvirt does not know it, after one refresh of the pool.
