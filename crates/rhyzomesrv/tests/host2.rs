@@ -19,6 +19,8 @@ struct Made<'a> {
     daemon_id: String,
     uuid: Option<String>,
     kernel: String,
+    /// A second kernel volume, put by two threads at once.
+    twin: String,
     console: String,
 }
 
@@ -32,6 +34,7 @@ impl Drop for Made<'_> {
             }
         }
         let _ = self.backend.remove_kernel(&self.kernel);
+        let _ = self.backend.remove_kernel(&self.twin);
         let _ = self.backend.remove_console(&self.console);
     }
 }
@@ -95,6 +98,7 @@ fn kernels_and_consoles_travel_over_libvirts_remote_protocol() {
         daemon_id: format!("test-{tag}"),
         uuid: None,
         kernel: format!("{tag}.virtio"),
+        twin: format!("{tag}-twin.virtio"),
         console: format!("{tag}.log"),
     };
 
@@ -115,6 +119,18 @@ fn kernels_and_consoles_travel_over_libvirts_remote_protocol() {
         backend.kernel_volumes(&tag).unwrap(),
         vec![made.kernel.clone()]
     );
+    // Two boots of one new kernel at once: one uploads, the other finds it whole.
+    let twins: Vec<_> = std::thread::scope(|s| {
+        let put = || backend.put_kernel(&made.twin, &kernel).unwrap();
+        let (a, b) = (s.spawn(put), s.spawn(put));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    assert_eq!(twins.iter().filter(|p| p.uploaded).count(), 1, "{twins:?}");
+    assert_eq!(
+        backend.kernel_volumes(&tag).unwrap(),
+        vec![made.twin.clone(), made.kernel.clone()]
+    );
+    assert!(backend.remove_kernel(&made.twin).unwrap());
 
     // The console: an empty volume the guest's serial port writes to.
     let console_path = backend.console_volume(&made.console).unwrap();

@@ -21,7 +21,9 @@ use crate::backend::host_files::{
 use crate::backend::storage::VolumeFormat;
 use crate::backend::storage_xml;
 use crate::backend::BackendError;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use virt::connect::Connect;
 use virt::error::{Error as VirtError, ErrorNumber};
 use virt::storage_pool::StoragePool;
@@ -122,6 +124,29 @@ fn delete(conn: &Connect, pool_name: &str, name: &str) -> Result<bool, VirtError
     }
 }
 
+/// A lock per kernel volume of a host (URI and name), held by `put_kernel` from its check of
+/// the volume to the end of its upload: two instances booting one new kernel at once would
+/// otherwise both find it missing or short, and one would delete the volume the other is
+/// writing. Within this process only: daemons sharing a host name kernels by their content,
+/// so that two uploads of one name carry the same bytes.
+fn kernel_lock(uri: &str, name: &str) -> Arc<Mutex<()>> {
+    type Locks = Mutex<HashMap<(String, String), Weak<Mutex<()>>>>;
+    static LOCKS: OnceLock<Locks> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    // Entries of finished calls go, so the map holds only the puts in progress.
+    locks.retain(|_, lock| lock.strong_count() > 0);
+    let key = (uri.to_string(), name.to_string());
+    if let Some(lock) = locks.get(&key).and_then(Weak::upgrade) {
+        return lock;
+    }
+    let lock = Arc::new(Mutex::new(()));
+    locks.insert(key, Arc::downgrade(&lock));
+    lock
+}
+
 /// The size of a volume's file now: libvirt re-reads it (`virStorageVolGetInfo` refreshes a
 /// `dir` pool's volume), and a raw file's capacity is its length.
 fn size(vol: &StorageVol) -> Result<u64, VirtError> {
@@ -135,6 +160,8 @@ impl HostFiles for LibvirtBackend {
         };
         let mut file = std::fs::File::open(source).map_err(local)?;
         let want = file.metadata().map_err(local)?.len();
+        let lock = kernel_lock(&self.uri, name);
+        let _serialised = lock.lock().unwrap_or_else(|p| p.into_inner());
         // Either the volume is there with the file's size (done), or an empty one is made
         // (replacing one of another size: an upload that broke off).
         let (conn, vol, present) = self.idempotent(|conn| {
@@ -160,7 +187,17 @@ impl HostFiles for LibvirtBackend {
             });
         }
         let started = std::time::Instant::now();
-        let sent = upload(&conn, &vol, 0, &mut file)?;
+        let sent = match upload(&conn, &vol, 0, &mut file) {
+            Ok(sent) => sent,
+            Err(e) => {
+                // A short volume would only be replaced by the next put; remove it now.
+                if let Err(d) = vol.delete(0) {
+                    tracing::warn!(volume = %name, error = %d.message(),
+                        "cannot remove a kernel volume whose upload failed");
+                }
+                return Err(e);
+            }
+        };
         // The file may have changed under the upload; a short volume would pass for a whole
         // one of another kernel's size only by chance, but is wrong either way.
         let stored = size(&vol).map_err(classify)?;
