@@ -92,8 +92,7 @@ URI_H1=$URI
 log() { echo "==> $*" >&2; }
 
 # The pid in pid file $1 if it is alive and is program $2 running in the selected host's
-# namespace;
-# nothing otherwise (a stale file, a reused pid, or someone else's process).
+# namespace; nothing otherwise (a stale file, a reused pid, or someone else's process).
 lab_pid() {
   local pid
   pid=$(cat "$1" 2>/dev/null) || return 0
@@ -186,7 +185,7 @@ CONF
     if [ -n "$LISTEN" ]; then
       # Host 2 is reached over libvirt's remote protocol (with --listen). Plain TCP without
       # authentication, bound to the veth address that only this machine's root namespace
-      # reaches: a lab, not a deployment (docs/hosts.md describes TLS for real hosts).
+      # reaches: a lab, not a deployment (docs/hosts-tls.md describes TLS for real hosts).
       cat <<CONF
 listen_tls = 0
 listen_tcp = 1
