@@ -220,7 +220,11 @@ fn kernels_and_consoles_travel_over_libvirts_remote_protocol() {
     // Cleaned: what the test made is gone, and saying so twice is fine.
     assert!(backend.remove_kernel(&made.kernel).unwrap());
     assert!(!backend.remove_kernel(&made.kernel).unwrap());
+    // A copy virtlogd rotated out of the log (made here through libvirt) goes with it.
+    let rotated = format!("{}.0", made.console);
+    backend.console_volume(&rotated).unwrap();
     assert!(backend.remove_console(&made.console).unwrap());
+    assert_eq!(backend.read_console(&rotated, 0, 1).unwrap(), None);
     assert!(!backend.remove_console(&made.console).unwrap());
     assert!(backend.kernel_volumes(&tag).unwrap().is_empty());
     assert_eq!(backend.read_console(&made.console, 0, 1).unwrap(), None);

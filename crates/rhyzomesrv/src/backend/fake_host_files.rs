@@ -170,7 +170,10 @@ impl HostFiles for FakeBackend {
     }
 
     fn remove_console(&self, name: &str) -> Result<bool, BackendError> {
-        Ok(self.reachable_host()?.consoles.remove(name).is_some())
+        let mut host = self.reachable_host()?;
+        host.consoles
+            .retain(|other, _| !super::host_files::is_rotated_copy(other, name));
+        Ok(host.consoles.remove(name).is_some())
     }
 }
 
@@ -219,11 +222,16 @@ mod tests {
         assert_eq!(tail.bytes, b"Solo5: solo5_exit(0) called\n");
         let past = fake.read_console("c", 100, 10).unwrap().unwrap();
         assert_eq!((past.size, past.bytes.len()), (42, 0));
+        // Copies virtlogd rotated out go with the log; other logs stay.
+        fake.append_console("c.0", b"older");
+        fake.append_console("c2", b"another guest");
         // An existing volume keeps its content.
         fake.console_volume("c").unwrap();
         assert_eq!(fake.read_console("c", 0, 100).unwrap().unwrap().size, 42);
         assert!(fake.remove_console("c").unwrap());
         assert!(!fake.remove_console("c").unwrap());
+        assert_eq!(fake.read_console("c.0", 0, 1).unwrap(), None);
+        assert!(fake.read_console("c2", 0, 1).unwrap().is_some());
     }
 
     #[test]

@@ -70,6 +70,31 @@ pub trait HostFiles {
         offset: u64,
         len: u64,
     ) -> Result<Option<ConsoleChunk>, BackendError>;
-    /// Deletes console volume `name`; `Ok(false)` when absent.
+    /// Deletes console volume `name`, and the copies virtlogd rotated out of it
+    /// ([`is_rotated_copy`]); `Ok(false)` when `name` was absent.
     fn remove_console(&self, name: &str) -> Result<bool, BackendError>;
+}
+
+/// Whether `file` is a copy that virtlogd rotated out of console log `name` (past its size
+/// limit it renames the log to `NAME.0`, shifting older copies to `NAME.1`, ...).
+pub fn is_rotated_copy(file: &str, name: &str) -> bool {
+    file.strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_copies_are_the_name_and_a_number() {
+        assert!(is_rotated_copy("a.log.0", "a.log"));
+        assert!(is_rotated_copy("a.log.12", "a.log"));
+        assert!(!is_rotated_copy("a.log", "a.log"));
+        assert!(!is_rotated_copy("a.log.", "a.log"));
+        assert!(!is_rotated_copy("a.log.x", "a.log"));
+        assert!(!is_rotated_copy("a.log2.0", "a.log"));
+        assert!(!is_rotated_copy("b.log.0", "a.log"));
+    }
 }

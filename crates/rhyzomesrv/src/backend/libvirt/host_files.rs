@@ -15,7 +15,7 @@
 use super::storage::{download, is_code, pool_by_name, upload, vol_by_name};
 use super::{classify, LibvirtBackend};
 use crate::backend::host_files::{
-    ConsoleChunk, HostFiles, PutKernel, CONSOLE_POOL, CONSOLE_POOL_PATH, KERNEL_POOL,
+    self, ConsoleChunk, HostFiles, PutKernel, CONSOLE_POOL, CONSOLE_POOL_PATH, KERNEL_POOL,
     KERNEL_POOL_PATH,
 };
 use crate::backend::storage::VolumeFormat;
@@ -286,6 +286,22 @@ impl HostFiles for LibvirtBackend {
     }
 
     fn remove_console(&self, name: &str) -> Result<bool, BackendError> {
-        self.idempotent(|conn| delete(conn, CONSOLE_POOL, name))
+        self.idempotent(|conn| {
+            let removed = delete(conn, CONSOLE_POOL, name)?;
+            let Some(pool) = pool_by_name(conn, CONSOLE_POOL)? else {
+                return Ok(removed);
+            };
+            // virtlogd's rotated copies (`NAME.0`, `NAME.1`, ...): files libvirt knows only
+            // after a refresh, which would otherwise stay behind for ever.
+            if let Err(e) = pool.refresh(0) {
+                tracing::debug!(error = %e.message(), "storage pool refresh refused");
+            }
+            for other in pool.list_volumes()? {
+                if host_files::is_rotated_copy(&other, name) {
+                    delete(conn, CONSOLE_POOL, &other)?;
+                }
+            }
+            Ok(removed)
+        })
     }
 }
