@@ -14,9 +14,22 @@
 # - The lab's daemons are known by the pid files it writes; it stops only those pids, and only
 #   after checking that they still are the lab's libvirtd and virtlogd.
 #
-#   scripts/lab.sh up      create the namespace and start libvirt in it (idempotent)
-#   scripts/lab.sh down    stop the lab's libvirt and remove the namespace
-#   scripts/lab.sh env     print the lab's settings as shell assignments
+# - A second libvirt host ("host 2"), for the tests of one daemon driving several hosts over
+#   libvirt's remote protocol: its own network namespace NS-h2 (with its own bridge rzbr0,
+#   192.168.110.1/24), its own virtlogd and libvirtd (private mount and UTS namespaces, hostname
+#   NS-h2), and a veth pair from the root namespace (rzh2-lab, 192.168.250.1/30) to it
+#   (rzh2-host, 192.168.250.2/30). Its libvirtd listens on plain TCP without authentication at
+#   192.168.250.2, reachable only from this machine's root namespace: qemu+tcp://192.168.250.2/system.
+#   A lab whose RHYZOME_LAB_NETNS is not the default gets other veth names and another /30 in
+#   192.168.250.0/24, derived from the name (so that two labs' second hosts do not clash; two
+#   names may still, rarely, hash alike: then `up` of the second reports the veth in use).
+#
+#   scripts/lab.sh up           create the namespaces and start both libvirts (idempotent)
+#   scripts/lab.sh down         stop the lab's libvirts and remove the namespaces
+#   scripts/lab.sh env          print the lab's settings as shell assignments
+#   scripts/lab.sh host2-stop   stop host 2's libvirtd only (its guests keep running; virtlogd
+#                               keeps their consoles), as a remote host going away would
+#   scripts/lab.sh host2-start  start it again (it re-adopts the guests); idempotent
 #
 # Settings (environment): RHYZOME_LAB_NETNS (rhyzome-lab), RHYZOME_LAB_BRIDGE (rzbr0),
 # RHYZOME_LAB_ADDR (192.168.100.1/24), and a second bridge for guests with two NICs:
@@ -38,27 +51,54 @@ case "$QEMU_USER" in
   root | libvirt-qemu) ;;
   *) echo "error: RHYZOME_LAB_QEMU_USER must be root or libvirt-qemu, not '$QEMU_USER'" >&2; exit 2 ;;
 esac
-# Runtime state (sockets, pid files): emptied whenever the lab's libvirt starts.
-RUN=/run/rhyzome-lab/$NS
-# Persistent state: libvirt's capability cache (the first probe of QEMU takes seconds), domain
-# status files and QEMU logs.
-VAR=/var/lib/rhyzome-lab/$NS
-SOCK=$RUN/libvirt/libvirt-sock
-URI="qemu:///system?socket=$SOCK"
-LIBVIRTD_PID=$RUN/libvirtd.pid
-VIRTLOGD_PID=$RUN/virtlogd.pid
 LOGDIR=/var/log/rhyzome-lab
+
+# Host 2's namespace, veth pair and listen address. The default lab keeps the documented
+# names and addresses; another lab gets a /30 of its own, from a hash of its name.
+NS2=$NS-h2
+BR2_H2=rzbr0
+ADDR_H2=192.168.110.1/24
+if [ "$NS" = rhyzome-lab ]; then
+  H2_SLOT=0 VETH_LAB=rzh2-lab VETH_HOST=rzh2-host
+else
+  H2_SLOT=$(($(cksum <<<"$NS" | cut -d' ' -f1) % 63 + 1))
+  VETH_LAB=rzh2-${H2_SLOT}l VETH_HOST=rzh2-${H2_SLOT}h
+fi
+VETH_LAB_ADDR=192.168.250.$((H2_SLOT * 4 + 1))/30
+H2_LISTEN=192.168.250.$((H2_SLOT * 4 + 2))
+URI_H2="qemu+tcp://$H2_LISTEN/system"
+
+# Selects which of the lab's two libvirt hosts the functions below act on: 1 (libvirtd in NS,
+# reached through its UNIX socket) or 2 (libvirtd in NS2, also listening on TCP). Sets:
+# HNS (its network namespace), RUN (runtime state: sockets, pid files; emptied whenever its
+# libvirt starts afresh), VAR (persistent state: libvirt's capability cache, since the first
+# probe of QEMU takes seconds, domain status files and QEMU logs), SOCK, URI (how this script
+# reaches it), LIBVIRTD_PID, VIRTLOGD_PID, LISTEN (the TCP address, or empty).
+use_host() {
+  case "$1" in
+    1) HNS=$NS LISTEN="" ;;
+    2) HNS=$NS2 LISTEN=$H2_LISTEN ;;
+  esac
+  RUN=/run/rhyzome-lab/$HNS
+  VAR=/var/lib/rhyzome-lab/$HNS
+  SOCK=$RUN/libvirt/libvirt-sock
+  URI="qemu:///system?socket=$SOCK"
+  LIBVIRTD_PID=$RUN/libvirtd.pid
+  VIRTLOGD_PID=$RUN/virtlogd.pid
+}
+use_host 1
+URI_H1=$URI
 
 log() { echo "==> $*" >&2; }
 
-# The pid in pid file $1 if it is alive and is program $2 running in the lab's namespace;
-# nothing otherwise (a stale file, a reused pid, or someone else's process).
+# The pid in pid file $1 if it is alive and is program $2 running in the selected host's
+# namespace; nothing otherwise (a stale file, a reused pid, or someone else's process).
 lab_pid() {
   local pid
   pid=$(cat "$1" 2>/dev/null) || return 0
   [[ $pid =~ ^[0-9]+$ ]] || return 0
   [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] || return 0
-  [ "$(ip netns identify "$pid" 2>/dev/null)" = "$NS" ] || return 0
+  [ "$(ip netns identify "$pid" 2>/dev/null)" = "$HNS" ] || return 0
   echo "$pid"
 }
 
@@ -113,7 +153,7 @@ put_config() {
 write_config() {
   # `ip netns exec` bind-mounts /etc/netns/NS/* over /etc/*, so this directory is the whole
   # /etc/libvirt that the lab's daemons see: copy the packaged files, then override.
-  local dir=/etc/netns/$NS/libvirt
+  local dir=/etc/netns/$HNS/libvirt
   mkdir -p "$dir"
   if [ -d /etc/libvirt ]; then
     cp -a --no-clobber /etc/libvirt/. "$dir/" 2>/dev/null || true
@@ -130,7 +170,8 @@ CONF
 max_size = 262144
 max_backups = 3
 CONF
-  put_config "$dir/libvirtd.conf" <<'CONF'
+  put_config "$dir/libvirtd.conf" < <(
+    cat <<'CONF'
 # Written by rhyzome scripts/lab.sh.
 unix_sock_group = "libvirt"
 unix_sock_rw_perms = "0770"
@@ -141,32 +182,72 @@ auth_unix_rw = "none"
 max_client_requests = 64
 max_workers = 32
 CONF
+    if [ -n "$LISTEN" ]; then
+      # Host 2 is reached over libvirt's remote protocol (with --listen). Plain TCP without
+      # authentication, bound to the veth address that only this machine's root namespace
+      # reaches: a lab, not a deployment (docs/hosts-tls.md describes TLS for real hosts).
+      cat <<CONF
+listen_tls = 0
+listen_tcp = 1
+auth_tcp = "none"
+listen_addr = "$LISTEN"
+CONF
+    fi
+  )
+}
+
+# Creates network namespace $1 unless it exists (its file, not a match in `ip netns list`,
+# where `NAME` would also match `NAME-h2`).
+ensure_netns() {
+  if [ ! -e "/run/netns/$1" ]; then
+    log "creating network namespace $1"
+    ip netns add "$1"
+  fi
+  ip -n "$1" link set lo up
 }
 
 create_netns() {
-  # Not `cmd | grep -q` under pipefail: grep exits at its first match, the writer may then die
-  # of SIGPIPE, and the pipeline reports failure although the match was found.
-  if ! grep -qw "^$NS" <<<"$(ip netns list)"; then
-    log "creating network namespace $NS with bridge $BR ($ADDR)"
-    ip netns add "$NS"
+  ensure_netns "$NS"
+  add_bridge "$NS" "$BR" "$ADDR" 02:72:7a:00:00:01
+  add_bridge "$NS" "$BR2" "$ADDR2" 02:72:7a:00:00:02
+}
+
+# Host 2's namespace, its bridge, and the veth pair that joins it to the root namespace.
+create_host2_netns() {
+  ensure_netns "$NS2"
+  add_bridge "$NS2" "$BR2_H2" "$ADDR_H2" 02:72:7a:00:01:01
+  if ! ip -n "$NS2" link show "$VETH_HOST" >/dev/null 2>&1; then
+    if ip link show "$VETH_LAB" >/dev/null 2>&1; then
+      echo "error: the interface $VETH_LAB exists in the root namespace, but its peer" \
+        "$VETH_HOST is not in $NS2: another lab (or someone else) uses it; the lab will" \
+        "not touch it." >&2
+      exit 1
+    fi
+    log "creating veth $VETH_LAB ($VETH_LAB_ADDR) <-> $VETH_HOST in $NS2 ($H2_LISTEN)"
+    ip link add "$VETH_LAB" type veth peer name "$VETH_HOST" netns "$NS2"
   fi
-  ip -n "$NS" link set lo up
-  add_bridge "$BR" "$ADDR" 02:72:7a:00:00:01
-  add_bridge "$BR2" "$ADDR2" 02:72:7a:00:00:02
+  set_addr "" "$VETH_LAB" "$VETH_LAB_ADDR"
+  set_addr "$NS2" "$VETH_HOST" "$H2_LISTEN/30"
+}
+
+# Gives interface $2 of namespace $1 (the root namespace when empty) address $3, and brings it up.
+set_addr() {
+  local ns=(${1:+-n "$1"}) dev=$2 addr=$3
+  grep -qwF "${addr%/*}" <<<"$(ip "${ns[@]}" addr show dev "$dev")" || ip "${ns[@]}" addr add "$addr" dev "$dev"
+  ip "${ns[@]}" link set "$dev" up
 }
 
 add_bridge() {
-  local br=$1 addr=$2 mac=$3
-  if ! ip -n "$NS" link show "$br" >/dev/null 2>&1; then
-    ip -n "$NS" link add "$br" type bridge
-    ip -n "$NS" link set "$br" type bridge stp_state 0 forward_delay 0
+  local ns=$1 br=$2 addr=$3 mac=$4
+  if ! ip -n "$ns" link show "$br" >/dev/null 2>&1; then
+    ip -n "$ns" link add "$br" type bridge
+    ip -n "$ns" link set "$br" type bridge stp_state 0 forward_delay 0
   fi
   # A fixed address: otherwise the bridge takes the lowest MAC of its ports, changes it as
   # taps come and go, and the kernel then drops its neighbour entries (a ping right after a
   # deploy would wait a second for ARP).
-  ip -n "$NS" link set "$br" address "$mac"
-  grep -qwF "${addr%/*}" <<<"$(ip -n "$NS" addr show dev "$br")" || ip -n "$NS" addr add "$addr" dev "$br"
-  ip -n "$NS" link set "$br" up
+  ip -n "$ns" link set "$br" address "$mac"
+  set_addr "$ns" "$br" "$addr"
 }
 
 # Runs "$@" without the file descriptors this script inherited beyond stdin, stdout and
@@ -183,23 +264,29 @@ without_inherited_fds() {
   )
 }
 
-# Runs "$@" in the lab: its network namespace, and a private mount namespace in which libvirt's
-# directories are the lab's own.
+# Runs "$@" in the selected host: its network namespace, and a private mount namespace in which
+# libvirt's directories are the host's own. Host 2 also gets a UTS namespace with its own
+# hostname, as another machine would have (libvirt reports it, and it names the host in logs).
 in_lab() {
+  local uts=() hostname=""
+  if [ "$HNS" != "$NS" ]; then uts=(--uts) hostname=$HNS; fi
   # shellcheck disable=SC2016 # expanded by the inner shell
-  without_inherited_fds ip netns exec "$NS" unshare --mount --propagation private -- /bin/sh -c '
+  without_inherited_fds ip netns exec "$HNS" unshare --mount "${uts[@]}" --propagation private -- /bin/sh -c '
     mount --bind "$1" /run/libvirt &&
     mount --bind "$2" /var/lib/libvirt &&
     mount --bind "$3" /var/cache/libvirt &&
     mount --bind "$4" /var/log/libvirt &&
-    shift 4 && exec "$@"' in_lab "$RUN/libvirt" "$VAR/lib" "$VAR/cache" "$VAR/log" "$@"
+    { [ -z "$5" ] || echo "$5" >/proc/sys/kernel/hostname; } &&
+    shift 5 && exec "$@"' in_lab "$RUN/libvirt" "$VAR/lib" "$VAR/cache" "$VAR/log" "$hostname" "$@"
 }
 
 answers() { virsh -q -c "$URI" version >/dev/null 2>&1; }
 
+# Starts what is not running of the selected host's virtlogd and libvirtd (idempotent).
 start_libvirt() {
-  local lpid vpid
+  local lpid vpid listen=()
   prepare_accounts
+  CONFIG_CHANGED=""
   write_config
   lpid=$(lab_pid "$LIBVIRTD_PID" libvirtd)
   vpid=$(lab_pid "$VIRTLOGD_PID" virtlogd)
@@ -226,7 +313,7 @@ start_libvirt() {
     lpid=""
     rm -rf "$RUN"
     mkdir -p -m 0755 "$RUN" "$RUN/libvirt"
-    log "starting virtlogd in $NS"
+    log "starting virtlogd in $HNS"
     in_lab virtlogd -d -p "$VIRTLOGD_PID"
     for _ in $(seq 50); do [ -n "$(lab_pid "$VIRTLOGD_PID" virtlogd)" ] && break; sleep 0.1; done
   fi
@@ -234,35 +321,74 @@ start_libvirt() {
     log "the lab's libvirtd ($lpid) does not answer; restarting it"
     stop_daemon "$LIBVIRTD_PID" libvirtd
   fi
-  log "starting libvirtd in $NS (URI $URI)"
+  log "starting libvirtd in $HNS (URI $URI${LISTEN:+, and TCP on $LISTEN})"
   rm -f "$LIBVIRTD_PID"
+  [ -z "$LISTEN" ] || listen=(--listen)
   # Under tini as a child subreaper: libvirt's QEMU processes are detached from libvirtd, and
   # on machines whose PID 1 reaps slowly (these sandboxes) every domain destroy would wait up
   # to a second for its QEMU to be reaped.
-  in_lab setsid tini -s -- libvirtd -p "$LIBVIRTD_PID" </dev/null >>"$LOGDIR/$NS-libvirtd.stderr" 2>&1 &
+  in_lab setsid tini -s -- libvirtd "${listen[@]}" -p "$LIBVIRTD_PID" </dev/null \
+    >>"$LOGDIR/$HNS-libvirtd.stderr" 2>&1 &
   for _ in $(seq 300); do
     [ -S "$SOCK" ] && break
     sleep 0.1
   done
   # The first connection makes libvirt probe QEMU (several seconds); do it now, once.
   if ! timeout 120 virsh -q -c "$URI" version >/dev/null; then
-    echo "error: the lab's libvirtd did not come up; see $LOGDIR/$NS-libvirtd.stderr" >&2
+    echo "error: the lab's libvirtd did not come up; see $LOGDIR/$HNS-libvirtd.stderr" >&2
     exit 1
   fi
+}
+
+# Host 2 answers where the controller reaches it: over TCP, from the root namespace.
+check_host2_tcp() {
+  if ! timeout 30 virsh -q -c "$URI_H2" version >/dev/null; then
+    echo "error: host 2's libvirtd does not answer on $URI_H2; see $LOGDIR/$NS2-libvirtd.stderr" >&2
+    exit 1
+  fi
+}
+
+# Stops the selected host's libvirt and removes its namespace (with host 2's veth pair, whose
+# root end is the lab's only when its peer is in the namespace).
+remove_host() {
+  stop_libvirt
+  if [ "$HNS" = "$NS2" ] && ip -n "$NS2" link show "$VETH_HOST" >/dev/null 2>&1; then
+    ip link del "$VETH_LAB" 2>/dev/null || true
+  fi
+  ip netns del "$HNS" 2>/dev/null || true
+  rm -rf "/etc/netns/$HNS" "$RUN"
 }
 
 case "${1:-up}" in
   up)
     create_netns
+    use_host 1
     start_libvirt
-    log "lab ready: netns $NS, bridges $BR and $BR2, libvirt $URI"
+    create_host2_netns
+    use_host 2
+    start_libvirt
+    check_host2_tcp
+    log "lab ready: netns $NS, bridges $BR and $BR2, libvirt $URI_H1;" \
+      "host 2: netns $NS2, bridge $BR2_H2, libvirt $URI_H2"
     ;;
   down)
-    stop_libvirt
-    ip netns del "$NS" 2>/dev/null || true
-    rm -rf "/etc/netns/$NS" "$RUN"
+    use_host 2
+    remove_host
+    use_host 1
+    remove_host
+    ;;
+  host2-stop)
+    use_host 2
+    stop_daemon "$LIBVIRTD_PID" libvirtd
+    ;;
+  host2-start)
+    create_host2_netns
+    use_host 2
+    start_libvirt
+    check_host2_tcp
     ;;
   env)
+    use_host 1
     echo "RHYZOME_LAB_NETNS=$NS"
     echo "RHYZOME_LAB_URI='$URI'"
     echo "RHYZOME_LAB_LIBVIRTD_PIDFILE=$LIBVIRTD_PID"
@@ -270,9 +396,15 @@ case "${1:-up}" in
     echo "RHYZOME_LAB_ADDR=$ADDR"
     echo "RHYZOME_LAB_BRIDGE2=$BR2"
     echo "RHYZOME_LAB_ADDR2=$ADDR2"
+    use_host 2
+    echo "RHYZOME_LAB_HOST2_URI='$URI_H2'"
+    echo "RHYZOME_LAB_HOST2_NETNS=$NS2"
+    echo "RHYZOME_LAB_HOST2_LIBVIRTD_PIDFILE=$LIBVIRTD_PID"
+    echo "RHYZOME_LAB_HOST2_BRIDGE=$BR2_H2"
+    echo "RHYZOME_LAB_HOST2_ADDR=$ADDR_H2"
     ;;
   *)
-    echo "usage: $0 up|down|env" >&2
+    echo "usage: $0 up|down|env|host2-stop|host2-start" >&2
     exit 2
     ;;
 esac

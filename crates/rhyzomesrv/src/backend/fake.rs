@@ -5,7 +5,7 @@
 use super::network::{DhcpHost, HostRoute, NetworkDefinition, NetworkMark, NetworkStatus};
 use super::{
     BackendError, DomainCounters, DomainStats, DomainStatus, Hypervisor, InterfaceKind,
-    NetworkRemoval, NicCounters, Notice, NoticeSink,
+    NetworkRemoval, NicCounters, NodeInfo, Notice, NoticeSink,
 };
 use super::{DomainDefinition, DomainMark};
 use std::collections::BTreeMap;
@@ -16,6 +16,8 @@ pub struct FakeBackend {
     inner: Mutex<FakeState>,
     /// Storage pools and their volumes (see `fake_storage.rs`).
     pub(super) storage: Mutex<super::fake_storage::FakeStorage>,
+    /// Kernel and console volumes, and the host's facts (see `fake_host_files.rs`).
+    pub(super) host_files: Mutex<super::fake_host_files::FakeHostFiles>,
 }
 
 /// What the fake knows of a domain: the definition it was created from (none for one
@@ -230,6 +232,11 @@ impl Hypervisor for FakeBackend {
         "fake:///".into()
     }
 
+    fn node_info(&self) -> Result<NodeInfo, BackendError> {
+        self.reachable()?;
+        self.fake_node_info()
+    }
+
     fn create(&self, def: &DomainDefinition) -> Result<(), BackendError> {
         self.reachable()?;
         let mut s = self.state();
@@ -266,18 +273,6 @@ impl Hypervisor for FakeBackend {
     fn destroy(&self, uuid: &str) -> Result<bool, BackendError> {
         self.reachable()?;
         Ok(self.remove(uuid, "destroyed"))
-    }
-
-    fn node_info(&self) -> Result<crate::backend::NodeInfo, BackendError> {
-        self.reachable()?;
-        Ok(crate::backend::NodeInfo {
-            libvirt_version: "0.0.0".into(),
-            hypervisor: "fake".into(),
-            cpus: 2,
-            memory_kib: 4 << 20,
-            free_memory_kib: 2 << 20,
-            domain_types: vec!["test".into()],
-        })
     }
 
     fn list(&self) -> Result<Vec<DomainStatus>, BackendError> {

@@ -10,7 +10,9 @@
 pub mod counters;
 pub mod definition;
 pub mod fake;
+mod fake_host_files;
 mod fake_storage;
+pub mod host_files;
 pub mod libvirt;
 pub mod network;
 pub mod storage;
@@ -88,18 +90,17 @@ pub enum Notice {
     Reconnected,
 }
 
-/// What a host is and has, for `host list` and the scheduler.
+/// What a hypervisor's host is and has.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeInfo {
-    /// libvirt's version on the host (`9.0.0`).
+    /// libvirt's version on the host, `10.0.0`.
     pub libvirt_version: String,
-    /// The hypervisor and its version (`QEMU 7.2.0`).
+    /// The hypervisor and its version, `QEMU 7.2.0`.
     pub hypervisor: String,
     pub cpus: u32,
     pub memory_kib: u64,
-    /// `virNodeGetFreeMemory`.
     pub free_memory_kib: u64,
-    /// The domain types its capabilities offer (`qemu`, `kvm`).
+    /// The domain types the host's capabilities offer (`qemu`, `kvm`), in their order.
     pub domain_types: Vec<String>,
 }
 
@@ -108,9 +109,11 @@ pub type NoticeSink = std::sync::Arc<dyn Fn(Notice) + Send + Sync>;
 
 /// Domains are transient: a domain exists while its guest runs and disappears when the guest
 /// powers off or is destroyed. The daemon's store, not libvirt, remembers instances.
-pub trait Hypervisor: storage::Storage + Send + Sync + 'static {
+pub trait Hypervisor: storage::Storage + host_files::HostFiles + Send + Sync + 'static {
     /// Human-readable identity, for logs (`qemu:///system`).
     fn uri(&self) -> String;
+    /// What the host is and has: libvirt's and the hypervisor's versions, CPUs, memory.
+    fn node_info(&self) -> Result<NodeInfo, BackendError>;
     /// Creates and starts a transient domain as `def` describes it.
     fn create(&self, def: &DomainDefinition) -> Result<(), BackendError>;
     /// Destroys the domain with this UUID; `Ok(false)` when there was none.

@@ -18,8 +18,14 @@ fn finish(w: W) -> String {
     String::from_utf8(w.into_inner()).expect("the writer was only given UTF-8")
 }
 
-/// A `dir` pool named `name` whose volumes are files in `path`.
+/// A `dir` pool named `name` whose volumes are files in `path`, owner-only: volumes hold
+/// tenants' data.
 pub fn dir_pool(name: &str, path: &str) -> std::io::Result<String> {
+    dir_pool_with_mode(name, path, "0700")
+}
+
+/// A `dir` pool whose directory has the octal permissions `mode`.
+pub fn dir_pool_with_mode(name: &str, path: &str, mode: &str) -> std::io::Result<String> {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     w.create_element("pool")
         .with_attribute(("type", "dir"))
@@ -27,9 +33,8 @@ pub fn dir_pool(name: &str, path: &str) -> std::io::Result<String> {
             text_element(w, "name", name)?;
             w.create_element("target").write_inner_content(|w| {
                 text_element(w, "path", path)?;
-                // Owner-only: volumes hold tenants' data.
                 w.create_element("permissions").write_inner_content(|w| {
-                    text_element(w, "mode", "0700")?;
+                    text_element(w, "mode", mode)?;
                     Ok::<_, std::io::Error>(())
                 })?;
                 Ok::<_, std::io::Error>(())
@@ -47,6 +52,17 @@ pub fn volume(
     format: VolumeFormat,
     backing: Option<(&str, VolumeFormat)>,
 ) -> std::io::Result<String> {
+    volume_with_mode(name, capacity, format, backing, "0600")
+}
+
+/// Like [`volume`], with the file's octal permissions `mode` (owner-only there).
+pub fn volume_with_mode(
+    name: &str,
+    capacity: u64,
+    format: VolumeFormat,
+    backing: Option<(&str, VolumeFormat)>,
+    mode: &str,
+) -> std::io::Result<String> {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     let capacity = capacity.to_string();
     w.create_element("volume").write_inner_content(|w| {
@@ -62,7 +78,7 @@ pub fn volume(
                 .with_attribute(("type", format.as_str()))
                 .write_empty()?;
             w.create_element("permissions").write_inner_content(|w| {
-                text_element(w, "mode", "0600")?;
+                text_element(w, "mode", mode)?;
                 Ok::<_, std::io::Error>(())
             })?;
             Ok::<_, std::io::Error>(())

@@ -54,7 +54,36 @@ pub fn libvirt_uri() -> String {
 /// The pid of the lab's libvirtd, from the pid file `scripts/lab.sh` keeps; `None` when it does
 /// not run. Checked to be a libvirtd: a stale file never names someone else's process.
 pub fn lab_libvirtd_pid() -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(lab_env("RHYZOME_LAB_LIBVIRTD_PIDFILE"))
+    libvirtd_pid(&lab_env("RHYZOME_LAB_LIBVIRTD_PIDFILE"))
+}
+
+/// The URI of the lab's second libvirt host, reached over libvirt's remote protocol
+/// (`qemu+tcp://...`), as a remote host is.
+pub fn host2_uri() -> String {
+    lab_env("RHYZOME_LAB_HOST2_URI")
+}
+
+/// The pid of host 2's libvirtd, as [`lab_libvirtd_pid`].
+pub fn host2_libvirtd_pid() -> Option<u32> {
+    libvirtd_pid(&lab_env("RHYZOME_LAB_HOST2_LIBVIRTD_PIDFILE"))
+}
+
+/// Runs `scripts/lab.sh <command>` (`host2-stop`, `host2-start`) and panics with its output
+/// when it fails.
+pub fn lab_command(command: &str) {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/lab.sh"))
+        .arg(command)
+        .output()
+        .expect("run scripts/lab.sh");
+    assert!(
+        out.status.success(),
+        "scripts/lab.sh {command} failed: {out:?}"
+    );
+}
+
+fn libvirtd_pid(pid_file: &str) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file)
         .ok()?
         .trim()
         .parse()

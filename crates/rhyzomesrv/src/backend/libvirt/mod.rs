@@ -14,13 +14,15 @@ pub mod bulk;
 pub mod domain_xml;
 pub mod events;
 pub mod host;
+mod host_files;
 pub mod network_xml;
+pub mod node;
 mod storage;
 
 use super::network::{DhcpHost, HostRoute, NetworkDefinition, NetworkStatus};
 use super::{
     BackendError, DomainCounters, DomainStats, DomainStatus, Hypervisor, InterfaceKind,
-    NetworkRemoval, NicCounters, Notice, NoticeSink, DOMAIN_PREFIX,
+    NetworkRemoval, NicCounters, NodeInfo, Notice, NoticeSink, DOMAIN_PREFIX,
 };
 use super::{DomainDefinition, DomainMark};
 use crate::config::DomainTypeSetting;
@@ -252,6 +254,10 @@ fn classify(e: VirtError) -> BackendError {
 impl Hypervisor for LibvirtBackend {
     fn uri(&self) -> String {
         self.uri.clone()
+    }
+
+    fn node_info(&self) -> Result<NodeInfo, BackendError> {
+        self.idempotent(node::node_info)
     }
 
     fn watch(&self, sink: NoticeSink) -> Result<(), BackendError> {

@@ -21,11 +21,11 @@ use virt::stream::Stream;
 /// Bytes per stream message: libvirt's own limit for one message is 256 KiB.
 const CHUNK: usize = 256 << 10;
 
-fn is_code(e: &VirtError, code: ErrorNumber) -> bool {
+pub(super) fn is_code(e: &VirtError, code: ErrorNumber) -> bool {
     matches!(e.code(), virt::enumutil::Enum::Known(c) if c == code)
 }
 
-fn pool_by_name(conn: &Connect, name: &str) -> Result<Option<StoragePool>, VirtError> {
+pub(super) fn pool_by_name(conn: &Connect, name: &str) -> Result<Option<StoragePool>, VirtError> {
     match conn.lookup_storage_pool_by_name(name) {
         Ok(p) => Ok(Some(p)),
         Err(e) if is_code(&e, ErrorNumber::NoStoragePool) => Ok(None),
@@ -37,7 +37,7 @@ fn existing_pool(conn: &Connect, name: &str) -> Result<StoragePool, VirtError> {
     conn.lookup_storage_pool_by_name(name)
 }
 
-fn vol_by_name(pool: &StoragePool, name: &str) -> Result<Option<StorageVol>, VirtError> {
+pub(super) fn vol_by_name(pool: &StoragePool, name: &str) -> Result<Option<StorageVol>, VirtError> {
     match pool.lookup_storage_vol_by_name(name) {
         Ok(v) => Ok(Some(v)),
         Err(e) if is_code(&e, ErrorNumber::NoStorageVolume) => Ok(None),
@@ -75,6 +75,79 @@ fn fill(source: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Writes everything `source` yields into `vol` from `offset` through a `virStream`, as it
+/// comes, and returns the byte count. Not retried: a broken stream is the caller's error.
+pub(super) fn upload(
+    conn: &Connect,
+    vol: &StorageVol,
+    offset: u64,
+    source: &mut dyn Read,
+) -> Result<u64, BackendError> {
+    let stream = Stream::new(conn, 0).map_err(classify)?;
+    vol.upload(&stream, offset, 0, 0).map_err(classify)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        // Whole messages: an HTTP body arrives in chunks of a few KiB, and one libvirt
+        // message per chunk would cost a round of RPC work each.
+        let n = match fill(source, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = stream.abort();
+                return Err(BackendError::Other(format!("upload source: {e}")));
+            }
+        };
+        let mut sent = 0;
+        while sent < n {
+            match stream.send(&buf[sent..n]) {
+                Ok(k) if k > 0 => sent += k as usize,
+                Ok(_) => continue,
+                Err(e) => {
+                    let _ = stream.abort();
+                    return Err(classify(e));
+                }
+            }
+        }
+        total += n as u64;
+    }
+    stream.finish().map_err(classify)?;
+    Ok(total)
+}
+
+/// Reads `length` bytes of `vol` from `offset` (0: to its end; fewer when it ends first)
+/// into `sink` through a `virStream`, as they come, and returns the byte count.
+pub(super) fn download(
+    conn: &Connect,
+    vol: &StorageVol,
+    offset: u64,
+    length: u64,
+    sink: &mut dyn Write,
+) -> Result<u64, BackendError> {
+    let stream = Stream::new(conn, 0).map_err(classify)?;
+    vol.download(&stream, offset, length, 0).map_err(classify)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match stream.recv(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if n > 0 => n as usize,
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = stream.abort();
+                return Err(classify(e));
+            }
+        };
+        if let Err(e) = sink.write_all(&buf[..n]) {
+            let _ = stream.abort();
+            return Err(BackendError::Other(format!("download sink: {e}")));
+        }
+        total += n as u64;
+    }
+    stream.finish().map_err(classify)?;
+    Ok(total)
 }
 
 fn missing_volume(name: &str) -> BackendError {
@@ -181,36 +254,7 @@ impl Storage for LibvirtBackend {
         source: &mut dyn Read,
     ) -> Result<u64, BackendError> {
         let (conn, vol) = self.volume(pool, name)?;
-        let stream = Stream::new(&conn, 0).map_err(classify)?;
-        vol.upload(&stream, 0, 0, 0).map_err(classify)?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut total = 0u64;
-        loop {
-            // Whole messages: an HTTP body arrives in chunks of a few KiB, and one libvirt
-            // message per chunk would cost a round of RPC work each.
-            let n = match fill(source, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = stream.abort();
-                    return Err(BackendError::Other(format!("upload source: {e}")));
-                }
-            };
-            let mut sent = 0;
-            while sent < n {
-                match stream.send(&buf[sent..n]) {
-                    Ok(k) if k > 0 => sent += k as usize,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        let _ = stream.abort();
-                        return Err(classify(e));
-                    }
-                }
-            }
-            total += n as u64;
-        }
-        stream.finish().map_err(classify)?;
-        Ok(total)
+        upload(&conn, &vol, 0, source)
     }
 
     fn download_volume(
@@ -220,27 +264,6 @@ impl Storage for LibvirtBackend {
         sink: &mut dyn Write,
     ) -> Result<u64, BackendError> {
         let (conn, vol) = self.volume(pool, name)?;
-        let stream = Stream::new(&conn, 0).map_err(classify)?;
-        vol.download(&stream, 0, 0, 0).map_err(classify)?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut total = 0u64;
-        loop {
-            let n = match stream.recv(&mut buf) {
-                Ok(0) => break,
-                Ok(n) if n > 0 => n as usize,
-                Ok(_) => continue,
-                Err(e) => {
-                    let _ = stream.abort();
-                    return Err(classify(e));
-                }
-            };
-            if let Err(e) = sink.write_all(&buf[..n]) {
-                let _ = stream.abort();
-                return Err(BackendError::Other(format!("download sink: {e}")));
-            }
-            total += n as u64;
-        }
-        stream.finish().map_err(classify)?;
-        Ok(total)
+        download(&conn, &vol, 0, 0, sink)
     }
 }
