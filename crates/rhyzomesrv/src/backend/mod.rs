@@ -175,12 +175,6 @@ pub trait Hypervisor: storage::Storage + host_files::HostFiles + Send + Sync + '
         &self,
         block_stats_of: &std::collections::HashSet<String>,
     ) -> Result<Vec<DomainCounters>, BackendError>;
-    /// What the host is: versions, CPUs, memory and free memory.
-    fn node_info(&self) -> Result<NodeInfo, BackendError> {
-        Err(BackendError::Other(
-            "node information is not implemented".into(),
-        ))
-    }
 }
 
 /// What [`Hypervisor::remove_network`] did.

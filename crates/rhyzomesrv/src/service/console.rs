@@ -25,12 +25,9 @@ impl Service {
     ) -> Result<(Vec<u8>, u64), ServiceError> {
         authorize(caller, Action::ReadInstance(name))?;
         let r = self.get_record(name)?;
-        let path = console::log_path(&self.config.state_dir, &r.id);
-        let mut start = if q.current_run.unwrap_or(false) {
-            console::run_start(&path, r.console_offset, r.console_inode)
-        } else {
-            0
-        };
+        let source = self.console_source(&r)?;
+        let current_run = q.current_run.unwrap_or(false);
+        let mut start = 0;
         if let Some(since) = &q.since {
             let at =
                 console::parse_since(since, std::time::SystemTime::now()).ok_or_else(|| {
@@ -56,9 +53,15 @@ impl Service {
             .unwrap_or(console::MAX_CONSOLE_READ)
             .min(console::MAX_CONSOLE_READ);
         let tail = q.tail;
+        let after = q.after;
+        let (offset, inode) = (r.console_offset, r.console_inode);
         blocking(move || {
-            let (bytes, from) = console::read_span(&path, start, limit)
-                .map_err(|e| ServiceError::Internal(console::read_error(&path, &e)))?;
+            if current_run && after.is_none() {
+                start = start.max(source.run_start(offset, inode));
+            }
+            let (bytes, from) = source
+                .read_span(start, limit)
+                .map_err(ServiceError::Internal)?;
             // The end of what was read, not the size seen before: the log may have grown.
             let end = from + bytes.len() as u64;
             let bytes = match tail {
@@ -76,7 +79,12 @@ impl Service {
         let now = std::time::SystemTime::now();
         let mut index = self.console_index.lock().unwrap_or_else(|p| p.into_inner());
         index.retain(|id, _| records.iter().any(|r| &r.id == id));
-        for r in records.iter().filter(|r| r.state == InstanceState::Running) {
+        // Remote consoles are not sampled (a libvirt call each per pass): `since` reads
+        // them from their beginning.
+        for r in records
+            .iter()
+            .filter(|r| r.state == InstanceState::Running && !self.is_remote(&r.host))
+        {
             let len = console::log_len(&console::log_path(&self.config.state_dir, &r.id));
             index.entry(r.id.clone()).or_default().record(now, len);
         }
@@ -97,16 +105,17 @@ impl Service {
             Err(ServiceError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let path = console::log_path(&self.config.state_dir, &r.id);
+        let source = self.console_source(&r)?;
         blocking(move || {
-            let len = console::log_len(&path);
+            let len = source.len().map_err(ServiceError::Internal)?;
             if len == offset {
                 return Ok((Vec::new(), len));
             }
             // A log that shrank was rotated or truncated: start over from its beginning.
             let from = if len < offset { 0 } else { offset };
-            let (bytes, from) = console::read_span(&path, from, console::MAX_CONSOLE_READ)
-                .map_err(|e| ServiceError::Internal(console::read_error(&path, &e)))?;
+            let (bytes, from) = source
+                .read_span(from, console::MAX_CONSOLE_READ)
+                .map_err(ServiceError::Internal)?;
             let end = from + bytes.len() as u64;
             Ok((bytes, end))
         })

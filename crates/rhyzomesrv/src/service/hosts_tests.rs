@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::backend::fake::FakeBackend;
+use crate::backend::host_files::HostFiles;
 use rhyzome_api::{InstanceSpec, PlacementPolicy};
 use std::time::Instant;
 
@@ -17,7 +18,10 @@ struct Lab {
 
 /// A daemon on hosts `a` (primary) and `b`, with `b`'s settings merged in.
 async fn lab(b_settings: serde_json::Value) -> Lab {
-    let mut b_host = serde_json::json!({"Name": "b", "URI": "test:///b", "Labels": {"rack": "2"}});
+    // `b` names a server: a remote host, reached only through libvirt (kernels uploaded,
+    // consoles read back).
+    let mut b_host =
+        serde_json::json!({"Name": "b", "URI": "test://b/default", "Labels": {"rack": "2"}});
     for (k, v) in b_settings.as_object().unwrap() {
         b_host[k] = v.clone();
     }
@@ -181,7 +185,7 @@ async fn lab_with_limit() -> Lab {
         "ReconcileIntervalSeconds": 3600,
         "Hosts": [
             {"Name": "a", "URI": "test:///a", "MaxInstances": 2},
-            {"Name": "b", "URI": "test:///b"}
+            {"Name": "b", "URI": "test://b/default"}
         ],
     }));
     let store = Store::open(&config.state_dir).unwrap();

@@ -425,14 +425,11 @@ impl Service {
         // The emulator of an emulated network must know the NIC before QEMU sends a frame.
         self.ensure_emulators_of(&r.attachments).await?;
         let backend = self.backend_on(&r.host)?;
-        let def = self.definition(r)?;
-        console::prepare_log(&def.console_log)
-            .map_err(|e| ServiceError::Internal(format!("{}: {e}", def.console_log.display())))?;
-        self.store.set_started(
-            &r.id,
-            &now_rfc3339(),
-            console::log_position(&def.console_log),
-        )?;
+        let mut def = self.definition(r)?;
+        let (kernel, console_log, position) = self.host_paths(r).await?;
+        def.kernel = kernel;
+        def.console_log = console_log;
+        self.store.set_started(&r.id, &now_rfc3339(), position)?;
         self.publish(r, InstanceState::Starting.as_str(), None, None);
         // A new run: how an earlier one ended no longer matters.
         self.destroys.take_outside(&r.id);
@@ -520,6 +517,7 @@ impl Service {
                 }
             }
         }
+        self.remove_remote_console(r).await;
         // The record's addresses go with it; their DHCP entries first.
         self.update_dhcp_entries(r, false).await;
         self.store.remove(&r.id)?;
@@ -529,6 +527,7 @@ impl Service {
         }
         self.publish(r, "deleted", None, None);
         self.collect_garbage().await;
+        self.collect_host_kernels().await;
         Ok(())
     }
 

@@ -27,6 +27,7 @@ pub mod boot_plan;
 pub mod console;
 pub mod event_log;
 pub mod failover;
+pub mod host_files;
 pub mod hosts;
 pub mod images;
 pub mod instances;

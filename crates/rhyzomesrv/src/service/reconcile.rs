@@ -211,7 +211,7 @@ impl Service {
                     report.destroyed_outside += 1;
                 }
                 InstanceState::Running | InstanceState::Unknown => {
-                    let outcome = self.outcome_of_run(&r);
+                    let outcome = self.outcome_of_run(&r).await;
                     // A guest gone while its host was unreachable was lost with the host,
                     // as one gone while the daemon was down.
                     let lost = pass == Pass::Startup || r.state == InstanceState::Unknown;
@@ -283,14 +283,29 @@ impl Service {
         Ok(true)
     }
 
-    /// How the current run of `r` ended, from its console.
-    fn outcome_of_run(&self, r: &InstanceRecord) -> Outcome {
-        let path = console::log_path(&self.config.state_dir, &r.id);
-        let start = console::run_start(&path, r.console_offset, r.console_inode);
-        match console::read_from(&path, start, 64 << 10) {
-            Ok(tail) => console::parse_outcome(&tail),
+    /// How the current run of `r` ended, from its console (on its host, for a remote one).
+    async fn outcome_of_run(&self, r: &InstanceRecord) -> Outcome {
+        let source = match self.console_source(r) {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!(instance = %r.name, "{}; its exit code is unknown", console::read_error(&path, &e));
+                tracing::warn!(instance = %r.name, error = %e, "cannot reach its console; its exit code is unknown");
+                return Outcome::Unknown;
+            }
+        };
+        let (offset, inode) = (r.console_offset, r.console_inode);
+        let tail = blocking(move || {
+            let start = source.run_start(offset, inode);
+            source.read_span(start, 64 << 10).map(|(bytes, _)| bytes)
+        })
+        .await;
+        match tail {
+            Ok(Ok(tail)) => console::parse_outcome(&tail),
+            Ok(Err(e)) => {
+                tracing::warn!(instance = %r.name, "{e}; its exit code is unknown");
+                Outcome::Unknown
+            }
+            Err(e) => {
+                tracing::warn!(instance = %r.name, error = %e, "its exit code is unknown");
                 Outcome::Unknown
             }
         }

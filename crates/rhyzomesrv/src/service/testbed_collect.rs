@@ -26,14 +26,14 @@ use rhyzome_api::collect::{
 use rhyzome_api::testbed::parse_bed;
 use rhyzome_api::InstanceState;
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A bed's records as they were when collection began, and where its consoles are.
 pub struct TestbedCollection {
     summary: CollectSummary,
-    /// Per instance of `summary.instances`, its console log (`None`: no instance now).
-    consoles: Vec<Option<PathBuf>>,
+    /// Per instance of `summary.instances`, its console log (`None`: no instance now, or its
+    /// host cannot be reached).
+    consoles: Vec<Option<super::host_files::ConsoleSource>>,
 }
 
 fn rfc3339_of_ms(ms: i64) -> String {
@@ -88,11 +88,7 @@ impl Service {
                 ended_at: record.as_ref().and_then(ended),
                 results: Vec::new(),
             });
-            consoles.push(
-                record
-                    .as_ref()
-                    .map(|r| console::log_path(&self.config.state_dir, &r.id)),
-            );
+            consoles.push(record.as_ref().and_then(|r| self.console_source(r).ok()));
             for a in record.iter().flat_map(|r| &r.attachments) {
                 if let Some(id) = &a.network {
                     if !network_ids.contains(id) {
@@ -161,8 +157,10 @@ impl TestbedCollection {
         append(&mut tar, TESTBED_FILE, self.summary.file.as_bytes())?;
         for (instance, log) in self.summary.instances.iter_mut().zip(&self.consoles) {
             let bytes = match log {
-                Some(path) => console::read_from(path, 0, console::MAX_CONSOLE_READ)
-                    .map_err(|e| std::io::Error::other(console::read_error(path, &e)))?,
+                Some(source) => source
+                    .read_span(0, console::MAX_CONSOLE_READ)
+                    .map(|(bytes, _)| bytes)
+                    .map_err(std::io::Error::other)?,
                 None => Vec::new(),
             };
             instance.results = parse_results(&bytes);

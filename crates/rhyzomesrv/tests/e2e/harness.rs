@@ -51,6 +51,17 @@ pub fn libvirt_uri() -> String {
     lab_env("RHYZOME_LAB_URI")
 }
 
+/// Runs `virsh` against the lab's second host.
+pub fn virsh_host2(args: &[&str]) -> Output {
+    Command::new("virsh")
+        .arg("-q")
+        .arg("-c")
+        .arg(host2_uri())
+        .args(args)
+        .output()
+        .expect("run virsh")
+}
+
 /// The pid of the lab's libvirtd, from the pid file `scripts/lab.sh` keeps; `None` when it does
 /// not run. Checked to be a libvirtd: a stale file never names someone else's process.
 pub fn lab_libvirtd_pid() -> Option<u32> {

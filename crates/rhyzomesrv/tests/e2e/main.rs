@@ -11,6 +11,7 @@ mod devices;
 mod emulated;
 mod gossip;
 mod harness;
+mod hosts;
 mod images;
 mod lifecycle;
 mod links;
