@@ -43,7 +43,10 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         ("domain type", super::known(h.domain_type.as_deref())),
         ("cpus", super::known(h.cpus)),
         ("memory", super::known(h.memory_mib.map(output::mib))),
-        ("free memory", super::known(h.free_memory_mib.map(output::mib))),
+        (
+            "free memory",
+            super::known(h.free_memory_mib.map(output::mib)),
+        ),
         ("instances", instances),
         ("labels", output::labels(&h.labels)),
     ]);

@@ -83,7 +83,11 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
     ];
     if i.failover {
         // Right after the placement it may change.
-        let at = rows.iter().position(|(k, _)| *k == "placement").unwrap_or(0) + 1;
+        let at = rows
+            .iter()
+            .position(|(k, _)| *k == "placement")
+            .unwrap_or(0)
+            + 1;
         rows.insert(at, ("failover", "yes".into()));
     }
     for (k, v) in rows {
