@@ -61,6 +61,7 @@ impl ClientError {
     }
 }
 
+mod hosts;
 mod images;
 mod networks;
 mod testbeds;

@@ -82,6 +82,9 @@ pub enum Command {
     /// Manage volumes: block storage that outlives instances.
     #[command(subcommand)]
     Volume(crate::commands::volume::VolumeCommand),
+    /// Show the libvirt hosts the daemon drives.
+    #[command(subcommand)]
+    Host(crate::commands::host::HostCommand),
     /// Manage test beds: groups of instances applied from one TOML file.
     #[command(subcommand)]
     Testbed(crate::commands::testbed::TestbedCommand),

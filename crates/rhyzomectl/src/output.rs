@@ -97,6 +97,15 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// `512 MiB`, or from 10 GiB on `15.6 GiB`.
+pub fn mib(mib: u64) -> String {
+    if mib < 10 * 1024 {
+        format!("{mib} MiB")
+    } else {
+        format!("{:.1} GiB", mib as f64 / 1024.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +116,11 @@ mod tests {
         assert_eq!(compact_duration(65), "1m5s");
         assert_eq!(compact_duration(3 * 3600 + 120), "3h2m");
         assert_eq!(compact_duration(2 * 86400 + 3600), "2d1h");
+    }
+
+    #[test]
+    fn memory_is_in_mib_then_gib() {
+        assert_eq!(mib(1800), "1800 MiB");
+        assert_eq!(mib(16 * 1024), "16.0 GiB");
     }
 }

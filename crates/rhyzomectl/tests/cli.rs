@@ -1071,3 +1071,164 @@ fn volumes_are_created_filled_read_back_grown_and_removed() {
         "[]"
     );
 }
+
+#[test]
+fn hosts_are_listed_and_shown_and_instances_say_where_they_run() {
+    let s = serve();
+    let kernel = s.kernel.as_str();
+    let before = stdout(&ctl(&["--server", &s.url, "host", "list"]));
+    let row = before
+        .lines()
+        .find(|l| l.starts_with("local "))
+        .unwrap_or_else(|| panic!("no host local in {before}"));
+    assert!(row.contains(" yes "), "{row}");
+    stdout(&ctl(&[
+        "--server", &s.url, "instance", "create", "--name", "placed", "--kernel", kernel,
+    ]));
+    let list = stdout(&ctl(&["--server", &s.url, "host", "list"]));
+    let mut lines = list.lines();
+    let header = lines.next().unwrap();
+    let columns: Vec<&str> = header
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "NAME",
+            "REACHABLE",
+            "LIBVIRT",
+            "TYPE",
+            "CPUS",
+            "FREE MEM",
+            "INSTANCES",
+            "LABELS"
+        ],
+        "{header}"
+    );
+    let at = header.find("INSTANCES").unwrap();
+    let row = lines.next().unwrap();
+    assert_eq!(lines.next(), None, "one host only: {list}");
+    assert!(row.starts_with("local "), "{row}");
+    assert_eq!(
+        row[at..].split_whitespace().next(),
+        Some("1"),
+        "one instance on local: {list}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&ctl(&[
+        "--server", &s.url, "-o", "json", "host", "list",
+    ])))
+    .unwrap();
+    assert_eq!(json[0]["name"], "local");
+    assert_eq!(json[0]["instances"], 1);
+
+    let shown = stdout(&ctl(&["--server", &s.url, "host", "show", "local"]));
+    assert!(shown.contains("reachable:   yes"), "{shown}");
+    assert!(
+        shown.lines().any(|l| l.starts_with("instances:   1 ")),
+        "{shown}"
+    );
+
+    let err = failure(&ctl(&["--server", &s.url, "host", "show", "nosuch"]));
+    assert!(err.contains("nosuch"), "{err}");
+
+    // The instance's placement: on local, and why.
+    let show = stdout(&ctl(&["--server", &s.url, "instance", "show", "placed"]));
+    let host = show
+        .lines()
+        .find(|l| l.starts_with("host:"))
+        .unwrap_or_else(|| panic!("no host line in {show}"));
+    assert!(host.contains(" local ("), "{host}");
+    let placement = show
+        .lines()
+        .find_map(|l| l.strip_prefix("placement:"))
+        .unwrap_or_else(|| panic!("no placement line in {show}"));
+    assert!(
+        !placement.trim().is_empty() && placement.trim() != "-",
+        "{show}"
+    );
+    assert!(!show.contains("failover:"), "not asked for: {show}");
+    // One host: instance list looks as it did before hosts.
+    let listed = stdout(&ctl(&["--server", &s.url, "instance", "list"]));
+    assert!(!listed.lines().next().unwrap().contains("HOST"), "{listed}");
+
+    // A pinned create names the field at fault.
+    let err = failure(&ctl(&[
+        "--server", &s.url, "instance", "create", "--name", "lost", "--kernel", kernel, "--host",
+        "nosuch",
+    ]));
+    assert!(err.contains("host: ") && err.contains("nosuch"), "{err}");
+    let pinned = stdout(&ctl(&[
+        "--server", &s.url, "instance", "create", "--name", "pinned", "--kernel", kernel, "--host",
+        "local",
+    ]));
+    assert!(pinned.starts_with("created pinned"), "{pinned}");
+    let show = stdout(&ctl(&["--server", &s.url, "instance", "show", "pinned"]));
+    assert!(
+        show.lines()
+            .any(|l| l.starts_with("host:") && l.ends_with("local (pinned)")),
+        "{show}"
+    );
+    stdout(&ctl(&[
+        "--server",
+        &s.url,
+        "instance",
+        "create",
+        "--name",
+        "mobile",
+        "--kernel",
+        kernel,
+        "--failover",
+    ]));
+    let show = stdout(&ctl(&["--server", &s.url, "instance", "show", "mobile"]));
+    assert!(
+        show.lines().any(|l| l == "failover:          yes"),
+        "{show}"
+    );
+}
+
+#[test]
+fn a_named_host_excludes_the_scheduler_flags() {
+    // Refused by the argument parser: no server is needed, none is asked.
+    for extra in [
+        &["--placement", "spread"][..],
+        &["--host-selector", "rack=2"][..],
+        &["--failover"][..],
+    ] {
+        let mut args = vec![
+            "--server",
+            "http://127.0.0.1:9",
+            "instance",
+            "create",
+            "--name",
+            "a",
+            "--kernel",
+            "/k",
+            "--host",
+            "a",
+        ];
+        args.extend_from_slice(extra);
+        let out = ctl(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("'--host <NAME>' cannot be used with") && err.contains(extra[0]),
+            "{err}"
+        );
+    }
+    let out = ctl(&[
+        "--server",
+        "http://127.0.0.1:9",
+        "instance",
+        "create",
+        "--name",
+        "a",
+        "--kernel",
+        "/k",
+        "--host-selector",
+        "rack",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KEY=VALUE"));
+}

@@ -3,6 +3,7 @@
 pub mod completions;
 pub mod config;
 pub mod events;
+pub mod host;
 pub mod image;
 mod info;
 pub mod instance;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Network(cmd) => network::run(&ctx, cmd),
         Command::Volume(cmd) => volume::run(&ctx, cmd),
+        Command::Host(cmd) => host::run(&ctx, cmd),
         Command::Testbed(cmd) => testbed::run(&ctx, cmd),
         Command::Info => info::run(&ctx),
         Command::Events(a) => events::run(&ctx, a.instance.as_deref()),

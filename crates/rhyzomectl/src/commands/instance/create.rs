@@ -4,8 +4,17 @@
 use super::Context;
 use crate::output;
 use crate::template::Template;
-use clap::Args;
+use clap::{Args, ValueEnum};
+use rhyzome_api::hosts::PlacementPolicy;
 use rhyzome_api::{Instance, InstanceSpec, NetworkMode, NetworkSpec, RestartMode, RestartPolicy};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PlacementArg {
+    /// The host with the fewest instances: instances spread evenly.
+    Spread,
+    /// The fullest host that still has room: hosts fill up one by one.
+    Binpack,
+}
 
 #[derive(Args)]
 pub struct CreateArgs {
@@ -89,6 +98,21 @@ pub struct CreateArgs {
     /// rate=10mbit,down. A plain network honours only rate.
     #[arg(long, value_name = "CONDITIONS", value_parser = parse_link)]
     pub link: Option<rhyzome_api::LinkConditions>,
+    /// Run on this host (see `rhyzomectl host list`) rather than where the scheduler chooses.
+    #[arg(long, value_name = "NAME",
+          conflicts_with_all = ["host_selector", "placement", "failover"])]
+    pub host: Option<String>,
+    /// Only hosts carrying all these labels: KEY=VALUE[,KEY=VALUE...].
+    #[arg(long, value_name = "KEY=VALUE[,KEY=VALUE]",
+          value_parser = rhyzome_api::hosts::parse_host_selector)]
+    pub host_selector: Option<std::collections::BTreeMap<String, String>>,
+    /// How the scheduler picks among the hosts [server default: spread].
+    #[arg(long, value_enum)]
+    pub placement: Option<PlacementArg>,
+    /// Recreate the instance on another host when its host stays unreachable (not with a
+    /// read-write volume).
+    #[arg(long)]
+    pub failover: bool,
     /// A test bed: create N instances, NAME-1 to NAME-N, or NAME as a template with {i} (the
     /// index, from 1), {i+K} or {i-K}. --kernel-parameters takes the same placeholders, e.g.
     /// "--ipv4 192.168.100.{i+9}/24"; {{ and }} are literal braces.
@@ -172,10 +196,13 @@ pub fn run(ctx: &Context, a: CreateArgs) -> anyhow::Result<()> {
         autostart: a.autostart.then_some(true),
         labels: a.labels.into_iter().collect(),
         link: a.link,
-        host: None,
-        host_selector: None,
-        placement: None,
-        failover: None,
+        host: a.host,
+        host_selector: a.host_selector,
+        placement: a.placement.map(|p| match p {
+            PlacementArg::Spread => PlacementPolicy::Spread,
+            PlacementArg::Binpack => PlacementPolicy::Binpack,
+        }),
+        failover: a.failover.then_some(true),
     };
     if a.count.is_none() {
         let instance = client.create_instance(&template)?;

@@ -16,10 +16,18 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         return output::json(&i);
     }
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let rows = [
+    let state = match (&i.state, &i.placement) {
+        (rhyzome_api::InstanceState::Unknown, Some(p)) => format!(
+            "{} (host {} cannot be reached; the guest may still run there)",
+            output::state(&i),
+            p.host
+        ),
+        _ => output::state(&i),
+    };
+    let mut rows = vec![
         ("name", i.name.clone()),
         ("id", i.id.clone()),
-        ("state", output::state(&i)),
+        ("state", state),
         ("desired state", i.desired_state.as_str().to_string()),
         ("uptime", output::uptime(&i)),
         ("kernel", i.kernel.clone()),
@@ -48,6 +56,20 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "-".into()),
         ),
         ("domain", i.domain_name.clone()),
+        (
+            "host",
+            i.placement
+                .as_ref()
+                .map(|p| format!("{} ({})", p.host, p.how))
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "placement",
+            i.placement
+                .as_ref()
+                .map(|p| p.reason.clone())
+                .unwrap_or_else(|| "-".into()),
+        ),
         ("restart policy", restart_policy(&i.restart)),
         ("restarts", i.restart_count.to_string()),
         ("next restart", opt(&i.next_restart_at)),
@@ -59,6 +81,15 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<()> {
         ("started", opt(&i.started_at)),
         ("last error", opt(&i.last_error)),
     ];
+    if i.failover {
+        // Right after the placement it may change.
+        let at = rows
+            .iter()
+            .position(|(k, _)| *k == "placement")
+            .unwrap_or(0)
+            + 1;
+        rows.insert(at, ("failover", "yes".into()));
+    }
     for (k, v) in rows {
         println!("{:<18} {v}", format!("{k}:"));
     }
