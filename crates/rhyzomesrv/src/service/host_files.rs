@@ -149,20 +149,20 @@ impl Service {
         ))
     }
 
-    /// Removes `r`'s console from its remote host (a local one is removed with the files of
-    /// the state directory). A failure is logged: the volume is this daemon's and named after
-    /// the instance, so nothing else can take its name.
-    pub(crate) async fn remove_remote_console(&self, r: &InstanceRecord) {
-        if !self.is_remote(&r.host) {
+    /// Removes `r`'s console from `host` when that is a remote host (a local console goes
+    /// with the files of the state directory): its own host's when it is deleted, or the one
+    /// it failed over from once that answers again. A failure is logged: the volume is this
+    /// daemon's and named after the instance, so nothing else can take its name.
+    pub(crate) async fn remove_console_on(&self, host: &str, r: &InstanceRecord) {
+        if !self.is_remote(host) {
             return;
         }
-        let Ok(backend) = self.backend_on(&r.host) else {
+        let Ok(backend) = self.backend_on(host) else {
             return;
         };
         let volume = self.console_volume(&r.id);
-        let removed = blocking(move || backend.remove_console(&volume)).await;
-        if let Ok(Err(e)) = removed {
-            tracing::warn!(instance = %r.name, error = %e, "cannot remove the console volume on its host");
+        if let Ok(Err(e)) = blocking(move || backend.remove_console(&volume)).await {
+            tracing::warn!(instance = %r.name, %host, error = %e, "cannot remove a console volume on its host");
         }
     }
 

@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::backend::fake::FakeBackend;
-use crate::backend::host_files::HostFiles;
 use rhyzome_api::{InstanceSpec, PlacementPolicy};
 use std::time::Instant;
 

@@ -517,7 +517,7 @@ impl Service {
                 }
             }
         }
-        self.remove_remote_console(r).await;
+        self.remove_console_on(&r.host, r).await;
         // The record's addresses go with it; their DHCP entries first.
         self.update_dhcp_entries(r, false).await;
         self.store.remove(&r.id)?;

@@ -409,6 +409,7 @@ impl Service {
                 report.orphans_destroyed += 1;
                 if let Some(r) = owner_elsewhere {
                     let now_on = self.host_name(&r.host).to_string();
+                    self.remove_console_on(host, &r).await;
                     tracing::warn!(domain = %d.name, %host, %now_on, "destroyed a stale copy of an instance that runs on another host now");
                     self.publish(
                         &r,
