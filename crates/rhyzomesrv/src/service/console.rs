@@ -107,7 +107,7 @@ impl Service {
         };
         let source = self.console_source(&r)?;
         blocking(move || {
-            let len = source.len().map_err(ServiceError::Internal)?;
+            let len = source.size().map_err(ServiceError::Internal)?;
             if len == offset {
                 return Ok((Vec::new(), len));
             }

@@ -40,7 +40,7 @@ impl ConsoleSource {
                 console::read_span(path, start, limit).map_err(|e| console::read_error(path, &e))
             }
             ConsoleSource::Remote { backend, volume } => {
-                let len = self.len()?;
+                let len = self.size()?;
                 let start = if start > len { 0 } else { start };
                 let from = start.max(len.saturating_sub(limit));
                 if from >= len {
@@ -56,7 +56,7 @@ impl ConsoleSource {
     }
 
     /// The log's size now (0 when there is none yet).
-    pub fn len(&self) -> Result<u64, String> {
+    pub fn size(&self) -> Result<u64, String> {
         match self {
             ConsoleSource::Local(path) => Ok(console::log_len(path)),
             ConsoleSource::Remote { backend, volume } => match backend.read_console(volume, 0, 0) {
