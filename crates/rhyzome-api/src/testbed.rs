@@ -109,6 +109,12 @@ struct RawGroup {
     after: Vec<Spanned<String>>,
     #[serde(default)]
     link: Option<Spanned<RawLink>>,
+    #[serde(default)]
+    placement: Option<Spanned<String>>,
+    #[serde(default)]
+    host_selector: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    failover: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +210,16 @@ pub struct Group {
     /// Conditions of each instance's NICs (`link = {...}`), over its network's defaults.
     #[serde(default, skip_serializing_if = "LinkConditions::is_empty")]
     pub link: LinkConditions,
+    /// How its instances are spread over the daemon's hosts (`placement = "binpack"`;
+    /// default `spread`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::hosts::PlacementPolicy>,
+    /// Only hosts with these labels (`host_selector = { rack = "2" }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_selector: Option<BTreeMap<String, String>>,
+    /// Its instances move to another host when theirs stays unreachable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failover: bool,
 }
 
 /// A checked test-bed file.
@@ -745,6 +761,28 @@ pub fn parse_bed(text: &str) -> Result<Bed, BedErrors> {
                 errors.push(src.span(v, format!("vcpus {}", e.message)));
             }
         }
+        let placement = g.placement.as_ref().and_then(|p| {
+            let parsed = crate::hosts::PlacementPolicy::parse(p.get_ref());
+            if parsed.is_none() {
+                errors.push(src.span(
+                    p,
+                    format!(
+                        "placement {:?} is neither \"spread\" nor \"binpack\"",
+                        p.get_ref()
+                    ),
+                ));
+            }
+            parsed
+        });
+        if let Some(selector) = &g.host_selector {
+            for (k, v) in selector.get_ref() {
+                if let Err(e) = crate::validate::validate_label_key(k)
+                    .and_then(|_| crate::validate::validate_label_value(k, v))
+                {
+                    errors.push(src.span(selector, format!("host_selector {}", e.message)));
+                }
+            }
+        }
         groups.push(Group {
             name: gname.clone(),
             count: count.clamp(0, i64::from(MAX_BED_INSTANCES)) as u32,
@@ -761,6 +799,9 @@ pub fn parse_bed(text: &str) -> Result<Bed, BedErrors> {
             ready,
             after: g.after.iter().map(|a| a.get_ref().clone()).collect(),
             link,
+            placement,
+            host_selector: g.host_selector.as_ref().map(|h| h.get_ref().clone()),
+            failover: g.failover.unwrap_or(false),
         });
     }
     if total > i64::from(MAX_BED_INSTANCES) {
@@ -1102,6 +1143,9 @@ impl Bed {
                         network,
                         restart: Some(g.restart.clone()),
                         link: (!g.link.is_empty()).then_some(g.link),
+                        placement: g.placement,
+                        host_selector: g.host_selector.clone(),
+                        failover: g.failover.then_some(true),
                         labels: [
                             ("testbed".to_string(), self.name.clone()),
                             ("group".to_string(), g.name.clone()),
@@ -1237,6 +1281,9 @@ pub struct TestbedGroupStatus {
     /// The group's running instances that passed its readiness check, by name.
     #[serde(default)]
     pub ready_members: Vec<String>,
+    /// The group's instances per host (`{"local": 10, "b": 10}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, u32>,
 }
 
 /// A test bed and its groups.

@@ -439,3 +439,67 @@ async fn a_failover_instance_moves_after_its_host_stays_down_and_the_stale_copy_
     let reason = stale.unwrap().reason.unwrap();
     assert!(reason.contains("record of its host wins"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_test_bed_spreads_its_groups_by_their_policy_and_shows_nodes_per_host() {
+    let lab = lab(serde_json::json!({})).await;
+    let file = format!(
+        r#"name = "bed"
+
+[[groups]]
+name = "spread"
+count = 6
+kernel = "{k}"
+
+[[groups]]
+name = "packed"
+count = 3
+kernel = "{k}"
+placement = "binpack"
+host_selector = {{ rack = "2" }}
+failover = true
+"#,
+        k = lab.kernel
+    );
+    lab.service
+        .apply_testbed(
+            &Caller::internal(),
+            rhyzome_api::TestbedApply {
+                file,
+                dry_run: Some(false),
+                kernel_files: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mut converged = false;
+    for _ in 0..50 {
+        if lab.service.converge_testbed("bed").await.unwrap() {
+            converged = true;
+            break;
+        }
+    }
+    assert!(converged, "the bed did not converge");
+    let bed = lab.service.get_testbed(&Caller::internal(), "bed").unwrap();
+    let hosts = |g: &str| {
+        bed.groups
+            .iter()
+            .find(|s| s.name == g)
+            .unwrap()
+            .hosts
+            .clone()
+    };
+    // The file's order: the spread group halves itself over the two hosts, then the packed
+    // one (only b has rack=2) goes to b whole.
+    assert_eq!(hosts("packed"), [("b".to_string(), 3)].into());
+    assert_eq!(
+        hosts("spread"),
+        [("a".to_string(), 3), ("b".to_string(), 3)].into()
+    );
+    let member = lab
+        .service
+        .get(&Caller::internal(), "bed-packed-0")
+        .unwrap();
+    assert!(member.failover);
+    assert_eq!(member.placement.unwrap().how, "binpack");
+}

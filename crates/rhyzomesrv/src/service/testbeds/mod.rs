@@ -462,15 +462,19 @@ impl Service {
                 ms_to_ready: None,
                 after: group.map(|g| g.after.clone()).unwrap_or_default(),
                 ready_members: Vec::new(),
+                hosts: BTreeMap::new(),
             };
             let mut last_ready = 0;
             for m in members.iter().filter(|m| &m.group == name) {
                 let seen = match known {
                     Some(k) => k.get(m.instance.as_str()).copied(),
-                    None => self
-                        .store
-                        .by_name(&m.instance)?
-                        .map(|rec| (rec.state, rec.restart_count)),
+                    None => self.store.by_name(&m.instance)?.map(|rec| {
+                        // Per host only here: a metrics scrape (`known`) does not show them.
+                        *s.hosts
+                            .entry(self.host_name(&rec.host).to_string())
+                            .or_default() += 1;
+                        (rec.state, rec.restart_count)
+                    }),
                 };
                 let Some((state, restarts)) = seen else {
                     continue;
