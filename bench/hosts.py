@@ -4,6 +4,7 @@ libvirtd, through its UNIX socket) and `h2` (host 2's libvirtd in its own namesp
 `qemu+tcp://192.168.250.2/system`).
 
     bench/hosts.py [--n 10] [--batch 100] [--parallel 8] [--rounds 2] [--cold 3]
+    bench/hosts.py --batches-only [--variants spread,local,h2]   (2 only; h2: all pinned there)
 
 1. Deploy latency, N sequential deploys per series, interleaved (the order of the four series
    rotates every round, so that machine noise hits all alike): `POST /v1/instances` pinned to
@@ -346,6 +347,9 @@ def batch(run, label, n, parallel, pinned):
            "command": (done_at - t0) if done_at else None,
            "first_lines": max(seen.values()) if len(seen) >= n else None, "seen": len(seen),
            "uploaded_ms": run.uploads()[n_up:]}
+    res["first_lines_by_host"] = {
+        ("local" if k[0] == str(d.consoles) else "h2"): max(t for kk, t in seen.items() if kk[0] == k[0])
+        for k in seen}
     if p.returncode != 0:
         res["error"] = err.strip()[-400:]
         res["command"] = None
@@ -410,6 +414,9 @@ def summary(rs, key):
 
 
 def report(out, args):
+    lines = batch_report(out["batches"])
+    if "deploys" not in out:
+        return "\n".join(lines)
     s1 = out["deploys"]["series"]
     lines = [
         "| series | the call itself, median | call return → first console line, median | p90 | call start → first console line, median | p90 | call return → line seen through the API, median |",
@@ -428,12 +435,7 @@ def report(out, args):
         lines.append(f"| {label} | {ms(pct([r['call'] for r in rs], 0.5))} | {ms(med)} | {ms(p90)} | {ms(total)} | {ms(total90)}"
                      f" | {ms(api) if k.startswith('rhyzome') else '–'} |" + ("" if ok == tot else f" ({ok}/{tot})"))
     lines.append("")
-    b = out["batches"]
-    lines += ["| batch | round | command returns (all running) | all first console lines | placed | delete --prefix until gone |",
-              "|---|---|---|---|---|---|"]
-    for r in b:
-        lines.append(f"| {r['label']} | {r.get('round')} | {secs(r['command'])} | {secs(r['first_lines'])} ({r['seen']}/{r['n']}) | "
-                     f"{', '.join(f'{h} {c}' for h, c in sorted(r['per_host'].items()))} | {secs(r['delete_all_gone'])} |")
+    lines += batch_report(out["batches"])
     lines.append("")
     cold = out["deploys"]["cold_h2"]
     lines += ["| h2 create | call returns | call return → first line | `kernel uploaded to the host` elapsed_ms |",
@@ -446,6 +448,17 @@ def report(out, args):
     return "\n".join(lines)
 
 
+def batch_report(b):
+    lines = ["| batch | round | command returns (all running) | all first console lines (last on local / h2) | placed | delete --prefix until gone | load |",
+             "|---|---|---|---|---|---|---|"]
+    for r in b:
+        by = r.get("first_lines_by_host", {})
+        lines.append(f"| {r['label']} | {r.get('round')} | {secs(r['command'])} | {secs(r['first_lines'])} ({r['seen']}/{r['n']};"
+                     f" {secs(by.get('local'))} / {secs(by.get('h2'))}) | "
+                     f"{', '.join(f'{h} {c}' for h, c in sorted(r['per_host'].items()))} | {secs(r['delete_all_gone'])} | {r['load']:.1f} |")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10)
@@ -453,6 +466,9 @@ def main():
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cold", type=int, default=3)
+    ap.add_argument("--variants", default="spread,local",
+                    help="batches to run, each round, comma-separated: spread, local, h2")
+    ap.add_argument("--batches-only", action="store_true", help="skip the deploy series (1 and 3)")
     args = ap.parse_args()
     for b in (CTL, SRV):
         if not b.exists():
@@ -473,16 +489,19 @@ def main():
         run = Run(daemon, str(kernel))
         log(f"daemon {daemon.url} ({PROFILE}), tag {TAG}")
         out = {"profile": PROFILE, "args": vars(args), "load_before": os.getloadavg()[0]}
-        out["deploys"] = series(run, work, args.n, args.cold)
+        if not args.batches_only:
+            out["deploys"] = series(run, work, args.n, args.cold)
+        else:  # one deploy on h2 names this daemon's console volumes (rz-ID-...)
+            run.deploy_rhyzome("h2", f"{PFX}probe")
         out["batches"] = []
         for rnd in range(1, args.rounds + 1):
             # Alternate which comes first.
-            order = [("spread", None), ("local", "local")]
+            order = [(v, None if v == "spread" else v) for v in args.variants.split(",")]
             if rnd % 2 == 0:
                 order.reverse()
             for label, pinned in order:
                 r = batch(run, f"{label}{rnd}", args.batch, args.parallel, pinned)
-                r["label"], r["round"] = (f"spread over local + h2" if pinned is None else "all `--host local`"), rnd
+                r["label"], r["round"] = (f"spread over local + h2" if pinned is None else f"all `--host {pinned}`"), rnd
                 out["batches"].append(r)
         out["load_after"] = os.getloadavg()[0]
         out["elapsed_s"] = time.time() - started
