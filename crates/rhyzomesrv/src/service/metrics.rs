@@ -17,7 +17,7 @@
 use super::authz::{authorize, Action};
 use super::{blocking, Service, ServiceError};
 use crate::auth::Caller;
-use crate::backend::{BackendError, DomainCounters, Hypervisor};
+use crate::backend::{BackendError, DomainCounters};
 use crate::metrics::{DomainSample, GroupSample, Metrics, NetworkSample, Scrape};
 use rhyzome_api::InstanceState;
 use std::collections::{HashMap, HashSet};
@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Every state an instance can be in, for `rhyzome_instances{state}`.
-const STATES: [InstanceState; 7] = [
+const STATES: [InstanceState; 8] = [
     InstanceState::Pending,
     InstanceState::Starting,
     InstanceState::Running,
@@ -33,6 +33,7 @@ const STATES: [InstanceState; 7] = [
     InstanceState::Exited,
     InstanceState::Crashed,
     InstanceState::Failed,
+    InstanceState::Unknown,
 ];
 
 /// The refresher stops when no scrape came for this long (or for four refresh intervals,
@@ -56,6 +57,14 @@ struct CacheState {
     refreshing: bool,
     last_scrape: Instant,
 }
+
+/// Where the counters come from: one bulk statistics call per reachable host, concatenated
+/// (see [`Service::counter_source`]).
+pub(super) type CounterSource = Arc<
+    dyn Fn(&HashSet<String>) -> Result<Vec<crate::backend::DomainCounters>, BackendError>
+        + Send
+        + Sync,
+>;
 
 /// The last bulk statistics call's answer, shared by the scrapes and the refresher task.
 #[derive(Debug)]
@@ -91,12 +100,12 @@ impl CounterCache {
     /// refresher if it does not run), else the next one stored.
     async fn get(
         self: &Arc<Self>,
-        backend: &Arc<dyn Hypervisor>,
+        backend: &CounterSource,
         block_stats_of: HashSet<String>,
     ) -> Result<Arc<CounterSnapshot>, ServiceError> {
         if self.max_age.is_zero() {
             let backend = backend.clone();
-            let counters = blocking(move || backend.all_counters(&block_stats_of)).await?;
+            let counters = blocking(move || backend(&block_stats_of)).await?;
             return Ok(Arc::new(CounterSnapshot {
                 taken: Instant::now(),
                 counters,
@@ -134,12 +143,12 @@ impl CounterCache {
     }
 
     /// The refresher: one bulk call per `max_age` while scrapes come.
-    async fn refresh(self: Arc<Self>, backend: Arc<dyn Hypervisor>) {
+    async fn refresh(self: Arc<Self>, backend: CounterSource) {
         let idle_stop = IDLE_STOP.max(self.max_age * 4);
         loop {
             let b = backend.clone();
             let disks = self.lock().block_stats_of.clone();
-            let counters = match tokio::task::spawn_blocking(move || b.all_counters(&disks)).await {
+            let counters = match tokio::task::spawn_blocking(move || b(&disks)).await {
                 Ok(c) => c,
                 Err(e) => Err(BackendError::Unavailable(format!(
                     "statistics task failed: {e}"
@@ -163,6 +172,27 @@ impl CounterCache {
 }
 
 impl Service {
+    /// One bulk statistics call per reachable host, at each call (a host that comes or goes
+    /// is seen at the next refresh). The primary's failure is the scrape's
+    /// (`rhyzome_libvirt_up 0`, as with one host); another host's leaves its guests out.
+    fn counter_source(&self) -> CounterSource {
+        let hosts = self.hosts.clone();
+        Arc::new(move |block_stats_of: &HashSet<String>| {
+            let mut all = Vec::new();
+            for (i, host) in hosts.all().iter().enumerate() {
+                let counters = host.backend().and_then(|b| b.all_counters(block_stats_of));
+                match counters {
+                    Ok(c) => all.extend(c),
+                    Err(e) if i == 0 => return Err(e),
+                    Err(e) => {
+                        tracing::debug!(host = %host.name(), error = %e, "no statistics from this host")
+                    }
+                }
+            }
+            Ok(all)
+        })
+    }
+
     /// The metrics counted as things happen, for the HTTP layer to record requests in.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -174,7 +204,10 @@ impl Service {
     pub async fn scrape(&self, caller: &Caller) -> Result<String, ServiceError> {
         authorize(caller, Action::ReadMetrics)?;
         let with_volumes = self.store.instances_with_volumes()?;
-        let snapshot = self.counter_cache.get(&self.backend, with_volumes).await?;
+        let snapshot = self
+            .counter_cache
+            .get(&self.counter_source(), with_volumes)
+            .await?;
         let process = blocking(crate::metrics::process::read).await?;
         let libvirt_up = match &snapshot.counters {
             Ok(_) => true,

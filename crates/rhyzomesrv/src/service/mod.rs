@@ -104,7 +104,7 @@ pub struct Service {
     /// The primary host's backend: managed networks, volumes and emulators live there.
     backend: Arc<dyn Hypervisor>,
     /// Every host, the primary first ([`hosts`]).
-    hosts: hosts::HostRegistry,
+    hosts: Arc<hosts::HostRegistry>,
     /// Placement decisions not yet written as records ([`scheduler`]).
     reservations: scheduler::Reservations,
     /// Held while the scheduler reads the figures and reserves its choice.
@@ -231,8 +231,12 @@ impl Service {
             }
             let _ = sink_wake.send(());
         });
-        let hosts =
-            hosts::HostRegistry::new(&config.hosts, backend.clone(), domain_type, connector);
+        let hosts = Arc::new(hosts::HostRegistry::new(
+            &config.hosts,
+            backend.clone(),
+            domain_type,
+            connector,
+        ));
         hosts.set_sink(sink.clone());
         if let Err(e) = backend.watch(sink) {
             tracing::warn!(error = %e, "no lifecycle events from the hypervisor; relying on polling");
