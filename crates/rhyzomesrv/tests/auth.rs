@@ -617,6 +617,15 @@ fn calls_for(method: &str, path: &str, owned: &Owned) -> Option<Vec<Call>> {
             call(Viewer, Method::GET, path.into(), Public),
             call(Stranger, Method::GET, path.into(), Status(403)),
         ],
+        // The hosts carry every tenant's instances, as metrics cover them.
+        ("get", "/v1/hosts") => vec![
+            call(Viewer, Method::GET, path.into(), Public),
+            call(Stranger, Method::GET, path.into(), Status(403)),
+        ],
+        ("get", "/v1/hosts/{name}") => vec![
+            call(Viewer, Method::GET, "/v1/hosts/local".into(), Public),
+            call(Stranger, Method::GET, "/v1/hosts/local".into(), Status(403)),
+        ],
         // Checked separately, on a live stream: see the test.
         ("get", "/v1/events") => vec![],
         ("get", "/v1/instances")
