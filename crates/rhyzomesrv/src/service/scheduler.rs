@@ -49,6 +49,10 @@ pub struct Choice {
 }
 
 /// Chooses a host for `need` among `candidates`, or says why none fits.
+///
+/// Free memory filters only when there is a choice: libvirt's figure is the kernel's
+/// `MemFree`, which page cache keeps low on a busy host that could still start the guest, and
+/// with one host the create itself is the better test (as it was before hosts).
 pub fn choose(candidates: &[Candidate], need: &Need<'_>) -> Result<Choice, String> {
     let mut passed_over = Vec::new();
     let mut fit: Vec<&Candidate> = Vec::new();
@@ -68,9 +72,9 @@ pub fn choose(candidates: &[Candidate], need: &Need<'_>) -> Result<Choice, Strin
                 c.instances,
                 c.max_instances.unwrap_or_default()
             ))
-        } else if c
-            .free_memory_mib
-            .is_some_and(|free| free < u64::from(need.memory_mib))
+        } else if candidates.len() > 1
+            && c.free_memory_mib
+                .is_some_and(|free| free < u64::from(need.memory_mib))
         {
             Some(format!(
                 "{} MiB free, {} MiB needed",
@@ -403,6 +407,19 @@ mod tests {
         a.unreachable = Some("down".into());
         let e = choose(&[a], &n).unwrap_err();
         assert!(e.contains("a (unreachable (down))"), "{e}");
+    }
+
+    #[test]
+    fn free_memory_filters_only_when_there_is_a_choice() {
+        let small = host("a", 0, 3);
+        assert_eq!(
+            choose(&[small.clone()], &need(PlacementPolicy::Spread))
+                .unwrap()
+                .host,
+            "a"
+        );
+        let e = choose(&[small, host("b", 9, 16)], &need(PlacementPolicy::Spread)).unwrap_err();
+        assert!(e.contains("a (3 MiB free, 32 MiB needed)"), "{e}");
     }
 
     #[test]
