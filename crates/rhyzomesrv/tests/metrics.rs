@@ -173,7 +173,7 @@ fn instances_by_state_restarts_and_state_changes_follow_the_store() {
     assert_eq!(value(&s, "rhyzome_instances", &[("state", "stopped")]), 1.0);
     // Every state is listed, so that series do not come and go.
     assert_eq!(value(&s, "rhyzome_instances", &[("state", "crashed")]), 0.0);
-    assert_eq!(samples(&s, "rhyzome_instances", &[]).len(), 7);
+    assert_eq!(samples(&s, "rhyzome_instances", &[]).len(), 8);
     assert_eq!(
         value(
             &s,
