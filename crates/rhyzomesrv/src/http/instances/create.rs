@@ -21,14 +21,14 @@ use rhyzome_api::{ErrorBody, Instance, InstanceSpec};
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 403, description = "Role, name prefix, bridge or quota forbids it", body = ErrorBody),
-        (status = 409, description = "Name or MAC already taken", body = ErrorBody),
+        (status = 409, description = "Name or MAC already taken, or no host can take it", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 422, description = "A field is invalid", body = ErrorBody),
         (status = 429, description = "Too many creates; retry later", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until a create will be accepted"))),
         (status = 502, description = "libvirt refused the guest", body = ErrorBody),
-        (status = 503, description = "libvirt is unavailable", body = ErrorBody),
+        (status = 503, description = "libvirt (or the named host) is unavailable", body = ErrorBody),
     ))]
 pub async fn create_instance(
     State(svc): State<AppState>,
