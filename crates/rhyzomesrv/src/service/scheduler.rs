@@ -413,7 +413,7 @@ mod tests {
     fn free_memory_filters_only_when_there_is_a_choice() {
         let small = host("a", 0, 3);
         assert_eq!(
-            choose(&[small.clone()], &need(PlacementPolicy::Spread))
+            choose(std::slice::from_ref(&small), &need(PlacementPolicy::Spread))
                 .unwrap()
                 .host,
             "a"
