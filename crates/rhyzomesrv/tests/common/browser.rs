@@ -216,13 +216,28 @@ impl Browser {
         );
     }
 
+    /// Clicks the element `css` selects. The page re-renders live (a list refreshes its
+    /// rows), so the element found may be replaced before the click lands: a click on a
+    /// stale element finds it again, for up to 10 s. Any other WebDriver error fails.
     pub fn click(&self, css: &str) {
-        let e = self.wait_for(css, Duration::from_secs(10));
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/click"),
-            Some(json!({})),
-        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let e = self.wait_for(css, Duration::from_secs(10));
+            let v: Value = self
+                .http
+                .post(format!("{}/element/{e}/click", self.base))
+                .json(&json!({}))
+                .send()
+                .and_then(|r| r.json())
+                .expect("a WebDriver answer");
+            match v["value"].get("error").and_then(Value::as_str) {
+                None => return,
+                Some("stale element reference") if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Some(_) => panic!("WebDriver click on {css}: {}", v["value"]),
+            }
+        }
     }
 
     /// Accepts a `confirm()` dialog.

@@ -167,12 +167,14 @@ fn the_daemon_starts_restarts_and_adopts_link_emulators() {
     assert!(event.reason.unwrap().contains("network wan"));
     assert_eq!(supervisor.state("wan").unwrap(), state);
 
-    // The daemon restarts: the emulator keeps running and is adopted, not restarted.
+    // The daemon restarts: the emulator keeps running and is adopted, not restarted. (Which
+    // of the daemon's paths brought it back after the kill, supervision or a reconciler
+    // pass's ensure, is a race under load; what matters is that the restart starts none.)
+    let starts = |log: &str| log.matches("link emulator started").count();
+    let before = starts(&d.log());
+    assert!(before >= 2, "started at least twice before: {}", d.log());
     d.restart();
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(supervisor.stats("wan").unwrap().pid, second);
-    // Started twice in all: when the state file appeared, and after the kill; not after
-    // the daemon's restart.
-    let starts = d.log().matches("restarted it from its state file").count();
-    assert_eq!(starts, 2, "{}", d.log());
+    assert_eq!(starts(&d.log()), before, "{}", d.log());
 }
