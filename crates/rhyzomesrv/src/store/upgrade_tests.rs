@@ -49,9 +49,8 @@ enum Release {
     /// The images pushed for a test bed's `kernel_file`s (`testbeds.kernel_files`), version
     /// 11 (branch `tbfile`; provisional name until it is merged).
     V11KernelFiles,
-    /// The host of each instance, how it was placed, and failover (`instances.host`,
-    /// `placement_*`, `failover`), version 12 (issue 20; provisional name until the next
-    /// commit names it).
+    /// fd5d26f: the host of each instance, how it was placed, and failover
+    /// (`instances.host`, `placement_*`, `failover`), version 12 (issue 20).
     V12Hosts,
 }
 
@@ -171,9 +170,9 @@ const V11_FIXTURE: &str = "v11-7387530.db";
 const V11_TOKEN: &str = "rhz_7483439f8133b436ef4dfd54d73cf6d6c76857cac8e4da012747145c68b3ec95";
 const V11_DAEMON: &str = "90d6f221-e25f-4fb4-a966-fc46a691329b";
 
-/// Version 12's fixture (generators/next.rs.txt: 7387530's with `web` pinned to host `b`
+/// Version 12's fixture (generators/fd5d26f.rs.txt: 7387530's with `web` pinned to host `b`
 /// and `batch` failing over) and what its generator printed.
-const V12_FIXTURE: &str = "v12-next.db";
+const V12_FIXTURE: &str = "v12-fd5d26f.db";
 const V12_TOKEN: &str = "rhz_faface2fbcc5c0a5a3241d273814e39f01505fab3be16edc2bbbf6a77529923d";
 const V12_DAEMON: &str = "31905fdd-0302-4b00-9232-a8ee490d1aa4";
 
