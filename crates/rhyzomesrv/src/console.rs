@@ -131,13 +131,18 @@ pub fn read_span(path: &Path, start: u64, limit: u64) -> std::io::Result<(Vec<u8
         Err(e) => return Err(e),
     };
     let len = f.metadata()?.len();
-    // The log may have been truncated or rotated below `start`.
-    let start = if start > len { 0 } else { start };
-    let from = start.max(len.saturating_sub(limit));
+    let from = span_start(len, start, limit);
     f.seek(SeekFrom::Start(from))?;
     let mut out = Vec::with_capacity((len - from) as usize);
     f.take(len - from).read_to_end(&mut out)?;
     Ok((out, from))
+}
+
+/// Where a read of at most the last `limit` bytes from `start` begins in a log of `len` bytes;
+/// a log shorter than `start` was truncated or rotated, and is read from its beginning.
+pub fn span_start(len: u64, start: u64, limit: u64) -> u64 {
+    let start = if start > len { 0 } else { start };
+    start.max(len.saturating_sub(limit))
 }
 
 /// The last `n` lines of `bytes` (a final line without newline counts).

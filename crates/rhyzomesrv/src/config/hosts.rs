@@ -50,6 +50,11 @@ impl HostConfig {
         uri_server(&self.uri).is_some()
     }
 
+    /// Whether libvirt's protocol to it is unencrypted and unauthenticated (`qemu+tcp`).
+    pub fn is_unencrypted(&self) -> bool {
+        transport(&self.uri) == Some("tcp")
+    }
+
     /// The URI without its query, which may name key files or a socket: what the API shows.
     pub fn public_uri(&self) -> &str {
         self.uri.split('?').next().unwrap_or(&self.uri)

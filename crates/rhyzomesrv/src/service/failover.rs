@@ -10,7 +10,7 @@
 //! Concurrency: runs from the host watch; each move holds the instance's name lock and re-reads
 //! the record under it, and the choice is made under the scheduler's lock.
 
-use super::scheduler::{choose, Need};
+use super::scheduler::{choose, primary_only, Need};
 use super::{now_rfc3339, Service, ServiceError};
 use crate::store::{Desired, InstanceRecord, PlacementRecord};
 use rhyzome_api::PlacementPolicy;
@@ -94,11 +94,8 @@ impl Service {
         from: &str,
     ) -> Result<(String, PlacementRecord), ServiceError> {
         let _one_at_a_time = self.placing.lock().unwrap_or_else(|p| p.into_inner());
-        let primary_only = r
-            .attachments
-            .iter()
-            .any(|a| a.network.is_some())
-            .then(|| "its managed network lives on the primary host".to_string());
+        // Volumes live on the primary, which never fails over: only NICs can tie it there.
+        let primary_only = primary_only(&r.attachments, false);
         let need = Need {
             memory_mib: r.memory_mib,
             selector: None,

@@ -41,8 +41,7 @@ impl ConsoleSource {
             }
             ConsoleSource::Remote { backend, volume } => {
                 let len = self.size()?;
-                let start = if start > len { 0 } else { start };
-                let from = start.max(len.saturating_sub(limit));
+                let from = console::span_start(len, start, limit);
                 if from >= len {
                     return Ok((Vec::new(), from));
                 }

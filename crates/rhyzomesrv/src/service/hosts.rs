@@ -347,12 +347,7 @@ impl Service {
             instances,
             max_instances: h.config.max_instances,
             labels: h.config.labels.clone(),
-            insecure: h
-                .config
-                .uri
-                .split("://")
-                .next()
-                .is_some_and(|s| s.ends_with("+tcp")),
+            insecure: h.config.is_unencrypted(),
         }
     }
 

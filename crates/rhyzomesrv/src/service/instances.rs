@@ -313,15 +313,7 @@ impl Service {
             .filter(|a| !on_emulated(a))
             .cloned()
             .collect();
-        // Managed networks, their emulators and volumes live on the primary host.
-        let primary_only = attachments
-            .iter()
-            .find_map(|a| a.network.as_ref())
-            .map(|_| "its managed network lives on the primary host".to_string())
-            .or_else(|| {
-                (!volumes.is_empty())
-                    .then(|| "its volumes live in the primary host's pool".to_string())
-            });
+        let primary_only = super::scheduler::primary_only(&attachments, !volumes.is_empty());
         let placed = self.place(spec, valid.memory_mib, primary_only)?;
         self.check_bridges(&placed.host, bridge_fields(&bridged))
             .await?;

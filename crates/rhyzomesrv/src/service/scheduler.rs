@@ -48,6 +48,21 @@ pub struct Choice {
     pub reason: String,
 }
 
+/// Why only the primary host can serve an instance with these NICs and volumes: managed
+/// networks, their emulators and volumes live there. `None`: any host can.
+pub fn primary_only(
+    attachments: &[crate::store::attachments::Attachment],
+    has_volumes: bool,
+) -> Option<String> {
+    if attachments.iter().any(|a| a.network.is_some()) {
+        Some("its managed network lives on the primary host".into())
+    } else if has_volumes {
+        Some("its volumes live in the primary host's pool".into())
+    } else {
+        None
+    }
+}
+
 /// Chooses a host for `need` among `candidates`, or says why none fits.
 ///
 /// Free memory filters only when there is a choice: libvirt's figure is the kernel's
