@@ -24,12 +24,21 @@
 #   192.168.250.0/24, derived from the name (so that two labs' second hosts do not clash; two
 #   names may still, rarely, hash alike: then `up` of the second reports the veth in use).
 #
+#   Host 2 is also joined to the lab's namespace NS by a second veth pair, the network
+#   between hosts that emulated networks' frames cross: rzframes (192.168.251.1/30) in NS,
+#   where the daemon's link emulators run, and rzframes in NS2 (192.168.251.2/30), where host
+#   2's guests send from. Both ends are in the lab's own namespaces, so every lab uses the same
+#   names and addresses. A daemon that drives both hosts sets LinkEmulatorAddress to the
+#   first and host 2's FrameAddress to the second.
+#
 #   scripts/lab.sh up           create the namespaces and start both libvirts (idempotent)
 #   scripts/lab.sh down         stop the lab's libvirts and remove the namespaces
 #   scripts/lab.sh env          print the lab's settings as shell assignments
 #   scripts/lab.sh host2-stop   stop host 2's libvirtd only (its guests keep running; virtlogd
 #                               keeps their consoles), as a remote host going away would
 #   scripts/lab.sh host2-start  start it again (it re-adopts the guests); idempotent
+#   scripts/lab.sh host1-start  start the lab's own libvirtd again, and nothing of host 2's
+#                               (the tests' watcher, when libvirtd died under them); idempotent
 #
 # Settings (environment): RHYZOME_LAB_NETNS (rhyzome-lab), RHYZOME_LAB_BRIDGE (rzbr0),
 # RHYZOME_LAB_ADDR (192.168.100.1/24), and a second bridge for guests with two NICs:
@@ -67,6 +76,9 @@ fi
 VETH_LAB_ADDR=192.168.250.$((H2_SLOT * 4 + 1))/30
 H2_LISTEN=192.168.250.$((H2_SLOT * 4 + 2))
 URI_H2="qemu+tcp://$H2_LISTEN/system"
+FRAMES_DEV=rzframes
+FRAMES_EMULATOR=192.168.251.1
+FRAMES_H2=192.168.251.2
 
 # Selects which of the lab's two libvirt hosts the functions below act on: 1 (libvirtd in NS,
 # reached through its UNIX socket) or 2 (libvirtd in NS2, also listening on TCP). Sets:
@@ -228,6 +240,14 @@ create_host2_netns() {
   fi
   set_addr "" "$VETH_LAB" "$VETH_LAB_ADDR"
   set_addr "$NS2" "$VETH_HOST" "$H2_LISTEN/30"
+  if ! ip -n "$NS2" link show "$FRAMES_DEV" >/dev/null 2>&1; then
+    # A half left by a namespace that was removed and made again.
+    ip -n "$NS" link del "$FRAMES_DEV" 2>/dev/null || true
+    log "creating veth $FRAMES_DEV in $NS ($FRAMES_EMULATOR) <-> $FRAMES_DEV in $NS2 ($FRAMES_H2)"
+    ip link add "$FRAMES_DEV" netns "$NS" type veth peer name "$FRAMES_DEV" netns "$NS2"
+  fi
+  set_addr "$NS" "$FRAMES_DEV" "$FRAMES_EMULATOR/30"
+  set_addr "$NS2" "$FRAMES_DEV" "$FRAMES_H2/30"
 }
 
 # Gives interface $2 of namespace $1 (the root namespace when empty) address $3, and brings it up.
@@ -381,6 +401,11 @@ case "${1:-up}" in
     use_host 2
     stop_daemon "$LIBVIRTD_PID" libvirtd
     ;;
+  host1-start)
+    create_netns
+    use_host 1
+    start_libvirt
+    ;;
   host2-start)
     create_host2_netns
     use_host 2
@@ -402,9 +427,11 @@ case "${1:-up}" in
     echo "RHYZOME_LAB_HOST2_LIBVIRTD_PIDFILE=$LIBVIRTD_PID"
     echo "RHYZOME_LAB_HOST2_BRIDGE=$BR2_H2"
     echo "RHYZOME_LAB_HOST2_ADDR=$ADDR_H2"
+    echo "RHYZOME_LAB_EMULATOR_ADDR=$FRAMES_EMULATOR"
+    echo "RHYZOME_LAB_HOST2_FRAME_ADDR=$FRAMES_H2"
     ;;
   *)
-    echo "usage: $0 up|down|env|host2-stop|host2-start" >&2
+    echo "usage: $0 up|down|env|host1-start|host2-stop|host2-start" >&2
     exit 2
     ;;
 esac

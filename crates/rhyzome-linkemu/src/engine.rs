@@ -1,5 +1,8 @@
-//! The emulator's event loop: one thread, one `ppoll` over the NICs' UDP socket, the tap, the
-//! control socket and its connections, with a timeout at the next queued frame's release.
+//! The emulator's event loop: one thread, one `ppoll` over the NICs' UDP sockets (loopback,
+//! and the address other hosts send to), the tap, the control socket and its connections,
+//! with a timeout at the next queued frame's release. A datagram counts only when its source
+//! address and port are those of a NIC of this network, arriving on that NIC's socket; any
+//! other is dropped and counted (`rejected`).
 //! A frame from a port meets that port's [`Link`] (its sender's conditions); when it passes,
 //! the [`Switch`] picks the ports it goes to, minus partitions, and it is sent to each NIC's
 //! UDP port (or written to the tap). With no conditions a frame is forwarded in the same
@@ -52,6 +55,8 @@ struct Port {
     name: String,
     /// The NIC's UDP address; `None` for the tap.
     peer: Option<SocketAddrV4>,
+    /// The NIC is on another host: its frames come and go through the remote socket.
+    remote: bool,
     link: Link,
     delivered: u64,
     blocked: u64,
@@ -67,13 +72,17 @@ pub struct Emulator {
     state: NetworkState,
     started: Instant,
     udp: UdpSocket,
+    /// Bound to `remote_listen`, for NICs on other hosts.
+    remote: Option<UdpSocket>,
     tap: Option<Tap>,
     control: UnixListener,
     clients: Vec<ControlClient>,
     ports: Vec<Port>,
-    by_peer: HashMap<u16, PortId>,
+    by_peer: HashMap<SocketAddrV4, PortId>,
     switch: Switch,
     scratch: Vec<PortId>,
+    /// Datagrams from no NIC of this network (or on the wrong socket), dropped.
+    rejected: u64,
 }
 
 impl Emulator {
@@ -96,9 +105,8 @@ impl Emulator {
         control
             .set_nonblocking(true)
             .map_err(io("control socket"))?;
-        let udp = UdpSocket::bind(state.listen).map_err(io(format!("bind {}", state.listen)))?;
-        udp.set_nonblocking(true).map_err(io("udp socket"))?;
-        enlarge_buffers(&udp);
+        let udp = bind(state.listen)?;
+        let remote = state.remote_listen.map(bind).transpose()?;
         let tap = match &state.tap {
             Some(t) => Some(Tap::open(&t.name, t.address, t.prefix_len)?),
             None => None,
@@ -108,6 +116,7 @@ impl Emulator {
             state: state.clone(),
             started: Instant::now(),
             udp,
+            remote,
             tap,
             control,
             clients: Vec::new(),
@@ -115,6 +124,7 @@ impl Emulator {
             by_peer: HashMap::new(),
             switch: Switch::default(),
             scratch: Vec::new(),
+            rejected: 0,
         };
         emulator.apply(state);
         Ok(emulator)
@@ -131,24 +141,26 @@ impl Emulator {
         let seed_changed = state.seed != self.state.seed;
         let mut old: HashMap<String, Port> =
             self.ports.drain(..).map(|p| (p.name.clone(), p)).collect();
-        let mut wanted: Vec<(String, Option<SocketAddrV4>, Shaping)> = Vec::new();
+        let mut wanted: Vec<(String, Option<SocketAddrV4>, bool, Shaping)> = Vec::new();
         if let Some(tap) = &state.tap {
             wanted.push((
                 HOST_PORT.to_string(),
                 None,
+                false,
                 Shaping::from_conditions(&tap.conditions),
             ));
         }
         for (name, spec) in &state.ports {
-            let peer = SocketAddrV4::new(*state.listen.ip(), spec.peer_port);
+            let address = spec.peer_address.unwrap_or(*state.listen.ip());
             wanted.push((
                 name.clone(),
-                Some(peer),
+                Some(SocketAddrV4::new(address, spec.peer_port)),
+                spec.peer_address.is_some(),
                 Shaping::from_conditions(&spec.conditions),
             ));
         }
         let before: Vec<String> = old.keys().cloned().collect();
-        for (name, peer, shaping) in wanted {
+        for (name, peer, remote, shaping) in wanted {
             let rng = Rng::for_port(state.seed, &name);
             let port = match old.remove(&name) {
                 Some(mut p) => {
@@ -156,11 +168,13 @@ impl Emulator {
                         p.link.reconfigure(shaping, rng);
                     }
                     p.peer = peer;
+                    p.remote = remote;
                     p
                 }
                 None => Port {
                     name,
                     peer,
+                    remote,
                     link: Link::new(shaping, rng),
                     delivered: 0,
                     blocked: 0,
@@ -176,7 +190,7 @@ impl Emulator {
             .ports
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| p.peer.map(|a| (a.port(), i)))
+            .filter_map(|(i, p)| p.peer.map(|a| (a, i)))
             .collect();
         let ids: HashMap<&str, PortId> = self
             .ports
@@ -214,9 +228,14 @@ impl Emulator {
                 pollfd(self.udp.as_raw_fd()),
                 pollfd(self.control.as_raw_fd()),
             ];
-            if let Some(tap) = &self.tap {
-                fds.push(pollfd(tap.fd()));
-            }
+            let remote_fd = self.remote.as_ref().map(|r| {
+                fds.push(pollfd(r.as_raw_fd()));
+                fds.len() - 1
+            });
+            let tap_fd = self.tap.as_ref().map(|t| {
+                fds.push(pollfd(t.fd()));
+                fds.len() - 1
+            });
             let first_client = fds.len();
             fds.extend(self.clients.iter().map(|c| pollfd(c.stream.as_raw_fd())));
             let ts = timeout.map(|ns| libc::timespec {
@@ -243,9 +262,12 @@ impl Emulator {
                 });
             }
             if fds[0].revents != 0 {
-                self.read_nics(&mut buf);
+                self.read_nics(false, &mut buf);
             }
-            if self.tap.is_some() && fds[2].revents != 0 {
+            if remote_fd.is_some_and(|i| fds[i].revents != 0) {
+                self.read_nics(true, &mut buf);
+            }
+            if tap_fd.is_some_and(|i| fds[i].revents != 0) {
                 self.read_tap(&mut buf);
             }
             let readable: Vec<usize> = fds[first_client..]
@@ -262,20 +284,27 @@ impl Emulator {
         }
     }
 
-    fn read_nics(&mut self, buf: &mut [u8]) {
+    /// Reads the loopback socket, or with `remote` the one other hosts send to.
+    fn read_nics(&mut self, remote: bool, buf: &mut [u8]) {
         for _ in 0..BURST {
-            match self.udp.recv_from(buf) {
+            let socket = match (remote, &self.remote) {
+                (false, _) => &self.udp,
+                (true, Some(socket)) => socket,
+                (true, None) => return,
+            };
+            match socket.recv_from(buf) {
                 Ok((len, std::net::SocketAddr::V4(from))) => {
-                    // Only the NICs of this network may send: anything else on loopback is
-                    // ignored, not switched.
-                    if let Some(&port) = self.by_peer.get(&from.port()) {
-                        if *from.ip() == *self.state.listen.ip() {
+                    // Only the NICs of this network may send, each on its own socket:
+                    // anything else is dropped, not switched.
+                    match self.by_peer.get(&from) {
+                        Some(&port) if self.ports[port].remote == remote => {
                             let now = self.now();
                             self.ingress(port, &buf[..len], now);
                         }
+                        _ => self.rejected += 1,
                     }
                 }
-                Ok(_) => {}
+                Ok(_) => self.rejected += 1,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     tracing::debug!(error = %e, "udp receive");
@@ -326,9 +355,12 @@ impl Emulator {
             .destinations(from, dst, self.ports.len(), now, &mut out);
         self.ports[from].blocked += blocked as u64;
         for &to in &out {
-            let sent = match self.ports[to].peer {
-                Some(peer) => self.udp.send_to(frame, peer).is_ok(),
-                None => self.tap.as_ref().is_some_and(|t| t.write(frame).is_ok()),
+            let port = &self.ports[to];
+            let sent = match (port.peer, port.remote, &self.remote) {
+                (Some(peer), false, _) => self.udp.send_to(frame, peer).is_ok(),
+                (Some(peer), true, Some(remote)) => remote.send_to(frame, peer).is_ok(),
+                (Some(_), true, None) => false,
+                (None, ..) => self.tap.as_ref().is_some_and(|t| t.write(frame).is_ok()),
             };
             if sent {
                 self.ports[to].delivered += 1;
@@ -453,8 +485,25 @@ impl Emulator {
                     .into(),
             );
         }
+        // The remote address may come and go (the first host with guests on this network, a
+        // new LinkEmulatorAddress): bound before anything is saved, so a failure changes
+        // nothing.
+        let remote = if state.remote_listen == self.state.remote_listen {
+            None
+        } else {
+            Some(
+                state
+                    .remote_listen
+                    .map(bind)
+                    .transpose()
+                    .map_err(|e| e.to_string())?,
+            )
+        };
         // Persist first: an answer of `ok` means a restart keeps it.
         state.save(&self.state_path).map_err(|e| e.to_string())?;
+        if let Some(remote) = remote {
+            self.remote = remote;
+        }
         tracing::info!(
             ports = state.ports.len(),
             partitions = state.partitions.len(),
@@ -469,6 +518,7 @@ impl Emulator {
             pid: std::process::id(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             addresses: self.switch.addresses(),
+            rejected: self.rejected,
             ports: self
                 .ports
                 .iter()
@@ -488,6 +538,14 @@ impl Emulator {
                 .collect(),
         }
     }
+}
+
+/// A NICs' socket, non-blocking, with room for bursts.
+fn bind(address: SocketAddrV4) -> Result<UdpSocket, EngineError> {
+    let udp = UdpSocket::bind(address).map_err(io(format!("bind {address}")))?;
+    udp.set_nonblocking(true).map_err(io("udp socket"))?;
+    enlarge_buffers(&udp);
+    Ok(udp)
 }
 
 /// Room for bursts: with the default 208 KiB a burst of small frames arriving while the

@@ -37,6 +37,10 @@ pub struct Stats {
     pub uptime_ms: u64,
     /// MAC addresses learned.
     pub addresses: usize,
+    /// Datagrams dropped because they came from no NIC of this network (another address or
+    /// port than the NICs', or a NIC's on the wrong socket).
+    #[serde(default)]
+    pub rejected: u64,
     pub ports: BTreeMap<String, PortStats>,
 }
 

@@ -20,6 +20,12 @@ pub struct NetworkState {
     /// Where every NIC's frames arrive: each NIC's `<source address port>`. One socket for
     /// all NICs; a frame's sender port (the NIC's `<local port>`) says which NIC sent it.
     pub listen: SocketAddrV4,
+    /// Where frames from NICs on other hosts arrive: the controller's address on the network
+    /// between hosts (`LinkEmulatorAddress`), the same port as `listen`. Only the NICs whose
+    /// [`PortSpec::peer_address`] is set are heard here, each from its own address and port:
+    /// that pair is the allow-list. `None`: every NIC is on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_listen: Option<SocketAddrV4>,
     /// The host-side port: a tap carrying the network's gateway address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tap: Option<TapSpec>,
@@ -51,6 +57,11 @@ pub struct PortSpec {
     /// The NIC's own UDP port on 127.0.0.1 (QEMU's `<local port>`): frames for it go there,
     /// and frames from it come from there.
     pub peer_port: u16,
+    /// The address of the NIC's host when that is another host (QEMU's `<local address>`
+    /// there): its frames arrive on `remote_listen` from this address and `peer_port`, and
+    /// frames for it go there. `None`: on 127.0.0.1, through `listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_address: Option<Ipv4Addr>,
     /// Its effective conditions (the daemon merged the network's defaults in).
     #[serde(default)]
     pub conditions: LinkConditions,
@@ -127,19 +138,46 @@ impl NetworkState {
                 return bad(format!("tap prefix length {} is over 32", tap.prefix_len));
             }
         }
+        if let Some(remote) = self.remote_listen {
+            // Another loopback address is allowed: tests stand one in for a second host.
+            let ip = remote.ip();
+            if ip == self.listen.ip()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || remote.port() == 0
+            {
+                return bad(format!(
+                    "remote listening address {remote} is the local one, unspecified, multicast or port 0"
+                ));
+            }
+        }
         let mut peers = std::collections::HashSet::new();
         for (name, port) in &self.ports {
             if name == HOST_PORT || name.is_empty() {
                 return bad(format!("port name {name:?} is reserved or empty"));
             }
-            if port.peer_port == 0 || !peers.insert(port.peer_port) {
+            if port.peer_port == 0 || !peers.insert((port.peer_address, port.peer_port)) {
                 return bad(format!(
                     "port {name:?}: peer port {} is 0 or taken",
                     port.peer_port
                 ));
             }
-            if port.peer_port == self.listen.port() {
-                return bad(format!("port {name:?}: peer port is the listening port"));
+            match port.peer_address {
+                None if port.peer_port == self.listen.port() => {
+                    return bad(format!("port {name:?}: peer port is the listening port"));
+                }
+                None => {}
+                Some(_) if self.remote_listen.is_none() => {
+                    return bad(format!(
+                        "port {name:?} is on another host, and no remote listening address is set"
+                    ));
+                }
+                Some(a) if a == *self.listen.ip() || a.is_unspecified() || a.is_multicast() => {
+                    return bad(format!(
+                        "port {name:?}: peer address {a} is the local one, unspecified or multicast"
+                    ));
+                }
+                Some(_) => {}
             }
         }
         for p in &self.partitions {
@@ -160,12 +198,14 @@ mod tests {
     pub(crate) fn sample() -> NetworkState {
         NetworkState {
             listen: "127.0.0.1:40000".parse().unwrap(),
+            remote_listen: None,
             tap: None,
             seed: 42,
             ports: [(
                 "n1".to_string(),
                 PortSpec {
                     peer_port: 40001,
+                    peer_address: None,
                     conditions: LinkConditions {
                         latency_ms: Some(40.0),
                         ..Default::default()
@@ -198,6 +238,16 @@ mod tests {
         let mut bad = sample();
         let port = bad.ports["n1"].clone();
         bad.ports.insert(HOST_PORT.into(), port);
+        assert!(bad.check().is_err());
+        let mut bad = sample();
+        bad.ports.get_mut("n1").unwrap().peer_address = Some("10.0.0.2".parse().unwrap());
+        assert!(
+            bad.check().is_err(),
+            "a remote port needs a remote listening address"
+        );
+        bad.remote_listen = Some("10.0.0.1:40000".parse().unwrap());
+        bad.check().unwrap();
+        bad.ports.get_mut("n1").unwrap().peer_address = Some(Ipv4Addr::LOCALHOST);
         assert!(bad.check().is_err());
         std::fs::write(&path, b"{\"listen\": 1}").unwrap();
         assert!(NetworkState::load(&path).is_err());

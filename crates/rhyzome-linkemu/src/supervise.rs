@@ -10,8 +10,9 @@
 //! started are reaped by [`Supervisor::reap`]; adopted ones belong to init.
 //!
 //! Every call blocks (process start, socket I/O with short timeouts): the daemon calls them
-//! off its async runtime. Calls on different networks may run in parallel; the daemon
-//! serialises calls on one network.
+//! off its async runtime. Calls on different networks may run in parallel; calls that start
+//! or stop an emulator take that network's lock here, so the daemon's once-a-second revival
+//! never races a stop (it would start an emulator in the directory being removed).
 
 use crate::protocol::{call, Request, Stats};
 use crate::state::{NetworkState, StateError};
@@ -67,6 +68,8 @@ pub struct Supervisor {
     binary: PathBuf,
     netns: Option<PathBuf>,
     children: Mutex<HashMap<String, Child>>,
+    /// One lock per network, held by `ensure`, `revive` and `stop`.
+    network_locks: Mutex<HashMap<String, std::sync::Arc<Mutex<()>>>>,
 }
 
 impl Supervisor {
@@ -78,7 +81,17 @@ impl Supervisor {
             binary,
             netns,
             children: Mutex::new(HashMap::new()),
+            network_locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn network_lock(&self, network: &str) -> std::sync::Arc<Mutex<()>> {
+        self.network_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(network.to_string())
+            .or_default()
+            .clone()
     }
 
     pub fn network_dir(&self, network: &str) -> PathBuf {
@@ -158,6 +171,8 @@ impl Supervisor {
     /// Makes the emulator of `network` run with `state`: gives it to the one that answers,
     /// or writes it and starts one.
     pub fn ensure(&self, network: &str, state: &NetworkState) -> Result<Ensured, SuperviseError> {
+        let lock = self.network_lock(network);
+        let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Ok(stats) = self.stats(network) {
             self.put(network, state)?;
             return Ok(Ensured::Running { pid: stats.pid });
@@ -172,7 +187,10 @@ impl Supervisor {
     /// Starts the emulator again from its own state file when it does not answer. Returns
     /// the new pid when it had to, `None` when it was alive.
     pub fn revive(&self, network: &str) -> Result<Option<u32>, SuperviseError> {
-        if self.stats(network).is_ok() {
+        let lock = self.network_lock(network);
+        let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Stopped (its directory removed) since the caller listed it: nothing to revive.
+        if self.stats(network).is_ok() || !self.state_file(network).exists() {
             return Ok(None);
         }
         self.reap();
@@ -248,6 +266,8 @@ impl Supervisor {
     /// Stops the emulator of `network` (the pid its own control socket reports) and removes
     /// its directory. Nothing answering is not an error.
     pub fn stop(&self, network: &str) -> Result<(), SuperviseError> {
+        let lock = self.network_lock(network);
+        let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Ok(stats) = self.stats(network) {
             // SAFETY: plain kill(2) of the process that answered on our own socket.
             unsafe { libc::kill(stats.pid as libc::pid_t, libc::SIGTERM) };

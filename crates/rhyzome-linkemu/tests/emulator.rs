@@ -1,12 +1,13 @@
 //! The emulator binary on loopback, with UDP sockets standing in for QEMU's NICs (exactly
 //! what QEMU's `-netdev socket,udp=` does: one Ethernet frame per datagram): switching,
-//! run-time changes, partitions, the state file across a kill, and refusal of a second
-//! emulator on the same control socket.
+//! run-time changes, partitions, the state file across a kill, refusal of a second
+//! emulator on the same control socket, and NICs of other hosts (another loopback address
+//! stands in for the network between hosts) heard only from their own address and port.
 
 use rhyzome_api::LinkConditions;
 use rhyzome_linkemu::protocol::{call, Request, Response};
 use rhyzome_linkemu::state::{NetworkState, Partition, PortSpec};
-use std::net::UdpSocket;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -17,16 +18,25 @@ const BROADCAST: [u8; 6] = [0xff; 6];
 struct Nic {
     sock: UdpSocket,
     mac: [u8; 6],
+    /// The emulator's address this NIC sends to: 127.0.0.1, or its remote address when the
+    /// NIC stands in for one on another host.
+    emulator: Ipv4Addr,
 }
 
 impl Nic {
     fn new(n: u8) -> Nic {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Nic::at(n, Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST)
+    }
+
+    /// A NIC with address `own` that sends to the emulator at `emulator`.
+    fn at(n: u8, own: Ipv4Addr, emulator: Ipv4Addr) -> Nic {
+        let sock = UdpSocket::bind((own, 0)).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         Nic {
             sock,
             mac: [2, 0, 0, 0, 0, n],
+            emulator,
         }
     }
 
@@ -41,7 +51,9 @@ impl Nic {
         frame.extend_from_slice(&[0x88, 0xb5]);
         frame.extend_from_slice(&tag.to_be_bytes());
         frame.resize(64, 0);
-        self.sock.send_to(&frame, ("127.0.0.1", emulator)).unwrap();
+        self.sock
+            .send_to(&frame, (self.emulator, emulator))
+            .unwrap();
     }
 
     /// The tag of the next frame within the read timeout.
@@ -123,6 +135,7 @@ fn free_port() -> u16 {
 fn state_of(listen: u16, nics: &[(&str, &Nic)]) -> NetworkState {
     NetworkState {
         listen: format!("127.0.0.1:{listen}").parse().unwrap(),
+        remote_listen: None,
         tap: None,
         seed: 1,
         ports: nics
@@ -132,6 +145,7 @@ fn state_of(listen: u16, nics: &[(&str, &Nic)]) -> NetworkState {
                     name.to_string(),
                     PortSpec {
                         peer_port: nic.port(),
+                        peer_address: None,
                         conditions: LinkConditions::default(),
                     },
                 )
@@ -290,4 +304,62 @@ fn loss_with_a_seed_drops_the_same_frames_twice() {
         first,
         "the same seed drops the same frames"
     );
+}
+
+#[test]
+fn a_nic_on_another_host_is_heard_only_from_its_own_address_on_the_remote_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let here = Nic::new(1);
+    // 127.0.0.2 is the controller's address between hosts, 127.0.0.3 the other host's.
+    let (controller, host_b) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    let there = Nic::at(2, host_b, controller);
+    let state = state_of(listen, &[("here", &here)]);
+    state.save(&dir.path().join("net.json")).unwrap();
+    let emulator = Emulator::start(dir.path());
+
+    // A remote port needs the remote socket; the first put that brings both binds it.
+    let mut with_remote = state_of(listen, &[("here", &here), ("there", &there)]);
+    with_remote.ports.get_mut("there").unwrap().peer_address = Some(host_b);
+    let refused = emulator.call(&Request::Put {
+        state: with_remote.clone(),
+    });
+    assert!(
+        !refused.ok,
+        "a remote port without a remote listening address"
+    );
+    with_remote.remote_listen = Some(SocketAddrV4::new(controller, listen));
+    emulator.put(&with_remote);
+
+    // Both ways across "hosts"; what reaches the remote NIC comes from the remote socket.
+    here.send(listen, BROADCAST, 1);
+    let mut buf = [0u8; 2048];
+    let (_, from) = there
+        .sock
+        .recv_from(&mut buf)
+        .expect("flooded to the remote NIC");
+    assert_eq!(from, std::net::SocketAddr::from((controller, listen)));
+    there.send(listen, here.mac, 2);
+    assert_eq!(here.recv(), Some(2));
+
+    // The remote NIC's port from another address, and its own address on the loopback
+    // socket, are both dropped and counted.
+    let impostor = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 4), there.port())).unwrap();
+    let stats = |e: &Emulator| e.call(&Request::Stats).stats.unwrap();
+    let before = stats(&emulator).rejected;
+    let mut frame = vec![0u8; 64];
+    frame[..6].copy_from_slice(&here.mac);
+    frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+    impostor.send_to(&frame, (controller, listen)).unwrap();
+    there.sock.send_to(&frame, ("127.0.0.1", listen)).unwrap();
+    assert_eq!(here.recv(), None, "neither impostor frame is switched");
+    assert_eq!(stats(&emulator).rejected, before + 2);
+    assert_eq!(stats(&emulator).ports["there"].link.offered, 1);
+
+    // The remote address is persisted: a restarted emulator binds it again from its file.
+    drop(emulator);
+    let emulator = Emulator::start(dir.path());
+    there.send(listen, here.mac, 3);
+    assert_eq!(here.recv(), Some(3));
+    drop(emulator);
 }

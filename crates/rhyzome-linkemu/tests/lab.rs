@@ -165,6 +165,7 @@ fn guests_on_an_emulated_network_get_the_conditions_set_at_run_time() {
         .collect();
     let mut state = NetworkState {
         listen: SocketAddrV4::new(Ipv4Addr::LOCALHOST, base_port),
+        remote_listen: None,
         tap: Some(TapSpec {
             name: format!("rzemu-t{id}"),
             address: Ipv4Addr::new(subnet[0], subnet[1], subnet[2], 1),
@@ -180,6 +181,7 @@ fn guests_on_an_emulated_network_get_the_conditions_set_at_run_time() {
                     format!("g{}", i + 1),
                     PortSpec {
                         peer_port: g.port,
+                        peer_address: None,
                         conditions: LinkConditions::default(),
                     },
                 )

@@ -38,12 +38,14 @@ fn an_emulator_outlives_its_supervisor_is_adopted_revived_and_stopped() {
         .port();
     let mut state = NetworkState {
         listen: format!("127.0.0.1:{listen}").parse().unwrap(),
+        remote_listen: None,
         tap: None,
         seed: 5,
         ports: [(
             "n1".to_string(),
             PortSpec {
                 peer_port: 1,
+                peer_address: None,
                 conditions: LinkConditions {
                     latency_ms: Some(20.0),
                     ..Default::default()
@@ -88,4 +90,7 @@ fn an_emulator_outlives_its_supervisor_is_adopted_revived_and_stopped() {
     assert!(!dir.path().join("wan").exists());
     assert!(second.stats("wan").is_err());
     second.stop("wan").unwrap();
+    // A revival listed before the stop finds nothing to start, and leaves no directory.
+    assert_eq!(second.revive("wan").unwrap(), None);
+    assert!(!dir.path().join("wan").exists());
 }

@@ -113,6 +113,8 @@ struct RawConfig {
     link_emulator: Option<PathBuf>,
     #[serde(rename = "LinkEmulatorNetns")]
     link_emulator_netns: Option<PathBuf>,
+    #[serde(rename = "LinkEmulatorAddress")]
+    link_emulator_address: Option<std::net::Ipv4Addr>,
     #[serde(rename = "Hosts")]
     hosts: Option<Vec<hosts::RawHost>>,
     #[serde(rename = "FailoverAfterSeconds")]
@@ -176,6 +178,10 @@ pub struct Config {
     /// The network namespace libvirtd (so QEMU) runs in, which emulators must enter
     /// (`/run/netns/NAME`); `None` when it is the daemon's own.
     pub link_emulator_netns: Option<PathBuf>,
+    /// The controller's address on the network between the hosts, in the emulators'
+    /// namespace: where link emulators take frames from guests on remote hosts (each from its
+    /// host's `FrameAddress`). `None`: emulated networks stay on the primary host.
+    pub link_emulator_address: Option<std::net::Ipv4Addr>,
     /// The libvirt hosts, never empty; the first is the primary (see [`hosts`]).
     pub hosts: Vec<HostConfig>,
     /// How long a host stays unreachable before its `failover` instances are recreated
@@ -457,6 +463,18 @@ impl Config {
                 }
                 other => other,
             },
+            link_emulator_address: match raw.link_emulator_address {
+                Some(a) if a.is_loopback() || a.is_unspecified() || a.is_multicast() => {
+                    return Err(invalid(
+                        "LinkEmulatorAddress",
+                        format!(
+                            "{a} is loopback, unspecified or multicast: give the controller's \
+                             address on the network between the hosts"
+                        ),
+                    ))
+                }
+                other => other,
+            },
         })
     }
 }
@@ -615,6 +633,21 @@ mod tests {
         );
         assert_eq!(c.max_stream_lifetime, std::time::Duration::from_secs(3600));
         assert_eq!(c.max_streams_per_caller, 32);
+    }
+
+    #[test]
+    fn the_link_emulator_address_is_an_address_between_hosts() {
+        let c = parse(r#"{"LinkEmulatorAddress": "10.8.0.1"}"#).unwrap();
+        assert_eq!(c.link_emulator_address, Some("10.8.0.1".parse().unwrap()));
+        assert_eq!(parse("{}").unwrap().link_emulator_address, None);
+        let e = parse(r#"{"LinkEmulatorAddress": "127.0.0.1"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("LinkEmulatorAddress") && e.contains("loopback"),
+            "{e}"
+        );
+        assert!(parse(r#"{"LinkEmulatorAddress": "10.8.0"}"#).is_err());
     }
 
     #[test]

@@ -49,19 +49,23 @@ pub struct Nic {
     /// multi-NIC guest must not leave the order to libvirt's allocator.
     pub pci_slot: Option<u8>,
     /// On an emulated network: the NIC exchanges its frames with the network's link emulator
-    /// over UDP on the loopback of libvirt's network namespace, instead of a tap on `bridge`.
+    /// over UDP, instead of a tap on `bridge`: on the loopback of libvirt's network namespace
+    /// on the primary host, across the network between hosts from a remote one.
     pub emulated: Option<EmulatedPort>,
     /// Shaping of what the NIC sends, on a plain network (libvirt's `<bandwidth>`), in bits
     /// per second.
     pub rate_bps: Option<u64>,
 }
 
-/// The two UDP ports of a NIC on an emulated network, both on 127.0.0.1.
+/// The two UDP ends of a NIC on an emulated network: both on 127.0.0.1 on the primary host;
+/// on a remote host, the controller's `LinkEmulatorAddress` and the host's `FrameAddress`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmulatedPort {
     /// Where the emulator listens (every NIC of the network sends there).
+    pub emulator_address: std::net::Ipv4Addr,
     pub emulator_port: u16,
-    /// The NIC's own port: QEMU sends from it and receives on it.
+    /// The NIC's own address and port: QEMU sends from it and receives on it.
+    pub local_address: std::net::Ipv4Addr,
     pub local_port: u16,
 }
 

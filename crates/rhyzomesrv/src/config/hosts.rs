@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 /// The name of the one host made from `LibvirtURI` when `Hosts` is absent.
 pub const LOCAL_HOST: &str = "local";
@@ -27,6 +28,8 @@ pub(super) struct RawHost {
     max_instances: Option<u32>,
     #[serde(rename = "Insecure", default)]
     insecure: bool,
+    #[serde(rename = "FrameAddress")]
+    frame_address: Option<Ipv4Addr>,
 }
 
 /// A libvirt host the daemon drives.
@@ -41,6 +44,11 @@ pub struct HostConfig {
     pub max_instances: Option<u32>,
     /// `qemu+tcp` (no encryption, no authentication) is allowed only with this.
     pub insecure: bool,
+    /// A remote host's address on the network between the hosts, from which its guests'
+    /// NICs on emulated networks exchange frames with the controller's link emulators (at
+    /// `LinkEmulatorAddress`). Written as `FrameAddress`; when absent, the URI's server if that
+    /// is an IPv4 address. `None`: emulated networks cannot reach this host's guests.
+    pub frame_address: Option<Ipv4Addr>,
 }
 
 impl HostConfig {
@@ -91,6 +99,7 @@ pub(super) fn hosts_from(
             labels: BTreeMap::new(),
             max_instances: None,
             insecure: true,
+            frame_address: None,
         }]);
     };
     if libvirt_uri.is_some() {
@@ -126,12 +135,34 @@ pub(super) fn hosts_from(
         if h.max_instances == Some(0) {
             return Err(at("MaxInstances is 0: leave the host out instead".into()));
         }
+        // `user@10.0.0.2:16514` names 10.0.0.2.
+        let server_address = uri_server(&h.uri).and_then(|s| {
+            let s = s.rsplit_once('@').map_or(s, |(_, server)| server);
+            s.rsplit_once(':').map_or(s, |(host, _)| host).parse().ok()
+        });
+        let frame_address = h.frame_address.or(server_address);
+        match (frame_address, uri_server(&h.uri).is_some()) {
+            (Some(_), false) => {
+                return Err(at(
+                    "FrameAddress is for a remote host; a local one's guests reach the emulators on loopback"
+                        .into(),
+                ))
+            }
+            (Some(a), true) if a.is_loopback() || a.is_unspecified() || a.is_multicast() => {
+                return Err(at(format!(
+                    "FrameAddress {a} is loopback, unspecified or multicast: give the host's \
+                     address on the network between the hosts"
+                )))
+            }
+            _ => {}
+        }
         out.push(HostConfig {
             name: h.name,
             uri: h.uri,
             labels: h.labels,
             max_instances: h.max_instances,
             insecure: h.insecure,
+            frame_address,
         });
     }
     Ok(out)
@@ -177,7 +208,58 @@ mod tests {
             labels: BTreeMap::new(),
             max_instances: None,
             insecure,
+            frame_address: None,
         }
+    }
+
+    #[test]
+    fn the_frame_address_is_given_or_the_uris_ipv4_server() {
+        let hosts = hosts_from(
+            Some(vec![
+                raw("a", "qemu:///system", false),
+                raw("b", "qemu+ssh://root@10.0.0.2:22/system", false),
+                raw("c", "qemu+tls://c.example.org/system", false),
+                RawHost {
+                    frame_address: Some("10.8.0.4".parse().unwrap()),
+                    ..raw("d", "qemu+tls://d.example.org/system", false)
+                },
+            ]),
+            None,
+        )
+        .unwrap();
+        let addresses: Vec<Option<String>> = hosts
+            .iter()
+            .map(|h| h.frame_address.map(|a| a.to_string()))
+            .collect();
+        assert_eq!(
+            addresses,
+            [None, Some("10.0.0.2".into()), None, Some("10.8.0.4".into())]
+        );
+        let local_with_one = RawHost {
+            frame_address: Some("10.8.0.4".parse().unwrap()),
+            ..raw("a", "qemu:///system", false)
+        };
+        let e = hosts_from(Some(vec![local_with_one]), None).unwrap_err();
+        assert!(e.1.contains("FrameAddress"), "{}", e.1);
+        let loopback = RawHost {
+            frame_address: Some("127.0.0.1".parse().unwrap()),
+            ..raw("b", "qemu+tls://b/system", false)
+        };
+        assert!(hosts_from(Some(vec![loopback]), None).is_err());
+        // Two libvirtds on one server (other ports) share its address: their NICs' ports
+        // differ.
+        let same_server = RawHost {
+            frame_address: Some("10.0.0.2".parse().unwrap()),
+            ..raw("c", "qemu+tls://c/system", false)
+        };
+        hosts_from(
+            Some(vec![
+                raw("b", "qemu+tcp://10.0.0.2/system", true),
+                same_server,
+            ]),
+            None,
+        )
+        .unwrap();
     }
 
     #[test]

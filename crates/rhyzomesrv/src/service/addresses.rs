@@ -208,7 +208,13 @@ impl Service {
                 mac: a.mac.clone(),
                 ip,
             };
-            self.set_dhcp_entry(&network.name, host, present).await;
+            self.set_dhcp_entry("", &network.name, host.clone(), present)
+                .await;
+            // A guest on another host takes its address from that host's copy of the network.
+            if self.host_name(&r.host) != self.hosts().primary().name() {
+                self.set_dhcp_entry(&r.host, &network.name, host, present)
+                    .await;
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ use rhyzome_api::{
     DeviceSelection, DeviceSource, ImageInspection, InstanceSpec, NetworkMode, Solo5Manifest,
 };
 use sha2::{Digest, Sha256};
+use std::net::Ipv4Addr;
 
 /// First PCI slot (bus 0) of the NICs of a multi-NIC instance; 0-2 are the host bridge, the
 /// PIIX3 and, by convention, video.
@@ -314,6 +315,18 @@ impl Service {
     /// libvirt's allocator from reordering them.
     pub(super) fn definition(&self, r: &InstanceRecord) -> Result<DomainDefinition, ServiceError> {
         let emulator_ports = self.emulator_ports(&r.attachments)?;
+        // Loopback on a local host; the controller's and the host's addresses on a remote one.
+        let (emulator_address, local_address) = match self.frame_route(&r.host) {
+            Ok(Some(route)) => (route.emulator, route.host),
+            Ok(None) => (Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST),
+            Err(why) if !emulator_ports.is_empty() => {
+                return Err(ServiceError::Conflict {
+                    field: Some("host"),
+                    message: format!("instance {:?} is on an emulated network: {why}", r.name),
+                })
+            }
+            Err(_) => (Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST),
+        };
         // A store error must not quietly yield a guest without the disks its image needs.
         let disks = self.disks_of(&r.id, FIRST_NIC_SLOT + r.attachments.len() as u8)?;
         Ok(DomainDefinition {
@@ -341,7 +354,9 @@ impl Service {
                         .and_then(|n| emulator_ports.get(n))
                         .zip(a.emulator_port)
                         .map(|(&emulator_port, local_port)| EmulatedPort {
+                            emulator_address,
                             emulator_port,
+                            local_address,
                             local_port,
                         }),
                     // On an emulated network the emulator shapes the rate.

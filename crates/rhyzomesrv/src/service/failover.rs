@@ -10,7 +10,7 @@
 //! Concurrency: runs from the host watch; each move holds the instance's name lock and re-reads
 //! the record under it, and the choice is made under the scheduler's lock.
 
-use super::scheduler::{choose, primary_only, Need};
+use super::scheduler::{choose, ties, Need};
 use super::{now_rfc3339, Service, ServiceError};
 use crate::store::{Desired, InstanceRecord, PlacementRecord};
 use rhyzome_api::PlacementPolicy;
@@ -94,13 +94,14 @@ impl Service {
         from: &str,
     ) -> Result<(String, PlacementRecord), ServiceError> {
         let _one_at_a_time = self.placing.lock().unwrap_or_else(|p| p.into_inner());
-        // Volumes live on the primary, which never fails over: only NICs can tie it there.
-        let primary_only = primary_only(&r.attachments, false);
+        // Volumes live on the primary, which never fails over: only emulated NICs can tie it
+        // to some hosts.
+        let emulated = self.emulator_ports(&r.attachments)?;
         let need = Need {
             memory_mib: r.memory_mib,
             selector: None,
             policy: PlacementPolicy::Spread,
-            primary_only,
+            ties: ties(&r.attachments, &emulated, false),
         };
         let candidates: Vec<_> = self
             .candidates()?

@@ -307,14 +307,16 @@ impl Service {
             .into_iter()
             .map(|p| p.attachment)
             .collect();
-        // An emulated network's NICs have no bridge: its name is the emulator's tap.
+        // Only host bridges are checked: an emulated network's NICs have none (its name is the
+        // emulator's tap), and a managed network's bridge is made on the chosen host when the
+        // guest starts there.
         let bridged: Vec<Attachment> = attachments
             .iter()
-            .filter(|a| !on_emulated(a))
+            .filter(|a| a.network.is_none())
             .cloned()
             .collect();
-        let primary_only = super::scheduler::primary_only(&attachments, !volumes.is_empty());
-        let placed = self.place(spec, valid.memory_mib, primary_only)?;
+        let ties = super::scheduler::ties(&attachments, &emulated, !volumes.is_empty());
+        let placed = self.place(spec, valid.memory_mib, ties)?;
         self.check_bridges(&placed.host, bridge_fields(&bridged))
             .await?;
         let record = InstanceRecord {
@@ -416,6 +418,7 @@ impl Service {
     pub(super) async fn start_domain(&self, r: &InstanceRecord) -> Result<(), ServiceError> {
         // The emulator of an emulated network must know the NIC before QEMU sends a frame.
         self.ensure_emulators_of(&r.attachments).await?;
+        self.ensure_networks_on(&r.host, &r.attachments).await?;
         let backend = self.backend_on(&r.host)?;
         let mut def = self.definition(r)?;
         let (kernel, console_log, position) = self.host_paths(r).await?;

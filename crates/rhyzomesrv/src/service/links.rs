@@ -160,7 +160,17 @@ struct EmulatedNic {
     device: Option<String>,
     labels: BTreeMap<String, String>,
     peer_port: u16,
+    /// Its host's `FrameAddress` when that is a remote host.
+    peer_address: Option<Ipv4Addr>,
     own: LinkConditions,
+}
+
+/// How the emulated NICs of a remote host's guests reach the link emulators: to the
+/// controller's `LinkEmulatorAddress`, from the host's `FrameAddress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameRoute {
+    pub emulator: Ipv4Addr,
+    pub host: Ipv4Addr,
 }
 
 impl EmulatedNic {
@@ -199,11 +209,19 @@ impl Service {
                     continue;
                 };
                 if *network == record.id {
+                    // A host that lost its route (the configuration changed) gets none: its
+                    // guest's frames are refused until it moves or the route is back.
+                    let peer_address = self
+                        .frame_route(&instance.host)
+                        .ok()
+                        .flatten()
+                        .map(|r| r.host);
                     nics.push(EmulatedNic {
                         instance: instance.name.clone(),
                         device: a.device.clone(),
                         labels: instance.labels.clone(),
                         peer_port,
+                        peer_address,
                         own: a.conditions,
                     });
                 }
@@ -232,8 +250,17 @@ impl Service {
                 b: ports(&b),
             });
         }
+        // Bound only while some guest is on a remote host: the address may not exist in the
+        // emulators' namespace on a controller that drives one host.
+        let remote_listen = match self.config.link_emulator_address {
+            Some(a) if nics.iter().any(|n| n.peer_address.is_some()) => {
+                Some(SocketAddrV4::new(a, emulator.port))
+            }
+            _ => None,
+        };
         Ok(NetworkState {
             listen: SocketAddrV4::new(Ipv4Addr::LOCALHOST, emulator.port),
+            remote_listen,
             tap: Some(TapSpec {
                 name: record.bridge.clone(),
                 address: record.gateway,
@@ -246,6 +273,7 @@ impl Service {
                 .map(|n| {
                     let spec = PortSpec {
                         peer_port: n.peer_port,
+                        peer_address: n.peer_address,
                         conditions: n.own.or(shaping.defaults),
                     };
                     (n.port(), spec)
@@ -477,6 +505,24 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// How guests on `host` (a record's `host`) reach the link emulators: `None` on a local
+    /// host (loopback); on a remote one the route, or why there is none.
+    pub(crate) fn frame_route(&self, host: &str) -> Result<Option<FrameRoute>, String> {
+        let Some(h) = self.hosts.of(host) else {
+            return Err(format!("host {host:?} is not in the daemon's Hosts"));
+        };
+        if !h.config.is_remote() {
+            return Ok(None);
+        }
+        match (self.config.link_emulator_address, h.config.frame_address) {
+            (Some(emulator), Some(address)) => Ok(Some(FrameRoute {
+                emulator,
+                host: address,
+            })),
+            _ => Err(super::scheduler::NO_FRAME_PATH.into()),
+        }
     }
 
     /// The emulator port of each emulated network that one of `attachments` is on, by

@@ -34,6 +34,7 @@ pub mod instances;
 pub mod links;
 pub mod locks;
 pub mod metrics;
+pub mod network_hosts;
 pub mod networks;
 pub mod ownership;
 pub mod probes;

@@ -198,6 +198,8 @@ impl Service {
             if let NetworkRemoval::NotOurs(mark) = removal {
                 tracing::warn!(network = %name, ?mark, "the libvirt network of this name is not this daemon's; left alone");
             }
+            self.remove_network_from_hosts(&libvirt_network_name(name))
+                .await;
         }
         self.store.remove_network(&record.id)?;
         tracing::info!(network = %name, "network deleted");
@@ -255,6 +257,9 @@ impl Service {
                 }
             }
         }
+        if self.hosts.all().len() > 1 {
+            self.reconcile_networks_on_hosts(&records).await;
+        }
         Ok(())
     }
 
@@ -275,7 +280,7 @@ impl Service {
         }
     }
 
-    fn is_ours(&self, status: &NetworkStatus) -> bool {
+    pub(super) fn is_ours(&self, status: &NetworkStatus) -> bool {
         status
             .mark
             .as_ref()
@@ -368,31 +373,32 @@ impl Service {
                 return;
             }
         };
-        let changes: Vec<(DhcpHost, bool)> = wanted
-            .iter()
-            .filter(|h| !status.hosts.contains(h))
-            .map(|h| (h.clone(), true))
-            .chain(
-                status
-                    .hosts
-                    .iter()
-                    .filter(|h| !wanted.contains(h))
-                    .map(|h| (h.clone(), false)),
-            )
-            .collect();
-        for (host, present) in changes {
-            self.set_dhcp_entry(&record.name, host, present).await;
+        for (entry, present) in super::network_hosts::dhcp_changes(&wanted, status) {
+            self.set_dhcp_entry("", &record.name, entry, present).await;
         }
     }
 
-    /// Adds or removes one DHCP entry of the managed network `network`; a failure is logged,
-    /// as the next reconcile pass corrects the entries from the store.
-    pub(super) async fn set_dhcp_entry(&self, network: &str, host: DhcpHost, present: bool) {
-        let backend = self.backend.clone();
+    /// Adds or removes one DHCP entry of the managed network `network` on `host` (a record's
+    /// `host`: empty is the primary); a failure is logged, as the next reconcile pass
+    /// corrects the entries from the store.
+    pub(super) async fn set_dhcp_entry(
+        &self,
+        host: &str,
+        network: &str,
+        entry: DhcpHost,
+        present: bool,
+    ) {
+        let backend = match self.backend_on(host) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(network = %network, error = %e, "cannot update a DHCP entry");
+                return;
+            }
+        };
         let libvirt_name = libvirt_network_name(network);
         let done = blocking(move || {
             backend
-                .set_dhcp_host(&libvirt_name, &host, present)
+                .set_dhcp_host(&libvirt_name, &entry, present)
                 .map_err(ServiceError::Backend)
         })
         .await

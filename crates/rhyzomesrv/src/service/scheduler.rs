@@ -29,6 +29,9 @@ pub struct Candidate {
     /// `None`: not known (the host's facts were never read).
     pub free_memory_mib: Option<u64>,
     pub primary: bool,
+    /// Its guests can reach the controller's link emulators: the primary, or a remote host
+    /// with a `FrameAddress` while `LinkEmulatorAddress` is set.
+    pub frames: bool,
 }
 
 /// What the instance needs.
@@ -37,8 +40,18 @@ pub struct Need<'a> {
     pub memory_mib: u32,
     pub selector: Option<&'a BTreeMap<String, String>>,
     pub policy: PlacementPolicy,
-    /// Why only the primary host can serve it (a managed network or a volume lives there).
+    /// What ties it to some hosts.
+    pub ties: Ties,
+}
+
+/// What ties an instance to some hosts, from its NICs and volumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ties {
+    /// Why only the primary host can serve it (a volume lives there).
     pub primary_only: Option<String>,
+    /// A NIC is on an emulated network: a host serves it only when its guests can reach the
+    /// emulators ([`Candidate::frames`]).
+    pub emulated: bool,
 }
 
 /// The host chosen and why.
@@ -48,20 +61,27 @@ pub struct Choice {
     pub reason: String,
 }
 
-/// Why only the primary host can serve an instance with these NICs and volumes: managed
-/// networks, their emulators and volumes live there. `None`: any host can.
-pub fn primary_only(
+/// What ties an instance with these NICs and volumes to some hosts: volumes live on the
+/// primary; an emulated network's NICs reach its emulator from any host with a path for
+/// frames; a plain managed network is brought up on whichever host the instance runs on.
+/// `emulated` holds the ids of the emulated networks among the NICs'.
+pub fn ties(
     attachments: &[crate::store::attachments::Attachment],
+    emulated: &HashMap<String, u16>,
     has_volumes: bool,
-) -> Option<String> {
-    if attachments.iter().any(|a| a.network.is_some()) {
-        Some("its managed network lives on the primary host".into())
-    } else if has_volumes {
-        Some("its volumes live in the primary host's pool".into())
-    } else {
-        None
+) -> Ties {
+    let networks = || attachments.iter().filter_map(|a| a.network.as_ref());
+    let primary_only =
+        has_volumes.then(|| "its volumes live in the primary host's pool".to_string());
+    Ties {
+        primary_only,
+        emulated: networks().any(|n| emulated.contains_key(n)),
     }
 }
+
+/// Why a host cannot serve a NIC on an emulated network.
+pub const NO_FRAME_PATH: &str = "its guests cannot reach the link emulators: an emulated \
+     network needs the host's FrameAddress and the controller's LinkEmulatorAddress";
 
 /// Chooses a host for `need` among `candidates`, or says why none fits.
 ///
@@ -74,8 +94,10 @@ pub fn choose(candidates: &[Candidate], need: &Need<'_>) -> Result<Choice, Strin
     for c in candidates {
         let why_not = if let Some(e) = &c.unreachable {
             Some(format!("unreachable ({e})"))
-        } else if let (Some(why), false) = (&need.primary_only, c.primary) {
+        } else if let (Some(why), false) = (&need.ties.primary_only, c.primary) {
             Some(why.clone())
+        } else if need.ties.emulated && !c.frames {
+            Some(NO_FRAME_PATH.into())
         } else if let Some((k, v)) = need
             .selector
             .and_then(|s| s.iter().find(|(k, v)| c.labels.get(*k) != Some(*v)))
@@ -221,6 +243,7 @@ impl Service {
                     instances,
                     free_memory_mib: h.facts().map(|f| f.free_memory_kib / 1024),
                     primary: i == 0,
+                    frames: self.frame_route(&name).is_ok(),
                     name,
                 }
             })
@@ -228,13 +251,13 @@ impl Service {
     }
 
     /// Chooses the host of a new instance: the one `spec.host` names (checked: it exists, is
-    /// reachable and can serve the instance), else the scheduler's choice. `primary_only` says
-    /// why only the primary can serve it, if so.
+    /// reachable and can serve the instance), else the scheduler's choice. `ties` says what
+    /// ties the instance to some hosts.
     pub(crate) fn place(
         &self,
         spec: &InstanceSpec,
         memory_mib: u32,
-        primary_only: Option<String>,
+        ties: Ties,
     ) -> Result<Placed, ServiceError> {
         let failover = spec.failover.unwrap_or(false);
         if let Some(selector) = &spec.host_selector {
@@ -267,8 +290,12 @@ impl Service {
                 )
                 .into());
             };
-            if let (Some(why), false) = (&primary_only, host.name() == self.hosts.primary().name())
-            {
+            let why_not = match (&ties.primary_only, self.frame_route(name)) {
+                (Some(why), _) if host.name() != self.hosts.primary().name() => Some(why.clone()),
+                (_, Err(why)) if ties.emulated => Some(why),
+                _ => None,
+            };
+            if let Some(why) = why_not {
                 return Err(
                     FieldError::new("host", format!("{name:?} cannot serve it: {why}")).into(),
                 );
@@ -291,7 +318,7 @@ impl Service {
             memory_mib,
             selector: spec.host_selector.as_ref(),
             policy,
-            primary_only,
+            ties,
         };
         // Reading the figures and reserving the choice must not interleave with another
         // create's, or concurrent creates of a test bed would all see the same counts.
@@ -333,6 +360,7 @@ mod tests {
             instances,
             free_memory_mib: Some(free),
             primary: name == "a",
+            frames: name == "a",
         }
     }
 
@@ -341,7 +369,7 @@ mod tests {
             memory_mib: 32,
             selector: None,
             policy,
-            primary_only: None,
+            ties: Ties::default(),
         }
     }
 
@@ -416,8 +444,17 @@ mod tests {
     fn primary_only_needs_and_no_fit_are_explained() {
         let hosts = [host("a", 9, 1000), host("b", 0, 1000)];
         let mut n = need(PlacementPolicy::Spread);
-        n.primary_only = Some("network lab lives on the primary host".into());
+        n.ties.primary_only = Some("network lab lives on the primary host".into());
         assert_eq!(choose(&hosts, &n).unwrap().host, "a");
+        // An emulated network goes wherever frames reach the emulator.
+        let mut n = need(PlacementPolicy::Spread);
+        n.ties.emulated = true;
+        let choice = choose(&hosts, &n).unwrap();
+        assert_eq!(choice.host, "a");
+        assert!(choice.reason.contains(NO_FRAME_PATH), "{}", choice.reason);
+        let mut b = host("b", 0, 1000);
+        b.frames = true;
+        assert_eq!(choose(&[host("a", 9, 1000), b], &n).unwrap().host, "b");
         let mut a = host("a", 0, 1000);
         a.unreachable = Some("down".into());
         let e = choose(&[a], &n).unwrap_err();

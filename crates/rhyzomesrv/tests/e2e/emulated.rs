@@ -17,12 +17,12 @@ fn emulator_binary() -> std::path::PathBuf {
 }
 
 /// A guest's address and MAC, as the daemon gave them.
-struct Guest {
-    ip: Ipv4Addr,
-    mac: String,
+pub(crate) struct Guest {
+    pub ip: Ipv4Addr,
+    pub mac: String,
 }
 
-fn guest(d: &Daemon, name: &str) -> Guest {
+pub(crate) fn guest(d: &Daemon, name: &str) -> Guest {
     let i = d.client.get_instance(name).unwrap();
     let n = i.network.expect("a NIC");
     let cidr = n.ipv4.expect("an address");
@@ -38,7 +38,7 @@ fn guest(d: &Daemon, name: &str) -> Guest {
 /// measures the conditions: a delay is never shorter than configured, while load on the
 /// host (and both guests' 100 Hz polling) only ever adds to a round trip, so an average
 /// would move with the machine's load and the minimum does not.
-fn probe(from: &Guest, to: &Guest, count: u32, interval_ms: u32) -> (u32, f64, usize) {
+pub(crate) fn probe(from: &Guest, to: &Guest, count: u32, interval_ms: u32) -> (u32, f64, usize) {
     let report =
         rhyzome_testkernel::probe_in(&netns(), from.ip, to.ip, &to.mac, count, interval_ms)
             .unwrap_or_else(|e| panic!("no probe report from {}: {e}", from.ip));

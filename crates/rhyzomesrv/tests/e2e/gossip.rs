@@ -13,34 +13,58 @@ use std::time::{Duration, Instant};
 const NODES: usize = 9;
 
 fn bed_file(kernel: &str) -> String {
+    gossip_bed("gsp", 7, "10.72.0.0/24", NODES, false, kernel)
+}
+
+/// A gossip test bed `name`: a seed and `nodes` nodes of the test kernel on the network
+/// `NAME-net`, each node with three random peers among the nodes and the seed.
+pub(crate) fn gossip_bed(
+    name: &str,
+    seed: u64,
+    subnet: &str,
+    nodes: usize,
+    emulated: bool,
+    kernel: &str,
+) -> String {
+    let emulated = if emulated { "emulated = true\n" } else { "" };
     format!(
-        r#"name = "gsp"
-seed = 7
+        r#"name = "{name}"
+seed = {seed}
 
 [[networks]]
-name = "gsp-net"
-subnet = "10.72.0.0/24"
-
+name = "{name}-net"
+subnet = "{subnet}"
+{emulated}
 [[groups]]
 name = "seed"
 count = 1
 kernel = "{kernel}"
-network = "gsp-net"
+network = "{name}-net"
 kernel_parameters = "--ipv4={{cidr}} --name=seed --peers={{peers:nodes:3}}"
 memory_mib = 16
 ready = {{ console = "{READY_LINE}" }}
 
 [[groups]]
 name = "nodes"
-count = {NODES}
+count = {nodes}
 after = ["seed"]
 kernel = "{kernel}"
-network = "gsp-net"
+network = "{name}-net"
 kernel_parameters = "--ipv4={{cidr}} --name=node{{i}} --peers={{peers:nodes:3}},{{group.seed.ip}}"
 memory_mib = 16
 ready = {{ console = "{READY_LINE}" }}
 "#
     )
+}
+
+/// The address of instance `name` on its (first) network.
+pub(crate) fn ip_of(instances: &[rhyzome_api::Instance], name: &str) -> Ipv4Addr {
+    let i = instances.iter().find(|i| i.name == name).unwrap();
+    let ip = i.attachments[0]
+        .ipv4
+        .as_deref()
+        .expect("an address on the bed network");
+    ip.split('/').next().unwrap().parse().unwrap()
 }
 
 fn epoch_ms() -> u64 {
@@ -56,25 +80,10 @@ fn a_rumor_reaches_every_node_and_collect_writes_its_results() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gossip.toml");
     std::fs::write(&file, bed_file(&d.kernel())).unwrap();
-    d.ctl_ok(&[
-        "testbed",
-        "apply",
-        "-f",
-        file.to_str().unwrap(),
-        "--wait",
-        "--timeout",
-        "3m",
-    ]);
+    d.apply_bed_and_wait(&file, "3m");
     let instances = d.client.list_instances().unwrap();
     assert_eq!(instances.len(), 1 + NODES);
-    let ip_of = |name: &str| -> Ipv4Addr {
-        let i = instances.iter().find(|i| i.name == name).unwrap();
-        let ip = i.attachments[0]
-            .ipv4
-            .as_deref()
-            .expect("an address on the bed network");
-        ip.split('/').next().unwrap().parse().unwrap()
-    };
+    let ip_of = |name: &str| ip_of(&instances, name);
 
     // Every guest's clock set from the host's, as the example script does: samples once the
     // guest's RTC clock runs (its first second edge, within a second of boot), until a `clock`

@@ -74,6 +74,29 @@ pub fn host2_uri() -> String {
     lab_env("RHYZOME_LAB_HOST2_URI")
 }
 
+/// Where the daemon's link emulators take frames from host 2's guests: the lab namespace's
+/// end of the veth pair to host 2 (`LinkEmulatorAddress`).
+pub fn emulator_address() -> String {
+    lab_env("RHYZOME_LAB_EMULATOR_ADDR")
+}
+
+/// Host 2's end of that pair, from which its guests send frames (`FrameAddress`).
+pub fn host2_frame_address() -> String {
+    lab_env("RHYZOME_LAB_HOST2_FRAME_ADDR")
+}
+
+/// Host 2's network namespace.
+pub fn host2_netns() -> String {
+    lab_env("RHYZOME_LAB_HOST2_NETNS")
+}
+
+/// Held by each test that uses host 2: one of them stops its libvirtd, which must not happen
+/// under another.
+pub fn host2_lock() -> std::sync::MutexGuard<'static, ()> {
+    static HOST2: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HOST2.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The pid of host 2's libvirtd, as [`lab_libvirtd_pid`].
 pub fn host2_libvirtd_pid() -> Option<u32> {
     libvirtd_pid(&lab_env("RHYZOME_LAB_HOST2_LIBVIRTD_PIDFILE"))
@@ -129,7 +152,8 @@ pub fn lab_up() -> Result<(), String> {
     }
 }
 
-/// Brings the lab up once per test process (idempotent if it already runs).
+/// Brings the lab up once per test process (idempotent if it already runs), and starts the
+/// watcher of its libvirtd.
 pub fn lab() {
     static LAB: OnceLock<()> = OnceLock::new();
     LAB.get_or_init(|| {
@@ -140,8 +164,49 @@ pub fn lab() {
                  (scripts/install-deps.sh installs them):\n{output}"
             );
         }
+        std::thread::spawn(watch_lab_libvirtd);
     });
 }
+
+/// How many tests have stopped the lab's libvirtd on purpose and not yet started it again:
+/// the watcher leaves it down meanwhile.
+pub static LIBVIRTD_STOPPED_ON_PURPOSE: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// Starts the lab's libvirtd again when it died under the tests, as a service manager's
+/// restart policy would on a server. Debian 12's libvirt 9.0 was seen to abort (`free():
+/// invalid pointer` after `remoteClientFreePrivateCallbacks: unexpected incomplete domain
+/// callback`) while many clients came and went; the daemons under test reconnect, and each
+/// restart is reported on stderr and in `LAB_RESTARTS_LOG`, never hidden.
+fn watch_lab_libvirtd() {
+    use std::sync::atomic::Ordering;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if LIBVIRTD_STOPPED_ON_PURPOSE.load(Ordering::SeqCst) > 0 || lab_libvirtd_pid().is_some() {
+            continue;
+        }
+        // A test may have stopped it just now, or `lab.sh` may be starting it.
+        std::thread::sleep(Duration::from_millis(500));
+        if LIBVIRTD_STOPPED_ON_PURPOSE.load(Ordering::SeqCst) > 0 || lab_libvirtd_pid().is_some() {
+            continue;
+        }
+        let line = format!(
+            "the lab's libvirtd is not running and no test stopped it: starting it again (see \
+             /var/log/rhyzome-lab/{}-libvirtd.stderr)",
+            netns()
+        );
+        eprintln!("{line}");
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(LAB_RESTARTS_LOG)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
+        lab_command("host1-start");
+    }
+}
+
+/// Where the watcher notes each restart of the lab's libvirtd.
+pub const LAB_RESTARTS_LOG: &str = "/var/log/rhyzome-lab/watcher.log";
 
 /// uid and gid of the lab's unprivileged user (made by `scripts/lab.sh`).
 pub fn lab_user() -> (u32, u32) {
@@ -397,6 +462,21 @@ impl Daemon {
     }
 
     /// Like [`ctl`](Self::ctl), but fails the test unless the command succeeds; returns stdout.
+    /// `rhyzomectl testbed apply -f FILE --wait --timeout TIMEOUT`, which must succeed; its
+    /// output.
+    pub fn apply_bed_and_wait(&self, file: &Path, timeout: &str) -> String {
+        let file = file.to_str().expect("a UTF-8 path");
+        self.ctl_ok(&[
+            "testbed",
+            "apply",
+            "-f",
+            file,
+            "--wait",
+            "--timeout",
+            timeout,
+        ])
+    }
+
     pub fn ctl_ok(&self, args: &[&str]) -> String {
         let out = self.ctl(args);
         assert!(

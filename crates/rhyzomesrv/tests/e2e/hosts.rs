@@ -62,6 +62,7 @@ impl Drop for Host2Back {
 #[test]
 fn two_hosts_place_boot_report_and_survive_a_remote_outage() {
     lab();
+    let _host2 = host2_lock();
     lab_command("host2-start");
     let d = Daemon::start_with(
         "hosts",

@@ -98,6 +98,7 @@ fn the_daemon_starts_restarts_and_adopts_link_emulators() {
     let tap = format!("rzemu-e{id}");
     let state = rhyzome_linkemu::state::NetworkState {
         listen: format!("127.0.0.1:{}", 44_000 + id).parse().unwrap(),
+        remote_listen: None,
         tap: Some(rhyzome_linkemu::state::TapSpec {
             name: tap.clone(),
             address: std::net::Ipv4Addr::new(10, 232, id as u8, 1),

@@ -6,6 +6,7 @@
 //! never skipped. Each test uses its own daemon, state directory, instance names and guest
 //! addresses, so they can run in parallel.
 
+mod cross_host;
 mod dashboard;
 mod devices;
 mod emulated;

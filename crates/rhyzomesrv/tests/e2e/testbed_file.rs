@@ -86,7 +86,7 @@ fn a_bed_file_with_emulated_links_probes_and_a_kernel_file_comes_up_and_changes_
     .unwrap();
 
     let started = Instant::now();
-    let out = d.ctl_ok(&["testbed", "apply", "-f", path, "--wait", "--timeout", "3m"]);
+    let out = d.apply_bed_and_wait(std::path::Path::new(path), "3m");
     eprintln!(
         "{out}\n3 nodes ready in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -138,7 +138,7 @@ fn a_bed_file_with_emulated_links_probes_and_a_kernel_file_comes_up_and_changes_
         bed(UDP_READY, r#"latency = "10ms""#, r#"latency = "50ms""#),
     )
     .unwrap();
-    let out = d.ctl_ok(&["testbed", "apply", "-f", path, "--wait", "--timeout", "1m"]);
+    let out = d.apply_bed_and_wait(std::path::Path::new(path), "1m");
     assert!(out.contains("will update network tbf-net"), "{out}");
     assert!(out.contains("2 to update"), "{out}");
     assert!(out.contains("0 to replace"), "{out}");

@@ -107,7 +107,7 @@ fn a_bed_scales_by_its_highest_indices_replaces_a_changed_group_alone_and_surviv
     let bed = "tbo";
     std::fs::write(&file, bed_file(&d.kernel(), bed, "10.72.0.0/24", 29, "")).unwrap();
     let started = Instant::now();
-    d.ctl_ok(&["testbed", "apply", "-f", path, "--wait", "--timeout", "4m"]);
+    d.apply_bed_and_wait(std::path::Path::new(path), "4m");
     eprintln!("30 nodes ready in {:.1}s", started.elapsed().as_secs_f64());
     let base = instances(&d, bed);
     assert_eq!(base.len(), 30);
@@ -173,7 +173,7 @@ fn a_bed_scales_by_its_highest_indices_replaces_a_changed_group_alone_and_surviv
         bed_file(&d.kernel(), bed, "10.72.0.0/24", 29, " --verbose"),
     )
     .unwrap();
-    let out = d.ctl_ok(&["testbed", "apply", "-f", path, "--wait", "--timeout", "4m"]);
+    let out = d.apply_bed_and_wait(std::path::Path::new(path), "4m");
     assert!(
         out.contains("10 to create, 1 to replace, 0 to update, 0 to delete"),
         "{out}"
@@ -236,15 +236,7 @@ fn beds_built_alike_pick_alike() {
     for (bed, subnet) in [("tbpa", "10.73.0.0/24"), ("tbpb", "10.74.0.0/24")] {
         let file = dir.path().join(format!("{bed}.toml"));
         std::fs::write(&file, bed_file(&d.kernel(), bed, subnet, 6, "")).unwrap();
-        d.ctl_ok(&[
-            "testbed",
-            "apply",
-            "-f",
-            file.to_str().unwrap(),
-            "--wait",
-            "--timeout",
-            "4m",
-        ]);
+        d.apply_bed_and_wait(&file, "4m");
         let out = d.ctl_ok(&[
             "testbed", "fault", bed, "kill", "--group", "nodes", "--count", "2",
         ]);

@@ -69,15 +69,7 @@ fn a_30_node_bed_comes_up_in_after_order_reapplies_as_no_change_and_goes() {
 
     std::fs::write(&file, bed_file(&d.kernel())).unwrap();
     let started = std::time::Instant::now();
-    let out = d.ctl_ok(&[
-        "testbed",
-        "apply",
-        "-f",
-        file.to_str().unwrap(),
-        "--wait",
-        "--timeout",
-        "4m",
-    ]);
+    let out = d.apply_bed_and_wait(&file, "4m");
     let up = started.elapsed();
     assert!(out.contains("30 to create"), "{out}");
     assert!(out.contains("test bed tb30: ready"), "{out}");

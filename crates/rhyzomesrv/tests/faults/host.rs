@@ -1,11 +1,14 @@
 //! libvirtd restarted under the daemon, SIGTERM, and a simulated host reboot.
 
-use crate::harness::{lab, lab_libvirtd_pid, lab_up, udp, virsh, Daemon};
+use crate::harness::{
+    lab, lab_libvirtd_pid, lab_up, udp, virsh, Daemon, LIBVIRTD_STOPPED_ON_PURPOSE,
+};
 use crate::{serial, EventLog};
 use rhyzome_api::InstanceState;
 use rhyzome_testkernel::{BANNER_LINE, READY_LINE};
 use std::net::Ipv4Addr;
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// libvirtd, stopped by a test. Dropping it brings libvirtd back even when the test fails
@@ -18,7 +21,9 @@ pub(crate) struct StoppedLibvirtd {
 impl StoppedLibvirtd {
     pub(crate) fn restart(mut self) {
         self.restarted = true;
-        if let Err(e) = lab_up() {
+        let up = lab_up();
+        LIBVIRTD_STOPPED_ON_PURPOSE.fetch_sub(1, Ordering::SeqCst);
+        if let Err(e) = up {
             panic!("scripts/lab.sh up failed:\n{e}");
         }
     }
@@ -30,6 +35,7 @@ impl Drop for StoppedLibvirtd {
             if let Err(e) = lab_up() {
                 eprintln!("could not bring libvirtd back: {e}");
             }
+            LIBVIRTD_STOPPED_ON_PURPOSE.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -40,6 +46,9 @@ pub(crate) fn kill_libvirtd() -> StoppedLibvirtd {
     let pid = lab_libvirtd_pid()
         .expect("the lab's libvirtd is not running")
         .to_string();
+    // From here on the lab's watcher leaves it down, until restart() or drop.
+    LIBVIRTD_STOPPED_ON_PURPOSE.fetch_add(1, Ordering::SeqCst);
+    let stopped = StoppedLibvirtd { restarted: false };
     assert!(Command::new("kill").arg(&pid).status().unwrap().success());
     for _ in 0..100 {
         let alive = Command::new("kill")
@@ -49,7 +58,7 @@ pub(crate) fn kill_libvirtd() -> StoppedLibvirtd {
             .unwrap()
             .success();
         if !alive {
-            return StoppedLibvirtd { restarted: false };
+            return stopped;
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -181,12 +181,14 @@ pub fn render(def: &DomainDefinition) -> Result<String, DomainXmlError> {
                                 Some(port) => {
                                     let emulator = port.emulator_port.to_string();
                                     let local = port.local_port.to_string();
+                                    let emulator_address = port.emulator_address.to_string();
+                                    let local_address = port.local_address.to_string();
                                     w.create_element("source")
-                                        .with_attribute(("address", "127.0.0.1"))
+                                        .with_attribute(("address", emulator_address.as_str()))
                                         .with_attribute(("port", emulator.as_str()))
                                         .write_inner_content(|w| {
                                             w.create_element("local")
-                                                .with_attribute(("address", "127.0.0.1"))
+                                                .with_attribute(("address", local_address.as_str()))
                                                 .with_attribute(("port", local.as_str()))
                                                 .write_empty()?;
                                             Ok::<_, std::io::Error>(())
@@ -423,8 +425,11 @@ mod tests {
     #[test]
     fn an_emulated_nic_is_a_udp_socket_pair_and_a_rate_is_bandwidth() {
         let mut d = sample();
+        let local = std::net::Ipv4Addr::LOCALHOST;
         d.nics[0].emulated = Some(crate::backend::EmulatedPort {
+            emulator_address: local,
             emulator_port: 40000,
+            local_address: local,
             local_port: 40001,
         });
         let xml = render(&d).unwrap();
@@ -439,6 +444,22 @@ mod tests {
         }
         assert!(!xml.contains("bridge="), "{xml}");
         assert!(!xml.contains("<bandwidth"));
+        // On a remote host: to the controller's address, from the host's.
+        d.nics[0].emulated = Some(crate::backend::EmulatedPort {
+            emulator_address: "10.8.0.1".parse().unwrap(),
+            emulator_port: 40000,
+            local_address: "10.8.0.2".parse().unwrap(),
+            local_port: 40001,
+        });
+        let xml = render(&d).unwrap();
+        assert!(
+            xml.contains("<source address=\"10.8.0.1\" port=\"40000\">"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<local address=\"10.8.0.2\" port=\"40001\"/>"),
+            "{xml}"
+        );
 
         let mut d = sample();
         d.nics[0].rate_bps = Some(10_000_000);
