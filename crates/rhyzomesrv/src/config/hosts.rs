@@ -30,6 +30,8 @@ pub(super) struct RawHost {
     insecure: bool,
     #[serde(rename = "FrameAddress")]
     frame_address: Option<Ipv4Addr>,
+    #[serde(rename = "Bridges", default)]
+    bridges: BTreeMap<String, String>,
 }
 
 /// A libvirt host the daemon drives.
@@ -49,9 +51,19 @@ pub struct HostConfig {
     /// `LinkEmulatorAddress`). Written as `FrameAddress`; when absent, the URI's server if that
     /// is an IPv4 address. `None`: emulated networks cannot reach this host's guests.
     pub frame_address: Option<Ipv4Addr>,
+    /// This host's names of host bridges (`{"br0": "br-lan"}`): an instance on bridge `br0`
+    /// (its `--bridge`, or `BridgeInterface`) joins `br-lan` when it runs here. The shared L2
+    /// segment is the operator's; the name is per host. A bridge not named here keeps its
+    /// name.
+    pub bridges: BTreeMap<String, String>,
 }
 
 impl HostConfig {
+    /// The name on this host of the bridge an instance names.
+    pub fn bridge<'a>(&'a self, bridge: &'a str) -> &'a str {
+        self.bridges.get(bridge).map_or(bridge, String::as_str)
+    }
+
     /// Whether the host is another machine: its URI names a server. Kernels reach such a host
     /// by upload into its `rhyzome-kernels` pool, and its consoles are read through libvirt.
     pub fn is_remote(&self) -> bool {
@@ -100,6 +112,7 @@ pub(super) fn hosts_from(
             max_instances: None,
             insecure: true,
             frame_address: None,
+            bridges: BTreeMap::new(),
         }]);
     };
     if libvirt_uri.is_some() {
@@ -141,6 +154,12 @@ pub(super) fn hosts_from(
             s.rsplit_once(':').map_or(s, |(host, _)| host).parse().ok()
         });
         let frame_address = h.frame_address.or(server_address);
+        for (from, to) in &h.bridges {
+            for name in [from, to] {
+                rhyzome_api::validate::validate_bridge(name)
+                    .map_err(|e| at(format!("Bridges: {}", e.message)))?;
+            }
+        }
         match (frame_address, uri_server(&h.uri).is_some()) {
             (Some(_), false) => {
                 return Err(at(
@@ -163,6 +182,7 @@ pub(super) fn hosts_from(
             max_instances: h.max_instances,
             insecure: h.insecure,
             frame_address,
+            bridges: h.bridges,
         });
     }
     Ok(out)
@@ -209,6 +229,7 @@ mod tests {
             max_instances: None,
             insecure,
             frame_address: None,
+            bridges: BTreeMap::new(),
         }
     }
 

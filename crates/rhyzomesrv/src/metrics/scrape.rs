@@ -13,6 +13,8 @@ use prometheus_client::metrics::MetricType;
 #[derive(Debug, Clone)]
 pub struct DomainSample {
     pub instance: String,
+    /// The host it runs on, when the daemon drives several.
+    pub host: Option<String>,
     /// The image reference it was created from, if any.
     pub image: Option<String>,
     /// The test bed and group it belongs to (its `testbed=` and `group=` labels), if any.
@@ -28,6 +30,8 @@ pub struct DomainSample {
 pub struct Scrape {
     /// Whether the bulk statistics call succeeded.
     pub libvirt_up: bool,
+    /// Each host and whether it answers (the primary: whether its bulk call succeeded).
+    pub hosts: Vec<(String, bool)>,
     /// Instances per observed state; every state is listed, zero or not, so that series do
     /// not appear and vanish.
     pub instances_by_state: Vec<(&'static str, u64)>,
@@ -75,6 +79,7 @@ impl DomainSample {
             ("instance", self.instance.as_str()),
         ];
         for (name, value) in [
+            ("host", &self.host),
             ("image", &self.image),
             ("testbed", &self.testbed),
             ("group", &self.group),
@@ -243,6 +248,14 @@ impl Collector for Scrape {
             Gauge,
             [&()],
             |_, put| put(Vec::new(), if self.libvirt_up { 1.0 } else { 0.0 }),
+        )?;
+        family(
+            e,
+            "rhyzome_host_up",
+            "Whether the host answers: for the primary, whether its bulk statistics call succeeded",
+            Gauge,
+            &self.hosts,
+            |(host, up), put| put(vec![("host", host.as_str())], if *up { 1.0 } else { 0.0 }),
         )?;
         family(
             e,

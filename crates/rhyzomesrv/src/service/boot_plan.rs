@@ -480,10 +480,27 @@ impl Service {
         } else {
             "on the libvirt host".to_string()
         };
+        // Checked under the host's own name for each bridge (its `Bridges`).
+        let attachments: Vec<(String, String, String)> = attachments
+            .into_iter()
+            .map(|(field, bridge)| {
+                let local = self
+                    .hosts
+                    .of(host)
+                    .map_or(bridge.as_str(), |h| h.config.bridge(&bridge))
+                    .to_string();
+                (field, bridge, local)
+            })
+            .collect();
         blocking(move || {
-            for (field, bridge) in attachments {
+            for (field, bridge, local) in attachments {
+                let on = if local == bridge {
+                    on.clone()
+                } else {
+                    format!("{on} (as {local:?}, its Bridges say)")
+                };
                 let problem = match backend
-                    .interface_kind(&bridge)
+                    .interface_kind(&local)
                     .map_err(ServiceError::Backend)?
                 {
                     InterfaceKind::Bridge | InterfaceKind::Unknown => continue,

@@ -27,6 +27,8 @@ async fn lab(b_settings: serde_json::Value) -> Lab {
     let (dir, config, kernel) = crate::testing::fake_setup(&serde_json::json!({
         "DomainType": "test",
         "ReconcileIntervalSeconds": 3600,
+        // Each scrape reads the hosts afresh.
+        "MetricsMaxAgeMillis": 0,
         "Hosts": [{"Name": "a", "URI": "test:///a"}, b_host],
     }));
     let store = Store::open(&config.state_dir).unwrap();
@@ -502,4 +504,101 @@ failover = true
         .unwrap();
     assert!(member.failover);
     assert_eq!(member.placement.unwrap().how, "binpack");
+}
+
+#[tokio::test]
+async fn metrics_name_each_guest_s_host_and_say_which_hosts_answer() {
+    let lab = lab(serde_json::json!({})).await;
+    for (name, host) in [("on-a", "a"), ("on-b", "b")] {
+        lab.create(InstanceSpec {
+            host: Some(host.into()),
+            ..lab.spec(name)
+        })
+        .await
+        .unwrap();
+    }
+    let text = lab.service.scrape(&Caller::internal()).await.unwrap();
+    let cpu_line = |instance: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("libvirt_domain_info_cpu_time_seconds_total{")
+                    && l.contains(&format!("instance=\"{instance}\""))
+            })
+            .unwrap_or_else(|| panic!("no CPU sample of {instance} in\n{text}"))
+            .to_string()
+    };
+    assert!(
+        cpu_line("on-a").contains("host=\"a\""),
+        "{}",
+        cpu_line("on-a")
+    );
+    assert!(
+        cpu_line("on-b").contains("host=\"b\""),
+        "{}",
+        cpu_line("on-b")
+    );
+    assert!(text.contains("rhyzome_host_up{host=\"a\"} 1"), "{text}");
+    assert!(text.contains("rhyzome_host_up{host=\"b\"} 1"), "{text}");
+
+    // b goes away: its guest leaves the exposition, and b says it is down.
+    lab.b.set_down(true);
+    lab.service.reconcile_once().await.unwrap();
+    let text = lab.service.scrape(&Caller::internal()).await.unwrap();
+    assert!(text.contains("rhyzome_host_up{host=\"b\"} 0"), "{text}");
+    assert!(text.contains("rhyzome_host_up{host=\"a\"} 1"), "{text}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("libvirt_") && l.contains("instance=\"on-b\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains("rhyzome_instances{state=\"unknown\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_names_its_own_bridge_and_the_create_checks_it_there() {
+    let lab = lab(serde_json::json!({"Bridges": {"br0": "br-lan"}})).await;
+    let on_a = lab
+        .create(InstanceSpec {
+            host: Some("a".into()),
+            ..lab.spec("on-a")
+        })
+        .await
+        .unwrap();
+    let on_b = lab
+        .create(InstanceSpec {
+            host: Some("b".into()),
+            ..lab.spec("on-b")
+        })
+        .await
+        .unwrap();
+    // The record keeps the bridge the instance names; each host's domain joins its own.
+    assert_eq!(on_b.network.as_ref().unwrap().bridge, "br0");
+    assert_eq!(lab.a.definition(&on_a.id).unwrap().nics[0].bridge, "br0");
+    assert_eq!(lab.b.definition(&on_b.id).unwrap().nics[0].bridge, "br-lan");
+
+    // b has no br-lan: a create there is refused, naming the field, the host and both names.
+    lab.b
+        .set_interface("br-lan", crate::backend::InterfaceKind::Missing);
+    let e = lab
+        .create(InstanceSpec {
+            host: Some("b".into()),
+            ..lab.spec("on-b-again")
+        })
+        .await
+        .unwrap_err();
+    let ServiceError::Invalid(e) = e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        e.message.contains("\"br0\"")
+            && e.message.contains("\"br-lan\"")
+            && e.message.contains("\"b\""),
+        "{}",
+        e.message
+    );
+    assert!(lab.service.get(&Caller::internal(), "on-b-again").is_err());
 }

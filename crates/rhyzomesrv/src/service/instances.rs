@@ -421,6 +421,11 @@ impl Service {
         self.ensure_networks_on(&r.host, &r.attachments).await?;
         let backend = self.backend_on(&r.host)?;
         let mut def = self.definition(r)?;
+        if let Some(host) = self.hosts.of(&r.host) {
+            for nic in def.nics.iter_mut().filter(|n| n.emulated.is_none()) {
+                nic.bridge = host.config.bridge(&nic.bridge).to_string();
+            }
+        }
         let (kernel, console_log, position) = self.host_paths(r).await?;
         def.kernel = kernel;
         def.console_log = console_log;

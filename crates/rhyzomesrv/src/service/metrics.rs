@@ -44,7 +44,8 @@ const IDLE_STOP: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 struct CounterSnapshot {
     taken: Instant,
-    counters: Result<Vec<DomainCounters>, BackendError>,
+    /// Each domain's counters with the name of the host that reported it.
+    counters: Result<Vec<(String, DomainCounters)>, BackendError>,
 }
 
 #[derive(Debug)]
@@ -61,9 +62,7 @@ struct CacheState {
 /// Where the counters come from: one bulk statistics call per reachable host, concatenated
 /// (see [`Service::counter_source`]).
 pub(super) type CounterSource = Arc<
-    dyn Fn(&HashSet<String>) -> Result<Vec<crate::backend::DomainCounters>, BackendError>
-        + Send
-        + Sync,
+    dyn Fn(&HashSet<String>) -> Result<Vec<(String, DomainCounters)>, BackendError> + Send + Sync,
 >;
 
 /// The last bulk statistics call's answer, shared by the scrapes and the refresher task.
@@ -182,7 +181,7 @@ impl Service {
             for (i, host) in hosts.all().iter().enumerate() {
                 let counters = host.backend().and_then(|b| b.all_counters(block_stats_of));
                 match counters {
-                    Ok(c) => all.extend(c),
+                    Ok(c) => all.extend(c.into_iter().map(|c| (host.name().to_string(), c))),
                     Err(e) if i == 0 => return Err(e),
                     Err(e) => {
                         tracing::debug!(host = %host.name(), error = %e, "no statistics from this host")
@@ -233,15 +232,23 @@ impl Service {
         if let Ok(counters) = &snapshot.counters {
             let by_id: HashMap<&str, &crate::store::InstanceRecord> =
                 records.iter().map(|r| (r.id.as_str(), r)).collect();
+            // A domain counts on the host its record names: a stale copy left on a host that
+            // came back after a failover is not the instance (the reconciler destroys it).
             let owned: Vec<_> = counters
                 .iter()
-                .filter_map(|c| by_id.get(c.uuid.as_str()).map(|r| (*r, c)))
+                .filter_map(|(host, c)| {
+                    by_id
+                        .get(c.uuid.as_str())
+                        .filter(|r| self.host_name(&r.host) == host)
+                        .map(|r| (*r, host, c))
+                })
                 .collect();
+            let several_hosts = self.hosts.all().len() > 1;
             if !owned.is_empty() {
                 let images = self.store.all_instance_images()?;
                 domains = owned
                     .into_iter()
-                    .map(|(r, counters)| {
+                    .map(|(r, host, counters)| {
                         let mut counters = counters.clone();
                         // libvirt is not asked for vCPUs (see backend/libvirt/bulk.rs): the
                         // domain runs with the instance's.
@@ -250,6 +257,7 @@ impl Service {
                         }
                         DomainSample {
                             instance: r.name.clone(),
+                            host: several_hosts.then(|| host.clone()),
                             image: images.get(&r.id).cloned(),
                             testbed: r.labels.get("testbed").cloned(),
                             group: r.labels.get("group").cloned(),
@@ -265,8 +273,20 @@ impl Service {
         // Writing the text takes milliseconds at hundreds of domains (docs/benchmarks.md):
         // off the async runtime too, so that API requests never wait behind it.
         let metrics = self.metrics.clone();
+        let hosts = self
+            .hosts
+            .all()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                // The primary is never gated (see service/hosts.rs): its bulk call says.
+                let up = if i == 0 { libvirt_up } else { h.reachable() };
+                (h.name().to_string(), up)
+            })
+            .collect();
         let scrape = Scrape {
             libvirt_up,
+            hosts,
             snapshot_age_seconds: snapshot.taken.elapsed().as_secs_f64(),
             instances_by_state,
             restarts,
