@@ -108,7 +108,14 @@ case $cmd in
     sign "$out/client.info" "$out/clientkey.pem" "$out/clientcert.pem"
     cp "$ca_dir/cacert.pem" "$out/cacert.pem"
     echo "$out"
-    echo "distinguished name: $(certtool --certificate-info --infile "$out/clientcert.pem" | sed -n 's/^\tSubject: //p')"
+    # libvirt compares tls_allowed_dn_list with the name in its own order (O=...,CN=...), which
+    # is the reverse of what certtool shows (CN=...,O=...); virt-pki-query-dn prints libvirt's.
+    if command -v virt-pki-query-dn >/dev/null; then
+      dn=$(virt-pki-query-dn "$out/clientcert.pem")
+    else
+      dn="O=Rhyzome,CN=$name"
+    fi
+    echo "distinguished name (for tls_allowed_dn_list): $dn"
     ;;
   *) usage ;;
 esac

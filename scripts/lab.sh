@@ -20,6 +20,9 @@
 #   NS-h2), and a veth pair from the root namespace (rzh2-lab, 192.168.250.1/30) to it
 #   (rzh2-host, 192.168.250.2/30). Its libvirtd listens on plain TCP without authentication at
 #   192.168.250.2, reachable only from this machine's root namespace: qemu+tcp://192.168.250.2/system.
+#   It also listens with TLS on 192.168.250.2:16514, with a CA, a server and a client
+#   certificate that scripts/hosts-pki.sh makes once under /var/lib/rhyzome-lab/NS-h2/pki:
+#   qemu+tls://192.168.250.2/system?pkipath=.../pki/client-rhyzome-lab (`lab.sh env` prints it).
 #   A lab whose RHYZOME_LAB_NETNS is not the default gets other veth names and another /30 in
 #   192.168.250.0/24, derived from the name (so that two labs' second hosts do not clash; two
 #   names may still, rarely, hash alike: then `up` of the second reports the veth in use).
@@ -76,6 +79,12 @@ fi
 VETH_LAB_ADDR=192.168.250.$((H2_SLOT * 4 + 1))/30
 H2_LISTEN=192.168.250.$((H2_SLOT * 4 + 2))
 URI_H2="qemu+tcp://$H2_LISTEN/system"
+# Host 2 also listens with TLS (port 16514), with a PKI made by scripts/hosts-pki.sh, so that
+# the TLS set-up docs/hosts-tls.md describes is tested: the controller's client certificate
+# directory goes in the URI as pkipath, and host 2 admits only that client's name.
+H2_PKI=/var/lib/rhyzome-lab/$NS2/pki
+H2_TLS_CLIENT_DN="O=Rhyzome,CN=rhyzome-lab"
+URI_H2_TLS="qemu+tls://$H2_LISTEN/system?pkipath=$H2_PKI/client-rhyzome-lab"
 FRAMES_DEV=rzframes
 FRAMES_EMULATOR=192.168.251.1
 FRAMES_H2=192.168.251.2
@@ -199,10 +208,14 @@ CONF
       # authentication, bound to the veth address that only this machine's root namespace
       # reaches: a lab, not a deployment (docs/hosts-tls.md describes TLS for real hosts).
       cat <<CONF
-listen_tls = 0
 listen_tcp = 1
 auth_tcp = "none"
 listen_addr = "$LISTEN"
+listen_tls = 1
+ca_file = "$H2_PKI/server-$NS2/cacert.pem"
+cert_file = "$H2_PKI/server-$NS2/servercert.pem"
+key_file = "$H2_PKI/server-$NS2/serverkey.pem"
+tls_allowed_dn_list = ["$H2_TLS_CLIENT_DN"]
 CONF
     fi
   )
@@ -360,12 +373,32 @@ start_libvirt() {
   fi
 }
 
-# Host 2 answers where the controller reaches it: over TCP, from the root namespace.
+# Host 2 answers where the controller reaches it: over TCP and over TLS, from the root
+# namespace.
 check_host2_tcp() {
-  if ! timeout 30 virsh -q -c "$URI_H2" version >/dev/null; then
-    echo "error: host 2's libvirtd does not answer on $URI_H2; see $LOGDIR/$NS2-libvirtd.stderr" >&2
-    exit 1
+  local uri
+  for uri in "$URI_H2" "$URI_H2_TLS"; do
+    if ! timeout 30 virsh -q -c "$uri" version >/dev/null; then
+      echo "error: host 2's libvirtd does not answer on $uri; see $LOGDIR/$NS2-libvirtd.stderr" >&2
+      exit 1
+    fi
+  done
+}
+
+# Host 2's CA, server certificate (its name and veth address) and the controller's client
+# certificate, made once (scripts/hosts-pki.sh refuses to overwrite).
+make_host2_pki() {
+  if [ -f "$H2_PKI/server-$NS2/servercert.pem" ] && [ -f "$H2_PKI/client-rhyzome-lab/clientcert.pem" ]; then
+    return 0
   fi
+  log "making host 2's TLS certificates in $H2_PKI"
+  rm -rf "$H2_PKI"
+  mkdir -p "$(dirname "$H2_PKI")"
+  local pki
+  pki="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/hosts-pki.sh"
+  bash "$pki" ca "$H2_PKI" Rhyzome >/dev/null
+  bash "$pki" server "$H2_PKI" "$NS2" "$H2_LISTEN" >/dev/null
+  bash "$pki" client "$H2_PKI" rhyzome-lab >/dev/null
 }
 
 # Stops the selected host's libvirt and removes its namespace (with host 2's veth pair, whose
@@ -385,6 +418,7 @@ case "${1:-up}" in
     use_host 1
     start_libvirt
     create_host2_netns
+    make_host2_pki
     use_host 2
     start_libvirt
     check_host2_tcp
@@ -408,6 +442,7 @@ case "${1:-up}" in
     ;;
   host2-start)
     create_host2_netns
+    make_host2_pki
     use_host 2
     start_libvirt
     check_host2_tcp
@@ -423,6 +458,7 @@ case "${1:-up}" in
     echo "RHYZOME_LAB_ADDR2=$ADDR2"
     use_host 2
     echo "RHYZOME_LAB_HOST2_URI='$URI_H2'"
+    echo "RHYZOME_LAB_HOST2_TLS_URI='$URI_H2_TLS'"
     echo "RHYZOME_LAB_HOST2_NETNS=$NS2"
     echo "RHYZOME_LAB_HOST2_LIBVIRTD_PIDFILE=$LIBVIRTD_PID"
     echo "RHYZOME_LAB_HOST2_BRIDGE=$BR2_H2"

@@ -24,10 +24,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long a started emulator has to open its control socket.
-const START_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a control request may take: the emulator answers between two frames.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a started emulator has to open its control socket. Generous: a test bed's
+/// start-up keeps two cores busy with TCG guests, and a process start then waits its turn.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a control request may take: the emulator answers between two frames, but it is
+/// one thread among many guests' on a loaded host. A dead emulator refuses the connection at
+/// once, so this bounds only a hung one.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {

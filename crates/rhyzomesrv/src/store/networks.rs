@@ -137,12 +137,23 @@ pub enum AddressRefusal {
     NoEmulatorPort,
 }
 
-/// The lowest port of [`EMULATOR_PORTS`] that no emulator and no NIC has, nor any of `also`
-/// (given in the same transaction, not yet written).
+/// The first port of [`EMULATOR_PORTS`], counted from this daemon's own place in the range,
+/// that no emulator and no NIC has, nor any of `also` (given in the same transaction, not
+/// yet written).
+///
+/// Every daemon on one libvirt host binds these ports on the same loopback (libvirt's
+/// network namespace): its emulators and its guests' QEMU NICs. Each daemon starts counting
+/// at an offset drawn from its identity, so that two daemons sharing a host (or the tests'
+/// daemons on the lab) do not all take 24000 first and fail to bind.
 pub(super) fn free_emulator_port(
     conn: &rusqlite::Connection,
     also: &[u16],
 ) -> Result<u16, StoreError> {
+    use sha2::Digest;
+    let identity = super::daemon_identity(conn)?;
+    let digest = sha2::Sha256::digest(format!("rhyzome-emulator-ports:{identity}").as_bytes());
+    let span = u32::from(*EMULATOR_PORTS.end() - *EMULATOR_PORTS.start()) + 1;
+    let offset = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % span;
     let mut used: HashSet<u16> = also.iter().copied().collect();
     let mut stmt = conn.prepare_cached(
         "SELECT emulator_port FROM networks WHERE emulator_port IS NOT NULL \
@@ -151,8 +162,9 @@ pub(super) fn free_emulator_port(
     for port in stmt.query_map([], |r| r.get::<_, u16>(0))? {
         used.insert(port?);
     }
-    EMULATOR_PORTS
-        .clone()
+    let start = u32::from(*EMULATOR_PORTS.start());
+    (0..span)
+        .map(|i| (start + (offset + i) % span) as u16)
         .find(|p| !used.contains(p))
         .ok_or(StoreError::Address(AddressRefusal::NoEmulatorPort))
 }

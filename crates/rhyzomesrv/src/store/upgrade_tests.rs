@@ -504,7 +504,7 @@ fn check_networks(store: &Store, release: Release) {
         created_at: "2026-11-27T06:38:00Z".into(),
         emulator: None,
     };
-    let wan = NetworkRecord {
+    let mut wan = NetworkRecord {
         id: WAN_ID.into(),
         name: "wan".into(),
         subnet: Ipv4Subnet::parse("10.50.0.0/16").unwrap(),
@@ -514,22 +514,31 @@ fn check_networks(store: &Store, release: Release) {
         bridge: "rzn-9876543210".into(),
         owner: "alice".into(),
         created_at: "2026-11-27T06:38:30Z".into(),
-        // The first port of the range; the seed's top bit survives SQLite's signed integers.
+        // The fixtures' port (today a daemon starts at its own place in the range); the
+        // seed's top bit survives SQLite's signed integers.
         emulator: Some(super::networks::Emulator {
             port: 24000,
             seed: u64::MAX - 1,
         }),
     };
     if release < Release::V10Emulated {
-        // Today's code on the migrated tables gives the same port.
-        let given = store.insert_network(&NetworkRecord {
-            emulator: Some(super::networks::Emulator {
-                port: 0,
-                seed: u64::MAX - 1,
-            }),
-            ..wan.clone()
+        // Today's code on the migrated tables gives a port of the range.
+        let given = store
+            .insert_network(&NetworkRecord {
+                emulator: Some(super::networks::Emulator {
+                    port: 0,
+                    seed: u64::MAX - 1,
+                }),
+                ..wan.clone()
+            })
+            .unwrap();
+        let port = given.emulator.map(|e| e.port).unwrap_or_default();
+        assert!(super::networks::EMULATOR_PORTS.contains(&port), "{port}");
+        wan.emulator = Some(super::networks::Emulator {
+            port,
+            seed: u64::MAX - 1,
         });
-        assert_eq!(given.unwrap(), wan, "{release:?}");
+        assert_eq!(given, wan, "{release:?}");
         assert_eq!(
             store.network_shaping(WAN_ID).unwrap(),
             Default::default(),
@@ -586,13 +595,19 @@ fn check_networks(store: &Store, release: Release) {
     on_wan.attachments[0].network = Some(WAN_ID.into());
     let written = store.insert_with_addresses(&on_wan, None, &[]).unwrap();
     assert_eq!(
-        (written[0].address, written[0].emulator_port),
-        (Some(std::net::Ipv4Addr::new(10, 50, 0, 2)), Some(24001)),
+        written[0].address,
+        Some(std::net::Ipv4Addr::new(10, 50, 0, 2)),
         "{release:?}"
+    );
+    let port = written[0].emulator_port.expect("a NIC port");
+    assert!(
+        super::networks::EMULATOR_PORTS.contains(&port)
+            && Some(port) != wan.emulator.map(|e| e.port),
+        "{port}: not the emulator's, in the range"
     );
     assert_eq!(
         store.by_name("on-wan").unwrap().unwrap().attachments[0].emulator_port,
-        Some(24001)
+        Some(port)
     );
 }
 

@@ -1,9 +1,12 @@
-//! An emulated network across two hosts (issue 20): a 20-node gossip test bed spread over the
+//! Networks across two hosts (issue 20). An emulated network: a 20-node gossip test bed spread over the
 //! lab's libvirtd and host 2, whose guests' NICs are `<interface type='udp'>` toward the
 //! daemon's link emulator, at its `LinkEmulatorAddress` across the veth pair between the
 //! hosts. A rumor injected at the seed from the emulator's tap reaches every node on both
 //! hosts, guests probe each other across the hosts, a latency set at run time on a remote
-//! guest applies to it, and a partition by labels cuts remote guests off.
+//! guest applies to it, and a partition by labels cuts remote guests off. A managed network,
+//! with host 2 driven over TLS: one pool of addresses, host 2's copy of the libvirt network
+//! made for its first guest there and removed after its last; a revoked client certificate
+//! makes host 2 unreachable for that controller.
 
 use super::emulated::{guest, probe};
 use super::gossip::{gossip_bed, ip_of};
@@ -157,20 +160,66 @@ fn host2_networks(all: bool) -> Vec<String> {
         .collect()
 }
 
+/// A client certificate signed by host 2's CA but not admitted by its `tls_allowed_dn_list`
+/// (a controller whose access was revoked): its `pkipath` directory.
+fn refused_client(dir: &std::path::Path) -> std::path::PathBuf {
+    let pki = host2_tls_uri()
+        .split_once("pkipath=")
+        .map(|(_, p)| std::path::PathBuf::from(p))
+        .expect("a pkipath in the TLS URI");
+    let ca = pki.parent().unwrap().join("ca");
+    std::fs::create_dir(dir.join("ca")).unwrap();
+    for file in ["cacert.pem", "cakey.pem"] {
+        std::fs::copy(ca.join(file), dir.join("ca").join(file)).unwrap();
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/hosts-pki.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .args(["client", dir.to_str().unwrap(), "revoked"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "hosts-pki.sh client: {out:?}");
+    dir.join("client-revoked")
+}
+
+/// Over TLS, as docs/hosts-tls.md sets it up: host 2 is driven with the lab's client
+/// certificate, and a controller whose certificate host 2 does not admit finds it
+/// unreachable with libvirt's reason.
 #[test]
 fn a_managed_network_is_one_address_space_over_two_hosts() {
     lab();
     let _host2 = host2_lock();
     lab_command("host2-start");
+    let pki = tempfile::tempdir().unwrap();
+    let revoked = format!(
+        "{}?pkipath={}",
+        host2_tls_uri().split('?').next().unwrap(),
+        refused_client(pki.path()).display()
+    );
     let d = Daemon::start_with(
         "xlan",
         serde_json::json!({
             "LibvirtURI": null,
             "Hosts": [
                 {"Name": "local", "URI": libvirt_uri()},
-                {"Name": "h2", "URI": host2_uri(), "Insecure": true},
+                {"Name": "h2", "URI": host2_tls_uri()},
+                {"Name": "revoked", "URI": revoked},
             ],
         }),
+    );
+    let hosts = d.client.list_hosts().unwrap();
+    assert!(hosts[1].reachable, "h2 over TLS: {:?}", hosts[1]);
+    assert!(!hosts[2].reachable);
+    let error = hosts[2].error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("certificate") || error.contains("TLS") || error.contains("authentication"),
+        "{error}"
+    );
+    assert_eq!(
+        hosts[2].uri,
+        host2_tls_uri().split('?').next().unwrap(),
+        "the key path is not shown"
     );
     d.ctl_ok(&[
         "network",

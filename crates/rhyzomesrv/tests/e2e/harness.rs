@@ -85,6 +85,12 @@ pub fn host2_frame_address() -> String {
     lab_env("RHYZOME_LAB_HOST2_FRAME_ADDR")
 }
 
+/// Host 2 over TLS: `qemu+tls://...?pkipath=DIR` with the client certificate the lab made
+/// (`scripts/hosts-pki.sh`), the only one host 2's `tls_allowed_dn_list` admits.
+pub fn host2_tls_uri() -> String {
+    lab_env("RHYZOME_LAB_HOST2_TLS_URI")
+}
+
 /// Host 2's network namespace.
 pub fn host2_netns() -> String {
     lab_env("RHYZOME_LAB_HOST2_NETNS")
