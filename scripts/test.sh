@@ -21,7 +21,8 @@ echo "==> building"
 cargo build --workspace --locked
 make -s -C testkernel/kernel
 echo "==> cargo test"
-cargo test --workspace --locked -- --test-threads="${RHYZOME_TEST_THREADS:-4}"
+# --no-fail-fast: one failing test binary must not hide the others' results.
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${RHYZOME_TEST_THREADS:-4}"
 echo "==> probe (hostile requests against a daemon on the lab's libvirt)"
 scripts/probe.sh
 echo "==> schemathesis"

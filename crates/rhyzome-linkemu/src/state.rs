@@ -172,9 +172,14 @@ impl NetworkState {
                         "port {name:?} is on another host, and no remote listening address is set"
                     ));
                 }
-                Some(a) if a == *self.listen.ip() || a.is_unspecified() || a.is_multicast() => {
+                Some(a)
+                    if a == *self.listen.ip()
+                        || self.remote_listen.is_some_and(|r| *r.ip() == a)
+                        || a.is_unspecified()
+                        || a.is_multicast() =>
+                {
                     return bad(format!(
-                        "port {name:?}: peer address {a} is the local one, unspecified or multicast"
+                        "port {name:?}: peer address {a} is one of the emulator's own, unspecified or multicast"
                     ));
                 }
                 Some(_) => {}

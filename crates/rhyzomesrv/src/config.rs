@@ -412,6 +412,24 @@ impl Config {
         }
         let socket =
             local_socket(raw.socket, raw.socket_group).map_err(|(key, m)| invalid(key, m))?;
+        let link_emulator_address = match raw.link_emulator_address {
+            Some(a) if a.is_loopback() || a.is_unspecified() || a.is_multicast() => {
+                return Err(invalid(
+                    "LinkEmulatorAddress",
+                    format!(
+                        "{a} is loopback, unspecified or multicast: give the controller's \
+                         address on the network between the hosts"
+                    ),
+                ))
+            }
+            Some(a) if hosts.iter().any(|h| h.frame_address == Some(a)) => {
+                return Err(invalid(
+                    "LinkEmulatorAddress",
+                    format!("{a} is also a host's FrameAddress: the emulator would send to itself"),
+                ))
+            }
+            other => other,
+        };
         Ok(Config {
             bridge_interface,
             hostname,
@@ -463,18 +481,7 @@ impl Config {
                 }
                 other => other,
             },
-            link_emulator_address: match raw.link_emulator_address {
-                Some(a) if a.is_loopback() || a.is_unspecified() || a.is_multicast() => {
-                    return Err(invalid(
-                        "LinkEmulatorAddress",
-                        format!(
-                            "{a} is loopback, unspecified or multicast: give the controller's \
-                             address on the network between the hosts"
-                        ),
-                    ))
-                }
-                other => other,
-            },
+            link_emulator_address,
         })
     }
 }

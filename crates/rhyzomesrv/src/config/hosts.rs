@@ -148,11 +148,17 @@ pub(super) fn hosts_from(
         if h.max_instances == Some(0) {
             return Err(at("MaxInstances is 0: leave the host out instead".into()));
         }
-        // `user@10.0.0.2:16514` names 10.0.0.2.
-        let server_address = uri_server(&h.uri).and_then(|s| {
-            let s = s.rsplit_once('@').map_or(s, |(_, server)| server);
-            s.rsplit_once(':').map_or(s, |(host, _)| host).parse().ok()
-        });
+        // `user@10.0.0.2:16514` names 10.0.0.2. A URI through a tunnel (127.0.0.1) names no
+        // address the guests could use: then there is no default.
+        let server_address = uri_server(&h.uri)
+            .and_then(|s| {
+                let s = s.rsplit_once('@').map_or(s, |(_, server)| server);
+                s.rsplit_once(':')
+                    .map_or(s, |(host, _)| host)
+                    .parse::<Ipv4Addr>()
+                    .ok()
+            })
+            .filter(|a| !(a.is_loopback() || a.is_unspecified() || a.is_multicast()));
         let frame_address = h.frame_address.or(server_address);
         for (from, to) in &h.bridges {
             for name in [from, to] {
@@ -267,6 +273,17 @@ mod tests {
             ..raw("b", "qemu+tls://b/system", false)
         };
         assert!(hosts_from(Some(vec![loopback]), None).is_err());
+        // Through an SSH tunnel: no default, and no error for what was not written.
+        let tunnel = hosts_from(
+            Some(vec![raw(
+                "t",
+                "qemu+ssh://root@127.0.0.1:2222/system",
+                false,
+            )]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(tunnel[0].frame_address, None);
         // Two libvirtds on one server (other ports) share its address: their NICs' ports
         // differ.
         let same_server = RawHost {

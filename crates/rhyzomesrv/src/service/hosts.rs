@@ -9,7 +9,9 @@
 //! a daemon restart. Each transition is logged and published as an event `host:NAME`.
 //!
 //! Concurrency: the registry is shared (`Arc`) and its per-host state sits behind short
-//! `std::sync::Mutex`es that are never held across an await or a libvirt call.
+//! `std::sync::Mutex`es that are never held across an await or a libvirt call. Each host's
+//! check (facts, reconnection) runs on a thread of its own, at most one per host at a time,
+//! so a host whose packets vanish delays only itself.
 
 use super::authz::{authorize, Action};
 use super::{blocking, now_rfc3339, Service, ServiceError};
@@ -36,6 +38,8 @@ pub type Connector = Arc<
 pub struct Host {
     pub config: HostConfig,
     state: Mutex<HostState>,
+    /// A check of this host runs (see [`HostRegistry::check`]).
+    checking: std::sync::atomic::AtomicBool,
 }
 
 struct HostState {
@@ -158,7 +162,13 @@ pub struct HostRegistry {
     hosts: Vec<Arc<Host>>,
     connector: Connector,
     sink: Mutex<Option<NoticeSink>>,
+    /// Changes found by checks that outlived the pass that started them.
+    late: Arc<Mutex<Vec<HostChange>>>,
 }
+
+/// How long [`HostRegistry::check`] waits for its hosts' answers before it returns; a check
+/// still running then reports at a later pass.
+const CHECK_WAIT: Duration = Duration::from_secs(2);
 
 impl HostRegistry {
     /// The registry with the primary host already connected (`primary`, as the daemon made it
@@ -174,6 +184,7 @@ impl HostRegistry {
             .enumerate()
             .map(|(i, c)| {
                 let host = Host {
+                    checking: std::sync::atomic::AtomicBool::new(false),
                     config: c.clone(),
                     state: Mutex::new(HostState {
                         backend: None,
@@ -196,6 +207,7 @@ impl HostRegistry {
             hosts,
             connector,
             sink: Mutex::new(None),
+            late: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -234,66 +246,89 @@ impl HostRegistry {
     /// Connects to `host` now (blocking): its backend, domain type, node facts and event
     /// subscription. Returns the change of reachability, if any.
     pub fn connect(&self, host: &Host) -> Result<Option<HostChange>, BackendError> {
-        let existing = host.lock().backend.clone();
-        let (backend, domain_type) = match existing {
-            // An existing libvirt backend reconnects by itself at its next call.
-            Some(b) => {
-                let dt = host.domain_type().unwrap_or("qemu");
-                (b, dt)
-            }
-            None => {
-                let (b, dt) = (self.connector)(&host.config)?;
-                if let Some(sink) = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-                    if let Err(e) = b.watch(sink) {
-                        tracing::warn!(host = %host.name(), error = %e, "no lifecycle events from this host; relying on polling");
-                    }
-                }
-                (b, dt)
-            }
-        };
-        let facts = match backend.node_info() {
-            Ok(facts) => Some(facts),
-            Err(e @ BackendError::Unavailable(_)) => return Err(e),
-            // It answered: reachable, though it would not describe itself.
-            Err(e) => {
-                tracing::warn!(host = %host.name(), error = %e, "cannot read the host's facts");
-                None
-            }
-        };
-        Ok(host.connected(backend, domain_type, facts))
+        let sink = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        connect_with(host, &self.connector, sink)
     }
 
     /// Refreshes the facts of the reachable hosts and retries the unreachable ones whose
-    /// back-off has passed (blocking). Returns the changes.
+    /// back-off has passed, each on a thread of its own: a host that drops packets makes its
+    /// attempt wait for TCP's timeout, which must not hold up the others. Waits up to
+    /// [`CHECK_WAIT`] for them (blocking); a check still running then is not started again
+    /// and reports its change at a later call. Returns the changes found.
     pub fn check(&self, now: Instant, refresh_facts: bool) -> Vec<HostChange> {
-        let mut changes = Vec::new();
+        use std::sync::atomic::Ordering;
+        let sink = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut running = Vec::new();
         for host in &self.hosts {
-            let attempt = if host.reachable() {
-                if !refresh_facts {
-                    continue;
-                }
-                match host.backend().and_then(|b| b.node_info()) {
-                    Ok(facts) => {
-                        host.lock().facts = Some(facts);
-                        continue;
-                    }
-                    Err(e) => Err(e),
-                }
-            } else if host.retry_due(now) {
-                self.connect(host)
+            let due = if host.reachable() {
+                refresh_facts
             } else {
-                continue;
+                host.retry_due(now)
             };
-            match attempt {
-                Ok(change) => changes.extend(change),
-                Err(e @ BackendError::Unavailable(_)) if !self.is_primary(host) => {
-                    tracing::debug!(host = %host.name(), error = %e, "host unreachable");
-                    changes.extend(host.failed(&e));
+            if !due || host.checking.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            let (job_host, connector, sink, late) = (
+                host.clone(),
+                self.connector.clone(),
+                sink.clone(),
+                self.late.clone(),
+            );
+            let primary = self.is_primary(host);
+            let spawned = std::thread::Builder::new()
+                .name(format!("host-check-{}", host.name()))
+                .spawn(move || {
+                    let changes = check_host(&job_host, &connector, sink, primary);
+                    late.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(changes);
+                    job_host.checking.store(false, Ordering::Release);
+                });
+            match spawned {
+                Ok(thread) => running.push(thread),
+                Err(e) => {
+                    // Out of threads or memory: this host waits for the next pass.
+                    tracing::warn!(host = %host.name(), error = %e, "cannot start a host check");
+                    host.checking.store(false, Ordering::Release);
                 }
-                Err(e) => tracing::debug!(host = %host.name(), error = %e, "host check failed"),
             }
         }
-        changes
+        let deadline = Instant::now() + CHECK_WAIT;
+        while running.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::mem::take(&mut *self.late.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// One host's check: its facts when reachable, a reconnection when not. Returns the change.
+fn check_host(
+    host: &Host,
+    connector: &Connector,
+    sink: Option<NoticeSink>,
+    primary: bool,
+) -> Vec<HostChange> {
+    let attempt = if host.reachable() {
+        match host.backend().and_then(|b| b.node_info()) {
+            Ok(facts) => {
+                host.lock().facts = Some(facts);
+                return Vec::new();
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        connect_with(host, connector, sink)
+    };
+    match attempt {
+        Ok(change) => change.into_iter().collect(),
+        Err(e @ BackendError::Unavailable(_)) if !primary => {
+            tracing::debug!(host = %host.name(), error = %e, "host unreachable");
+            host.failed(&e).into_iter().collect()
+        }
+        Err(e) => {
+            tracing::debug!(host = %host.name(), error = %e, "host check failed");
+            Vec::new()
+        }
     }
 }
 
@@ -469,4 +504,39 @@ impl Service {
             }
         }
     }
+}
+
+/// [`HostRegistry::connect`], for a check's own thread.
+fn connect_with(
+    host: &Host,
+    connector: &Connector,
+    sink: Option<NoticeSink>,
+) -> Result<Option<HostChange>, BackendError> {
+    let existing = host.lock().backend.clone();
+    let (backend, domain_type) = match existing {
+        // An existing libvirt backend reconnects by itself at its next call.
+        Some(b) => {
+            let dt = host.domain_type().unwrap_or("qemu");
+            (b, dt)
+        }
+        None => {
+            let (b, dt) = connector(&host.config)?;
+            if let Some(sink) = sink {
+                if let Err(e) = b.watch(sink) {
+                    tracing::warn!(host = %host.name(), error = %e, "no lifecycle events from this host; relying on polling");
+                }
+            }
+            (b, dt)
+        }
+    };
+    let facts = match backend.node_info() {
+        Ok(facts) => Some(facts),
+        Err(e @ BackendError::Unavailable(_)) => return Err(e),
+        // It answered: reachable, though it would not describe itself.
+        Err(e) => {
+            tracing::warn!(host = %host.name(), error = %e, "cannot read the host's facts");
+            None
+        }
+    };
+    Ok(host.connected(backend, domain_type, facts))
 }

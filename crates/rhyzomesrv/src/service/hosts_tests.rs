@@ -602,3 +602,142 @@ async fn a_host_names_its_own_bridge_and_the_create_checks_it_there() {
     );
     assert!(lab.service.get(&Caller::internal(), "on-b-again").is_err());
 }
+
+#[test]
+fn a_host_that_never_answers_does_not_hold_up_the_others() {
+    let config = |name: &str| crate::config::HostConfig {
+        name: name.into(),
+        uri: format!("test://{name}/default"),
+        labels: Default::default(),
+        max_instances: None,
+        insecure: false,
+        frame_address: None,
+        bridges: Default::default(),
+    };
+    let configs = [config("a"), config("blackholed"), config("c")];
+    // The connection to "blackholed" hangs until the test lets it go (as a SYN to a host
+    // that is off waits for TCP's timeout).
+    let (release, hang) = std::sync::mpsc::channel::<()>();
+    let hang = std::sync::Mutex::new(hang);
+    let connector: hosts::Connector = Arc::new(move |h: &crate::config::HostConfig| {
+        if h.name == "blackholed" {
+            let _ = hang.lock().unwrap().recv();
+            return Err(BackendError::Unavailable("no route".into()));
+        }
+        Ok((Arc::new(FakeBackend::new()) as Arc<dyn Hypervisor>, "test"))
+    });
+    let registry =
+        hosts::HostRegistry::new(&configs, Arc::new(FakeBackend::new()), "test", connector);
+    let started = Instant::now();
+    let changes = registry.check(Instant::now(), false);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(changes, [hosts::HostChange::Reachable { host: "c".into() }]);
+    assert!(registry.get("c").unwrap().reachable());
+    // The hung check is not started twice; once it gives up, its outcome is reported.
+    let later = Instant::now() + std::time::Duration::from_secs(120);
+    assert!(registry.check(later, false).is_empty());
+    release.send(()).unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let error = || {
+        registry
+            .get("blackholed")
+            .unwrap()
+            .error()
+            .unwrap_or_default()
+    };
+    while !error().contains("no route") {
+        assert!(Instant::now() < deadline, "the hung check never finished");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!registry.get("blackholed").unwrap().reachable());
+}
+
+fn lan_request() -> rhyzome_api::NetworkCreate {
+    rhyzome_api::NetworkCreate {
+        name: "lan".into(),
+        subnet: "10.90.0.0/24".into(),
+        gateway: None,
+        mode: Some(rhyzome_api::ForwardMode::Isolated),
+        dhcp: None,
+        emulated: None,
+        seed: None,
+        link: None,
+    }
+}
+
+fn on_lan(lab: &Lab, name: &str, host: &str) -> InstanceSpec {
+    InstanceSpec {
+        host: Some(host.into()),
+        network: Some(rhyzome_api::NetworkSpec {
+            name: Some("lan".into()),
+            ..Default::default()
+        }),
+        ..lab.spec(name)
+    }
+}
+
+#[tokio::test]
+async fn a_managed_network_reaches_a_host_with_its_first_guest_and_leaves_after_its_last() {
+    let lab = lab(serde_json::json!({})).await;
+    lab.service
+        .create_network(lan_request(), &Caller::internal())
+        .await
+        .unwrap();
+    assert!(lab.b.network_definition("rhyzome-lan").is_none());
+    let one = lab.create(on_lan(&lab, "one", "b")).await.unwrap();
+    let two = lab.create(on_lan(&lab, "two", "b")).await.unwrap();
+    let (def, active) = lab.b.network_definition("rhyzome-lan").expect("made on b");
+    assert!(active);
+    assert_eq!(def.subnet.to_string(), "10.90.0.0/24");
+    assert_eq!(def.mark.daemon, lab.service.daemon_id);
+    // One address space: b's guests got the next addresses of the controller's pool.
+    let ip = |i: &rhyzome_api::Instance| i.network.as_ref().unwrap().ipv4.clone().unwrap();
+    assert_eq!(
+        (ip(&one), ip(&two)),
+        ("10.90.0.2/24".into(), "10.90.0.3/24".into())
+    );
+    lab.service
+        .delete(&Caller::internal(), "one")
+        .await
+        .unwrap();
+    lab.service.reconcile_once().await.unwrap();
+    assert!(
+        lab.b.network_definition("rhyzome-lan").is_some(),
+        "two needs it"
+    );
+    lab.service
+        .delete(&Caller::internal(), "two")
+        .await
+        .unwrap();
+    lab.service.reconcile_once().await.unwrap();
+    assert!(
+        lab.b.network_definition("rhyzome-lan").is_none(),
+        "gone with its last guest"
+    );
+}
+
+#[tokio::test]
+async fn another_owner_s_network_of_that_name_on_a_host_is_a_conflict_and_left_alone() {
+    let lab = lab(serde_json::json!({})).await;
+    lab.service
+        .create_network(lan_request(), &Caller::internal())
+        .await
+        .unwrap();
+    let foreign = crate::backend::network::NetworkStatus {
+        libvirt_name: "rhyzome-lan".into(),
+        active: true,
+        mark: None,
+        subnets: vec![rhyzome_api::networks::Ipv4Subnet::parse("10.91.0.0/24").unwrap()],
+        bridge: Some("virbr9".into()),
+        hosts: Vec::new(),
+    };
+    lab.b.inject_network(foreign.clone());
+    let e = lab.create(on_lan(&lab, "blocked", "b")).await.unwrap_err();
+    assert!(
+        matches!(&e, ServiceError::Conflict { field: Some("network"), message } if message.contains("\"b\"")),
+        "{e:?}"
+    );
+    lab.service.reconcile_once().await.unwrap();
+    let listed = lab.b.networks().unwrap();
+    assert_eq!(listed, [foreign], "never redefined nor removed");
+}

@@ -14,7 +14,7 @@
 
 use super::networks::NETWORKS_LOCK;
 use super::{blocking, Service, ServiceError};
-use crate::backend::network::{libvirt_network_name, NetworkStatus};
+use crate::backend::network::{libvirt_network_name, NetworkDefinition, NetworkStatus};
 use crate::backend::NetworkRemoval;
 use crate::store::attachments::Attachment;
 use crate::store::networks::NetworkRecord;
@@ -49,27 +49,61 @@ impl Service {
         }
         let _guard = self.locks.lock(NETWORKS_LOCK).await;
         let backend = self.backend_on(host)?;
+        let host_name = self.host_name(host).to_string();
         for record in records {
             let def = self.network_definition(&record)?;
-            let backend = backend.clone();
-            let up = blocking(move || {
-                match backend.network(&def.libvirt_name)? {
-                    Some(s) if s.active => return Ok(false),
-                    _ => {}
-                }
-                backend.define_network(&def)?;
-                backend.start_network(&def.libvirt_name)?;
-                Ok(true)
-            })
-            .await?
+            let status = {
+                let (backend, name) = (backend.clone(), def.libvirt_name.clone());
+                blocking(move || backend.network(&name)).await?
+            }
             .map_err(|e| {
                 self.host_failed(host, &e);
                 ServiceError::Backend(e)
             })?;
-            if up {
-                tracing::info!(network = %record.name, host = %self.host_name(host), "managed network brought up on the host");
+            let verdict = judge(status.as_ref(), &def, |s| self.is_ours(s));
+            if verdict == CopyVerdict::Foreign {
+                return Err(ServiceError::Conflict {
+                    field: Some("network"),
+                    message: format!(
+                        "host {host_name:?} has a libvirt network named {:?} that is not this \
+                         daemon's; the managed network {:?} cannot be brought up there",
+                        def.libvirt_name, record.name
+                    ),
+                });
             }
+            self.apply_verdict(host, verdict, def).await?;
         }
+        Ok(())
+    }
+
+    /// Brings `def` up on `host` as `verdict` says (nothing, start, or replace a stale copy
+    /// of this daemon's).
+    async fn apply_verdict(
+        &self,
+        host: &str,
+        verdict: CopyVerdict,
+        def: NetworkDefinition,
+    ) -> Result<(), ServiceError> {
+        if matches!(verdict, CopyVerdict::Fine | CopyVerdict::Foreign) {
+            return Ok(());
+        }
+        let backend = self.backend_on(host)?;
+        let (name, daemon) = (def.libvirt_name.clone(), self.daemon_id.clone());
+        blocking(move || {
+            if verdict == CopyVerdict::Replace {
+                // Ours (checked by its mark again inside), from an earlier network of this
+                // name with another subnet or bridge.
+                backend.remove_network(&def.libvirt_name, &daemon)?;
+            }
+            backend.define_network(&def)?;
+            backend.start_network(&def.libvirt_name)
+        })
+        .await?
+        .map_err(|e| {
+            self.host_failed(host, &e);
+            ServiceError::Backend(e)
+        })?;
+        tracing::info!(network = %name, host = %self.host_name(host), ?verdict, "managed network brought up on the host");
         Ok(())
     }
 
@@ -114,34 +148,29 @@ impl Service {
                     }
                 };
                 let status = listed.iter().find(|s| s.libvirt_name == def.libvirt_name);
-                let wanted_hosts = def.hosts.clone();
-                let backend = backend.clone();
-                let work = match status {
-                    Some(s) if !self.is_ours(s) => {
+                match (judge(status, &def, |s| self.is_ours(s)), status) {
+                    (CopyVerdict::Foreign, _) => {
                         tracing::warn!(network = %record.name, host = %name, "a libvirt network of this name is not this daemon's; not touching it");
-                        continue;
                     }
-                    Some(s) if s.active => {
-                        let changes = dhcp_changes(&wanted_hosts, s);
-                        blocking(move || {
+                    (CopyVerdict::Fine, Some(s)) => {
+                        let changes = dhcp_changes(&def.hosts, s);
+                        let backend = backend.clone();
+                        let work = blocking(move || {
                             for (entry, present) in changes {
                                 backend.set_dhcp_host(&def.libvirt_name, &entry, present)?;
                             }
-                            Ok(())
+                            Ok::<_, crate::backend::BackendError>(())
                         })
-                        .await
+                        .await;
+                        if let Ok(Err(e)) = work {
+                            tracing::warn!(network = %record.name, host = %name, error = %e, "cannot update the network's DHCP entries on the host");
+                        }
                     }
-                    _ => {
-                        tracing::info!(network = %record.name, host = %name, "network missing or stopped on the host; bringing it up");
-                        blocking(move || {
-                            backend.define_network(&def)?;
-                            backend.start_network(&def.libvirt_name)
-                        })
-                        .await
+                    (verdict, _) => {
+                        if let Err(e) = self.apply_verdict(&name, verdict, def).await {
+                            tracing::warn!(network = %record.name, host = %name, error = %e, "cannot bring the network in line on the host");
+                        }
                     }
-                };
-                if let Ok(Err(e)) = work {
-                    tracing::warn!(network = %record.name, host = %name, error = %e, "cannot bring the network in line on the host");
                 }
             }
             for s in listed.iter().filter(|s| self.is_ours(s)) {
@@ -187,6 +216,38 @@ impl Service {
                 tracing::warn!(network = %libvirt_name, %host, error = %e, "cannot remove the network from the host")
             }
         }
+    }
+}
+
+/// What a host's libvirt network of a managed network's name is, against its definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CopyVerdict {
+    /// Ours, as defined, running.
+    Fine,
+    /// Missing, or ours and stopped: define and start it.
+    BringUp,
+    /// Ours but from an earlier network of this name (another subnet or bridge).
+    Replace,
+    /// Another daemon's or tool's: never touched.
+    Foreign,
+}
+
+fn judge(
+    status: Option<&NetworkStatus>,
+    def: &NetworkDefinition,
+    is_ours: impl Fn(&NetworkStatus) -> bool,
+) -> CopyVerdict {
+    let Some(s) = status else {
+        return CopyVerdict::BringUp;
+    };
+    if !is_ours(s) {
+        CopyVerdict::Foreign
+    } else if s.subnets != [def.subnet] || s.bridge.as_deref() != Some(def.bridge.as_str()) {
+        CopyVerdict::Replace
+    } else if !s.active {
+        CopyVerdict::BringUp
+    } else {
+        CopyVerdict::Fine
     }
 }
 

@@ -273,7 +273,9 @@ impl Service {
                 return;
             }
         };
-        if all || any {
+        // With several hosts the pass also takes copies off hosts that no longer need them,
+        // even once the store holds no network at all.
+        if all || any || self.hosts.all().len() > 1 {
             if let Err(e) = self.reconcile_networks().await {
                 tracing::warn!(error = %e, "cannot reconcile networks");
             }

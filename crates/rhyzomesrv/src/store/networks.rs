@@ -144,7 +144,9 @@ pub enum AddressRefusal {
 /// Every daemon on one libvirt host binds these ports on the same loopback (libvirt's
 /// network namespace): its emulators and its guests' QEMU NICs. Each daemon starts counting
 /// at an offset drawn from its identity, so that two daemons sharing a host (or the tests'
-/// daemons on the lab) do not all take 24000 first and fail to bind.
+/// daemons on the lab) do not all take 24000 first and fail to bind. It makes a clash
+/// unlikely, not impossible: neither daemon sees the other's ports, and a clash shows as an
+/// emulator or a guest that cannot bind its port.
 pub(super) fn free_emulator_port(
     conn: &rusqlite::Connection,
     also: &[u16],

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 const NODES: usize = 9;
 
 fn bed_file(kernel: &str) -> String {
-    gossip_bed("gsp", 7, "10.72.0.0/24", NODES, false, kernel)
+    gossip_bed("gsp", 7, "10.76.0.0/24", NODES, false, kernel)
 }
 
 /// A gossip test bed `name`: a seed and `nodes` nodes of the test kernel on the network
@@ -140,7 +140,7 @@ fn a_rumor_reaches_every_node_and_collect_writes_its_results() {
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!((summary.testbed.as_str(), summary.seed), ("gsp", 7));
     assert_eq!(summary.networks.len(), 1);
-    assert_eq!(summary.networks[0].subnet, "10.72.0.0/24");
+    assert_eq!(summary.networks[0].subnet, "10.76.0.0/24");
     assert_eq!(summary.instances.len(), 1 + NODES);
     let mut times = Vec::new();
     for i in &summary.instances {

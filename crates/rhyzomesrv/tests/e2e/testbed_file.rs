@@ -16,7 +16,7 @@ seed = 3
 
 [[networks]]
 name = "tbf-net"
-subnet = "10.72.0.0/24"
+subnet = "10.77.0.0/24"
 emulated = true
 link = {{ {net_link} }}
 

@@ -105,7 +105,7 @@ fn a_bed_scales_by_its_highest_indices_replaces_a_changed_group_alone_and_surviv
     let file = dir.path().join("bed.toml");
     let path = file.to_str().unwrap();
     let bed = "tbo";
-    std::fs::write(&file, bed_file(&d.kernel(), bed, "10.72.0.0/24", 29, "")).unwrap();
+    std::fs::write(&file, bed_file(&d.kernel(), bed, "10.78.0.0/24", 29, "")).unwrap();
     let started = Instant::now();
     d.apply_bed_and_wait(std::path::Path::new(path), "4m");
     eprintln!("30 nodes ready in {:.1}s", started.elapsed().as_secs_f64());
@@ -170,7 +170,7 @@ fn a_bed_scales_by_its_highest_indices_replaces_a_changed_group_alone_and_surviv
     // replaces the seed alone and brings the nodes back to the file's 29.
     std::fs::write(
         &file,
-        bed_file(&d.kernel(), bed, "10.72.0.0/24", 29, " --verbose"),
+        bed_file(&d.kernel(), bed, "10.78.0.0/24", 29, " --verbose"),
     )
     .unwrap();
     let out = d.apply_bed_and_wait(std::path::Path::new(path), "4m");
