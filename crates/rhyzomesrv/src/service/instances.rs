@@ -400,9 +400,16 @@ impl Service {
             ));
         }
         let attachments = bridge_fields(&r.attachments);
-        let named = attachments
-            .iter()
-            .find(|(_, bridge)| message.contains(&format!("'{bridge}'")));
+        // libvirt names the bridge as the host calls it (its `Bridges`).
+        let on_host = |bridge: &str| {
+            self.hosts
+                .of(&r.host)
+                .map_or(bridge.to_string(), |h| h.config.bridge(bridge).to_string())
+        };
+        let named = attachments.iter().find(|(_, bridge)| {
+            message.contains(&format!("'{bridge}'"))
+                || message.contains(&format!("'{}'", on_host(bridge)))
+        });
         let only =
             (attachments.len() == 1 && message.contains("No such device")).then(|| &attachments[0]);
         match named.or(only) {
