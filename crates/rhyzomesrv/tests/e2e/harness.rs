@@ -499,18 +499,34 @@ impl Daemon {
         String::from_utf8_lossy(&self.client.console(name, None).unwrap()).into_owned()
     }
 
-    /// Waits until the console holds `count` lines starting with `prefix`.
+    /// Waits (30 s) until the console holds `count` lines starting with `prefix`.
     pub fn wait_for_console(&self, name: &str, prefix: &str, count: usize) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_for_console_within(name, prefix, count, Duration::from_secs(30))
+    }
+
+    /// [`Self::wait_for_console`] with its own limit; on failure it shows the instance and
+    /// the daemon's log as well.
+    pub fn wait_for_console_within(
+        &self,
+        name: &str,
+        prefix: &str,
+        count: usize,
+        limit: Duration,
+    ) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let console = self.console(name);
             if console.lines().filter(|l| l.starts_with(prefix)).count() >= count {
                 return console;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: no {count}x {prefix:?} on the console:\n{console}"
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "{name}: no {count}x {prefix:?} on the console within {limit:?}:\n{console}\n\
+                     instance: {:?}\ndaemon log:\n{}",
+                    self.client.get_instance(name),
+                    self.log()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

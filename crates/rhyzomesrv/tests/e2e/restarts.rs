@@ -6,6 +6,7 @@
 use crate::harness::Daemon;
 use rhyzome_api::InstanceState;
 use rhyzome_testkernel::BANNER_LINE;
+use std::time::Duration;
 
 fn banners(console: &str) -> usize {
     console.lines().filter(|l| *l == BANNER_LINE).count()
@@ -68,8 +69,10 @@ fn a_run_longer_than_restart_stable_seconds_resets_the_restart_count() {
         "--restart",
         "always:1",
     ]);
-    // Four runs are three restarts, two more than max_retries 1 allows in a row.
-    let console = d.wait_for_console("rstb-a", BANNER_LINE, 4);
+    // Four runs are three restarts, two more than max_retries 1 allows in a row. Each run is
+    // a boot, 1.5 s and a back-off: on two cores busy with other tests' beds that can take
+    // longer than the usual 30 s.
+    let console = d.wait_for_console_within("rstb-a", BANNER_LINE, 4, Duration::from_secs(90));
     assert!(banners(&console) >= 4, "{console}");
     let i = d.client.get_instance("rstb-a").unwrap();
     assert_ne!(i.state, InstanceState::Failed, "{:?}", i.last_error);
