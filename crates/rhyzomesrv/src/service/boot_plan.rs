@@ -484,11 +484,7 @@ impl Service {
         let attachments: Vec<(String, String, String)> = attachments
             .into_iter()
             .map(|(field, bridge)| {
-                let local = self
-                    .hosts
-                    .of(host)
-                    .map_or(bridge.as_str(), |h| h.config.bridge(&bridge))
-                    .to_string();
+                let local = self.bridge_on(host, &bridge);
                 (field, bridge, local)
             })
             .collect();

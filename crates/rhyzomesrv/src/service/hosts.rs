@@ -400,6 +400,14 @@ impl Service {
         }
     }
 
+    /// The name on the host a record names (its `Bridges`) of the bridge an instance names.
+    pub(crate) fn bridge_on(&self, host: &str, bridge: &str) -> String {
+        self.hosts
+            .of(host)
+            .map_or(bridge, |h| h.config.bridge(bridge))
+            .to_string()
+    }
+
     /// The backend of the host a record names, or an `Unavailable` error when that host is
     /// unreachable or no longer configured.
     pub(crate) fn backend_on(&self, host: &str) -> Result<Arc<dyn Hypervisor>, ServiceError> {

@@ -401,14 +401,9 @@ impl Service {
         }
         let attachments = bridge_fields(&r.attachments);
         // libvirt names the bridge as the host calls it (its `Bridges`).
-        let on_host = |bridge: &str| {
-            self.hosts
-                .of(&r.host)
-                .map_or(bridge.to_string(), |h| h.config.bridge(bridge).to_string())
-        };
         let named = attachments.iter().find(|(_, bridge)| {
             message.contains(&format!("'{bridge}'"))
-                || message.contains(&format!("'{}'", on_host(bridge)))
+                || message.contains(&format!("'{}'", self.bridge_on(&r.host, bridge)))
         });
         let only =
             (attachments.len() == 1 && message.contains("No such device")).then(|| &attachments[0]);
@@ -428,10 +423,8 @@ impl Service {
         self.ensure_networks_on(&r.host, &r.attachments).await?;
         let backend = self.backend_on(&r.host)?;
         let mut def = self.definition(r)?;
-        if let Some(host) = self.hosts.of(&r.host) {
-            for nic in def.nics.iter_mut().filter(|n| n.emulated.is_none()) {
-                nic.bridge = host.config.bridge(&nic.bridge).to_string();
-            }
+        for nic in def.nics.iter_mut().filter(|n| n.emulated.is_none()) {
+            nic.bridge = self.bridge_on(&r.host, &nic.bridge);
         }
         let (kernel, console_log, position) = self.host_paths(r).await?;
         def.kernel = kernel;

@@ -152,20 +152,7 @@ impl Service {
                     (CopyVerdict::Foreign, _) => {
                         tracing::warn!(network = %record.name, host = %name, "a libvirt network of this name is not this daemon's; not touching it");
                     }
-                    (CopyVerdict::Fine, Some(s)) => {
-                        let changes = dhcp_changes(&def.hosts, s);
-                        let backend = backend.clone();
-                        let work = blocking(move || {
-                            for (entry, present) in changes {
-                                backend.set_dhcp_host(&def.libvirt_name, &entry, present)?;
-                            }
-                            Ok::<_, crate::backend::BackendError>(())
-                        })
-                        .await;
-                        if let Ok(Err(e)) = work {
-                            tracing::warn!(network = %record.name, host = %name, error = %e, "cannot update the network's DHCP entries on the host");
-                        }
-                    }
+                    (CopyVerdict::Fine, Some(s)) => self.sync_dhcp_hosts(&name, record, s).await,
                     (verdict, _) => {
                         if let Err(e) = self.apply_verdict(&name, verdict, def).await {
                             tracing::warn!(network = %record.name, host = %name, error = %e, "cannot bring the network in line on the host");
@@ -196,8 +183,9 @@ impl Service {
         }
     }
 
-    /// Removes `libvirt_name` from `host` if it is this daemon's; logs, never fails.
-    async fn remove_network_on(&self, host: &str, libvirt_name: &str) {
+    /// Removes `libvirt_name` from `host` (a record's `host`: empty is the primary) if it is
+    /// this daemon's; logs, never fails.
+    pub(super) async fn remove_network_on(&self, host: &str, libvirt_name: &str) {
         let Ok(backend) = self.backend_on(host) else {
             return;
         };
@@ -207,7 +195,7 @@ impl Service {
                 tracing::warn!(network = %libvirt_name, %host, ?mark, "the libvirt network of this name is not this daemon's; left alone");
             }
             Ok(Ok(_)) => {
-                tracing::info!(network = %libvirt_name, %host, "managed network removed from the host: no instance there needs it");
+                tracing::info!(network = %libvirt_name, host = %self.host_name(host), "managed network removed from the host");
             }
             Ok(Err(e)) => {
                 tracing::warn!(network = %libvirt_name, %host, error = %e, "cannot remove the network from the host")

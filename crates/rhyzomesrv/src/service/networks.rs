@@ -235,7 +235,7 @@ impl Service {
                 Some(s) if !self.is_ours(s) => {
                     tracing::warn!(network = %record.name, mark = ?s.mark, "a libvirt network of this name is not this daemon's; not touching it");
                 }
-                Some(s) if s.active => self.sync_dhcp_hosts(record, s).await,
+                Some(s) if s.active => self.sync_dhcp_hosts("", record, s).await,
                 _ => {
                     tracing::info!(network = %record.name, "network missing, stopped or stale in libvirt; bringing it up");
                     if let Err(e) = self.bring_up_network(record).await {
@@ -367,7 +367,13 @@ impl Service {
     }
 
     /// Makes the live DHCP entries of a running network those of the store.
-    async fn sync_dhcp_hosts(&self, record: &NetworkRecord, status: &NetworkStatus) {
+    /// `host` is a record's `host` (empty: the primary).
+    pub(super) async fn sync_dhcp_hosts(
+        &self,
+        host: &str,
+        record: &NetworkRecord,
+        status: &NetworkStatus,
+    ) {
         let wanted = match self.dhcp_hosts(record) {
             Ok(w) => w,
             Err(e) => {
@@ -376,7 +382,8 @@ impl Service {
             }
         };
         for (entry, present) in super::network_hosts::dhcp_changes(&wanted, status) {
-            self.set_dhcp_entry("", &record.name, entry, present).await;
+            self.set_dhcp_entry(host, &record.name, entry, present)
+                .await;
         }
     }
 
@@ -472,7 +479,10 @@ impl Service {
     /// already answering with another error).
     async fn take_down(&self, record: &NetworkRecord) {
         if record.emulator.is_none() {
-            return self.remove_libvirt_network(record).await;
+            // The caller is already answering with another error: this logs, never fails.
+            return self
+                .remove_network_on("", &libvirt_network_name(&record.name))
+                .await;
         }
         let supervisor = self.emulators.clone();
         let network = record.name.clone();
@@ -483,22 +493,6 @@ impl Service {
             }
             Err(e) => {
                 tracing::warn!(network = %record.name, error = %e, "cannot stop the link emulator")
-            }
-        }
-    }
-
-    /// Removes the libvirt network of `record` if it is this daemon's; logs, never fails
-    /// (the caller is already answering with another error).
-    async fn remove_libvirt_network(&self, record: &NetworkRecord) {
-        let backend = self.backend.clone();
-        let (name, daemon) = (libvirt_network_name(&record.name), self.daemon_id.clone());
-        match blocking(move || backend.remove_network(&name, &daemon)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(network = %record.name, error = %e, "cannot remove the libvirt network")
-            }
-            Err(e) => {
-                tracing::warn!(network = %record.name, error = %e, "cannot remove the libvirt network")
             }
         }
     }
